@@ -1,0 +1,1 @@
+//! End-to-end tests of the `sclstm` binary and of the crates working together.
