@@ -1,6 +1,10 @@
 //! `sclstm`: train and run multi-task sequence taggers (NER, chunking, POS) with SC-LSTM cells.
 
+mod backend;
 mod cmd;
+mod config;
+mod fsutil;
+mod train;
 
 use clap::{Parser, Subcommand};
 
@@ -14,6 +18,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Train a tagger (default: the paper's SC-LSTM on NER + chunking + POS).
+    Train(Box<cmd::train::Args>),
     /// Print sentence, token, tag and chunk counts and embedding coverage of the shipped data.
     Stats(cmd::stats::Args),
 }
@@ -21,6 +27,7 @@ enum Command {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
+        Command::Train(args) => cmd::train::run(*args),
         Command::Stats(args) => cmd::stats::run(args),
     }
 }

@@ -1,0 +1,407 @@
+//! Criterion benchmarks of the kernels that decide training speed, one group per
+//! `<backend>_<kernel>`:
+//!
+//! | group                | what                                                            | throughput |
+//! |----------------------|-----------------------------------------------------------------|------------|
+//! | `cpu_gemm`           | gate-shaped products through `Backend::gemm`, fast vs naive     | FLOPs      |
+//! | `cpu_lstm_layer`     | BiLSTM layer forward (+ backward) at the paper's sizes          | tokens     |
+//! | `cpu_sc_lstm_layer`  | Bi-SC-LSTM layer, 1 task gate (training) / 3 (inference)        | tokens     |
+//! | `cpu_crf`            | CRF NLL + gradient and Viterbi, 9 and 23 tags, T 30, B 10       | tokens     |
+//! | `wgpu_*`             | the gemm and layer groups on the wgpu backend, when a GPU adapter exists |   |
+//!
+//! Criterion prints throughput as `elem/s`: FLOP/s for the gemm groups, tokens/s for the
+//! others. Inputs are synthetic and fixed (a seeded generator), so runs are comparable.
+//!
+//! ```text
+//! cargo bench --bench kernels                 # everything (a few minutes on 2 cores)
+//! cargo bench --bench kernels -- cpu_gemm     # one group
+//! ```
+
+use std::hint::black_box;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use criterion::{
+    BenchmarkId, Criterion, SamplingMode, Throughput, criterion_group, criterion_main,
+};
+use sclstm_core::{Backend, Gemm, Matrix};
+use sclstm_cpu::CpuBackend;
+use sclstm_cpu::gemm::gemm_naive;
+use sclstm_layers::{
+    CrfReduction, CrfWeights, DirectionWeights, LayerWorkspace, LstmWeights, ScLstmArgs,
+    TaskGateWeights, TaskInput, crf_nll, sc_lstm_forward, viterbi_decode,
+};
+
+/// Hidden size of every layer (paper config).
+const HIDDEN: usize = 300;
+/// Sentences per batch (paper config).
+const BATCH: usize = 10;
+/// Input width of layer 1: 50-d GloVe ⊕ 8 capitalization features.
+const D_FIRST: usize = 58;
+/// Input width of layers 2 and 3: `[h_fwd ⊕ h_bwd]`.
+const D_UPPER: usize = 2 * HIDDEN;
+/// Sentence lengths of the layer benchmarks: padded to `T = 25`, 195 tokens in all.
+const LAYER_LENS: [usize; BATCH] = [25, 22, 19, 24, 13, 21, 25, 17, 9, 20];
+/// Steps of the CRF benchmarks (every sentence full length).
+const CRF_STEPS: usize = 30;
+/// Tag-set sizes of the CRF benchmarks: NER (BIO) and chunking (BIO).
+const CRF_TAGS: [usize; 2] = [9, 23];
+/// Tasks of the paper config (NER, chunking, POS).
+const TASKS: usize = 3;
+
+/// Short, fixed measurement settings so that the whole suite runs in minutes on 2 cores.
+fn config() -> Criterion {
+    Criterion::default()
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2))
+        .sample_size(10)
+}
+
+/// `n` values uniform in `[-scale, scale)` from a seeded xorshift generator.
+fn synth(n: usize, seed: u64, scale: f32) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            let unit = (s >> 40) as f32 / (1u64 << 24) as f32;
+            (2.0 * unit - 1.0) * scale
+        })
+        .collect()
+}
+
+/// A `rows × cols` matrix of [`synth`] values.
+fn synth_matrix(rows: usize, cols: usize, seed: u64, scale: f32) -> Matrix<f32> {
+    Matrix::from_shape_vec((rows, cols), synth(rows * cols, seed, scale))
+        .expect("internal: synth returns rows·cols values")
+}
+
+/// Times `iters` runs of `step` on `be`, waiting for the device before the clock stops.
+fn timed<B: Backend>(be: &B, iters: u64, mut step: impl FnMut()) -> Duration {
+    let start = Instant::now();
+    for _ in 0..iters {
+        step();
+    }
+    be.sync().expect("internal: backend sync");
+    start.elapsed()
+}
+
+/// The gate-shaped products, as the layers issue them (weights stored `n × k`, so
+/// `trans_b`): one step's gates from a 408-wide `[x ⊕ h]`, the same for 30 steps at
+/// once (the hoisted input projection), and the recurrent product `h_{t-1}·W_hhᵀ`.
+fn gemm_shapes() -> [(&'static str, Gemm); 3] {
+    let tb = |m, n, k| Gemm {
+        trans_b: true,
+        ..Gemm::new(m, n, k)
+    };
+    [
+        ("gate_10x408x1200", tb(10, 4 * HIDDEN, 408)),
+        ("inproj_300x408x1200", tb(300, 4 * HIDDEN, 408)),
+        ("recurrent_10x300x1200", tb(10, 4 * HIDDEN, HIDDEN)),
+    ]
+}
+
+/// Largest relative difference between two results, relative to the largest magnitude.
+fn max_rel_diff(got: &[f32], want: &[f32]) -> f32 {
+    let scale = want.iter().fold(1e-6f32, |m, v| m.max(v.abs()));
+    got.iter()
+        .zip(want)
+        .fold(0.0f32, |m, (g, w)| m.max((g - w).abs() / scale))
+}
+
+/// Benchmarks `Backend::gemm` of every variant at the gate shapes, each checked against
+/// the naive reference first; with `with_naive` the reference itself is timed too.
+fn gemm_group<B: Backend<Elem = f32>>(
+    c: &mut Criterion,
+    group_name: &str,
+    variants: &[(&str, &B)],
+    with_naive: bool,
+) {
+    let mut group = c.benchmark_group(group_name);
+    group.sampling_mode(SamplingMode::Flat);
+    for (label, g) in gemm_shapes() {
+        let a = synth(g.m * g.k, 1, 1.0);
+        let b = synth(g.k * g.n, 2, 1.0);
+        let mut want = vec![0.0f32; g.m * g.n];
+        gemm_naive(&g, &a, &b, None, &mut want).expect("internal: gemm shapes fit");
+        group.throughput(Throughput::Elements(g.flops()));
+        for &(variant, be) in variants {
+            let a_buf = be.upload(&a).expect("internal: upload");
+            let b_buf = be.upload(&b).expect("internal: upload");
+            let mut c_buf = be.zeros(g.m * g.n).expect("internal: alloc");
+            be.gemm(&g, &a_buf, &b_buf, None, &mut c_buf)
+                .expect("internal: gemm shapes fit");
+            let got = be.download(&c_buf).expect("internal: download");
+            let err = max_rel_diff(&got, &want);
+            assert!(err < 1e-4, "{group_name}/{variant}/{label}: error {err}");
+            group.bench_function(BenchmarkId::new(variant, label), |bch| {
+                bch.iter_custom(|iters| {
+                    timed(be, iters, || {
+                        be.gemm(&g, &a_buf, &b_buf, None, &mut c_buf)
+                            .expect("internal: gemm shapes fit");
+                    })
+                })
+            });
+        }
+        if with_naive {
+            let mut out = vec![0.0f32; g.m * g.n];
+            group.bench_function(BenchmarkId::new("naive", label), |bch| {
+                bch.iter(|| {
+                    gemm_naive(&g, &a, &b, None, &mut out).expect("internal: gemm shapes fit");
+                    black_box(out[0])
+                })
+            });
+        }
+    }
+    group.finish();
+}
+
+/// Host weights of one bidirectional (SC-)LSTM layer with `tasks` task gates.
+struct LayerParams {
+    /// Per direction: `W_ih` (4H, D), `W_hh` (4H, H), `b` (1, 4H).
+    cell: Vec<[Matrix<f32>; 3]>,
+    /// Per direction, per task: `U_k` (H, D), `W_k` (H, H), `b_k` (1, H).
+    gates: Vec<Vec<[Matrix<f32>; 3]>>,
+}
+
+impl LayerParams {
+    /// Uniform weights in `±1/√H` (PyTorch's LSTM initialisation), seeded per matrix.
+    fn new(d: usize, tasks: usize) -> Self {
+        let s = 1.0 / (HIDDEN as f32).sqrt();
+        let h4 = 4 * HIDDEN;
+        let cell = (0..2u64)
+            .map(|di| {
+                [
+                    synth_matrix(h4, d, 10 + di, s),
+                    synth_matrix(h4, HIDDEN, 20 + di, s),
+                    synth_matrix(1, h4, 30 + di, s),
+                ]
+            })
+            .collect();
+        let gates = (0..2u64)
+            .map(|di| {
+                (0..tasks as u64)
+                    .map(|k| {
+                        let seed = 100 + 10 * k + di;
+                        [
+                            synth_matrix(HIDDEN, d, seed, s),
+                            synth_matrix(HIDDEN, HIDDEN, seed + 1000, s),
+                            synth_matrix(1, HIDDEN, seed + 2000, s),
+                        ]
+                    })
+                    .collect()
+            })
+            .collect();
+        LayerParams { cell, gates }
+    }
+
+    /// Layer arguments over `x`, requesting the first `tasks` gates (all reading `x`).
+    fn args<'a>(&'a self, x: &'a Matrix<f32>, tasks: usize) -> ScLstmArgs<'a, f32> {
+        let directions = self
+            .cell
+            .iter()
+            .zip(&self.gates)
+            .map(|([w_ih, w_hh, b], gates)| DirectionWeights {
+                cell: LstmWeights { w_ih, w_hh, b },
+                tasks: gates[..tasks]
+                    .iter()
+                    .map(|[u, w, b]| TaskGateWeights { u, w, b })
+                    .collect(),
+            })
+            .collect();
+        ScLstmArgs {
+            x,
+            lens: &LAYER_LENS,
+            task_inputs: vec![TaskInput::Shared; tasks],
+            directions,
+        }
+    }
+}
+
+/// One layer case: name, input width, task gates requested, and whether the backward runs.
+struct LayerCase {
+    /// Benchmark id function part, e.g. `"fwd_bwd"`.
+    what: &'static str,
+    /// Input width `D`.
+    d: usize,
+    /// Task gates requested (0: a plain BiLSTM layer).
+    tasks: usize,
+    /// Run the backward too (training) or only the forward (inference).
+    backward: bool,
+}
+
+/// Benchmarks the (SC-)LSTM layer cases on one backend, throughput in tokens.
+fn layer_group<B: Backend<Elem = f32> + 'static>(
+    c: &mut Criterion,
+    group_name: &str,
+    ws: &LayerWorkspace<B>,
+    cases: &[LayerCase],
+) {
+    let steps = *LAYER_LENS.iter().max().expect("internal: non-empty batch");
+    let rows = steps * BATCH;
+    let tokens: usize = LAYER_LENS.iter().sum();
+    let mut group = c.benchmark_group(group_name);
+    group.sampling_mode(SamplingMode::Flat);
+    group.throughput(Throughput::Elements(tokens as u64));
+    for case in cases {
+        let params = LayerParams::new(case.d, case.tasks);
+        let x = synth_matrix(rows, case.d, 7, 1.0);
+        let args = params.args(&x, case.tasks);
+        let width = 2 * (1 + case.tasks) * HIDDEN;
+        let d_out = synth_matrix(rows, width, 8, 1.0);
+        let id = BenchmarkId::new(case.what, format!("d{}", case.d));
+        group.bench_function(id, |bch| {
+            bch.iter_custom(|iters| {
+                timed(ws.backend().as_ref(), iters, || {
+                    let (out, node) = sc_lstm_forward(ws, &args, case.backward)
+                        .expect("internal: layer shapes are consistent");
+                    if let Some(node) = node {
+                        let grads = node
+                            .backward(&d_out)
+                            .expect("internal: gradient shape matches the output");
+                        black_box(grads);
+                    }
+                    black_box(out);
+                })
+            })
+        });
+    }
+    group.finish();
+}
+
+/// The BiLSTM cases: layer 1 and an upper layer, training and inference.
+fn lstm_cases() -> Vec<LayerCase> {
+    let case = |what, d, backward| LayerCase {
+        what,
+        d,
+        tasks: 0,
+        backward,
+    };
+    vec![
+        case("fwd_bwd", D_FIRST, true),
+        case("fwd_bwd", D_UPPER, true),
+        case("fwd", D_FIRST, false),
+        case("fwd", D_UPPER, false),
+    ]
+}
+
+/// The Bi-SC-LSTM cases: a training batch computes its own task's gate only; inference
+/// tags all three tasks at once.
+fn sc_lstm_cases() -> Vec<LayerCase> {
+    vec![
+        LayerCase {
+            what: "fwd_bwd_1task",
+            d: D_FIRST,
+            tasks: 1,
+            backward: true,
+        },
+        LayerCase {
+            what: "fwd_bwd_1task",
+            d: D_UPPER,
+            tasks: 1,
+            backward: true,
+        },
+        LayerCase {
+            what: "fwd_3tasks",
+            d: D_UPPER,
+            tasks: TASKS,
+            backward: false,
+        },
+    ]
+}
+
+/// CRF NLL + gradient and Viterbi (host code), throughput in tokens.
+fn crf_group(c: &mut Criterion) {
+    let lens = [CRF_STEPS; BATCH];
+    let rows = CRF_STEPS * BATCH;
+    let mut group = c.benchmark_group("cpu_crf");
+    group.throughput(Throughput::Elements(rows as u64));
+    for tags in CRF_TAGS {
+        let emissions = synth_matrix(rows, tags, 40 + tags as u64, 2.0);
+        let transitions = synth_matrix(tags, tags, 50 + tags as u64, 0.1);
+        let start = synth_matrix(1, tags, 60 + tags as u64, 0.1);
+        let end = synth_matrix(1, tags, 70 + tags as u64, 0.1);
+        let w = CrfWeights {
+            transitions: &transitions,
+            start: &start,
+            end: &end,
+        };
+        let gold: Vec<usize> = synth(rows, 80 + tags as u64, 1.0)
+            .iter()
+            .map(|v| ((v + 1.0) * 0.5 * tags as f32) as usize % tags)
+            .collect();
+        let seed = Matrix::from_elem((1, 1), 1.0f32);
+        group.bench_function(BenchmarkId::new("nll_grad", tags), |bch| {
+            bch.iter(|| {
+                let (loss, node) = crf_nll(&emissions, &gold, &lens, w, CrfReduction::Sum, true)
+                    .expect("internal: crf shapes are consistent");
+                let node = node.expect("internal: recording returns a node");
+                let grads = node
+                    .backward(&seed)
+                    .expect("internal: loss gradient is 1×1");
+                black_box((loss, grads))
+            })
+        });
+        group.bench_function(BenchmarkId::new("viterbi", tags), |bch| {
+            bch.iter(|| {
+                viterbi_decode(&emissions, &lens, w, None)
+                    .expect("internal: crf shapes are consistent")
+            })
+        });
+    }
+    group.finish();
+}
+
+/// The CPU groups: gemm (2 threads, 1 thread, naive), layers and CRF.
+fn cpu_benches(c: &mut Criterion) {
+    let cpu2 = CpuBackend::<f32>::new(2).expect("internal: thread pool");
+    let cpu1 = CpuBackend::<f32>::new(1).expect("internal: thread pool");
+    gemm_group(
+        c,
+        "cpu_gemm",
+        &[("fast_2t", &cpu2), ("fast_1t", &cpu1)],
+        true,
+    );
+    let ws = LayerWorkspace::new(Arc::new(cpu2));
+    layer_group(c, "cpu_lstm_layer", &ws, &lstm_cases());
+    layer_group(c, "cpu_sc_lstm_layer", &ws, &sc_lstm_cases());
+    crf_group(c);
+}
+
+/// The wgpu groups, on a hardware adapter only (a software rasteriser would take the
+/// suite from minutes to hours); otherwise says why they are skipped.
+#[cfg(feature = "wgpu")]
+fn wgpu_benches(c: &mut Criterion) {
+    let be = match sclstm_wgpu::WgpuBackend::new() {
+        Ok(be) => be,
+        Err(e) => {
+            eprintln!("wgpu benches skipped: {e}");
+            return;
+        }
+    };
+    let adapter = be.adapter();
+    if format!("{:?}", adapter.device_type) == "Cpu" {
+        eprintln!(
+            "wgpu benches skipped: {} is a software adapter",
+            adapter.name
+        );
+        return;
+    }
+    eprintln!("wgpu adapter: {} ({:?})", adapter.name, adapter.backend);
+    gemm_group(c, "wgpu_gemm", &[("wgpu", &be)], false);
+    let ws = LayerWorkspace::new(Arc::new(be));
+    layer_group(c, "wgpu_lstm_layer", &ws, &lstm_cases());
+    layer_group(c, "wgpu_sc_lstm_layer", &ws, &sc_lstm_cases());
+}
+
+/// Without the `wgpu` feature there is no wgpu backend to measure.
+#[cfg(not(feature = "wgpu"))]
+fn wgpu_benches(_c: &mut Criterion) {}
+
+criterion_group! {
+    name = benches;
+    config = config();
+    targets = cpu_benches, wgpu_benches
+}
+criterion_main!(benches);

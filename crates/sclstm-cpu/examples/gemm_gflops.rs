@@ -1,0 +1,82 @@
+//! Prints the GFLOP/s of the fast and naive CPU gemm at the engine's reference shapes
+//! (recurrent 10×408·408×1200, batched input projection 300×408·408×1200, and 1024³)
+//! on 1 and 2 threads, f32, in GFLOP/s: `fast` (the backend's gemm), `mm only`
+//! (matrixmultiply without the small-m kernel, 1 thread) and `naive` (the reference).
+//!
+//! ```text
+//! cargo run --release -p sclstm-cpu --example gemm_gflops [-- --no-naive]
+//! ```
+
+use std::time::{Duration, Instant};
+
+use sclstm_core::Gemm;
+use sclstm_cpu::gemm::{gemm_fast, gemm_matrixmultiply, gemm_naive};
+
+/// Runs `f` until at least `budget` has passed (after one warm-up call) and returns
+/// the mean seconds per call.
+fn time_per_call(budget: Duration, mut f: impl FnMut()) -> f64 {
+    f();
+    let start = Instant::now();
+    let mut calls = 0u32;
+    while start.elapsed() < budget || calls < 3 {
+        f();
+        calls += 1;
+    }
+    start.elapsed().as_secs_f64() / f64::from(calls)
+}
+
+fn main() {
+    let with_naive = !std::env::args().any(|a| a == "--no-naive");
+    // (m, n, k, trans_b): the last row is the recurrent backward `dG · Wᵀ`.
+    let shapes = [
+        (10, 1200, 408, false),
+        (300, 1200, 408, false),
+        (1024, 1024, 1024, false),
+        (10, 408, 1200, true),
+    ];
+    println!(
+        "{:>20} {:>8} {:>10} {:>10} {:>10}",
+        "m x n x k", "threads", "fast", "mm only", "naive"
+    );
+    for &(m, n, k, trans_b) in &shapes {
+        let g = Gemm {
+            trans_b,
+            ..Gemm::new(m, n, k)
+        };
+        let a: Vec<f32> = (0..m * k).map(|i| ((i % 17) as f32 - 8.0) * 0.01).collect();
+        let b: Vec<f32> = (0..k * n).map(|i| ((i % 13) as f32 - 6.0) * 0.01).collect();
+        let mut c = vec![0.0f32; m * n];
+        for threads in [1usize, 2] {
+            let pool = (threads > 1).then(|| {
+                rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .build()
+                    .expect("internal: thread pool")
+            });
+            let secs = time_per_call(Duration::from_millis(700), || {
+                gemm_fast(&g, &a, &b, None, &mut c, pool.as_ref()).expect("internal: sizes");
+            });
+            let fast = g.flops() as f64 / secs / 1e9;
+            let mm = if threads == 1 {
+                let secs = time_per_call(Duration::from_millis(500), || {
+                    gemm_matrixmultiply(&g, &a, &b, None, &mut c).expect("internal: sizes");
+                });
+                format!("{:.1}", g.flops() as f64 / secs / 1e9)
+            } else {
+                "-".to_string()
+            };
+            let naive = if with_naive && threads == 1 {
+                let secs = time_per_call(Duration::from_millis(300), || {
+                    gemm_naive(&g, &a, &b, None, &mut c).expect("internal: sizes");
+                });
+                format!("{:.2}", g.flops() as f64 / secs / 1e9)
+            } else {
+                "-".to_string()
+            };
+            println!(
+                "{:>20} {threads:>8} {fast:>10.1} {mm:>10} {naive:>10}",
+                format!("{m}x{n}x{k}{}", if trans_b { " (Bᵀ)" } else { "" })
+            );
+        }
+    }
+}

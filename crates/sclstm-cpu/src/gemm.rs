@@ -1,0 +1,569 @@
+//! Matrix products on host slices: the naive reference kernel (the spec) and the fast
+//! kernel (matrixmultiply's packed AVX-512/AVX2/FMA microkernels, rayon across the
+//! output). Both implement exactly the contract of [`sclstm_core::Gemm`]:
+//!
+//! `C[c_off..][i, j] (+)= Σ_p op(A)[i, p] · op(B)[p, j]  (+ bias[j])`
+//!
+//! Transposes are expressed as strides, never as copies: `A` stored `k × m` is read
+//! with row stride 1 and column stride `m`.
+//!
+//! # Determinism
+//! The fast kernel splits the output `C` into disjoint blocks (rows when `C` is tall,
+//! columns when it is wide and short, as the recurrent products with `m` = batch are)
+//! and hands one block to each thread. Every element of `C` is summed by one thread in
+//! the order matrixmultiply's `k`-blocking gives it, so a fixed thread count gives a
+//! fixed result, with no atomics and no reductions across threads.
+
+use std::any::TypeId;
+
+use rayon::ThreadPool;
+use rayon::prelude::*;
+use sclstm_core::{Gemm, NumError, Real};
+
+use crate::small_m;
+
+/// Products below this many floating-point operations run on the calling thread:
+/// splitting them costs more in rayon hand-off than it saves (a 10×408·408×1200
+/// recurrent product is about 10 MFLOP and still gains from two threads).
+pub const PAR_MIN_FLOPS: u64 = 4_000_000;
+
+/// Blocks handed to threads are aligned to this many rows/columns so that every
+/// block but the last fills whole microkernel tiles (32 = the f32 small-m tile width).
+const SPLIT_ALIGN: usize = 32;
+
+/// Checks that every operand of `g` fits its buffer.
+///
+/// # Errors
+/// [`NumError::BufferTooSmall`] naming the first operand that does not fit.
+pub fn check_gemm(
+    g: &Gemm,
+    a_len: usize,
+    b_len: usize,
+    bias_len: Option<usize>,
+    c_len: usize,
+) -> Result<(), NumError> {
+    let fits = |op: &'static str, len: usize, off: usize, count: usize| {
+        let needed = if count == 0 { 0 } else { off + count };
+        if len < needed {
+            Err(NumError::BufferTooSmall { op, len, needed })
+        } else {
+            Ok(())
+        }
+    };
+    fits("gemm (a)", a_len, g.a_off, g.m * g.k)?;
+    fits("gemm (b)", b_len, g.b_off, g.k * g.n)?;
+    fits("gemm (c)", c_len, g.c_off, g.m * g.n)?;
+    if let Some(len) = bias_len {
+        fits("gemm (bias)", len, 0, g.n)?;
+    }
+    Ok(())
+}
+
+/// The reference product: three plain loops, summing over `p` in order.
+///
+/// Computes `C = [C +] op(A)·op(B) [+ bias]` as described in [`Gemm`]; `C` need not
+/// be initialised when `accumulate` is false.
+///
+/// # Errors
+/// [`NumError::BufferTooSmall`] if an operand does not fit its buffer.
+pub fn gemm_naive<R: Real>(
+    g: &Gemm,
+    a: &[R],
+    b: &[R],
+    bias: Option<&[R]>,
+    c: &mut [R],
+) -> Result<(), NumError> {
+    check_gemm(g, a.len(), b.len(), bias.map(<[R]>::len), c.len())?;
+    let (m, n, k) = (g.m, g.n, g.k);
+    for i in 0..m {
+        for j in 0..n {
+            let mut acc = R::zero();
+            for p in 0..k {
+                let av = if g.trans_a {
+                    a[g.a_off + p * m + i]
+                } else {
+                    a[g.a_off + i * k + p]
+                };
+                let bv = if g.trans_b {
+                    b[g.b_off + j * k + p]
+                } else {
+                    b[g.b_off + p * n + j]
+                };
+                acc += av * bv;
+            }
+            if let Some(bias) = bias {
+                acc += bias[j];
+            }
+            let cij = &mut c[g.c_off + i * n + j];
+            *cij = if g.accumulate { *cij + acc } else { acc };
+        }
+    }
+    Ok(())
+}
+
+/// The fast product: matrixmultiply on strided views, split across `pool` when the
+/// product is large enough (see [`PAR_MIN_FLOPS`]); `pool = None` runs on the caller.
+///
+/// Same contract and errors as [`gemm_naive`].
+///
+/// # Errors
+/// [`NumError::BufferTooSmall`] if an operand does not fit its buffer.
+pub fn gemm_fast<R: Real>(
+    g: &Gemm,
+    a: &[R],
+    b: &[R],
+    bias: Option<&[R]>,
+    c: &mut [R],
+    pool: Option<&ThreadPool>,
+) -> Result<(), NumError> {
+    check_gemm(g, a.len(), b.len(), bias.map(<[R]>::len), c.len())?;
+    if g.m == 0 || g.n == 0 {
+        return Ok(());
+    }
+    let view = GemmView::new(g, a, b, bias, c);
+    let threads = pool.map_or(1, ThreadPool::current_num_threads);
+    if threads <= 1 || g.flops() < PAR_MIN_FLOPS {
+        // SAFETY: the whole output block belongs to this call; bounds were checked.
+        unsafe { view.block(0, g.m, 0, g.n) };
+        return Ok(());
+    }
+    let pool = pool.expect("internal: threads > 1 implies a pool");
+    // Split the axis of C that gives every thread whole tiles: rows when there are
+    // enough of them, else columns (recurrent products: m = batch, n = 4H).
+    let by_rows = g.m >= SPLIT_ALIGN * threads && g.m >= g.n / 4;
+    let len = if by_rows { g.m } else { g.n };
+    let chunk = len.div_ceil(threads).div_ceil(SPLIT_ALIGN) * SPLIT_ALIGN;
+    let blocks = len.div_ceil(chunk);
+    pool.install(|| {
+        (0..blocks).into_par_iter().for_each(|blk| {
+            let lo = blk * chunk;
+            let hi = (lo + chunk).min(len);
+            // SAFETY: blocks are disjoint ranges of rows (or columns) of C, so no two
+            // threads write the same element; bounds were checked above.
+            unsafe {
+                if by_rows {
+                    view.block(lo, hi, 0, g.n)
+                } else {
+                    view.block(0, g.m, lo, hi)
+                }
+            }
+        });
+    });
+    Ok(())
+}
+
+/// The fast product without the small-m kernel: matrixmultiply alone, on the calling
+/// thread. Kept as a selectable variant for benchmarks and as a second reference.
+///
+/// # Errors
+/// [`NumError::BufferTooSmall`] if an operand does not fit its buffer.
+pub fn gemm_matrixmultiply<R: Real>(
+    g: &Gemm,
+    a: &[R],
+    b: &[R],
+    bias: Option<&[R]>,
+    c: &mut [R],
+) -> Result<(), NumError> {
+    check_gemm(g, a.len(), b.len(), bias.map(<[R]>::len), c.len())?;
+    if g.m == 0 || g.n == 0 {
+        return Ok(());
+    }
+    let view = GemmView {
+        small_m: false,
+        ..GemmView::new(g, a, b, bias, c)
+    };
+    // SAFETY: the whole output block belongs to this call; bounds were checked.
+    unsafe { view.block(0, g.m, 0, g.n) };
+    Ok(())
+}
+
+/// Raw strided views of the operands of one checked product, shareable across threads.
+struct GemmView<R> {
+    n: usize,
+    k: usize,
+    a: *const R,
+    rsa: isize,
+    csa: isize,
+    b: *const R,
+    rsb: isize,
+    csb: isize,
+    c: *mut R,
+    bias: Option<*const R>,
+    accumulate: bool,
+    /// Whether tiny-m products may use the small-m kernel.
+    small_m: bool,
+}
+
+// SAFETY: the pointers come from slices borrowed for the whole call of `gemm_fast`;
+// threads only read A, B and bias, and write disjoint blocks of C.
+unsafe impl<R: Send> Send for GemmView<R> {}
+// SAFETY: as above.
+unsafe impl<R: Sync> Sync for GemmView<R> {}
+
+impl<R: Real> GemmView<R> {
+    fn new(g: &Gemm, a: &[R], b: &[R], bias: Option<&[R]>, c: &mut [R]) -> Self {
+        let (m, n, k) = (g.m, g.n, g.k);
+        let (rsa, csa) = if g.trans_a { (1, m) } else { (k, 1) };
+        let (rsb, csb) = if g.trans_b { (1, k) } else { (n, 1) };
+        GemmView {
+            n,
+            k,
+            a: a[g.a_off..].as_ptr(),
+            rsa: rsa as isize,
+            csa: csa as isize,
+            b: b[g.b_off..].as_ptr(),
+            rsb: rsb as isize,
+            csb: csb as isize,
+            c: c[g.c_off..].as_mut_ptr(),
+            bias: bias.map(<[R]>::as_ptr),
+            accumulate: g.accumulate,
+            small_m: true,
+        }
+    }
+
+    /// Computes the block `C[r0..r1, c0..c1]`.
+    ///
+    /// # Safety
+    /// The ranges must lie inside `m × n`, and no other thread may touch that block.
+    unsafe fn block(&self, r0: usize, r1: usize, c0: usize, c1: usize) {
+        let (rows, cols) = (r1 - r0, c1 - c0);
+        let n = self.n as isize;
+        // SAFETY (whole body): offsets stay inside the checked operands.
+        unsafe {
+            let c = self.c.offset(r0 as isize * n + c0 as isize);
+            let mut beta = if self.accumulate { R::one() } else { R::zero() };
+            if let Some(bias) = self.bias {
+                // The bias enters C first; the product is then accumulated onto it.
+                for i in 0..rows {
+                    let row = c.offset(i as isize * n);
+                    for j in 0..cols {
+                        let bj = *bias.add(c0 + j);
+                        let cij = row.add(j);
+                        *cij = if self.accumulate { *cij + bj } else { bj };
+                    }
+                }
+                beta = R::one();
+            }
+            let a = self.a.offset(r0 as isize * self.rsa);
+            let b = self.b.offset(c0 as isize * self.csb);
+            strided_gemm(
+                self.small_m,
+                rows,
+                self.k,
+                cols,
+                a,
+                self.rsa,
+                self.csa,
+                b,
+                self.rsb,
+                self.csb,
+                beta,
+                c,
+                n,
+                1,
+            );
+        }
+    }
+}
+
+/// `C = A·B + beta·C` on strided operands: the small-m AVX-512 kernel for tiny-m
+/// products (when `small_m_ok` and the CPU has it), else matrixmultiply's `sgemm` /
+/// `dgemm` for f32 / f64 (any other `Real` falls back to a plain loop). With
+/// `beta = 0`, `C` is never read (so NaN there does not propagate).
+///
+/// # Safety
+/// Every pointer must be valid for the strided `m × k`, `k × n`, `m × n` regions.
+#[allow(clippy::too_many_arguments)]
+unsafe fn strided_gemm<R: Real>(
+    small_m_ok: bool,
+    m: usize,
+    k: usize,
+    n: usize,
+    a: *const R,
+    rsa: isize,
+    csa: isize,
+    b: *const R,
+    rsb: isize,
+    csb: isize,
+    beta: R,
+    c: *mut R,
+    rsc: isize,
+    csc: isize,
+) {
+    // SAFETY: the caller's contract; the casts are no-ops because the TypeIds match.
+    unsafe {
+        let (is_f32, is_f64) = (
+            TypeId::of::<R>() == TypeId::of::<f32>(),
+            TypeId::of::<R>() == TypeId::of::<f64>(),
+        );
+        if small_m_ok && (is_f32 || is_f64) && csc == 1 && small_m::usable(m, csb) {
+            // Tiny-m products (recurrent steps): full column tiles here, the rest below.
+            let done = small_m::gemm(m, k, n, a, rsa, csa, b, rsb, beta, c, rsc);
+            if done == n {
+                return;
+            }
+            let d = done as isize;
+            return strided_gemm_mm(
+                m,
+                k,
+                n - done,
+                a,
+                rsa,
+                csa,
+                b.offset(d * csb),
+                rsb,
+                csb,
+                beta,
+                c.offset(d * csc),
+                rsc,
+                csc,
+            );
+        }
+        if small_m_ok && (is_f32 || is_f64) && csc == 1 && small_m::usable_t(m, csa, rsb) {
+            // Tiny-m products with a transposed B (recurrent backward): dot products.
+            return small_m::gemm_t(m, k, n, a, rsa, b, csb, beta, c, rsc);
+        }
+        strided_gemm_mm(m, k, n, a, rsa, csa, b, rsb, csb, beta, c, rsc, csc)
+    }
+}
+
+/// [`strided_gemm`] without the small-m kernel: matrixmultiply, or plain loops for a
+/// `Real` other than f32 / f64.
+///
+/// # Safety
+/// As for [`strided_gemm`].
+#[allow(clippy::too_many_arguments)]
+unsafe fn strided_gemm_mm<R: Real>(
+    m: usize,
+    k: usize,
+    n: usize,
+    a: *const R,
+    rsa: isize,
+    csa: isize,
+    b: *const R,
+    rsb: isize,
+    csb: isize,
+    beta: R,
+    c: *mut R,
+    rsc: isize,
+    csc: isize,
+) {
+    // SAFETY: the caller's contract; the casts are no-ops because the TypeIds match.
+    unsafe {
+        if TypeId::of::<R>() == TypeId::of::<f32>() {
+            matrixmultiply::sgemm(
+                m,
+                k,
+                n,
+                1.0,
+                a.cast(),
+                rsa,
+                csa,
+                b.cast(),
+                rsb,
+                csb,
+                Real::to_f64(beta) as f32,
+                c.cast(),
+                rsc,
+                csc,
+            );
+        } else if TypeId::of::<R>() == TypeId::of::<f64>() {
+            matrixmultiply::dgemm(
+                m,
+                k,
+                n,
+                1.0,
+                a.cast(),
+                rsa,
+                csa,
+                b.cast(),
+                rsb,
+                csb,
+                Real::to_f64(beta),
+                c.cast(),
+                rsc,
+                csc,
+            );
+        } else {
+            for i in 0..m as isize {
+                for j in 0..n as isize {
+                    let mut acc = R::zero();
+                    for p in 0..k as isize {
+                        acc += *a.offset(i * rsa + p * csa) * *b.offset(p * rsb + j * csb);
+                    }
+                    let cij = c.offset(i * rsc + j * csc);
+                    *cij = if beta == R::zero() {
+                        acc
+                    } else {
+                        acc + beta * *cij
+                    };
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{RngExt, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+
+    fn random<R: Real>(rng: &mut ChaCha8Rng, len: usize) -> Vec<R> {
+        (0..len)
+            .map(|_| R::from_f64(rng.random_range(-1.0..1.0)))
+            .collect()
+    }
+
+    /// Fast vs naive for every transpose / accumulate / bias combination at one size.
+    fn compare<R: Real>(m: usize, n: usize, k: usize, pool: Option<&ThreadPool>, tol: f64) {
+        let mut rng = ChaCha8Rng::seed_from_u64((m * 131 + n * 17 + k) as u64);
+        for trans_a in [false, true] {
+            for trans_b in [false, true] {
+                for accumulate in [false, true] {
+                    for with_bias in [false, true] {
+                        let g = Gemm {
+                            trans_a,
+                            trans_b,
+                            accumulate,
+                            a_off: 3,
+                            b_off: 1,
+                            c_off: 2,
+                            ..Gemm::new(m, n, k)
+                        };
+                        let a = random::<R>(&mut rng, 3 + m * k);
+                        let b = random::<R>(&mut rng, 1 + k * n + 5);
+                        let bias = random::<R>(&mut rng, n);
+                        let init: Vec<R> = if accumulate {
+                            random(&mut rng, 2 + m * n + 4)
+                        } else {
+                            vec![R::nan(); 2 + m * n + 4]
+                        };
+                        let mut c_ref = init.clone();
+                        let mut c_fast = init.clone();
+                        let bias = with_bias.then_some(bias.as_slice());
+                        gemm_naive(&g, &a, &b, bias, &mut c_ref).unwrap();
+                        gemm_fast(&g, &a, &b, bias, &mut c_fast, pool).unwrap();
+                        let mut c_mm = init.clone();
+                        gemm_matrixmultiply(&g, &a, &b, bias, &mut c_mm).unwrap();
+                        for (idx, (x, y)) in c_ref.iter().zip(&c_mm).enumerate() {
+                            let (x, y) = (Real::to_f64(*x), Real::to_f64(*y));
+                            assert!(
+                                x == y
+                                    || (x.is_nan() && y.is_nan())
+                                    || (x - y).abs() <= tol * (1.0 + x.abs()),
+                                "matrixmultiply variant idx {idx}: naive {x} mm {y}"
+                            );
+                        }
+                        for (idx, (x, y)) in c_ref.iter().zip(&c_fast).enumerate() {
+                            let inside = idx >= 2 && idx < 2 + m * n;
+                            let (x, y) = (Real::to_f64(*x), Real::to_f64(*y));
+                            if inside {
+                                assert!(
+                                    (x - y).abs() <= tol * (1.0 + x.abs()),
+                                    "{m}x{n}x{k} ta={trans_a} tb={trans_b} acc={accumulate} \
+                                     bias={with_bias} idx={idx}: naive {x} fast {y}"
+                                );
+                            } else {
+                                // Padding around C must be untouched.
+                                assert!(x.is_nan() && y.is_nan() || x == y, "padding idx {idx}");
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    const SIZES: &[(usize, usize, usize)] = &[
+        (1, 1, 1),
+        (1, 7, 3),
+        (3, 1, 5),
+        (5, 17, 1),
+        (13, 19, 23),
+        (10, 130, 41),
+        (12, 64, 32),
+        (3, 5, 600),
+        (67, 45, 33),
+    ];
+
+    #[test]
+    fn fast_matches_naive_f64_single_thread() {
+        for &(m, n, k) in SIZES {
+            compare::<f64>(m, n, k, None, 1e-12);
+        }
+    }
+
+    #[test]
+    fn fast_matches_naive_f32_single_thread() {
+        for &(m, n, k) in SIZES {
+            compare::<f32>(m, n, k, None, 1e-4);
+        }
+    }
+
+    #[test]
+    fn fast_matches_naive_large_two_threads() {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .unwrap();
+        // Tall (row split), wide-and-short (column split, the recurrent shape), square.
+        compare::<f32>(150, 120, 230, Some(&pool), 1e-4);
+        compare::<f32>(10, 1200, 408, Some(&pool), 1e-4);
+        compare::<f64>(130, 131, 257, Some(&pool), 1e-12);
+    }
+
+    #[test]
+    fn parallel_result_is_deterministic() {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .unwrap();
+        let mut rng = ChaCha8Rng::seed_from_u64(7);
+        let g = Gemm::new(64, 300, 257);
+        let a = random::<f32>(&mut rng, 64 * 257);
+        let b = random::<f32>(&mut rng, 257 * 300);
+        let mut c1 = vec![0.0; 64 * 300];
+        let mut c2 = vec![1.0; 64 * 300];
+        gemm_fast(&g, &a, &b, None, &mut c1, Some(&pool)).unwrap();
+        gemm_fast(&g, &a, &b, None, &mut c2, Some(&pool)).unwrap();
+        assert_eq!(c1, c2);
+    }
+
+    #[test]
+    fn k_zero_gives_bias_or_keeps_c() {
+        let g = Gemm::new(2, 3, 0);
+        let bias = [1.0f64, 2.0, 3.0];
+        let mut c = vec![f64::NAN; 6];
+        gemm_fast(&g, &[], &[], Some(&bias), &mut c, None).unwrap();
+        assert_eq!(c, vec![1.0, 2.0, 3.0, 1.0, 2.0, 3.0]);
+        let mut c = vec![f64::NAN; 6];
+        gemm_fast(&g, &[], &[], None, &mut c, None).unwrap();
+        assert_eq!(c, vec![0.0; 6]);
+    }
+
+    #[test]
+    fn too_small_buffers_are_errors() {
+        let g = Gemm::new(2, 3, 4);
+        let a = vec![0.0f32; 7];
+        let b = vec![0.0f32; 12];
+        let mut c = vec![0.0f32; 6];
+        let err = gemm_fast(&g, &a, &b, None, &mut c, None).unwrap_err();
+        assert_eq!(
+            err,
+            NumError::BufferTooSmall {
+                op: "gemm (a)",
+                len: 7,
+                needed: 8
+            }
+        );
+        let err = gemm_naive(&g, &[0.0f32; 8], &b, Some(&[0.0; 2]), &mut c).unwrap_err();
+        assert!(matches!(
+            err,
+            NumError::BufferTooSmall {
+                op: "gemm (bias)",
+                ..
+            }
+        ));
+    }
+}

@@ -1,0 +1,243 @@
+//! CPU backend for sclstm: naive reference kernels (the spec) and fast kernels
+//! (matrixmultiply's packed SIMD microkernels + rayon) behind [`sclstm_core::Backend`].
+//!
+//! Buffers are plain `Vec<R>`; `R` is `f32` for training and `f64` for gradient checks.
+//!
+//! ```
+//! use sclstm_core::{Backend, Gemm};
+//! use sclstm_cpu::CpuBackend;
+//!
+//! let cpu = CpuBackend::<f64>::new(1).unwrap();
+//! let a = cpu.upload(&[1.0, 2.0, 3.0, 4.0]).unwrap(); // 2 × 2
+//! let b = cpu.upload(&[1.0, 0.0, 0.0, 1.0]).unwrap(); // identity
+//! let mut c = cpu.zeros(4).unwrap();
+//! cpu.gemm(&Gemm::new(2, 2, 2), &a, &b, None, &mut c).unwrap();
+//! assert_eq!(cpu.download(&c).unwrap(), vec![1.0, 2.0, 3.0, 4.0]);
+//! ```
+
+pub mod cell;
+pub mod gemm;
+mod small_m;
+
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+use rayon::ThreadPool;
+use sclstm_core::{Backend, CellStep, Gemm, NumError, Real};
+
+/// The CPU backend: fast gemm on a private rayon pool of `threads` threads.
+///
+/// Cloning is cheap (the pool is shared).
+#[derive(Debug, Clone)]
+pub struct CpuBackend<R> {
+    threads: usize,
+    /// `None` when `threads == 1`: everything then runs on the calling thread.
+    pool: Option<Arc<ThreadPool>>,
+    _elem: PhantomData<fn() -> R>,
+}
+
+impl<R: Real> CpuBackend<R> {
+    /// A backend using `threads` threads for large products (`0` means one per core).
+    ///
+    /// # Errors
+    /// [`NumError::Backend`] if the thread pool cannot be created.
+    pub fn new(threads: usize) -> Result<Self, NumError> {
+        let threads = if threads == 0 {
+            std::thread::available_parallelism().map_or(1, usize::from)
+        } else {
+            threads
+        };
+        let pool = if threads > 1 {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .thread_name(|i| format!("sclstm-cpu-{i}"))
+                .build()
+                .map_err(|e| NumError::Backend {
+                    backend: "cpu".into(),
+                    message: e.to_string(),
+                })?;
+            Some(Arc::new(pool))
+        } else {
+            None
+        };
+        Ok(CpuBackend {
+            threads,
+            pool,
+            _elem: PhantomData,
+        })
+    }
+
+    /// Number of threads this backend uses.
+    pub fn threads(&self) -> usize {
+        self.threads
+    }
+
+    /// The backend's thread pool (`None` when single-threaded), for callers that want
+    /// to run independent work (e.g. the two directions of a layer) on the same threads.
+    pub fn pool(&self) -> Option<&ThreadPool> {
+        self.pool.as_deref()
+    }
+
+    /// Fast gemm on host slices (same contract as [`Backend::gemm`]).
+    ///
+    /// # Errors
+    /// [`NumError::BufferTooSmall`] if an operand does not fit its slice.
+    pub fn gemm_slices(
+        &self,
+        g: &Gemm,
+        a: &[R],
+        b: &[R],
+        bias: Option<&[R]>,
+        c: &mut [R],
+    ) -> Result<(), NumError> {
+        gemm::gemm_fast(g, a, b, bias, c, self.pool())
+    }
+}
+
+impl<R: Real> Backend for CpuBackend<R> {
+    type Elem = R;
+    type Buf = Vec<R>;
+
+    fn name(&self) -> String {
+        format!(
+            "cpu ({} thread{}, {})",
+            self.threads,
+            if self.threads == 1 { "" } else { "s" },
+            R::NAME
+        )
+    }
+
+    fn upload(&self, data: &[R]) -> Result<Vec<R>, NumError> {
+        Ok(data.to_vec())
+    }
+
+    fn write(&self, buf: &mut Vec<R>, data: &[R]) -> Result<(), NumError> {
+        if buf.len() < data.len() {
+            return Err(NumError::BufferTooSmall {
+                op: "write",
+                len: buf.len(),
+                needed: data.len(),
+            });
+        }
+        buf[..data.len()].copy_from_slice(data);
+        Ok(())
+    }
+
+    fn download(&self, buf: &Vec<R>) -> Result<Vec<R>, NumError> {
+        Ok(buf.clone())
+    }
+
+    fn zeros(&self, len: usize) -> Result<Vec<R>, NumError> {
+        Ok(vec![R::zero(); len])
+    }
+
+    fn fill_zero(&self, buf: &mut Vec<R>) -> Result<(), NumError> {
+        buf.fill(R::zero());
+        Ok(())
+    }
+
+    fn gemm(
+        &self,
+        g: &Gemm,
+        a: &Vec<R>,
+        b: &Vec<R>,
+        bias: Option<&Vec<R>>,
+        c: &mut Vec<R>,
+    ) -> Result<(), NumError> {
+        self.gemm_slices(g, a, b, bias.map(Vec::as_slice), c)
+    }
+
+    fn lstm_cell_fwd(
+        &self,
+        s: CellStep,
+        gates: &mut Vec<R>,
+        c: &mut Vec<R>,
+        h: &mut Vec<R>,
+        tanh_c: &mut Vec<R>,
+        mask: &Vec<R>,
+    ) -> Result<(), NumError> {
+        cell::lstm_cell_fwd(s, gates, c, h, tanh_c, mask)
+    }
+
+    fn lstm_cell_bwd(
+        &self,
+        s: CellStep,
+        gates: &Vec<R>,
+        c: &Vec<R>,
+        tanh_c: &Vec<R>,
+        mask: &Vec<R>,
+        d_h: &Vec<R>,
+        d_c: &mut Vec<R>,
+        d_gates: &mut Vec<R>,
+    ) -> Result<(), NumError> {
+        cell::lstm_cell_bwd(s, gates, c, tanh_c, mask, d_h, d_c, d_gates)
+    }
+
+    fn task_gate_fwd(
+        &self,
+        s: CellStep,
+        o_k: &mut Vec<R>,
+        q_k: &mut Vec<R>,
+        tanh_c: &Vec<R>,
+        mask: &Vec<R>,
+    ) -> Result<(), NumError> {
+        cell::task_gate_fwd(s, o_k, q_k, tanh_c, mask)
+    }
+
+    fn task_gate_bwd(
+        &self,
+        s: CellStep,
+        o_k: &Vec<R>,
+        tanh_c: &Vec<R>,
+        mask: &Vec<R>,
+        d_q_k: &Vec<R>,
+        d_o_k: &mut Vec<R>,
+        d_c: &mut Vec<R>,
+    ) -> Result<(), NumError> {
+        cell::task_gate_bwd(s, o_k, tanh_c, mask, d_q_k, d_o_k, d_c)
+    }
+
+    fn sync(&self) -> Result<(), NumError> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn backend_gemm_roundtrip<B: Backend>(b: &B) -> Result<(), NumError> {
+        let one = B::Elem::one();
+        let two = one + one;
+        // [1 2; 2 1] · [1; 1] + bias 1 = [4; 4]
+        let a = b.upload(&[one, two, two, one])?;
+        let x = b.upload(&[one, one])?;
+        let bias = b.upload(&[one])?;
+        let mut c = b.upload(&[B::Elem::nan(), B::Elem::nan()])?;
+        b.gemm(&Gemm::new(2, 1, 2), &a, &x, Some(&bias), &mut c)?;
+        b.sync()?;
+        let four = two + two;
+        assert_eq!(b.download(&c)?, vec![four, four]);
+        let mut small = b.zeros(1)?;
+        assert!(b.write(&mut small, &[one, one]).is_err());
+        b.fill_zero(&mut c)?;
+        assert_eq!(b.download(&c)?, vec![B::Elem::zero(); 2]);
+        Ok(())
+    }
+
+    use num_traits::{Float, One, Zero};
+
+    #[test]
+    fn backend_gemm_roundtrip_f32_two_threads() -> Result<(), NumError> {
+        let cpu = CpuBackend::<f32>::new(2)?;
+        assert_eq!(cpu.name(), "cpu (2 threads, f32)");
+        backend_gemm_roundtrip(&cpu)
+    }
+
+    #[test]
+    fn backend_gemm_roundtrip_f64_one_thread() -> Result<(), NumError> {
+        let cpu = CpuBackend::<f64>::new(1)?;
+        assert!(cpu.pool().is_none());
+        backend_gemm_roundtrip(&cpu)
+    }
+}

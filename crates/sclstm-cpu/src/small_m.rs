@@ -1,0 +1,510 @@
+//! A gemm kernel for products with very few rows (`m ≤ 12`): the recurrent products
+//! `h_{t-1} · W` of a time loop, where `m` is the batch size.
+//!
+//! matrixmultiply's AVX-512 kernel computes 16-row tiles, so at `m = 10` almost 40% of
+//! its work is padding, and it repacks `B` on every call. This kernel instead keeps an
+//! `m × NT` block of `C` in vector registers (`NT` = two AVX-512 registers of
+//! elements: 32 f32 or 16 f64) and streams the rows of `B` straight from memory, with
+//! no packing:
+//!
+//! `for p in 0..k: acc[i][..] += A[i, p] · B[p, j0 .. j0 + NT]` for every row `i`.
+//!
+//! It needs `B` with unit column stride (not transposed) and AVX-512F at run time; the
+//! caller checks both ([`usable`]) and serves the last partial column tile itself.
+//! (A layer that needs `dH = dG · Wᵀ` per step should keep `Wᵀ` as a plain matrix, so
+//! that product takes this path too.)
+//! Each element of `C` is summed over `p` in order with fused multiply-adds.
+
+use sclstm_core::Real;
+
+/// Largest `m` this kernel serves.
+pub(crate) const MAX_M: usize = 12;
+
+/// Whether the kernel can run here for this many rows and this `B` column stride.
+pub(crate) fn usable(m: usize, csb: isize) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        (1..=MAX_M).contains(&m) && csb == 1 && std::is_x86_feature_detected!("avx512f")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (m, csb);
+        false
+    }
+}
+
+/// Whether the transposed-`B` kernel ([`gemm_t`]) can run: rows of `A` and of the
+/// stored `B` (`n × k`) both contiguous along `k`.
+pub(crate) fn usable_t(m: usize, csa: isize, rsb: isize) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        (1..=MAX_M).contains(&m) && csa == 1 && rsb == 1 && std::is_x86_feature_detected!("avx512f")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (m, csa, rsb);
+        false
+    }
+}
+
+/// `C = A·Bᵀ + beta·C` for a stored `B` of `n × k` (the per-step `dH = dG · Wᵀ`): every
+/// `C[i, j]` is a dot product of two contiguous rows, accumulated 16 (f32) or 8 (f64)
+/// lanes at a time over `k` for two columns at once, then reduced across lanes.
+/// Computes all `n` columns; `beta` is 0 (C not read) or 1.
+///
+/// # Safety
+/// `R` must be f32 or f64, [`usable_t`] must have returned true for `m`, `A`'s column
+/// stride and `B`'s row stride, `csb` is the stored row length of `B`, and the
+/// pointers must be valid for the strided regions.
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn gemm_t<R: Real>(
+    m: usize,
+    k: usize,
+    n: usize,
+    a: *const R,
+    rsa: isize,
+    b: *const R,
+    csb: isize,
+    beta: R,
+    c: *mut R,
+    rsc: isize,
+) {
+    let is_f32 = std::any::TypeId::of::<R>() == std::any::TypeId::of::<f32>();
+    let args = PanelT {
+        k,
+        n,
+        a: a.cast::<u8>(),
+        rsa,
+        b: b.cast::<u8>(),
+        csb,
+        accumulate: beta != R::zero(),
+        c: c.cast::<u8>(),
+        rsc,
+    };
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: forwarded from the caller; `m` selects a panel of exactly that height and
+    // the element type matches the TypeId test.
+    unsafe {
+        if is_f32 {
+            match m {
+                1 => x86::panel_t_f32::<1>(&args),
+                2 => x86::panel_t_f32::<2>(&args),
+                3 => x86::panel_t_f32::<3>(&args),
+                4 => x86::panel_t_f32::<4>(&args),
+                5 => x86::panel_t_f32::<5>(&args),
+                6 => x86::panel_t_f32::<6>(&args),
+                7 => x86::panel_t_f32::<7>(&args),
+                8 => x86::panel_t_f32::<8>(&args),
+                9 => x86::panel_t_f32::<9>(&args),
+                10 => x86::panel_t_f32::<10>(&args),
+                11 => x86::panel_t_f32::<11>(&args),
+                12 => x86::panel_t_f32::<12>(&args),
+                _ => unreachable!("internal: usable_t() limits m to 1..=MAX_M"),
+            }
+        } else {
+            match m {
+                1 => x86::panel_t_f64::<1>(&args),
+                2 => x86::panel_t_f64::<2>(&args),
+                3 => x86::panel_t_f64::<3>(&args),
+                4 => x86::panel_t_f64::<4>(&args),
+                5 => x86::panel_t_f64::<5>(&args),
+                6 => x86::panel_t_f64::<6>(&args),
+                7 => x86::panel_t_f64::<7>(&args),
+                8 => x86::panel_t_f64::<8>(&args),
+                9 => x86::panel_t_f64::<9>(&args),
+                10 => x86::panel_t_f64::<10>(&args),
+                11 => x86::panel_t_f64::<11>(&args),
+                12 => x86::panel_t_f64::<12>(&args),
+                _ => unreachable!("internal: usable_t() limits m to 1..=MAX_M"),
+            }
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (m, is_f32, args);
+        unreachable!("internal: usable_t() is false off x86_64")
+    }
+}
+
+/// Operands of one transposed-`B` call (pointers type-erased; strides in elements).
+struct PanelT {
+    k: usize,
+    n: usize,
+    a: *const u8,
+    rsa: isize,
+    b: *const u8,
+    csb: isize,
+    accumulate: bool,
+    c: *mut u8,
+    rsc: isize,
+}
+
+/// Computes the first `(n / NT) · NT` columns of `C = A·B + beta·C` and returns how
+/// many columns it did; `beta` is 0 (C not read) or 1. `NT` is 32 for f32 and 16 for
+/// f64 (two 512-bit registers).
+///
+/// # Safety
+/// `R` must be f32 or f64, [`usable`] must have returned true for `m` and `B`'s column
+/// stride (1), and the pointers must be valid for the strided `m × k`, `k × n`, `m × n`
+/// regions.
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn gemm<R: Real>(
+    m: usize,
+    k: usize,
+    n: usize,
+    a: *const R,
+    rsa: isize,
+    csa: isize,
+    b: *const R,
+    rsb: isize,
+    beta: R,
+    c: *mut R,
+    rsc: isize,
+) -> usize {
+    let is_f32 = std::any::TypeId::of::<R>() == std::any::TypeId::of::<f32>();
+    let nt = if is_f32 { 32 } else { 16 };
+    let tiles = n / nt;
+    let args = Panel {
+        k,
+        tiles,
+        a: a.cast::<u8>(),
+        rsa,
+        csa,
+        b: b.cast::<u8>(),
+        rsb,
+        accumulate: beta != R::zero(),
+        c: c.cast::<u8>(),
+        rsc,
+    };
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: forwarded from the caller; `m` selects a panel of exactly that height and
+    // the element type matches the TypeId test.
+    unsafe {
+        if is_f32 {
+            match m {
+                1 => x86::panel_f32::<1>(&args),
+                2 => x86::panel_f32::<2>(&args),
+                3 => x86::panel_f32::<3>(&args),
+                4 => x86::panel_f32::<4>(&args),
+                5 => x86::panel_f32::<5>(&args),
+                6 => x86::panel_f32::<6>(&args),
+                7 => x86::panel_f32::<7>(&args),
+                8 => x86::panel_f32::<8>(&args),
+                9 => x86::panel_f32::<9>(&args),
+                10 => x86::panel_f32::<10>(&args),
+                11 => x86::panel_f32::<11>(&args),
+                12 => x86::panel_f32::<12>(&args),
+                _ => unreachable!("internal: usable() limits m to 1..=MAX_M"),
+            }
+        } else {
+            match m {
+                1 => x86::panel_f64::<1>(&args),
+                2 => x86::panel_f64::<2>(&args),
+                3 => x86::panel_f64::<3>(&args),
+                4 => x86::panel_f64::<4>(&args),
+                5 => x86::panel_f64::<5>(&args),
+                6 => x86::panel_f64::<6>(&args),
+                7 => x86::panel_f64::<7>(&args),
+                8 => x86::panel_f64::<8>(&args),
+                9 => x86::panel_f64::<9>(&args),
+                10 => x86::panel_f64::<10>(&args),
+                11 => x86::panel_f64::<11>(&args),
+                12 => x86::panel_f64::<12>(&args),
+                _ => unreachable!("internal: usable() limits m to 1..=MAX_M"),
+            }
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (m, args);
+        unreachable!("internal: usable() is false off x86_64")
+    }
+    tiles * nt
+}
+
+/// Operands of one call (element pointers type-erased; strides in elements).
+struct Panel {
+    k: usize,
+    tiles: usize,
+    a: *const u8,
+    rsa: isize,
+    csa: isize,
+    b: *const u8,
+    rsb: isize,
+    accumulate: bool,
+    c: *mut u8,
+    rsc: isize,
+}
+
+/// The AVX-512 panels. `M` is a constant so that the row loop unrolls and the
+/// `2·M` accumulators stay in registers (`M ≤ 12` uses at most 24 of the 32).
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::{
+        _mm512_add_pd, _mm512_add_ps, _mm512_fmadd_pd, _mm512_fmadd_ps, _mm512_loadu_pd,
+        _mm512_loadu_ps, _mm512_set1_pd, _mm512_set1_ps, _mm512_setzero_pd, _mm512_setzero_ps,
+        _mm512_storeu_pd, _mm512_storeu_ps,
+    };
+
+    use std::arch::x86_64::{
+        __m512, __m512d, _mm512_maskz_loadu_pd, _mm512_maskz_loadu_ps, _mm512_reduce_add_pd,
+        _mm512_reduce_add_ps,
+    };
+
+    use super::{Panel, PanelT};
+
+    /// Length of a k-block of the transposed kernel: 256 elements of each of up to 12
+    /// rows of A (12 KiB in f32, 24 KiB in f64) stay in L1.
+    const K_BLOCK: usize = 256;
+
+    /// All columns of `C = A·Bᵀ` (f32), two at a time, then a last odd one.
+    ///
+    /// # Safety
+    /// AVX-512F available; the panel's pointers are f32 and valid as for `gemm_t`.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn panel_t_f32<const M: usize>(x: &PanelT) {
+        // Blocks of K_BLOCK along k keep the rows of A in L1 while every column
+        // pair streams past them; the partial sums of later blocks are added to C.
+        let mut p0 = 0;
+        while p0 < x.k || p0 == 0 {
+            let p1 = (p0 + K_BLOCK).min(x.k);
+            let add = x.accumulate || p0 > 0;
+            let mut j = 0;
+            // SAFETY: columns j, j + 1 < n and p0 ≤ p1 ≤ k.
+            unsafe {
+                while j + 2 <= x.n {
+                    cols_t_f32::<M, 2>(x, j, p0, p1, add);
+                    j += 2;
+                }
+                if j < x.n {
+                    cols_t_f32::<M, 1>(x, j, p0, p1, add);
+                }
+            }
+            if p1 == x.k {
+                break;
+            }
+            p0 = p1;
+        }
+    }
+
+    /// Columns `j0 .. j0 + NJ` of `C = A·Bᵀ` (f32) over `k` in `p0 .. p1`, written to C
+    /// (or added to it when `add`).
+    ///
+    /// # Safety
+    /// As for [`panel_t_f32`], with `j0 + NJ ≤ n`.
+    #[target_feature(enable = "avx512f")]
+    unsafe fn cols_t_f32<const M: usize, const NJ: usize>(
+        x: &PanelT,
+        j0: usize,
+        p0: usize,
+        p1: usize,
+        add: bool,
+    ) {
+        let (a, b, c) = (x.a.cast::<f32>(), x.b.cast::<f32>(), x.c.cast::<f32>());
+        // SAFETY (whole body): offsets stay inside the regions the caller vouched for;
+        // the masked loads read only the `rest` valid elements of the last chunk.
+        unsafe {
+            let mut acc: [[__m512; NJ]; M] = [[_mm512_setzero_ps(); NJ]; M];
+            let full = p0 + (p1 - p0) / 16 * 16;
+            let mut p = p0;
+            while p < full {
+                let mut bv = [_mm512_setzero_ps(); NJ];
+                for (jj, v) in bv.iter_mut().enumerate() {
+                    *v = _mm512_loadu_ps(b.offset((j0 + jj) as isize * x.csb + p as isize));
+                }
+                for (i, acc_i) in acc.iter_mut().enumerate() {
+                    let av = _mm512_loadu_ps(a.offset(i as isize * x.rsa + p as isize));
+                    for (acc_ij, &bj) in acc_i.iter_mut().zip(&bv) {
+                        *acc_ij = _mm512_fmadd_ps(av, bj, *acc_ij);
+                    }
+                }
+                p += 16;
+            }
+            let rest = p1 - full;
+            if rest > 0 {
+                let mask = ((1u32 << rest) - 1) as u16;
+                let mut bv = [_mm512_setzero_ps(); NJ];
+                for (jj, v) in bv.iter_mut().enumerate() {
+                    let ptr = b.offset((j0 + jj) as isize * x.csb + p as isize);
+                    *v = _mm512_maskz_loadu_ps(mask, ptr);
+                }
+                for (i, acc_i) in acc.iter_mut().enumerate() {
+                    let ptr = a.offset(i as isize * x.rsa + p as isize);
+                    let av = _mm512_maskz_loadu_ps(mask, ptr);
+                    for (acc_ij, &bj) in acc_i.iter_mut().zip(&bv) {
+                        *acc_ij = _mm512_fmadd_ps(av, bj, *acc_ij);
+                    }
+                }
+            }
+            for (i, acc_i) in acc.iter().enumerate() {
+                for (jj, &v) in acc_i.iter().enumerate() {
+                    let dst = c.offset(i as isize * x.rsc + (j0 + jj) as isize);
+                    let s = _mm512_reduce_add_ps(v);
+                    *dst = if add { *dst + s } else { s };
+                }
+            }
+        }
+    }
+
+    /// All columns of `C = A·Bᵀ` (f64), two at a time, then a last odd one.
+    ///
+    /// # Safety
+    /// AVX-512F available; the panel's pointers are f64 and valid as for `gemm_t`.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn panel_t_f64<const M: usize>(x: &PanelT) {
+        // Blocks of K_BLOCK along k keep the rows of A in L1 while every column
+        // pair streams past them; the partial sums of later blocks are added to C.
+        let mut p0 = 0;
+        while p0 < x.k || p0 == 0 {
+            let p1 = (p0 + K_BLOCK).min(x.k);
+            let add = x.accumulate || p0 > 0;
+            let mut j = 0;
+            // SAFETY: columns j, j + 1 < n and p0 ≤ p1 ≤ k.
+            unsafe {
+                while j + 2 <= x.n {
+                    cols_t_f64::<M, 2>(x, j, p0, p1, add);
+                    j += 2;
+                }
+                if j < x.n {
+                    cols_t_f64::<M, 1>(x, j, p0, p1, add);
+                }
+            }
+            if p1 == x.k {
+                break;
+            }
+            p0 = p1;
+        }
+    }
+
+    /// Columns `j0 .. j0 + NJ` of `C = A·Bᵀ` (f64) over `k` in `p0 .. p1`, written to C
+    /// (or added to it when `add`).
+    ///
+    /// # Safety
+    /// As for [`panel_t_f64`], with `j0 + NJ ≤ n`.
+    #[target_feature(enable = "avx512f")]
+    unsafe fn cols_t_f64<const M: usize, const NJ: usize>(
+        x: &PanelT,
+        j0: usize,
+        p0: usize,
+        p1: usize,
+        add: bool,
+    ) {
+        let (a, b, c) = (x.a.cast::<f64>(), x.b.cast::<f64>(), x.c.cast::<f64>());
+        // SAFETY (whole body): as in `cols_t_f32`.
+        unsafe {
+            let mut acc: [[__m512d; NJ]; M] = [[_mm512_setzero_pd(); NJ]; M];
+            let full = p0 + (p1 - p0) / 8 * 8;
+            let mut p = p0;
+            while p < full {
+                let mut bv = [_mm512_setzero_pd(); NJ];
+                for (jj, v) in bv.iter_mut().enumerate() {
+                    *v = _mm512_loadu_pd(b.offset((j0 + jj) as isize * x.csb + p as isize));
+                }
+                for (i, acc_i) in acc.iter_mut().enumerate() {
+                    let av = _mm512_loadu_pd(a.offset(i as isize * x.rsa + p as isize));
+                    for (acc_ij, &bj) in acc_i.iter_mut().zip(&bv) {
+                        *acc_ij = _mm512_fmadd_pd(av, bj, *acc_ij);
+                    }
+                }
+                p += 8;
+            }
+            let rest = p1 - full;
+            if rest > 0 {
+                let mask = ((1u32 << rest) - 1) as u8;
+                let mut bv = [_mm512_setzero_pd(); NJ];
+                for (jj, v) in bv.iter_mut().enumerate() {
+                    let ptr = b.offset((j0 + jj) as isize * x.csb + p as isize);
+                    *v = _mm512_maskz_loadu_pd(mask, ptr);
+                }
+                for (i, acc_i) in acc.iter_mut().enumerate() {
+                    let ptr = a.offset(i as isize * x.rsa + p as isize);
+                    let av = _mm512_maskz_loadu_pd(mask, ptr);
+                    for (acc_ij, &bj) in acc_i.iter_mut().zip(&bv) {
+                        *acc_ij = _mm512_fmadd_pd(av, bj, *acc_ij);
+                    }
+                }
+            }
+            for (i, acc_i) in acc.iter().enumerate() {
+                for (jj, &v) in acc_i.iter().enumerate() {
+                    let dst = c.offset(i as isize * x.rsc + (j0 + jj) as isize);
+                    let s = _mm512_reduce_add_pd(v);
+                    *dst = if add { *dst + s } else { s };
+                }
+            }
+        }
+    }
+
+    /// All full `M × 32` f32 tiles of `C`.
+    ///
+    /// # Safety
+    /// AVX-512F available; the panel's pointers are f32 and valid as for `gemm`.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn panel_f32<const M: usize>(x: &Panel) {
+        let (a, b, c) = (x.a.cast::<f32>(), x.b.cast::<f32>(), x.c.cast::<f32>());
+        // SAFETY (whole body): offsets stay inside the regions the caller vouched for.
+        unsafe {
+            for t in 0..x.tiles {
+                let j0 = (t * 32) as isize;
+                let mut acc = [[_mm512_setzero_ps(); 2]; M];
+                for p in 0..x.k as isize {
+                    let bp = b.offset(p * x.rsb + j0);
+                    let (b0, b1) = (_mm512_loadu_ps(bp), _mm512_loadu_ps(bp.add(16)));
+                    for (i, acc_i) in acc.iter_mut().enumerate() {
+                        let av = _mm512_set1_ps(*a.offset(i as isize * x.rsa + p * x.csa));
+                        acc_i[0] = _mm512_fmadd_ps(av, b0, acc_i[0]);
+                        acc_i[1] = _mm512_fmadd_ps(av, b1, acc_i[1]);
+                    }
+                }
+                for (i, acc_i) in acc.iter().enumerate() {
+                    let cp = c.offset(i as isize * x.rsc + j0);
+                    for (h, &v) in acc_i.iter().enumerate() {
+                        let dst = cp.add(16 * h);
+                        let v = if x.accumulate {
+                            _mm512_add_ps(_mm512_loadu_ps(dst), v)
+                        } else {
+                            v
+                        };
+                        _mm512_storeu_ps(dst, v);
+                    }
+                }
+            }
+        }
+    }
+
+    /// All full `M × 16` f64 tiles of `C`.
+    ///
+    /// # Safety
+    /// AVX-512F available; the panel's pointers are f64 and valid as for `gemm`.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn panel_f64<const M: usize>(x: &Panel) {
+        let (a, b, c) = (x.a.cast::<f64>(), x.b.cast::<f64>(), x.c.cast::<f64>());
+        // SAFETY (whole body): offsets stay inside the regions the caller vouched for.
+        unsafe {
+            for t in 0..x.tiles {
+                let j0 = (t * 16) as isize;
+                let mut acc = [[_mm512_setzero_pd(); 2]; M];
+                for p in 0..x.k as isize {
+                    let bp = b.offset(p * x.rsb + j0);
+                    let (b0, b1) = (_mm512_loadu_pd(bp), _mm512_loadu_pd(bp.add(8)));
+                    for (i, acc_i) in acc.iter_mut().enumerate() {
+                        let av = _mm512_set1_pd(*a.offset(i as isize * x.rsa + p * x.csa));
+                        acc_i[0] = _mm512_fmadd_pd(av, b0, acc_i[0]);
+                        acc_i[1] = _mm512_fmadd_pd(av, b1, acc_i[1]);
+                    }
+                }
+                for (i, acc_i) in acc.iter().enumerate() {
+                    let cp = c.offset(i as isize * x.rsc + j0);
+                    for (h, &v) in acc_i.iter().enumerate() {
+                        let dst = cp.add(8 * h);
+                        let v = if x.accumulate {
+                            _mm512_add_pd(_mm512_loadu_pd(dst), v)
+                        } else {
+                            v
+                        };
+                        _mm512_storeu_pd(dst, v);
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,206 @@
+//! conlleval reimplementation: a hand-computed report compared byte for byte, chunk rules, IOB1 = IOB2,
+//! BIOES mapping, CRLF input, and a property test against span-set intersection.
+
+use sclstm_data::batch::seeded_rng;
+use sclstm_data::conlleval::{Accuracy, ConllEval, ScoreError, report_from_text};
+use sclstm_data::scheme::{Span, TagScheme, bioes_to_conlleval};
+
+const EDGE: &str = include_str!("fixtures/conlleval/edge_cases.txt");
+const EDGE_REPORT: &str = include_str!("fixtures/conlleval/edge_cases.expected");
+
+#[test]
+fn edge_case_report_is_byte_identical() -> Result<(), ScoreError> {
+    assert_eq!(report_from_text(EDGE)?, EDGE_REPORT);
+    Ok(())
+}
+
+#[test]
+fn crlf_input_scores_like_lf() -> Result<(), ScoreError> {
+    assert_eq!(report_from_text(&EDGE.replace('\n', "\r\n"))?, EDGE_REPORT);
+    Ok(())
+}
+
+#[test]
+fn boundary_marker_lines_split_sentences() -> Result<(), ScoreError> {
+    // Without the boundary the two NP tokens would form one chunk.
+    let with = report_from_text("a B-NP B-NP\n-X- -X- -X-\nb I-NP I-NP\n")?;
+    assert!(
+        with.starts_with("processed 2 tokens with 2 phrases; found: 2 phrases; correct: 2.\n"),
+        "{with}"
+    );
+    let without = report_from_text("a B-NP B-NP\nb I-NP I-NP\n")?;
+    assert!(
+        without.starts_with("processed 2 tokens with 1 phrases; found: 1 phrases; correct: 1.\n")
+    );
+    Ok(())
+}
+
+#[test]
+fn sentence_api_matches_text_api() -> Result<(), ScoreError> {
+    let mut eval = ConllEval::new();
+    let mut gold = Vec::new();
+    let mut pred = Vec::new();
+    let mut sentence = 0;
+    for line in EDGE.lines().chain(std::iter::once("")) {
+        if line.is_empty() {
+            if !gold.is_empty() {
+                eval.add_sentence(sentence, &gold, &pred)?;
+                sentence += 1;
+            }
+            gold.clear();
+            pred.clear();
+        } else {
+            let f: Vec<&str> = line.split(' ').collect();
+            gold.push(f[1].to_string());
+            pred.push(f[2].to_string());
+        }
+    }
+    assert_eq!(eval.report(), EDGE_REPORT);
+    let c = eval.counts();
+    assert_eq!(
+        (c.gold, c.found, c.correct, eval.tokens, eval.correct_tags),
+        (7, 6, 2, 18, 10)
+    );
+    assert!((eval.overall().f1 - 400.0 / 13.0).abs() < 1e-12);
+    assert_eq!(eval.type_counts()["NP"].correct, 1);
+    Ok(())
+}
+
+#[test]
+fn empty_input_prints_only_the_first_line() -> Result<(), ScoreError> {
+    assert_eq!(
+        report_from_text("")?,
+        "processed 0 tokens with 0 phrases; found: 0 phrases; correct: 0.\n"
+    );
+    Ok(())
+}
+
+#[test]
+fn all_o_predictions_score_zero() -> Result<(), ScoreError> {
+    let mut eval = ConllEval::new();
+    eval.add_sentence(0, &["B-PER", "I-PER", "O"], &["O", "O", "O"])?;
+    let want = concat!(
+        "processed 3 tokens with 1 phrases; found: 0 phrases; correct: 0.\n",
+        "accuracy:  33.33%; precision:   0.00%; recall:   0.00%; FB1:   0.00\n",
+        "              PER: precision:   0.00%; recall:   0.00%; FB1:   0.00  0\n",
+    );
+    assert_eq!(eval.report(), want);
+    Ok(())
+}
+
+#[test]
+fn field_count_and_length_errors() {
+    assert_eq!(
+        report_from_text("a B-NP B-NP\nb I-NP\n"),
+        Err(ScoreError::FieldCount {
+            line: 2,
+            expected: 3,
+            found: 2
+        })
+    );
+    assert_eq!(
+        report_from_text("a\n"),
+        Err(ScoreError::TooFewFields { line: 1 })
+    );
+    let mut eval = ConllEval::new();
+    assert_eq!(
+        eval.add_sentence(4, &["O"], &["O", "O"]),
+        Err(ScoreError::LengthMismatch {
+            sentence: 4,
+            gold: 1,
+            pred: 2
+        })
+    );
+}
+
+#[test]
+fn pos_accuracy() -> Result<(), ScoreError> {
+    let mut acc = Accuracy::default();
+    acc.add_sentence(0, &["NOUN", "VERB", "DET"], &["NOUN", "NOUN", "DET"])?;
+    acc.add_sentence(1, &["X"], &["X"])?;
+    assert_eq!((acc.correct, acc.total), (3, 4));
+    assert_eq!(acc.percent(), 75.0);
+    assert!(acc.add_sentence(2, &["X"], &[] as &[&str]).is_err());
+    Ok(())
+}
+
+/// Random non-overlapping spans over `len` tokens with types from `types`.
+fn random_spans(rng: &mut rand_chacha::ChaCha8Rng, len: usize, types: &[&str]) -> Vec<Span> {
+    use rand::Rng;
+    let mut spans = Vec::new();
+    let mut i = 0;
+    while i < len {
+        let r = rng.next_u32() as usize;
+        if r.is_multiple_of(3) {
+            i += 1;
+            continue;
+        }
+        let n = 1 + (r / 3) % 3.min(len - i);
+        spans.push(Span {
+            start: i,
+            end: i + n,
+            label: types[(r / 9) % types.len()].to_string(),
+        });
+        i += n;
+    }
+    spans
+}
+
+#[test]
+fn iob1_iob2_and_bioes_score_the_same_as_span_intersection() -> Result<(), ScoreError> {
+    let mut rng = seeded_rng(11, 0);
+    let types = ["PER", "LOC", "B-X"];
+    let (mut e1, mut e2, mut e3) = (ConllEval::new(), ConllEval::new(), ConllEval::new());
+    let (mut gold_n, mut pred_n, mut correct_n) = (0, 0, 0);
+    for s in 0..400 {
+        let len = 1 + s % 9;
+        let gold = random_spans(&mut rng, len, &types);
+        // Predictions: half copy gold spans, half random, so both matches and misses occur.
+        let pred = if s % 2 == 0 {
+            gold.clone()
+        } else {
+            random_spans(&mut rng, len, &types)
+        };
+        gold_n += gold.len();
+        pred_n += pred.len();
+        correct_n += pred.iter().filter(|p| gold.contains(p)).count();
+        let r = |sch: TagScheme, sp: &[Span]| sch.render(sp, len);
+        e1.add_sentence(s, &r(TagScheme::Iob1, &gold), &r(TagScheme::Iob1, &pred))?;
+        e2.add_sentence(s, &r(TagScheme::Iob2, &gold), &r(TagScheme::Iob2, &pred))?;
+        e3.add_sentence(
+            s,
+            &bioes_to_conlleval(&r(TagScheme::Bioes, &gold)),
+            &bioes_to_conlleval(&r(TagScheme::Bioes, &pred)),
+        )?;
+    }
+    for e in [&e1, &e2, &e3] {
+        let c = e.counts();
+        assert_eq!((c.gold, c.found, c.correct), (gold_n, pred_n, correct_n));
+        assert_eq!(e.type_counts(), e2.type_counts());
+    }
+    assert!(correct_n > 0 && correct_n < pred_n);
+    Ok(())
+}
+
+#[test]
+fn score_chunks_maps_bioes_and_checks_sentence_counts() -> Result<(), ScoreError> {
+    // Two adjacent one-token chunks: conlleval has no rule for `S S`, so unmapped it sees one chunk.
+    let gold = vec![vec!["O", "S-LOC", "S-LOC", "B-PER", "E-PER"]];
+    let pred = vec![vec!["O", "S-LOC", "S-LOC", "B-PER", "I-PER"]];
+    let e = sclstm_data::conlleval::score_chunks(TagScheme::Bioes, &gold, &pred)?;
+    let c = e.counts();
+    assert_eq!((c.gold, c.found, c.correct), (3, 3, 3));
+    let e = sclstm_data::conlleval::score_chunks(TagScheme::Iob2, &gold, &pred)?;
+    let c = e.counts();
+    assert_eq!(
+        (c.gold, c.found, c.correct),
+        (2, 2, 2),
+        "unmapped, the LOC chunks merge"
+    );
+    assert_eq!(
+        sclstm_data::conlleval::score_chunks(TagScheme::Iob2, &gold, &[] as &[Vec<&str>])
+            .unwrap_err(),
+        ScoreError::SentenceCount { gold: 1, pred: 0 }
+    );
+    Ok(())
+}

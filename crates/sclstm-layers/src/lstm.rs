@@ -1,0 +1,1064 @@
+//! LSTM and SC-LSTM layers (paper Eq. 1–3) with hand-written BPTT, driven by [`Backend`]
+//! calls, and their [`FusedOp`] tape nodes.
+//!
+//! # Parameters (PyTorch-like layout, gate order i, f, g, o)
+//!
+//! | name   | shape    | paper                                                   |
+//! |--------|----------|---------------------------------------------------------|
+//! | `w_ih` | (4H, D)  | rows `[U_i; U_f; U_c; U_o]` (input weights)             |
+//! | `w_hh` | (4H, H)  | rows `[W_i; W_f; W_c; W_o]` (recurrent weights)         |
+//! | `b`    | (1, 4H)  | one bias per gate; PyTorch's `b_ih + b_hh` sum to it    |
+//! | `u`    | (H, D_k) | task gate `U_k`                                         |
+//! | `w`    | (H, H)   | task gate `W_k`                                         |
+//! | `b`    | (1, H)   | task gate bias `b_k`                                    |
+//!
+//! The paper's Eq. 1–2 carry no bias; like every common implementation we add one per
+//! gate. PyTorch has two (`b_ih`, `b_hh`) that only ever appear summed, so one suffices:
+//! to import PyTorch weights use `b = b_ih + b_hh`.
+//!
+//! # Task gates
+//! Only the tasks passed in [`ScLstmArgs::task_inputs`] (with one [`TaskGateWeights`]
+//! per direction each) are computed: a training batch of task A passes only A's gate,
+//! inference passes all. A task gate reads `c_t` but feeds nothing back into the shared
+//! cell, so `h` does not depend on which tasks are requested, and a task's parameters get
+//! gradient only from losses that read its `q^k`. What the gate reads as `x^k_t` (the
+//! paper leaves it open above layer 1) is chosen per task:
+//! * (a) `shared`, [`TaskInput::Shared`]: the layer's own input `x`. With this reading
+//!   only the top layer's `q^k` is used, so a model passes no tasks to lower layers and
+//!   their gates are not computed at all;
+//! * (b) `chained`, [`TaskInput::Separate`]: a separate matrix, e.g. the lower layer's
+//!   `[q^k_fwd ⊕ q^k_bwd]` columns, so a task-specific path runs through every layer
+//!   (layer 1 then uses `Shared`, its input being the embeddings).
+//!
+//! # One layer call
+//! Inputs are time-major `(T·B, D)` matrices with sentence lengths (see [`crate::SeqShape`]).
+//! Each direction:
+//! 1. uploads its input (per-sentence reversed for the reverse direction), mask and
+//!    weights (one transfer per layer call, never per step);
+//! 2. computes the input projection of **all** steps as one gemm with `T·B` rows and the
+//!    bias fused: `gates = x·W_ihᵀ + b`, and likewise `o_k = x^k·U_kᵀ + b_k`;
+//! 3. for `t = 0..T`: `gates[t] += h_{t-1}·W_hhᵀ` (gemm, `B` rows), the cell kernel,
+//!    then per task `o_k[t] += q^k_{t-1}·W_kᵀ` and the task gate kernel;
+//! 4. downloads `h` (and `q^k`).
+//!
+//! The backward runs the step kernels in reverse, pushing `d_gates[t]·W_hh` into
+//! `d_h[t]` and `d_o_k[t]·W_k` into `d_q_k[t]`, and computes all weight gradients after
+//! the loop as big gemms over `T·B` rows: `dW_ih = d_gatesᵀ·x`, `dW_hh = d_gatesᵀ·h[0..T]`,
+//! `db = 1ᵀ·d_gates` (a gemm with a ones vector), `d_x = d_gates·W_ih`. The derivation
+//! is in `BACKWARD.md`.
+//!
+//! # Output columns
+//! With `nd` directions (1 or 2) and requested tasks `[k1, k2, …]`, the output is
+//! `(T·B, nd·(1 + K)·H)`:
+//!
+//! ```text
+//! [ h_fwd ⊕ h_bwd ⊕ q^{k1}_fwd ⊕ q^{k1}_bwd ⊕ q^{k2}_fwd ⊕ q^{k2}_bwd ⊕ … ]
+//! ```
+//!
+//! (without the `_bwd` blocks for one direction). Row `t·B + b` is step `t` of sentence
+//! `b` in the original order for both directions: the reverse direction's outputs are
+//! reversed back. Padding rows are zero. The top SC-LSTM layer's
+//! `s^k_t = q^k_t ⊕ h_t` (Eq. 3) is a selection of these columns, made by the model.
+//!
+//! # Gradient order of the [`FusedOp`]
+//! `backward(d_out)` returns one entry per recorded input, in this order:
+//!
+//! 1. `x`;
+//! 2. `x^k` for each task whose input is [`TaskInput::Separate`], in task order;
+//! 3. for each direction (forward, then reverse): `W_ih`, `W_hh`, `b`;
+//! 4. for each task in request order, for each direction: `U_k`, `W_k`, `b_k`.
+//!
+//! [`ScLstmArgs::input_names`] lists the same order as strings.
+//!
+//! # Caches
+//! Device buffers of one direction live in a `DirCache` (llm.c-style activation cache with a
+//! shape comment on every field), allocated for a capacity of
+//! `(T+1)·B` rows and kept in the [`LayerWorkspace`] pool when the op is dropped, so the
+//! next batch with the same layer geometry and no more rows reuses them: no allocation
+//! per step, and none per batch once the largest batch has been seen.
+
+use std::fmt;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use num_traits::{One, Zero};
+use sclstm_core::{Backend, CellStep, FusedOp, Gemm, Matrix, NumError, Real};
+
+use crate::Recorded;
+use crate::seq::{SeqShape, gather_rows, row_major};
+
+/// Weights of one direction's shared LSTM cell (paper Eq. 1); layout in the module docs.
+#[derive(Debug, Clone, Copy)]
+pub struct LstmWeights<'a, R> {
+    /// Input weights `W_ih`, (4H, D), gate rows in the order i, f, g, o.
+    pub w_ih: &'a Matrix<R>,
+    /// Recurrent weights `W_hh`, (4H, H), gate rows in the order i, f, g, o.
+    pub w_hh: &'a Matrix<R>,
+    /// Bias, (1, 4H) (= PyTorch's `b_ih + b_hh`).
+    pub b: &'a Matrix<R>,
+}
+
+/// Weights of one task gate of one direction (paper Eq. 2 plus a bias).
+#[derive(Debug, Clone, Copy)]
+pub struct TaskGateWeights<'a, R> {
+    /// `U_k`, (H, D_k): reads the task input `x^k_t`.
+    pub u: &'a Matrix<R>,
+    /// `W_k`, (H, H): reads the previous task output `q^k_{t-1}`.
+    pub w: &'a Matrix<R>,
+    /// `b_k`, (1, H).
+    pub b: &'a Matrix<R>,
+}
+
+/// Everything one direction owns: the shared cell and one gate per requested task.
+#[derive(Debug, Clone)]
+pub struct DirectionWeights<'a, R> {
+    /// The shared LSTM cell.
+    pub cell: LstmWeights<'a, R>,
+    /// Task gates, in the order of [`ScLstmArgs::task_inputs`].
+    pub tasks: Vec<TaskGateWeights<'a, R>>,
+}
+
+/// What a task gate reads as `x^k_t` (the paper leaves it open above layer 1).
+#[derive(Debug, Clone, Copy)]
+pub enum TaskInput<'a, R> {
+    /// Reading (a), `shared`: the layer's shared input `x` (so `D_k = D`).
+    Shared,
+    /// Reading (b), `chained`: a separate time-major `(T·B, D_k)` input, e.g. the lower
+    /// layer's `[q^k_fwd ⊕ q^k_bwd]`. It is a recorded input of the op and gets a gradient.
+    Separate(&'a Matrix<R>),
+}
+
+/// Arguments of one (bi)directional SC-LSTM layer call. With no tasks it is a plain
+/// (Bi)LSTM layer.
+#[derive(Debug, Clone)]
+pub struct ScLstmArgs<'a, R> {
+    /// Shared input, time-major (T·B, D).
+    pub x: &'a Matrix<R>,
+    /// Sentence lengths (B entries, each ≤ T).
+    pub lens: &'a [usize],
+    /// One entry per requested task: what its gate reads.
+    pub task_inputs: Vec<TaskInput<'a, R>>,
+    /// `[forward]` or `[forward, reverse]`.
+    pub directions: Vec<DirectionWeights<'a, R>>,
+}
+
+impl<R: Real> ScLstmArgs<'_, R> {
+    /// Hidden size `H` (from the first direction's `W_hh`).
+    pub fn hidden(&self) -> usize {
+        self.directions.first().map_or(0, |d| d.cell.w_hh.ncols())
+    }
+
+    /// Output width `nd·(1 + K)·H`.
+    pub fn output_width(&self) -> usize {
+        self.directions.len() * (1 + self.task_inputs.len()) * self.hidden()
+    }
+
+    /// Output columns of `[h_fwd ⊕ h_bwd]` (just `h` for one direction).
+    pub fn h_columns(&self) -> std::ops::Range<usize> {
+        0..self.directions.len() * self.hidden()
+    }
+
+    /// Output columns of `[q^k_fwd ⊕ q^k_bwd]` for the `j`-th requested task.
+    pub fn q_columns(&self, j: usize) -> std::ops::Range<usize> {
+        let block = self.directions.len() * self.hidden();
+        block * (1 + j)..block * (2 + j)
+    }
+
+    /// Names of the op's inputs in gradient order (see the module docs), e.g.
+    /// `["x", "x^1", "fwd.w_ih", …, "task0.fwd.u", …]`; task `j` is the `j`-th requested.
+    pub fn input_names(&self) -> Vec<String> {
+        let dirs = ["fwd", "bwd"];
+        let nd = self.directions.len();
+        let mut names = vec!["x".to_string()];
+        for (j, inp) in self.task_inputs.iter().enumerate() {
+            if matches!(inp, TaskInput::Separate(_)) {
+                names.push(format!("x^{j}"));
+            }
+        }
+        for d in &dirs[..nd] {
+            for p in ["w_ih", "w_hh", "b"] {
+                names.push(format!("{d}.{p}"));
+            }
+        }
+        for j in 0..self.task_inputs.len() {
+            for d in &dirs[..nd] {
+                for p in ["u", "w", "b"] {
+                    names.push(format!("task{j}.{d}.{p}"));
+                }
+            }
+        }
+        names
+    }
+}
+
+/// A backend plus a pool of reusable direction caches. Cheap to clone; keep one per
+/// layer (or per model) so that caches are reused across batches.
+pub struct LayerWorkspace<B: Backend> {
+    backend: Arc<B>,
+    pool: Arc<Mutex<Vec<DirCache<B>>>>,
+}
+
+impl<B: Backend> Clone for LayerWorkspace<B> {
+    fn clone(&self) -> Self {
+        LayerWorkspace {
+            backend: Arc::clone(&self.backend),
+            pool: Arc::clone(&self.pool),
+        }
+    }
+}
+
+impl<B: Backend> fmt::Debug for LayerWorkspace<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let pooled = lock(&self.pool).len();
+        f.debug_struct("LayerWorkspace")
+            .field("backend", &self.backend.name())
+            .field("pooled_caches", &pooled)
+            .finish()
+    }
+}
+
+/// Caches kept for reuse at most; more are dropped (their memory freed).
+const POOL_LIMIT: usize = 16;
+
+impl<B: Backend> LayerWorkspace<B> {
+    /// A workspace with an empty cache pool.
+    pub fn new(backend: Arc<B>) -> Self {
+        LayerWorkspace {
+            backend,
+            pool: Arc::new(Mutex::new(Vec::new())),
+        }
+    }
+
+    /// The backend the layers run on.
+    pub fn backend(&self) -> &Arc<B> {
+        &self.backend
+    }
+
+    /// Number of direction caches waiting in the pool for reuse.
+    pub fn pooled(&self) -> usize {
+        lock(&self.pool).len()
+    }
+
+    /// A cache fitting `geo`: reused from the pool if one fits, else newly allocated.
+    fn take(&self, geo: &DirGeometry) -> Result<DirCache<B>, NumError> {
+        let reused = {
+            let mut pool = lock(&self.pool);
+            pool.iter()
+                .position(|c| c.fits(geo))
+                .map(|i| pool.swap_remove(i))
+        };
+        match reused {
+            Some(mut c) => {
+                // Same layer sizes, enough rows: serve this call's (T, B) from the prefix.
+                c.geo = geo.clone();
+                Ok(c)
+            }
+            None => DirCache::new(self.backend.as_ref(), geo),
+        }
+    }
+
+    /// Returns caches to the pool (dropping them past [`POOL_LIMIT`]).
+    fn give(&self, caches: Vec<DirCache<B>>) {
+        let mut pool = lock(&self.pool);
+        for c in caches {
+            if pool.len() < POOL_LIMIT {
+                pool.push(c);
+            }
+        }
+    }
+}
+
+/// Locks a mutex, recovering the data if another thread panicked while holding it (the
+/// pool and caches hold no invariant a panic could break: every use rewrites them).
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Sizes of one direction's computation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct DirGeometry {
+    /// Steps `T`.
+    steps: usize,
+    /// Batch `B`.
+    batch: usize,
+    /// Shared input width `D`.
+    input: usize,
+    /// Hidden size `H`.
+    hidden: usize,
+    /// Per task: (`D_k`, reads a separate input).
+    tasks: Vec<(usize, bool)>,
+}
+
+/// Device buffers of one task gate of one direction. Shapes name the capacity
+/// `rows ≥ (T+1)·B`; a call uses the prefix its (T, B) needs.
+struct TaskCache<B: Backend> {
+    /// Separate task input `x^k` (T, B, D_k); `None` when the gate reads `x`.
+    x_k: Option<B::Buf>,
+    /// `U_k` (H, D_k).
+    u: B::Buf,
+    /// `W_k` (H, H).
+    w: B::Buf,
+    /// `b_k` (H).
+    b: B::Buf,
+    /// Task gate pre-activations, then `o^k_t` (T, B, H).
+    o_k: B::Buf,
+    /// Task outputs, slot 0 = 0, `q^k_t` in slot t+1 (T+1, B, H).
+    q_k: B::Buf,
+    /// Gradient w.r.t. the task gate pre-activations (T, B, H).
+    d_o_k: B::Buf,
+    /// Gradient w.r.t. `q_k` slots (T+1, B, H).
+    d_q_k: B::Buf,
+    /// Gradient w.r.t. `x^k` (T, B, D_k); `None` when the gate reads `x`.
+    d_x_k: Option<B::Buf>,
+    /// Gradient w.r.t. `U_k` (H, D_k).
+    d_u: B::Buf,
+    /// Gradient w.r.t. `W_k` (H, H).
+    d_w: B::Buf,
+    /// Gradient w.r.t. `b_k` (H).
+    d_b: B::Buf,
+}
+
+/// Device buffers of one direction of one layer (llm.c-style activation cache). Shapes
+/// name the capacity `rows ≥ (T+1)·B`; a call uses the prefix its (T, B) needs.
+struct DirCache<B: Backend> {
+    /// Sizes of the call currently using the cache (set on every take from the pool).
+    geo: DirGeometry,
+    /// Row capacity: `(T+1)·B` of the batch that allocated it.
+    rows: usize,
+    /// Input in this direction's time order (T, B, D).
+    x: B::Buf,
+    /// `W_ih` (4H, D).
+    w_ih: B::Buf,
+    /// `W_hh` (4H, H).
+    w_hh: B::Buf,
+    /// `b` (4H).
+    b: B::Buf,
+    /// All ones (T·B): column sums (bias gradients) as a gemm.
+    ones: B::Buf,
+    /// 1 inside a sentence, 0 on padding (T, B).
+    mask: B::Buf,
+    /// Gate pre-activations, then activations `[i, f, g, o]` (T, B, 4H).
+    gates: B::Buf,
+    /// Cell states, slot 0 = 0, `c_t` in slot t+1 (T+1, B, H).
+    c: B::Buf,
+    /// Hidden states, slot 0 = 0, `h_t` in slot t+1 (T+1, B, H).
+    h: B::Buf,
+    /// `tanh(c_t)` (T, B, H).
+    tanh_c: B::Buf,
+    /// Gradient w.r.t. the gate pre-activations (T, B, 4H).
+    d_gates: B::Buf,
+    /// Gradient w.r.t. `h` slots (T+1, B, H).
+    d_h: B::Buf,
+    /// Gradient w.r.t. `c` slots (T+1, B, H).
+    d_c: B::Buf,
+    /// Gradient w.r.t. `x` (T, B, D), including shared-input task gates.
+    d_x: B::Buf,
+    /// Gradient w.r.t. `W_ih` (4H, D).
+    d_w_ih: B::Buf,
+    /// Gradient w.r.t. `W_hh` (4H, H).
+    d_w_hh: B::Buf,
+    /// Gradient w.r.t. `b` (4H).
+    d_b: B::Buf,
+    /// One per requested task, in request order.
+    tasks: Vec<TaskCache<B>>,
+}
+
+impl<B: Backend> DirCache<B> {
+    /// Allocates zeroed buffers for `geo`.
+    fn new(be: &B, geo: &DirGeometry) -> Result<Self, NumError> {
+        let rows = (geo.steps + 1) * geo.batch;
+        let (d, h) = (geo.input, geo.hidden);
+        let z = |n: usize| be.zeros(n.max(1));
+        let ones = be.upload(&vec![B::Elem::one(); rows])?;
+        let mut tasks = Vec::with_capacity(geo.tasks.len());
+        for &(dk, separate) in &geo.tasks {
+            tasks.push(TaskCache {
+                x_k: if separate { Some(z(rows * dk)?) } else { None },
+                u: z(h * dk)?,
+                w: z(h * h)?,
+                b: z(h)?,
+                o_k: z(rows * h)?,
+                q_k: z(rows * h)?,
+                d_o_k: z(rows * h)?,
+                d_q_k: z(rows * h)?,
+                d_x_k: if separate { Some(z(rows * dk)?) } else { None },
+                d_u: z(h * dk)?,
+                d_w: z(h * h)?,
+                d_b: z(h)?,
+            });
+        }
+        Ok(DirCache {
+            geo: geo.clone(),
+            rows,
+            x: z(rows * d)?,
+            w_ih: z(4 * h * d)?,
+            w_hh: z(4 * h * h)?,
+            b: z(4 * h)?,
+            ones,
+            mask: z(rows)?,
+            gates: z(rows * 4 * h)?,
+            c: z(rows * h)?,
+            h: z(rows * h)?,
+            tanh_c: z(rows * h)?,
+            d_gates: z(rows * 4 * h)?,
+            d_h: z(rows * h)?,
+            d_c: z(rows * h)?,
+            d_x: z(rows * d)?,
+            d_w_ih: z(4 * h * d)?,
+            d_w_hh: z(4 * h * h)?,
+            d_b: z(4 * h)?,
+            tasks,
+        })
+    }
+
+    /// Whether this cache can serve `geo` (same layer sizes, enough rows).
+    fn fits(&self, geo: &DirGeometry) -> bool {
+        self.geo.input == geo.input
+            && self.geo.hidden == geo.hidden
+            && self.geo.tasks == geo.tasks
+            && self.rows >= (geo.steps + 1) * geo.batch
+    }
+}
+
+/// Downloaded outputs of one direction's forward (capacity-sized buffers).
+struct DirOutputs<R> {
+    /// Hidden states (T+1, B, H), slot 0 = the zero state.
+    h: Vec<R>,
+    /// Task outputs `q_k` (T+1, B, H), one per task.
+    q: Vec<Vec<R>>,
+}
+
+/// Host data of one direction's forward call.
+struct DirInputs<'a, R: Real> {
+    /// (T·B·D) input in this direction's order.
+    x: &'a [R],
+    /// Cell weights.
+    cell: LstmWeights<'a, R>,
+    /// Per task: separate input in this direction's order (T·B·D_k), if any.
+    x_k: Vec<Option<std::borrow::Cow<'a, [R]>>>,
+    /// Per task gate weights.
+    tasks: &'a [TaskGateWeights<'a, R>],
+}
+
+/// Host results of one direction's backward.
+struct DirGrads<R> {
+    /// (T·B·D) in this direction's order.
+    d_x: Vec<R>,
+    /// Per separate-input task: (T·B·D_k) in this direction's order.
+    d_x_k: Vec<Option<Vec<R>>>,
+    /// `[d_w_ih, d_w_hh, d_b]` flat.
+    cell: [Vec<R>; 3],
+    /// Per task `[d_u, d_w, d_b]` flat.
+    tasks: Vec<[Vec<R>; 3]>,
+}
+
+/// Runs one direction forward on the device; returns `h` and each task's `q` as
+/// downloaded (T+1, B, H) buffers (capacity-sized; slot 0 is the zero state).
+fn dir_forward<B: Backend>(
+    be: &B,
+    dc: &mut DirCache<B>,
+    inp: &DirInputs<'_, B::Elem>,
+    mask: &[B::Elem],
+) -> Result<DirOutputs<B::Elem>, NumError> {
+    let DirGeometry {
+        steps,
+        batch,
+        input: d,
+        hidden: hd,
+        ..
+    } = dc.geo.clone();
+    let rows = steps * batch;
+    let zeros = vec![B::Elem::zero(); batch * hd];
+
+    be.write(&mut dc.x, inp.x)?;
+    be.write(&mut dc.mask, mask)?;
+    be.write(&mut dc.w_ih, &row_major(inp.cell.w_ih))?;
+    be.write(&mut dc.w_hh, &row_major(inp.cell.w_hh))?;
+    be.write(&mut dc.b, &row_major(inp.cell.b))?;
+    be.write(&mut dc.c, &zeros)?;
+    be.write(&mut dc.h, &zeros)?;
+    // gates = x · W_ihᵀ + b for all T·B rows at once.
+    let proj = Gemm {
+        trans_b: true,
+        ..Gemm::new(rows, 4 * hd, d)
+    };
+    be.gemm(&proj, &dc.x, &dc.w_ih, Some(&dc.b), &mut dc.gates)?;
+
+    for (j, tc) in dc.tasks.iter_mut().enumerate() {
+        let w = &inp.tasks[j];
+        be.write(&mut tc.u, &row_major(w.u))?;
+        be.write(&mut tc.w, &row_major(w.w))?;
+        be.write(&mut tc.b, &row_major(w.b))?;
+        be.write(&mut tc.q_k, &zeros)?;
+        let dk = dc.geo.tasks[j].0;
+        // o_k = x^k · U_kᵀ + b_k for all rows.
+        let proj = Gemm {
+            trans_b: true,
+            ..Gemm::new(rows, hd, dk)
+        };
+        let xk = match (&mut tc.x_k, &inp.x_k[j]) {
+            (Some(buf), Some(data)) => {
+                be.write(buf, data)?;
+                &*buf
+            }
+            _ => &dc.x,
+        };
+        be.gemm(&proj, xk, &tc.u, Some(&tc.b), &mut tc.o_k)?;
+    }
+
+    for t in 0..steps {
+        let s = CellStep {
+            t,
+            batch,
+            hidden: hd,
+        };
+        // gates[t] += h_{t-1} · W_hhᵀ
+        let rec = Gemm {
+            trans_b: true,
+            a_off: t * batch * hd,
+            c_off: t * batch * 4 * hd,
+            accumulate: true,
+            ..Gemm::new(batch, 4 * hd, hd)
+        };
+        be.gemm(&rec, &dc.h, &dc.w_hh, None, &mut dc.gates)?;
+        be.lstm_cell_fwd(
+            s,
+            &mut dc.gates,
+            &mut dc.c,
+            &mut dc.h,
+            &mut dc.tanh_c,
+            &dc.mask,
+        )?;
+        for tc in &mut dc.tasks {
+            // o_k[t] += q^k_{t-1} · W_kᵀ
+            let rec = Gemm {
+                trans_b: true,
+                a_off: t * batch * hd,
+                c_off: t * batch * hd,
+                accumulate: true,
+                ..Gemm::new(batch, hd, hd)
+            };
+            be.gemm(&rec, &tc.q_k, &tc.w, None, &mut tc.o_k)?;
+            be.task_gate_fwd(s, &mut tc.o_k, &mut tc.q_k, &dc.tanh_c, &dc.mask)?;
+        }
+    }
+    let h = be.download(&dc.h)?;
+    let q = dc
+        .tasks
+        .iter()
+        .map(|tc| be.download(&tc.q_k))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(DirOutputs { h, q })
+}
+
+/// Runs one direction's BPTT on the device. `d_h` and `d_q` are host (T+1, B, H)
+/// gradients (slot 0 ignored) in this direction's order.
+fn dir_backward<B: Backend>(
+    be: &B,
+    dc: &mut DirCache<B>,
+    d_h: &[B::Elem],
+    d_q: &[Vec<B::Elem>],
+) -> Result<DirGrads<B::Elem>, NumError> {
+    let DirGeometry {
+        steps,
+        batch,
+        input: d,
+        hidden: hd,
+        ..
+    } = dc.geo.clone();
+    let rows = steps * batch;
+    let (bh, bg) = (batch * hd, batch * 4 * hd);
+
+    be.write(&mut dc.d_h, d_h)?;
+    be.fill_zero(&mut dc.d_c)?;
+    for (tc, dq) in dc.tasks.iter_mut().zip(d_q) {
+        be.write(&mut tc.d_q_k, dq)?;
+    }
+
+    for t in (0..steps).rev() {
+        let s = CellStep {
+            t,
+            batch,
+            hidden: hd,
+        };
+        for tc in &mut dc.tasks {
+            // d_o_k[t] from d_q_k[t+1]; d_c[t+1] += d_q·o·(1 − tanh²c_t).
+            be.task_gate_bwd(
+                s,
+                &tc.o_k,
+                &dc.tanh_c,
+                &dc.mask,
+                &tc.d_q_k,
+                &mut tc.d_o_k,
+                &mut dc.d_c,
+            )?;
+            if t > 0 {
+                // d_q_k[t] (= d q^k_{t-1}) += d_o_k[t] · W_k
+                let g = Gemm {
+                    a_off: t * bh,
+                    c_off: t * bh,
+                    accumulate: true,
+                    ..Gemm::new(batch, hd, hd)
+                };
+                be.gemm(&g, &tc.d_o_k, &tc.w, None, &mut tc.d_q_k)?;
+            }
+        }
+        be.lstm_cell_bwd(
+            s,
+            &dc.gates,
+            &dc.c,
+            &dc.tanh_c,
+            &dc.mask,
+            &dc.d_h,
+            &mut dc.d_c,
+            &mut dc.d_gates,
+        )?;
+        if t > 0 {
+            // d_h[t] (= d h_{t-1}) += d_gates[t] · W_hh
+            let g = Gemm {
+                a_off: t * bg,
+                c_off: t * bh,
+                accumulate: true,
+                ..Gemm::new(batch, hd, 4 * hd)
+            };
+            be.gemm(&g, &dc.d_gates, &dc.w_hh, None, &mut dc.d_h)?;
+        }
+    }
+
+    // Weight gradients: one gemm each over all T·B rows.
+    let d_gates_t = |n: usize| Gemm {
+        trans_a: true,
+        ..Gemm::new(4 * hd, n, rows)
+    };
+    be.gemm(&d_gates_t(d), &dc.d_gates, &dc.x, None, &mut dc.d_w_ih)?;
+    be.gemm(&d_gates_t(hd), &dc.d_gates, &dc.h, None, &mut dc.d_w_hh)?;
+    be.gemm(
+        &Gemm::new(1, 4 * hd, rows),
+        &dc.ones,
+        &dc.d_gates,
+        None,
+        &mut dc.d_b,
+    )?;
+    be.gemm(
+        &Gemm::new(rows, d, 4 * hd),
+        &dc.d_gates,
+        &dc.w_ih,
+        None,
+        &mut dc.d_x,
+    )?;
+    for (j, tc) in dc.tasks.iter_mut().enumerate() {
+        let dk = dc.geo.tasks[j].0;
+        let d_o_t = |n: usize| Gemm {
+            trans_a: true,
+            ..Gemm::new(hd, n, rows)
+        };
+        let xk = tc.x_k.as_ref().unwrap_or(&dc.x);
+        be.gemm(&d_o_t(dk), &tc.d_o_k, xk, None, &mut tc.d_u)?;
+        be.gemm(&d_o_t(hd), &tc.d_o_k, &tc.q_k, None, &mut tc.d_w)?;
+        be.gemm(
+            &Gemm::new(1, hd, rows),
+            &dc.ones,
+            &tc.d_o_k,
+            None,
+            &mut tc.d_b,
+        )?;
+        let back = Gemm::new(rows, dk, hd);
+        match &mut tc.d_x_k {
+            Some(dxk) => be.gemm(&back, &tc.d_o_k, &tc.u, None, dxk)?,
+            None => {
+                let acc = Gemm {
+                    accumulate: true,
+                    ..back
+                };
+                be.gemm(&acc, &tc.d_o_k, &tc.u, None, &mut dc.d_x)?;
+            }
+        }
+    }
+
+    let take = |buf: &B::Buf, n: usize| -> Result<Vec<B::Elem>, NumError> {
+        let mut v = be.download(buf)?;
+        v.truncate(n);
+        Ok(v)
+    };
+    let mut tasks = Vec::with_capacity(dc.tasks.len());
+    let mut d_x_k = Vec::with_capacity(dc.tasks.len());
+    for (j, tc) in dc.tasks.iter().enumerate() {
+        let dk = dc.geo.tasks[j].0;
+        tasks.push([
+            take(&tc.d_u, hd * dk)?,
+            take(&tc.d_w, hd * hd)?,
+            take(&tc.d_b, hd)?,
+        ]);
+        d_x_k.push(match &tc.d_x_k {
+            Some(buf) => Some(take(buf, rows * dk)?),
+            None => None,
+        });
+    }
+    Ok(DirGrads {
+        d_x: take(&dc.d_x, rows * d)?,
+        d_x_k,
+        cell: [
+            take(&dc.d_w_ih, 4 * hd * d)?,
+            take(&dc.d_w_hh, 4 * hd * hd)?,
+            take(&dc.d_b, 4 * hd)?,
+        ],
+        tasks,
+    })
+}
+
+/// Checks one matrix's shape.
+fn expect_shape<R>(
+    op: &'static str,
+    m: &Matrix<R>,
+    rows: usize,
+    cols: usize,
+) -> Result<(), NumError> {
+    if m.dim() != (rows, cols) {
+        return Err(NumError::ShapeMismatch {
+            op,
+            lhs: vec![m.nrows(), m.ncols()],
+            rhs: vec![rows, cols],
+        });
+    }
+    Ok(())
+}
+
+/// Validates `args` and returns the sequence shape and every direction's geometry.
+fn validate<R: Real>(
+    op: &'static str,
+    args: &ScLstmArgs<'_, R>,
+) -> Result<(SeqShape, DirGeometry), NumError> {
+    let seq = SeqShape::new(op, args.x.nrows(), args.lens)?;
+    let nd = args.directions.len();
+    if nd == 0 || nd > 2 {
+        return Err(NumError::ShapeMismatch {
+            op,
+            lhs: vec![nd],
+            rhs: vec![1, 2],
+        });
+    }
+    let d = args.x.ncols();
+    let hd = args.directions[0].cell.w_hh.ncols();
+    let mut tasks = Vec::with_capacity(args.task_inputs.len());
+    for inp in &args.task_inputs {
+        tasks.push(match inp {
+            TaskInput::Shared => (d, false),
+            TaskInput::Separate(m) => {
+                expect_shape(op, m, seq.rows(), m.ncols())?;
+                (m.ncols(), true)
+            }
+        });
+    }
+    for dir in &args.directions {
+        expect_shape(op, dir.cell.w_ih, 4 * hd, d)?;
+        expect_shape(op, dir.cell.w_hh, 4 * hd, hd)?;
+        expect_shape(op, dir.cell.b, 1, 4 * hd)?;
+        if dir.tasks.len() != tasks.len() {
+            return Err(NumError::ShapeMismatch {
+                op,
+                lhs: vec![dir.tasks.len()],
+                rhs: vec![tasks.len()],
+            });
+        }
+        for (tw, &(dk, _)) in dir.tasks.iter().zip(&tasks) {
+            expect_shape(op, tw.u, hd, dk)?;
+            expect_shape(op, tw.w, hd, hd)?;
+            expect_shape(op, tw.b, 1, hd)?;
+        }
+    }
+    let geo = DirGeometry {
+        steps: seq.steps,
+        batch: seq.batch(),
+        input: d,
+        hidden: hd,
+        tasks,
+    };
+    Ok((seq, geo))
+}
+
+/// Runs a (bi)directional SC-LSTM layer (a plain (Bi)LSTM layer when no tasks are
+/// requested). Returns the output `(T·B, nd·(1+K)·H)` (column layout in the module docs)
+/// and, when `record`, the [`FusedOp`] whose backward is the hand-written BPTT.
+///
+/// Only the requested tasks' gates are computed: a training batch of task A passes only
+/// A's gate weights; inference passes all.
+///
+/// # Errors
+/// [`NumError::ShapeMismatch`] / [`NumError::Empty`] for inconsistent shapes or lengths;
+/// any backend error.
+pub fn sc_lstm_forward<B: Backend + 'static>(
+    ws: &LayerWorkspace<B>,
+    args: &ScLstmArgs<'_, B::Elem>,
+    record: bool,
+) -> Result<Recorded<B::Elem>, NumError> {
+    let op = "sc_lstm_forward";
+    let (seq, geo) = validate(op, args)?;
+    let be = ws.backend.as_ref();
+    let (rows, hd, batch) = (seq.rows(), geo.hidden, seq.batch());
+    let nd = args.directions.len();
+    let n_tasks = geo.tasks.len();
+    let mask = seq.mask::<B::Elem>();
+    let rev = seq.reversal();
+    let width = nd * (1 + n_tasks) * hd;
+    let mut out = Matrix::<B::Elem>::zeros((rows, width));
+    let mut caches = Vec::with_capacity(nd);
+
+    for (di, dir) in args.directions.iter().enumerate() {
+        let perm = (di == 1).then_some(rev.as_slice());
+        let x = gather_rows(args.x, perm);
+        let x_k = args
+            .task_inputs
+            .iter()
+            .map(|inp| match inp {
+                TaskInput::Shared => None,
+                TaskInput::Separate(m) => Some(gather_rows(m, perm)),
+            })
+            .collect();
+        let inputs = DirInputs {
+            x: &x,
+            cell: dir.cell,
+            x_k,
+            tasks: &dir.tasks,
+        };
+        let mut dc = ws.take(&geo)?;
+        let result = dir_forward(be, &mut dc, &inputs, &mask);
+        let DirOutputs { h, q } = match result {
+            Ok(v) => v,
+            Err(e) => {
+                ws.give(vec![dc]);
+                return Err(e);
+            }
+        };
+        // Slot t+1, row b of the direction's buffer → output row perm(t·B + b).
+        let scatter = |out: &mut Matrix<B::Elem>, buf: &[B::Elem], col: usize| {
+            for r in 0..rows {
+                let dst = perm.map_or(r, |p| p[r]);
+                let src = &buf[(batch + r) * hd..(batch + r + 1) * hd];
+                for (o, &v) in out.row_mut(dst).iter_mut().skip(col).zip(src) {
+                    *o = v;
+                }
+            }
+        };
+        scatter(&mut out, &h, di * hd);
+        for (j, qk) in q.iter().enumerate() {
+            scatter(&mut out, qk, (nd * (1 + j) + di) * hd);
+        }
+        caches.push(dc);
+    }
+
+    if !record {
+        ws.give(caches);
+        return Ok((out, None));
+    }
+    let separate: Vec<bool> = geo.tasks.iter().map(|&(_, s)| s).collect();
+    let node = ScLstmOp {
+        ws: ws.clone(),
+        caches: Mutex::new(caches),
+        geo,
+        rev,
+        separate,
+        nd,
+    };
+    Ok((out, Some(Box::new(node))))
+}
+
+/// A plain bidirectional LSTM layer: output `(T·B, 2H) = [h_fwd ⊕ h_bwd]`. Gradient
+/// order: `[x, W_ih_f, W_hh_f, b_f, W_ih_b, W_hh_b, b_b]`.
+///
+/// # Errors
+/// As [`sc_lstm_forward`].
+pub fn bilstm_forward<B: Backend + 'static>(
+    ws: &LayerWorkspace<B>,
+    x: &Matrix<B::Elem>,
+    lens: &[usize],
+    fwd: LstmWeights<'_, B::Elem>,
+    bwd: LstmWeights<'_, B::Elem>,
+    record: bool,
+) -> Result<Recorded<B::Elem>, NumError> {
+    let args = ScLstmArgs {
+        x,
+        lens,
+        task_inputs: Vec::new(),
+        directions: vec![
+            DirectionWeights {
+                cell: fwd,
+                tasks: Vec::new(),
+            },
+            DirectionWeights {
+                cell: bwd,
+                tasks: Vec::new(),
+            },
+        ],
+    };
+    sc_lstm_forward(ws, &args, record)
+}
+
+/// A single forward-direction LSTM layer: output `(T·B, H) = h`. Gradient order:
+/// `[x, W_ih, W_hh, b]`.
+///
+/// # Errors
+/// As [`sc_lstm_forward`].
+pub fn lstm_forward<B: Backend + 'static>(
+    ws: &LayerWorkspace<B>,
+    x: &Matrix<B::Elem>,
+    lens: &[usize],
+    w: LstmWeights<'_, B::Elem>,
+    record: bool,
+) -> Result<Recorded<B::Elem>, NumError> {
+    let args = ScLstmArgs {
+        x,
+        lens,
+        task_inputs: Vec::new(),
+        directions: vec![DirectionWeights {
+            cell: w,
+            tasks: Vec::new(),
+        }],
+    };
+    sc_lstm_forward(ws, &args, record)
+}
+
+/// The recorded (bi)directional SC-LSTM / LSTM layer: keeps its direction caches on the
+/// device until dropped (then they return to the workspace pool).
+pub struct ScLstmOp<B: Backend> {
+    /// Backend and the pool the caches return to.
+    ws: LayerWorkspace<B>,
+    /// One cache per direction (behind a mutex: `backward` takes `&self`).
+    caches: Mutex<Vec<DirCache<B>>>,
+    /// Sizes of every direction.
+    geo: DirGeometry,
+    /// Per-sentence reversal permutation (T·B).
+    rev: Vec<usize>,
+    /// Per task: reads a separate input.
+    separate: Vec<bool>,
+    /// Number of directions.
+    nd: usize,
+}
+
+impl<B: Backend> fmt::Debug for ScLstmOp<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ScLstmOp")
+            .field("directions", &self.nd)
+            .field("steps", &self.geo.steps)
+            .field("batch", &self.geo.batch)
+            .field("input", &self.geo.input)
+            .field("hidden", &self.geo.hidden)
+            .field("tasks (D_k, separate)", &self.geo.tasks)
+            .finish()
+    }
+}
+
+impl<B: Backend> Drop for ScLstmOp<B> {
+    fn drop(&mut self) {
+        let caches = std::mem::take(&mut *lock(&self.caches));
+        self.ws.give(caches);
+    }
+}
+
+impl<B: Backend> FusedOp<B::Elem> for ScLstmOp<B> {
+    fn name(&self) -> &'static str {
+        if self.geo.tasks.is_empty() {
+            if self.nd == 2 {
+                "bilstm_layer"
+            } else {
+                "lstm_layer"
+            }
+        } else if self.nd == 2 {
+            "bi_sc_lstm_layer"
+        } else {
+            "sc_lstm_layer"
+        }
+    }
+
+    fn backward(&self, d_out: &Matrix<B::Elem>) -> Result<Vec<Option<Matrix<B::Elem>>>, NumError> {
+        let op = "sc_lstm_backward";
+        let DirGeometry {
+            steps,
+            batch,
+            input: d,
+            hidden: hd,
+            ..
+        } = self.geo.clone();
+        let rows = steps * batch;
+        let nd = self.nd;
+        let n_tasks = self.geo.tasks.len();
+        expect_shape(op, d_out, rows, nd * (1 + n_tasks) * hd)?;
+        let be = self.ws.backend.as_ref();
+        let mut caches = lock(&self.caches);
+
+        let mut d_x = Matrix::<B::Elem>::zeros((rows, d));
+        let mut d_x_k: Vec<Option<Matrix<B::Elem>>> = self
+            .geo
+            .tasks
+            .iter()
+            .map(|&(dk, sep)| sep.then(|| Matrix::zeros((rows, dk))))
+            .collect();
+        let mut cell_grads = Vec::with_capacity(nd);
+        let mut task_grads: Vec<Vec<[Vec<B::Elem>; 3]>> = vec![Vec::with_capacity(nd); n_tasks];
+
+        for (di, dc) in caches.iter_mut().enumerate() {
+            let perm = (di == 1).then_some(self.rev.as_slice());
+            // (T+1, B, H) host gradient with slot 0 = 0, read from output columns `col`.
+            let gather = |col: usize| {
+                let mut v = vec![B::Elem::zero(); (steps + 1) * batch * hd];
+                for r in 0..rows {
+                    let src = perm.map_or(r, |p| p[r]);
+                    let dst = &mut v[(batch + r) * hd..(batch + r + 1) * hd];
+                    for (o, &g) in dst.iter_mut().zip(d_out.row(src).iter().skip(col)) {
+                        *o = g;
+                    }
+                }
+                v
+            };
+            let d_h = gather(di * hd);
+            let d_q: Vec<_> = (0..n_tasks)
+                .map(|j| gather((nd * (1 + j) + di) * hd))
+                .collect();
+            let g = dir_backward(be, dc, &d_h, &d_q)?;
+            // Add a direction-ordered (T·B, width) gradient into an original-order matrix.
+            let add_rows = |acc: &mut Matrix<B::Elem>, flat: &[B::Elem]| {
+                let w = acc.ncols();
+                for r in 0..rows {
+                    let dst = perm.map_or(r, |p| p[r]);
+                    for (a, &v) in acc.row_mut(dst).iter_mut().zip(&flat[r * w..(r + 1) * w]) {
+                        *a += v;
+                    }
+                }
+            };
+            add_rows(&mut d_x, &g.d_x);
+            for (acc, flat) in d_x_k.iter_mut().zip(&g.d_x_k) {
+                if let (Some(acc), Some(flat)) = (acc, flat) {
+                    add_rows(acc, flat);
+                }
+            }
+            cell_grads.push(g.cell);
+            for (j, tg) in g.tasks.into_iter().enumerate() {
+                task_grads[j].push(tg);
+            }
+        }
+
+        let to_matrix = |v: Vec<B::Elem>, r: usize, c: usize| {
+            Matrix::from_shape_vec((r, c), v).expect("internal: gradient length matches its shape")
+        };
+        let mut grads = vec![Some(d_x)];
+        grads.extend(
+            d_x_k
+                .into_iter()
+                .zip(&self.separate)
+                .filter(|(_, s)| **s)
+                .map(|(m, _)| m),
+        );
+        for [w_ih, w_hh, b] in cell_grads {
+            grads.push(Some(to_matrix(w_ih, 4 * hd, d)));
+            grads.push(Some(to_matrix(w_hh, 4 * hd, hd)));
+            grads.push(Some(to_matrix(b, 1, 4 * hd)));
+        }
+        for (j, per_dir) in task_grads.into_iter().enumerate() {
+            let dk = self.geo.tasks[j].0;
+            for [u, w, b] in per_dir {
+                grads.push(Some(to_matrix(u, hd, dk)));
+                grads.push(Some(to_matrix(w, hd, hd)));
+                grads.push(Some(to_matrix(b, 1, hd)));
+            }
+        }
+        Ok(grads)
+    }
+}

@@ -1,0 +1,270 @@
+//! Checkpoints: every parameter as an f32 safetensors tensor under its store name, plus
+//! optional extra tensors (`extra.<name>`, e.g. optimizer moments) and string metadata.
+//! The model configuration is stored as JSON in the metadata key [`CONFIG_KEY`].
+//! Writes are atomic: a temporary file in the same folder, synced, then renamed.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use safetensors::{Dtype, SafeTensors, tensor::TensorView};
+use sclstm_core::{Backend, Matrix, Real};
+
+use crate::{ModelConfig, ModelError, Tagger};
+
+/// Metadata key holding the model configuration as JSON.
+pub const CONFIG_KEY: &str = "sclstm.model_config";
+
+/// Prefix of extra (non-parameter) tensors inside a checkpoint file.
+pub const EXTRA_PREFIX: &str = "extra.";
+
+/// What a checkpoint holds besides the parameters.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CheckpointExtras {
+    /// Extra tensors, names without the `extra.` prefix, sorted by name.
+    pub tensors: Vec<(String, Matrix<f32>)>,
+    /// String metadata (includes [`CONFIG_KEY`]).
+    pub metadata: BTreeMap<String, String>,
+}
+
+fn io_err(path: &Path) -> impl Fn(std::io::Error) -> ModelError + '_ {
+    move |source| ModelError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn format_err(path: &Path, message: impl ToString) -> ModelError {
+    ModelError::CheckpointFormat {
+        path: path.to_path_buf(),
+        message: message.to_string(),
+    }
+}
+
+/// Writes `bytes` to `path` atomically (temporary file in the same folder + rename).
+///
+/// # Errors
+/// [`ModelError::Io`] naming the file that failed.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ModelError> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let file_name = path
+        .file_name()
+        .ok_or_else(|| format_err(path, "not a file path"))?
+        .to_string_lossy();
+    let tmp = dir.join(format!(".{file_name}.tmp-{}", std::process::id()));
+    let result = (|| {
+        let mut f = std::fs::File::create(&tmp).map_err(io_err(&tmp))?;
+        f.write_all(bytes).map_err(io_err(&tmp))?;
+        f.sync_all().map_err(io_err(&tmp))?;
+        std::fs::rename(&tmp, path).map_err(io_err(path))
+    })();
+    if result.is_err() {
+        // Best effort: never leave a half-written temporary behind.
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Writes named 2-D f32 tensors and string metadata as one safetensors file, atomically.
+///
+/// # Errors
+/// [`ModelError::CheckpointFormat`] for duplicate names, [`ModelError::Io`] on write failure.
+pub fn write_tensors(
+    path: &Path,
+    tensors: &[(String, Matrix<f32>)],
+    metadata: &BTreeMap<String, String>,
+) -> Result<(), ModelError> {
+    let mut seen = HashSet::new();
+    let mut bytes = Vec::with_capacity(tensors.len());
+    for (name, m) in tensors {
+        if !seen.insert(name.as_str()) {
+            return Err(format_err(path, format!("tensor {name:?} given twice")));
+        }
+        let data: Vec<u8> = m.iter().flat_map(|x| x.to_le_bytes()).collect();
+        bytes.push((name.as_str(), vec![m.nrows(), m.ncols()], data));
+    }
+    let views = bytes
+        .iter()
+        .map(|(name, shape, data)| {
+            TensorView::new(Dtype::F32, shape.clone(), data)
+                .map(|v| (*name, v))
+                .map_err(|e| format_err(path, e))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let meta: HashMap<String, String> = metadata.clone().into_iter().collect();
+    let buf = safetensors::serialize(views, Some(meta)).map_err(|e| format_err(path, e))?;
+    write_atomic(path, &buf)
+}
+
+/// Reads every tensor of a safetensors file as a 2-D f32 matrix (1-D tensors as one row,
+/// scalars as 1×1), sorted by name, with the file's metadata.
+///
+/// # Errors
+/// [`ModelError::Io`] if unreadable, [`ModelError::CheckpointFormat`] if not safetensors,
+/// [`ModelError::CheckpointShape`] for a tensor that is not f32 or has more than 2 axes.
+#[allow(clippy::type_complexity)]
+pub fn read_tensors(
+    path: &Path,
+) -> Result<(Vec<(String, Matrix<f32>)>, BTreeMap<String, String>), ModelError> {
+    let buf = std::fs::read(path).map_err(io_err(path))?;
+    let st = SafeTensors::deserialize(&buf).map_err(|e| format_err(path, e))?;
+    let (_, header) = SafeTensors::read_metadata(&buf).map_err(|e| format_err(path, e))?;
+    let metadata: BTreeMap<String, String> = header
+        .metadata()
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .collect();
+    let mut out = Vec::with_capacity(st.len());
+    for (name, view) in st.tensors() {
+        let shape = view.shape().to_vec();
+        let dims = match shape.as_slice() {
+            [] => Some((1, 1)),
+            [n] => Some((1, *n)),
+            [r, c] => Some((*r, *c)),
+            _ => None,
+        };
+        let (Some(dims), Dtype::F32) = (dims, view.dtype()) else {
+            return Err(ModelError::CheckpointShape {
+                path: path.to_path_buf(),
+                name,
+                expected: vec![],
+                found: shape,
+                dtype: format!("{:?}", view.dtype()),
+            });
+        };
+        let values: Vec<f32> = view
+            .data()
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        let m = Matrix::from_shape_vec(dims, values).map_err(|e| format_err(path, e))?;
+        out.push((name, m));
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok((out, metadata))
+}
+
+impl<B: Backend + 'static> Tagger<B> {
+    /// Saves every parameter (f32, store names) and the config to `path`, atomically.
+    ///
+    /// # Errors
+    /// [`ModelError::Io`] on write failure.
+    pub fn save(&self, path: &Path) -> Result<(), ModelError> {
+        self.save_with(path, &[], &BTreeMap::new())
+    }
+
+    /// [`Tagger::save`] plus extra tensors (stored as `extra.<name>`) and metadata.
+    ///
+    /// # Errors
+    /// [`ModelError::CheckpointFormat`] for duplicate extra names or a metadata key equal
+    /// to [`CONFIG_KEY`]; [`ModelError::Io`] on write failure.
+    pub fn save_with(
+        &self,
+        path: &Path,
+        extra: &[(String, Matrix<f32>)],
+        metadata: &BTreeMap<String, String>,
+    ) -> Result<(), ModelError> {
+        if metadata.contains_key(CONFIG_KEY) {
+            return Err(format_err(
+                path,
+                format!("metadata key {CONFIG_KEY:?} is reserved"),
+            ));
+        }
+        let mut tensors: Vec<(String, Matrix<f32>)> = self
+            .params()
+            .iter()
+            .map(|(_, name, v)| (name.to_string(), v.mapv(|x| x.to_f64() as f32)))
+            .collect();
+        tensors.extend(
+            extra
+                .iter()
+                .map(|(n, m)| (format!("{EXTRA_PREFIX}{n}"), m.clone())),
+        );
+        let mut meta = metadata.clone();
+        let config = serde_json::to_string(self.config()).map_err(|e| format_err(path, e))?;
+        meta.insert(CONFIG_KEY.to_string(), config);
+        write_tensors(path, &tensors, &meta)
+    }
+
+    /// Loads every parameter from `path` (all or nothing) and returns the extras.
+    ///
+    /// # Errors
+    /// [`ModelError::CheckpointMissing`] / [`ModelError::CheckpointUnexpected`] naming the
+    /// parameters that differ, [`ModelError::CheckpointShape`] for a shape mismatch;
+    /// read and format errors.
+    pub fn load(&mut self, path: &Path) -> Result<CheckpointExtras, ModelError> {
+        let (tensors, metadata) = read_tensors(path)?;
+        let mut extras = Vec::new();
+        let mut found = Vec::new();
+        let mut unexpected = Vec::new();
+        for (name, m) in tensors {
+            if let Some(rest) = name.strip_prefix(EXTRA_PREFIX) {
+                extras.push((rest.to_string(), m));
+            } else if let Some(id) = self.params().id(&name) {
+                let expected = self.params().get(id).dim();
+                if expected != m.dim() {
+                    return Err(ModelError::CheckpointShape {
+                        path: path.to_path_buf(),
+                        name,
+                        expected: vec![expected.0, expected.1],
+                        found: vec![m.nrows(), m.ncols()],
+                        dtype: "F32".into(),
+                    });
+                }
+                found.push((id, m));
+            } else {
+                unexpected.push(name);
+            }
+        }
+        if !unexpected.is_empty() {
+            return Err(ModelError::CheckpointUnexpected {
+                path: path.to_path_buf(),
+                names: unexpected,
+            });
+        }
+        let present: HashSet<_> = found.iter().map(|(id, _)| *id).collect();
+        let missing: Vec<String> = self
+            .params()
+            .iter()
+            .filter(|(id, _, _)| !present.contains(id))
+            .map(|(_, n, _)| n.to_string())
+            .collect();
+        if !missing.is_empty() {
+            return Err(ModelError::CheckpointMissing {
+                path: path.to_path_buf(),
+                names: missing,
+            });
+        }
+        for (id, m) in found {
+            *self.params_mut().get_mut(id) = m.mapv(|x| B::Elem::from_f64(f64::from(x)));
+        }
+        Ok(CheckpointExtras {
+            tensors: extras,
+            metadata,
+        })
+    }
+
+    /// Builds a tagger from the config stored in a checkpoint and loads its parameters.
+    ///
+    /// # Errors
+    /// [`ModelError::CheckpointFormat`] if the file has no (valid) config; as
+    /// [`Tagger::new`] and [`Tagger::load`].
+    pub fn from_checkpoint(
+        path: &Path,
+        backend: Arc<B>,
+    ) -> Result<(Self, CheckpointExtras), ModelError> {
+        let (_, metadata) = read_tensors(path)?;
+        let json = metadata
+            .get(CONFIG_KEY)
+            .ok_or_else(|| format_err(path, format!("no {CONFIG_KEY:?} metadata")))?;
+        let config: ModelConfig = serde_json::from_str(json).map_err(|e| format_err(path, e))?;
+        let mut tagger = Tagger::new(config, backend, 0, None)?;
+        let extras = tagger.load(path)?;
+        Ok((tagger, extras))
+    }
+}

@@ -1,0 +1,454 @@
+//! The model configuration: family, tasks and heads, input representation, encoder sizes.
+//!
+//! Field names are stable: the training configuration embeds a [`ModelConfig`] (TOML or
+//! JSON) and run directories store it. Every field except `tasks` and `word_vocab` has a
+//! default (`#[serde(default)]`), so a minimal configuration names only those two.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::ModelError;
+
+/// Which encoder the tagger uses (paper §2.2, §3, §5.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum Family {
+    /// Single-task learning: each task has its own input representation and BiLSTM stack.
+    #[serde(rename = "stl")]
+    Stl,
+    /// One shared BiLSTM stack; every task's head reads the top layer.
+    #[serde(rename = "lstm-s")]
+    LstmS,
+    /// One shared BiLSTM stack; each task's head reads its assigned layer.
+    #[serde(rename = "lstm-d")]
+    LstmD,
+    /// Stacked Bi-SC-LSTM; task `k`'s head reads `s^k = q^k ⊕ h` of the top layer.
+    #[default]
+    #[serde(rename = "sc-lstm")]
+    ScLstm,
+}
+
+impl Family {
+    /// Every family, in the paper's order of presentation.
+    pub const ALL: [Family; 4] = [Family::Stl, Family::LstmS, Family::LstmD, Family::ScLstm];
+
+    /// The name used in configurations and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Family::Stl => "stl",
+            Family::LstmS => "lstm-s",
+            Family::LstmD => "lstm-d",
+            Family::ScLstm => "sc-lstm",
+        }
+    }
+}
+
+impl fmt::Display for Family {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Family {
+    type Err = ModelError;
+
+    /// Parses `stl`, `lstm-s`, `lstm-d` or `sc-lstm`.
+    fn from_str(s: &str) -> Result<Self, ModelError> {
+        Family::ALL
+            .into_iter()
+            .find(|f| f.name() == s)
+            .ok_or_else(|| {
+                ModelError::Config(format!(
+                    "unknown model family {s:?} (stl, lstm-s, lstm-d, sc-lstm)"
+                ))
+            })
+    }
+}
+
+impl FromStr for HeadKind {
+    type Err = ModelError;
+
+    /// Parses `softmax` or `crf`.
+    fn from_str(s: &str) -> Result<Self, ModelError> {
+        match s {
+            "softmax" => Ok(HeadKind::Softmax),
+            "crf" => Ok(HeadKind::Crf),
+            _ => Err(ModelError::Config(format!(
+                "unknown head {s:?} (softmax, crf)"
+            ))),
+        }
+    }
+}
+
+impl FromStr for TaskInputMode {
+    type Err = ModelError;
+
+    /// Parses `shared` or `chained`.
+    fn from_str(s: &str) -> Result<Self, ModelError> {
+        match s {
+            "shared" => Ok(TaskInputMode::Shared),
+            "chained" => Ok(TaskInputMode::Chained),
+            _ => Err(ModelError::Config(format!(
+                "unknown task input {s:?} (shared, chained)"
+            ))),
+        }
+    }
+}
+
+/// A task's classifier.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum HeadKind {
+    /// Per-token softmax (paper Eq. 5–6).
+    #[default]
+    #[serde(rename = "softmax")]
+    Softmax,
+    /// Linear-chain CRF with start / end transitions.
+    #[serde(rename = "crf")]
+    Crf,
+}
+
+/// What an SC-LSTM task gate reads as `x^k_t` above the first layer (the paper leaves it
+/// open).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum TaskInputMode {
+    /// Reading (a): only the top layer has task gates, reading the top layer's shared
+    /// input; lower layers are plain BiLSTM layers (their task gates are never computed).
+    #[default]
+    #[serde(rename = "shared")]
+    Shared,
+    /// Reading (b): every layer has task gates; layer 1's read the input representation,
+    /// layer `l > 1`'s read layer `l−1`'s `[q^k_fwd ⊕ q^k_bwd]`.
+    #[serde(rename = "chained")]
+    Chained,
+}
+
+fn one() -> f64 {
+    1.0
+}
+
+/// One task: its name, tag set, head and loss weight.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskConfig {
+    /// Task name, used in parameter names (`head.<name>.weight`); e.g. `ner`, `chunk`, `pos`.
+    pub name: String,
+    /// Tag names indexed by tag id (`O`, `B-PER`, …). Their number fixes the head size.
+    pub tags: Vec<String>,
+    /// Classifier (default `softmax`).
+    #[serde(default)]
+    pub head: HeadKind,
+    /// Loss weight λ of paper Eq. 4 (default 1).
+    #[serde(default = "one")]
+    pub lambda: f64,
+    /// LSTM-d only: the 1-based layer whose output this task's head reads. Default by
+    /// name: `pos` → 1, `chunk` → 2, `ner` → 3; other names must set it.
+    #[serde(default)]
+    pub layer: Option<usize>,
+}
+
+impl TaskConfig {
+    /// A softmax task with λ = 1.
+    pub fn new(name: &str, tags: &[&str]) -> Self {
+        TaskConfig {
+            name: name.to_string(),
+            tags: tags.iter().map(|t| t.to_string()).collect(),
+            head: HeadKind::Softmax,
+            lambda: 1.0,
+            layer: None,
+        }
+    }
+}
+
+fn char_dim() -> usize {
+    16
+}
+fn kernel() -> usize {
+    3
+}
+fn channels() -> usize {
+    128
+}
+
+/// The character CNN of paper Table 2.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CharCnnConfig {
+    /// Characters in the character vocabulary (id 0 = padding).
+    pub vocab: usize,
+    /// Character embedding size (16), initialised uniform in ±0.1.
+    #[serde(default = "char_dim")]
+    pub dim: usize,
+    /// Convolution width; only 3 (with padding 1, stride 1) is supported.
+    #[serde(default = "kernel")]
+    pub kernel: usize,
+    /// Output channels (128), max-pooled over the characters of each word.
+    #[serde(default = "channels")]
+    pub channels: usize,
+}
+
+impl CharCnnConfig {
+    /// Paper settings for a character vocabulary of `vocab` entries.
+    pub fn new(vocab: usize) -> Self {
+        CharCnnConfig {
+            vocab,
+            dim: char_dim(),
+            kernel: kernel(),
+            channels: channels(),
+        }
+    }
+}
+
+fn word_dim() -> usize {
+    100
+}
+fn yes() -> bool {
+    true
+}
+fn hidden() -> usize {
+    300
+}
+fn layers() -> usize {
+    3
+}
+fn dropout() -> f64 {
+    0.5
+}
+
+/// Everything that fixes the shapes and behaviour of a [`crate::Tagger`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelConfig {
+    /// Model family (default `sc-lstm`).
+    #[serde(default)]
+    pub family: Family,
+    /// Tasks, in task-index order.
+    pub tasks: Vec<TaskConfig>,
+    /// Rows of the word embedding table (id 0 = padding).
+    pub word_vocab: usize,
+    /// Word embedding size (default 100; must match pretrained vectors).
+    #[serde(default = "word_dim")]
+    pub word_dim: usize,
+    /// Append the 8 capitalization classes as a fixed one-hot vector (default true).
+    #[serde(default = "yes")]
+    pub caps: bool,
+    /// Optional character CNN (default none).
+    #[serde(default)]
+    pub char_cnn: Option<CharCnnConfig>,
+    /// Hidden size `H` of each direction (default 300).
+    #[serde(default = "hidden")]
+    pub hidden: usize,
+    /// Stacked bidirectional layers (default 3).
+    #[serde(default = "layers")]
+    pub layers: usize,
+    /// Dropout probability (default 0.5): on the input representation, between layers and
+    /// on the representation each head reads.
+    #[serde(default = "dropout")]
+    pub dropout: f64,
+    /// SC-LSTM: what task gates read (default `shared`).
+    #[serde(default)]
+    pub task_input: TaskInputMode,
+    /// CRF heads: decode under BIO constraints (`I-X` only after `B-X`/`I-X`; default false).
+    #[serde(default)]
+    pub bio_constrained: bool,
+}
+
+impl ModelConfig {
+    /// A configuration with the paper's defaults for the given tasks and vocabulary.
+    pub fn new(family: Family, tasks: Vec<TaskConfig>, word_vocab: usize) -> Self {
+        ModelConfig {
+            family,
+            tasks,
+            word_vocab,
+            word_dim: word_dim(),
+            caps: true,
+            char_cnn: None,
+            hidden: hidden(),
+            layers: layers(),
+            dropout: dropout(),
+            task_input: TaskInputMode::Shared,
+            bio_constrained: false,
+        }
+    }
+
+    /// Index of a task by name.
+    ///
+    /// # Errors
+    /// [`ModelError::UnknownTask`] if no task has that name.
+    pub fn task_index(&self, name: &str) -> Result<usize, ModelError> {
+        self.tasks
+            .iter()
+            .position(|t| t.name == name)
+            .ok_or_else(|| ModelError::UnknownTask {
+                name: name.to_string(),
+                known: self.tasks.iter().map(|t| t.name.clone()).collect(),
+            })
+    }
+
+    /// Width of the input representation: word dim, + 8 with caps, + channels with the CNN.
+    pub fn input_dim(&self) -> usize {
+        self.word_dim
+            + if self.caps { crate::NUM_CAPS } else { 0 }
+            + self.char_cnn.as_ref().map_or(0, |c| c.channels)
+    }
+
+    /// LSTM-d: the 1-based layer task `k`'s head reads (explicit `layer`, else the default
+    /// by name).
+    ///
+    /// # Errors
+    /// [`ModelError::Config`] for a task without a layer and no default, or a layer
+    /// outside `1..=layers`.
+    pub fn supervised_layer(&self, k: usize) -> Result<usize, ModelError> {
+        let t = &self.tasks[k];
+        let layer = match (t.layer, t.name.as_str()) {
+            (Some(l), _) => l,
+            (None, "pos") => 1,
+            (None, "chunk") => 2,
+            (None, "ner") => 3,
+            (None, other) => {
+                return Err(ModelError::Config(format!(
+                    "lstm-d: task {other:?} needs an explicit `layer` (defaults exist only for pos, chunk, ner)"
+                )));
+            }
+        };
+        if layer == 0 || layer > self.layers {
+            return Err(ModelError::Config(format!(
+                "lstm-d: task {:?} is assigned to layer {layer}, but the model has layers 1..={}",
+                t.name, self.layers
+            )));
+        }
+        Ok(layer)
+    }
+
+    /// Checks the configuration for consistency.
+    ///
+    /// # Errors
+    /// [`ModelError::Config`] naming the offending field.
+    pub fn validate(&self) -> Result<(), ModelError> {
+        let bad = |m: String| Err(ModelError::Config(m));
+        if self.tasks.is_empty() {
+            return bad("at least one task is required".into());
+        }
+        for (i, t) in self.tasks.iter().enumerate() {
+            if t.name.is_empty()
+                || t.name.contains(['.', '/'])
+                || t.name.contains(char::is_whitespace)
+            {
+                return bad(format!(
+                    "task name {:?} must be non-empty without '.', '/' or spaces",
+                    t.name
+                ));
+            }
+            if self.tasks[..i].iter().any(|o| o.name == t.name) {
+                return bad(format!("task {:?} listed twice", t.name));
+            }
+            if t.tags.is_empty() {
+                return bad(format!("task {:?} has no tags", t.name));
+            }
+            if !(t.lambda.is_finite() && t.lambda >= 0.0) {
+                return bad(format!(
+                    "task {:?}: lambda {} must be finite and ≥ 0",
+                    t.name, t.lambda
+                ));
+            }
+        }
+        if self.word_vocab == 0 || self.word_dim == 0 {
+            return bad("word_vocab and word_dim must be positive".into());
+        }
+        if self.hidden == 0 || self.layers == 0 {
+            return bad("hidden and layers must be positive".into());
+        }
+        if !(0.0..1.0).contains(&self.dropout) {
+            return bad(format!("dropout {} must be in [0, 1)", self.dropout));
+        }
+        if let Some(c) = &self.char_cnn {
+            if c.kernel != 3 {
+                return bad(format!(
+                    "char_cnn.kernel {} is not supported (only 3)",
+                    c.kernel
+                ));
+            }
+            if c.vocab == 0 || c.dim == 0 || c.channels == 0 {
+                return bad("char_cnn vocab, dim and channels must be positive".into());
+            }
+        }
+        if self.family == Family::LstmD {
+            for k in 0..self.tasks.len() {
+                self.supervised_layer(k)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn minimal_json_gets_paper_defaults_and_names_are_stable() {
+        let json = r#"{"tasks": [{"name": "ner", "tags": ["O", "B-PER", "I-PER"], "head": "crf", "lambda": 3},
+                                  {"name": "pos", "tags": ["NOUN"]}],
+                       "word_vocab": 50}"#;
+        let c: ModelConfig = serde_json::from_str(json).expect("valid config");
+        assert_eq!(c.family, Family::ScLstm);
+        assert_eq!(
+            (c.word_dim, c.hidden, c.layers, c.dropout),
+            (100, 300, 3, 0.5)
+        );
+        assert!(c.caps && c.char_cnn.is_none() && !c.bio_constrained);
+        assert_eq!(c.task_input, TaskInputMode::Shared);
+        assert_eq!((c.tasks[0].head, c.tasks[0].lambda), (HeadKind::Crf, 3.0));
+        assert_eq!(
+            (c.tasks[1].head, c.tasks[1].lambda),
+            (HeadKind::Softmax, 1.0)
+        );
+        assert_eq!(c.input_dim(), 108);
+        c.validate().expect("valid");
+        let out = serde_json::to_value(&c).expect("serializes");
+        assert_eq!(out["family"], "sc-lstm");
+        assert_eq!(out["task_input"], "shared");
+        assert_eq!(out["tasks"][0]["head"], "crf");
+        let back: ModelConfig = serde_json::from_value(out).expect("round trip");
+        assert_eq!(back, c);
+        let cnn: CharCnnConfig = serde_json::from_str(r#"{"vocab": 80}"#).expect("defaults");
+        assert_eq!(cnn, CharCnnConfig::new(80));
+    }
+
+    #[test]
+    fn names_parse_and_bad_configs_are_rejected() {
+        for f in Family::ALL {
+            assert_eq!(f.name().parse::<Family>().expect("round trip"), f);
+        }
+        assert!("lstm".parse::<Family>().is_err());
+        assert_eq!("crf".parse::<HeadKind>().expect("crf"), HeadKind::Crf);
+        assert_eq!(
+            "chained".parse::<TaskInputMode>().expect("chained"),
+            TaskInputMode::Chained
+        );
+        let ok = ModelConfig::new(
+            Family::LstmD,
+            vec![
+                TaskConfig::new("pos", &["N"]),
+                TaskConfig::new("ner", &["O"]),
+            ],
+            5,
+        );
+        ok.validate().expect("pos → 1, ner → 3");
+        assert_eq!(ok.supervised_layer(1).expect("default"), 3);
+        let mut two_layers = ok.clone();
+        two_layers.layers = 2;
+        assert!(
+            matches!(two_layers.validate(), Err(ModelError::Config(m)) if m.contains("layer 3"))
+        );
+        let mut explicit = two_layers.clone();
+        explicit.tasks[1].layer = Some(2);
+        explicit.validate().expect("explicit layer");
+        let mut dup = ok.clone();
+        dup.tasks[1].name = "pos".into();
+        assert!(dup.validate().is_err());
+        let mut dotted = ok.clone();
+        dotted.tasks[0].name = "a.b".into();
+        assert!(dotted.validate().is_err());
+        let mut drop = ok;
+        drop.dropout = 1.0;
+        assert!(drop.validate().is_err());
+    }
+}

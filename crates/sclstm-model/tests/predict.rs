@@ -1,0 +1,198 @@
+//! One-call multi-task prediction agrees with the training forward; bad input is typed.
+
+use ndarray::Axis;
+use sclstm_layers::{CrfWeights, viterbi_decode};
+use sclstm_model::{Family, ModelError, TaskInputMode};
+
+use crate::common::{Batch, sentences, small_config, tagger};
+
+/// The tags the training forward's logits (dropout off) give: argmax, or Viterbi for CRF.
+fn tags_from_inspect(
+    t: &sclstm_model::Tagger<sclstm_cpu::CpuBackend<f64>>,
+    batch: &Batch,
+    k: usize,
+    crf: bool,
+) -> Result<Vec<Vec<u32>>, ModelError> {
+    let dump = t.inspect(&batch.input(), k, &batch.gold[k])?;
+    let name = format!("act.logits.{}", t.config().tasks[k].name);
+    let z = &dump
+        .iter()
+        .find(|(n, _)| *n == name)
+        .expect("logits are dumped")
+        .1;
+    let z = z.mapv(f64::from);
+    let bsz = batch.lens.len();
+    if crf {
+        let head = format!("head.{}.crf.", t.config().tasks[k].name);
+        let p = |s: &str| {
+            t.params()
+                .get(t.params().id(&format!("{head}{s}")).expect("crf param"))
+        };
+        let w = CrfWeights {
+            transitions: p("transitions"),
+            start: p("start"),
+            end: p("end"),
+        };
+        let paths = viterbi_decode(&z, &batch.lens, w, None)?;
+        return Ok(paths
+            .into_iter()
+            .map(|p| p.into_iter().map(|y| y as u32).collect())
+            .collect());
+    }
+    Ok((0..bsz)
+        .map(|b| {
+            (0..batch.lens[b])
+                .map(|t| {
+                    let row = z.index_axis(Axis(0), t * bsz + b);
+                    let mut best = 0;
+                    for (j, &v) in row.iter().enumerate() {
+                        if v > row[best] {
+                            best = j;
+                        }
+                    }
+                    best as u32
+                })
+                .collect()
+        })
+        .collect())
+}
+
+#[test]
+fn predict_tags_all_tasks_in_one_call_like_the_training_forward() -> Result<(), ModelError> {
+    let batch = Batch::new(&sentences(5, 3));
+    for family in [Family::Stl, Family::LstmS, Family::LstmD, Family::ScLstm] {
+        for mode in [TaskInputMode::Shared, TaskInputMode::Chained] {
+            if mode == TaskInputMode::Chained && family != Family::ScLstm {
+                continue;
+            }
+            let mut cfg = small_config(family, true, true);
+            cfg.task_input = mode;
+            cfg.hidden = 4;
+            let t = tagger::<f64>(cfg, 8)?;
+            let both = t.predict(&batch.input(), &[0, 1])?;
+            assert_eq!(both.len(), 2);
+            for (k, crf) in [(0, false), (1, true)] {
+                let want = tags_from_inspect(&t, &batch, k, crf)?;
+                assert_eq!(both[k], want, "{family:?} {mode:?} task {k}");
+                assert_eq!(t.predict(&batch.input(), &[k])?[0], want);
+                for (b, path) in want.iter().enumerate() {
+                    assert_eq!(path.len(), batch.lens[b]);
+                }
+            }
+            // Order of the request is the order of the answer.
+            let rev = t.predict(&batch.input(), &[1, 0])?;
+            assert_eq!((&rev[0], &rev[1]), (&both[1], &both[0]));
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn bad_input_is_a_typed_error() -> Result<(), ModelError> {
+    let cfg = small_config(Family::ScLstm, false, true);
+    assert!(matches!(
+        cfg.task_index("ner"),
+        Err(ModelError::UnknownTask { name, .. }) if name == "ner"
+    ));
+    assert_eq!(cfg.task_index("chunk")?, 1);
+    let t = tagger::<f64>(cfg.clone(), 1)?;
+    t.check_tags(1, &["B-NP", "I-NP", "O"])?;
+    assert!(matches!(
+        t.check_tags(1, &["B-NP", "O", "I-NP"]),
+        Err(ModelError::TagSetMismatch { .. })
+    ));
+    assert!(matches!(
+        t.predict(&Batch::new(&[vec![1]]).input(), &[2]),
+        Err(ModelError::TaskIndex { .. })
+    ));
+
+    let mut batch = Batch::new(&sentences(2, 4));
+    batch.gold[0][0] = 3;
+    let mut tape = t.tape();
+    assert!(matches!(
+        t.loss(&mut tape, &batch.input(), 0, &batch.gold[0], 0),
+        Err(ModelError::TagOutOfRange {
+            tag: 3,
+            position: 0,
+            ..
+        })
+    ));
+    let mut long = Batch::new(&sentences(2, 4));
+    long.lens[0] = long.steps + 1;
+    assert!(matches!(
+        t.predict(&long.input(), &[0]),
+        Err(ModelError::Input(_))
+    ));
+    let mut bad_word = Batch::new(&sentences(2, 4));
+    bad_word.words[0] = 999;
+    assert!(matches!(
+        t.predict(&bad_word.input(), &[0]),
+        Err(ModelError::Num(_))
+    ));
+
+    let be = std::sync::Arc::new(sclstm_cpu::CpuBackend::<f32>::new(1)?);
+    let wrong = vec![(2usize, vec![0.5f32; 4])];
+    assert!(matches!(
+        sclstm_model::Tagger::new(cfg.clone(), be.clone(), 1, Some(&wrong)),
+        Err(ModelError::EmbeddingDim {
+            row: 2,
+            expected: 3,
+            found: 4,
+            ..
+        })
+    ));
+    let right = vec![(2usize, vec![0.5f32; 3])];
+    let t = sclstm_model::Tagger::new(cfg.clone(), be.clone(), 1, Some(&right))?;
+    let table = t.params().get(t.params().id("embed.word").expect("exists"));
+    assert_eq!(table.row(2).to_vec(), vec![0.5f32; 3]);
+    assert_eq!(
+        table.row(0).to_vec(),
+        vec![0.0f32; 3],
+        "padding row is zero"
+    );
+
+    let mut lstm_d = cfg;
+    lstm_d.family = Family::LstmD;
+    lstm_d.tasks[1].name = "srl".into();
+    assert!(matches!(
+        sclstm_model::Tagger::new(lstm_d, be, 1, None),
+        Err(ModelError::Config(m)) if m.contains("srl")
+    ));
+    Ok(())
+}
+
+#[test]
+fn inspect_names_every_stage() -> Result<(), ModelError> {
+    let t = tagger::<f64>(small_config(Family::ScLstm, true, true), 2)?;
+    let batch = Batch::new(&sentences(2, 6));
+    let dump = t.inspect(&batch.input(), 1, &batch.gold[1])?;
+    let names: Vec<&str> = dump.iter().map(|(n, _)| n.as_str()).collect();
+    for n in [
+        "input.word_ids",
+        "input.char_ids",
+        "act.embed.word",
+        "act.embed.caps",
+        "act.embed.char",
+        "act.input",
+        "act.layer0.h",
+        "act.layer1.h",
+        "act.layer1.q.chunk",
+        "act.logits.chunk",
+        "act.loss.chunk",
+        "grad.embed.word",
+        "grad.head.chunk.crf.transitions",
+        "grad.encoder.layer1.fwd.task.chunk.u",
+    ] {
+        assert!(names.contains(&n), "{n} missing from {names:?}");
+    }
+    assert!(
+        !names.iter().any(|n| n.contains("pos")),
+        "no pos entry in a chunk dump"
+    );
+    let get = |n: &str| &dump.iter().find(|(m, _)| m == n).expect("present").1;
+    let rows = batch.words.len();
+    assert_eq!(get("act.layer1.q.chunk").dim(), (rows, 4));
+    assert_eq!(get("act.input").dim(), (rows, 3 + 8 + 3));
+    assert!(get("act.loss.chunk")[(0, 0)] > 0.0);
+    Ok(())
+}

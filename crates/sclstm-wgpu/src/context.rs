@@ -1,0 +1,253 @@
+//! Device acquisition, the shader table and the pipeline cache.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Mutex;
+
+use crate::WgpuError;
+
+/// One WGSL source file of the top-level `shaders/` folder (one kernel family each).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Shader {
+    /// `shaders/gemm.wgsl`: tiled matrix product with fused bias.
+    Gemm,
+    /// `shaders/lstm_cell.wgsl`: LSTM cell forward/backward step.
+    LstmCell,
+    /// `shaders/task_gate.wgsl`: SC-LSTM task gate forward/backward step.
+    TaskGate,
+}
+
+impl Shader {
+    /// Every shader the backend uses.
+    pub const ALL: [Shader; 3] = [Shader::Gemm, Shader::LstmCell, Shader::TaskGate];
+
+    /// Path relative to the workspace root; also the shader module's label.
+    pub fn path(self) -> &'static str {
+        match self {
+            Shader::Gemm => "shaders/gemm.wgsl",
+            Shader::LstmCell => "shaders/lstm_cell.wgsl",
+            Shader::TaskGate => "shaders/task_gate.wgsl",
+        }
+    }
+
+    /// WGSL source, embedded at compile time (cargo rebuilds when the file changes).
+    pub fn source(self) -> &'static str {
+        match self {
+            Shader::Gemm => include_str!("../../../shaders/gemm.wgsl"),
+            Shader::LstmCell => include_str!("../../../shaders/lstm_cell.wgsl"),
+            Shader::TaskGate => include_str!("../../../shaders/task_gate.wgsl"),
+        }
+    }
+}
+
+/// What the user should see about the adapter: its name and kind.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdapterSummary {
+    /// Adapter name, e.g. `"llvmpipe (LLVM 19.1.7, 256 bits)"` or `"NVIDIA H100"`.
+    pub name: String,
+    /// Discrete, integrated, virtual, CPU (software) or other.
+    pub device_type: wgpu::DeviceType,
+    /// Graphics API underneath (Vulkan, Metal, DX12, GL).
+    pub backend: wgpu::Backend,
+    /// Driver name and version, when the driver reports them.
+    pub driver: String,
+}
+
+impl AdapterSummary {
+    /// Summarizes wgpu's adapter description.
+    pub fn from_info(info: &wgpu::AdapterInfo) -> Self {
+        let driver = [info.driver.as_str(), info.driver_info.as_str()]
+            .iter()
+            .filter(|s| !s.is_empty())
+            .copied()
+            .collect::<Vec<_>>()
+            .join(" ");
+        AdapterSummary {
+            name: info.name.clone(),
+            device_type: info.device_type,
+            backend: info.backend,
+            driver,
+        }
+    }
+}
+
+impl fmt::Display for AdapterSummary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} ({:?}, {})",
+            self.name, self.device_type, self.backend
+        )?;
+        if !self.driver.is_empty() {
+            write!(f, ", driver {}", self.driver)?;
+        }
+        Ok(())
+    }
+}
+
+/// The wgpu backends searched for an adapter: `WGPU_BACKEND` when set (e.g. `vulkan`),
+/// otherwise Vulkan, Metal and DX12.
+///
+/// GL is left out of the default on purpose: without a Vulkan driver wgpu would quietly
+/// fall back to GL, and a missing driver should be a clear error instead.
+pub fn requested_backends() -> wgpu::Backends {
+    wgpu::Backends::from_env().unwrap_or(wgpu::Backends::PRIMARY)
+}
+
+/// Device, queue and compiled pipelines: created once, shared by every kernel launch.
+///
+/// Shader modules and compute pipelines are compiled lazily on first use and cached
+/// by (shader, entry point), so a run pays only for the kernels it calls.
+pub struct WgpuContext {
+    device: wgpu::Device,
+    queue: wgpu::Queue,
+    info: wgpu::AdapterInfo,
+    cache: Mutex<Cache>,
+}
+
+/// Compiled shader modules (one per file) and pipelines (one per entry point).
+#[derive(Default)]
+struct Cache {
+    modules: HashMap<Shader, wgpu::ShaderModule>,
+    pipelines: HashMap<(Shader, &'static str), wgpu::ComputePipeline>,
+}
+
+impl fmt::Debug for WgpuContext {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WgpuContext")
+            .field("adapter", &self.summary())
+            .finish_non_exhaustive()
+    }
+}
+
+impl WgpuContext {
+    /// Acquires an adapter on [`requested_backends`] (preferring a discrete GPU, or
+    /// `WGPU_POWER_PREF`) and opens a device with wgpu's default (portable) limits.
+    ///
+    /// Returns [`WgpuError::NoAdapter`] when no adapter exists, never panics.
+    pub fn new() -> Result<Self, WgpuError> {
+        pollster::block_on(Self::new_async())
+    }
+
+    async fn new_async() -> Result<Self, WgpuError> {
+        let backends = requested_backends();
+        let mut desc = wgpu::InstanceDescriptor::new_without_display_handle().with_env();
+        desc.backends = backends;
+        let instance = wgpu::Instance::new(desc);
+        let adapter = instance
+            .request_adapter(&wgpu::RequestAdapterOptions {
+                power_preference: wgpu::PowerPreference::from_env()
+                    .unwrap_or(wgpu::PowerPreference::HighPerformance),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| WgpuError::NoAdapter {
+                backends: format!("{backends:?}"),
+                reason: e.to_string(),
+            })?;
+        let info = adapter.get_info();
+        let (device, queue) = adapter
+            .request_device(&wgpu::DeviceDescriptor {
+                label: Some("sclstm"),
+                required_features: wgpu::Features::empty(),
+                required_limits: wgpu::Limits::default(),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| WgpuError::RequestDevice {
+                adapter: info.name.clone(),
+                message: e.to_string(),
+            })?;
+        Ok(Self::from_device(device, queue, info))
+    }
+
+    /// Wraps a device and queue opened elsewhere (tests, or an application sharing its device).
+    pub fn from_device(device: wgpu::Device, queue: wgpu::Queue, info: wgpu::AdapterInfo) -> Self {
+        WgpuContext {
+            device,
+            queue,
+            info,
+            cache: Mutex::new(Cache::default()),
+        }
+    }
+
+    /// The wgpu device.
+    pub fn device(&self) -> &wgpu::Device {
+        &self.device
+    }
+
+    /// The wgpu queue.
+    pub fn queue(&self) -> &wgpu::Queue {
+        &self.queue
+    }
+
+    /// wgpu's full description of the adapter.
+    pub fn adapter_info(&self) -> &wgpu::AdapterInfo {
+        &self.info
+    }
+
+    /// Adapter name, device type, API and driver, for printing at start-up.
+    pub fn summary(&self) -> AdapterSummary {
+        AdapterSummary::from_info(&self.info)
+    }
+
+    /// Runs `f` inside validation and out-of-memory error scopes and turns what they
+    /// catch into [`WgpuError::Device`] instead of wgpu's default panic.
+    pub fn scoped<T>(&self, what: &'static str, f: impl FnOnce() -> T) -> Result<T, WgpuError> {
+        let oom = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let validation = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let out = f();
+        // Scopes are a stack: pop the inner one first.
+        let validation = pollster::block_on(validation.pop());
+        let oom = pollster::block_on(oom.pop());
+        match validation.or(oom) {
+            Some(e) => Err(WgpuError::Device {
+                what,
+                message: e.to_string(),
+            }),
+            None => Ok(out),
+        }
+    }
+
+    /// The compute pipeline for `entry` in `shader`, compiled on first use.
+    pub fn pipeline(
+        &self,
+        shader: Shader,
+        entry: &'static str,
+    ) -> Result<wgpu::ComputePipeline, WgpuError> {
+        let mut cache = self
+            .cache
+            .lock()
+            .expect("internal: pipeline cache lock poisoned");
+        if let Some(p) = cache.pipelines.get(&(shader, entry)) {
+            return Ok(p.clone());
+        }
+        let module = match cache.modules.get(&shader) {
+            Some(m) => m.clone(),
+            None => {
+                let m = self.scoped("compiling a shader module", || {
+                    self.device
+                        .create_shader_module(wgpu::ShaderModuleDescriptor {
+                            label: Some(shader.path()),
+                            source: wgpu::ShaderSource::Wgsl(shader.source().into()),
+                        })
+                })?;
+                cache.modules.insert(shader, m.clone());
+                m
+            }
+        };
+        let pipeline = self.scoped("compiling a compute pipeline", || {
+            self.device
+                .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                    label: Some(entry),
+                    layout: None,
+                    module: &module,
+                    entry_point: Some(entry),
+                    compilation_options: Default::default(),
+                    cache: None,
+                })
+        })?;
+        cache.pipelines.insert((shader, entry), pipeline.clone());
+        Ok(pipeline)
+    }
+}

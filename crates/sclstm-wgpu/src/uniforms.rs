@@ -1,0 +1,70 @@
+//! Per-dispatch uniform structs, mirrored field by field in the WGSL sources.
+//!
+//! Every field is a `u32` so the Rust and WGSL layouts agree without padding rules;
+//! each struct is 16-byte aligned and padded by explicit fields to a multiple of 16
+//! bytes, as uniform buffers require (and `Pod` forbids implicit padding).
+
+use bytemuck::{Pod, Zeroable};
+
+/// Dimensions of one gemm dispatch: `GemmDims` in `shaders/gemm.wgsl`.
+///
+/// Offsets are element offsets: storage-buffer *binding* offsets must be multiples of
+/// 256 bytes, so the whole buffer is bound and the shader adds the offset when indexing.
+#[repr(C, align(16))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Pod, Zeroable)]
+pub struct GemmDims {
+    /// Rows of `op(A)` and `C`.
+    pub m: u32,
+    /// Columns of `op(B)` and `C`.
+    pub n: u32,
+    /// Inner dimension.
+    pub k: u32,
+    /// Element offset of `A`.
+    pub a_off: u32,
+    /// Element offset of `B`.
+    pub b_off: u32,
+    /// Element offset of `C`.
+    pub c_off: u32,
+    /// 1 when `A` is stored `k × m`.
+    pub trans_a: u32,
+    /// 1 when `B` is stored `n × k`.
+    pub trans_b: u32,
+    /// 1 to add to `C`, 0 to overwrite it.
+    pub accumulate: u32,
+    /// 1 when the bias binding holds `n` real values.
+    pub has_bias: u32,
+    /// Padding to 48 bytes.
+    pub pad0: u32,
+    /// Padding to 48 bytes.
+    pub pad1: u32,
+}
+
+/// Step and sizes of one pointwise cell dispatch: `CellDims` in `shaders/lstm_cell.wgsl`
+/// and `shaders/task_gate.wgsl`.
+#[repr(C, align(16))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Pod, Zeroable)]
+pub struct CellDims {
+    /// Time step `t`.
+    pub t: u32,
+    /// Batch size `B`.
+    pub batch: u32,
+    /// Hidden size `H`.
+    pub hidden: u32,
+    /// Padding to 16 bytes.
+    pub pad0: u32,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{CellDims, GemmDims};
+
+    #[test]
+    fn uniform_structs_are_16_byte_multiples() {
+        assert_eq!(std::mem::size_of::<GemmDims>(), 48);
+        assert_eq!(std::mem::size_of::<GemmDims>() % 16, 0);
+        assert_eq!(std::mem::align_of::<GemmDims>(), 16);
+        assert_eq!(std::mem::size_of::<CellDims>(), 16);
+        assert_eq!(std::mem::size_of::<CellDims>() % 16, 0);
+        assert_eq!(std::mem::align_of::<CellDims>(), 16);
+    }
+}

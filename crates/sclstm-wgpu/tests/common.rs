@@ -1,0 +1,74 @@
+//! Shared test helpers: the two backends, inputs, and the abs + rel comparison.
+
+use std::sync::OnceLock;
+
+use rand::{RngExt, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use sclstm_cpu::CpuBackend;
+use sclstm_wgpu::WgpuBackend;
+
+/// Result type of the tests: any error fails the test with its message.
+pub type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+/// Value placed in regions a kernel must not touch.
+pub const PAD: f32 = -777.25;
+
+/// The GPU backend, shared by all tests of this binary (one device, opened once).
+///
+/// Fails the test (never skips) when no adapter exists; the message names the driver.
+pub fn gpu() -> &'static WgpuBackend {
+    static GPU: OnceLock<WgpuBackend> = OnceLock::new();
+    GPU.get_or_init(|| match WgpuBackend::new() {
+        Ok(b) => b,
+        Err(e) => panic!(
+            "{e}\n(tests need a GPU adapter: install mesa-vulkan-drivers and run with WGPU_BACKEND=vulkan)"
+        ),
+    })
+}
+
+/// The CPU reference backend (single-threaded: deterministic summation order).
+pub fn cpu() -> CpuBackend<f32> {
+    CpuBackend::<f32>::new(1).expect("single-threaded CPU backend")
+}
+
+/// Fixed-seed generator.
+pub fn rng(seed: u64) -> ChaCha8Rng {
+    ChaCha8Rng::seed_from_u64(seed)
+}
+
+/// `len` uniform values in `[-scale, scale)`.
+pub fn uniform(r: &mut ChaCha8Rng, len: usize, scale: f32) -> Vec<f32> {
+    (0..len).map(|_| r.random_range(-scale..scale)).collect()
+}
+
+/// `len` integers in `-4..=4` as f32: products and sums stay exact in f32.
+pub fn small_ints(r: &mut ChaCha8Rng, len: usize) -> Vec<f32> {
+    (0..len).map(|_| r.random_range(-4i32..=4) as f32).collect()
+}
+
+/// Mask (T, B) for sentences of the given lengths, packed at the start of the time axis.
+pub fn mask(t_len: usize, lens: &[usize]) -> Vec<f32> {
+    let mut m = vec![0.0; t_len * lens.len()];
+    for t in 0..t_len {
+        for (b, &len) in lens.iter().enumerate() {
+            if t < len {
+                m[t * lens.len() + b] = 1.0;
+            }
+        }
+    }
+    m
+}
+
+/// Asserts `|got - want| <= abs + rel·|want|` element-wise (NaN always fails) and
+/// reports the first offending index with both values and the context.
+pub fn assert_close(what: &str, got: &[f32], want: &[f32], abs: f32, rel: f32) {
+    assert_eq!(got.len(), want.len(), "{what}: lengths differ");
+    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+        let ok = (g - w).abs() <= abs + rel * w.abs();
+        assert!(
+            ok,
+            "{what}: index {i}: gpu {g} vs cpu {w} (diff {:e}, tolerance {abs:e} + {rel:e}·|cpu|)",
+            (g - w).abs()
+        );
+    }
+}

@@ -1,0 +1,540 @@
+//! Kernel parity, WGSL against the CPU backend, one generic body per kernel run on both.
+//!
+//! Sizes: 1, odd, not a multiple of the workgroup (64 × 64 tiles for gemm, 256 lanes for
+//! the pointwise kernels), and more than one workgroup along every grid dimension.
+//! Outputs start as NaN so an unwritten element fails; regions a kernel must not touch
+//! hold [`PAD`] and are checked bit for bit.
+//!
+//! Tolerances (abs + rel·|cpu|):
+//! * gemm on integer inputs in -4..=4: exact (every partial sum is an integer < 2^24).
+//! * gemm on uniform floats in [-1, 1): 1e-5 + 1e-5·|cpu| (summation order differs).
+//! * pointwise kernels: 2e-6 + 2e-5·|cpu|: exp on the GPU is not correctly rounded, and
+//!   tanh near 0 has a large *relative* error, hence the absolute part.
+
+use sclstm_core::{Backend, CellStep, Gemm, NumError};
+use sclstm_wgpu::{WgpuBackend, WgpuContext, WgpuError};
+
+use crate::common::{PAD, TestResult, assert_close, cpu, gpu, mask, rng, small_ints, uniform};
+
+const CELL_ABS: f32 = 2e-6;
+const CELL_REL: f32 = 2e-5;
+
+/// Asserts that `got` equals `input` bit for bit outside `written`.
+fn assert_untouched(what: &str, got: &[f32], input: &[f32], written: std::ops::Range<usize>) {
+    for (i, (g, w)) in got.iter().zip(input).enumerate() {
+        if !written.contains(&i) {
+            assert!(
+                g.to_bits() == w.to_bits(),
+                "{what}: index {i} outside {written:?} changed from {w} to {g}"
+            );
+        }
+    }
+}
+
+/// Copies `region` into a buffer of `pad_before + region + pad_after` elements of [`PAD`].
+fn padded(pad_before: usize, region: &[f32], pad_after: usize) -> Vec<f32> {
+    let mut v = vec![PAD; pad_before];
+    v.extend_from_slice(region);
+    v.extend(std::iter::repeat_n(PAD, pad_after));
+    v
+}
+
+fn gemm_on<B: Backend<Elem = f32>>(
+    be: &B,
+    g: &Gemm,
+    a: &[f32],
+    b: &[f32],
+    bias: Option<&[f32]>,
+    c: &[f32],
+) -> Result<Vec<f32>, NumError> {
+    let a = be.upload(a)?;
+    let b = be.upload(b)?;
+    let bias = bias.map(|x| be.upload(x)).transpose()?;
+    let mut c = be.upload(c)?;
+    be.gemm(g, &a, &b, bias.as_ref(), &mut c)?;
+    be.download(&c)
+}
+
+/// One gemm configuration on both backends; returns nothing, asserts everything.
+fn gemm_case(g: Gemm, with_bias: bool, ints: bool, seed: u64) -> TestResult {
+    let mut r = rng(seed);
+    let mut draw = |len: usize| {
+        if ints {
+            small_ints(&mut r, len)
+        } else {
+            uniform(&mut r, len, 1.0)
+        }
+    };
+    let a = padded(g.a_off, &draw(g.m * g.k), 2);
+    let b = padded(g.b_off, &draw(g.k * g.n), 3);
+    let bias = with_bias.then(|| draw(g.n));
+    let region = if g.accumulate {
+        draw(g.m * g.n)
+    } else {
+        vec![f32::NAN; g.m * g.n]
+    };
+    let c = padded(g.c_off, &region, 5);
+    let want = gemm_on(&cpu(), &g, &a, &b, bias.as_deref(), &c)?;
+    let got = gemm_on(gpu(), &g, &a, &b, bias.as_deref(), &c)?;
+    let what = format!("gemm {g:?} bias={with_bias}");
+    assert_untouched(&what, &got, &c, g.c_off..g.c_off + g.m * g.n);
+    let (abs, rel) = if ints { (0.0, 0.0) } else { (1e-5, 1e-5) };
+    assert_close(&what, &got, &want, abs, rel);
+    Ok(())
+}
+
+#[test]
+fn gemm_parity_all_layouts_exact() -> TestResult {
+    // (m, n, k): 1; odd; k = 0 (bias only); tiles not full; > 1 tile along m and n.
+    let sizes = [(1, 1, 1), (3, 5, 7), (2, 3, 0), (65, 67, 17), (130, 70, 33)];
+    let mut seed = 0;
+    for (m, n, k) in sizes {
+        for trans_a in [false, true] {
+            for trans_b in [false, true] {
+                for accumulate in [false, true] {
+                    for with_bias in [false, true] {
+                        seed += 1;
+                        let g = Gemm {
+                            trans_a,
+                            trans_b,
+                            accumulate,
+                            a_off: 3,
+                            b_off: 5,
+                            c_off: 7,
+                            ..Gemm::new(m, n, k)
+                        };
+                        gemm_case(g, with_bias, true, seed)?;
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn gemm_parity_floats() -> TestResult {
+    // Gate-projection-like shape: long k, n not a multiple of 64.
+    gemm_case(Gemm::new(37, 129, 300), true, false, 100)?;
+    let g = Gemm {
+        trans_a: true,
+        accumulate: true,
+        ..Gemm::new(40, 68, 257)
+    };
+    gemm_case(g, false, false, 101)
+}
+
+#[test]
+fn gemm_rejects_short_buffers_like_the_cpu() -> TestResult {
+    let g = Gemm {
+        c_off: 1,
+        ..Gemm::new(2, 2, 2)
+    };
+    let err_cpu = gemm_on(&cpu(), &g, &[1.0; 4], &[1.0; 4], None, &[0.0; 4]).unwrap_err();
+    let err_gpu = gemm_on(gpu(), &g, &[1.0; 4], &[1.0; 4], None, &[0.0; 4]).unwrap_err();
+    assert_eq!(
+        err_gpu,
+        NumError::BufferTooSmall {
+            op: "gemm (c)",
+            len: 4,
+            needed: 5
+        }
+    );
+    assert_eq!(err_cpu, err_gpu);
+    Ok(())
+}
+
+/// (B, H): 1; odd; B·H = 259 (2 workgroups, not a multiple of 256); B·H = 1500.
+const CELL_SIZES: [(usize, usize); 4] = [(1, 1), (3, 5), (7, 37), (5, 300)];
+const T_LEN: usize = 3;
+/// The step under test: the middle one, so slots before and after must stay untouched.
+const STEP: usize = 1;
+
+/// Sentence lengths cycling 3, 1, 2: the batch entries of length 1 are masked at STEP.
+fn lens(batch: usize) -> Vec<usize> {
+    (0..batch).map(|b| [3, 1, 2][b % 3]).collect()
+}
+
+/// `len` copies of [`PAD`] with `[start, start + n)` replaced by `fill`.
+fn slot_buffer(len: usize, start: usize, fill: &[f32]) -> Vec<f32> {
+    let mut v = vec![PAD; len];
+    v[start..start + fill.len()].copy_from_slice(fill);
+    v
+}
+
+fn lstm_fwd_on<B: Backend<Elem = f32>>(
+    be: &B,
+    s: CellStep,
+    host: [&[f32]; 5],
+) -> Result<[Vec<f32>; 4], NumError> {
+    let [gates, c, h, tanh_c, m] = host;
+    let (mut gates, mut c, mut h) = (be.upload(gates)?, be.upload(c)?, be.upload(h)?);
+    let (mut tanh_c, m) = (be.upload(tanh_c)?, be.upload(m)?);
+    be.lstm_cell_fwd(s, &mut gates, &mut c, &mut h, &mut tanh_c, &m)?;
+    Ok([
+        be.download(&gates)?,
+        be.download(&c)?,
+        be.download(&h)?,
+        be.download(&tanh_c)?,
+    ])
+}
+
+#[test]
+fn lstm_cell_fwd_parity() -> TestResult {
+    for (seed, (batch, hidden)) in CELL_SIZES.into_iter().enumerate() {
+        let mut r = rng(200 + seed as u64);
+        let s = CellStep {
+            t: STEP,
+            batch,
+            hidden,
+        };
+        let bh = batch * hidden;
+        let gates = uniform(&mut r, T_LEN * 4 * bh, 3.0);
+        let mut c = slot_buffer((T_LEN + 1) * bh, STEP * bh, &uniform(&mut r, bh, 2.0));
+        c[(STEP + 1) * bh..(STEP + 2) * bh].fill(f32::NAN);
+        let h = slot_buffer((T_LEN + 1) * bh, (STEP + 1) * bh, &vec![f32::NAN; bh]);
+        let tanh_c = slot_buffer(T_LEN * bh, STEP * bh, &vec![f32::NAN; bh]);
+        let m = mask(T_LEN, &lens(batch));
+        let inputs = [&gates[..], &c, &h, &tanh_c, &m];
+        let want = lstm_fwd_on(&cpu(), s, inputs)?;
+        let got = lstm_fwd_on(gpu(), s, inputs)?;
+        let written = [
+            STEP * 4 * bh..(STEP + 1) * 4 * bh,
+            (STEP + 1) * bh..(STEP + 2) * bh,
+            (STEP + 1) * bh..(STEP + 2) * bh,
+            STEP * bh..(STEP + 1) * bh,
+        ];
+        for (k, name) in ["gates", "c", "h", "tanh_c"].into_iter().enumerate() {
+            let what = format!("lstm_cell_fwd {name} B={batch} H={hidden}");
+            assert_untouched(&what, &got[k], inputs[k], written[k].clone());
+            assert_close(&what, &got[k], &want[k], CELL_ABS, CELL_REL);
+        }
+    }
+    Ok(())
+}
+
+fn lstm_bwd_on<B: Backend<Elem = f32>>(
+    be: &B,
+    s: CellStep,
+    host: [&[f32]; 7],
+) -> Result<[Vec<f32>; 2], NumError> {
+    let [gates, c, tanh_c, m, d_h, d_c, d_gates] = host;
+    let (gates, c, tanh_c) = (be.upload(gates)?, be.upload(c)?, be.upload(tanh_c)?);
+    let (m, d_h) = (be.upload(m)?, be.upload(d_h)?);
+    let (mut d_c, mut d_gates) = (be.upload(d_c)?, be.upload(d_gates)?);
+    be.lstm_cell_bwd(s, &gates, &c, &tanh_c, &m, &d_h, &mut d_c, &mut d_gates)?;
+    Ok([be.download(&d_c)?, be.download(&d_gates)?])
+}
+
+#[test]
+fn lstm_cell_bwd_parity() -> TestResult {
+    for (seed, (batch, hidden)) in CELL_SIZES.into_iter().enumerate() {
+        let mut r = rng(300 + seed as u64);
+        let s = CellStep {
+            t: STEP,
+            batch,
+            hidden,
+        };
+        let bh = batch * hidden;
+        // Saved activations: i, f, o in (0, 1), g and tanh(c) in (-1, 1).
+        let gates: Vec<f32> = uniform(&mut r, T_LEN * 4 * bh, 1.0)
+            .into_iter()
+            .enumerate()
+            .map(|(i, v)| if (i / hidden) % 4 == 2 { v } else { v.abs() })
+            .collect();
+        let c = uniform(&mut r, (T_LEN + 1) * bh, 2.0);
+        let tanh_c = uniform(&mut r, T_LEN * bh, 1.0);
+        let m = mask(T_LEN, &lens(batch));
+        let d_h = uniform(&mut r, (T_LEN + 1) * bh, 1.0);
+        let d_c = uniform(&mut r, (T_LEN + 1) * bh, 1.0);
+        let d_gates = slot_buffer(T_LEN * 4 * bh, STEP * 4 * bh, &vec![f32::NAN; 4 * bh]);
+        let inputs = [&gates[..], &c, &tanh_c, &m, &d_h, &d_c, &d_gates];
+        let want = lstm_bwd_on(&cpu(), s, inputs)?;
+        let got = lstm_bwd_on(gpu(), s, inputs)?;
+        let what = format!("lstm_cell_bwd B={batch} H={hidden}");
+        assert_untouched(&what, &got[0], &d_c, STEP * bh..(STEP + 1) * bh);
+        assert_untouched(&what, &got[1], &d_gates, STEP * 4 * bh..(STEP + 1) * 4 * bh);
+        assert_close(
+            &format!("{what} d_c"),
+            &got[0],
+            &want[0],
+            CELL_ABS,
+            CELL_REL,
+        );
+        assert_close(
+            &format!("{what} d_gates"),
+            &got[1],
+            &want[1],
+            CELL_ABS,
+            CELL_REL,
+        );
+    }
+    Ok(())
+}
+
+fn task_fwd_on<B: Backend<Elem = f32>>(
+    be: &B,
+    s: CellStep,
+    host: [&[f32]; 4],
+) -> Result<[Vec<f32>; 2], NumError> {
+    let [o_k, q_k, tanh_c, m] = host;
+    let (mut o_k, mut q_k) = (be.upload(o_k)?, be.upload(q_k)?);
+    let (tanh_c, m) = (be.upload(tanh_c)?, be.upload(m)?);
+    be.task_gate_fwd(s, &mut o_k, &mut q_k, &tanh_c, &m)?;
+    Ok([be.download(&o_k)?, be.download(&q_k)?])
+}
+
+#[test]
+fn task_gate_fwd_parity() -> TestResult {
+    for (seed, (batch, hidden)) in CELL_SIZES.into_iter().enumerate() {
+        let mut r = rng(400 + seed as u64);
+        let s = CellStep {
+            t: STEP,
+            batch,
+            hidden,
+        };
+        let bh = batch * hidden;
+        let o_k = uniform(&mut r, T_LEN * bh, 4.0);
+        let q_k = slot_buffer((T_LEN + 1) * bh, (STEP + 1) * bh, &vec![f32::NAN; bh]);
+        let tanh_c = uniform(&mut r, T_LEN * bh, 1.0);
+        let m = mask(T_LEN, &lens(batch));
+        let inputs = [&o_k[..], &q_k, &tanh_c, &m];
+        let want = task_fwd_on(&cpu(), s, inputs)?;
+        let got = task_fwd_on(gpu(), s, inputs)?;
+        let what = format!("task_gate_fwd B={batch} H={hidden}");
+        assert_untouched(&what, &got[0], &o_k, STEP * bh..(STEP + 1) * bh);
+        assert_untouched(&what, &got[1], &q_k, (STEP + 1) * bh..(STEP + 2) * bh);
+        assert_close(
+            &format!("{what} o_k"),
+            &got[0],
+            &want[0],
+            CELL_ABS,
+            CELL_REL,
+        );
+        assert_close(
+            &format!("{what} q_k"),
+            &got[1],
+            &want[1],
+            CELL_ABS,
+            CELL_REL,
+        );
+    }
+    Ok(())
+}
+
+fn task_bwd_on<B: Backend<Elem = f32>>(
+    be: &B,
+    s: CellStep,
+    host: [&[f32]; 6],
+) -> Result<[Vec<f32>; 2], NumError> {
+    let [o_k, tanh_c, m, d_q_k, d_o_k, d_c] = host;
+    let (o_k, tanh_c, m) = (be.upload(o_k)?, be.upload(tanh_c)?, be.upload(m)?);
+    let d_q_k = be.upload(d_q_k)?;
+    let (mut d_o_k, mut d_c) = (be.upload(d_o_k)?, be.upload(d_c)?);
+    be.task_gate_bwd(s, &o_k, &tanh_c, &m, &d_q_k, &mut d_o_k, &mut d_c)?;
+    Ok([be.download(&d_o_k)?, be.download(&d_c)?])
+}
+
+#[test]
+fn task_gate_bwd_parity() -> TestResult {
+    for (seed, (batch, hidden)) in CELL_SIZES.into_iter().enumerate() {
+        let mut r = rng(500 + seed as u64);
+        let s = CellStep {
+            t: STEP,
+            batch,
+            hidden,
+        };
+        let bh = batch * hidden;
+        let o_k: Vec<f32> = uniform(&mut r, T_LEN * bh, 1.0)
+            .iter()
+            .map(|v| v.abs())
+            .collect();
+        let tanh_c = uniform(&mut r, T_LEN * bh, 1.0);
+        let m = mask(T_LEN, &lens(batch));
+        let d_q_k = uniform(&mut r, (T_LEN + 1) * bh, 1.0);
+        let d_o_k = slot_buffer(T_LEN * bh, STEP * bh, &vec![f32::NAN; bh]);
+        let d_c = uniform(&mut r, (T_LEN + 1) * bh, 1.0);
+        let inputs = [&o_k[..], &tanh_c, &m, &d_q_k, &d_o_k, &d_c];
+        let want = task_bwd_on(&cpu(), s, inputs)?;
+        let got = task_bwd_on(gpu(), s, inputs)?;
+        let what = format!("task_gate_bwd B={batch} H={hidden}");
+        assert_untouched(&what, &got[0], &d_o_k, STEP * bh..(STEP + 1) * bh);
+        assert_untouched(&what, &got[1], &d_c, (STEP + 1) * bh..(STEP + 2) * bh);
+        assert_close(
+            &format!("{what} d_o_k"),
+            &got[0],
+            &want[0],
+            CELL_ABS,
+            CELL_REL,
+        );
+        assert_close(
+            &format!("{what} d_c"),
+            &got[1],
+            &want[1],
+            CELL_ABS,
+            CELL_REL,
+        );
+    }
+    Ok(())
+}
+
+#[test]
+fn cell_kernels_reject_short_buffers() -> TestResult {
+    let be = gpu();
+    let s = CellStep {
+        t: 2,
+        batch: 2,
+        hidden: 3,
+    };
+    let (mut gates, mut c, mut h) = (be.zeros(24)?, be.zeros(18)?, be.zeros(18)?);
+    let (mut tanh_c, m) = (be.zeros(18)?, be.zeros(6)?);
+    // Step 2 needs (t + 1)·4·B·H = 72 gate elements.
+    let err = be
+        .lstm_cell_fwd(s, &mut gates, &mut c, &mut h, &mut tanh_c, &m)
+        .unwrap_err();
+    assert_eq!(
+        err,
+        NumError::BufferTooSmall {
+            op: "lstm_cell_fwd",
+            len: 24,
+            needed: 72
+        }
+    );
+    Ok(())
+}
+
+/// `write` and `fill_zero` keep program order with the kernels recorded around them,
+/// and uniforms of successive dispatches in one submission do not overwrite each other.
+#[test]
+fn recorded_work_keeps_program_order() -> TestResult {
+    let be = gpu();
+    let ones = be.upload(&[1.0; 4])?; // 2 × 2
+    let mut x = be.upload(&[1.0, 2.0, 3.0, 4.0])?;
+    let mut out = be.upload(&[f32::NAN; 8])?;
+    // out[0..4] = ones · x, then x changes, then out[4..8] = ones · x (new values).
+    be.gemm(&Gemm::new(2, 2, 2), &ones, &x, None, &mut out)?;
+    be.write(&mut x, &[10.0, 20.0])?;
+    let second = Gemm {
+        c_off: 4,
+        ..Gemm::new(2, 2, 2)
+    };
+    be.gemm(&second, &ones, &x, None, &mut out)?;
+    assert_eq!(
+        be.download(&out)?,
+        vec![4.0, 6.0, 4.0, 6.0, 13.0, 24.0, 13.0, 24.0]
+    );
+    be.fill_zero(&mut x)?;
+    be.gemm(&second, &ones, &x, None, &mut out)?;
+    assert_eq!(be.download(&out)?[4..], [0.0; 4]);
+    Ok(())
+}
+
+#[test]
+fn empty_buffers_round_trip() -> TestResult {
+    let be = gpu();
+    let mut e = be.upload(&[])?;
+    assert!(e.is_empty());
+    be.write(&mut e, &[])?;
+    assert_eq!(be.download(&e)?, Vec::<f32>::new());
+    assert_eq!(be.download(&be.zeros(3)?)?, vec![0.0; 3]);
+    Ok(())
+}
+
+/// A device opened by the caller works through [`WgpuContext::from_device`].
+#[test]
+fn injected_device_runs_kernels() -> TestResult {
+    let ctx = gpu().context();
+    let injected = WgpuContext::from_device(
+        ctx.device().clone(),
+        ctx.queue().clone(),
+        ctx.adapter_info().clone(),
+    );
+    let be = WgpuBackend::from_context(injected);
+    assert!(be.name().starts_with("wgpu "));
+    let a = be.upload(&[1.0, 2.0, 3.0, 4.0])?;
+    let mut c = be.zeros(4)?;
+    be.gemm(&Gemm::new(2, 2, 2), &a, &a, None, &mut c)?;
+    assert_eq!(be.download(&c)?, vec![7.0, 10.0, 15.0, 22.0]);
+    Ok(())
+}
+
+#[test]
+fn adapter_is_reported() {
+    let summary = gpu().adapter();
+    assert!(!summary.name.is_empty());
+    let shown = summary.to_string();
+    eprintln!("adapter: {shown}");
+    assert!(shown.contains(&summary.name), "{shown}");
+}
+
+#[test]
+fn no_adapter_error_names_the_way_out() {
+    let e = WgpuError::NoAdapter {
+        backends: "VULKAN".into(),
+        reason: "no adapter".into(),
+    };
+    let shown = e.to_string();
+    assert!(shown.contains("--backend cpu"), "{shown}");
+    assert!(shown.contains("mesa-vulkan-drivers"), "{shown}");
+    let as_num: NumError = e.into();
+    assert!(as_num.to_string().contains("mesa-vulkan-drivers"));
+}
+
+#[test]
+#[should_panic(expected = "index 1")]
+fn assert_close_rejects_nan() {
+    assert_close("checker", &[1.0, f32::NAN], &[1.0, 2.0], 1.0, 1.0);
+}
+
+#[test]
+fn oversized_buffers_are_typed_errors() {
+    // 2^26 f32 = 256 MiB, above the default 128 MiB binding limit: refused before allocating.
+    let err = gpu().zeros(1 << 26).unwrap_err();
+    assert!(
+        matches!(&err, NumError::Backend { backend, message }
+            if backend == "wgpu" && message.contains("binding limit")),
+        "{err}"
+    );
+}
+
+#[test]
+fn device_validation_errors_are_caught_not_panics() {
+    let ctx = gpu().context();
+    // MAP_READ may only be combined with COPY_DST: wgpu reports a validation error.
+    let result = ctx.scoped("creating an invalid buffer", || {
+        ctx.device().create_buffer(&wgpu::BufferDescriptor {
+            label: Some("invalid"),
+            size: 16,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::STORAGE,
+            mapped_at_creation: false,
+        })
+    });
+    match result {
+        Err(WgpuError::Device { what, .. }) => assert_eq!(what, "creating an invalid buffer"),
+        other => panic!("expected a caught validation error, got {other:?}"),
+    }
+    // The same scope around valid work reports nothing.
+    assert!(ctx.scoped("valid", || 1 + 1).is_ok());
+}
+
+/// More dispatches than the uniform arena has slots (4096), each with its own offsets,
+/// recorded without a sync: every dispatch must still see its own uniforms.
+#[test]
+fn uniform_arena_wraps_without_mixing_dispatches() -> TestResult {
+    let be = gpu();
+    let n = 4200;
+    let values: Vec<f32> = (0..n).map(|i| i as f32).collect();
+    let a = be.upload(&values)?;
+    let one = be.upload(&[1.0])?;
+    let mut c = be.upload(&vec![f32::NAN; n])?;
+    for i in 0..n {
+        let g = Gemm {
+            a_off: i,
+            c_off: i,
+            ..Gemm::new(1, 1, 1)
+        };
+        be.gemm(&g, &a, &one, None, &mut c)?;
+    }
+    assert_eq!(be.download(&c)?, values);
+    Ok(())
+}

@@ -1,0 +1,146 @@
+//! Every `shaders/*.wgsl` parses and validates with naga and documents itself.
+
+use std::path::PathBuf;
+
+use std::mem::{offset_of, size_of};
+
+use sclstm_wgpu::{CellDims, GemmDims, Shader};
+
+fn shader_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shaders")
+}
+
+fn wgsl_files() -> Vec<PathBuf> {
+    let dir = shader_dir();
+    let entries = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("shader folder {} is missing: {e}", dir.display()));
+    let mut files: Vec<PathBuf> = entries
+        .map(|e| e.expect("readable shader folder entry").path())
+        .filter(|p| p.extension().is_some_and(|x| x == "wgsl"))
+        .collect();
+    files.sort();
+    assert!(!files.is_empty(), "no .wgsl files in {}", dir.display());
+    files
+}
+
+#[test]
+fn every_shader_parses_and_validates() {
+    for path in wgsl_files() {
+        let source = std::fs::read_to_string(&path).expect("readable shader");
+        let shown = path.display().to_string();
+        let module = naga::front::wgsl::parse_str(&source)
+            .unwrap_or_else(|e| panic!("{}", e.emit_to_string_with_path(&source, &shown)));
+        naga::valid::Validator::new(
+            naga::valid::ValidationFlags::all(),
+            naga::valid::Capabilities::default(),
+        )
+        .validate(&module)
+        .unwrap_or_else(|e| panic!("{}", e.emit_to_string_with_path(&source, &shown)));
+        assert!(
+            !module.entry_points.is_empty(),
+            "{shown} has no entry point"
+        );
+    }
+}
+
+#[test]
+fn validator_rejects_a_broken_shader() {
+    // An undeclared identifier must be caught, so the test above can fail.
+    let source = "@compute @workgroup_size(1) fn main() { let x = missing + 1.0; }";
+    assert!(naga::front::wgsl::parse_str(source).is_err());
+}
+
+#[test]
+fn every_shader_has_a_documenting_header() {
+    for path in wgsl_files() {
+        let source = std::fs::read_to_string(&path).expect("readable shader");
+        let header: String = source
+            .lines()
+            .take_while(|l| l.starts_with("//"))
+            .collect::<Vec<_>>()
+            .join("\n")
+            .to_lowercase();
+        for word in ["bindings", "workgroup", "dispatch", "equation"] {
+            assert!(
+                header.contains(word),
+                "{}: header comment lacks {word:?}",
+                path.display()
+            );
+        }
+    }
+}
+
+#[test]
+fn shader_table_matches_the_folder() {
+    let on_disk: Vec<String> = wgsl_files()
+        .iter()
+        .map(|p| {
+            format!(
+                "shaders/{}",
+                p.file_name().expect("file name").to_string_lossy()
+            )
+        })
+        .collect();
+    let mut in_table: Vec<String> = Shader::ALL.iter().map(|s| s.path().to_string()).collect();
+    in_table.sort();
+    assert_eq!(on_disk, in_table);
+}
+
+/// Members (name, byte offset) and size of the WGSL struct `name` in `shader`.
+fn wgsl_struct(shader: Shader, name: &str) -> (Vec<(String, usize)>, usize) {
+    let module = naga::front::wgsl::parse_str(shader.source()).expect("valid WGSL");
+    let mut layouter = naga::proc::Layouter::default();
+    layouter
+        .update(module.to_ctx())
+        .expect("layout of every type");
+    for (handle, ty) in module.types.iter() {
+        if ty.name.as_deref() == Some(name) {
+            if let naga::TypeInner::Struct { members, .. } = &ty.inner {
+                let fields = members
+                    .iter()
+                    .map(|m| (m.name.clone().unwrap_or_default(), m.offset as usize))
+                    .collect();
+                return (fields, layouter[handle].size as usize);
+            }
+        }
+    }
+    panic!("{} has no struct {name}", shader.path());
+}
+
+fn fields(list: &[(&str, usize)]) -> Vec<(String, usize)> {
+    list.iter().map(|&(n, o)| (n.to_string(), o)).collect()
+}
+
+#[test]
+fn uniform_structs_mirror_the_rust_side() {
+    let gemm = fields(&[
+        ("m", offset_of!(GemmDims, m)),
+        ("n", offset_of!(GemmDims, n)),
+        ("k", offset_of!(GemmDims, k)),
+        ("a_off", offset_of!(GemmDims, a_off)),
+        ("b_off", offset_of!(GemmDims, b_off)),
+        ("c_off", offset_of!(GemmDims, c_off)),
+        ("trans_a", offset_of!(GemmDims, trans_a)),
+        ("trans_b", offset_of!(GemmDims, trans_b)),
+        ("accumulate", offset_of!(GemmDims, accumulate)),
+        ("has_bias", offset_of!(GemmDims, has_bias)),
+        ("pad0", offset_of!(GemmDims, pad0)),
+        ("pad1", offset_of!(GemmDims, pad1)),
+    ]);
+    assert_eq!(
+        wgsl_struct(Shader::Gemm, "GemmDims"),
+        (gemm, size_of::<GemmDims>())
+    );
+    let cell = fields(&[
+        ("t", offset_of!(CellDims, t)),
+        ("batch", offset_of!(CellDims, batch)),
+        ("hidden", offset_of!(CellDims, hidden)),
+        ("pad0", offset_of!(CellDims, pad0)),
+    ]);
+    for shader in [Shader::LstmCell, Shader::TaskGate] {
+        assert_eq!(
+            wgsl_struct(shader, "CellDims"),
+            (cell.clone(), size_of::<CellDims>())
+        );
+    }
+}

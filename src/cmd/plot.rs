@@ -1,0 +1,35 @@
+//! `sclstm plot`.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use crate::plot::plot_runs;
+
+/// Arguments of `sclstm plot`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Run directory written by `sclstm train` (repeat to overlay several runs).
+    #[arg(long = "run", value_name = "DIR", required = true)]
+    pub runs: Vec<PathBuf>,
+    /// Folder for the SVG figures (default: the first run directory).
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+}
+
+/// Runs `sclstm plot`: writes `dev_scores.svg`, `train_loss.svg` and, when a run has
+/// `grads.jsonl`, `grad_conflict.svg`, then lists what was written and what was skipped.
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let out = match args.out {
+        Some(out) => out,
+        None => args.runs[0].clone(),
+    };
+    let report = plot_runs(&args.runs, &out)?;
+    let mut stdout = std::io::stdout().lock();
+    for path in &report.written {
+        writeln!(stdout, "wrote {}", path.display())?;
+    }
+    for note in &report.skipped {
+        writeln!(stdout, "note: {note}")?;
+    }
+    Ok(())
+}

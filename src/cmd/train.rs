@@ -1,0 +1,223 @@
+//! `sclstm train`: Algorithm 1 on the shipped corpora (or the user's), paper settings by default.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+
+use crate::backend::{BackendJob, with_backend};
+use crate::config::{BackendKind, DataFile, Family, SchemeChoice, TaskInput, TrainConfig};
+use crate::train::rundir::CONFIG_FILE;
+use crate::train::{self, RunOptions, TrainSummary};
+
+/// Arguments of `sclstm train`. Every flag overrides the same key of `--config`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// TOML file with training keys (see README); flags override it.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Model family.
+    #[arg(long, value_enum)]
+    pub model: Option<Family>,
+    /// Comma-separated tasks trained jointly, e.g. `ner,chunk,pos`.
+    #[arg(long, value_delimiter = ',')]
+    pub tasks: Option<Vec<String>>,
+    /// Hidden size of each LSTM direction.
+    #[arg(long)]
+    pub hidden: Option<usize>,
+    /// Stacked bidirectional layers.
+    #[arg(long)]
+    pub layers: Option<usize>,
+    /// Add the character CNN.
+    #[arg(long)]
+    pub char_cnn: bool,
+    /// CRF output layers instead of softmax.
+    #[arg(long)]
+    pub crf: bool,
+    /// Leave out the 8 capitalization features.
+    #[arg(long)]
+    pub no_caps: bool,
+    /// Dropout rate.
+    #[arg(long)]
+    pub dropout: Option<f64>,
+    /// Loss weight of a task, e.g. `--lambda ner=3` (repeatable).
+    #[arg(long, value_parser = parse_lambda)]
+    pub lambda: Vec<(String, f64)>,
+    /// SC-LSTM task gate input above layer 1.
+    #[arg(long, value_enum)]
+    pub task_input: Option<TaskInput>,
+    /// Tagging scheme for NER and chunking.
+    #[arg(long, value_enum)]
+    pub scheme: Option<SchemeChoice>,
+    /// Sentences per batch.
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    /// Adam learning rate.
+    #[arg(long)]
+    pub lr: Option<f64>,
+    /// Gradient-norm clipping threshold.
+    #[arg(long)]
+    pub clip: Option<f64>,
+    /// Maximum epochs.
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    /// Stop after N epochs without dev improvement (0: never).
+    #[arg(long)]
+    pub patience: Option<usize>,
+    /// Random seed.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Worker threads (0: all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Compute backend.
+    #[arg(long, value_enum)]
+    pub backend: Option<BackendKind>,
+    /// Use only the first N sentences of each split.
+    #[arg(long)]
+    pub max_sentences: Option<usize>,
+    /// Folder of the shipped corpora.
+    #[arg(long)]
+    pub datasets: Option<PathBuf>,
+    /// GloVe-format word vectors (any dimension, optionally gzipped).
+    #[arg(long)]
+    pub embeddings: Option<PathBuf>,
+    /// Training file of a task: `TASK=PATH[:FORMAT]` (conll, conll2003, conll2000, conllu).
+    #[arg(long)]
+    pub train: Vec<DataFile>,
+    /// Dev file of a task: `TASK=PATH[:FORMAT]`.
+    #[arg(long)]
+    pub dev: Vec<DataFile>,
+    /// Test file of a task: `TASK=PATH[:FORMAT]`.
+    #[arg(long)]
+    pub test: Vec<DataFile>,
+    /// Run directory.
+    #[arg(long, default_value = "runs/sc-lstm")]
+    pub out: PathBuf,
+    /// Continue the run in this directory from its `last.safetensors` (other flags ignored,
+    /// except `--epochs`, `--threads` and `--backend`).
+    #[arg(long, conflicts_with = "out")]
+    pub resume: Option<PathBuf>,
+    /// Record per-task gradient statistics to `grads.jsonl` every N steps.
+    #[arg(long, default_value_t = 0)]
+    pub log_grads: u64,
+    /// Also write `last.safetensors` every N steps inside an epoch (0: epoch ends only).
+    #[arg(long, default_value_t = 1000)]
+    pub checkpoint_steps: u64,
+    /// Stop (as if killed) after N optimizer steps, leaving a resumable `last.safetensors`.
+    #[arg(long, hide = true)]
+    pub stop_after_steps: Option<u64>,
+    /// Hide the progress bar.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+fn parse_lambda(s: &str) -> Result<(String, f64), String> {
+    let (task, value) = s.split_once('=').ok_or_else(|| format!("expected TASK=WEIGHT, got `{s}`"))?;
+    let w: f64 = value.parse().map_err(|_| format!("`{value}` is not a number"))?;
+    if !(w.is_finite() && w >= 0.0) {
+        return Err(format!("weight of `{task}` must be finite and ≥ 0"));
+    }
+    Ok((task.to_string(), w))
+}
+
+impl Args {
+    /// The configuration these flags describe (file, then flags).
+    pub fn resolve(&self) -> anyhow::Result<TrainConfig> {
+        let mut c = match &self.config {
+            Some(p) => TrainConfig::from_toml_file(p)?,
+            None => TrainConfig::default(),
+        };
+        macro_rules! set {
+            ($($field:ident),*) => { $( if let Some(v) = self.$field.clone() { c.$field = v; } )* };
+        }
+        set!(model, tasks, hidden, layers, dropout, task_input, scheme, batch_size, lr, clip, epochs, patience, seed, threads, backend, datasets, embeddings);
+        if self.max_sentences.is_some() {
+            c.max_sentences = self.max_sentences;
+        }
+        c.char_cnn |= self.char_cnn;
+        c.crf |= self.crf;
+        if self.no_caps {
+            c.caps = false;
+        }
+        let lambda: BTreeMap<String, f64> = self.lambda.iter().cloned().collect();
+        c.lambda.extend(lambda);
+        c.train.extend(self.train.iter().cloned());
+        c.dev.extend(self.dev.iter().cloned());
+        c.test.extend(self.test.iter().cloned());
+        c.validate()?;
+        Ok(c)
+    }
+}
+
+/// One training run as a backend job.
+struct TrainJob<'a> {
+    config: &'a TrainConfig,
+    out: &'a std::path::Path,
+    resume: bool,
+    options: &'a RunOptions,
+}
+
+impl BackendJob for TrainJob<'_> {
+    type Output = TrainSummary;
+    fn run<B: sclstm_core::Backend<Elem = f32> + 'static>(self, b: std::sync::Arc<B>) -> anyhow::Result<TrainSummary> {
+        train::train(b, self.config, self.out, self.resume, self.options)
+    }
+}
+
+fn print_summary(s: &TrainSummary, out: &std::path::Path) {
+    println!(
+        "best epoch {} of {}: dev average {:.2}; {} steps, {:.0} tokens/s",
+        s.best_epoch, s.epochs, s.best_dev_average, s.steps, s.tokens_per_s
+    );
+    for (d, t) in s.dev.iter().zip(&s.test) {
+        println!("  {:<6} {:<8} dev {:6.2}  test {:6.2}", d.task, d.metric, d.score, t.score);
+    }
+    println!("run directory: {}", out.display());
+}
+
+/// Runs `sclstm train`.
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let options = RunOptions {
+        log_grads: args.log_grads,
+        checkpoint_steps: args.checkpoint_steps,
+        stop_after_steps: args.stop_after_steps,
+        progress: !args.quiet,
+    };
+    let (config, out, resume) = match &args.resume {
+        Some(dir) => {
+            let mut c = TrainConfig::from_toml_file(&dir.join(CONFIG_FILE))
+                .with_context(|| format!("{} is not a run directory", dir.display()))?;
+            if let Some(e) = args.epochs {
+                c.epochs = e;
+            }
+            if let Some(t) = args.threads {
+                c.threads = t;
+            }
+            if let Some(b) = args.backend {
+                c.backend = b;
+            }
+            (c, dir.clone(), true)
+        }
+        None => (args.resolve()?, args.out.clone(), false),
+    };
+    if config.model == Family::Stl && config.tasks.len() > 1 {
+        if resume {
+            bail!("an STL run trains one directory per task: resume each of {}/stl-<task>", out.display());
+        }
+        // Single-task learning: each task's model is trained on its own, in its own directory.
+        for task in &config.tasks {
+            let c = TrainConfig { tasks: vec![task.clone()], ..config.clone() };
+            let dir = out.join(format!("stl-{task}"));
+            eprintln!("training the single-task model of `{task}` into {}", dir.display());
+            let job = TrainJob { config: &c, out: &dir, resume: false, options: &options };
+            let s = with_backend(c.backend, c.threads, job)?;
+            print_summary(&s, &dir);
+        }
+        return Ok(());
+    }
+    let job = TrainJob { config: &config, out: &out, resume, options: &options };
+    let s = with_backend(config.backend, config.threads, job)?;
+    print_summary(&s, &out);
+    Ok(())
+}

@@ -1,0 +1,279 @@
+//! The training configuration: defaults are the paper's settings (§4.2–4.3, Table 3 line 4),
+//! a TOML file may override them, and command-line flags override the file.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use serde::{Deserialize, Serialize};
+
+/// Which multi-task architecture to train (paper §2.2 and §3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Family {
+    /// One BiLSTM per task, trained separately (single-task learning).
+    Stl,
+    /// One shared stacked BiLSTM, a classifier per task on its top layer.
+    LstmS,
+    /// One task per layer (LSTM-d), lower layers supervised by easier tasks.
+    LstmD,
+    /// Stacked bidirectional SC-LSTM (the paper's model).
+    ScLstm,
+}
+
+/// Which compute backend runs the recurrent layers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum BackendKind {
+    /// matrixmultiply + rayon on the host.
+    Cpu,
+    /// WGSL compute shaders through wgpu (f32).
+    Wgpu,
+}
+
+/// Tagging scheme used for training NER and chunking.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum SchemeChoice {
+    /// IOB2 (the paper's choice).
+    Bio,
+    /// BIOES.
+    Bioes,
+}
+
+/// What the task gates of SC-LSTM layers above the first read (the paper leaves it open).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum TaskInput {
+    /// Every layer's task gate reads the layer's shared input; only the top layer's q^k is used.
+    Shared,
+    /// Each layer's task gate reads the lower layer's q^k: a task-specific path through every layer.
+    Chained,
+}
+
+/// A user-supplied data file for one task and split: `TASK=PATH[:FORMAT]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DataFile {
+    /// Task name (`ner`, `chunk`, `pos` or a new name).
+    pub task: String,
+    /// File path.
+    pub path: PathBuf,
+    /// `conll2003`, `conll2000`, `conllu`, or `conll` (word in column 1, tag in the last column).
+    pub format: String,
+}
+
+impl std::str::FromStr for DataFile {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (task, rest) = s
+            .split_once('=')
+            .ok_or_else(|| format!("expected TASK=PATH[:FORMAT], got `{s}`"))?;
+        let (path, format) = match rest.rsplit_once(':') {
+            Some((p, f)) if FORMATS.contains(&f) => (p, f),
+            _ => (rest, "conll"),
+        };
+        if task.is_empty() || path.is_empty() {
+            return Err(format!("expected TASK=PATH[:FORMAT], got `{s}`"));
+        }
+        Ok(DataFile { task: task.to_string(), path: PathBuf::from(path), format: format.to_string() })
+    }
+}
+
+/// Formats accepted after the colon of `TASK=PATH:FORMAT`.
+pub const FORMATS: [&str; 4] = ["conll", "conll2003", "conll2000", "conllu"];
+
+/// Everything that defines a training run. Saved as `config.toml` in the run directory.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainConfig {
+    /// Architecture.
+    pub model: Family,
+    /// Tasks trained jointly, in this order.
+    pub tasks: Vec<String>,
+    /// Hidden size of each LSTM direction (paper: 300).
+    pub hidden: usize,
+    /// Stacked bidirectional layers (paper: 3).
+    pub layers: usize,
+    /// Add the character CNN (char dim 16, kernel 3, 128 channels).
+    pub char_cnn: bool,
+    /// Use a CRF output layer instead of softmax.
+    pub crf: bool,
+    /// Append the 8 capitalization features to the word embedding.
+    pub caps: bool,
+    /// Dropout rate on inputs, between layers and before the heads.
+    pub dropout: f64,
+    /// Loss weight λ of each task (Eq. 4); missing tasks weigh 1.
+    pub lambda: BTreeMap<String, f64>,
+    /// LSTM-d: the (1-based) layer whose output feeds each task's classifier.
+    pub lstm_d_layer: BTreeMap<String, usize>,
+    /// SC-LSTM task gate input above layer 1.
+    pub task_input: TaskInput,
+    /// Tagging scheme for NER and chunking.
+    pub scheme: SchemeChoice,
+    /// Sentences per batch (paper: 10).
+    pub batch_size: usize,
+    /// Adam learning rate (PyTorch default 1e-3).
+    pub lr: f64,
+    /// Global gradient-norm clipping threshold (paper: 5).
+    pub clip: f64,
+    /// Maximum epochs.
+    pub epochs: usize,
+    /// Stop after this many epochs without a better dev average (0: never).
+    pub patience: usize,
+    /// Seed of every random choice (initialisation, shuffling, dropout, task order).
+    pub seed: u64,
+    /// Worker threads (0: all cores).
+    pub threads: usize,
+    /// Compute backend.
+    pub backend: BackendKind,
+    /// Use only the first N sentences of each split (quick runs); none: all.
+    pub max_sentences: Option<usize>,
+    /// Folder holding the shipped corpora.
+    pub datasets: PathBuf,
+    /// GloVe-format word vectors (text, optionally gzipped); any dimension.
+    pub embeddings: PathBuf,
+    /// User training files replacing the shipped ones, per task.
+    pub train: Vec<DataFile>,
+    /// User dev files, per task.
+    pub dev: Vec<DataFile>,
+    /// User test files, per task.
+    pub test: Vec<DataFile>,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            model: Family::ScLstm,
+            tasks: vec!["ner".into(), "chunk".into(), "pos".into()],
+            hidden: 300,
+            layers: 3,
+            char_cnn: false,
+            crf: false,
+            caps: true,
+            dropout: 0.5,
+            lambda: BTreeMap::new(),
+            lstm_d_layer: BTreeMap::from([("pos".into(), 1), ("chunk".into(), 2), ("ner".into(), 3)]),
+            task_input: TaskInput::Shared,
+            scheme: SchemeChoice::Bio,
+            batch_size: 10,
+            lr: 1e-3,
+            clip: 5.0,
+            epochs: 30,
+            patience: 0,
+            seed: 1,
+            threads: 0,
+            backend: BackendKind::Cpu,
+            max_sentences: None,
+            datasets: PathBuf::from("datasets"),
+            embeddings: PathBuf::from("datasets/glove/glove.6B.50d.filtered.txt.gz"),
+            train: Vec::new(),
+            dev: Vec::new(),
+            test: Vec::new(),
+        }
+    }
+}
+
+impl TrainConfig {
+    /// Reads a TOML configuration; keys missing from the file keep their defaults.
+    pub fn from_toml_file(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading config {}", path.display()))?;
+        toml::from_str(&text).with_context(|| format!("parsing config {}", path.display()))
+    }
+
+    /// The configuration as TOML text.
+    pub fn to_toml(&self) -> anyhow::Result<String> {
+        Ok(toml::to_string_pretty(self)?)
+    }
+
+    /// The λ of a task (1 when not given).
+    pub fn lambda_of(&self, task: &str) -> f64 {
+        self.lambda.get(task).copied().unwrap_or(1.0)
+    }
+
+    /// Rejects values no run can use, naming the offending key.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if self.tasks.is_empty() {
+            bail!("config: `tasks` is empty");
+        }
+        for (i, t) in self.tasks.iter().enumerate() {
+            if self.tasks[..i].contains(t) {
+                bail!("config: task `{t}` is listed twice");
+            }
+        }
+        for key in self.lambda.keys() {
+            if !self.tasks.contains(key) {
+                bail!("config: `lambda` names `{key}`, which is not among the tasks {:?}", self.tasks);
+            }
+        }
+        if self.hidden == 0 || self.layers == 0 || self.batch_size == 0 {
+            bail!("config: `hidden`, `layers` and `batch_size` must be at least 1");
+        }
+        if !(0.0..1.0).contains(&self.dropout) {
+            bail!("config: `dropout` must be in [0, 1), got {}", self.dropout);
+        }
+        if !(self.lr > 0.0 && self.lr.is_finite()) {
+            bail!("config: `lr` must be positive, got {}", self.lr);
+        }
+        if self.model == Family::LstmD {
+            for t in &self.tasks {
+                match self.lstm_d_layer.get(t) {
+                    Some(&l) if (1..=self.layers).contains(&l) => {}
+                    Some(&l) => bail!(
+                        "config: `lstm_d_layer.{t}` = {l} is outside 1..={} layers",
+                        self.layers
+                    ),
+                    None => bail!("config: LSTM-d needs `lstm_d_layer.{t}` (the layer feeding task {t})"),
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_the_papers_settings() {
+        let c = TrainConfig::default();
+        assert_eq!(c.model, Family::ScLstm);
+        assert_eq!((c.hidden, c.layers, c.batch_size), (300, 3, 10));
+        assert_eq!((c.dropout, c.lr, c.clip), (0.5, 1e-3, 5.0));
+        assert!(c.caps && !c.char_cnn && !c.crf);
+        assert_eq!(c.scheme, SchemeChoice::Bio);
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn toml_round_trip_and_partial_files() {
+        let c = TrainConfig { hidden: 17, lambda: BTreeMap::from([("ner".into(), 3.0)]), ..Default::default() };
+        let back: TrainConfig = toml::from_str(&c.to_toml().unwrap()).unwrap();
+        assert_eq!(back, c);
+        let partial: TrainConfig = toml::from_str("model = \"lstm-s\"\nepochs = 2\n").unwrap();
+        assert_eq!((partial.model, partial.epochs, partial.hidden), (Family::LstmS, 2, 300));
+        assert!(toml::from_str::<TrainConfig>("hiden = 3\n").is_err(), "unknown keys are rejected");
+    }
+
+    #[test]
+    fn data_file_flags_parse() {
+        let d: DataFile = "ner=/data/x.txt:conll2003".parse().unwrap();
+        assert_eq!((d.task.as_str(), d.format.as_str()), ("ner", "conll2003"));
+        let d: DataFile = "pos=C:/weird:name.conllu".parse().unwrap();
+        assert_eq!((d.path.to_str().unwrap(), d.format.as_str()), ("C:/weird:name.conllu", "conll"));
+        assert!("nopath".parse::<DataFile>().is_err());
+        assert!("=x".parse::<DataFile>().is_err());
+    }
+
+    #[test]
+    fn invalid_values_name_the_key() {
+        let c = TrainConfig { dropout: 1.5, ..Default::default() };
+        assert!(c.validate().unwrap_err().to_string().contains("dropout"));
+        let c = TrainConfig { model: Family::LstmD, layers: 2, ..Default::default() };
+        assert!(c.validate().unwrap_err().to_string().contains("lstm_d_layer.ner"));
+        let c = TrainConfig { lambda: BTreeMap::from([("xyz".into(), 2.0)]), ..Default::default() };
+        assert!(c.validate().unwrap_err().to_string().contains("xyz"));
+    }
+}
