@@ -16,7 +16,11 @@ pub trait BackendJob {
 }
 
 /// Builds the chosen backend and runs `job` on it.
-pub fn with_backend<J: BackendJob>(kind: BackendKind, threads: usize, job: J) -> anyhow::Result<J::Output> {
+pub fn with_backend<J: BackendJob>(
+    kind: BackendKind,
+    threads: usize,
+    job: J,
+) -> anyhow::Result<J::Output> {
     match kind {
         BackendKind::Cpu => {
             let b = CpuBackend::<f32>::new(threads)?;
@@ -36,5 +40,7 @@ fn wgpu_job<J: BackendJob>(job: J) -> anyhow::Result<J::Output> {
 
 #[cfg(not(feature = "wgpu"))]
 fn wgpu_job<J: BackendJob>(_job: J) -> anyhow::Result<J::Output> {
-    anyhow::bail!("this sclstm was built without the `wgpu` feature: use --backend cpu, or rebuild with default features")
+    anyhow::bail!(
+        "this sclstm was built without the `wgpu` feature: use --backend cpu, or rebuild with default features"
+    )
 }

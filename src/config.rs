@@ -76,7 +76,11 @@ impl std::str::FromStr for DataFile {
         if task.is_empty() || path.is_empty() {
             return Err(format!("expected TASK=PATH[:FORMAT], got `{s}`"));
         }
-        Ok(DataFile { task: task.to_string(), path: PathBuf::from(path), format: format.to_string() })
+        Ok(DataFile {
+            task: task.to_string(),
+            path: PathBuf::from(path),
+            format: format.to_string(),
+        })
     }
 }
 
@@ -153,7 +157,11 @@ impl Default for TrainConfig {
             caps: true,
             dropout: 0.5,
             lambda: BTreeMap::new(),
-            lstm_d_layer: BTreeMap::from([("pos".into(), 1), ("chunk".into(), 2), ("ner".into(), 3)]),
+            lstm_d_layer: BTreeMap::from([
+                ("pos".into(), 1),
+                ("chunk".into(), 2),
+                ("ner".into(), 3),
+            ]),
             task_input: TaskInput::Shared,
             scheme: SchemeChoice::Bio,
             batch_size: 10,
@@ -204,7 +212,10 @@ impl TrainConfig {
         }
         for key in self.lambda.keys() {
             if !self.tasks.contains(key) {
-                bail!("config: `lambda` names `{key}`, which is not among the tasks {:?}", self.tasks);
+                bail!(
+                    "config: `lambda` names `{key}`, which is not among the tasks {:?}",
+                    self.tasks
+                );
             }
         }
         if self.hidden == 0 || self.layers == 0 || self.batch_size == 0 {
@@ -224,7 +235,9 @@ impl TrainConfig {
                         "config: `lstm_d_layer.{t}` = {l} is outside 1..={} layers",
                         self.layers
                     ),
-                    None => bail!("config: LSTM-d needs `lstm_d_layer.{t}` (the layer feeding task {t})"),
+                    None => bail!(
+                        "config: LSTM-d needs `lstm_d_layer.{t}` (the layer feeding task {t})"
+                    ),
                 }
             }
         }
@@ -249,12 +262,22 @@ mod tests {
 
     #[test]
     fn toml_round_trip_and_partial_files() {
-        let c = TrainConfig { hidden: 17, lambda: BTreeMap::from([("ner".into(), 3.0)]), ..Default::default() };
+        let c = TrainConfig {
+            hidden: 17,
+            lambda: BTreeMap::from([("ner".into(), 3.0)]),
+            ..Default::default()
+        };
         let back: TrainConfig = toml::from_str(&c.to_toml().unwrap()).unwrap();
         assert_eq!(back, c);
         let partial: TrainConfig = toml::from_str("model = \"lstm-s\"\nepochs = 2\n").unwrap();
-        assert_eq!((partial.model, partial.epochs, partial.hidden), (Family::LstmS, 2, 300));
-        assert!(toml::from_str::<TrainConfig>("hiden = 3\n").is_err(), "unknown keys are rejected");
+        assert_eq!(
+            (partial.model, partial.epochs, partial.hidden),
+            (Family::LstmS, 2, 300)
+        );
+        assert!(
+            toml::from_str::<TrainConfig>("hiden = 3\n").is_err(),
+            "unknown keys are rejected"
+        );
     }
 
     #[test]
@@ -262,18 +285,36 @@ mod tests {
         let d: DataFile = "ner=/data/x.txt:conll2003".parse().unwrap();
         assert_eq!((d.task.as_str(), d.format.as_str()), ("ner", "conll2003"));
         let d: DataFile = "pos=C:/weird:name.conllu".parse().unwrap();
-        assert_eq!((d.path.to_str().unwrap(), d.format.as_str()), ("C:/weird:name.conllu", "conll"));
+        assert_eq!(
+            (d.path.to_str().unwrap(), d.format.as_str()),
+            ("C:/weird:name.conllu", "conll")
+        );
         assert!("nopath".parse::<DataFile>().is_err());
         assert!("=x".parse::<DataFile>().is_err());
     }
 
     #[test]
     fn invalid_values_name_the_key() {
-        let c = TrainConfig { dropout: 1.5, ..Default::default() };
+        let c = TrainConfig {
+            dropout: 1.5,
+            ..Default::default()
+        };
         assert!(c.validate().unwrap_err().to_string().contains("dropout"));
-        let c = TrainConfig { model: Family::LstmD, layers: 2, ..Default::default() };
-        assert!(c.validate().unwrap_err().to_string().contains("lstm_d_layer.ner"));
-        let c = TrainConfig { lambda: BTreeMap::from([("xyz".into(), 2.0)]), ..Default::default() };
+        let c = TrainConfig {
+            model: Family::LstmD,
+            layers: 2,
+            ..Default::default()
+        };
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("lstm_d_layer.ner")
+        );
+        let c = TrainConfig {
+            lambda: BTreeMap::from([("xyz".into(), 2.0)]),
+            ..Default::default()
+        };
         assert!(c.validate().unwrap_err().to_string().contains("xyz"));
     }
 }

@@ -4,6 +4,7 @@ mod backend;
 mod cmd;
 mod config;
 mod fsutil;
+mod runmodel;
 mod train;
 
 use clap::{Parser, Subcommand};
@@ -20,6 +21,8 @@ struct Cli {
 enum Command {
     /// Train a tagger (default: the paper's SC-LSTM on NER + chunking + POS).
     Train(Box<cmd::train::Args>),
+    /// Score a trained run on a split or a file (conlleval report, POS accuracy).
+    Eval(cmd::eval::Args),
     /// Print sentence, token, tag and chunk counts and embedding coverage of the shipped data.
     Stats(cmd::stats::Args),
 }
@@ -28,6 +31,7 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Train(args) => cmd::train::run(*args),
+        Command::Eval(args) => cmd::eval::run(args),
         Command::Stats(args) => cmd::stats::run(args),
     }
 }

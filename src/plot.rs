@@ -19,6 +19,7 @@ use std::path::{Path, PathBuf};
 
 use plotters::coord::Shift;
 use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
@@ -32,6 +33,9 @@ const CONFIG_FILE: &str = "config.toml";
 const AVERAGE_TASK: &str = "average";
 /// Split the score and loss figures are drawn from.
 const PLOT_SPLIT: &str = "dev";
+
+/// X-axis title of the per-epoch panels.
+const EPOCH: &str = "epoch";
 
 /// Pixel size of one panel; figures place their panels side by side.
 const PANEL_SIZE: (u32, u32) = (480, 380);
@@ -161,15 +165,33 @@ struct Panel {
 /// (when some run logged gradients) `grad_conflict.svg` into `out`, creating `out` if needed.
 /// A figure with nothing to draw is skipped and noted in the report.
 pub fn plot_runs(runs: &[PathBuf], out: &Path) -> Result<PlotReport, PlotError> {
-    let mut loaded = runs.iter().map(|dir| load_run(dir)).collect::<Result<Vec<_>, _>>()?;
+    let mut loaded = runs
+        .iter()
+        .map(|dir| load_run(dir))
+        .collect::<Result<Vec<_>, _>>()?;
     disambiguate_labels(&mut loaded, runs);
-    std::fs::create_dir_all(out).map_err(|source| PlotError::Io { path: out.to_path_buf(), source })?;
+    std::fs::create_dir_all(out).map_err(|source| PlotError::Io {
+        path: out.to_path_buf(),
+        source,
+    })?;
 
     let mut report = PlotReport::default();
     let figures = [
-        ("dev_scores.svg", dev_score_panels(&loaded), "no run has dev scores in metrics.jsonl"),
-        ("train_loss.svg", train_loss_panels(&loaded), "no run has train_loss in metrics.jsonl"),
-        ("grad_conflict.svg", grad_panels(&loaded), "no run has grads.jsonl (train with --log-grads N)"),
+        (
+            "dev_scores.svg",
+            dev_score_panels(&loaded),
+            "no run has dev scores in metrics.jsonl",
+        ),
+        (
+            "train_loss.svg",
+            train_loss_panels(&loaded),
+            "no run has train_loss in metrics.jsonl",
+        ),
+        (
+            "grad_conflict.svg",
+            grad_panels(&loaded),
+            "no run has grads.jsonl (train with --log-grads N)",
+        ),
     ];
     for (name, panels, why_empty) in figures {
         if panels.is_empty() {
@@ -187,21 +209,34 @@ pub fn plot_runs(runs: &[PathBuf], out: &Path) -> Result<PlotReport, PlotError> 
 fn load_run(dir: &Path) -> Result<Run, PlotError> {
     let metrics_path = dir.join(METRICS_FILE);
     if !metrics_path.is_file() {
-        return Err(PlotError::MissingMetrics { run: dir.to_path_buf() });
+        return Err(PlotError::MissingMetrics {
+            run: dir.to_path_buf(),
+        });
     }
     let metrics = read_jsonl(&metrics_path)?;
     let grads_path = dir.join(GRADS_FILE);
-    let grads = if grads_path.is_file() { Some(read_jsonl(&grads_path)?) } else { None };
+    let grads = if grads_path.is_file() {
+        Some(read_jsonl(&grads_path)?)
+    } else {
+        None
+    };
     let label = match config_model(dir)? {
         Some(model) => model,
         None => dir_name(dir),
     };
-    Ok(Run { label, metrics, grads })
+    Ok(Run {
+        label,
+        metrics,
+        grads,
+    })
 }
 
 /// Parses a JSON Lines file; blank lines are skipped, anything else must parse as `T`.
 fn read_jsonl<T: DeserializeOwned>(path: &Path) -> Result<Vec<T>, PlotError> {
-    let text = std::fs::read_to_string(path).map_err(|source| PlotError::Io { path: path.to_path_buf(), source })?;
+    let text = std::fs::read_to_string(path).map_err(|source| PlotError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
     let mut records = Vec::new();
     for (i, line) in text.lines().enumerate() {
         if line.trim().is_empty() {
@@ -225,9 +260,16 @@ fn config_model(dir: &Path) -> Result<Option<String>, PlotError> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(source) => return Err(PlotError::Io { path, source }),
     };
-    let table: toml::Table =
-        text.parse().map_err(|e: toml::de::Error| PlotError::BadConfig { path: path.clone(), message: e.to_string() })?;
-    Ok(table.get("model").and_then(|v| v.as_str()).map(str::to_string))
+    let table: toml::Table = text
+        .parse()
+        .map_err(|e: toml::de::Error| PlotError::BadConfig {
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
+    Ok(table
+        .get("model")
+        .and_then(|v| v.as_str())
+        .map(str::to_string))
 }
 
 /// The last component of a run directory's path, for legends.
@@ -291,10 +333,13 @@ fn dev_score_panels(runs: &[Run]) -> Vec<Panel> {
     let mut panels: Vec<Panel> = tasks
         .iter()
         .map(|task| {
-            let metric = runs
-                .iter()
-                .flat_map(|r| &r.metrics)
-                .find_map(|r| if dev(r) && &r.task == task { r.metric.clone() } else { None });
+            let metric = runs.iter().flat_map(|r| &r.metrics).find_map(|r| {
+                if dev(r) && &r.task == task {
+                    r.metric.clone()
+                } else {
+                    None
+                }
+            });
             let measure = match metric.as_deref() {
                 Some("f1") => "F1".to_string(),
                 Some(other) => other.to_string(),
@@ -302,10 +347,14 @@ fn dev_score_panels(runs: &[Run]) -> Vec<Panel> {
             };
             Panel {
                 title: format!("{task}: dev {measure}"),
-                x_desc: "epoch",
+                x_desc: EPOCH,
                 y_desc: format!("{measure} (%)"),
                 series: run_series(runs, |r| {
-                    if dev(r) && &r.task == task { r.score } else { None }
+                    if dev(r) && &r.task == task {
+                        r.score
+                    } else {
+                        None
+                    }
                 }),
                 zero_line: false,
             }
@@ -313,9 +362,15 @@ fn dev_score_panels(runs: &[Run]) -> Vec<Panel> {
         .collect();
     panels.push(Panel {
         title: "average over tasks: dev".to_string(),
-        x_desc: "epoch",
+        x_desc: EPOCH,
         y_desc: "mean dev score (%)".to_string(),
-        series: run_series(runs, |r| if dev(r) && r.task == AVERAGE_TASK { r.score } else { None }),
+        series: run_series(runs, |r| {
+            if dev(r) && r.task == AVERAGE_TASK {
+                r.score
+            } else {
+                None
+            }
+        }),
         zero_line: false,
     });
     panels.retain(|p| !p.series.is_empty());
@@ -325,16 +380,25 @@ fn dev_score_panels(runs: &[Run]) -> Vec<Panel> {
 /// The panels of `train_loss.svg`: one per task.
 fn train_loss_panels(runs: &[Run]) -> Vec<Panel> {
     let has_loss = |r: &MetricsRecord| r.task != AVERAGE_TASK && r.train_loss.is_some();
-    let tasks = task_order(runs.iter().flat_map(|r| &r.metrics).filter(|r| has_loss(r)).map(|r| r.task.as_str()));
+    let tasks = task_order(
+        runs.iter()
+            .flat_map(|r| &r.metrics)
+            .filter(|r| has_loss(r))
+            .map(|r| r.task.as_str()),
+    );
     let mut panels: Vec<Panel> = tasks
         .iter()
         .map(|task| Panel {
             title: format!("{task}: training loss"),
-            x_desc: "epoch",
+            x_desc: EPOCH,
             y_desc: "mean loss per batch".to_string(),
             // The loss of an epoch is repeated on its dev and test lines; the dev line is used.
             series: run_series(runs, |r| {
-                if r.split == PLOT_SPLIT && &r.task == task { r.train_loss } else { None }
+                if r.split == PLOT_SPLIT && &r.task == task {
+                    r.train_loss
+                } else {
+                    None
+                }
             }),
             zero_line: false,
         })
@@ -351,7 +415,10 @@ fn run_series(runs: &[Run], value: impl Fn(&MetricsRecord) -> Option<f64>) -> Ve
             label: run.label.clone(),
             color: PALETTE[i % PALETTE.len()],
             points: clean_points(
-                run.metrics.iter().filter_map(|r| value(r).map(|v| (f64::from(r.epoch), v))).collect(),
+                run.metrics
+                    .iter()
+                    .filter_map(|r| value(r).map(|v| (f64::from(r.epoch), v)))
+                    .collect(),
             ),
         })
         .filter(|s| !s.points.is_empty())
@@ -360,8 +427,10 @@ fn run_series(runs: &[Run], value: impl Fn(&MetricsRecord) -> Option<f64>) -> Ve
 
 /// The panels of `grad_conflict.svg`: cosine similarities, then shared-gradient norms.
 fn grad_panels(runs: &[Run]) -> Vec<Panel> {
-    let logged: Vec<(&Run, &[GradsRecord])> =
-        runs.iter().filter_map(|r| r.grads.as_deref().map(|g| (r, g))).collect();
+    let logged: Vec<(&Run, &[GradsRecord])> = runs
+        .iter()
+        .filter_map(|r| r.grads.as_deref().map(|g| (r, g)))
+        .collect();
     // Name a line after its run only when several runs share the panel.
     let several = logged.len() > 1;
     let mut panels = Vec::new();
@@ -372,16 +441,36 @@ fn grad_panels(runs: &[Run]) -> Vec<Panel> {
             true,
             (|g: &GradsRecord| &g.cosine) as fn(&GradsRecord) -> &BTreeMap<String, Option<f64>>,
         ),
-        ("norm of each task's shared-parameter gradient", "L2 norm", false, |g: &GradsRecord| &g.shared_norm),
+        (
+            "norm of each task's shared-parameter gradient",
+            "L2 norm",
+            false,
+            |g: &GradsRecord| &g.shared_norm,
+        ),
     ] {
         let mut series = Vec::new();
         for (run, grads) in &logged {
-            for key in task_order(grads.iter().flat_map(|g| pick(g).keys()).map(String::as_str)) {
+            for key in task_order(
+                grads
+                    .iter()
+                    .flat_map(|g| pick(g).keys())
+                    .map(String::as_str),
+            ) {
                 let points = grads
                     .iter()
-                    .filter_map(|g| pick(g).get(&key).copied().flatten().map(|v| (g.step as f64, v)))
+                    .filter_map(|g| {
+                        pick(g)
+                            .get(&key)
+                            .copied()
+                            .flatten()
+                            .map(|v| (g.step as f64, v))
+                    })
                     .collect();
-                let label = if several { format!("{}: {key}", run.label) } else { key };
+                let label = if several {
+                    format!("{}: {key}", run.label)
+                } else {
+                    key
+                };
                 series.push(Series {
                     label,
                     color: PALETTE[series.len() % PALETTE.len()],
@@ -391,7 +480,13 @@ fn grad_panels(runs: &[Run]) -> Vec<Panel> {
         }
         series.retain(|s| !s.points.is_empty());
         if !series.is_empty() {
-            panels.push(Panel { title: title.to_string(), x_desc: "optimizer step", y_desc: y_desc.to_string(), series, zero_line });
+            panels.push(Panel {
+                title: title.to_string(),
+                x_desc: "optimizer step",
+                y_desc: y_desc.to_string(),
+                series,
+                zero_line,
+            });
         }
     }
     panels
@@ -399,7 +494,9 @@ fn grad_panels(runs: &[Run]) -> Vec<Panel> {
 
 /// Smallest and largest value, widened so that a single value still spans a range.
 fn padded_range(values: impl Iterator<Item = f64>, min_span: f64, pad_frac: f64) -> (f64, f64) {
-    let (lo, hi) = values.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| (lo.min(v), hi.max(v)));
+    let (lo, hi) = values.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
+        (lo.min(v), hi.max(v))
+    });
     let (lo, hi) = if lo.is_finite() { (lo, hi) } else { (0.0, 1.0) };
     let span = (hi - lo).max(min_span);
     let mid = (lo + hi) / 2.0;
@@ -407,39 +504,157 @@ fn padded_range(values: impl Iterator<Item = f64>, min_span: f64, pad_frac: f64)
     (mid - half, mid + half)
 }
 
-/// Draws `panels` side by side into one SVG file.
+/// A legend entry: series label and colour.
+type LegendEntry = (String, RGBColor);
+
+fn legend_entries(panel: &Panel) -> Vec<LegendEntry> {
+    panel
+        .series
+        .iter()
+        .map(|s| (s.label.clone(), s.color))
+        .collect()
+}
+
+/// Width of a legend strip wide enough for its longest label (plotters' SVG backend leaves
+/// text measurement to the viewer, so this is an estimate of about 8 px per character).
+fn legend_width(entries: &[LegendEntry]) -> u32 {
+    let longest = entries
+        .iter()
+        .map(|(label, _)| label.chars().count())
+        .max()
+        .unwrap_or(0);
+    u32::try_from(50 + 8 * longest)
+        .unwrap_or(u32::MAX)
+        .clamp(100, 360)
+}
+
+/// Panel grid: one row for up to three panels, otherwise two rows.
+fn grid(n: usize) -> (usize, usize) {
+    if n <= 3 { (1, n) } else { (2, n.div_ceil(2)) }
+}
+
+/// Draws `panels` in a grid into one SVG file. When every panel has the same series labels
+/// and colours (one line per run), one legend at the right serves the whole figure;
+/// otherwise each panel gets its own legend at its right. Legends sit outside the plotting
+/// area so that they never hide a line.
 fn render(path: &Path, panels: &[Panel]) -> Result<(), PlotError> {
-    let width = PANEL_SIZE.0 * u32::try_from(panels.len()).expect("internal: a figure has a handful of panels");
+    let entries: Vec<Vec<LegendEntry>> = panels.iter().map(legend_entries).collect();
+    let shared = entries.windows(2).all(|w| w[0] == w[1]);
+    let legend_w = entries.iter().map(|e| legend_width(e)).max().unwrap_or(0);
+    let (rows, cols) = grid(panels.len());
+    let (rows_px, cols_px) = (
+        u32::try_from(rows).expect("internal: few rows"),
+        u32::try_from(cols).expect("internal: few columns"),
+    );
+    let (width, height) = if shared {
+        (cols_px * PANEL_SIZE.0 + legend_w, rows_px * PANEL_SIZE.1)
+    } else {
+        (cols_px * (PANEL_SIZE.0 + legend_w), rows_px * PANEL_SIZE.1)
+    };
+
     let mut svg = String::new();
     {
-        let root = SVGBackend::with_string(&mut svg, (width, PANEL_SIZE.1)).into_drawing_area();
-        draw_panels(&root, panels).map_err(|e| PlotError::Draw { path: path.to_path_buf(), message: e.to_string() })?;
+        let root = SVGBackend::with_string(&mut svg, (width, height)).into_drawing_area();
+        let drawn = if shared {
+            draw_with_shared_legend(&root, panels, (rows, cols), &entries[0])
+        } else {
+            draw_with_panel_legends(&root, panels, (rows, cols))
+        };
+        drawn.map_err(|e| PlotError::Draw {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
     }
-    // Ensure the file ends with a newline, as text files should.
     if !svg.ends_with('\n') {
         svg.push('\n');
     }
-    std::fs::write(path, svg).map_err(|source| PlotError::Io { path: path.to_path_buf(), source })
+    std::fs::write(path, svg).map_err(|source| PlotError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 /// Error type of plotters' drawing calls, boxed so one `?` covers all of them.
 type DrawResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
 
-fn draw_panels(root: &DrawingArea<SVGBackend<'_>, Shift>, panels: &[Panel]) -> DrawResult {
+/// A region of the SVG canvas.
+type Area<'a> = DrawingArea<SVGBackend<'a>, Shift>;
+
+fn draw_with_shared_legend(
+    root: &Area<'_>,
+    panels: &[Panel],
+    grid: (usize, usize),
+    legend: &[LegendEntry],
+) -> DrawResult {
     root.fill(&WHITE)?;
-    for (area, panel) in root.split_evenly((1, panels.len())).iter().zip(panels) {
+    let charts_w =
+        i32::try_from(PANEL_SIZE.0 as usize * grid.1).expect("internal: figure width fits i32");
+    let (charts, legend_area) = root.split_horizontally(charts_w);
+    for (area, panel) in charts.split_evenly(grid).iter().zip(panels) {
         draw_panel(area, panel)?;
+    }
+    draw_legend(&legend_area, legend)?;
+    root.present()?;
+    Ok(())
+}
+
+fn draw_with_panel_legends(root: &Area<'_>, panels: &[Panel], grid: (usize, usize)) -> DrawResult {
+    root.fill(&WHITE)?;
+    let chart_w = i32::try_from(PANEL_SIZE.0).expect("internal: panel width fits i32");
+    for (area, panel) in root.split_evenly(grid).iter().zip(panels) {
+        let (chart, legend_area) = area.split_horizontally(chart_w);
+        draw_panel(&chart, panel)?;
+        draw_legend(&legend_area, &legend_entries(panel))?;
     }
     root.present()?;
     Ok(())
 }
 
-fn draw_panel(area: &DrawingArea<SVGBackend<'_>, Shift>, panel: &Panel) -> DrawResult {
+/// One row per entry: a short line in the series colour, then the label.
+fn draw_legend(area: &Area<'_>, entries: &[LegendEntry]) -> DrawResult {
+    let font =
+        TextStyle::from(("sans-serif", 15).into_font()).pos(Pos::new(HPos::Left, VPos::Center));
+    for (i, (label, color)) in entries.iter().enumerate() {
+        let y = 56 + 22 * i32::try_from(i).expect("internal: few legend entries");
+        area.draw(&PathElement::new(
+            vec![(4, y), (30, y)],
+            color.stroke_width(2),
+        ))?;
+        area.draw(&Text::new(label.as_str(), (36, y), font.clone()))?;
+    }
+    Ok(())
+}
+
+/// Tick label with at most as many decimals as the tick spacing needs, without trailing
+/// zeros, and `0` rather than `-0` (rounding noise on a tick at zero).
+fn tick_label(value: f64, step: f64) -> String {
+    let decimals = if step >= 1.0 {
+        0
+    } else {
+        (-step.log10()).ceil().clamp(0.0, 10.0) as usize
+    };
+    let mut text = format!("{value:.decimals$}");
+    if text.contains('.') {
+        text.truncate(text.trim_end_matches('0').trim_end_matches('.').len());
+    }
+    if text == "-0" { "0".to_string() } else { text }
+}
+
+fn draw_panel(area: &Area<'_>, panel: &Panel) -> DrawResult {
     let points = || panel.series.iter().flat_map(|s| &s.points);
     let (x0, x1) = padded_range(points().map(|p| p.0), 1.0, 0.02);
     let ys = points().map(|p| p.1).chain(panel.zero_line.then_some(0.0));
     let (y0, y1) = padded_range(ys, 1e-3, 0.05);
 
+    // Epochs are whole numbers: ask for at most one tick per epoch so that ticks land on them.
+    let x_ticks = if panel.x_desc == EPOCH {
+        ((x1 - x0).round() as usize + 1).clamp(2, 10)
+    } else {
+        8
+    };
+    let y_ticks = 10;
+    // plotters picks round tick steps no finer than span / count; label them at that precision.
+    let (x_step, y_step) = ((x1 - x0) / x_ticks as f64, (y1 - y0) / f64::from(y_ticks));
     let mut chart = ChartBuilder::on(area)
         .caption(&panel.title, ("sans-serif", 18))
         .margin(12)
@@ -449,25 +664,24 @@ fn draw_panel(area: &DrawingArea<SVGBackend<'_>, Shift>, panel: &Panel) -> DrawR
     chart
         .configure_mesh()
         .x_desc(panel.x_desc)
+        .x_labels(x_ticks)
+        .x_label_formatter(&|x| tick_label(*x, x_step))
         .y_desc(&panel.y_desc)
+        .y_labels(y_ticks as usize)
+        .y_label_formatter(&|y| tick_label(*y, y_step))
         .light_line_style(WHITE)
         .draw()?;
     if panel.zero_line {
-        chart.draw_series(std::iter::once(PathElement::new(vec![(x0, 0.0), (x1, 0.0)], RGBColor(160, 160, 160))))?;
+        chart.draw_series(std::iter::once(PathElement::new(
+            vec![(x0, 0.0), (x1, 0.0)],
+            RGBColor(160, 160, 160),
+        )))?;
     }
     for s in &panel.series {
-        let color = s.color;
-        chart
-            .draw_series(LineSeries::new(s.points.iter().copied(), color.stroke_width(2)).point_size(2))?
-            .label(&s.label)
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
+        chart.draw_series(
+            LineSeries::new(s.points.iter().copied(), s.color.stroke_width(2)).point_size(2),
+        )?;
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::LowerRight)
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .draw()?;
     Ok(())
 }
 
@@ -491,7 +705,11 @@ mod tests {
         let mut text = String::new();
         for e in 1..=epochs {
             let x = f64::from(e);
-            for (task, metric, base) in [("ner", "f1", 80.0), ("chunk", "f1", 90.0), ("pos", "accuracy", 95.0)] {
+            for (task, metric, base) in [
+                ("ner", "f1", 80.0),
+                ("chunk", "f1", 90.0),
+                ("pos", "accuracy", 95.0),
+            ] {
                 for split in ["dev", "test"] {
                     let score = base + x + offset;
                     writeln!(
@@ -502,12 +720,20 @@ mod tests {
                     .unwrap();
                 }
             }
-            writeln!(text, r#"{{"epoch": {e}, "task": "average", "split": "dev", "score": {}}}"#, 88.0 + x).unwrap();
+            writeln!(
+                text,
+                r#"{{"epoch": {e}, "task": "average", "split": "dev", "score": {}}}"#,
+                88.0 + x
+            )
+            .unwrap();
         }
         std::fs::write(dir.join(METRICS_FILE), text).unwrap();
         if let Some(model) = model {
-            std::fs::write(dir.join(CONFIG_FILE), format!("model = \"{model}\"\nhidden = 300\n\n[lambda]\nner = 1.0\n"))
-                .unwrap();
+            std::fs::write(
+                dir.join(CONFIG_FILE),
+                format!("model = \"{model}\"\nhidden = 300\n\n[lambda]\nner = 1.0\n"),
+            )
+            .unwrap();
         }
     }
 
@@ -532,8 +758,10 @@ mod tests {
     /// Polylines drawn in a series colour: the data lines and their legend samples. Axes,
     /// ticks and the zero line are black or grey and so are not counted.
     fn series_polylines(svg: &str) -> usize {
-        let colors: Vec<String> =
-            PALETTE.iter().map(|c| format!("stroke=\"#{:02X}{:02X}{:02X}\"", c.0, c.1, c.2)).collect();
+        let colors: Vec<String> = PALETTE
+            .iter()
+            .map(|c| format!("stroke=\"#{:02X}{:02X}{:02X}\"", c.0, c.1, c.2))
+            .collect();
         svg.split("<polyline")
             .skip(1)
             .filter(|el| {
@@ -550,7 +778,7 @@ mod tests {
             .map(|el| {
                 let start = el.find('>').unwrap() + 1;
                 let end = el.find("</text>").unwrap();
-                el[start..end].to_string()
+                el[start..end].trim().to_string()
             })
             .collect()
     }
@@ -566,7 +794,11 @@ mod tests {
         let report = plot_runs(&[a.clone(), b.clone()], &out).unwrap();
         assert_eq!(
             report.written,
-            vec![out.join("dev_scores.svg"), out.join("train_loss.svg"), out.join("grad_conflict.svg")]
+            vec![
+                out.join("dev_scores.svg"),
+                out.join("train_loss.svg"),
+                out.join("grad_conflict.svg")
+            ]
         );
         assert!(report.skipped.is_empty(), "{:?}", report.skipped);
 
@@ -574,31 +806,75 @@ mod tests {
         assert!(dev.starts_with("<svg"), "{}", &dev[..40]);
         assert!(dev.trim_end().ends_with("</svg>"));
         let labels = texts(&dev);
-        for needle in ["ner: dev F1", "chunk: dev F1", "pos: dev accuracy", "average over tasks: dev", "epoch"] {
-            assert!(labels.iter().any(|t| t == needle), "missing {needle:?} in {labels:?}");
+        for needle in [
+            "ner: dev F1",
+            "chunk: dev F1",
+            "pos: dev accuracy",
+            "average over tasks: dev",
+            "epoch",
+        ] {
+            assert!(
+                labels.iter().any(|t| t == needle),
+                "missing {needle:?} in {labels:?}"
+            );
         }
-        // Legend: the config's model for run-a, the directory name for the other.
-        assert_eq!(labels.iter().filter(|t| *t == "sc-lstm").count(), 4, "{labels:?}");
-        assert_eq!(labels.iter().filter(|t| *t == "stl-run").count(), 4, "{labels:?}");
-        // 4 panels × 2 runs × (data line + legend sample).
-        assert_eq!(series_polylines(&dev), 16);
+        // One legend for the figure: the config's model for run-a, the directory name for the other.
+        assert_eq!(
+            labels.iter().filter(|t| *t == "sc-lstm").count(),
+            1,
+            "{labels:?}"
+        );
+        assert_eq!(
+            labels.iter().filter(|t| *t == "stl-run").count(),
+            1,
+            "{labels:?}"
+        );
+        // Epoch ticks are whole numbers.
+        assert!(
+            labels.iter().any(|t| t == "3") && !labels.iter().any(|t| t == "1.5"),
+            "{labels:?}"
+        );
+        // 4 panels × 2 runs data lines, plus 2 legend samples.
+        assert_eq!(series_polylines(&dev), 4 * 2 + 2);
         // One marker per point: run-a has 3 epochs, the other 2, in 4 panels.
         assert_eq!(dev.matches("<circle").count(), 4 * (3 + 2));
 
         let loss = read(&out.join("train_loss.svg"));
         let labels = texts(&loss);
-        for needle in ["ner: training loss", "chunk: training loss", "pos: training loss"] {
-            assert!(labels.iter().any(|t| t == needle), "missing {needle:?} in {labels:?}");
+        for needle in [
+            "ner: training loss",
+            "chunk: training loss",
+            "pos: training loss",
+        ] {
+            assert!(
+                labels.iter().any(|t| t == needle),
+                "missing {needle:?} in {labels:?}"
+            );
         }
-        assert!(!labels.iter().any(|t| t.starts_with("average")), "{labels:?}");
-        assert_eq!(series_polylines(&loss), 3 * 2 * 2);
+        assert!(
+            !labels.iter().any(|t| t.starts_with("average")),
+            "{labels:?}"
+        );
+        assert_eq!(series_polylines(&loss), 3 * 2 + 2);
 
         let grads = read(&out.join("grad_conflict.svg"));
         let labels = texts(&grads);
-        for needle in ["ner/chunk", "ner/pos", "chunk/pos", "ner", "chunk", "pos", "optimizer step"] {
-            assert!(labels.iter().any(|t| t == needle), "missing {needle:?} in {labels:?}");
+        for needle in [
+            "ner/chunk",
+            "ner/pos",
+            "chunk/pos",
+            "ner",
+            "chunk",
+            "pos",
+            "optimizer step",
+        ] {
+            assert!(
+                labels.iter().any(|t| t == needle),
+                "missing {needle:?} in {labels:?}"
+            );
         }
-        // Only run-a logged gradients: 3 pairs + 3 tasks, each a line and a legend sample.
+        // Only run-a logged gradients: 3 pairs + 3 tasks, each a line and a sample in its
+        // panel's legend (the two panels have different series, so each has its own legend).
         assert_eq!(series_polylines(&grads), (3 + 3) * 2);
         // The null cosine of step 200 is left out: 4 + 4 + 3 cosine points, 3 × 4 norm points.
         assert_eq!(grads.matches("<circle").count(), 11 + 12);
@@ -613,12 +889,16 @@ mod tests {
         let report = plot_runs(std::slice::from_ref(&run), &run).unwrap();
         assert_eq!(report.written.len(), 2, "{report:?}");
         assert_eq!(report.skipped.len(), 1);
-        assert!(report.skipped[0].starts_with("grad_conflict.svg skipped"), "{:?}", report.skipped);
+        assert!(
+            report.skipped[0].starts_with("grad_conflict.svg skipped"),
+            "{:?}",
+            report.skipped
+        );
         assert!(!run.join("grad_conflict.svg").exists());
         // A single epoch still gives one marker per panel.
         let dev = read(&run.join("dev_scores.svg"));
         assert_eq!(dev.matches("<circle").count(), 4);
-        assert_eq!(series_polylines(&dev), 8);
+        assert_eq!(series_polylines(&dev), 4 + 1);
         std::fs::remove_dir_all(&root).unwrap();
     }
 
@@ -632,6 +912,35 @@ mod tests {
         let labels = texts(&read(&root.join("dev_scores.svg")));
         assert!(labels.iter().any(|t| t == "sc-lstm (seed1)"), "{labels:?}");
         assert!(labels.iter().any(|t| t == "sc-lstm (seed2)"), "{labels:?}");
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn panels_with_different_runs_get_their_own_legends() {
+        let root = temp_dir("ownlegends");
+        let (a, b) = (root.join("full"), root.join("ner-only"));
+        write_run(&a, 2, 0.0, None);
+        std::fs::create_dir_all(&b).unwrap();
+        std::fs::write(
+            b.join(METRICS_FILE),
+            "{\"epoch\": 1, \"task\": \"ner\", \"split\": \"dev\", \"metric\": \"f1\", \"score\": 70.0}\n",
+        )
+        .unwrap();
+        plot_runs(&[a, b], &root).unwrap();
+        let dev = read(&root.join("dev_scores.svg"));
+        let labels = texts(&dev);
+        // Four panels, each listing its own runs: "full" everywhere, "ner-only" only for ner.
+        assert_eq!(
+            labels.iter().filter(|t| *t == "full").count(),
+            4,
+            "{labels:?}"
+        );
+        assert_eq!(
+            labels.iter().filter(|t| *t == "ner-only").count(),
+            1,
+            "{labels:?}"
+        );
+        assert_eq!(series_polylines(&dev), 2 * (4 + 1));
         std::fs::remove_dir_all(&root).unwrap();
     }
 
@@ -657,7 +966,11 @@ mod tests {
         let root = temp_dir("missingfield");
         let run = root.join("run");
         std::fs::create_dir_all(&run).unwrap();
-        std::fs::write(run.join(METRICS_FILE), "{\"epoch\": 1, \"split\": \"dev\", \"score\": 1.0}\n").unwrap();
+        std::fs::write(
+            run.join(METRICS_FILE),
+            "{\"epoch\": 1, \"split\": \"dev\", \"score\": 1.0}\n",
+        )
+        .unwrap();
         let err = plot_runs(std::slice::from_ref(&run), &root).unwrap_err();
         assert!(matches!(err, PlotError::BadLine { line: 1, .. }), "{err:?}");
         assert!(err.to_string().contains("task"), "{err}");
@@ -676,7 +989,10 @@ mod tests {
         std::fs::write(&path, text).unwrap();
         let err = plot_runs(std::slice::from_ref(&run), &root).unwrap_err();
         assert!(matches!(err, PlotError::BadLine { line: 3, .. }), "{err:?}");
-        assert!(err.to_string().contains(&format!("{}:3:", path.display())), "{err}");
+        assert!(
+            err.to_string().contains(&format!("{}:3:", path.display())),
+            "{err}"
+        );
         std::fs::remove_dir_all(&root).unwrap();
     }
 
@@ -688,10 +1004,19 @@ mod tests {
         let empty = root.join("empty-run");
         std::fs::create_dir_all(&empty).unwrap();
         let err = plot_runs(&[good, empty.clone()], &root).unwrap_err();
-        assert!(matches!(&err, PlotError::MissingMetrics { run } if *run == empty), "{err:?}");
+        assert!(
+            matches!(&err, PlotError::MissingMetrics { run } if *run == empty),
+            "{err:?}"
+        );
         let msg = err.to_string();
-        assert!(msg.contains("empty-run") && msg.contains("metrics.jsonl"), "{msg}");
-        assert!(!root.join("dev_scores.svg").exists(), "nothing is drawn when a run is unreadable");
+        assert!(
+            msg.contains("empty-run") && msg.contains("metrics.jsonl"),
+            "{msg}"
+        );
+        assert!(
+            !root.join("dev_scores.svg").exists(),
+            "nothing is drawn when a run is unreadable"
+        );
         std::fs::remove_dir_all(&root).unwrap();
     }
 
@@ -730,10 +1055,32 @@ mod tests {
     }
 
     #[test]
+    fn tick_labels_are_short_and_never_negative_zero() {
+        assert_eq!(tick_label(-1e-17, 0.046), "0");
+        assert_eq!(tick_label(0.05, 0.046), "0.05");
+        assert_eq!(tick_label(-0.15, 0.046), "-0.15");
+        assert_eq!(tick_label(2.0, 0.69), "2");
+        assert_eq!(tick_label(1.5, 0.4), "1.5");
+        assert_eq!(tick_label(1200.0, 700.0), "1200");
+        assert_eq!(tick_label(89.26, 0.2), "89.3");
+    }
+
+    #[test]
+    fn panels_form_a_grid_of_at_most_three_columns_until_four() {
+        assert_eq!(grid(1), (1, 1));
+        assert_eq!(grid(3), (1, 3));
+        assert_eq!(grid(4), (2, 2));
+        assert_eq!(grid(5), (2, 3));
+    }
+
+    #[test]
     fn padded_range_widens_a_single_value() {
         let (lo, hi) = padded_range([85.0].into_iter(), 1.0, 0.0);
         assert_eq!((lo, hi), (84.5, 85.5));
         let (lo, hi) = padded_range([0.0, 10.0].into_iter(), 1.0, 0.05);
-        assert!((lo + 0.5).abs() < 1e-12 && (hi - 10.5).abs() < 1e-12, "{lo} {hi}");
+        assert!(
+            (lo + 0.5).abs() < 1e-12 && (hi - 10.5).abs() < 1e-12,
+            "{lo} {hi}"
+        );
     }
 }

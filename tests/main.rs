@@ -1,1 +1,3 @@
 //! End-to-end tests of the `sclstm` binary and of the crates working together.
+
+mod cli;

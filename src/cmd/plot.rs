@@ -33,3 +33,30 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{Args, run};
+
+    #[test]
+    fn figures_go_to_the_first_run_by_default() {
+        let root = std::env::temp_dir().join(format!("sclstm-cmd-plot-{}", std::process::id()));
+        let (first, second) = (root.join("first"), root.join("second"));
+        for dir in [&first, &second] {
+            std::fs::create_dir_all(dir).unwrap();
+            std::fs::write(
+                dir.join("metrics.jsonl"),
+                "{\"epoch\": 1, \"task\": \"pos\", \"split\": \"dev\", \"metric\": \"accuracy\", \"score\": 95.0}\n",
+            )
+            .unwrap();
+        }
+        run(Args {
+            runs: vec![first.clone(), second.clone()],
+            out: None,
+        })
+        .unwrap();
+        assert!(first.join("dev_scores.svg").is_file());
+        assert!(!second.join("dev_scores.svg").exists());
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+}

@@ -113,8 +113,12 @@ pub struct Args {
 }
 
 fn parse_lambda(s: &str) -> Result<(String, f64), String> {
-    let (task, value) = s.split_once('=').ok_or_else(|| format!("expected TASK=WEIGHT, got `{s}`"))?;
-    let w: f64 = value.parse().map_err(|_| format!("`{value}` is not a number"))?;
+    let (task, value) = s
+        .split_once('=')
+        .ok_or_else(|| format!("expected TASK=WEIGHT, got `{s}`"))?;
+    let w: f64 = value
+        .parse()
+        .map_err(|_| format!("`{value}` is not a number"))?;
     if !(w.is_finite() && w >= 0.0) {
         return Err(format!("weight of `{task}` must be finite and ≥ 0"));
     }
@@ -131,7 +135,10 @@ impl Args {
         macro_rules! set {
             ($($field:ident),*) => { $( if let Some(v) = self.$field.clone() { c.$field = v; } )* };
         }
-        set!(model, tasks, hidden, layers, dropout, task_input, scheme, batch_size, lr, clip, epochs, patience, seed, threads, backend, datasets, embeddings);
+        set!(
+            model, tasks, hidden, layers, dropout, task_input, scheme, batch_size, lr, clip,
+            epochs, patience, seed, threads, backend, datasets, embeddings
+        );
         if self.max_sentences.is_some() {
             c.max_sentences = self.max_sentences;
         }
@@ -160,7 +167,10 @@ struct TrainJob<'a> {
 
 impl BackendJob for TrainJob<'_> {
     type Output = TrainSummary;
-    fn run<B: sclstm_core::Backend<Elem = f32> + 'static>(self, b: std::sync::Arc<B>) -> anyhow::Result<TrainSummary> {
+    fn run<B: sclstm_core::Backend<Elem = f32> + 'static>(
+        self,
+        b: std::sync::Arc<B>,
+    ) -> anyhow::Result<TrainSummary> {
         train::train(b, self.config, self.out, self.resume, self.options)
     }
 }
@@ -171,7 +181,10 @@ fn print_summary(s: &TrainSummary, out: &std::path::Path) {
         s.best_epoch, s.epochs, s.best_dev_average, s.steps, s.tokens_per_s
     );
     for (d, t) in s.dev.iter().zip(&s.test) {
-        println!("  {:<6} {:<8} dev {:6.2}  test {:6.2}", d.task, d.metric, d.score, t.score);
+        println!(
+            "  {:<6} {:<8} dev {:6.2}  test {:6.2}",
+            d.task, d.metric, d.score, t.score
+        );
     }
     println!("run directory: {}", out.display());
 }
@@ -203,20 +216,39 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     };
     if config.model == Family::Stl && config.tasks.len() > 1 {
         if resume {
-            bail!("an STL run trains one directory per task: resume each of {}/stl-<task>", out.display());
+            bail!(
+                "an STL run trains one directory per task: resume each of {}/stl-<task>",
+                out.display()
+            );
         }
         // Single-task learning: each task's model is trained on its own, in its own directory.
         for task in &config.tasks {
-            let c = TrainConfig { tasks: vec![task.clone()], ..config.clone() };
+            let c = TrainConfig {
+                tasks: vec![task.clone()],
+                ..config.clone()
+            };
             let dir = out.join(format!("stl-{task}"));
-            eprintln!("training the single-task model of `{task}` into {}", dir.display());
-            let job = TrainJob { config: &c, out: &dir, resume: false, options: &options };
+            eprintln!(
+                "training the single-task model of `{task}` into {}",
+                dir.display()
+            );
+            let job = TrainJob {
+                config: &c,
+                out: &dir,
+                resume: false,
+                options: &options,
+            };
             let s = with_backend(c.backend, c.threads, job)?;
             print_summary(&s, &dir);
         }
         return Ok(());
     }
-    let job = TrainJob { config: &config, out: &out, resume, options: &options };
+    let job = TrainJob {
+        config: &config,
+        out: &out,
+        resume,
+        options: &options,
+    };
     let s = with_backend(config.backend, config.threads, job)?;
     print_summary(&s, &out);
     Ok(())

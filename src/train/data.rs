@@ -68,7 +68,8 @@ pub struct Prepared {
     pub coverage: Coverage,
 }
 
-fn training_scheme(c: SchemeChoice) -> TagScheme {
+/// The tag scheme a `scheme` setting trains with.
+pub fn training_scheme(c: SchemeChoice) -> TagScheme {
     match c {
         SchemeChoice::Bio => TagScheme::Iob2,
         SchemeChoice::Bioes => TagScheme::Bioes,
@@ -76,24 +77,40 @@ fn training_scheme(c: SchemeChoice) -> TagScheme {
 }
 
 /// Raw sentences of one task before encoding.
-struct RawTask {
-    name: String,
-    metric: Metric,
-    scheme: Option<TagScheme>,
-    splits: [(PathBuf, Vec<Sentence>); 3],
+pub struct RawTask {
+    /// Task name.
+    pub name: String,
+    /// How it is scored.
+    pub metric: Metric,
+    /// Chunk scheme of its tags after conversion, if any.
+    pub scheme: Option<TagScheme>,
+    /// (file, sentences) of train, dev and test.
+    pub splits: [(PathBuf, Vec<Sentence>); 3],
 }
 
-fn read_user_file(f: &DataFile, scheme: TagScheme) -> anyhow::Result<(Vec<Sentence>, Option<TagScheme>)> {
+/// Reads a user file in the given format, converting chunk tags to `scheme`; returns the
+/// sentences and the scheme of their tags (`None`: plain labels).
+pub fn read_user_file(
+    f: &DataFile,
+    scheme: TagScheme,
+) -> anyhow::Result<(Vec<Sentence>, Option<TagScheme>)> {
     let path = f.path.as_path();
     let (sentences, file_scheme) = match f.format.as_str() {
-        "conll2003" => (read_conll(path, &ColumnFormat::CONLL2003_NER)?, Some(TagScheme::Iob1)),
-        "conll2000" => (read_conll(path, &ColumnFormat::CONLL2000_CHUNK)?, Some(TagScheme::Iob2)),
+        "conll2003" => (
+            read_conll(path, &ColumnFormat::CONLL2003_NER)?,
+            Some(TagScheme::Iob1),
+        ),
+        "conll2000" => (
+            read_conll(path, &ColumnFormat::CONLL2000_CHUNK)?,
+            Some(TagScheme::Iob2),
+        ),
         "conllu" => (read_conllu(path, PosColumn::Upos)?, None),
         _ => {
             let s = read_generic(path)?;
-            let chunky = s.iter().flat_map(|s| s.tags.iter()).all(|t| {
-                t == "O" || sclstm_data::scheme::split_tag(t).is_some()
-            });
+            let chunky = s
+                .iter()
+                .flat_map(|s| s.tags.iter())
+                .all(|t| t == "O" || sclstm_data::scheme::split_tag(t).is_some());
             // Plain word/tag files: chunk-style tags are taken as IOB2, anything else as labels.
             (s, chunky.then_some(TagScheme::Iob2))
         }
@@ -115,12 +132,16 @@ fn read_generic(path: &Path) -> anyhow::Result<Vec<Sentence>> {
         bail!("{}: file holds no sentence", path.display());
     };
     if columns < 2 {
-        bail!("{}: expected at least a word column and a tag column", path.display());
+        bail!(
+            "{}: expected at least a word column and a tag column",
+            path.display()
+        );
     }
     Ok(read_conll(path, &ColumnFormat::word_tag(0, columns - 1))?)
 }
 
-fn load_raw(config: &TrainConfig, scheme: TagScheme) -> anyhow::Result<Vec<RawTask>> {
+/// Reads the configured tasks' splits (shipped files, or the user's where given).
+pub fn load_raw(config: &TrainConfig, scheme: TagScheme) -> anyhow::Result<Vec<RawTask>> {
     let mut out = Vec::new();
     for name in &config.tasks {
         let user = |files: &[DataFile]| files.iter().find(|f| &f.task == name).cloned();
@@ -135,11 +156,18 @@ fn load_raw(config: &TrainConfig, scheme: TagScheme) -> anyhow::Result<Vec<RawTa
         };
         let mut scheme_of_task = shipped_data.as_ref().and_then(|d| d.scheme);
         let mut metric = shipped_task.map(Task::metric);
-        let mut pick = |file: Option<DataFile>, split: usize, what: &str| -> anyhow::Result<(PathBuf, Vec<Sentence>)> {
+        let mut pick = |file: Option<DataFile>,
+                        split: usize,
+                        what: &str|
+         -> anyhow::Result<(PathBuf, Vec<Sentence>)> {
             if let Some(f) = file {
                 let (s, sch) = read_user_file(&f, scheme)?;
                 scheme_of_task = sch;
-                metric.get_or_insert(if sch.is_some() { Metric::ChunkF1 } else { Metric::Accuracy });
+                metric.get_or_insert(if sch.is_some() {
+                    Metric::ChunkF1
+                } else {
+                    Metric::Accuracy
+                });
                 return Ok((f.path, s));
             }
             match &shipped_data {
@@ -150,7 +178,11 @@ fn load_raw(config: &TrainConfig, scheme: TagScheme) -> anyhow::Result<Vec<RawTa
                 None => bail!("task `{name}` is not shipped: give --{what} {name}=PATH[:FORMAT]"),
             }
         };
-        let splits = [pick(tr, 0, "train")?, pick(dv, 1, "dev")?, pick(te, 2, "test")?];
+        let splits = [
+            pick(tr, 0, "train")?,
+            pick(dv, 1, "dev")?,
+            pick(te, 2, "test")?,
+        ];
         let mut splits = splits;
         if let Some(n) = config.max_sentences {
             for (_, s) in &mut splits {
@@ -195,12 +227,19 @@ pub fn prepare(config: &TrainConfig) -> anyhow::Result<Prepared> {
     let mut tasks = Vec::new();
     for t in raw {
         let tags = TagVocab::build(
-            t.splits.iter().flat_map(|(_, s)| s.iter()).flat_map(|s| s.tags.iter().map(String::as_str)),
+            t.splits
+                .iter()
+                .flat_map(|(_, s)| s.iter())
+                .flat_map(|s| s.tags.iter().map(String::as_str)),
         );
         let [tr, dv, te] = t.splits;
         let enc = |(path, sentences): (PathBuf, Vec<Sentence>)| -> anyhow::Result<PreparedSplit> {
             let encoded = encode_sentences(&path, &sentences, &words, &chars, &tags)?;
-            Ok(PreparedSplit { path, sentences, encoded })
+            Ok(PreparedSplit {
+                path,
+                sentences,
+                encoded,
+            })
         };
         tasks.push(PreparedTask {
             name: t.name,
@@ -212,5 +251,12 @@ pub fn prepare(config: &TrainConfig) -> anyhow::Result<Prepared> {
             tags,
         });
     }
-    Ok(Prepared { tasks, words, chars, pretrained, embedding_dim: glove.dim, coverage })
+    Ok(Prepared {
+        tasks,
+        words,
+        chars,
+        pretrained,
+        embedding_dim: glove.dim,
+        coverage,
+    })
 }

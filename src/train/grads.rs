@@ -58,7 +58,11 @@ fn dot(a: &[Vec<f64>], b: &[Vec<f64>]) -> f64 {
 /// Cosine similarity; 0 when either vector is zero.
 pub fn cosine(a: &[Vec<f64>], b: &[Vec<f64>]) -> f64 {
     let (na, nb) = (dot(a, a).sqrt(), dot(b, b).sqrt());
-    if na == 0.0 || nb == 0.0 { 0.0 } else { dot(a, b) / (na * nb) }
+    if na == 0.0 || nb == 0.0 {
+        0.0
+    } else {
+        dot(a, b) / (na * nb)
+    }
 }
 
 /// Computes one `grads.jsonl` line. `probes[k]` is task `k`'s probe batch with its gold tags.
@@ -71,7 +75,11 @@ pub fn measure<B: Backend + 'static>(
     update_ratio: f64,
 ) -> anyhow::Result<GradsLine> {
     let ids: Vec<ParamId> = tagger.params().iter().map(|(id, _, _)| id).collect();
-    let shared: Vec<ParamId> = ids.iter().copied().filter(|&id| tagger.param_owner(id).is_none()).collect();
+    let shared: Vec<ParamId> = ids
+        .iter()
+        .copied()
+        .filter(|&id| tagger.param_owner(id).is_none())
+        .collect();
     let mut vectors = Vec::new();
     let mut line = GradsLine {
         step,
@@ -92,13 +100,18 @@ pub fn measure<B: Backend + 'static>(
             .filter_map(|&id| grads.get(id))
             .map(|g| Real::to_f64(g.sq_norm()))
             .sum();
-        line.shared_norm.insert(task_names[k].clone(), dot(&v, &v).sqrt());
-        line.specific_norm.insert(task_names[k].clone(), specific.sqrt());
+        line.shared_norm
+            .insert(task_names[k].clone(), dot(&v, &v).sqrt());
+        line.specific_norm
+            .insert(task_names[k].clone(), specific.sqrt());
         vectors.push(v);
     }
     for a in 0..vectors.len() {
         for b in a + 1..vectors.len() {
-            line.cosine.insert(format!("{}/{}", task_names[a], task_names[b]), cosine(&vectors[a], &vectors[b]));
+            line.cosine.insert(
+                format!("{}/{}", task_names[a], task_names[b]),
+                cosine(&vectors[a], &vectors[b]),
+            );
         }
     }
     Ok(line)

@@ -20,4 +20,6 @@ pub mod schedule;
 pub mod score;
 mod trainer;
 
-pub use trainer::{RunOptions, TrainError, TrainSummary, evaluate_split, model_config, model_input, train};
+pub use trainer::{
+    RunOptions, TrainSummary, evaluate_split, model_input, train,
+};

@@ -56,9 +56,13 @@ impl RunVocab {
     /// Captures the vocabularies of a prepared run.
     pub fn new(words: &WordVocab, chars: &CharVocab, tasks: Vec<TaskVocab>) -> Self {
         RunVocab {
-            words: (0..words.len()).map(|i| words.vocab.token(i as u32).to_string()).collect(),
+            words: (0..words.len())
+                .map(|i| words.vocab.token(i as u32).to_string())
+                .collect(),
             lowercase: words.lowercase,
-            chars: (0..chars.len()).map(|i| chars.vocab.token(i as u32).to_string()).collect(),
+            chars: (0..chars.len())
+                .map(|i| chars.vocab.token(i as u32).to_string())
+                .collect(),
             tasks,
         }
     }
@@ -74,7 +78,9 @@ impl RunVocab {
 
     /// The character vocabulary.
     pub fn char_vocab(&self) -> CharVocab {
-        CharVocab { vocab: vocab_from(&self.chars) }
+        CharVocab {
+            vocab: vocab_from(&self.chars),
+        }
     }
 
     /// Task `k`'s tag vocabulary.
@@ -85,14 +91,16 @@ impl RunVocab {
     /// Reads `vocab.json` of a run directory.
     pub fn load(run: &Path) -> anyhow::Result<Self> {
         let path = run.join(VOCAB_FILE);
-        let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
         serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
     }
 
     /// Writes `vocab.json` into a run directory.
     pub fn save(&self, run: &Path) -> anyhow::Result<()> {
         let path = run.join(VOCAB_FILE);
-        write_atomic(&path, serde_json::to_string(self)?.as_bytes()).with_context(|| format!("writing {}", path.display()))
+        write_atomic(&path, serde_json::to_string(self)?.as_bytes())
+            .with_context(|| format!("writing {}", path.display()))
     }
 }
 
@@ -183,9 +191,11 @@ pub fn truncate_metrics(path: &Path, epoch: usize) -> anyhow::Result<()> {
 
 /// Creates the run directory and proves it is writable before any training starts.
 pub fn prepare_dir(dir: &Path) -> anyhow::Result<PathBuf> {
-    std::fs::create_dir_all(dir).with_context(|| format!("creating run directory {}", dir.display()))?;
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("creating run directory {}", dir.display()))?;
     let probe = dir.join(".write-test");
-    write_atomic(&probe, b"ok").with_context(|| format!("run directory {} is not writable", dir.display()))?;
+    write_atomic(&probe, b"ok")
+        .with_context(|| format!("run directory {} is not writable", dir.display()))?;
     std::fs::remove_file(&probe).ok();
     if !dir.is_dir() {
         bail!("{} is not a directory", dir.display());

@@ -34,7 +34,11 @@ pub fn tag_names(task: &PreparedTask, ids: &[u32]) -> Vec<String> {
 }
 
 /// Scores `pred` (tag ids per sentence, in split order) against the split's gold tags.
-pub fn score(task: &PreparedTask, split: &PreparedSplit, pred: &[Vec<u32>]) -> anyhow::Result<TaskScore> {
+pub fn score(
+    task: &PreparedTask,
+    split: &PreparedSplit,
+    pred: &[Vec<u32>],
+) -> anyhow::Result<TaskScore> {
     let gold: Vec<&Vec<String>> = split.sentences.iter().map(|s| &s.tags).collect();
     let pred: Vec<Vec<String>> = pred.iter().map(|p| tag_names(task, p)).collect();
     let mut acc = Accuracy::default();

@@ -11,7 +11,9 @@ use indicatif::{ProgressBar, ProgressStyle};
 use sclstm_autodiff::optim::{Adam, AdamConfig, AdamParamState, clip_grad_norm};
 use sclstm_core::{Backend, Matrix};
 use sclstm_data::batch::{Batch, BatchConfig, EncodedSentence, epoch_batches, make_batch};
-use sclstm_model::{CharCnnConfig, Family, HeadKind, ModelConfig, ModelInput, Tagger, TaskConfig, TaskInputMode};
+use sclstm_model::{
+    CharCnnConfig, Family, HeadKind, ModelConfig, ModelInput, Tagger, TaskConfig, TaskInputMode,
+};
 use serde::{Deserialize, Serialize};
 
 use super::data::{Prepared, PreparedSplit, PreparedTask, prepare};
@@ -104,22 +106,18 @@ struct TrainState {
     adam_steps: BTreeMap<String, u64>,
 }
 
-/// The model input view of a data batch (`caps` holds the batch's cap ids as bytes).
-pub fn model_input<'a>(batch: &'a Batch, caps: &'a [u8]) -> ModelInput<'a> {
+/// The model input view of a data batch.
+pub fn model_input(batch: &Batch) -> ModelInput<'_> {
     ModelInput {
         steps: batch.seq_len,
         batch: batch.batch_size,
         lens: &batch.lens,
         word_ids: &batch.word_ids,
-        cap_ids: caps,
+        cap_ids: &batch.cap_ids,
         char_ids: &batch.char_ids,
         char_lens: &batch.char_lens,
         word_len_max: batch.max_word_len,
     }
-}
-
-fn cap_bytes(batch: &Batch) -> Vec<u8> {
-    batch.cap_ids.iter().map(|&c| c as u8).collect()
 }
 
 /// SplitMix64: turns (seed, counter) into well-mixed, independent-looking seeds.
@@ -144,7 +142,11 @@ pub fn model_config(config: &TrainConfig, prepared: &Prepared) -> ModelConfig {
         .map(|t| TaskConfig {
             name: t.name.clone(),
             tags: t.tags.tags().to_vec(),
-            head: if config.crf { HeadKind::Crf } else { HeadKind::Softmax },
+            head: if config.crf {
+                HeadKind::Crf
+            } else {
+                HeadKind::Softmax
+            },
             lambda: config.lambda_of(&t.name),
             layer: config.lstm_d_layer.get(&t.name).copied(),
         })
@@ -152,7 +154,9 @@ pub fn model_config(config: &TrainConfig, prepared: &Prepared) -> ModelConfig {
     let mut m = ModelConfig::new(family, tasks, prepared.words.len());
     m.word_dim = prepared.embedding_dim;
     m.caps = config.caps;
-    m.char_cnn = config.char_cnn.then(|| CharCnnConfig::new(prepared.chars.len()));
+    m.char_cnn = config
+        .char_cnn
+        .then(|| CharCnnConfig::new(prepared.chars.len()));
     m.hidden = config.hidden;
     m.layers = config.layers;
     m.dropout = config.dropout;
@@ -175,9 +179,14 @@ pub fn evaluate_split<B: Backend + 'static>(
     let mut out = vec![Vec::new(); split.len()];
     for ids in order.chunks(EVAL_BATCH) {
         let batch = make_batch(split, ids);
-        let caps = cap_bytes(&batch);
-        let pred = tagger.predict(&model_input(&batch, &caps), &[k])?;
-        for (b, tags) in pred.into_iter().next().unwrap_or_default().into_iter().enumerate() {
+        let pred = tagger.predict(&model_input(&batch), &[k])?;
+        for (b, tags) in pred
+            .into_iter()
+            .next()
+            .unwrap_or_default()
+            .into_iter()
+            .enumerate()
+        {
             out[batch.sentence_ids[b]] = tags;
         }
     }
@@ -194,7 +203,10 @@ fn score_split<B: Backend + 'static>(
     score(task, split, &pred)
 }
 
-fn adam_extras(adam: &Adam<f32>, tagger: &Tagger<impl Backend<Elem = f32> + 'static>) -> (Vec<(String, Matrix<f32>)>, BTreeMap<String, u64>) {
+fn adam_extras(
+    adam: &Adam<f32>,
+    tagger: &Tagger<impl Backend<Elem = f32> + 'static>,
+) -> (Vec<(String, Matrix<f32>)>, BTreeMap<String, u64>) {
     let mut tensors = Vec::new();
     let mut steps = BTreeMap::new();
     for (name, st) in adam.export(tagger.params()) {
@@ -224,10 +236,16 @@ fn load_last<B: Backend<Elem = f32> + 'static>(
     adam: &mut Adam<f32>,
 ) -> anyhow::Result<TrainState> {
     let path = out.join(rundir::LAST_FILE);
-    let extras = tagger.load(&path).with_context(|| format!("resuming from {}", path.display()))?;
+    let extras = tagger
+        .load(&path)
+        .with_context(|| format!("resuming from {}", path.display()))?;
     let state: TrainState = match extras.metadata.get(STATE_KEY) {
-        Some(json) => serde_json::from_str(json).with_context(|| format!("{}: corrupt trainer state", path.display()))?,
-        None => bail!("{}: no trainer state (is this a best.safetensors?)", path.display()),
+        Some(json) => serde_json::from_str(json)
+            .with_context(|| format!("{}: corrupt trainer state", path.display()))?,
+        None => bail!(
+            "{}: no trainer state (is this a best.safetensors?)",
+            path.display()
+        ),
     };
     let mut moments: BTreeMap<String, (Option<Matrix<f32>>, Option<Matrix<f32>>)> = BTreeMap::new();
     for (name, m) in extras.tensors {
@@ -240,7 +258,10 @@ fn load_last<B: Backend<Elem = f32> + 'static>(
     let mut imported = Vec::new();
     for (name, (m, v)) in moments {
         let (Some(m), Some(v)) = (m, v) else {
-            bail!("{}: optimizer moments of `{name}` are incomplete", path.display());
+            bail!(
+                "{}: optimizer moments of `{name}` are incomplete",
+                path.display()
+            );
         };
         let step = *state
             .adam_steps
@@ -258,9 +279,11 @@ fn progress_bar(len: usize, epoch: usize, show: bool) -> ProgressBar {
     }
     let pb = ProgressBar::new(len as u64);
     pb.set_style(
-        ProgressStyle::with_template("epoch {prefix} [{bar:30}] {pos}/{len} batches {msg} ETA {eta}")
-            .expect("internal: static progress template")
-            .progress_chars("=> "),
+        ProgressStyle::with_template(
+            "epoch {prefix} [{bar:30}] {pos}/{len} batches {msg} ETA {eta}",
+        )
+        .expect("internal: static progress template")
+        .progress_chars("=> "),
     );
     pb.set_prefix(epoch.to_string());
     pb
@@ -301,7 +324,10 @@ pub fn train<B: Backend<Elem = f32> + 'static>(
         .map(|(i, _)| (i, matrix[i * dim..(i + 1) * dim].to_vec()))
         .collect();
     let mut tagger = Tagger::new(mconfig, backend, config.seed, Some(&pretrained))?;
-    let mut adam = Adam::new(AdamConfig { lr: config.lr, ..AdamConfig::default() });
+    let mut adam = Adam::new(AdamConfig {
+        lr: config.lr,
+        ..AdamConfig::default()
+    });
     let ntasks = prepared.tasks.len();
     let mut state = if resume {
         load_last(out, &mut tagger, &mut adam)?
@@ -322,15 +348,27 @@ pub fn train<B: Backend<Elem = f32> + 'static>(
                 .collect(),
         );
         vocab.save(out)?;
-        write_atomic(&out.join(rundir::COVERAGE_FILE), format!("{}\n", prepared.coverage).as_bytes())?;
+        write_atomic(
+            &out.join(rundir::COVERAGE_FILE),
+            format!("{}\n", prepared.coverage).as_bytes(),
+        )?;
         write_dataset_hashes(out, &prepared)?;
         for f in [rundir::METRICS_FILE, rundir::GRADS_FILE] {
             let _ = std::fs::remove_file(out.join(f));
         }
-        TrainState { loss_sum: vec![0.0; ntasks], loss_batches: vec![0; ntasks], ..TrainState::default() }
+        TrainState {
+            loss_sum: vec![0.0; ntasks],
+            loss_batches: vec![0; ntasks],
+            ..TrainState::default()
+        }
     };
     if state.loss_sum.len() != ntasks {
-        bail!("{}: trainer state has {} tasks, the config {}", out.display(), state.loss_sum.len(), ntasks);
+        bail!(
+            "{}: trainer state has {} tasks, the config {}",
+            out.display(),
+            state.loss_sum.len(),
+            ntasks
+        );
     }
     rundir::truncate_metrics(&out.join(rundir::METRICS_FILE), state.epoch + 1)?;
 
@@ -343,9 +381,13 @@ pub fn train<B: Backend<Elem = f32> + 'static>(
     let probe_batches: Vec<Batch> = prepared
         .tasks
         .iter()
-        .map(|t| make_batch(&t.train.encoded, &(0..t.train.encoded.len().min(config.batch_size)).collect::<Vec<_>>()))
+        .map(|t| {
+            make_batch(
+                &t.train.encoded,
+                &(0..t.train.encoded.len().min(config.batch_size)).collect::<Vec<_>>(),
+            )
+        })
         .collect();
-    let probe_caps: Vec<Vec<u8>> = probe_batches.iter().map(cap_bytes).collect();
     let mut steps_this_process = 0u64;
     let mut throughput = (0u64, 0f64);
     let mut last_scores: Option<(Vec<TaskScore>, Vec<TaskScore>)> = None;
@@ -361,7 +403,11 @@ pub fn train<B: Backend<Elem = f32> + 'static>(
                 epoch_batches(&lens, &bcfg, mix(config.seed, k as u64), epoch as u64)
             })
             .collect();
-        let order = epoch_order(&batches.iter().map(Vec::len).collect::<Vec<_>>(), config.seed, epoch);
+        let order = epoch_order(
+            &batches.iter().map(Vec::len).collect::<Vec<_>>(),
+            config.seed,
+            epoch,
+        );
         let mut cursor = vec![0usize; ntasks];
         for &k in &order[..state.position] {
             cursor[k] += 1;
@@ -375,21 +421,38 @@ pub fn train<B: Backend<Elem = f32> + 'static>(
             let ids = &batches[k][cursor[k]];
             let task = &prepared.tasks[k];
             let batch = make_batch(&task.train.encoded, ids);
-            let caps = cap_bytes(&batch);
-            let input = model_input(&batch, &caps);
+            let input = model_input(&batch);
             let (loss_value, mut grads) = {
                 let mut tape = tagger.tape();
-                let loss = tagger.loss(&mut tape, &input, k, &batch.tag_ids, mix(config.seed ^ 0xD0, state.step))?;
+                let loss = tagger.loss(
+                    &mut tape,
+                    &input,
+                    k,
+                    &batch.tag_ids,
+                    mix(config.seed ^ 0xD0, state.step),
+                )?;
                 let value = f64::from(tape.value(loss)[[0, 0]]);
                 if !value.is_finite() {
                     pb.abandon();
-                    return Err(TrainError::NonFiniteLoss { task: task.name.clone(), step: state.step, epoch: epoch + 1, value }.into());
+                    return Err(TrainError::NonFiniteLoss {
+                        task: task.name.clone(),
+                        step: state.step,
+                        epoch: epoch + 1,
+                        value,
+                    }
+                    .into());
                 }
                 (value, tape.backward(loss)?.into_param_grads())
             };
             clip_grad_norm(&mut grads, config.clip);
             let log_now = options.log_grads > 0 && (state.step + 1) % options.log_grads == 0;
-            let before = log_now.then(|| tagger.params().iter().map(|(_, _, m)| m.clone()).collect::<Vec<_>>());
+            let before = log_now.then(|| {
+                tagger
+                    .params()
+                    .iter()
+                    .map(|(_, _, m)| m.clone())
+                    .collect::<Vec<_>>()
+            });
             adam.step(tagger.params_mut(), &grads)?;
             drop(grads);
             state.step += 1;
@@ -402,29 +465,43 @@ pub fn train<B: Backend<Elem = f32> + 'static>(
             if let Some(before) = before {
                 let (mut num, mut den) = (0f64, 0f64);
                 for (b, (_, _, a)) in before.iter().zip(tagger.params().iter()) {
-                    num += b.iter().zip(a.iter()).map(|(x, y)| f64::from(y - x).powi(2)).sum::<f64>();
+                    num += b
+                        .iter()
+                        .zip(a.iter())
+                        .map(|(x, y)| f64::from(y - x).powi(2))
+                        .sum::<f64>();
                     den += b.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>();
                 }
                 let ratio = if den > 0.0 { (num / den).sqrt() } else { 0.0 };
                 let probes: Vec<(ModelInput<'_>, &[u32])> = probe_batches
                     .iter()
-                    .zip(&probe_caps)
-                    .map(|(b, c)| (model_input(b, c), b.tag_ids.as_slice()))
+                    .map(|b| (model_input(b), b.tag_ids.as_slice()))
                     .collect();
-                let line: GradsLine = grads::measure(&tagger, &task_names, &probes, state.step, epoch, ratio)?;
+                let line: GradsLine =
+                    grads::measure(&tagger, &task_names, &probes, state.step, epoch, ratio)?;
                 rundir::append_jsonl(&out.join(rundir::GRADS_FILE), &[line])?;
             }
             let secs = seconds_before + started.elapsed().as_secs_f64();
             pb.set_position(state.position as u64);
-            pb.set_message(format!("loss {:.3} | {:.0} tok/s", loss_value, state.tokens as f64 / secs.max(1e-9)));
-            let stop = options.stop_after_steps.is_some_and(|n| steps_this_process >= n);
-            if stop || (options.checkpoint_steps > 0 && state.step % options.checkpoint_steps == 0) {
+            pb.set_message(format!(
+                "loss {:.3} | {:.0} tok/s",
+                loss_value,
+                state.tokens as f64 / secs.max(1e-9)
+            ));
+            let stop = options
+                .stop_after_steps
+                .is_some_and(|n| steps_this_process >= n);
+            if stop || (options.checkpoint_steps > 0 && state.step % options.checkpoint_steps == 0)
+            {
                 state.seconds = secs;
                 save_last(out, &tagger, &adam, &mut state)?;
             }
             if stop {
                 pb.abandon();
-                bail!("stopped after {steps_this_process} steps as asked; resume with --resume {}", out.display());
+                bail!(
+                    "stopped after {steps_this_process} steps as asked; resume with --resume {}",
+                    out.display()
+                );
             }
         }
         pb.finish_and_clear();
@@ -458,7 +535,11 @@ pub fn train<B: Backend<Elem = f32> + 'static>(
             tokens_per_s: Some(tok_s),
             elapsed_s: Some(state.elapsed),
         });
-        let summary_line = dev.iter().map(|s| format!("{} {:.2}", s.task, s.score)).collect::<Vec<_>>().join(", ");
+        let summary_line = dev
+            .iter()
+            .map(|s| format!("{} {:.2}", s.task, s.score))
+            .collect::<Vec<_>>()
+            .join(", ");
         eprintln!(
             "epoch {}: dev {summary_line} | average {average:.2}{} | {tok_s:.0} tokens/s, {:.0} s",
             epoch + 1,
@@ -488,7 +569,10 @@ pub fn train<B: Backend<Elem = f32> + 'static>(
         state.loss_batches.iter_mut().for_each(|x| *x = 0);
         save_last(out, &tagger, &adam, &mut state)?;
         if config.patience > 0 && state.bad_epochs >= config.patience {
-            eprintln!("no dev improvement for {} epochs: stopping", config.patience);
+            eprintln!(
+                "no dev improvement for {} epochs: stopping",
+                config.patience
+            );
             break;
         }
     }
@@ -504,7 +588,11 @@ pub fn train<B: Backend<Elem = f32> + 'static>(
         best_dev_average: best_dev,
         dev,
         test,
-        tokens_per_s: if throughput.1 > 0.0 { throughput.0 as f64 / throughput.1 } else { 0.0 },
+        tokens_per_s: if throughput.1 > 0.0 {
+            throughput.0 as f64 / throughput.1
+        } else {
+            0.0
+        },
     })
 }
 
@@ -514,7 +602,8 @@ fn best_scores<B: Backend<Elem = f32> + 'static>(
     prepared: &Prepared,
     tagger: &Tagger<B>,
 ) -> anyhow::Result<(Vec<TaskScore>, Vec<TaskScore>)> {
-    let (best, _) = Tagger::from_checkpoint(&out.join(rundir::BEST_FILE), tagger.backend().clone())?;
+    let (best, _) =
+        Tagger::from_checkpoint(&out.join(rundir::BEST_FILE), tagger.backend().clone())?;
     let mut dev = Vec::new();
     let mut test = Vec::new();
     for (k, t) in prepared.tasks.iter().enumerate() {
@@ -524,7 +613,14 @@ fn best_scores<B: Backend<Elem = f32> + 'static>(
     Ok((dev, test))
 }
 
-fn metrics_line(epoch: usize, s: &TaskScore, split: &str, state: Option<&TrainState>, k: usize, tok_s: f64) -> MetricsLine {
+fn metrics_line(
+    epoch: usize,
+    s: &TaskScore,
+    split: &str,
+    state: Option<&TrainState>,
+    k: usize,
+    tok_s: f64,
+) -> MetricsLine {
     MetricsLine {
         epoch,
         task: s.task.clone(),
@@ -551,6 +647,9 @@ fn write_dataset_hashes(out: &Path, prepared: &Prepared) -> anyhow::Result<()> {
             }
         }
     }
-    write_atomic(&out.join(rundir::DATASETS_FILE), serde_json::to_string_pretty(&hashes)?.as_bytes())?;
+    write_atomic(
+        &out.join(rundir::DATASETS_FILE),
+        serde_json::to_string_pretty(&hashes)?.as_bytes(),
+    )?;
     Ok(())
 }

@@ -279,6 +279,10 @@ pub fn registry() -> Vec<GradCheck> {
             run: check_lstm_step,
         },
         GradCheck {
+            name: "graph_embedding_reused",
+            run: check_embedding_reused,
+        },
+        GradCheck {
             name: "graph_param_store",
             run: check_param_graph,
         },
@@ -538,6 +542,25 @@ fn check_lstm_step() -> Result<Report, NumError> {
     })
 }
 
+fn check_embedding_reused() -> Result<Report, NumError> {
+    // One table feeds two lookups (sparse rows merged) and a dense matmul (sparse
+    // rows added into a dense gradient).
+    check(
+        "graph_embedding_reused",
+        &[sin_matrix(6, 3, 0.4), sin_matrix(3, 3, 0.8)],
+        |t, v| {
+            let a = t.embedding(v[0], &[5, 1, 5])?;
+            let b = t.embedding(v[0], &[1, 2, 0])?;
+            let ab = t.mul(a, b)?;
+            let first = t.slice_cols(v[0], 0, 3)?;
+            let dense = t.matmul(first, v[1])?;
+            let ys = weighted_sum(t, ab)?;
+            let yd = weighted_sum(t, dense)?;
+            t.add(ys, yd)
+        },
+    )
+}
+
 fn check_param_graph() -> Result<Report, NumError> {
     // Parameters entered from a store must get the same gradients as leaves: compare
     // the store path against the finite differences of the leaf path.
@@ -547,14 +570,10 @@ fn check_param_graph() -> Result<Report, NumError> {
     let mut store = ParamStore::new();
     let table_id = store
         .add("emb", table.clone())
-        .map_err(|_| NumError::Empty {
-            op: "param_store",
-            what: "duplicate name",
-        })?;
-    let w_id = store.add("w", w.clone()).map_err(|_| NumError::Empty {
-        op: "param_store",
-        what: "duplicate name",
-    })?;
+        .expect("internal: a fresh store has no duplicate names");
+    let w_id = store
+        .add("w", w.clone())
+        .expect("internal: a fresh store has no duplicate names");
     let mut tape = Tape::with_params(&store);
     let tv = tape.param(table_id)?;
     let wv = tape.param(w_id)?;

@@ -132,7 +132,11 @@ impl<R: Real> Grad<R> {
 
     /// Sum of squares of all elements (rows absent from a sparse gradient are zero).
     pub fn sq_norm(&self) -> R {
-        self.values().iter().map(|&x| x * x).sum()
+        let v = self.values();
+        match v.as_slice() {
+            Some(xs) => sum_of_squares(xs),
+            None => v.iter().map(|&x| x * x).sum(),
+        }
     }
 
     /// Multiplies every element by `s`.
@@ -176,6 +180,21 @@ impl<R: Real> Grad<R> {
     }
 }
 
+/// `Σ x²` with eight interleaved partial sums, so the loop vectorizes; the order is
+/// fixed, so the result is deterministic.
+fn sum_of_squares<R: Real>(xs: &[R]) -> R {
+    let mut acc = [R::zero(); 8];
+    let chunks = xs.chunks_exact(8);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for (a, &x) in acc.iter_mut().zip(c) {
+            *a += x * x;
+        }
+    }
+    let tail: R = rest.iter().map(|&x| x * x).sum();
+    acc.iter().copied().sum::<R>() + tail
+}
+
 /// Adds a contribution into an optional gradient slot.
 pub(crate) fn add_into<R: Real>(slot: &mut Option<Grad<R>>, g: Grad<R>) -> Result<(), NumError> {
     match slot {
@@ -196,7 +215,7 @@ pub(crate) fn dense_slot<R: Real>(
 
 /// The result of [`crate::Tape::backward`]: gradients of the leaves (inputs and
 /// parameters) of the tape. Gradients of intermediate nodes are freed as soon as
-/// they have been propagated.
+/// they have been propagated, unless requested with [`crate::Tape::backward_keeping`].
 #[derive(Debug, Clone)]
 pub struct Grads<R> {
     pub(crate) vars: Vec<Option<Grad<R>>>,
@@ -205,7 +224,8 @@ pub struct Grads<R> {
 }
 
 impl<R: Real> Grads<R> {
-    /// Gradient of a leaf variable (`None`: no gradient reached it).
+    /// Gradient of a leaf or kept variable (`None`: no gradient reached it, or it was
+    /// an intermediate var that was not kept).
     pub fn get(&self, v: Var) -> Option<&Grad<R>> {
         self.vars.get(v.index()).and_then(Option::as_ref)
     }

@@ -31,7 +31,7 @@ mod tape;
 
 pub use grads::{Grad, Grads, ParamGrads, RowGrad};
 pub use params::{ParamId, ParamStore};
-pub use tape::{DropoutRate, Node, Op, Reduction, Tape, Var};
+pub use tape::{DropoutRate, Op, Reduction, Tape, Var};
 
 /// Errors from parameter handling, optimizer state and op configuration (numeric
 /// errors are [`sclstm_core::NumError`]).

@@ -195,8 +195,18 @@ impl<R: Real> Adam<R> {
                     slot.last_touch = None;
                     slot.live_rows = Vec::new();
                     let st = &mut slot.state;
-                    for r in 0..p.nrows() {
-                        k.update_row(p, &mut st.m, &mut st.v, r, Some(d.row(r)));
+                    let flat = (
+                        p.as_slice_mut(),
+                        st.m.as_slice_mut(),
+                        st.v.as_slice_mut(),
+                        d.as_slice(),
+                    );
+                    if let (Some(ps), Some(ms), Some(vs), Some(ds)) = flat {
+                        k.update_slices(ps, ms, vs, Some(ds));
+                    } else {
+                        for r in 0..p.nrows() {
+                            k.update_row(p, &mut st.m, &mut st.v, r, Some(d.row(r)));
+                        }
                     }
                 }
                 Grad::Rows(rows) => {
@@ -335,13 +345,48 @@ impl<R: Real> Coefs<R> {
         g: Option<ndarray::ArrayView1<'_, R>>,
     ) {
         let (mut p, mut m, mut v) = (p.row_mut(r), m.row_mut(r), v.row_mut(r));
-        for j in 0..p.len() {
-            let gj = g.as_ref().map_or(R::zero(), |g| g[j]);
-            m[j] = self.beta1 * m[j] + self.one_minus_beta1 * gj;
-            v[j] = self.beta2 * v[j] + self.one_minus_beta2 * gj * gj;
-            let denom = v[j].sqrt() / self.bc2_sqrt + self.eps;
-            p[j] -= self.step_size * m[j] / denom;
+        let g_slice = g.as_ref().map(|g| g.as_slice());
+        match (
+            p.as_slice_mut(),
+            m.as_slice_mut(),
+            v.as_slice_mut(),
+            g_slice,
+        ) {
+            (Some(p), Some(m), Some(v), None) => self.update_slices(p, m, v, None),
+            (Some(p), Some(m), Some(v), Some(Some(g))) => self.update_slices(p, m, v, Some(g)),
+            // Non-contiguous rows (a parameter stored in another memory order).
+            _ => {
+                for j in 0..p.len() {
+                    let gj = g.as_ref().map_or(R::zero(), |g| g[j]);
+                    self.update_one(&mut p[j], &mut m[j], &mut v[j], gj);
+                }
+            }
         }
+    }
+
+    /// Updates contiguous runs of parameters and moments (vectorizes).
+    fn update_slices(&self, p: &mut [R], m: &mut [R], v: &mut [R], g: Option<&[R]>) {
+        match g {
+            Some(g) => {
+                for (((p, m), v), &g) in p.iter_mut().zip(m).zip(v).zip(g) {
+                    self.update_one(p, m, v, g);
+                }
+            }
+            None => {
+                for ((p, m), v) in p.iter_mut().zip(m).zip(v) {
+                    self.update_one(p, m, v, R::zero());
+                }
+            }
+        }
+    }
+
+    /// One element, in the order `torch.optim.Adam` computes it.
+    #[inline(always)]
+    fn update_one(&self, p: &mut R, m: &mut R, v: &mut R, g: R) {
+        *m = self.beta1 * *m + self.one_minus_beta1 * g;
+        *v = self.beta2 * *v + self.one_minus_beta2 * g * g;
+        let denom = v.sqrt() / self.bc2_sqrt + self.eps;
+        *p -= self.step_size * *m / denom;
     }
 }
 

@@ -50,6 +50,8 @@ impl<R: Real> ParamStore<R> {
             return Err(AutodiffError::Duplicate(name.to_string()));
         }
         let id = ParamId(u32::try_from(self.values.len()).expect("internal: < 2^32 parameters"));
+        // Standard (row-major) layout lets optimizers and gemm work on flat slices.
+        let value = standard(value);
         self.names.push(name.to_string());
         self.values.push(value);
         self.by_name.insert(name.to_string(), id);
@@ -111,7 +113,7 @@ impl<R: Real> ParamStore<R> {
                 found: value.dim(),
             });
         }
-        *slot = value;
+        *slot = standard(value);
         Ok(())
     }
 
@@ -127,6 +129,15 @@ impl<R: Real> ParamStore<R> {
     /// Total number of scalar parameters.
     pub fn num_scalars(&self) -> usize {
         self.values.iter().map(Matrix::len).sum()
+    }
+}
+
+/// The matrix in standard (row-major, contiguous) layout.
+fn standard<R: Real>(m: Matrix<R>) -> Matrix<R> {
+    if m.is_standard_layout() {
+        m
+    } else {
+        m.as_standard_layout().into_owned()
     }
 }
 

@@ -226,7 +226,7 @@ enum Value<R> {
 }
 
 /// One entry of the tape.
-pub struct Node<R> {
+struct Node<R> {
     op: Op<R>,
     value: Value<R>,
 }
@@ -649,7 +649,22 @@ impl<'p, R: Real> Tape<'p, R> {
     /// [`NumError::NonScalarLoss`] unless `loss` is (1, 1); a fused op's backward error,
     /// or a gradient of the wrong shape from a fused op.
     pub fn backward(&self, loss: Var) -> Result<Grads<R>, NumError> {
+        self.backward_keeping(loss, &[])
+    }
+
+    /// [`Tape::backward`] that also returns the gradients of the intermediate vars in
+    /// `keep` (e.g. a shared hidden representation whose per-task gradients are
+    /// being studied).
+    ///
+    /// # Errors
+    /// As for [`Tape::backward`], plus [`NumError::IndexOutOfRange`] for a foreign var.
+    pub fn backward_keeping(&self, loss: Var, keep: &[Var]) -> Result<Grads<R>, NumError> {
         self.check("backward", &[loss])?;
+        self.check("backward", keep)?;
+        let mut kept = vec![false; self.nodes.len()];
+        for v in keep {
+            kept[v.index()] = true;
+        }
         let shape = self.shape(loss);
         if shape != (1, 1) {
             return Err(NumError::NonScalarLoss {
@@ -668,8 +683,10 @@ impl<'p, R: Real> Tape<'p, R> {
                 Op::Constant => {}
                 _ => self.backward_node(i, g.make_dense(), lo)?,
             }
-            // Intermediate gradients are consumed; only leaves are returned.
-            hi[0] = None;
+            // Intermediate gradients are consumed; only leaves (and `keep`) are returned.
+            if !kept[i] {
+                hi[0] = None;
+            }
         }
         Ok(Grads {
             vars: grads,
@@ -811,6 +828,21 @@ mod tests {
         let loss = t.sum(y)?;
         let g = t.backward(loss)?;
         assert_eq!(g.get(x).map(Grad::to_dense), Some(array![[11.0, 3.0]]));
+        Ok(())
+    }
+
+    #[test]
+    fn intermediate_gradients_are_kept_on_request() -> Result<(), NumError> {
+        let mut t = Tape::<f64>::new();
+        let x = t.leaf(array![[1.0, 2.0]]);
+        let h = t.scale(x, 3.0)?;
+        let y = t.mul(h, h)?;
+        let loss = t.sum(y)?;
+        assert!(t.backward(loss)?.get(h).is_none());
+        let g = t.backward_keeping(loss, &[h])?;
+        // d loss / d h = 2h = [6, 12]; d loss / d x = 3 · 2h = [18, 36].
+        assert_eq!(g.get(h).map(Grad::to_dense), Some(array![[6.0, 12.0]]));
+        assert_eq!(g.get(x).map(Grad::to_dense), Some(array![[18.0, 36.0]]));
         Ok(())
     }
 

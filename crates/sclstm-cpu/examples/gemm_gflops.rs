@@ -12,17 +12,23 @@ use std::time::{Duration, Instant};
 use sclstm_core::Gemm;
 use sclstm_cpu::gemm::{gemm_fast, gemm_matrixmultiply, gemm_naive};
 
-/// Runs `f` until at least `budget` has passed (after one warm-up call) and returns
-/// the mean seconds per call.
+/// Mean seconds per call of the fastest of several short batches of calls within
+/// `budget` (after one warm-up call): the minimum filters out time stolen by other
+/// processes on a shared machine.
 fn time_per_call(budget: Duration, mut f: impl FnMut()) -> f64 {
     f();
     let start = Instant::now();
-    let mut calls = 0u32;
-    while start.elapsed() < budget || calls < 3 {
-        f();
-        calls += 1;
+    let mut best = f64::INFINITY;
+    while start.elapsed() < budget || best.is_infinite() {
+        let batch = Instant::now();
+        let mut calls = 0u32;
+        while batch.elapsed() < Duration::from_millis(20) || calls < 2 {
+            f();
+            calls += 1;
+        }
+        best = best.min(batch.elapsed().as_secs_f64() / f64::from(calls));
     }
-    start.elapsed().as_secs_f64() / f64::from(calls)
+    best
 }
 
 fn main() {

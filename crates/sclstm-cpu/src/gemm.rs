@@ -1,6 +1,7 @@
 //! Matrix products on host slices: the naive reference kernel (the spec) and the fast
-//! kernel (matrixmultiply's packed AVX-512/AVX2/FMA microkernels, rayon across the
-//! output). Both implement exactly the contract of [`sclstm_core::Gemm`]:
+//! kernel (matrixmultiply's packed AVX-512/AVX2/FMA microkernels, or for `m ≤ 12` the
+//! unpacked AVX-512 kernels of `small_m.rs`; rayon across the output). All implement
+//! exactly the contract of [`sclstm_core::Gemm`]:
 //!
 //! `C[c_off..][i, j] (+)= Σ_p op(A)[i, p] · op(B)[p, j]  (+ bias[j])`
 //!
@@ -101,8 +102,10 @@ pub fn gemm_naive<R: Real>(
     Ok(())
 }
 
-/// The fast product: matrixmultiply on strided views, split across `pool` when the
-/// product is large enough (see [`PAR_MIN_FLOPS`]); `pool = None` runs on the caller.
+/// The fast product, split across `pool` when it is large enough (see
+/// [`PAR_MIN_FLOPS`]; `pool = None` runs on the caller). Each block runs the AVX-512
+/// small-m kernels when `m ≤ 12` (the recurrent per-step products; B plain or
+/// transposed) and matrixmultiply otherwise.
 ///
 /// Same contract and errors as [`gemm_naive`].
 ///
@@ -208,13 +211,13 @@ impl<R: Real> GemmView<R> {
         GemmView {
             n,
             k,
-            a: a[g.a_off..].as_ptr(),
+            a: a.as_ptr().wrapping_add(g.a_off),
             rsa: rsa as isize,
             csa: csa as isize,
-            b: b[g.b_off..].as_ptr(),
+            b: b.as_ptr().wrapping_add(g.b_off),
             rsb: rsb as isize,
             csb: csb as isize,
-            c: c[g.c_off..].as_mut_ptr(),
+            c: c.as_mut_ptr().wrapping_add(g.c_off),
             bias: bias.map(<[R]>::as_ptr),
             accumulate: g.accumulate,
             small_m: true,
@@ -528,6 +531,19 @@ mod tests {
         gemm_fast(&g, &a, &b, None, &mut c1, Some(&pool)).unwrap();
         gemm_fast(&g, &a, &b, None, &mut c2, Some(&pool)).unwrap();
         assert_eq!(c1, c2);
+    }
+
+    #[test]
+    fn empty_operands_with_offsets_are_fine() {
+        // k = 0: A and B are never read, whatever their offsets.
+        let g = Gemm {
+            a_off: 9,
+            b_off: 9,
+            ..Gemm::new(1, 2, 0)
+        };
+        let mut c = vec![f32::NAN; 2];
+        gemm_fast(&g, &[], &[], None, &mut c, None).unwrap();
+        assert_eq!(c, vec![0.0, 0.0]);
     }
 
     #[test]

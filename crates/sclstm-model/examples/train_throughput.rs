@@ -59,7 +59,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let t_max = *lens.iter().max().expect("non-empty");
         let n = t_max * batch;
         let words: Vec<u32> = (0..n).map(|_| rng.random_range(1..vocab as u32)).collect();
-        let caps: Vec<u8> = (0..n).map(|_| rng.random_range(0..8)).collect();
+        let caps: Vec<u32> = (0..n).map(|_| rng.random_range(0..8)).collect();
         let task = step % 3;
         let gold: Vec<u32> = (0..n).map(|_| rng.random_range(0..9)).collect();
         let input = ModelInput {

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use safetensors::{Dtype, SafeTensors, tensor::TensorView};
+use sclstm_autodiff::optim::AdamParamState;
 use sclstm_core::{Backend, Matrix, Real};
 
 use crate::{ModelConfig, ModelError, Tagger};
@@ -18,6 +19,12 @@ pub const CONFIG_KEY: &str = "sclstm.model_config";
 
 /// Prefix of extra (non-parameter) tensors inside a checkpoint file.
 pub const EXTRA_PREFIX: &str = "extra.";
+
+/// Named f32 matrices, as written to and read from safetensors files.
+pub type NamedTensors = Vec<(String, Matrix<f32>)>;
+
+/// String metadata of a safetensors file.
+pub type Metadata = BTreeMap<String, String>;
 
 /// What a checkpoint holds besides the parameters.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -106,10 +113,7 @@ pub fn write_tensors(
 /// # Errors
 /// [`ModelError::Io`] if unreadable, [`ModelError::CheckpointFormat`] if not safetensors,
 /// [`ModelError::CheckpointShape`] for a tensor that is not f32 or has more than 2 axes.
-#[allow(clippy::type_complexity)]
-pub fn read_tensors(
-    path: &Path,
-) -> Result<(Vec<(String, Matrix<f32>)>, BTreeMap<String, String>), ModelError> {
+pub fn read_tensors(path: &Path) -> Result<(NamedTensors, Metadata), ModelError> {
     let buf = std::fs::read(path).map_err(io_err(path))?;
     let st = SafeTensors::deserialize(&buf).map_err(|e| format_err(path, e))?;
     let (_, header) = SafeTensors::read_metadata(&buf).map_err(|e| format_err(path, e))?;
@@ -147,6 +151,60 @@ pub fn read_tensors(
     }
     out.sort_by(|a, b| a.0.cmp(&b.0));
     Ok((out, metadata))
+}
+
+/// Adam state as checkpoint extras: tensors `adam.m.<param>` and `adam.v.<param>` (f32)
+/// and metadata `adam.step.<param>` (the parameter's step count, exact as text).
+pub fn adam_to_extras<R: Real>(state: &[(String, AdamParamState<R>)]) -> (NamedTensors, Metadata) {
+    let cast = |m: &Matrix<R>| m.mapv(|x| x.to_f64() as f32);
+    let mut tensors = Vec::with_capacity(2 * state.len());
+    let mut meta = BTreeMap::new();
+    for (name, st) in state {
+        tensors.push((format!("adam.m.{name}"), cast(&st.m)));
+        tensors.push((format!("adam.v.{name}"), cast(&st.v)));
+        meta.insert(format!("adam.step.{name}"), st.step.to_string());
+    }
+    (tensors, meta)
+}
+
+/// The inverse of [`adam_to_extras`]: Adam state from a checkpoint's extras, ready for
+/// `Adam::import` (which checks names and shapes against the parameters).
+///
+/// # Errors
+/// [`ModelError::CheckpointFormat`] when a parameter's `m`, `v` or step is missing or the
+/// step is not a number.
+pub fn adam_from_extras<R: Real>(
+    extras: &CheckpointExtras,
+) -> Result<Vec<(String, AdamParamState<R>)>, ModelError> {
+    let bad = |m: String| ModelError::CheckpointFormat {
+        path: PathBuf::from("<adam state>"),
+        message: m,
+    };
+    let cast = |m: &Matrix<f32>| m.mapv(|x| R::from_f64(f64::from(x)));
+    let find = |n: &str| extras.tensors.iter().find(|(k, _)| k == n).map(|(_, m)| m);
+    let mut out = Vec::new();
+    for (key, m) in &extras.tensors {
+        let Some(name) = key.strip_prefix("adam.m.") else {
+            continue;
+        };
+        let v =
+            find(&format!("adam.v.{name}")).ok_or_else(|| bad(format!("adam.v.{name} missing")))?;
+        let step = extras
+            .metadata
+            .get(&format!("adam.step.{name}"))
+            .ok_or_else(|| bad(format!("adam.step.{name} missing")))?
+            .parse::<u64>()
+            .map_err(|e| bad(format!("adam.step.{name}: {e}")))?;
+        out.push((
+            name.to_string(),
+            AdamParamState {
+                step,
+                m: cast(m),
+                v: cast(v),
+            },
+        ));
+    }
+    Ok(out)
 }
 
 impl<B: Backend + 'static> Tagger<B> {

@@ -226,9 +226,14 @@ pub struct ModelConfig {
     /// Word embedding size (default 100; must match pretrained vectors).
     #[serde(default = "word_dim")]
     pub word_dim: usize,
-    /// Append the 8 capitalization classes as a fixed one-hot vector (default true).
+    /// Append the 8 capitalization classes (default true): a fixed one-hot 8-vector, or a
+    /// learned embedding when `caps_dim` is set.
     #[serde(default = "yes")]
     pub caps: bool,
+    /// With `caps`: learn an `(8, caps_dim)` capitalization embedding instead of the fixed
+    /// one-hot vector (default none: one-hot, as in the paper).
+    #[serde(default)]
+    pub caps_dim: Option<usize>,
     /// Optional character CNN (default none).
     #[serde(default)]
     pub char_cnn: Option<CharCnnConfig>,
@@ -259,6 +264,7 @@ impl ModelConfig {
             word_vocab,
             word_dim: word_dim(),
             caps: true,
+            caps_dim: None,
             char_cnn: None,
             hidden: hidden(),
             layers: layers(),
@@ -282,11 +288,18 @@ impl ModelConfig {
             })
     }
 
-    /// Width of the input representation: word dim, + 8 with caps, + channels with the CNN.
+    /// Width of the capitalization features: 0 without caps, `caps_dim` when learned, else 8.
+    pub fn caps_width(&self) -> usize {
+        match (self.caps, self.caps_dim) {
+            (false, _) => 0,
+            (true, Some(d)) => d,
+            (true, None) => crate::NUM_CAPS,
+        }
+    }
+
+    /// Width of the input representation: word dim + caps width + CNN channels.
     pub fn input_dim(&self) -> usize {
-        self.word_dim
-            + if self.caps { crate::NUM_CAPS } else { 0 }
-            + self.char_cnn.as_ref().map_or(0, |c| c.channels)
+        self.word_dim + self.caps_width() + self.char_cnn.as_ref().map_or(0, |c| c.channels)
     }
 
     /// LSTM-d: the 1-based layer task `k`'s head reads (explicit `layer`, else the default
@@ -352,6 +365,9 @@ impl ModelConfig {
         if self.word_vocab == 0 || self.word_dim == 0 {
             return bad("word_vocab and word_dim must be positive".into());
         }
+        if self.caps_dim == Some(0) {
+            return bad("caps_dim must be positive".into());
+        }
         if self.hidden == 0 || self.layers == 0 {
             return bad("hidden and layers must be positive".into());
         }
@@ -393,7 +409,7 @@ mod tests {
             (c.word_dim, c.hidden, c.layers, c.dropout),
             (100, 300, 3, 0.5)
         );
-        assert!(c.caps && c.char_cnn.is_none() && !c.bio_constrained);
+        assert!(c.caps && c.caps_dim.is_none() && c.char_cnn.is_none() && !c.bio_constrained);
         assert_eq!(c.task_input, TaskInputMode::Shared);
         assert_eq!((c.tasks[0].head, c.tasks[0].lambda), (HeadKind::Crf, 3.0));
         assert_eq!(

@@ -19,7 +19,7 @@ pub struct ModelInput<'a> {
     /// Word ids (`T·B`; 0 = padding).
     pub word_ids: &'a [u32],
     /// Capitalization class of each token, `0..8` (`T·B`; ignored without caps).
-    pub cap_ids: &'a [u8],
+    pub cap_ids: &'a [u32],
     /// Character ids (`T·B·W`): token `p` owns `char_ids[p·W .. p·W + W]`, of which the
     /// first `char_lens[p]` are real. Ignored without the char CNN (may be empty).
     pub char_ids: &'a [u32],

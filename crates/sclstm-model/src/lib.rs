@@ -38,7 +38,8 @@
 //! [`ModelConfig::input_dim`]:
 //! - `e_word`: row `word_ids[p]` of `embed.word` (fine-tuned; sparse row gradients);
 //! - `caps` (if `caps`): the capitalization class `cap_ids[p] ∈ 0..8` as a **fixed**
-//!   one-hot 8-vector (no parameters; zero on padding);
+//!   one-hot 8-vector (no parameters; zero on padding), or, with `caps_dim = d`, row
+//!   `cap_ids[p]` of a learned `embed.caps` table (8, d);
 //! - `char` (if `char_cnn`): the characters `char_ids[p·W ..][..char_lens[p]]` embedded by
 //!   `embed.char`, convolved (kernel 3, padding 1, stride 1) and max-pooled over the word
 //!   (`channels` features). Padding tokens and empty words are convolved as one character
@@ -82,6 +83,7 @@
 //! | name | shape | init |
 //! |---|---|---|
 //! | `embed.word` | (V, Dw) | pretrained rows where given, else U(±√(3/Dw)); row 0 (padding) zero |
+//! | `embed.caps` | (8, d) | U(±√(3/d)); only with `caps_dim = d` |
 //! | `embed.char` | (Vc, Dc) | U(±0.1) |
 //! | `char_cnn.weight` | (3·Dc, C) | U(±1/√(3·Dc)); rows `[x_{t−1}; x_t; x_{t+1}]` blocks |
 //! | `char_cnn.bias` | (1, C) | U(±1/√(3·Dc)) |
@@ -112,17 +114,27 @@
 //! [`Tagger::loss`]; and `grad.<parameter name>` for every parameter that loss reaches
 //! (other tasks' parameters have no entry).
 //!
+//! # Gradient checks
+//! [`gradcheck`]: the whole model against central finite differences on every parameter
+//! entry (f64, CPU), reused by `sclstm gradcheck`.
+//!
 //! # Checkpoints
 //! See [`checkpoint`]: f32 safetensors under the parameter names, the config as JSON
 //! metadata, optional `extra.<name>` tensors, atomic writes, typed mismatch errors.
 
+#![warn(missing_docs)]
+
 pub mod checkpoint;
 mod config;
 mod error;
+pub mod gradcheck;
 mod input;
 mod tagger;
 
-pub use checkpoint::{CheckpointExtras, read_tensors, write_tensors};
+pub use checkpoint::{
+    CheckpointExtras, Metadata, NamedTensors, adam_from_extras, adam_to_extras, read_tensors,
+    write_tensors,
+};
 pub use config::{CharCnnConfig, Family, HeadKind, ModelConfig, TaskConfig, TaskInputMode};
 pub use error::ModelError;
 pub use input::{ModelInput, NUM_CAPS};

@@ -50,6 +50,8 @@ struct CharIds {
 #[derive(Debug, Clone)]
 struct EncoderIds {
     word: ParamId,
+    /// Learned capitalization embedding (`caps_dim` set).
+    caps: Option<ParamId>,
     chars: Option<CharIds>,
     layers: Vec<LayerIds>,
 }
@@ -147,6 +149,13 @@ impl<R: Real> Builder<R> {
         );
         table.row_mut(0).fill(R::zero());
         let word = self.add(format!("{prefix}embed.word"), table, owner);
+        let caps = match (cfg.caps, cfg.caps_dim) {
+            (true, Some(d)) => {
+                let a = (3.0 / d as f64).sqrt();
+                Some(self.uniform(format!("{prefix}embed.caps"), (NUM_CAPS, d), a, owner))
+            }
+            _ => None,
+        };
         let chars = cfg.char_cnn.as_ref().map(|c| {
             let table = self.uniform(format!("{prefix}embed.char"), (c.vocab, c.dim), 0.1, owner);
             let a = 1.0 / ((c.kernel * c.dim) as f64).sqrt();
@@ -209,13 +218,14 @@ impl<R: Real> Builder<R> {
         }
         EncoderIds {
             word,
+            caps,
             chars,
             layers,
         }
     }
 }
 
-/// Row `p` of a time-major matrix as a `u32` id, ties to the lowest index.
+/// Index of the largest entry of a row (ties go to the lowest index).
 fn argmax<R: Real>(row: ndarray::ArrayView1<'_, R>) -> u32 {
     let mut best = 0;
     for (j, &v) in row.iter().enumerate() {
@@ -392,8 +402,10 @@ impl<B: Backend + 'static> Tagger<B> {
     /// is the sum over the batch's sentences of each sentence's loss (token
     /// cross-entropies summed, or the CRF negative log-likelihood), divided by `B`.
     /// Dropout masks are drawn from `ChaCha8Rng::seed_from_u64(dropout_seed)`. Only the
-    /// parameters task `task` uses enter the tape. Create the tape with [`Tagger::tape`];
-    /// gold tags are time-major (`T·B`), padding entries are ignored.
+    /// parameters task `task` uses enter the tape. The tape must come from
+    /// [`Tagger::tape`] (fused layers read the weights from this tagger's store); on a
+    /// no-grad tape (`tagger.tape().no_grad()`) it evaluates without dropout or recording.
+    /// Gold tags are time-major (`T·B`); padding entries are ignored.
     ///
     /// # Errors
     /// Bad task index, malformed input, gold tags out of range, ids outside their tables,
@@ -586,7 +598,19 @@ impl<B: Backend + 'static> Tagger<B> {
         let ids: Vec<usize> = input.word_ids.iter().map(|&i| i as usize).collect();
         let word = tape.embedding(table, &ids)?;
         parts.push(("act.embed.word", word));
-        if self.config.caps {
+        if let Some(caps) = enc.caps {
+            let ids: Vec<usize> = (0..n)
+                .map(|p| {
+                    if input.is_real(p) {
+                        input.cap_ids[p] as usize
+                    } else {
+                        0
+                    }
+                })
+                .collect();
+            let table = tape.param(caps)?;
+            parts.push(("act.embed.caps", tape.embedding(table, &ids)?));
+        } else if self.config.caps {
             let mut onehot = Matrix::<B::Elem>::zeros((n, NUM_CAPS));
             for p in (0..n).filter(|&p| input.is_real(p)) {
                 onehot[(p, input.cap_ids[p] as usize)] = <B::Elem as num_traits::One>::one();

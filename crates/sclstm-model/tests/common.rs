@@ -74,7 +74,7 @@ pub struct Batch {
     pub steps: usize,
     pub lens: Vec<usize>,
     pub words: Vec<u32>,
-    pub caps: Vec<u8>,
+    pub caps: Vec<u32>,
     pub chars: Vec<u32>,
     pub char_lens: Vec<usize>,
     /// Per task (pos, chunk): gold tags, time-major, 0 on padding.
@@ -101,7 +101,7 @@ impl Batch {
             for (t, &w) in s.iter().enumerate() {
                 let p = t * b + bi;
                 batch.words[p] = w;
-                batch.caps[p] = (w % 8) as u8;
+                batch.caps[p] = w % 8;
                 let len = 1 + (w as usize) % W;
                 batch.char_lens[p] = len;
                 for c in 0..len {

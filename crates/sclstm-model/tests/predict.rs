@@ -4,7 +4,7 @@ use ndarray::Axis;
 use sclstm_layers::{CrfWeights, viterbi_decode};
 use sclstm_model::{Family, ModelError, TaskInputMode};
 
-use crate::common::{Batch, sentences, small_config, tagger};
+use crate::common::{Batch, loss_value, sentences, small_config, tagger};
 
 /// The tags the training forward's logits (dropout off) give: argmax, or Viterbi for CRF.
 fn tags_from_inspect(
@@ -194,5 +194,82 @@ fn inspect_names_every_stage() -> Result<(), ModelError> {
     assert_eq!(get("act.layer1.q.chunk").dim(), (rows, 4));
     assert_eq!(get("act.input").dim(), (rows, 3 + 8 + 3));
     assert!(get("act.loss.chunk")[(0, 0)] > 0.0);
+    Ok(())
+}
+
+/// Padding never leaks: each sentence gets the same tags and loss alone as in a padded
+/// batch, and the batch loss is `(λ/B) Σ_b loss_b`.
+#[test]
+fn padding_never_leaks_and_loss_is_lambda_weighted_mean_over_sentences() -> Result<(), ModelError> {
+    let data = sentences(3, 12);
+    let batch = Batch::new(&data);
+    for family in Family::ALL {
+        let mut cfg = small_config(family, true, true);
+        cfg.tasks[1].lambda = 3.0;
+        let t = tagger::<f64>(cfg, 4)?;
+        let together = t.predict(&batch.input(), &[0, 1])?;
+        for (task, tags) in together.iter().enumerate() {
+            let mut sum = 0.0;
+            for (b, s) in data.iter().enumerate() {
+                let alone = Batch::new(std::slice::from_ref(s));
+                assert_eq!(t.predict(&alone.input(), &[task])?[0][0], tags[b]);
+                sum += loss_value(&t, &alone, task)?;
+            }
+            let mean = loss_value(&t, &batch, task)?;
+            assert!(
+                (mean * 3.0 - sum).abs() <= 1e-10 * sum.abs(),
+                "{family:?} task {task}: batch {mean} vs sentences {sum}"
+            );
+        }
+        // λ = 3 for chunk: the same model with λ = 1 gives a third of the loss.
+        let mut cfg1 = t.config().clone();
+        cfg1.tasks[1].lambda = 1.0;
+        let t1 = tagger::<f64>(cfg1, 4)?;
+        let (l3, l1) = (loss_value(&t, &batch, 1)?, loss_value(&t1, &batch, 1)?);
+        assert!((l3 - 3.0 * l1).abs() <= 1e-12 * l3, "{l3} vs 3 × {l1}");
+    }
+    Ok(())
+}
+
+/// Same seed, same model; the dropout seed fixes the masks.
+#[test]
+fn seeds_make_runs_reproducible() -> Result<(), ModelError> {
+    let cfg = {
+        let mut c = small_config(Family::ScLstm, false, true);
+        c.dropout = 0.5;
+        c
+    };
+    let (a, b, c) = (
+        tagger::<f64>(cfg.clone(), 7)?,
+        tagger::<f64>(cfg.clone(), 7)?,
+        tagger::<f64>(cfg, 8)?,
+    );
+    for ((_, name, x), (_, _, y)) in a.params().iter().zip(b.params().iter()) {
+        assert_eq!(x, y, "{name}");
+    }
+    assert_ne!(
+        a.params()
+            .get(a.params().id("head.pos.weight").expect("exists")),
+        c.params()
+            .get(c.params().id("head.pos.weight").expect("exists"))
+    );
+    let batch = Batch::new(&sentences(3, 1));
+    let loss = |seed: u64| -> Result<f64, ModelError> {
+        let mut tape = a.tape();
+        let l = a.loss(&mut tape, &batch.input(), 0, &batch.gold[0], seed)?;
+        Ok(sclstm_core::Real::to_f64(tape.value(l)[(0, 0)]))
+    };
+    assert_eq!(loss(1)?, loss(1)?);
+    assert_ne!(loss(1)?, loss(2)?);
+    // A no-grad tape evaluates without dropout: the same as a dropout-free model.
+    let mut eval = a.tape().no_grad();
+    let l = a.loss(&mut eval, &batch.input(), 0, &batch.gold[0], 1)?;
+    let mut no_drop = a.config().clone();
+    no_drop.dropout = 0.0;
+    let d = tagger::<f64>(no_drop, 7)?;
+    assert_eq!(
+        sclstm_core::Real::to_f64(eval.value(l)[(0, 0)]),
+        loss_value(&d, &batch, 0)?
+    );
     Ok(())
 }
