@@ -23,6 +23,8 @@ enum Command {
     Train(Box<cmd::train::Args>),
     /// Score a trained run on a split or a file (conlleval report, POS accuracy).
     Eval(cmd::eval::Args),
+    /// Dump one batch's activations, losses and gradients of a trained run as safetensors.
+    Inspect(cmd::inspect::Args),
     /// Print sentence, token, tag and chunk counts and embedding coverage of the shipped data.
     Stats(cmd::stats::Args),
 }
@@ -32,6 +34,7 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Train(args) => cmd::train::run(*args),
         Command::Eval(args) => cmd::eval::run(args),
+        Command::Inspect(args) => cmd::inspect::run(args),
         Command::Stats(args) => cmd::stats::run(args),
     }
 }

@@ -33,12 +33,14 @@ fn time_per_call(budget: Duration, mut f: impl FnMut()) -> f64 {
 
 fn main() {
     let with_naive = !std::env::args().any(|a| a == "--no-naive");
-    // (m, n, k, trans_b): the last row is the recurrent backward `dG · Wᵀ`.
+    // (m, n, k, trans_b): the last two rows are per-step products with a transposed
+    // weight (`dG · Wᵀ`, and `h · W_hhᵀ` with PyTorch's (4H, H) layout at H = 300).
     let shapes = [
         (10, 1200, 408, false),
         (300, 1200, 408, false),
         (1024, 1024, 1024, false),
         (10, 408, 1200, true),
+        (10, 1200, 300, true),
     ];
     println!(
         "{:>20} {:>8} {:>10} {:>10} {:>10}",

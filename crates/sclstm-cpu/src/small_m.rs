@@ -1,19 +1,21 @@
-//! A gemm kernel for products with very few rows (`m ≤ 12`): the recurrent products
-//! `h_{t-1} · W` of a time loop, where `m` is the batch size.
+//! AVX-512 gemm kernels for products with very few rows (`m ≤ 12`): the per-step
+//! recurrent products of a time loop, where `m` is the batch size.
 //!
 //! matrixmultiply's AVX-512 kernel computes 16-row tiles, so at `m = 10` almost 40% of
-//! its work is padding, and it repacks `B` on every call. This kernel instead keeps an
-//! `m × NT` block of `C` in vector registers (`NT` = two AVX-512 registers of
-//! elements: 32 f32 or 16 f64) and streams the rows of `B` straight from memory, with
-//! no packing:
+//! its work is padding, and it repacks `B` on every call. Two unpacked kernels replace it:
 //!
-//! `for p in 0..k: acc[i][..] += A[i, p] · B[p, j0 .. j0 + NT]` for every row `i`.
+//! - [`gemm`] (`B` stored `k × n`, e.g. `h_{t-1} · W`): keeps an `m × NT` block of `C`
+//!   in registers (`NT` = two AVX-512 registers: 32 f32 or 16 f64) and streams the rows
+//!   of `B` from memory: `for p in 0..k: acc[i][..] += A[i, p] · B[p, j0 .. j0 + NT]`.
+//!   Each element of `C` is summed over `p` in order with fused multiply-adds. The caller
+//!   serves the last partial column tile.
+//! - [`gemm_t`] (`B` stored `n × k`, e.g. `dG · Wᵀ`): every `C[i, j]` is a dot product
+//!   of two contiguous rows, summed 16 (8) lanes at a time over blocks of `k`, then
+//!   across lanes. About half the speed of [`gemm`], so a layer that runs this product
+//!   every step gains by keeping `Wᵀ` as a plain matrix.
 //!
-//! It needs `B` with unit column stride (not transposed) and AVX-512F at run time; the
-//! caller checks both ([`usable`]) and serves the last partial column tile itself.
-//! (A layer that needs `dH = dG · Wᵀ` per step should keep `Wᵀ` as a plain matrix, so
-//! that product takes this path too.)
-//! Each element of `C` is summed over `p` in order with fused multiply-adds.
+//! Both need AVX-512F at run time and the strides above; the caller checks with
+//! [`usable`] / [`usable_t`] and falls back to matrixmultiply otherwise.
 
 use sclstm_core::Real;
 
@@ -247,8 +249,8 @@ mod x86 {
     };
 
     use std::arch::x86_64::{
-        __m512, __m512d, _mm512_maskz_loadu_pd, _mm512_maskz_loadu_ps, _mm512_reduce_add_pd,
-        _mm512_reduce_add_ps,
+        __m512, __m512d, _mm512_maskz_loadu_pd, _mm512_maskz_loadu_ps, _mm512_permute_ps,
+        _mm512_reduce_add_pd, _mm512_reduce_add_ps, _mm512_shuffle_f32x4,
     };
 
     use super::{Panel, PanelT};
@@ -257,6 +259,34 @@ mod x86 {
     /// rows of A (24 KiB in f32) stay in L1 while the column pairs stream past; longer
     /// blocks spill A to L2, shorter ones pay more lane reductions per FMA.
     const K_BLOCK: usize = 512;
+
+    /// The lane sums of four vectors: `[Σa, Σb, Σc, Σd]`. Adds the 128-bit blocks of
+    /// pairs of vectors first (`[a0+a2, a1+a3, b0+b2, b1+b3]`), then of the two pairs
+    /// (`[Σ blocks of a, … of b, … of c, … of d]`), then the four lanes in each block.
+    ///
+    /// # Safety
+    /// AVX-512F available.
+    #[target_feature(enable = "avx512f")]
+    unsafe fn reduce4_f32(a: __m512, b: __m512, c: __m512, d: __m512) -> [f32; 4] {
+        let ab = _mm512_add_ps(
+            _mm512_shuffle_f32x4::<0x44>(a, b),
+            _mm512_shuffle_f32x4::<0xEE>(a, b),
+        );
+        let cd = _mm512_add_ps(
+            _mm512_shuffle_f32x4::<0x44>(c, d),
+            _mm512_shuffle_f32x4::<0xEE>(c, d),
+        );
+        let x = _mm512_add_ps(
+            _mm512_shuffle_f32x4::<0x88>(ab, cd),
+            _mm512_shuffle_f32x4::<0xDD>(ab, cd),
+        );
+        let t = _mm512_add_ps(x, _mm512_permute_ps::<0xB1>(x));
+        let t = _mm512_add_ps(t, _mm512_permute_ps::<0x4E>(t));
+        let mut lanes = [0.0f32; 16];
+        // SAFETY: `lanes` holds 16 f32.
+        unsafe { _mm512_storeu_ps(lanes.as_mut_ptr(), t) };
+        [lanes[0], lanes[4], lanes[8], lanes[12]]
+    }
 
     /// All columns of `C = A·Bᵀ` (f32), two at a time, then a last odd one.
     ///
@@ -337,10 +367,24 @@ mod x86 {
                     }
                 }
             }
-            for (i, acc_i) in acc.iter().enumerate() {
-                for (jj, &v) in acc_i.iter().enumerate() {
+            // Reduce the accumulators four at a time (about half the shuffles of four
+            // separate reductions), the rest one by one.
+            let mut sums = [[0.0f32; NJ]; M];
+            let flat: &[__m512] = acc.as_flattened();
+            let out: &mut [f32] = sums.as_flattened_mut();
+            let mut q = 0;
+            while q + 4 <= flat.len() {
+                let r = reduce4_f32(flat[q], flat[q + 1], flat[q + 2], flat[q + 3]);
+                out[q..q + 4].copy_from_slice(&r);
+                q += 4;
+            }
+            while q < flat.len() {
+                out[q] = _mm512_reduce_add_ps(flat[q]);
+                q += 1;
+            }
+            for (i, sums_i) in sums.iter().enumerate() {
+                for (jj, &s) in sums_i.iter().enumerate() {
                     let dst = c.offset(i as isize * x.rsc + (j0 + jj) as isize);
-                    let s = _mm512_reduce_add_ps(v);
                     *dst = if add { *dst + s } else { s };
                 }
             }
