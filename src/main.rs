@@ -4,7 +4,9 @@ mod backend;
 mod cmd;
 mod config;
 mod fsutil;
+mod plot;
 mod runmodel;
+mod tokenize;
 mod train;
 
 use clap::{Parser, Subcommand};
@@ -25,6 +27,10 @@ enum Command {
     Eval(cmd::eval::Args),
     /// Dump one batch's activations, losses and gradients of a trained run as safetensors.
     Inspect(cmd::inspect::Args),
+    /// Tag text for every task of a trained run in one pass.
+    Predict(cmd::predict::Args),
+    /// Draw SVG figures of training runs: dev scores, training loss, gradient conflicts.
+    Plot(cmd::plot::Args),
     /// Print sentence, token, tag and chunk counts and embedding coverage of the shipped data.
     Stats(cmd::stats::Args),
 }
@@ -35,6 +41,8 @@ fn main() -> anyhow::Result<()> {
         Command::Train(args) => cmd::train::run(*args),
         Command::Eval(args) => cmd::eval::run(args),
         Command::Inspect(args) => cmd::inspect::run(args),
+        Command::Predict(args) => cmd::predict::run(args),
+        Command::Plot(args) => cmd::plot::run(args),
         Command::Stats(args) => cmd::stats::run(args),
     }
 }

@@ -2,5 +2,7 @@
 
 pub mod eval;
 pub mod inspect;
+pub mod plot;
+pub mod predict;
 pub mod stats;
 pub mod train;

@@ -1060,6 +1060,12 @@ mod tests {
         assert!(a.iter().all(|&v| v == 0.0 || v == 2.0));
         let kept = a.iter().filter(|&&v| v == 2.0).count();
         assert!((100..300).contains(&kept), "kept {kept} of 400");
+        // The drop frequency follows p (odd element count exercises the last draw).
+        let mut rng = ChaCha8Rng::seed_from_u64(9);
+        let m = dropout::mask::<f64>((101, 99), DropoutRate::new(0.2).expect("valid"), &mut rng);
+        let dropped = m.iter().filter(|&&v| v == 0.0).count() as f64 / m.len() as f64;
+        assert!((dropped - 0.2).abs() < 0.02, "dropped {dropped}");
+        assert!(m.iter().all(|&v| v == 0.0 || v == 1.25));
         assert!(DropoutRate::new(1.0).is_err());
         assert!(DropoutRate::new(-0.1).is_err());
         Ok(())

@@ -161,12 +161,204 @@ pub fn lstm_cell_fwd<R: Real>(
             cast_mut(tanh_c),
             cast(mask),
         );
-        return cell_fwd::<f32, VecF32>(s, g, c, h, tc, m);
+        return simd::cell_fwd_f32(s, g, c, h, tc, m);
     }
     cell_fwd::<R, Libm>(s, gates, c, h, tanh_c, mask)
 }
 
+/// Runtime dispatch of the f32 kernels to copies compiled for wider vector units.
+///
+/// The kernel bodies are `#[inline(always)]` generics; each `#[target_feature]` wrapper
+/// below compiles them again with AVX-512 (16 lanes) or AVX2 (8 lanes) enabled, so the
+/// polynomial activations run on full-width registers instead of the baseline SSE2 (4
+/// lanes). The arithmetic is the same IEEE operations in the same order (Rust never
+/// contracts `a·b + c` into an FMA on its own), so every path gives bit-identical
+/// results and runs stay deterministic whatever the machine picks.
+mod simd {
+    use super::{CellStep, NumError, VecF32, cell_bwd, cell_fwd, gate_fwd};
+
+    /// Which compiled copy to run on this machine.
+    #[derive(Clone, Copy)]
+    enum Level {
+        /// AVX-512F present.
+        Avx512,
+        /// AVX2 present (no AVX-512F).
+        Avx2,
+        /// Baseline x86-64 or another architecture.
+        Base,
+    }
+
+    /// The widest vector unit of this machine (the detection is a cached atomic load).
+    fn level() -> Level {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::is_x86_feature_detected!("avx512f") {
+                return Level::Avx512;
+            }
+            if std::is_x86_feature_detected!("avx2") {
+                return Level::Avx2;
+            }
+        }
+        Level::Base
+    }
+
+    /// [`cell_fwd`] with f32 activations on the widest vector unit.
+    pub(super) fn cell_fwd_f32(
+        s: CellStep,
+        gates: &mut [f32],
+        c: &mut [f32],
+        h: &mut [f32],
+        tanh_c: &mut [f32],
+        mask: &[f32],
+    ) -> Result<(), NumError> {
+        match level() {
+            // SAFETY: AVX-512F was detected at run time.
+            #[cfg(target_arch = "x86_64")]
+            Level::Avx512 => unsafe { x86::cell_fwd_avx512(s, gates, c, h, tanh_c, mask) },
+            // SAFETY: AVX2 was detected at run time.
+            #[cfg(target_arch = "x86_64")]
+            Level::Avx2 => unsafe { x86::cell_fwd_avx2(s, gates, c, h, tanh_c, mask) },
+            _ => cell_fwd::<f32, VecF32>(s, gates, c, h, tanh_c, mask),
+        }
+    }
+
+    /// [`gate_fwd`] with f32 activations on the widest vector unit.
+    pub(super) fn gate_fwd_f32(
+        s: CellStep,
+        o_k: &mut [f32],
+        q_k: &mut [f32],
+        tanh_c: &[f32],
+        mask: &[f32],
+    ) -> Result<(), NumError> {
+        match level() {
+            // SAFETY: AVX-512F was detected at run time.
+            #[cfg(target_arch = "x86_64")]
+            Level::Avx512 => unsafe { x86::gate_fwd_avx512(s, o_k, q_k, tanh_c, mask) },
+            // SAFETY: AVX2 was detected at run time.
+            #[cfg(target_arch = "x86_64")]
+            Level::Avx2 => unsafe { x86::gate_fwd_avx2(s, o_k, q_k, tanh_c, mask) },
+            _ => gate_fwd::<f32, VecF32>(s, o_k, q_k, tanh_c, mask),
+        }
+    }
+
+    /// [`cell_bwd`] in f32 on the widest vector unit.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn cell_bwd_f32(
+        s: CellStep,
+        gates: &[f32],
+        c: &[f32],
+        tanh_c: &[f32],
+        mask: &[f32],
+        d_h: &[f32],
+        d_c: &mut [f32],
+        d_gates: &mut [f32],
+    ) -> Result<(), NumError> {
+        match level() {
+            // SAFETY: AVX-512F was detected at run time.
+            #[cfg(target_arch = "x86_64")]
+            Level::Avx512 => unsafe {
+                x86::cell_bwd_avx512(s, gates, c, tanh_c, mask, d_h, d_c, d_gates)
+            },
+            // SAFETY: AVX2 was detected at run time.
+            #[cfg(target_arch = "x86_64")]
+            Level::Avx2 => unsafe {
+                x86::cell_bwd_avx2(s, gates, c, tanh_c, mask, d_h, d_c, d_gates)
+            },
+            _ => cell_bwd::<f32>(s, gates, c, tanh_c, mask, d_h, d_c, d_gates),
+        }
+    }
+
+    /// The kernel bodies compiled with wider vector units enabled.
+    #[cfg(target_arch = "x86_64")]
+    mod x86 {
+        use super::super::{CellStep, NumError, VecF32, cell_bwd, cell_fwd, gate_fwd};
+
+        /// [`cell_fwd`] compiled for AVX-512F.
+        #[target_feature(enable = "avx512f")]
+        pub(super) fn cell_fwd_avx512(
+            s: CellStep,
+            gates: &mut [f32],
+            c: &mut [f32],
+            h: &mut [f32],
+            tanh_c: &mut [f32],
+            mask: &[f32],
+        ) -> Result<(), NumError> {
+            cell_fwd::<f32, VecF32>(s, gates, c, h, tanh_c, mask)
+        }
+
+        /// [`cell_fwd`] compiled for AVX2.
+        #[target_feature(enable = "avx2")]
+        pub(super) fn cell_fwd_avx2(
+            s: CellStep,
+            gates: &mut [f32],
+            c: &mut [f32],
+            h: &mut [f32],
+            tanh_c: &mut [f32],
+            mask: &[f32],
+        ) -> Result<(), NumError> {
+            cell_fwd::<f32, VecF32>(s, gates, c, h, tanh_c, mask)
+        }
+
+        /// [`gate_fwd`] compiled for AVX-512F.
+        #[target_feature(enable = "avx512f")]
+        pub(super) fn gate_fwd_avx512(
+            s: CellStep,
+            o_k: &mut [f32],
+            q_k: &mut [f32],
+            tanh_c: &[f32],
+            mask: &[f32],
+        ) -> Result<(), NumError> {
+            gate_fwd::<f32, VecF32>(s, o_k, q_k, tanh_c, mask)
+        }
+
+        /// [`gate_fwd`] compiled for AVX2.
+        #[target_feature(enable = "avx2")]
+        pub(super) fn gate_fwd_avx2(
+            s: CellStep,
+            o_k: &mut [f32],
+            q_k: &mut [f32],
+            tanh_c: &[f32],
+            mask: &[f32],
+        ) -> Result<(), NumError> {
+            gate_fwd::<f32, VecF32>(s, o_k, q_k, tanh_c, mask)
+        }
+
+        /// [`cell_bwd`] compiled for AVX-512F.
+        #[target_feature(enable = "avx512f")]
+        #[allow(clippy::too_many_arguments)]
+        pub(super) fn cell_bwd_avx512(
+            s: CellStep,
+            gates: &[f32],
+            c: &[f32],
+            tanh_c: &[f32],
+            mask: &[f32],
+            d_h: &[f32],
+            d_c: &mut [f32],
+            d_gates: &mut [f32],
+        ) -> Result<(), NumError> {
+            cell_bwd::<f32>(s, gates, c, tanh_c, mask, d_h, d_c, d_gates)
+        }
+
+        /// [`cell_bwd`] compiled for AVX2.
+        #[target_feature(enable = "avx2")]
+        #[allow(clippy::too_many_arguments)]
+        pub(super) fn cell_bwd_avx2(
+            s: CellStep,
+            gates: &[f32],
+            c: &[f32],
+            tanh_c: &[f32],
+            mask: &[f32],
+            d_h: &[f32],
+            d_c: &mut [f32],
+            d_gates: &mut [f32],
+        ) -> Result<(), NumError> {
+            cell_bwd::<f32>(s, gates, c, tanh_c, mask, d_h, d_c, d_gates)
+        }
+    }
+}
+
 /// The body of [`lstm_cell_fwd`] for one choice of activations.
+#[inline(always)]
 fn cell_fwd<R: Real, A: Activations<R>>(
     s: CellStep,
     gates: &mut [R],
@@ -264,6 +456,27 @@ pub fn lstm_cell_bwd<R: Real>(
     d_c: &mut [R],
     d_gates: &mut [R],
 ) -> Result<(), NumError> {
+    if same_type::<R, f32>() {
+        let (g, cc, tc, m) = (cast(gates), cast(c), cast(tanh_c), cast(mask));
+        let (dh, dc, dg) = (cast(d_h), cast_mut(d_c), cast_mut(d_gates));
+        return simd::cell_bwd_f32(s, g, cc, tc, m, dh, dc, dg);
+    }
+    cell_bwd(s, gates, c, tanh_c, mask, d_h, d_c, d_gates)
+}
+
+/// The body of [`lstm_cell_bwd`].
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn cell_bwd<R: Real>(
+    s: CellStep,
+    gates: &[R],
+    c: &[R],
+    tanh_c: &[R],
+    mask: &[R],
+    d_h: &[R],
+    d_c: &mut [R],
+    d_gates: &mut [R],
+) -> Result<(), NumError> {
     let (t, bsz, hd) = (s.t, s.batch, s.hidden);
     let op = "lstm_cell_bwd";
     let (bh, g4) = (bsz * hd, 4 * hd);
@@ -349,12 +562,13 @@ pub fn task_gate_fwd<R: Real>(
 ) -> Result<(), NumError> {
     if same_type::<R, f32>() {
         let (o, q, tc, m) = (cast_mut(o_k), cast_mut(q_k), cast(tanh_c), cast(mask));
-        return gate_fwd::<f32, VecF32>(s, o, q, tc, m);
+        return simd::gate_fwd_f32(s, o, q, tc, m);
     }
     gate_fwd::<R, Libm>(s, o_k, q_k, tanh_c, mask)
 }
 
 /// The body of [`task_gate_fwd`] for one choice of activations.
+#[inline(always)]
 fn gate_fwd<R: Real, A: Activations<R>>(
     s: CellStep,
     o_k: &mut [R],

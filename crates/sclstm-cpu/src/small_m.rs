@@ -243,14 +243,11 @@ struct Panel {
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use std::arch::x86_64::{
-        _mm512_add_pd, _mm512_add_ps, _mm512_fmadd_pd, _mm512_fmadd_ps, _mm512_loadu_pd,
-        _mm512_loadu_ps, _mm512_set1_pd, _mm512_set1_ps, _mm512_setzero_pd, _mm512_setzero_ps,
+        __m512, __m512d, _mm512_add_pd, _mm512_add_ps, _mm512_fmadd_pd, _mm512_fmadd_ps,
+        _mm512_loadu_pd, _mm512_loadu_ps, _mm512_maskz_loadu_pd, _mm512_maskz_loadu_ps,
+        _mm512_permute_ps, _mm512_reduce_add_pd, _mm512_reduce_add_ps, _mm512_set1_pd,
+        _mm512_set1_ps, _mm512_setzero_pd, _mm512_setzero_ps, _mm512_shuffle_f32x4,
         _mm512_storeu_pd, _mm512_storeu_ps,
-    };
-
-    use std::arch::x86_64::{
-        __m512, __m512d, _mm512_maskz_loadu_pd, _mm512_maskz_loadu_ps, _mm512_permute_ps,
-        _mm512_reduce_add_pd, _mm512_reduce_add_ps, _mm512_shuffle_f32x4,
     };
 
     use super::{Panel, PanelT};

@@ -84,7 +84,7 @@ use num_traits::{One, Zero};
 use sclstm_core::{Backend, CellStep, FusedOp, Gemm, Matrix, NumError, Real};
 
 use crate::Recorded;
-use crate::seq::{SeqShape, gather_rows, row_major};
+use crate::seq::{SeqShape, gather_rows, row_major, transposed};
 
 /// Weights of one direction's shared LSTM cell (paper Eq. 1); layout in the module docs.
 #[derive(Debug, Clone, Copy)]
@@ -190,11 +190,24 @@ impl<R: Real> ScLstmArgs<'_, R> {
     }
 }
 
+/// Runs the two directions of a bidirectional layer, possibly at the same time.
+///
+/// The layers are generic over [`Backend`] and own no threads; a backend that has
+/// threads (the CPU backend's rayon pool) supplies this so that each direction's time
+/// loop runs on its own thread. The directions share nothing mutable and each writes
+/// only its own buffers, so running them concurrently changes no result.
+pub trait Join: Send + Sync {
+    /// Runs `a` and `b` to completion, in either order or concurrently.
+    fn join(&self, a: &mut (dyn FnMut() + Send), b: &mut (dyn FnMut() + Send));
+}
+
 /// A backend plus a pool of reusable direction caches. Cheap to clone; keep one per
 /// layer (or per model) so that caches are reused across batches.
 pub struct LayerWorkspace<B: Backend> {
     backend: Arc<B>,
     pool: Arc<Mutex<Vec<DirCache<B>>>>,
+    /// Runs the two directions concurrently when set; `None` runs them one after the other.
+    join: Option<Arc<dyn Join>>,
 }
 
 impl<B: Backend> Clone for LayerWorkspace<B> {
@@ -202,6 +215,7 @@ impl<B: Backend> Clone for LayerWorkspace<B> {
         LayerWorkspace {
             backend: Arc::clone(&self.backend),
             pool: Arc::clone(&self.pool),
+            join: self.join.clone(),
         }
     }
 }
@@ -212,6 +226,7 @@ impl<B: Backend> fmt::Debug for LayerWorkspace<B> {
         f.debug_struct("LayerWorkspace")
             .field("backend", &self.backend.name())
             .field("pooled_caches", &pooled)
+            .field("concurrent_directions", &self.join.is_some())
             .finish()
     }
 }
@@ -225,7 +240,61 @@ impl<B: Backend> LayerWorkspace<B> {
         LayerWorkspace {
             backend,
             pool: Arc::new(Mutex::new(Vec::new())),
+            join: None,
         }
+    }
+
+    /// Runs the two directions of every bidirectional layer through `join` (e.g. on
+    /// the two threads of the backend's pool). `None` runs them in turn.
+    pub fn set_join(&mut self, join: Option<Arc<dyn Join>>) {
+        self.join = join;
+    }
+
+    /// Whether the directions run through a [`Join`].
+    pub fn has_join(&self) -> bool {
+        self.join.is_some()
+    }
+
+    /// Runs `f(direction, cache)` for every cache, the two directions of a bidirectional
+    /// layer through the [`Join`] when one is set. Results come back in direction order.
+    fn each_direction<T: Send>(
+        &self,
+        caches: &mut [DirCache<B>],
+        f: impl Fn(usize, &mut DirCache<B>) -> T + Sync,
+    ) -> Vec<T> {
+        match (caches, &self.join) {
+            ([fwd, bwd], Some(join)) => {
+                let (mut r_fwd, mut r_bwd) = (None, None);
+                join.join(&mut || r_fwd = Some(f(0, fwd)), &mut || {
+                    r_bwd = Some(f(1, bwd))
+                });
+                vec![
+                    r_fwd.expect("internal: join ran the forward direction"),
+                    r_bwd.expect("internal: join ran the reverse direction"),
+                ]
+            }
+            (caches, _) => caches
+                .iter_mut()
+                .enumerate()
+                .map(|(di, dc)| f(di, dc))
+                .collect(),
+        }
+    }
+
+    /// One cache per direction, taken in direction order before any work starts, so
+    /// which pooled buffers serve which direction never depends on thread timing.
+    fn take_all(&self, geo: &DirGeometry, nd: usize) -> Result<Vec<DirCache<B>>, NumError> {
+        let mut caches = Vec::with_capacity(nd);
+        for _ in 0..nd {
+            match self.take(geo) {
+                Ok(c) => caches.push(c),
+                Err(e) => {
+                    self.give(caches);
+                    return Err(e);
+                }
+            }
+        }
+        Ok(caches)
     }
 
     /// The backend the layers run on.
@@ -239,12 +308,23 @@ impl<B: Backend> LayerWorkspace<B> {
     }
 
     /// A cache fitting `geo`: reused from the pool if one fits, else newly allocated.
+    ///
+    /// On a miss, pooled caches of the same layer sizes that are too short are dropped:
+    /// the new, longer cache serves every batch they could, and keeping them would fill
+    /// the pool with caches no later batch takes while longer ones are allocated and
+    /// freed on every step (batch lengths vary). The pool thus converges to caches of the
+    /// longest batch seen, one per concurrently live layer direction.
     fn take(&self, geo: &DirGeometry) -> Result<DirCache<B>, NumError> {
         let reused = {
             let mut pool = lock(&self.pool);
-            pool.iter()
+            let hit = pool
+                .iter()
                 .position(|c| c.fits(geo))
-                .map(|i| pool.swap_remove(i))
+                .map(|i| pool.swap_remove(i));
+            if hit.is_none() {
+                pool.retain(|c| !c.same_layer(geo));
+            }
+            hit
         };
         match reused {
             Some(mut c) => {
@@ -295,8 +375,10 @@ struct TaskCache<B: Backend> {
     x_k: Option<B::Buf>,
     /// `U_k` (H, D_k).
     u: B::Buf,
-    /// `W_k` (H, H).
+    /// `W_k` (H, H), for the backward's `d_q_k[t] += d_o_k[t]·W_k`.
     w: B::Buf,
+    /// `W_kᵀ` (H, H): the forward's `q^k_{t-1}·W_kᵀ` with a plain `B`.
+    w_t: B::Buf,
     /// `b_k` (H).
     b: B::Buf,
     /// Task gate pre-activations, then `o^k_t` (T, B, H).
@@ -328,8 +410,11 @@ struct DirCache<B: Backend> {
     x: B::Buf,
     /// `W_ih` (4H, D).
     w_ih: B::Buf,
-    /// `W_hh` (4H, H).
+    /// `W_hh` (4H, H), for the backward's `d_h[t] += d_gates[t]·W_hh`.
     w_hh: B::Buf,
+    /// `W_hhᵀ` (H, 4H): the forward's `h_{t-1}·W_hhᵀ` with a plain (not transposed) `B`,
+    /// the faster layout for the per-step product (see the CPU backend's small-m kernels).
+    w_hh_t: B::Buf,
     /// `b` (4H).
     b: B::Buf,
     /// All ones (T·B): column sums (bias gradients) as a gemm.
@@ -375,6 +460,7 @@ impl<B: Backend> DirCache<B> {
                 x_k: if separate { Some(z(rows * dk)?) } else { None },
                 u: z(h * dk)?,
                 w: z(h * h)?,
+                w_t: z(h * h)?,
                 b: z(h)?,
                 o_k: z(rows * h)?,
                 q_k: z(rows * h)?,
@@ -392,6 +478,7 @@ impl<B: Backend> DirCache<B> {
             x: z(rows * d)?,
             w_ih: z(4 * h * d)?,
             w_hh: z(4 * h * h)?,
+            w_hh_t: z(4 * h * h)?,
             b: z(4 * h)?,
             ones,
             mask: z(rows)?,
@@ -412,10 +499,12 @@ impl<B: Backend> DirCache<B> {
 
     /// Whether this cache can serve `geo` (same layer sizes, enough rows).
     fn fits(&self, geo: &DirGeometry) -> bool {
-        self.geo.input == geo.input
-            && self.geo.hidden == geo.hidden
-            && self.geo.tasks == geo.tasks
-            && self.rows >= (geo.steps + 1) * geo.batch
+        self.same_layer(geo) && self.rows >= (geo.steps + 1) * geo.batch
+    }
+
+    /// Whether this cache was made for the same layer sizes as `geo` (any length).
+    fn same_layer(&self, geo: &DirGeometry) -> bool {
+        self.geo.input == geo.input && self.geo.hidden == geo.hidden && self.geo.tasks == geo.tasks
     }
 }
 
@@ -437,6 +526,8 @@ struct DirInputs<'a, R: Real> {
     x_k: Vec<Option<std::borrow::Cow<'a, [R]>>>,
     /// Per task gate weights.
     tasks: &'a [TaskGateWeights<'a, R>],
+    /// Whether a backward will follow (it needs the untransposed recurrent weights).
+    record: bool,
 }
 
 /// Host results of one direction's backward.
@@ -472,7 +563,10 @@ fn dir_forward<B: Backend>(
     be.write(&mut dc.x, inp.x)?;
     be.write(&mut dc.mask, mask)?;
     be.write(&mut dc.w_ih, &row_major(inp.cell.w_ih))?;
-    be.write(&mut dc.w_hh, &row_major(inp.cell.w_hh))?;
+    be.write(&mut dc.w_hh_t, &transposed(inp.cell.w_hh))?;
+    if inp.record {
+        be.write(&mut dc.w_hh, &row_major(inp.cell.w_hh))?;
+    }
     be.write(&mut dc.b, &row_major(inp.cell.b))?;
     be.write(&mut dc.c, &zeros)?;
     be.write(&mut dc.h, &zeros)?;
@@ -486,7 +580,10 @@ fn dir_forward<B: Backend>(
     for (j, tc) in dc.tasks.iter_mut().enumerate() {
         let w = &inp.tasks[j];
         be.write(&mut tc.u, &row_major(w.u))?;
-        be.write(&mut tc.w, &row_major(w.w))?;
+        be.write(&mut tc.w_t, &transposed(w.w))?;
+        if inp.record {
+            be.write(&mut tc.w, &row_major(w.w))?;
+        }
         be.write(&mut tc.b, &row_major(w.b))?;
         be.write(&mut tc.q_k, &zeros)?;
         let dk = dc.geo.tasks[j].0;
@@ -513,13 +610,12 @@ fn dir_forward<B: Backend>(
         };
         // gates[t] += h_{t-1} · W_hhᵀ
         let rec = Gemm {
-            trans_b: true,
             a_off: t * batch * hd,
             c_off: t * batch * 4 * hd,
             accumulate: true,
             ..Gemm::new(batch, 4 * hd, hd)
         };
-        be.gemm(&rec, &dc.h, &dc.w_hh, None, &mut dc.gates)?;
+        be.gemm(&rec, &dc.h, &dc.w_hh_t, None, &mut dc.gates)?;
         be.lstm_cell_fwd(
             s,
             &mut dc.gates,
@@ -531,13 +627,12 @@ fn dir_forward<B: Backend>(
         for tc in &mut dc.tasks {
             // o_k[t] += q^k_{t-1} · W_kᵀ
             let rec = Gemm {
-                trans_b: true,
                 a_off: t * batch * hd,
                 c_off: t * batch * hd,
                 accumulate: true,
                 ..Gemm::new(batch, hd, hd)
             };
-            be.gemm(&rec, &tc.q_k, &tc.w, None, &mut tc.o_k)?;
+            be.gemm(&rec, &tc.q_k, &tc.w_t, None, &mut tc.o_k)?;
             be.task_gate_fwd(s, &mut tc.o_k, &mut tc.q_k, &dc.tanh_c, &dc.mask)?;
         }
     }
@@ -800,9 +895,10 @@ pub fn sc_lstm_forward<B: Backend + 'static>(
     let rev = seq.reversal();
     let width = nd * (1 + n_tasks) * hd;
     let mut out = Matrix::<B::Elem>::zeros((rows, width));
-    let mut caches = Vec::with_capacity(nd);
+    let mut caches = ws.take_all(&geo, nd)?;
 
-    for (di, dir) in args.directions.iter().enumerate() {
+    let results = ws.each_direction(&mut caches, |di, dc| {
+        let dir = &args.directions[di];
         let perm = (di == 1).then_some(rev.as_slice());
         let x = gather_rows(args.x, perm);
         let x_k = args
@@ -818,31 +914,35 @@ pub fn sc_lstm_forward<B: Backend + 'static>(
             cell: dir.cell,
             x_k,
             tasks: &dir.tasks,
+            record,
         };
-        let mut dc = ws.take(&geo)?;
-        let result = dir_forward(be, &mut dc, &inputs, &mask);
+        dir_forward(be, dc, &inputs, &mask)
+    });
+    for (di, result) in results.into_iter().enumerate() {
         let DirOutputs { h, q } = match result {
             Ok(v) => v,
             Err(e) => {
-                ws.give(vec![dc]);
+                ws.give(caches);
                 return Err(e);
             }
         };
+        let perm = (di == 1).then_some(rev.as_slice());
         // Slot t+1, row b of the direction's buffer → output row perm(t·B + b).
         let scatter = |out: &mut Matrix<B::Elem>, buf: &[B::Elem], col: usize| {
             for r in 0..rows {
                 let dst = perm.map_or(r, |p| p[r]);
                 let src = &buf[(batch + r) * hd..(batch + r + 1) * hd];
-                for (o, &v) in out.row_mut(dst).iter_mut().skip(col).zip(src) {
-                    *o = v;
-                }
+                out.row_mut(dst)
+                    .slice_mut(ndarray::s![col..col + hd])
+                    .iter_mut()
+                    .zip(src)
+                    .for_each(|(o, &v)| *o = v);
             }
         };
         scatter(&mut out, &h, di * hd);
         for (j, qk) in q.iter().enumerate() {
             scatter(&mut out, qk, (nd * (1 + j) + di) * hd);
         }
-        caches.push(dc);
     }
 
     if !record {
@@ -994,7 +1094,7 @@ impl<B: Backend> FusedOp<B::Elem> for ScLstmOp<B> {
         let mut cell_grads = Vec::with_capacity(nd);
         let mut task_grads: Vec<Vec<[Vec<B::Elem>; 3]>> = vec![Vec::with_capacity(nd); n_tasks];
 
-        for (di, dc) in caches.iter_mut().enumerate() {
+        let results = self.ws.each_direction(&mut caches, |di, dc| {
             let perm = (di == 1).then_some(self.rev.as_slice());
             // (T+1, B, H) host gradient with slot 0 = 0, read from output columns `col`.
             let gather = |col: usize| {
@@ -1002,8 +1102,11 @@ impl<B: Backend> FusedOp<B::Elem> for ScLstmOp<B> {
                 for r in 0..rows {
                     let src = perm.map_or(r, |p| p[r]);
                     let dst = &mut v[(batch + r) * hd..(batch + r + 1) * hd];
-                    for (o, &g) in dst.iter_mut().zip(d_out.row(src).iter().skip(col)) {
-                        *o = g;
+                    let row = d_out.row(src);
+                    let part = row.slice(ndarray::s![col..col + hd]);
+                    match part.as_slice() {
+                        Some(part) => dst.copy_from_slice(part),
+                        None => dst.iter_mut().zip(part).for_each(|(o, &g)| *o = g),
                     }
                 }
                 v
@@ -1012,7 +1115,11 @@ impl<B: Backend> FusedOp<B::Elem> for ScLstmOp<B> {
             let d_q: Vec<_> = (0..n_tasks)
                 .map(|j| gather((nd * (1 + j) + di) * hd))
                 .collect();
-            let g = dir_backward(be, dc, &d_h, &d_q)?;
+            dir_backward(be, dc, &d_h, &d_q)
+        });
+        for (di, g) in results.into_iter().enumerate() {
+            let g = g?;
+            let perm = (di == 1).then_some(self.rev.as_slice());
             // Add a direction-ordered (T·B, width) gradient into an original-order matrix.
             let add_rows = |acc: &mut Matrix<B::Elem>, flat: &[B::Elem]| {
                 let w = acc.ncols();

@@ -104,6 +104,24 @@ pub(crate) fn row_major<R: Real>(m: &Matrix<R>) -> Cow<'_, [R]> {
     }
 }
 
+/// `mᵀ` in row-major order (a `(cols, rows)` matrix), copied in square tiles so that
+/// both the reads and the writes stay within a few cache lines per tile.
+pub(crate) fn transposed<R: Real>(m: &Matrix<R>) -> Vec<R> {
+    const TILE: usize = 16;
+    let (rows, cols) = m.dim();
+    let mut out = vec![R::zero(); rows * cols];
+    for r0 in (0..rows).step_by(TILE) {
+        for c0 in (0..cols).step_by(TILE) {
+            for r in r0..(r0 + TILE).min(rows) {
+                for c in c0..(c0 + TILE).min(cols) {
+                    out[c * rows + r] = m[(r, c)];
+                }
+            }
+        }
+    }
+    out
+}
+
 /// Rows of `m` gathered through `perm` (`out[r] = m[perm[r]]`), or `m` itself as a flat
 /// slice when `perm` is `None`.
 pub(crate) fn gather_rows<'a, R: Real>(m: &'a Matrix<R>, perm: Option<&[usize]>) -> Cow<'a, [R]> {

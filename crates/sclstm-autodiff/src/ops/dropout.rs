@@ -3,7 +3,6 @@
 //! The mask is drawn from a caller-supplied seeded generator, so a run is reproducible.
 //! Backward: `dX += dY ⊙ M`.
 
-use rand::RngExt;
 use sclstm_core::{Matrix, Real};
 
 use crate::AutodiffError;
@@ -31,14 +30,31 @@ impl DropoutRate {
     }
 }
 
-/// Draws the scaled keep mask of shape `shape`.
+/// Draws the scaled keep mask of shape `shape`: each element is dropped when a fresh
+/// 32-bit draw is below `p · 2³²` (two draws per 64-bit output of `rng`, in row-major
+/// order), so the mask is a pure function of the generator's state.
 pub fn mask<R: Real>(shape: (usize, usize), p: DropoutRate, rng: &mut impl rand::Rng) -> Matrix<R> {
     let keep = R::from_f64(1.0 / (1.0 - p.0));
-    Matrix::from_shape_simple_fn(shape, || {
-        if rng.random_bool(p.0) {
+    let threshold = (p.0 * 4_294_967_296.0) as u64;
+    let pick = |draw: u32| {
+        if u64::from(draw) < threshold {
             R::zero()
         } else {
             keep
         }
-    })
+    };
+    let mut m = Matrix::zeros(shape);
+    let flat = m
+        .as_slice_mut()
+        .expect("internal: a fresh matrix is contiguous");
+    let mut pairs = flat.chunks_exact_mut(2);
+    for pair in &mut pairs {
+        let r = rng.next_u64();
+        pair[0] = pick(r as u32);
+        pair[1] = pick((r >> 32) as u32);
+    }
+    if let [last] = pairs.into_remainder() {
+        *last = pick(rng.next_u32());
+    }
+    m
 }
