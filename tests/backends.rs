@@ -29,12 +29,33 @@ impl Data {
     fn new() -> Self {
         let lens = vec![6, 3, 5];
         let n = T * B;
-        let words: Vec<u32> = (0..n).map(|p| if p / B < lens[p % B] { 1 + (p as u32 * 7) % 29 } else { 0 }).collect();
+        let words: Vec<u32> = (0..n)
+            .map(|p| {
+                if p / B < lens[p % B] {
+                    1 + (p as u32 * 7) % 29
+                } else {
+                    0
+                }
+            })
+            .collect();
         let caps = words.iter().map(|w| w % 8).collect();
         let chars = (0..n * W).map(|i| 1 + (i as u32 * 5) % 9).collect();
-        let char_lens = words.iter().map(|&w| if w == 0 { 0 } else { 1 + (w as usize % W) }).collect();
-        let gold = [words.iter().map(|w| w % 3).collect(), words.iter().map(|w| (w / 2) % 4).collect()];
-        Data { lens, words, caps, chars, char_lens, gold }
+        let char_lens = words
+            .iter()
+            .map(|&w| if w == 0 { 0 } else { 1 + (w as usize % W) })
+            .collect();
+        let gold = [
+            words.iter().map(|w| w % 3).collect(),
+            words.iter().map(|w| (w / 2) % 4).collect(),
+        ];
+        Data {
+            lens,
+            words,
+            caps,
+            chars,
+            char_lens,
+            gold,
+        }
     }
 
     fn input(&self) -> ModelInput<'_> {
@@ -52,17 +73,26 @@ impl Data {
 }
 
 fn config() -> ModelConfig {
-    let task = |name: &str, tags: &[&str]| TaskConfig { head: HeadKind::Crf, ..TaskConfig::new(name, tags) };
+    let task = |name: &str, tags: &[&str]| TaskConfig {
+        head: HeadKind::Crf,
+        ..TaskConfig::new(name, tags)
+    };
     let mut c = ModelConfig::new(
         Family::ScLstm,
-        vec![task("ner", &["O", "B-PER", "I-PER"]), task("pos", &["NOUN", "VERB", "DET", "ADJ"])],
+        vec![
+            task("ner", &["O", "B-PER", "I-PER"]),
+            task("pos", &["NOUN", "VERB", "DET", "ADJ"]),
+        ],
         32,
     );
     c.word_dim = 6;
     c.hidden = 5;
     c.layers = 2;
     c.dropout = 0.0;
-    c.char_cnn = Some(CharCnnConfig { channels: 4, ..CharCnnConfig::new(10) });
+    c.char_cnn = Some(CharCnnConfig {
+        channels: 4,
+        ..CharCnnConfig::new(10)
+    });
     c
 }
 
@@ -72,9 +102,15 @@ fn close(what: &str, a: f32, b: f32) {
 }
 
 /// Loss and gradients of one training step of task `k`, in parameter order.
-fn step<Bk: Backend<Elem = f32> + 'static>(tagger: &Tagger<Bk>, data: &Data, k: usize) -> (f32, Vec<Vec<f32>>) {
+fn step<Bk: Backend<Elem = f32> + 'static>(
+    tagger: &Tagger<Bk>,
+    data: &Data,
+    k: usize,
+) -> (f32, Vec<Vec<f32>>) {
     let mut tape = tagger.tape();
-    let loss = tagger.loss(&mut tape, &data.input(), k, &data.gold[k], 0).unwrap();
+    let loss = tagger
+        .loss(&mut tape, &data.input(), k, &data.gold[k], 0)
+        .unwrap();
     let value = tape.value(loss)[[0, 0]];
     let grads = tape.backward(loss).unwrap().into_param_grads();
     let all = tagger
@@ -97,7 +133,13 @@ fn wgpu() -> Arc<WgpuBackend> {
 #[test]
 fn sc_lstm_crf_training_step_matches_cpu() {
     let data = Data::new();
-    let cpu = Tagger::new(config(), Arc::new(CpuBackend::<f32>::new(1).unwrap()), 3, None).unwrap();
+    let cpu = Tagger::new(
+        config(),
+        Arc::new(CpuBackend::<f32>::new(1).unwrap()),
+        3,
+        None,
+    )
+    .unwrap();
     let gpu = Tagger::new(config(), wgpu(), 3, None).unwrap();
     for k in 0..2 {
         let (lc, gc) = step(&cpu, &data, k);
@@ -111,22 +153,40 @@ fn sc_lstm_crf_training_step_matches_cpu() {
                 nonzero += usize::from(*y != 0.0);
             }
         }
-        assert!(nonzero > 100, "the step reaches the parameters ({nonzero} non-zero gradients)");
+        assert!(
+            nonzero > 100,
+            "the step reaches the parameters ({nonzero} non-zero gradients)"
+        );
     }
 }
 
 #[test]
 fn twenty_step_training_runs_agree() {
     let data = Data::new();
-    let mut cpu = Tagger::new(config(), Arc::new(CpuBackend::<f32>::new(1).unwrap()), 5, None).unwrap();
+    let mut cpu = Tagger::new(
+        config(),
+        Arc::new(CpuBackend::<f32>::new(1).unwrap()),
+        5,
+        None,
+    )
+    .unwrap();
     let mut gpu = Tagger::new(config(), wgpu(), 5, None).unwrap();
-    let (mut oc, mut og) = (Adam::new(AdamConfig::default()), Adam::new(AdamConfig::default()));
+    let (mut oc, mut og) = (
+        Adam::new(AdamConfig::default()),
+        Adam::new(AdamConfig::default()),
+    );
     let mut first = None;
     let mut last = 0.0;
     for s in 0..20 {
         let k = s % 2;
         let mut losses = [0.0f32; 2];
-        for (i, (t, opt)) in [(&mut cpu as &mut dyn Train, &mut oc), (&mut gpu as &mut dyn Train, &mut og)].into_iter().enumerate() {
+        for (i, (t, opt)) in [
+            (&mut cpu as &mut dyn Train, &mut oc),
+            (&mut gpu as &mut dyn Train, &mut og),
+        ]
+        .into_iter()
+        .enumerate()
+        {
             losses[i] = t.train_step(&data, k, opt);
         }
         close(&format!("loss at step {s}"), losses[1], losses[0]);
@@ -135,7 +195,10 @@ fn twenty_step_training_runs_agree() {
             last = losses[0];
         }
     }
-    assert!(last < first.unwrap(), "training lowers the loss: {first:?} → {last}");
+    assert!(
+        last < first.unwrap(),
+        "training lowers the loss: {first:?} → {last}"
+    );
 }
 
 /// One Adam step on either backend.
@@ -147,8 +210,13 @@ impl<Bk: Backend<Elem = f32> + 'static> Train for Tagger<Bk> {
     fn train_step(&mut self, data: &Data, k: usize, opt: &mut Adam<f32>) -> f32 {
         let (value, mut grads) = {
             let mut tape = self.tape();
-            let loss = self.loss(&mut tape, &data.input(), k, &data.gold[k], 0).unwrap();
-            (tape.value(loss)[[0, 0]], tape.backward(loss).unwrap().into_param_grads())
+            let loss = self
+                .loss(&mut tape, &data.input(), k, &data.gold[k], 0)
+                .unwrap();
+            (
+                tape.value(loss)[[0, 0]],
+                tape.backward(loss).unwrap().into_param_grads(),
+            )
         };
         clip_grad_norm(&mut grads, 5.0);
         opt.step(self.params_mut(), &grads).unwrap();

@@ -84,7 +84,10 @@ fn same_seed_and_threads_give_identical_metrics() {
     let dev = sa.iter().filter(|l| l.2 == "dev").count();
     let test = sa.iter().filter(|l| l.2 == "test").count();
     assert_eq!(dev, 2 * 4, "2 epochs × (3 tasks + average): {sa:?}");
-    assert!(test >= 3 && test % 3 == 0, "3 test lines per improving epoch: {sa:?}");
+    assert!(
+        test >= 3 && test % 3 == 0,
+        "3 test lines per improving epoch: {sa:?}"
+    );
     assert_eq!(sa, scores(&b));
     assert_eq!(
         std::fs::read(a.join("best.safetensors")).unwrap(),
@@ -253,30 +256,84 @@ fn stats_prints_the_readme_counts() {
 #[test]
 fn predict_tags_every_task_and_plot_draws_the_run() {
     let run = temp_dir("predict");
-    assert!(train(&run, &["--epochs", "2", "--tasks", "ner,chunk,pos", "--log-grads", "6"]).status.success());
+    assert!(
+        train(
+            &run,
+            &[
+                "--epochs",
+                "2",
+                "--tasks",
+                "ner,chunk,pos",
+                "--log-grads",
+                "6"
+            ]
+        )
+        .status
+        .success()
+    );
     let input = run.join("input.txt");
-    std::fs::write(&input, "EU rejects German call to boycott British lamb.\nPeter Blackburn isn't here.\n").unwrap();
-    let out = ok(&["predict", "--run", run.to_str().unwrap(), "--input", input.to_str().unwrap(), "--format", "text"]);
+    std::fs::write(
+        &input,
+        "EU rejects German call to boycott British lamb.\nPeter Blackburn isn't here.\n",
+    )
+    .unwrap();
+    let out = ok(&[
+        "predict",
+        "--run",
+        run.to_str().unwrap(),
+        "--input",
+        input.to_str().unwrap(),
+        "--format",
+        "text",
+    ]);
     let sentences: Vec<&str> = out.split("\n\n").filter(|s| !s.trim().is_empty()).collect();
     assert_eq!(sentences.len(), 2, "{out}");
-    let first: Vec<Vec<&str>> = sentences[0].lines().map(|l| l.split('\t').collect()).collect();
+    let first: Vec<Vec<&str>> = sentences[0]
+        .lines()
+        .map(|l| l.split('\t').collect())
+        .collect();
     assert_eq!(first.len(), 9, "8 words and the period: {out}");
-    assert!(first.iter().all(|cols| cols.len() == 4), "word + ner, chunk, pos columns: {out}");
+    assert!(
+        first.iter().all(|cols| cols.len() == 4),
+        "word + ner, chunk, pos columns: {out}"
+    );
     assert_eq!(first[8][0], ".");
-    assert!(sentences[1].lines().any(|l| l.starts_with("n't\t")), "clitics are split: {out}");
+    assert!(
+        sentences[1].lines().any(|l| l.starts_with("n't\t")),
+        "clitics are split: {out}"
+    );
     let vocab = std::fs::read_to_string(run.join("vocab.json")).unwrap();
     for cols in &first {
         for tag in &cols[1..] {
-            assert!(vocab.contains(&format!("\"{tag}\"")), "`{tag}` is a tag of the run");
+            assert!(
+                vocab.contains(&format!("\"{tag}\"")),
+                "`{tag}` is a tag of the run"
+            );
         }
     }
     let conll = run.join("input.conll");
-    std::fs::write(&conll, "-DOCSTART- -X- O O\n\nEU NNP\nrejects VBZ\n\nLamb NN\n").unwrap();
-    let out = ok(&["predict", "--run", run.to_str().unwrap(), "--input", conll.to_str().unwrap()]);
+    std::fs::write(
+        &conll,
+        "-DOCSTART- -X- O O\n\nEU NNP\nrejects VBZ\n\nLamb NN\n",
+    )
+    .unwrap();
+    let out = ok(&[
+        "predict",
+        "--run",
+        run.to_str().unwrap(),
+        "--input",
+        conll.to_str().unwrap(),
+    ]);
     assert_eq!(out.lines().filter(|l| !l.is_empty()).count(), 3, "{out}");
 
     let figs = run.join("figs");
-    ok(&["plot", "--run", run.to_str().unwrap(), "--out", figs.to_str().unwrap()]);
+    ok(&[
+        "plot",
+        "--run",
+        run.to_str().unwrap(),
+        "--out",
+        figs.to_str().unwrap(),
+    ]);
     for f in ["dev_scores.svg", "train_loss.svg", "grad_conflict.svg"] {
         let svg = std::fs::read_to_string(figs.join(f)).unwrap();
         assert!(svg.contains("<svg") && svg.contains("polyline"), "{f}");

@@ -49,21 +49,35 @@ impl BackendJob for InspectJob<'_> {
     fn run<B: Backend<Elem = f32> + 'static>(self, b: std::sync::Arc<B>) -> anyhow::Result<usize> {
         let args = self.0;
         let rm = RunModel::load(&args.run, &args.checkpoint, b)?;
-        let name = args.task.clone().unwrap_or_else(|| rm.vocab.tasks[0].name.clone());
+        let name = args
+            .task
+            .clone()
+            .unwrap_or_else(|| rm.vocab.tasks[0].name.clone());
         let k = rm.task_index(&name)?;
-        let file: DataFile = format!("{name}={}", args.input).parse().map_err(anyhow::Error::msg)?;
+        let file: DataFile = format!("{name}={}", args.input)
+            .parse()
+            .map_err(anyhow::Error::msg)?;
         let (sentences, _) = read_user_file(&file, training_scheme(rm.config.scheme))?;
         let n = sentences.len().min(args.batch_size.max(1));
         if n == 0 {
             bail!("{}: no sentence to inspect", file.path.display());
         }
         let tags = rm.vocab.tag_vocab(k);
-        let encoded = sclstm_data::batch::encode_sentences(&file.path, &sentences[..n], &rm.words, &rm.chars, &tags)?;
+        let encoded = sclstm_data::batch::encode_sentences(
+            &file.path,
+            &sentences[..n],
+            &rm.words,
+            &rm.chars,
+            &tags,
+        )?;
         let batch = make_batch(&encoded, &(0..n).collect::<Vec<_>>());
         let mut tensors = rm.tagger.inspect(&model_input(&batch), k, &batch.tag_ids)?;
         let ids = |name: &str, v: &[u32]| {
-            let m = ndarray::Array2::from_shape_vec((v.len(), 1), v.iter().map(|&x| x as f32).collect())
-                .expect("internal: column vector shape");
+            let m = ndarray::Array2::from_shape_vec(
+                (v.len(), 1),
+                v.iter().map(|&x| x as f32).collect(),
+            )
+            .expect("internal: column vector shape");
             (name.to_string(), m)
         };
         if !tensors.iter().any(|(n, _)| n == "input.char_ids") {

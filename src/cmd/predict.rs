@@ -78,7 +78,11 @@ pub fn read_conllu_words(text: &str) -> anyhow::Result<Vec<Vec<String>>> {
         }
         let fields: Vec<&str> = line.split('\t').collect();
         if fields.len() != 10 {
-            bail!("line {}: a CoNLL-U line has 10 tab-separated fields, found {}", i + 1, fields.len());
+            bail!(
+                "line {}: a CoNLL-U line has 10 tab-separated fields, found {}",
+                i + 1,
+                fields.len()
+            );
         }
         if fields[0].contains(['-', '.']) {
             continue;
@@ -135,7 +139,9 @@ impl BackendJob for PredictJob<'_> {
 pub fn run(args: Args) -> anyhow::Result<()> {
     let mut text = String::new();
     if args.input == "-" {
-        std::io::stdin().read_to_string(&mut text).context("reading standard input")?;
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .context("reading standard input")?;
     } else {
         let path = PathBuf::from(&args.input);
         text = sclstm_data::text::read_text(&path)?;
@@ -148,7 +154,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if sentences.is_empty() {
         bail!("{}: no sentence to tag", args.input);
     }
-    with_backend(args.backend, args.threads, PredictJob { args: &args, sentences })
+    with_backend(
+        args.backend,
+        args.threads,
+        PredictJob {
+            args: &args,
+            sentences,
+        },
+    )
 }
 
 #[cfg(test)]
@@ -164,7 +177,13 @@ mod tests {
     #[test]
     fn conllu_words_skip_comments_ranges_and_empty_nodes() {
         let line = |id: &str, w: &str| format!("{id}\t{w}\t_\tX\t_\t_\t_\t_\t_\t_\n");
-        let text = format!("# c\n{}{}{}{}\n", line("1-2", "dont"), line("1", "do"), line("1.1", "x"), line("2", "n't"));
+        let text = format!(
+            "# c\n{}{}{}{}\n",
+            line("1-2", "dont"),
+            line("1", "do"),
+            line("1.1", "x"),
+            line("2", "n't")
+        );
         assert_eq!(read_conllu_words(&text).unwrap(), vec![vec!["do", "n't"]]);
         assert!(read_conllu_words("1\tonly\n").is_err());
     }

@@ -8,12 +8,13 @@ use std::time::Instant;
 
 use anyhow::{Context, bail};
 use indicatif::{ProgressBar, ProgressStyle};
-use sclstm_autodiff::optim::{Adam, AdamConfig, AdamParamState, clip_grad_norm};
-use sclstm_core::{Backend, Matrix};
+use sclstm_autodiff::optim::{Adam, AdamConfig, clip_grad_norm};
+use sclstm_core::Backend;
 use sclstm_data::batch::{Batch, BatchConfig, EncodedSentence, epoch_batches, make_batch};
 use sclstm_model::{
     CharCnnConfig, Family, HeadKind, ModelConfig, ModelInput, Tagger, TaskConfig, TaskInputMode,
 };
+use sclstm_model::{adam_from_extras, adam_to_extras};
 use serde::{Deserialize, Serialize};
 
 use super::data::{Prepared, PreparedSplit, PreparedTask, prepare};
@@ -102,8 +103,6 @@ struct TrainState {
     seconds: f64,
     /// Seconds of training over the whole run.
     elapsed: f64,
-    /// Adam's step count per parameter.
-    adam_steps: BTreeMap<String, u64>,
 }
 
 /// The model input view of a data batch.
@@ -203,29 +202,14 @@ fn score_split<B: Backend + 'static>(
     score(task, split, &pred)
 }
 
-fn adam_extras(
-    adam: &Adam<f32>,
-    tagger: &Tagger<impl Backend<Elem = f32> + 'static>,
-) -> (Vec<(String, Matrix<f32>)>, BTreeMap<String, u64>) {
-    let mut tensors = Vec::new();
-    let mut steps = BTreeMap::new();
-    for (name, st) in adam.export(tagger.params()) {
-        tensors.push((format!("adam.m.{name}"), st.m));
-        tensors.push((format!("adam.v.{name}"), st.v));
-        steps.insert(name, st.step);
-    }
-    (tensors, steps)
-}
-
 fn save_last<B: Backend<Elem = f32> + 'static>(
     out: &Path,
     tagger: &Tagger<B>,
     adam: &Adam<f32>,
-    state: &mut TrainState,
+    state: &TrainState,
 ) -> anyhow::Result<()> {
-    let (tensors, steps) = adam_extras(adam, tagger);
-    state.adam_steps = steps;
-    let meta = BTreeMap::from([(STATE_KEY.to_string(), serde_json::to_string(state)?)]);
+    let (tensors, mut meta) = adam_to_extras(&adam.export(tagger.params()));
+    meta.insert(STATE_KEY.to_string(), serde_json::to_string(state)?);
     tagger.save_with(&out.join(rundir::LAST_FILE), &tensors, &meta)?;
     Ok(())
 }
@@ -247,28 +231,8 @@ fn load_last<B: Backend<Elem = f32> + 'static>(
             path.display()
         ),
     };
-    let mut moments: BTreeMap<String, (Option<Matrix<f32>>, Option<Matrix<f32>>)> = BTreeMap::new();
-    for (name, m) in extras.tensors {
-        if let Some(p) = name.strip_prefix("adam.m.") {
-            moments.entry(p.to_string()).or_default().0 = Some(m);
-        } else if let Some(p) = name.strip_prefix("adam.v.") {
-            moments.entry(p.to_string()).or_default().1 = Some(m);
-        }
-    }
-    let mut imported = Vec::new();
-    for (name, (m, v)) in moments {
-        let (Some(m), Some(v)) = (m, v) else {
-            bail!(
-                "{}: optimizer moments of `{name}` are incomplete",
-                path.display()
-            );
-        };
-        let step = *state
-            .adam_steps
-            .get(&name)
-            .with_context(|| format!("{}: no Adam step count for `{name}`", path.display()))?;
-        imported.push((name, AdamParamState { step, m, v }));
-    }
+    let imported = adam_from_extras(&extras)
+        .with_context(|| format!("{}: optimizer state", path.display()))?;
     adam.import(tagger.params(), imported)?;
     Ok(state)
 }
@@ -494,7 +458,7 @@ pub fn train<B: Backend<Elem = f32> + 'static>(
             if stop || (options.checkpoint_steps > 0 && state.step % options.checkpoint_steps == 0)
             {
                 state.seconds = secs;
-                save_last(out, &tagger, &adam, &mut state)?;
+                save_last(out, &tagger, &adam, &state)?;
             }
             if stop {
                 pb.abandon();
@@ -567,7 +531,7 @@ pub fn train<B: Backend<Elem = f32> + 'static>(
         state.seconds = 0.0;
         state.loss_sum.iter_mut().for_each(|x| *x = 0.0);
         state.loss_batches.iter_mut().for_each(|x| *x = 0);
-        save_last(out, &tagger, &adam, &mut state)?;
+        save_last(out, &tagger, &adam, &state)?;
         if config.patience > 0 && state.bad_epochs >= config.patience {
             eprintln!(
                 "no dev improvement for {} epochs: stopping",
@@ -642,8 +606,8 @@ fn write_dataset_hashes(out: &Path, prepared: &Prepared) -> anyhow::Result<()> {
     for t in &prepared.tasks {
         for sp in [&t.train, &t.dev, &t.test] {
             let key = sp.path.display().to_string();
-            if !hashes.contains_key(&key) {
-                hashes.insert(key, sclstm_data::shipped::sha256_file(&sp.path)?);
+            if let std::collections::btree_map::Entry::Vacant(e) = hashes.entry(key) {
+                e.insert(sclstm_data::shipped::sha256_file(&sp.path)?);
             }
         }
     }
