@@ -25,6 +25,8 @@ enum Command {
     Train(Box<cmd::train::Args>),
     /// Score a trained run on a split or a file (conlleval report, POS accuracy).
     Eval(cmd::eval::Args),
+    /// Check every op and fused layer against central finite differences in f64.
+    Gradcheck(cmd::gradcheck::Args),
     /// Dump one batch's activations, losses and gradients of a trained run as safetensors.
     Inspect(cmd::inspect::Args),
     /// Tag text for every task of a trained run in one pass.
@@ -40,6 +42,7 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Train(args) => cmd::train::run(*args),
         Command::Eval(args) => cmd::eval::run(args),
+        Command::Gradcheck(args) => cmd::gradcheck::run(args),
         Command::Inspect(args) => cmd::inspect::run(args),
         Command::Predict(args) => cmd::predict::run(args),
         Command::Plot(args) => cmd::plot::run(args),

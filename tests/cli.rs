@@ -339,3 +339,27 @@ fn predict_tags_every_task_and_plot_draws_the_run() {
         assert!(svg.contains("<svg") && svg.contains("polyline"), "{f}");
     }
 }
+
+#[test]
+fn gradcheck_passes_every_op_layer_and_model() {
+    let out = ok(&["gradcheck"]);
+    for name in [
+        "matmul",
+        "char_conv_maxpool",
+        "bilstm_layer",
+        "bi_sc_lstm_layer (chained)",
+        "crf_nll",
+        "model sc-lstm",
+    ] {
+        assert!(
+            out.lines().any(|l| l.starts_with("ok") && l.contains(name)),
+            "{name} missing:\n{out}"
+        );
+    }
+    assert!(!out.lines().any(|l| l.starts_with("FAIL")), "{out}");
+    assert!(
+        !sclstm(&["gradcheck", "--filter", "no-such-check"])
+            .status
+            .success()
+    );
+}

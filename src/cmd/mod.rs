@@ -1,6 +1,7 @@
 //! One module per subcommand.
 
 pub mod eval;
+pub mod gradcheck;
 pub mod inspect;
 pub mod plot;
 pub mod predict;

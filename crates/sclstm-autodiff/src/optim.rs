@@ -15,9 +15,14 @@
 //! A parameter without a gradient in a step is skipped entirely and its step count
 //! does not advance (PyTorch skips parameters whose `.grad` is `None`).
 
+use rayon::ThreadPool;
+use rayon::prelude::*;
 use sclstm_core::{Matrix, Real};
 
 use crate::{AutodiffError, Grad, ParamGrads, ParamId, ParamStore};
+
+/// Elements per task when a dense Adam update is split across threads.
+const PAR_CHUNK: usize = 1 << 15;
 
 /// Scales all gradients so their global Euclidean norm is at most `max_norm`, like
 /// `torch.nn.utils.clip_grad_norm_`: `total = ‖all grads‖₂`, `coef = max_norm /
@@ -173,6 +178,20 @@ impl<R: Real> Adam<R> {
         params: &mut ParamStore<R>,
         grads: &ParamGrads<R>,
     ) -> Result<(), AutodiffError> {
+        self.step_with_pool(params, grads, None)
+    }
+
+    /// [`Adam::step`] with dense updates split over `pool` in fixed chunks (the update
+    /// is elementwise, so the result is the same for any thread count).
+    ///
+    /// # Errors
+    /// [`AutodiffError::Shape`] if a gradient's shape differs from its parameter's.
+    pub fn step_with_pool(
+        &mut self,
+        params: &mut ParamStore<R>,
+        grads: &ParamGrads<R>,
+        pool: Option<&ThreadPool>,
+    ) -> Result<(), AutodiffError> {
         if self.slots.len() < params.len() {
             self.slots.resize_with(params.len(), || None);
         }
@@ -202,7 +221,18 @@ impl<R: Real> Adam<R> {
                         d.as_slice(),
                     );
                     if let (Some(ps), Some(ms), Some(vs), Some(ds)) = flat {
-                        k.update_slices(ps, ms, vs, Some(ds));
+                        match pool {
+                            Some(pool) if ps.len() >= 2 * PAR_CHUNK => pool.install(|| {
+                                ps.par_chunks_mut(PAR_CHUNK)
+                                    .zip(ms.par_chunks_mut(PAR_CHUNK))
+                                    .zip(vs.par_chunks_mut(PAR_CHUNK))
+                                    .zip(ds.par_chunks(PAR_CHUNK))
+                                    .for_each(|(((p, m), v), g)| {
+                                        k.update_slices(p, m, v, Some(g));
+                                    });
+                            }),
+                            _ => k.update_slices(ps, ms, vs, Some(ds)),
+                        }
                     } else {
                         for r in 0..p.nrows() {
                             k.update_row(p, &mut st.m, &mut st.v, r, Some(d.row(r)));
@@ -438,6 +468,27 @@ mod tests {
         assert_eq!(exported[0].1.step, 2);
         assert!((exported[0].1.m[[0, 0]] - 0.025).abs() < 1e-15);
         assert!((exported[0].1.v[[0, 0]] - 2.8975e-4).abs() < 1e-15);
+    }
+
+    #[test]
+    fn adam_on_a_pool_equals_serial_adam() {
+        let big = Matrix::from_shape_fn((300, 400), |(i, j)| ((i * 400 + j) as f64).sin());
+        let g = Matrix::from_shape_fn((300, 400), |(i, j)| ((i + 3 * j) as f64).cos());
+        let (mut s1, id) = one_param(big.clone());
+        let (mut s2, _) = one_param(big);
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .unwrap();
+        let mut a1 = Adam::new(AdamConfig::default());
+        let mut a2 = Adam::new(AdamConfig::default());
+        for _ in 0..2 {
+            a1.step(&mut s1, &dense(id, g.clone())).unwrap();
+            a2.step_with_pool(&mut s2, &dense(id, g.clone()), Some(&pool))
+                .unwrap();
+        }
+        assert_eq!(s1.get(id), s2.get(id));
+        assert_eq!(a1.export(&s1), a2.export(&s2));
     }
 
     #[test]

@@ -90,7 +90,8 @@ fn exp_f32(x: f32) -> f32 {
     const LN2_LO: f32 = -2.121_944_4e-4;
     const ROUND: f32 = 12_582_912.0; // 1.5·2^23: adding and subtracting it rounds to an integer
     let x = x.clamp(-87.0, 88.0);
-    let n = (x * LOG2E + ROUND) - ROUND;
+    let shifted = x * LOG2E + ROUND;
+    let n = shifted - ROUND;
     let r = x - n * LN2_HI - n * LN2_LO;
     let mut p = 1.987_569_1e-4_f32;
     p = p * r + 1.398_199_9e-3;
@@ -99,7 +100,12 @@ fn exp_f32(x: f32) -> f32 {
     p = p * r + 1.666_666_5e-1;
     p = p * r + 0.5; // Cephes 5.0000001201e-1 rounds to 0.5 in f32
     let e_r = p * r * r + r + 1.0;
-    let two_n = f32::from_bits(((n as i32 + 127) as u32) << 23);
+    // `n` as an integer without a float→int conversion (Rust's `as` saturates and maps
+    // NaN to 0, a branch per lane that stops vectorization): after adding 1.5·2²³ the
+    // integer sits in the low mantissa bits, so the bit patterns differ by exactly `n`.
+    // n ∈ [-126, 127] here, so `n + 127` is a valid biased exponent.
+    let n_int = shifted.to_bits().wrapping_sub(ROUND.to_bits());
+    let two_n = f32::from_bits(n_int.wrapping_add(127) << 23);
     e_r * two_n
 }
 
@@ -394,31 +400,29 @@ fn cell_fwd<R: Real, A: Activations<R>>(
         .zip(tc_t.chunks_exact_mut(hd))
         .zip(mask_t);
     for (((((row, cp), cn), hn), tc), &m) in rows {
-        let (i_g, rest) = row.split_at_mut(hd);
-        let (f_g, rest) = rest.split_at_mut(hd);
+        // One simple loop per activation: each compiles to full-width SIMD, where a
+        // single loop computing all five activations per element does not vectorize.
+        let (i_f, rest) = row.split_at_mut(2 * hd);
         let (g_g, o_g) = rest.split_at_mut(hd);
+        for v in i_f.iter_mut() {
+            *v = A::sigmoid(*v) * m;
+        }
+        for v in g_g.iter_mut() {
+            *v = A::tanh(*v) * m;
+        }
+        for v in o_g.iter_mut() {
+            *v = A::sigmoid(*v) * m;
+        }
+        let (i_g, f_g) = i_f.split_at(hd);
         // Equal-length views: the indexed loop below then carries no bounds checks.
-        let (i_g, f_g, g_g, o_g) = (
-            &mut i_g[..hd],
-            &mut f_g[..hd],
-            &mut g_g[..hd],
-            &mut o_g[..hd],
-        );
+        let (i_g, f_g, g_g, o_g) = (&i_g[..hd], &f_g[..hd], &g_g[..hd], &o_g[..hd]);
         let (cp, cn, hn, tc) = (&cp[..hd], &mut cn[..hd], &mut hn[..hd], &mut tc[..hd]);
         for j in 0..hd {
-            let iv = A::sigmoid(i_g[j]) * m;
-            let fv = A::sigmoid(f_g[j]) * m;
-            let gv = A::tanh(g_g[j]) * m;
-            let ov = A::sigmoid(o_g[j]) * m;
-            let cv = (iv * gv + fv * cp[j]) * m;
+            let cv = (i_g[j] * g_g[j] + f_g[j] * cp[j]) * m;
             let tv = A::tanh(cv);
-            i_g[j] = iv;
-            f_g[j] = fv;
-            g_g[j] = gv;
-            o_g[j] = ov;
             cn[j] = cv;
             tc[j] = tv;
-            hn[j] = ov * tv;
+            hn[j] = o_g[j] * tv;
         }
     }
     Ok(())

@@ -44,7 +44,7 @@ pub use crf::{
     crf_path_scores, viterbi_decode,
 };
 pub use lstm::{
-    DirectionWeights, LayerWorkspace, LstmWeights, ScLstmArgs, ScLstmOp, TaskGateWeights,
+    DirectionWeights, Join, LayerWorkspace, LstmWeights, ScLstmArgs, ScLstmOp, TaskGateWeights,
     TaskInput, bilstm_forward, lstm_forward, sc_lstm_forward,
 };
 pub use seq::SeqShape;

@@ -109,12 +109,16 @@ pub(crate) fn row_major<R: Real>(m: &Matrix<R>) -> Cow<'_, [R]> {
 pub(crate) fn transposed<R: Real>(m: &Matrix<R>) -> Vec<R> {
     const TILE: usize = 16;
     let (rows, cols) = m.dim();
+    let src = row_major(m);
     let mut out = vec![R::zero(); rows * cols];
     for r0 in (0..rows).step_by(TILE) {
+        let r1 = (r0 + TILE).min(rows);
         for c0 in (0..cols).step_by(TILE) {
-            for r in r0..(r0 + TILE).min(rows) {
-                for c in c0..(c0 + TILE).min(cols) {
-                    out[c * rows + r] = m[(r, c)];
+            let c1 = (c0 + TILE).min(cols);
+            for (r, row) in src[r0 * cols..r1 * cols].chunks_exact(cols).enumerate() {
+                let r = r0 + r;
+                for (c, &v) in row[c0..c1].iter().enumerate() {
+                    out[(c0 + c) * rows + r] = v;
                 }
             }
         }

@@ -2,5 +2,6 @@
 //! central finite differences, task isolation, padding and cache reuse.
 
 mod common;
+mod concurrency;
 mod lstm_checks;
 mod three_way;
