@@ -23,6 +23,8 @@ struct Cli {
 enum Command {
     /// Train a tagger (default: the paper's SC-LSTM on NER + chunking + POS).
     Train(Box<cmd::train::Args>),
+    /// Measure training and inference throughput of the paper configuration on synthetic batches.
+    Bench(cmd::bench::Args),
     /// Score a trained run on a split or a file (conlleval report, POS accuracy).
     Eval(cmd::eval::Args),
     /// Check every op and fused layer against central finite differences in f64.
@@ -41,6 +43,7 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Train(args) => cmd::train::run(*args),
+        Command::Bench(args) => cmd::bench::run(args),
         Command::Eval(args) => cmd::eval::run(args),
         Command::Gradcheck(args) => cmd::gradcheck::run(args),
         Command::Inspect(args) => cmd::inspect::run(args),

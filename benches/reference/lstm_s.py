@@ -12,11 +12,14 @@ step) and inference tokens/s (all three tasks tagged).
     python benches/reference/lstm_s.py --variant packed
 """
 
+import sys
+
 import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-import common
+sys.dont_write_bytecode = True  # keep the source tree free of __pycache__
+import common  # noqa: E402
 
 
 class LstmS(nn.Module):

@@ -15,10 +15,13 @@ inference tokens/s (all three tasks tagged).
     python benches/reference/sc_lstm.py
 """
 
+import sys
+
 import torch
 from torch import nn
 
-import common
+sys.dont_write_bytecode = True  # keep the source tree free of __pycache__
+import common  # noqa: E402
 
 
 class ScLstmDirection(nn.Module):

@@ -41,10 +41,11 @@ impl Embeddings {
             let mut fields = line.split_ascii_whitespace();
             let Some(word) = fields.next() else { continue };
             let values: Vec<&str> = fields.collect();
-            if dim.is_none() && values.len() == 1 {
-                if let (Ok(w), Ok(d)) = (word.parse::<usize>(), values[0].parse::<usize>()) {
-                    return Err(err(DataErrorKind::GloveHeader { words: w, dim: d }));
-                }
+            if dim.is_none()
+                && values.len() == 1
+                && let (Ok(w), Ok(d)) = (word.parse::<usize>(), values[0].parse::<usize>())
+            {
+                return Err(err(DataErrorKind::GloveHeader { words: w, dim: d }));
             }
             if values.is_empty() {
                 return Err(err(DataErrorKind::NoVector));

@@ -518,14 +518,14 @@ pub fn viterbi_decode<R: Real>(
     let op = "viterbi_decode";
     let lat = Lattice::new(op, emissions, lens, w)?;
     let (bsz, l, steps) = (lat.seq.batch(), lat.l, lat.seq.steps);
-    if let Some(c) = constraint {
-        if c.num_tags() != l {
-            return Err(NumError::ShapeMismatch {
-                op,
-                lhs: vec![c.num_tags()],
-                rhs: vec![l],
-            });
-        }
+    if let Some(c) = constraint
+        && c.num_tags() != l
+    {
+        return Err(NumError::ShapeMismatch {
+            op,
+            lhs: vec![c.num_tags()],
+            rhs: vec![l],
+        });
     }
     let start_ok = |j: usize| constraint.is_none_or(|c| c.allows_start(j));
     let step_ok = |i: usize, j: usize| constraint.is_none_or(|c| c.allows(i, j));

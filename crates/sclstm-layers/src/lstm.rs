@@ -37,9 +37,23 @@
 //!    weights (one transfer per layer call, never per step);
 //! 2. computes the input projection of **all** steps as one gemm with `T·B` rows and the
 //!    bias fused: `gates = x·W_ihᵀ + b`, and likewise `o_k = x^k·U_kᵀ + b_k`;
-//! 3. for `t = 0..T`: `gates[t] += h_{t-1}·W_hhᵀ` (gemm, `B` rows), the cell kernel,
-//!    then per task `o_k[t] += q^k_{t-1}·W_kᵀ` and the task gate kernel;
+//! 3. for `t = 0..T`: `gates[t] += h_{t-1}·W_hhᵀ` (gemm over the sentences still
+//!    running at `t`, see below), the cell kernel, then per task `o_k[t] += q^k_{t-1}·W_kᵀ`
+//!    and the task gate kernel;
 //! 4. downloads `h` (and `q^k`).
+//!
+//! Inside the layer the batch runs longest sentence first, so the sentences still running
+//! at step `t` are the first `active[t]` rows of that step and the per-step products skip
+//! the finished ones (their gates are masked to zero anyway, and their gradients are
+//! zero, so the result is the same). When lengths differ a lot the batch is also split
+//! into two groups (long and short sentences, [`SeqShape::groups`]) that run as separate
+//! (T_g, B_g) problems, so the large products over all rows skip most padding; each
+//! (group, direction) pair is a *unit* with its own cache, and the weight gradients of
+//! the groups are summed in group order. For batches (groups) of up to 12 sentences the
+//! recurrent weights are uploaded transposed (`W_hhᵀ`, `W_kᵀ`) for the forward's
+//! per-step products, which then read a plain row-major `B`; larger batches and the
+//! backward's `d_gates·W_hh` read `W_hh` as stored. With a [`Join`]
+//! in the [`LayerWorkspace`] the two directions run concurrently (forward and backward).
 //!
 //! The backward runs the step kernels in reverse, pushing `d_gates[t]·W_hh` into
 //! `d_h[t]` and `d_o_k[t]·W_k` into `d_q_k[t]`, and computes all weight gradients after
@@ -72,10 +86,11 @@
 //!
 //! # Caches
 //! Device buffers of one direction live in a `DirCache` (llm.c-style activation cache with a
-//! shape comment on every field), allocated for a capacity of
-//! `(T+1)·B` rows and kept in the [`LayerWorkspace`] pool when the op is dropped, so the
-//! next batch with the same layer geometry and no more rows reuses them: no allocation
-//! per step, and none per batch once the largest batch has been seen.
+//! shape comment on every field), allocated for a capacity of the next power of two of
+//! `(T+1)·B` rows and kept in the [`LayerWorkspace`] pool when the op is dropped. A later
+//! call with the same layer geometry takes the smallest pooled cache with enough rows
+//! (and not more than 4× too many, since downloads copy whole buffers): no allocation
+//! per step, and none per batch once every row bucket has been seen.
 
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -84,7 +99,7 @@ use num_traits::{One, Zero};
 use sclstm_core::{Backend, CellStep, FusedOp, Gemm, Matrix, NumError, Real};
 
 use crate::Recorded;
-use crate::seq::{SeqShape, gather_rows, row_major, transposed};
+use crate::seq::{SeqShape, gather_rows, row_major, transposed_into};
 
 /// Weights of one direction's shared LSTM cell (paper Eq. 1); layout in the module docs.
 #[derive(Debug, Clone, Copy)]
@@ -231,8 +246,22 @@ impl<B: Backend> fmt::Debug for LayerWorkspace<B> {
     }
 }
 
-/// Caches kept for reuse at most; more are dropped (their memory freed).
-const POOL_LIMIT: usize = 16;
+/// Caches kept for reuse at most; past it the oldest pooled cache is dropped. Enough for
+/// every unit of a three-layer model (2 groups × 2 directions × 3 layers) in two or
+/// three row buckets.
+const POOL_LIMIT: usize = 32;
+
+/// Largest batch whose forward per-step products read the recurrent weights transposed
+/// into a plain `(H, 4H)` matrix. Small-row products stream `B` unpacked (the CPU
+/// backend's kernels for up to 12 rows), where a plain `B` is about twice as fast as a
+/// transposed one; larger products pack `B` anyway, and the transposition per call
+/// would be pure overhead.
+const TRANSPOSE_MAX_BATCH: usize = 12;
+
+/// A pooled cache serves a call needing `need` rows only if it has at most this many
+/// times as many: downloads copy whole buffers, so a far larger cache would copy mostly
+/// unused rows on every call.
+const MAX_SLACK: usize = 4;
 
 impl<B: Backend> LayerWorkspace<B> {
     /// A workspace with an empty cache pool.
@@ -255,46 +284,43 @@ impl<B: Backend> LayerWorkspace<B> {
         self.join.is_some()
     }
 
-    /// Runs `f(direction, cache)` for every cache, the two directions of a bidirectional
-    /// layer through the [`Join`] when one is set. Results come back in direction order.
-    fn each_direction<T: Send>(
+    /// Runs `f(unit, cache)` for every unit's cache and returns the results in unit
+    /// order. With a [`Join`] the units are dealt to its two sides by parity: units are
+    /// group-major, so for a bidirectional layer one side runs every forward direction
+    /// and the other every reverse one (equal work).
+    fn each_unit<T: Send>(
         &self,
         caches: &mut [DirCache<B>],
         f: impl Fn(usize, &mut DirCache<B>) -> T + Sync,
     ) -> Vec<T> {
-        match (caches, &self.join) {
-            ([fwd, bwd], Some(join)) => {
-                let (mut r_fwd, mut r_bwd) = (None, None);
-                join.join(&mut || r_fwd = Some(f(0, fwd)), &mut || {
-                    r_bwd = Some(f(1, bwd))
-                });
-                vec![
-                    r_fwd.expect("internal: join ran the forward direction"),
-                    r_bwd.expect("internal: join ran the reverse direction"),
-                ]
+        let n = caches.len();
+        match &self.join {
+            Some(join) if n >= 2 => {
+                let (mut even, mut odd): (Vec<_>, Vec<_>) =
+                    caches.iter_mut().enumerate().partition(|(i, _)| i % 2 == 0);
+                let (mut r_even, mut r_odd) = (Vec::new(), Vec::new());
+                join.join(
+                    &mut || r_even = even.iter_mut().map(|(i, dc)| f(*i, dc)).collect(),
+                    &mut || r_odd = odd.iter_mut().map(|(i, dc)| f(*i, dc)).collect(),
+                );
+                let (mut r_even, mut r_odd) = (r_even.into_iter(), r_odd.into_iter());
+                (0..n)
+                    .map(|i| {
+                        if i % 2 == 0 {
+                            r_even.next()
+                        } else {
+                            r_odd.next()
+                        }
+                        .expect("internal: the join ran every unit")
+                    })
+                    .collect()
             }
-            (caches, _) => caches
+            _ => caches
                 .iter_mut()
                 .enumerate()
-                .map(|(di, dc)| f(di, dc))
+                .map(|(i, dc)| f(i, dc))
                 .collect(),
         }
-    }
-
-    /// One cache per direction, taken in direction order before any work starts, so
-    /// which pooled buffers serve which direction never depends on thread timing.
-    fn take_all(&self, geo: &DirGeometry, nd: usize) -> Result<Vec<DirCache<B>>, NumError> {
-        let mut caches = Vec::with_capacity(nd);
-        for _ in 0..nd {
-            match self.take(geo) {
-                Ok(c) => caches.push(c),
-                Err(e) => {
-                    self.give(caches);
-                    return Err(e);
-                }
-            }
-        }
-        Ok(caches)
     }
 
     /// The backend the layers run on.
@@ -307,24 +333,23 @@ impl<B: Backend> LayerWorkspace<B> {
         lock(&self.pool).len()
     }
 
-    /// A cache fitting `geo`: reused from the pool if one fits, else newly allocated.
+    /// A cache fitting `geo`: the smallest pooled one that fits (see
+    /// [`DirCache::fits`]), else a new one whose row capacity is the next power of two.
     ///
-    /// On a miss, pooled caches of the same layer sizes that are too short are dropped:
-    /// the new, longer cache serves every batch they could, and keeping them would fill
-    /// the pool with caches no later batch takes while longer ones are allocated and
-    /// freed on every step (batch lengths vary). The pool thus converges to caches of the
-    /// longest batch seen, one per concurrently live layer direction.
+    /// Batch lengths vary from step to step, so capacities are bucketed by powers of two:
+    /// a handful of sizes serve every batch with at most 2× unused rows, instead of a
+    /// pool that fills with caches slightly too short for the next batch while longer
+    /// ones are allocated and freed every step.
     fn take(&self, geo: &DirGeometry) -> Result<DirCache<B>, NumError> {
         let reused = {
             let mut pool = lock(&self.pool);
-            let hit = pool
+            let best = pool
                 .iter()
-                .position(|c| c.fits(geo))
-                .map(|i| pool.swap_remove(i));
-            if hit.is_none() {
-                pool.retain(|c| !c.same_layer(geo));
-            }
-            hit
+                .enumerate()
+                .filter(|(_, c)| c.fits(geo))
+                .min_by_key(|(_, c)| c.rows)
+                .map(|(i, _)| i);
+            best.map(|i| pool.remove(i))
         };
         match reused {
             Some(mut c) => {
@@ -336,14 +361,12 @@ impl<B: Backend> LayerWorkspace<B> {
         }
     }
 
-    /// Returns caches to the pool (dropping them past [`POOL_LIMIT`]).
+    /// Returns caches to the pool, dropping the oldest past [`POOL_LIMIT`].
     fn give(&self, caches: Vec<DirCache<B>>) {
         let mut pool = lock(&self.pool);
-        for c in caches {
-            if pool.len() < POOL_LIMIT {
-                pool.push(c);
-            }
-        }
+        pool.extend(caches);
+        let excess = pool.len().saturating_sub(POOL_LIMIT);
+        pool.drain(..excess);
     }
 }
 
@@ -404,7 +427,7 @@ struct TaskCache<B: Backend> {
 struct DirCache<B: Backend> {
     /// Sizes of the call currently using the cache (set on every take from the pool).
     geo: DirGeometry,
-    /// Row capacity: `(T+1)·B` of the batch that allocated it.
+    /// Row capacity: `(T+1)·B` of the batch that allocated it, rounded up to a power of two.
     rows: usize,
     /// Input in this direction's time order (T, B, D).
     x: B::Buf,
@@ -445,12 +468,16 @@ struct DirCache<B: Backend> {
     d_b: B::Buf,
     /// One per requested task, in request order.
     tasks: Vec<TaskCache<B>>,
+    /// Host staging memory (transposed weights, gathered output gradients), kept with
+    /// the cache so that these copies allocate nothing once the cache is warm.
+    host: Vec<B::Elem>,
 }
 
 impl<B: Backend> DirCache<B> {
-    /// Allocates zeroed buffers for `geo`.
+    /// Allocates zeroed buffers for `geo`, with room for the next power of two of the
+    /// rows it needs.
     fn new(be: &B, geo: &DirGeometry) -> Result<Self, NumError> {
-        let rows = (geo.steps + 1) * geo.batch;
+        let rows = ((geo.steps + 1) * geo.batch).next_power_of_two();
         let (d, h) = (geo.input, geo.hidden);
         let z = |n: usize| be.zeros(n.max(1));
         let ones = be.upload(&vec![B::Elem::one(); rows])?;
@@ -494,12 +521,15 @@ impl<B: Backend> DirCache<B> {
             d_w_hh: z(4 * h * h)?,
             d_b: z(4 * h)?,
             tasks,
+            host: Vec::new(),
         })
     }
 
-    /// Whether this cache can serve `geo` (same layer sizes, enough rows).
+    /// Whether this cache can serve `geo`: same layer sizes, enough rows, and at most
+    /// [`MAX_SLACK`] times the rows it needs.
     fn fits(&self, geo: &DirGeometry) -> bool {
-        self.same_layer(geo) && self.rows >= (geo.steps + 1) * geo.batch
+        let need = (geo.steps + 1) * geo.batch;
+        self.same_layer(geo) && self.rows >= need && self.rows <= MAX_SLACK * need
     }
 
     /// Whether this cache was made for the same layer sizes as `geo` (any length).
@@ -518,8 +548,6 @@ struct DirOutputs<R> {
 
 /// Host data of one direction's forward call.
 struct DirInputs<'a, R: Real> {
-    /// (T·B·D) input in this direction's order.
-    x: &'a [R],
     /// Cell weights.
     cell: LstmWeights<'a, R>,
     /// Per task: separate input in this direction's order (T·B·D_k), if any.
@@ -542,13 +570,15 @@ struct DirGrads<R> {
     tasks: Vec<[Vec<R>; 3]>,
 }
 
-/// Runs one direction forward on the device; returns `h` and each task's `q` as
-/// downloaded (T+1, B, H) buffers (capacity-sized; slot 0 is the zero state).
+/// Runs one direction forward on the device (the caller has written the unit's rows of
+/// `x` into the cache); returns `h` and each task's `q` as downloaded (T+1, B, H)
+/// buffers (capacity-sized; slot 0 is the zero state).
 fn dir_forward<B: Backend>(
     be: &B,
     dc: &mut DirCache<B>,
     inp: &DirInputs<'_, B::Elem>,
     mask: &[B::Elem],
+    active: &[usize],
 ) -> Result<DirOutputs<B::Elem>, NumError> {
     let DirGeometry {
         steps,
@@ -560,11 +590,16 @@ fn dir_forward<B: Backend>(
     let rows = steps * batch;
     let zeros = vec![B::Elem::zero(); batch * hd];
 
-    be.write(&mut dc.x, inp.x)?;
     be.write(&mut dc.mask, mask)?;
     be.write(&mut dc.w_ih, &row_major(inp.cell.w_ih))?;
-    be.write(&mut dc.w_hh_t, &transposed(inp.cell.w_hh))?;
-    if inp.record {
+    // Small batches read `W_hhᵀ` as a plain matrix (see `TRANSPOSE_MAX_BATCH`); larger
+    // ones read `W_hh` as stored, transposed by strides.
+    let plain = batch <= TRANSPOSE_MAX_BATCH;
+    if plain {
+        transposed_into(inp.cell.w_hh, &mut dc.host);
+        be.write(&mut dc.w_hh_t, &dc.host)?;
+    }
+    if inp.record || !plain {
         be.write(&mut dc.w_hh, &row_major(inp.cell.w_hh))?;
     }
     be.write(&mut dc.b, &row_major(inp.cell.b))?;
@@ -580,8 +615,11 @@ fn dir_forward<B: Backend>(
     for (j, tc) in dc.tasks.iter_mut().enumerate() {
         let w = &inp.tasks[j];
         be.write(&mut tc.u, &row_major(w.u))?;
-        be.write(&mut tc.w_t, &transposed(w.w))?;
-        if inp.record {
+        if plain {
+            transposed_into(w.w, &mut dc.host);
+            be.write(&mut tc.w_t, &dc.host)?;
+        }
+        if inp.record || !plain {
             be.write(&mut tc.w, &row_major(w.w))?;
         }
         be.write(&mut tc.b, &row_major(w.b))?;
@@ -602,7 +640,7 @@ fn dir_forward<B: Backend>(
         be.gemm(&proj, xk, &tc.u, Some(&tc.b), &mut tc.o_k)?;
     }
 
-    for t in 0..steps {
+    for (t, &running) in active.iter().enumerate().take(steps) {
         let s = CellStep {
             t,
             batch,
@@ -610,12 +648,14 @@ fn dir_forward<B: Backend>(
         };
         // gates[t] += h_{t-1} · W_hhᵀ
         let rec = Gemm {
+            trans_b: !plain,
             a_off: t * batch * hd,
             c_off: t * batch * 4 * hd,
             accumulate: true,
-            ..Gemm::new(batch, 4 * hd, hd)
+            ..Gemm::new(running, 4 * hd, hd)
         };
-        be.gemm(&rec, &dc.h, &dc.w_hh_t, None, &mut dc.gates)?;
+        let w_rec = if plain { &dc.w_hh_t } else { &dc.w_hh };
+        be.gemm(&rec, &dc.h, w_rec, None, &mut dc.gates)?;
         be.lstm_cell_fwd(
             s,
             &mut dc.gates,
@@ -627,12 +667,14 @@ fn dir_forward<B: Backend>(
         for tc in &mut dc.tasks {
             // o_k[t] += q^k_{t-1} · W_kᵀ
             let rec = Gemm {
+                trans_b: !plain,
                 a_off: t * batch * hd,
                 c_off: t * batch * hd,
                 accumulate: true,
-                ..Gemm::new(batch, hd, hd)
+                ..Gemm::new(running, hd, hd)
             };
-            be.gemm(&rec, &tc.q_k, &tc.w_t, None, &mut tc.o_k)?;
+            let w_rec = if plain { &tc.w_t } else { &tc.w };
+            be.gemm(&rec, &tc.q_k, w_rec, None, &mut tc.o_k)?;
             be.task_gate_fwd(s, &mut tc.o_k, &mut tc.q_k, &dc.tanh_c, &dc.mask)?;
         }
     }
@@ -645,13 +687,13 @@ fn dir_forward<B: Backend>(
     Ok(DirOutputs { h, q })
 }
 
-/// Runs one direction's BPTT on the device. `d_h` and `d_q` are host (T+1, B, H)
-/// gradients (slot 0 ignored) in this direction's order.
+/// Runs one direction's BPTT on the device. The caller has written the output
+/// gradients into `d_h` and each task's `d_q_k` ((T+1, B, H), slot 0 ignored) in this
+/// unit's row order.
 fn dir_backward<B: Backend>(
     be: &B,
     dc: &mut DirCache<B>,
-    d_h: &[B::Elem],
-    d_q: &[Vec<B::Elem>],
+    active: &[usize],
 ) -> Result<DirGrads<B::Elem>, NumError> {
     let DirGeometry {
         steps,
@@ -663,11 +705,7 @@ fn dir_backward<B: Backend>(
     let rows = steps * batch;
     let (bh, bg) = (batch * hd, batch * 4 * hd);
 
-    be.write(&mut dc.d_h, d_h)?;
     be.fill_zero(&mut dc.d_c)?;
-    for (tc, dq) in dc.tasks.iter_mut().zip(d_q) {
-        be.write(&mut tc.d_q_k, dq)?;
-    }
 
     for t in (0..steps).rev() {
         let s = CellStep {
@@ -692,7 +730,7 @@ fn dir_backward<B: Backend>(
                     a_off: t * bh,
                     c_off: t * bh,
                     accumulate: true,
-                    ..Gemm::new(batch, hd, hd)
+                    ..Gemm::new(active[t], hd, hd)
                 };
                 be.gemm(&g, &tc.d_o_k, &tc.w, None, &mut tc.d_q_k)?;
             }
@@ -713,7 +751,7 @@ fn dir_backward<B: Backend>(
                 a_off: t * bg,
                 c_off: t * bh,
                 accumulate: true,
-                ..Gemm::new(batch, hd, 4 * hd)
+                ..Gemm::new(active[t], hd, 4 * hd)
             };
             be.gemm(&g, &dc.d_gates, &dc.w_hh, None, &mut dc.d_h)?;
         }
@@ -870,6 +908,84 @@ fn validate<R: Real>(
     Ok((seq, geo))
 }
 
+/// One piece of a layer call: one direction over one group of sentences
+/// ([`SeqShape::groups`]), run as its own (T_g, B_g) problem with its own cache.
+struct Unit<R> {
+    /// 0 = forward, 1 = reverse.
+    dir: usize,
+    /// Sizes: `steps` = the group's longest sentence, `batch` = its sentence count.
+    geo: DirGeometry,
+    /// Internal row `t·B_g + j` → row of the caller's `(T·B, ·)` matrices; `None` when
+    /// that is the same row (one group, already longest first, forward direction).
+    rows: Option<Vec<usize>>,
+    /// Per step: sentences of the group still running (a prefix: the group is longest
+    /// first), so the per-step products skip the finished ones.
+    active: Vec<usize>,
+    /// The (T_g, B_g) mask (the same for both directions: reversal keeps padding last).
+    mask: Vec<R>,
+}
+
+impl<R> Unit<R> {
+    /// The caller's row of internal row `r`.
+    fn caller_row(&self, r: usize) -> usize {
+        self.rows.as_ref().map_or(r, |m| m[r])
+    }
+}
+
+/// Splits a layer call into units: for each group of sentences, each direction (units
+/// are ordered group-major). Inside a group the sentences run longest first and the
+/// reverse direction reverses each sentence.
+fn plan<R: Real>(seq: &SeqShape, geo: &DirGeometry, nd: usize) -> Vec<Unit<R>> {
+    let batch = seq.batch();
+    let rev = seq.reversal();
+    let groups = seq.groups();
+    let mut units = Vec::with_capacity(groups.len() * nd);
+    for members in &groups {
+        let lens: Vec<usize> = members.iter().map(|&b| seq.lens[b]).collect();
+        let steps = lens.iter().copied().max().unwrap_or(0).max(1);
+        let bg = members.len();
+        let identity = groups.len() == 1
+            && steps == seq.steps
+            && members.iter().enumerate().all(|(j, &b)| j == b);
+        let mask = (0..steps * bg)
+            .map(|r| {
+                if r / bg < lens[r % bg] {
+                    R::one()
+                } else {
+                    R::zero()
+                }
+            })
+            .collect::<Vec<R>>();
+        let active: Vec<usize> = (0..steps)
+            .map(|t| lens.iter().filter(|&&l| l > t).count())
+            .collect();
+        for dir in 0..nd {
+            let to_caller = |r: usize| {
+                let row = (r / bg) * batch + members[r % bg];
+                if dir == 1 { rev[row] } else { row }
+            };
+            let rows = (dir == 1 || !identity).then(|| (0..steps * bg).map(to_caller).collect());
+            units.push(Unit {
+                dir,
+                geo: DirGeometry {
+                    steps,
+                    batch: bg,
+                    ..geo.clone()
+                },
+                rows,
+                active: active.clone(),
+                mask: mask.clone(),
+            });
+        }
+    }
+    units
+}
+
+/// Rows of `m` in a unit's internal order.
+fn gather_unit<'a, R: Real>(m: &'a Matrix<R>, unit: &Unit<R>) -> std::borrow::Cow<'a, [R]> {
+    gather_rows(m, unit.rows.as_deref())
+}
+
 /// Runs a (bi)directional SC-LSTM layer (a plain (Bi)LSTM layer when no tasks are
 /// requested). Returns the output `(T·B, nd·(1+K)·H)` (column layout in the module docs)
 /// and, when `record`, the [`FusedOp`] whose backward is the hand-written BPTT.
@@ -888,37 +1004,54 @@ pub fn sc_lstm_forward<B: Backend + 'static>(
     let op = "sc_lstm_forward";
     let (seq, geo) = validate(op, args)?;
     let be = ws.backend.as_ref();
-    let (rows, hd, batch) = (seq.rows(), geo.hidden, seq.batch());
+    let (rows, hd) = (seq.rows(), geo.hidden);
     let nd = args.directions.len();
     let n_tasks = geo.tasks.len();
-    let mask = seq.mask::<B::Elem>();
-    let rev = seq.reversal();
+    let units = plan::<B::Elem>(&seq, &geo, nd);
     let width = nd * (1 + n_tasks) * hd;
     let mut out = Matrix::<B::Elem>::zeros((rows, width));
-    let mut caches = ws.take_all(&geo, nd)?;
+    let mut caches = Vec::with_capacity(units.len());
+    for unit in &units {
+        match ws.take(&unit.geo) {
+            Ok(c) => caches.push(c),
+            Err(e) => {
+                ws.give(caches);
+                return Err(e);
+            }
+        }
+    }
 
-    let results = ws.each_direction(&mut caches, |di, dc| {
-        let dir = &args.directions[di];
-        let perm = (di == 1).then_some(rev.as_slice());
-        let x = gather_rows(args.x, perm);
+    let results = ws.each_unit(&mut caches, |i, dc| {
+        let unit = &units[i];
+        let dir = &args.directions[unit.dir];
+        // The unit's rows of x, staged in the cache's host memory (no allocation).
+        match &unit.rows {
+            None => be.write(&mut dc.x, &row_major(args.x))?,
+            Some(map) => {
+                dc.host.clear();
+                for &src in map {
+                    dc.host.extend(args.x.row(src).iter().copied());
+                }
+                be.write(&mut dc.x, &dc.host)?;
+            }
+        }
         let x_k = args
             .task_inputs
             .iter()
             .map(|inp| match inp {
                 TaskInput::Shared => None,
-                TaskInput::Separate(m) => Some(gather_rows(m, perm)),
+                TaskInput::Separate(m) => Some(gather_unit(m, unit)),
             })
             .collect();
         let inputs = DirInputs {
-            x: &x,
             cell: dir.cell,
             x_k,
             tasks: &dir.tasks,
             record,
         };
-        dir_forward(be, dc, &inputs, &mask)
+        dir_forward(be, dc, &inputs, &unit.mask, &unit.active)
     });
-    for (di, result) in results.into_iter().enumerate() {
+    for (unit, result) in units.iter().zip(results) {
         let DirOutputs { h, q } = match result {
             Ok(v) => v,
             Err(e) => {
@@ -926,22 +1059,21 @@ pub fn sc_lstm_forward<B: Backend + 'static>(
                 return Err(e);
             }
         };
-        let perm = (di == 1).then_some(rev.as_slice());
-        // Slot t+1, row b of the direction's buffer → output row perm(t·B + b).
+        let (bg, unit_rows) = (unit.geo.batch, unit.geo.steps * unit.geo.batch);
+        // Slot t+1, row j of the unit's buffer → the caller's row of internal row t·B_g + j.
         let scatter = |out: &mut Matrix<B::Elem>, buf: &[B::Elem], col: usize| {
-            for r in 0..rows {
-                let dst = perm.map_or(r, |p| p[r]);
-                let src = &buf[(batch + r) * hd..(batch + r + 1) * hd];
-                out.row_mut(dst)
+            for r in 0..unit_rows {
+                let src = &buf[(bg + r) * hd..(bg + r + 1) * hd];
+                out.row_mut(unit.caller_row(r))
                     .slice_mut(ndarray::s![col..col + hd])
                     .iter_mut()
                     .zip(src)
                     .for_each(|(o, &v)| *o = v);
             }
         };
-        scatter(&mut out, &h, di * hd);
+        scatter(&mut out, &h, unit.dir * hd);
         for (j, qk) in q.iter().enumerate() {
-            scatter(&mut out, qk, (nd * (1 + j) + di) * hd);
+            scatter(&mut out, qk, (nd * (1 + j) + unit.dir) * hd);
         }
     }
 
@@ -954,7 +1086,7 @@ pub fn sc_lstm_forward<B: Backend + 'static>(
         ws: ws.clone(),
         caches: Mutex::new(caches),
         geo,
-        rev,
+        units,
         separate,
         nd,
     };
@@ -1021,12 +1153,12 @@ pub fn lstm_forward<B: Backend + 'static>(
 pub struct ScLstmOp<B: Backend> {
     /// Backend and the pool the caches return to.
     ws: LayerWorkspace<B>,
-    /// One cache per direction (behind a mutex: `backward` takes `&self`).
+    /// One cache per unit (behind a mutex: `backward` takes `&self`).
     caches: Mutex<Vec<DirCache<B>>>,
-    /// Sizes of every direction.
+    /// Sizes of the whole call (`steps` and `batch` of the caller's matrices).
     geo: DirGeometry,
-    /// Per-sentence reversal permutation (T·B).
-    rev: Vec<usize>,
+    /// The (group, direction) pieces of the call, one cache each (same order).
+    units: Vec<Unit<B::Elem>>,
     /// Per task: reads a separate input.
     separate: Vec<bool>,
     /// Number of directions.
@@ -1094,37 +1226,44 @@ impl<B: Backend> FusedOp<B::Elem> for ScLstmOp<B> {
         let mut cell_grads = Vec::with_capacity(nd);
         let mut task_grads: Vec<Vec<[Vec<B::Elem>; 3]>> = vec![Vec::with_capacity(nd); n_tasks];
 
-        let results = self.ws.each_direction(&mut caches, |di, dc| {
-            let perm = (di == 1).then_some(self.rev.as_slice());
-            // (T+1, B, H) host gradient with slot 0 = 0, read from output columns `col`.
-            let gather = |col: usize| {
-                let mut v = vec![B::Elem::zero(); (steps + 1) * batch * hd];
-                for r in 0..rows {
-                    let src = perm.map_or(r, |p| p[r]);
-                    let dst = &mut v[(batch + r) * hd..(batch + r + 1) * hd];
-                    let row = d_out.row(src);
+        let results = self.ws.each_unit(&mut caches, |i, dc| {
+            let unit = &self.units[i];
+            let (bg, unit_rows) = (unit.geo.batch, unit.geo.steps * unit.geo.batch);
+            // (T_g+1, B_g, H) host gradient with slot 0 = 0, read from output columns `col`.
+            let gather = |v: &mut Vec<B::Elem>, col: usize| {
+                v.clear();
+                v.resize((unit_rows + bg) * hd, B::Elem::zero());
+                for r in 0..unit_rows {
+                    let dst = &mut v[(bg + r) * hd..(bg + r + 1) * hd];
+                    let row = d_out.row(unit.caller_row(r));
                     let part = row.slice(ndarray::s![col..col + hd]);
                     match part.as_slice() {
                         Some(part) => dst.copy_from_slice(part),
                         None => dst.iter_mut().zip(part).for_each(|(o, &g)| *o = g),
                     }
                 }
-                v
             };
-            let d_h = gather(di * hd);
-            let d_q: Vec<_> = (0..n_tasks)
-                .map(|j| gather((nd * (1 + j) + di) * hd))
-                .collect();
-            dir_backward(be, dc, &d_h, &d_q)
+            gather(&mut dc.host, unit.dir * hd);
+            be.write(&mut dc.d_h, &dc.host)?;
+            for (j, tc) in dc.tasks.iter_mut().enumerate() {
+                gather(&mut dc.host, (nd * (1 + j) + unit.dir) * hd);
+                be.write(&mut tc.d_q_k, &dc.host)?;
+            }
+            dir_backward(be, dc, &unit.active)
         });
-        for (di, g) in results.into_iter().enumerate() {
+        // Units are group-major: the first group's gradients start each direction's sums,
+        // later groups add to them in group order (a fixed order: deterministic).
+        let add = |acc: &mut Vec<B::Elem>, v: &[B::Elem]| {
+            acc.iter_mut().zip(v).for_each(|(a, &x)| *a += x);
+        };
+        for (unit, g) in self.units.iter().zip(results) {
             let g = g?;
-            let perm = (di == 1).then_some(self.rev.as_slice());
-            // Add a direction-ordered (T·B, width) gradient into an original-order matrix.
+            let unit_rows = unit.geo.steps * unit.geo.batch;
+            // Add a unit-ordered (T_g·B_g, width) gradient into a caller-order matrix.
             let add_rows = |acc: &mut Matrix<B::Elem>, flat: &[B::Elem]| {
                 let w = acc.ncols();
-                for r in 0..rows {
-                    let dst = perm.map_or(r, |p| p[r]);
+                for r in 0..unit_rows {
+                    let dst = unit.caller_row(r);
                     for (a, &v) in acc.row_mut(dst).iter_mut().zip(&flat[r * w..(r + 1) * w]) {
                         *a += v;
                     }
@@ -1136,9 +1275,20 @@ impl<B: Backend> FusedOp<B::Elem> for ScLstmOp<B> {
                     add_rows(acc, flat);
                 }
             }
-            cell_grads.push(g.cell);
-            for (j, tg) in g.tasks.into_iter().enumerate() {
-                task_grads[j].push(tg);
+            if cell_grads.len() <= unit.dir {
+                cell_grads.push(g.cell);
+                for (j, tg) in g.tasks.into_iter().enumerate() {
+                    task_grads[j].push(tg);
+                }
+            } else {
+                for (acc, v) in cell_grads[unit.dir].iter_mut().zip(&g.cell) {
+                    add(acc, v);
+                }
+                for (j, tg) in g.tasks.iter().enumerate() {
+                    for (acc, v) in task_grads[j][unit.dir].iter_mut().zip(tg) {
+                        add(acc, v);
+                    }
+                }
             }
         }
 

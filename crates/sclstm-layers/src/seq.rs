@@ -80,6 +80,46 @@ impl SeqShape {
             .collect()
     }
 
+    /// Batch positions sorted by length, longest first (ties keep batch order). The layers
+    /// run a batch in this order, so at every step the sentences still running are a
+    /// prefix of the batch (see [`SeqShape::active`]).
+    pub fn longest_first(&self) -> Vec<usize> {
+        let mut order: Vec<usize> = (0..self.batch()).collect();
+        order.sort_by_key(|&b| std::cmp::Reverse(self.lens[b]));
+        order
+    }
+
+    /// Per step `t`: how many sentences are longer than `t`. With the batch in
+    /// [`SeqShape::longest_first`] order these are rows `0..active[t]` of step `t`, and
+    /// the per-step recurrent products skip the finished sentences.
+    pub fn active(&self) -> Vec<usize> {
+        (0..self.steps)
+            .map(|t| self.lens.iter().filter(|&&l| l > t).count())
+            .collect()
+    }
+
+    /// The batch split into at most two groups of sentences, each longest first, that a
+    /// layer runs as separate (T_g, B_g) problems: the long sentences, and the short
+    /// ones with their own, smaller padded length. A random batch of 10 pads about half
+    /// of its `T·B` rows; the split skips most of them in the large input-projection and
+    /// weight-gradient products, at the price of a second, smaller time loop. The batch
+    /// is split where that minimises the padded rows `T_1·B_1 + T_2·B_2`, and only when
+    /// this saves at least a quarter of `T·B` (so a length-sorted batch stays whole).
+    pub fn groups(&self) -> Vec<Vec<usize>> {
+        let order = self.longest_first();
+        let len = |j: usize| self.lens[order[j]].max(1);
+        let b = order.len();
+        let whole = len(0) * b;
+        let best = (1..b)
+            .map(|k| (len(0) * k + len(k) * (b - k), k))
+            .min()
+            .filter(|&(rows, _)| 4 * rows <= 3 * whole);
+        match best {
+            Some((_, k)) => vec![order[..k].to_vec(), order[k..].to_vec()],
+            None => vec![order],
+        }
+    }
+
     /// The per-sentence reversal as a row permutation: entry `t·B + b` is the row that
     /// step `t` of the reversed sentence `b` reads, i.e. `(lens[b] − 1 − t)·B + b` inside
     /// the sentence and `t·B + b` (unchanged) on padding. It is its own inverse, so the
@@ -104,26 +144,37 @@ pub(crate) fn row_major<R: Real>(m: &Matrix<R>) -> Cow<'_, [R]> {
     }
 }
 
-/// `mᵀ` in row-major order (a `(cols, rows)` matrix), copied in square tiles so that
-/// both the reads and the writes stay within a few cache lines per tile.
-pub(crate) fn transposed<R: Real>(m: &Matrix<R>) -> Vec<R> {
+/// `mᵀ` in row-major order (a `(cols, rows)` matrix). Works in `TILE × TILE` blocks
+/// staged through a small local array, so both the reads from `m` and the writes to the
+/// result are contiguous runs of `TILE` elements (a plain element-by-element transpose
+/// writes with a stride of a whole row and misses the cache on almost every store).
+/// The result is written into `out` (resized), so a caller that keeps `out` allocates
+/// nothing after the first call.
+pub(crate) fn transposed_into<R: Real>(m: &Matrix<R>, out: &mut Vec<R>) {
     const TILE: usize = 16;
     let (rows, cols) = m.dim();
     let src = row_major(m);
-    let mut out = vec![R::zero(); rows * cols];
+    out.clear();
+    out.resize(rows * cols, R::zero());
+    let mut tile = [[R::zero(); TILE]; TILE];
     for r0 in (0..rows).step_by(TILE) {
-        let r1 = (r0 + TILE).min(rows);
+        let nr = TILE.min(rows - r0);
         for c0 in (0..cols).step_by(TILE) {
-            let c1 = (c0 + TILE).min(cols);
-            for (r, row) in src[r0 * cols..r1 * cols].chunks_exact(cols).enumerate() {
-                let r = r0 + r;
-                for (c, &v) in row[c0..c1].iter().enumerate() {
-                    out[(c0 + c) * rows + r] = v;
+            let nc = TILE.min(cols - c0);
+            for (i, line) in tile.iter_mut().enumerate().take(nr) {
+                let start = (r0 + i) * cols + c0;
+                line[..nc].copy_from_slice(&src[start..start + nc]);
+            }
+            for (j, column) in out[c0 * rows..(c0 + nc) * rows]
+                .chunks_exact_mut(rows)
+                .enumerate()
+            {
+                for (o, line) in column[r0..r0 + nr].iter_mut().zip(&tile) {
+                    *o = line[j];
                 }
             }
         }
     }
-    out
 }
 
 /// Rows of `m` gathered through `perm` (`out[r] = m[perm[r]]`), or `m` itself as a flat
@@ -159,6 +210,43 @@ mod tests {
             s.mask::<f64>(),
             vec![1.0, 1.0, 1.0, 1.0, 1.0, 0.0, 1.0, 0.0]
         );
+    }
+
+    #[test]
+    fn longest_first_makes_the_running_sentences_a_prefix() -> Result<(), NumError> {
+        let seq = SeqShape::new("t", 16, &[2, 4, 1, 4])?;
+        assert_eq!(seq.longest_first(), vec![1, 3, 0, 2]);
+        assert_eq!(seq.active(), vec![4, 3, 2, 2]);
+        Ok(())
+    }
+
+    #[test]
+    fn groups_split_only_when_it_saves_a_quarter_of_the_rows() -> Result<(), NumError> {
+        // Rows 4·4 = 16 whole; split after the two 4s: 4·2 + 2·2 = 12 ≤ 12.
+        let seq = SeqShape::new("t", 16, &[2, 4, 1, 4])?;
+        assert_eq!(seq.groups(), vec![vec![1, 3], vec![0, 2]]);
+        // Nearly equal lengths: no split.
+        let seq = SeqShape::new("t", 12, &[3, 3, 2])?;
+        assert_eq!(seq.groups(), vec![vec![0, 1, 2]]);
+        // Zero-length sentences count as length 1.
+        let seq = SeqShape::new("t", 8, &[0, 4])?;
+        assert_eq!(seq.groups(), vec![vec![1], vec![0]]);
+        Ok(())
+    }
+
+    #[test]
+    fn transposed_matches_the_definition_on_ragged_tiles() {
+        for (r, c) in [(1, 1), (3, 17), (33, 16), (40, 45)] {
+            let m = ndarray::Array2::from_shape_fn((r, c), |(i, j)| (i * 100 + j) as f64);
+            let mut t = vec![7.0; 3];
+            super::transposed_into(&m, &mut t);
+            assert_eq!(t.len(), r * c);
+            for i in 0..r {
+                for j in 0..c {
+                    assert_eq!(t[j * r + i], m[(i, j)], "({i}, {j}) of {r}×{c}");
+                }
+            }
+        }
     }
 
     #[test]

@@ -20,7 +20,7 @@ impl Join for ThreadJoin {
     fn join(&self, a: &mut (dyn FnMut() + Send), b: &mut (dyn FnMut() + Send)) {
         self.calls.fetch_add(1, Ordering::Relaxed);
         std::thread::scope(|s| {
-            let other = s.spawn(|| b());
+            let other = s.spawn(b);
             a();
             other.join().expect("the reverse direction panicked");
         });
@@ -62,30 +62,43 @@ fn concurrent_directions_match_sequential_bit_for_bit() {
 }
 
 #[test]
-fn a_single_direction_never_uses_the_join() {
-    let spec = Spec {
+fn one_unit_never_uses_the_join_and_two_groups_do() {
+    // One direction, lengths close enough to stay one group: a single unit.
+    let whole = Spec {
         steps: 3,
-        lens: vec![3, 1],
+        lens: vec![3, 3],
         input: 2,
         hidden: 2,
         dirs: 1,
         tasks: vec![None],
     };
-    let v = spec.inputs(0.2);
     let join = Arc::new(ThreadJoin::default());
     let mut ws = workspace();
     ws.set_join(Some(Arc::clone(&join) as Arc<dyn Join>));
-    let (out, _) = forward_backward(&ws, &spec, &v);
+    let v = whole.inputs(0.2);
+    let (out, _) = forward_backward(&ws, &whole, &v);
     assert_eq!(join.calls.load(Ordering::Relaxed), 0);
-    assert_eq!(out, forward_backward(&workspace(), &spec, &v).0);
+    assert_eq!(out, forward_backward(&workspace(), &whole, &v).0);
+    // Lengths 4 and 1 split into two groups: two units, run through the join, with the
+    // same result as one after the other.
+    let split = Spec {
+        steps: 4,
+        lens: vec![1, 4],
+        ..whole
+    };
+    let v = split.inputs(0.7);
+    let concurrent = forward_backward(&ws, &split, &v);
+    assert_eq!(join.calls.load(Ordering::Relaxed), 2);
+    assert_eq!(concurrent, forward_backward(&workspace(), &split, &v));
 }
 
 #[test]
-fn a_longer_batch_replaces_the_pooled_short_caches() {
+fn caches_come_in_row_buckets_and_the_best_fit_is_reused() {
     let ws = workspace();
+    // (T+1)·B = 6 rows → a bucket of 8; (5+1)·2 = 12 → 16.
     let short = Spec {
         steps: 2,
-        lens: vec![2, 1],
+        lens: vec![2, 2],
         input: 2,
         hidden: 2,
         dirs: 2,
@@ -93,24 +106,36 @@ fn a_longer_batch_replaces_the_pooled_short_caches() {
     };
     let long = Spec {
         steps: 5,
-        lens: vec![5, 4],
+        lens: vec![5, 5],
         ..short.clone()
     };
     let (vs, vl) = (short.inputs(0.3), long.inputs(0.4));
     forward_backward(&ws, &short, &vs);
     assert_eq!(ws.pooled(), 2, "both direction caches returned");
-    // Neither short cache fits: they are dropped, not kept next to the new long ones.
+    // The short caches are too small for the long batch: two more are made.
     forward_backward(&ws, &long, &vl);
-    assert_eq!(ws.pooled(), 2, "short caches evicted on the miss");
-    // The long caches serve the short batch again, with the same result as a fresh pool.
+    assert_eq!(ws.pooled(), 4);
+    // The short batch takes the short caches again (best fit), nothing new is made, and
+    // the result equals a fresh pool's.
     let again = forward_backward(&ws, &short, &vs);
-    assert_eq!(ws.pooled(), 2);
+    assert_eq!(ws.pooled(), 4);
     assert_eq!(again, forward_backward(&workspace(), &short, &vs));
-    // A layer of other sizes keeps its own caches: no eviction across geometries.
+    // A one-step, one-sentence call needs 2 rows: the 8-row caches are at most 4× that,
+    // the 16-row ones are not, so two are taken and two remain.
+    let tiny = Spec {
+        steps: 1,
+        lens: vec![1],
+        ..short.clone()
+    };
+    let (_, node) = sc_lstm_forward(&ws, &tiny.args(&tiny.inputs(0.9)), true).unwrap();
+    assert_eq!(ws.pooled(), 2);
+    drop(node);
+    assert_eq!(ws.pooled(), 4);
+    // A layer of other sizes gets caches of its own.
     let other = Spec {
         hidden: 3,
         ..short.clone()
     };
     forward_backward(&ws, &other, &other.inputs(0.5));
-    assert_eq!(ws.pooled(), 4);
+    assert_eq!(ws.pooled(), 6);
 }

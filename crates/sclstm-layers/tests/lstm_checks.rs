@@ -290,6 +290,35 @@ fn sc_lstm_shared_bidirectional_gradcheck() {
     });
 }
 
+/// More than 12 sentences: the forward's per-step products read the recurrent weights
+/// as stored (transposed by strides) instead of a transposed copy.
+#[test]
+fn large_batch_gradcheck() {
+    full_check(&Spec {
+        steps: 3,
+        lens: vec![3, 3, 2, 3, 3, 3, 3, 3, 2, 3, 3, 3, 3],
+        input: 2,
+        hidden: 2,
+        dirs: 2,
+        tasks: vec![None],
+    });
+}
+
+/// The layer runs the batch longest first and skips finished sentences in the per-step
+/// products: an unsorted batch with ties and a one-step sentence must still match the
+/// reference and finite differences.
+#[test]
+fn sc_lstm_unsorted_batch_with_ties_gradcheck() {
+    full_check(&Spec {
+        steps: 4,
+        lens: vec![2, 4, 1, 4],
+        input: 2,
+        hidden: 2,
+        dirs: 2,
+        tasks: vec![None, Some(3)],
+    });
+}
+
 #[test]
 fn sc_lstm_chained_bidirectional_gradcheck() {
     full_check(&Spec {

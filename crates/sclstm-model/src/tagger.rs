@@ -11,9 +11,8 @@ use sclstm_autodiff::{DropoutRate, ParamId, ParamStore, Reduction, Tape, Var};
 use sclstm_core::{Backend, Matrix, Real};
 use sclstm_cpu::CpuBackend;
 use sclstm_layers::{
-    BioConstraint, CrfReduction, CrfWeights, DirectionWeights, Join, LayerWorkspace,
-    LstmWeights, ScLstmArgs, TaskGateWeights, TaskInput, crf_nll, sc_lstm_forward,
-    viterbi_decode,
+    BioConstraint, CrfReduction, CrfWeights, DirectionWeights, Join, LayerWorkspace, LstmWeights,
+    ScLstmArgs, TaskGateWeights, TaskInput, crf_nll, sc_lstm_forward, viterbi_decode,
 };
 
 use crate::{Family, HeadKind, ModelConfig, ModelError, ModelInput, NUM_CAPS, TaskInputMode};
@@ -98,7 +97,7 @@ impl<R: Real> Join for CpuJoin<R> {
     fn join(&self, a: &mut (dyn FnMut() + Send), b: &mut (dyn FnMut() + Send)) {
         match self.0.pool() {
             Some(pool) => {
-                pool.install(|| rayon::join(|| a(), || b()));
+                pool.install(|| rayon::join(a, b));
             }
             None => {
                 a();
@@ -144,6 +143,7 @@ impl<B: Backend> std::fmt::Debug for Tagger<B> {
             .field("parameters", &self.params.len())
             .field("scalars", &self.params.num_scalars())
             .field("backend", &self.ws.backend().name())
+            .field("concurrent_directions", &self.ws.has_join())
             .finish()
     }
 }

@@ -7,3 +7,4 @@ mod gradcheck;
 mod isolation;
 mod overfit;
 mod predict;
+mod threads;

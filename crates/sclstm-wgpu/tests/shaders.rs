@@ -94,14 +94,14 @@ fn wgsl_struct(shader: Shader, name: &str) -> (Vec<(String, usize)>, usize) {
         .update(module.to_ctx())
         .expect("layout of every type");
     for (handle, ty) in module.types.iter() {
-        if ty.name.as_deref() == Some(name) {
-            if let naga::TypeInner::Struct { members, .. } = &ty.inner {
-                let fields = members
-                    .iter()
-                    .map(|m| (m.name.clone().unwrap_or_default(), m.offset as usize))
-                    .collect();
-                return (fields, layouter[handle].size as usize);
-            }
+        if ty.name.as_deref() == Some(name)
+            && let naga::TypeInner::Struct { members, .. } = &ty.inner
+        {
+            let fields = members
+                .iter()
+                .map(|m| (m.name.clone().unwrap_or_default(), m.offset as usize))
+                .collect();
+            return (fields, layouter[handle].size as usize);
         }
     }
     panic!("{} has no struct {name}", shader.path());

@@ -1,0 +1,448 @@
+//! `sclstm bench`: training and inference throughput of a paper-config model on
+//! synthetic batches, achieved matmul GFLOP/s and the fraction of a measured sgemm peak.
+//!
+//! The model has the paper's settings (§4.2–4.3): three tasks (NER 9 tags, chunking 22,
+//! POS 17; softmax heads), word embeddings of 50 over a 40,000-word vocabulary ⊕ the 8
+//! one-hot capitalization features, three bidirectional layers of 300, dropout 0.5,
+//! Adam, clipping at 5, random weights. Sentence lengths follow the shipped training
+//! corpora (see [`LENGTH_HISTOGRAM`]); word ids, caps and gold tags are random.
+//!
+//! * Training: each step picks a task at random (Algorithm 1), runs forward, backward,
+//!   clipping and Adam on one batch, and counts the batch's real tokens. The first
+//!   steps fill the layer cache pool and are not timed.
+//! * Inference: sentences sorted by length, batches of [`INFER_BATCH`], one
+//!   [`Tagger::predict`] call per batch tagging all three tasks; one untimed pass first.
+//! * FLOPs: the matrix products of a step counted from the layer shapes over the batch's
+//!   real tokens only (see [`forward_flops`]): useful work, so the GFLOP/s figure does
+//!   not grow with padding (the layers skip much of it, the rest is not counted).
+//! * Peak: the best of a few 1024³ products through [`Backend::gemm`] on the same backend
+//!   and thread count.
+
+use std::io::Write;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Context;
+use rand::{RngExt, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use sclstm_autodiff::optim::{Adam, AdamConfig, clip_grad_norm};
+use sclstm_core::{Backend, Gemm};
+use sclstm_model::{Family, ModelConfig, ModelError, ModelInput, Tagger, TaskConfig};
+use serde::Serialize;
+
+use crate::backend::{BackendJob, with_backend};
+use crate::config::{self, BackendKind};
+
+/// Arguments of `sclstm bench`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Compute backend of the recurrent layers.
+    #[arg(long, value_enum, default_value = "cpu")]
+    pub backend: BackendKind,
+    /// Model family to measure.
+    #[arg(long, value_enum, default_value = "sc-lstm")]
+    pub model: config::Family,
+    /// Training batch size (sentences per step).
+    #[arg(long, default_value_t = 10)]
+    pub batch: usize,
+    /// Threads of the CPU backend and of the host products (0 = one per core).
+    #[arg(long, default_value_t = 2)]
+    pub threads: usize,
+    /// Timed training steps (after the warm-up steps).
+    #[arg(long, default_value_t = 60)]
+    pub steps: usize,
+    /// Sentences tagged in the inference measurement.
+    #[arg(long, default_value_t = 640)]
+    pub infer_sentences: usize,
+    /// Seed of the weights, the synthetic data and the task order.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Sentence-length histogram of the shipped training sets: `(shortest, longest,
+/// sentences)` per bucket. Computed once from `datasets/conll2003/train.txt`,
+/// `datasets/conll2000/train.txt` (blank-line separated, `-DOCSTART-` lines skipped) and
+/// `datasets/ud-en-ewt/train.conllu` (comment lines, multiword ranges `n-m` and empty
+/// nodes `n.m` skipped): 35,520 sentences, 619,934 tokens, mean 17.5, longest 159.
+/// Lengths are drawn by bucket weight, then uniformly inside the bucket.
+const LENGTH_HISTOGRAM: [(usize, usize, u32); 12] = [
+    (1, 5, 6094),
+    (6, 10, 6891),
+    (11, 15, 5211),
+    (16, 20, 4512),
+    (21, 25, 4036),
+    (26, 30, 3271),
+    (31, 35, 2376),
+    (36, 40, 1476),
+    (41, 50, 1222),
+    (51, 60, 299),
+    (61, 80, 113),
+    (81, 159, 19),
+];
+
+/// Tasks of the paper config: name and tag count.
+const TASKS: [(&str, usize); 3] = [("ner", 9), ("chunk", 22), ("pos", 17)];
+
+/// Word vocabulary of the benchmark model (about the shipped data's size).
+const VOCAB: usize = 40_000;
+
+/// Training steps run before the clock starts (they allocate the layer caches).
+const WARMUP_STEPS: usize = 3;
+
+/// Sentences per inference batch.
+const INFER_BATCH: usize = 64;
+
+/// Side of the square product that measures the sgemm peak.
+const PEAK_N: usize = 1024;
+
+/// What `sclstm bench --json` prints.
+#[derive(Debug, Serialize)]
+struct Report {
+    /// Model family (`sc-lstm`, `lstm-s`, …).
+    model: &'static str,
+    /// Backend description.
+    backend: String,
+    /// Threads requested.
+    threads: usize,
+    /// Training batch size.
+    batch: usize,
+    /// Timed training steps.
+    steps: usize,
+    /// Real (unpadded) tokens per second in training.
+    train_tokens_per_s: f64,
+    /// Real tokens per second tagging all three tasks.
+    infer_tokens_per_s: f64,
+    /// Useful matmul GFLOP/s in training (real tokens only).
+    gflops: f64,
+    /// Best measured 1024³ sgemm GFLOP/s.
+    peak_gflops: f64,
+    /// `gflops / peak_gflops`.
+    fraction_of_peak: f64,
+}
+
+/// Runs `sclstm bench`.
+pub fn run(args: Args) -> anyhow::Result<()> {
+    if args.batch == 0 || args.steps == 0 || args.infer_sentences == 0 {
+        anyhow::bail!("--batch, --steps and --infer-sentences must be at least 1");
+    }
+    let report = with_backend(args.backend, args.threads, BenchJob { args: &args })?;
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        writeln!(out, "{}", serde_json::to_string(&report)?)?;
+    } else {
+        writeln!(out, "model      {}", report.model)?;
+        writeln!(out, "backend    {}", report.backend)?;
+        writeln!(
+            out,
+            "training   {:>9.0} tokens/s  (batch {}, {} steps)",
+            report.train_tokens_per_s, report.batch, report.steps
+        )?;
+        writeln!(
+            out,
+            "inference  {:>9.0} tokens/s  (batch {INFER_BATCH}, length-sorted, 3 tasks)",
+            report.infer_tokens_per_s
+        )?;
+        writeln!(
+            out,
+            "matmul     {:>9.1} GFLOP/s   = {:.0}% of the measured sgemm peak {:.1} GFLOP/s",
+            report.gflops,
+            100.0 * report.fraction_of_peak,
+            report.peak_gflops
+        )?;
+    }
+    Ok(())
+}
+
+/// The benchmark, generic over the backend `with_backend` picked.
+struct BenchJob<'a> {
+    args: &'a Args,
+}
+
+impl BackendJob for BenchJob<'_> {
+    type Output = Report;
+
+    fn run<B: Backend<Elem = f32> + 'static>(self, b: Arc<B>) -> anyhow::Result<Report> {
+        let args = self.args;
+        let family = match args.model {
+            config::Family::Stl => Family::Stl,
+            config::Family::LstmS => Family::LstmS,
+            config::Family::LstmD => Family::LstmD,
+            config::Family::ScLstm => Family::ScLstm,
+        };
+        let tasks = TASKS
+            .iter()
+            .map(|&(name, n)| {
+                let tags: Vec<String> = (0..n).map(|i| format!("T{i}")).collect();
+                TaskConfig {
+                    tags,
+                    ..TaskConfig::new(name, &[])
+                }
+            })
+            .collect();
+        let mut cfg = ModelConfig::new(family, tasks, VOCAB);
+        cfg.word_dim = 50;
+        let peak = peak_gflops(b.as_ref())?;
+        let backend_name = b.name();
+        let mut tagger = Tagger::new(cfg.clone(), b, args.seed, None)?;
+        let pool = host_pool(args.threads)?;
+        tagger.set_thread_pool(pool.clone());
+
+        let mut rng = ChaCha8Rng::seed_from_u64(args.seed ^ 0x5eed);
+        let mut adam = Adam::new(AdamConfig::default());
+        let (mut tokens, mut flops, mut elapsed) = (0usize, 0u64, 0.0f64);
+        for step in 0..WARMUP_STEPS + args.steps {
+            let task = rng.random_range(0..TASKS.len());
+            let lens: Vec<usize> = (0..args.batch).map(|_| draw_length(&mut rng)).collect();
+            let batch = SyntheticBatch::new(&mut rng, lens, TASKS[task].1);
+            let start = Instant::now();
+            let mut grads = {
+                let mut tape = tagger.tape();
+                let loss =
+                    tagger.loss(&mut tape, &batch.input(), task, &batch.gold, step as u64)?;
+                tape.backward(loss)
+                    .map_err(ModelError::from)?
+                    .into_param_grads()
+            };
+            clip_grad_norm(&mut grads, 5.0);
+            adam.step_with_pool(tagger.params_mut(), &grads, pool.as_deref())?;
+            if step >= WARMUP_STEPS {
+                elapsed += start.elapsed().as_secs_f64();
+                let real = batch.lens.iter().sum::<usize>();
+                tokens += real;
+                flops += 3 * forward_flops(&cfg, &[task], real)?;
+            }
+        }
+        let train_tokens_per_s = tokens as f64 / elapsed;
+        let gflops = flops as f64 / elapsed / 1e9;
+
+        let mut lens: Vec<usize> = (0..args.infer_sentences)
+            .map(|_| draw_length(&mut rng))
+            .collect();
+        lens.sort_unstable();
+        let batches: Vec<SyntheticBatch> = lens
+            .chunks(INFER_BATCH)
+            .map(|c| SyntheticBatch::new(&mut rng, c.to_vec(), 1))
+            .collect();
+        let all: Vec<usize> = (0..TASKS.len()).collect();
+        // One untimed pass: the layer cache pool then holds a cache for every row bucket
+        // the batches need, as it does in steady state (e.g. evaluating every epoch).
+        for batch in &batches {
+            tagger.predict(&batch.input(), &all)?;
+        }
+        let start = Instant::now();
+        let mut infer_tokens = 0usize;
+        for batch in &batches {
+            let tags = tagger.predict(&batch.input(), &all)?;
+            infer_tokens += tags.first().map_or(0, |t| t.iter().map(Vec::len).sum());
+        }
+        let infer_tokens_per_s = infer_tokens as f64 / start.elapsed().as_secs_f64();
+
+        Ok(Report {
+            model: family.name(),
+            backend: backend_name,
+            threads: args.threads,
+            batch: args.batch,
+            steps: args.steps,
+            train_tokens_per_s,
+            infer_tokens_per_s,
+            gflops,
+            peak_gflops: peak,
+            fraction_of_peak: gflops / peak,
+        })
+    }
+}
+
+/// A rayon pool for the tape's host products and Adam (`None` for one thread).
+fn host_pool(threads: usize) -> anyhow::Result<Option<Arc<rayon::ThreadPool>>> {
+    let threads = if threads == 0 {
+        std::thread::available_parallelism().map_or(1, usize::from)
+    } else {
+        threads
+    };
+    if threads <= 1 {
+        return Ok(None);
+    }
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .context("building the host thread pool")?;
+    Ok(Some(Arc::new(pool)))
+}
+
+/// One sentence length drawn from [`LENGTH_HISTOGRAM`].
+fn draw_length(rng: &mut ChaCha8Rng) -> usize {
+    let total: u32 = LENGTH_HISTOGRAM.iter().map(|&(_, _, n)| n).sum();
+    let mut pick = rng.random_range(0..total);
+    for &(lo, hi, n) in &LENGTH_HISTOGRAM {
+        if pick < n {
+            return rng.random_range(lo..=hi);
+        }
+        pick -= n;
+    }
+    unreachable!("internal: the pick is below the histogram's total")
+}
+
+/// A time-major batch of random word ids, caps and gold tags.
+struct SyntheticBatch {
+    /// Padded steps `T` (the longest sentence).
+    steps: usize,
+    /// Sentence lengths.
+    lens: Vec<usize>,
+    /// Word ids (T·B).
+    words: Vec<u32>,
+    /// Capitalization classes (T·B).
+    caps: Vec<u32>,
+    /// Gold tags (T·B).
+    gold: Vec<u32>,
+}
+
+impl SyntheticBatch {
+    /// Random contents for sentences of `lens`, gold tags below `num_tags`.
+    fn new(rng: &mut ChaCha8Rng, lens: Vec<usize>, num_tags: usize) -> Self {
+        let steps = lens.iter().copied().max().unwrap_or(0);
+        let n = steps * lens.len();
+        let words = (0..n).map(|_| rng.random_range(1..VOCAB as u32)).collect();
+        let caps = (0..n)
+            .map(|_| rng.random_range(0..sclstm_model::NUM_CAPS as u32))
+            .collect();
+        let gold = (0..n)
+            .map(|_| rng.random_range(0..num_tags as u32))
+            .collect();
+        SyntheticBatch {
+            steps,
+            lens,
+            words,
+            caps,
+            gold,
+        }
+    }
+
+    /// The model input view of this batch.
+    fn input(&self) -> ModelInput<'_> {
+        ModelInput {
+            steps: self.steps,
+            batch: self.lens.len(),
+            lens: &self.lens,
+            word_ids: &self.words,
+            cap_ids: &self.caps,
+            char_ids: &[],
+            char_lens: &[],
+            word_len_max: 0,
+        }
+    }
+}
+
+/// Matmul FLOPs of the forward pass for `tasks` over `rows` token rows: per
+/// direction of each layer run, the input projection `2·rows·D·4H`, the recurrent
+/// products `2·rows·H·4H`, and per task gate `2·rows·(D_k + H)·H`; plus each task's head
+/// `2·rows·D_s·tags`. Every product has two gradient products of the same size in the
+/// backward, so a training step is 3× this (bias sums and the first layer's input
+/// gradient included, which the layers compute too).
+///
+/// # Errors
+/// An LSTM-d task without a layer assignment.
+fn forward_flops(cfg: &ModelConfig, tasks: &[usize], rows: usize) -> Result<u64, ModelError> {
+    let h = cfg.hidden as u64;
+    let rows = rows as u64;
+    let d0 = cfg.input_dim() as u64;
+    let layer = |l: usize, gates: u64| {
+        let d = if l == 0 { d0 } else { 2 * h };
+        // Gates read the layer's shared input (the default task-input reading).
+        2 * 2 * rows * (d * 4 * h + h * 4 * h + gates * (d + h) * h)
+    };
+    let stack = |n_layers: usize, top_gates: u64| -> u64 {
+        (0..n_layers)
+            .map(|l| layer(l, if l + 1 == n_layers { top_gates } else { 0 }))
+            .sum()
+    };
+    let encoders = match cfg.family {
+        Family::Stl => tasks.len() as u64 * stack(cfg.layers, 0),
+        Family::LstmS => stack(cfg.layers, 0),
+        Family::ScLstm => stack(cfg.layers, tasks.len() as u64),
+        Family::LstmD => {
+            let mut need = 1;
+            for &k in tasks {
+                need = need.max(cfg.supervised_layer(k)?);
+            }
+            stack(need, 0)
+        }
+    };
+    let d_s = if cfg.family == Family::ScLstm {
+        4 * h
+    } else {
+        2 * h
+    };
+    let heads: u64 = tasks
+        .iter()
+        .map(|&k| 2 * rows * d_s * cfg.tasks[k].tags.len() as u64)
+        .sum();
+    Ok(encoders + heads)
+}
+
+/// Best GFLOP/s of a few `PEAK_N`³ products through [`Backend::gemm`].
+fn peak_gflops<B: Backend<Elem = f32>>(b: &B) -> anyhow::Result<f64> {
+    let n = PEAK_N;
+    let fill: Vec<f32> = (0..n * n).map(|i| ((i % 7) as f32 - 3.0) * 0.25).collect();
+    let a = b.upload(&fill)?;
+    let w = b.upload(&fill)?;
+    let mut c = b.zeros(n * n)?;
+    let g = Gemm::new(n, n, n);
+    b.gemm(&g, &a, &w, None, &mut c)?;
+    b.sync()?;
+    let mut best = f64::INFINITY;
+    for _ in 0..5 {
+        let start = Instant::now();
+        b.gemm(&g, &a, &w, None, &mut c)?;
+        b.sync()?;
+        best = best.min(start.elapsed().as_secs_f64());
+    }
+    Ok(g.flops() as f64 / best / 1e9)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn paper(family: Family) -> ModelConfig {
+        let tasks = TASKS
+            .iter()
+            .map(|&(name, n)| TaskConfig {
+                tags: (0..n).map(|i| format!("T{i}")).collect(),
+                ..TaskConfig::new(name, &[])
+            })
+            .collect();
+        let mut cfg = ModelConfig::new(family, tasks, VOCAB);
+        cfg.word_dim = 50;
+        cfg
+    }
+
+    #[test]
+    fn flop_count_matches_a_hand_count() -> Result<(), ModelError> {
+        // LSTM-s, one row, NER head: layer 1 reads 58, layers 2–3 read 600, H = 300.
+        // Per direction and row: 2·(D·1200 + 300·1200); two directions; head 2·600·9.
+        let cfg = paper(Family::LstmS);
+        let per_dir = |d: u64| 2 * (d * 1200 + 300 * 1200);
+        let want = 2 * (per_dir(58) + 2 * per_dir(600)) + 2 * 600 * 9;
+        assert_eq!(forward_flops(&cfg, &[0], 1)?, want);
+        // SC-LSTM adds one gate (2·(600 + 300)·300 per direction) on the top layer and
+        // reads [h ⊕ q] (1200) in the head.
+        let sc = paper(Family::ScLstm);
+        let want_sc = 2 * (per_dir(58) + 2 * per_dir(600) + 2 * 900 * 300) + 2 * 1200 * 9;
+        assert_eq!(forward_flops(&sc, &[0], 1)?, want_sc);
+        // Rows scale linearly.
+        assert_eq!(forward_flops(&sc, &[0], 7)?, 7 * want_sc);
+        Ok(())
+    }
+
+    #[test]
+    fn lengths_stay_inside_the_histogram() {
+        let mut rng = ChaCha8Rng::seed_from_u64(4);
+        let lens: Vec<usize> = (0..5000).map(|_| draw_length(&mut rng)).collect();
+        assert!(lens.iter().all(|&l| (1..=159).contains(&l)));
+        let mean = lens.iter().sum::<usize>() as f64 / lens.len() as f64;
+        assert!((15.0..20.0).contains(&mean), "mean length {mean}");
+    }
+}
