@@ -3,7 +3,6 @@
 mod backend;
 mod cmd;
 mod config;
-mod fsutil;
 mod plot;
 mod runmodel;
 mod tokenize;

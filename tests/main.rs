@@ -1,5 +1,6 @@
 //! End-to-end tests of the `sclstm` binary and of the crates working together.
 
+mod atomic;
 #[cfg(feature = "wgpu")]
 mod backends;
 mod cli;

@@ -143,7 +143,7 @@ impl BackendJob for EvalJob<'_> {
             predictions.push_str(&prediction_lines(&task, &split, &pred));
         }
         if let Some(p) = &args.write_predictions {
-            crate::fsutil::write_atomic(p, predictions.as_bytes())?;
+            sclstm_model::checkpoint::write_atomic(p, predictions.as_bytes())?;
         }
         Ok(())
     }

@@ -5,15 +5,11 @@ use std::path::PathBuf;
 
 use anyhow::{Context, bail};
 use sclstm_core::Backend;
-use sclstm_data::batch::make_batch;
 
 use crate::backend::{BackendJob, with_backend};
 use crate::config::BackendKind;
 use crate::runmodel::RunModel;
-use crate::train::model_input;
-
-/// Sentences per batch when tagging (sorted by length to limit padding).
-const PREDICT_BATCH: usize = 64;
+use crate::train::tag_sentences;
 
 /// Arguments of `sclstm predict`.
 #[derive(Debug, clap::Args)]
@@ -106,25 +102,20 @@ impl BackendJob for PredictJob<'_> {
         let rm = RunModel::load(&self.args.run, &self.args.checkpoint, b)?;
         let encoded: Vec<_> = self.sentences.iter().map(|s| rm.encode_words(s)).collect();
         let tasks: Vec<usize> = (0..rm.vocab.tasks.len()).collect();
-        let mut tags: Vec<Vec<Vec<u32>>> = vec![Vec::new(); encoded.len()];
-        let mut order: Vec<usize> = (0..encoded.len()).collect();
-        order.sort_by_key(|&i| encoded[i].len());
-        for ids in order.chunks(PREDICT_BATCH) {
-            let batch = make_batch(&encoded, ids);
-            let pred = rm.tagger.predict(&model_input(&batch), &tasks)?;
-            for (b, &sid) in batch.sentence_ids.iter().enumerate() {
-                tags[sid] = pred.iter().map(|per_task| per_task[b].clone()).collect();
-            }
-        }
+        let tags = tag_sentences(&rm.tagger, &tasks, &encoded)?;
         let names: Vec<&str> = rm.vocab.tasks.iter().map(|t| t.name.as_str()).collect();
         eprintln!("columns: word {}", names.join(" "));
         let stdout = std::io::stdout();
         let mut w = std::io::BufWriter::new(stdout.lock());
-        for (words, per_task) in self.sentences.iter().zip(&tags) {
+        for (s, words) in self.sentences.iter().enumerate() {
             for (i, word) in words.iter().enumerate() {
                 write!(w, "{word}")?;
-                for (k, t) in per_task.iter().enumerate() {
-                    write!(w, "\t{}", rm.vocab.tasks[k].tags[t[i] as usize])?;
+                for (k, per_sentence) in tags.iter().enumerate() {
+                    write!(
+                        w,
+                        "\t{}",
+                        rm.vocab.tasks[k].tags[per_sentence[s][i] as usize]
+                    )?;
                 }
                 writeln!(w)?;
             }

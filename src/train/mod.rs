@@ -20,4 +20,4 @@ pub mod schedule;
 pub mod score;
 mod trainer;
 
-pub use trainer::{RunOptions, TrainSummary, evaluate_split, model_input, train};
+pub use trainer::{RunOptions, TrainSummary, evaluate_split, model_input, tag_sentences, train};

@@ -7,7 +7,7 @@ use sclstm_data::shipped::Metric;
 use sclstm_data::vocab::{CharVocab, TagVocab, Vocab, WordVocab};
 use serde::{Deserialize, Serialize};
 
-use crate::fsutil::write_atomic;
+use sclstm_model::checkpoint::write_atomic;
 
 /// Names of the files inside a run directory.
 pub const CONFIG_FILE: &str = "config.toml";

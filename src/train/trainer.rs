@@ -23,7 +23,7 @@ use super::rundir::{self, MetricsLine, RunVocab, TaskVocab};
 use super::schedule::epoch_order;
 use super::score::{TaskScore, score};
 use crate::config::{self, TrainConfig};
-use crate::fsutil::write_atomic;
+use sclstm_model::checkpoint::write_atomic;
 
 /// Metadata key of the trainer state inside `last.safetensors`.
 const STATE_KEY: &str = "sclstm.train_state";
@@ -166,30 +166,38 @@ pub fn model_config(config: &TrainConfig, prepared: &Prepared) -> ModelConfig {
     m
 }
 
+/// Tags `sentences` for every task in `tasks` in one pass per batch (length-sorted
+/// batches of [`EVAL_BATCH`], little padding). Returns `[task][sentence]` tag ids in
+/// input order; empty sentences get no tags.
+pub fn tag_sentences<B: Backend + 'static>(
+    tagger: &Tagger<B>,
+    tasks: &[usize],
+    sentences: &[EncodedSentence],
+) -> anyhow::Result<Vec<Vec<Vec<u32>>>> {
+    let mut order: Vec<usize> = (0..sentences.len())
+        .filter(|&i| !sentences[i].is_empty())
+        .collect();
+    order.sort_by_key(|&i| sentences[i].len());
+    let mut out = vec![vec![Vec::new(); sentences.len()]; tasks.len()];
+    for ids in order.chunks(EVAL_BATCH) {
+        let batch = make_batch(sentences, ids);
+        let pred = tagger.predict(&model_input(&batch), tasks)?;
+        for (per_task, out_k) in pred.into_iter().zip(&mut out) {
+            for (b, tags) in per_task.into_iter().enumerate() {
+                out_k[batch.sentence_ids[b]] = tags;
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// Tags every sentence of a split for task `k`; predictions come back in split order.
 pub fn evaluate_split<B: Backend + 'static>(
     tagger: &Tagger<B>,
     k: usize,
     split: &[EncodedSentence],
 ) -> anyhow::Result<Vec<Vec<u32>>> {
-    let lens: Vec<usize> = split.iter().map(EncodedSentence::len).collect();
-    let mut order: Vec<usize> = (0..split.len()).filter(|&i| lens[i] > 0).collect();
-    order.sort_by_key(|&i| lens[i]);
-    let mut out = vec![Vec::new(); split.len()];
-    for ids in order.chunks(EVAL_BATCH) {
-        let batch = make_batch(split, ids);
-        let pred = tagger.predict(&model_input(&batch), &[k])?;
-        for (b, tags) in pred
-            .into_iter()
-            .next()
-            .unwrap_or_default()
-            .into_iter()
-            .enumerate()
-        {
-            out[batch.sentence_ids[b]] = tags;
-        }
-    }
-    Ok(out)
+    Ok(tag_sentences(tagger, &[k], split)?.swap_remove(0))
 }
 
 fn score_split<B: Backend + 'static>(
