@@ -7,6 +7,7 @@
 //! | `cpu_lstm_layer`     | BiLSTM layer forward (+ backward) at the paper's sizes          | tokens     |
 //! | `cpu_sc_lstm_layer`  | Bi-SC-LSTM layer, 1 task gate (training) / 3 (inference)        | tokens     |
 //! | `cpu_crf`            | CRF NLL + gradient and Viterbi, 9 and 23 tags, T 30, B 10       | tokens     |
+//! | `cpu_train_step`     | one whole SC-LSTM training step (paper config, 3 tasks, softmax heads): forward, backward, clipping, Adam | tokens |
 //! | `wgpu_*`             | the gemm and layer groups on the wgpu backend, when a GPU adapter exists |   |
 //!
 //! Criterion prints throughput as `elem/s`: FLOP/s for the gemm groups, tokens/s for the
@@ -24,6 +25,7 @@ use std::time::{Duration, Instant};
 use criterion::{
     BenchmarkId, Criterion, SamplingMode, Throughput, criterion_group, criterion_main,
 };
+use sclstm_autodiff::optim::{Adam, AdamConfig, clip_grad_norm};
 use sclstm_core::{Backend, Gemm, Matrix};
 use sclstm_cpu::CpuBackend;
 use sclstm_cpu::gemm::gemm_naive;
@@ -31,6 +33,7 @@ use sclstm_layers::{
     CrfReduction, CrfWeights, DirectionWeights, LayerWorkspace, LstmWeights, ScLstmArgs,
     TaskGateWeights, TaskInput, crf_nll, sc_lstm_forward, viterbi_decode,
 };
+use sclstm_model::{Family, ModelConfig, ModelInput, Tagger, TaskConfig};
 
 /// Hidden size of every layer (paper config).
 const HIDDEN: usize = 300;
@@ -48,6 +51,10 @@ const CRF_STEPS: usize = 30;
 const CRF_TAGS: [usize; 2] = [9, 23];
 /// Tasks of the paper config (NER, chunking, POS).
 const TASKS: usize = 3;
+/// Tag counts of the paper's tasks (NER BIO, chunking BIO, UPOS) for the training step.
+const TASK_TAGS: [usize; TASKS] = [9, 23, 17];
+/// Word vocabulary of the training-step model (about the shipped data's size).
+const VOCAB: usize = 40_000;
 
 /// Short, fixed measurement settings so that the whole suite runs in minutes on 2 cores.
 fn config() -> Criterion {
@@ -353,7 +360,81 @@ fn crf_group(c: &mut Criterion) {
     group.finish();
 }
 
-/// The CPU groups: gemm (2 threads, 1 thread, naive), layers and CRF.
+/// One whole training step of the paper's SC-LSTM (GloVe 50d + caps, 3 × 300 Bi-SC-LSTM,
+/// softmax heads) on the layer benchmarks' batch, the task cycling as in Algorithm 1:
+/// forward, backward, clipping at 5 and an Adam update, host products on `threads`.
+fn train_step_group(c: &mut Criterion, threads: usize) {
+    let tasks = TASK_TAGS
+        .iter()
+        .enumerate()
+        .map(|(k, &n)| {
+            let tags: Vec<String> = (0..n).map(|i| format!("T{i}")).collect();
+            TaskConfig {
+                tags,
+                ..TaskConfig::new(&format!("task{k}"), &[])
+            }
+        })
+        .collect();
+    let mut cfg = ModelConfig::new(Family::ScLstm, tasks, VOCAB);
+    cfg.word_dim = 50;
+    let be = Arc::new(CpuBackend::<f32>::new(threads).expect("internal: thread pool"));
+    let mut tagger = Tagger::new(cfg, be, 1, None).expect("internal: paper config is valid");
+    let pool = (threads > 1).then(|| {
+        Arc::new(
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .expect("internal: thread pool"),
+        )
+    });
+    tagger.set_thread_pool(pool.clone());
+    let steps = LAYER_LENS.iter().copied().max().unwrap_or(0);
+    let words: Vec<u32> = synth(steps * BATCH, 11, 1.0)
+        .iter()
+        .map(|v| 2 + ((v.abs() * 1e4) as u32 % (VOCAB as u32 - 2)))
+        .collect();
+    let caps: Vec<u32> = words.iter().map(|w| w % 8).collect();
+    let gold: Vec<u32> = words.iter().map(|w| w % 9).collect();
+    let input = ModelInput {
+        steps,
+        batch: BATCH,
+        lens: &LAYER_LENS,
+        word_ids: &words,
+        cap_ids: &caps,
+        char_ids: &[],
+        char_lens: &[],
+        word_len_max: 0,
+    };
+    let mut adam = Adam::new(AdamConfig::default());
+    let mut group = c.benchmark_group("cpu_train_step");
+    group.throughput(Throughput::Elements(LAYER_LENS.iter().sum::<usize>() as u64));
+    let mut step = 0u64;
+    group.bench_function(
+        BenchmarkId::new("sc_lstm", format!("{threads}t")),
+        |bench| {
+            bench.iter(|| {
+                // Gold ids below 9 are valid for every task's tag set.
+                let task = (step % TASKS as u64) as usize;
+                step += 1;
+                let mut grads = {
+                    let mut tape = tagger.tape();
+                    let loss = tagger
+                        .loss(&mut tape, &input, task, &gold, step)
+                        .expect("internal: synthetic batch is valid");
+                    tape.backward(loss)
+                        .expect("internal: scalar loss")
+                        .into_param_grads()
+                };
+                clip_grad_norm(&mut grads, 5.0);
+                adam.step_with_pool(tagger.params_mut(), &grads, pool.as_deref())
+                    .expect("internal: gradients match the parameters");
+            });
+        },
+    );
+    group.finish();
+}
+
+/// The CPU groups: gemm (2 threads, 1 thread, naive), layers, CRF and a training step.
 fn cpu_benches(c: &mut Criterion) {
     let cpu2 = CpuBackend::<f32>::new(2).expect("internal: thread pool");
     let cpu1 = CpuBackend::<f32>::new(1).expect("internal: thread pool");
@@ -367,6 +448,8 @@ fn cpu_benches(c: &mut Criterion) {
     layer_group(c, "cpu_lstm_layer", &ws, &lstm_cases());
     layer_group(c, "cpu_sc_lstm_layer", &ws, &sc_lstm_cases());
     crf_group(c);
+    train_step_group(c, 2);
+    train_step_group(c, 1);
 }
 
 /// The wgpu groups, on a hardware adapter only (a software rasteriser would take the

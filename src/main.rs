@@ -1,5 +1,6 @@
 //! `sclstm`: train and run multi-task sequence taggers (NER, chunking, POS) with SC-LSTM cells.
 
+mod alloc;
 mod backend;
 mod cmd;
 mod config;
@@ -39,6 +40,7 @@ enum Command {
 }
 
 fn main() -> anyhow::Result<()> {
+    alloc::keep_freed_blocks();
     let cli = Cli::parse();
     match cli.command {
         Command::Train(args) => cmd::train::run(*args),

@@ -10,6 +10,7 @@ use sclstm_data::caps::CapFeature;
 use sclstm_data::vocab::{CharVocab, WordVocab};
 use sclstm_model::Tagger;
 
+use crate::backend::host_pool;
 use crate::config::TrainConfig;
 use crate::train::rundir::{self, RunVocab};
 
@@ -28,8 +29,14 @@ pub struct RunModel<B: Backend> {
 }
 
 impl<B: Backend + 'static> RunModel<B> {
-    /// Loads `checkpoint` (`best` or `last`) of the run in `dir`.
-    pub fn load(dir: &Path, checkpoint: &str, backend: Arc<B>) -> anyhow::Result<Self> {
+    /// Loads `checkpoint` (`best` or `last`) of the run in `dir`; its host products run
+    /// on `threads` threads (0 = one per core).
+    pub fn load(
+        dir: &Path,
+        checkpoint: &str,
+        backend: Arc<B>,
+        threads: usize,
+    ) -> anyhow::Result<Self> {
         let config = TrainConfig::from_toml_file(&dir.join(rundir::CONFIG_FILE))
             .with_context(|| format!("{} is not a run directory", dir.display()))?;
         let vocab = RunVocab::load(dir)?;
@@ -38,7 +45,8 @@ impl<B: Backend + 'static> RunModel<B> {
             "last" => rundir::LAST_FILE,
             other => anyhow::bail!("unknown checkpoint `{other}` (expected best or last)"),
         };
-        let (tagger, _) = Tagger::from_checkpoint(&dir.join(file), backend)?;
+        let (mut tagger, _) = Tagger::from_checkpoint(&dir.join(file), backend)?;
+        tagger.set_thread_pool(host_pool(threads)?);
         for (k, t) in vocab.tasks.iter().enumerate() {
             tagger.check_tags(k, &t.tags)?;
         }

@@ -10,8 +10,10 @@
 //! * Training: each step picks a task at random (Algorithm 1), runs forward, backward,
 //!   clipping and Adam on one batch, and counts the batch's real tokens. The first
 //!   steps fill the layer cache pool and are not timed.
-//! * Inference: sentences sorted by length, batches of [`INFER_BATCH`], one
-//!   [`Tagger::predict`] call per batch tagging all three tasks; one untimed pass first.
+//! * Inference: sentences sorted by length and cut into batches as `eval` and `predict`
+//!   cut them ([`tagging_batches`]: at most [`EVAL_BATCH`] sentences and [`EVAL_TOKENS`]
+//!   padded tokens), one [`Tagger::predict`] call per batch tagging all three tasks;
+//!   one untimed pass first.
 //! * FLOPs: the matrix products of a step counted from the layer shapes over the batch's
 //!   real tokens only (see [`forward_flops`]): useful work, so the GFLOP/s figure does
 //!   not grow with padding (the layers skip much of it, the rest is not counted).
@@ -22,7 +24,6 @@ use std::io::Write;
 use std::sync::Arc;
 use std::time::Instant;
 
-use anyhow::Context;
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use sclstm_autodiff::optim::{Adam, AdamConfig, clip_grad_norm};
@@ -30,8 +31,9 @@ use sclstm_core::{Backend, Gemm};
 use sclstm_model::{Family, ModelConfig, ModelError, ModelInput, Tagger, TaskConfig};
 use serde::Serialize;
 
-use crate::backend::{BackendJob, with_backend};
+use crate::backend::{BackendJob, host_pool, with_backend};
 use crate::config::{self, BackendKind};
+use crate::train::{EVAL_BATCH, EVAL_TOKENS, tagging_batches};
 
 /// Arguments of `sclstm bench`.
 #[derive(Debug, clap::Args)]
@@ -92,9 +94,6 @@ const VOCAB: usize = 40_000;
 /// Training steps run before the clock starts (they allocate the layer caches).
 const WARMUP_STEPS: usize = 3;
 
-/// Sentences per inference batch.
-const INFER_BATCH: usize = 64;
-
 /// Side of the square product that measures the sgemm peak.
 const PEAK_N: usize = 1024;
 
@@ -142,7 +141,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         )?;
         writeln!(
             out,
-            "inference  {:>9.0} tokens/s  (batch {INFER_BATCH}, length-sorted, 3 tasks)",
+            "inference  {:>9.0} tokens/s  (batch ≤ {EVAL_BATCH}, ≤ {EVAL_TOKENS} tokens, length-sorted, 3 tasks)",
             report.infer_tokens_per_s
         )?;
         writeln!(
@@ -222,9 +221,9 @@ impl BackendJob for BenchJob<'_> {
             .map(|_| draw_length(&mut rng))
             .collect();
         lens.sort_unstable();
-        let batches: Vec<SyntheticBatch> = lens
-            .chunks(INFER_BATCH)
-            .map(|c| SyntheticBatch::new(&mut rng, c.to_vec(), 1))
+        let batches: Vec<SyntheticBatch> = tagging_batches(&lens)
+            .into_iter()
+            .map(|r| SyntheticBatch::new(&mut rng, lens[r].to_vec(), 1))
             .collect();
         let all: Vec<usize> = (0..TASKS.len()).collect();
         // One untimed pass: the layer cache pool then holds a cache for every row bucket
@@ -253,23 +252,6 @@ impl BackendJob for BenchJob<'_> {
             fraction_of_peak: gflops / peak,
         })
     }
-}
-
-/// A rayon pool for the tape's host products and Adam (`None` for one thread).
-fn host_pool(threads: usize) -> anyhow::Result<Option<Arc<rayon::ThreadPool>>> {
-    let threads = if threads == 0 {
-        std::thread::available_parallelism().map_or(1, usize::from)
-    } else {
-        threads
-    };
-    if threads <= 1 {
-        return Ok(None);
-    }
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .build()
-        .context("building the host thread pool")?;
-    Ok(Some(Arc::new(pool)))
 }
 
 /// One sentence length drawn from [`LENGTH_HISTOGRAM`].

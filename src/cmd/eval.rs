@@ -67,7 +67,7 @@ impl BackendJob for EvalJob<'_> {
     type Output = ();
     fn run<B: Backend<Elem = f32> + 'static>(self, b: std::sync::Arc<B>) -> anyhow::Result<()> {
         let args = self.0;
-        let rm = RunModel::load(&args.run, &args.checkpoint, b)?;
+        let rm = RunModel::load(&args.run, &args.checkpoint, b, args.threads)?;
         let names: Vec<String> = match &args.task {
             Some(t) => vec![t.clone()],
             None => rm.vocab.tasks.iter().map(|t| t.name.clone()).collect(),

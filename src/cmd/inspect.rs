@@ -48,7 +48,7 @@ impl BackendJob for InspectJob<'_> {
     type Output = usize;
     fn run<B: Backend<Elem = f32> + 'static>(self, b: std::sync::Arc<B>) -> anyhow::Result<usize> {
         let args = self.0;
-        let rm = RunModel::load(&args.run, &args.checkpoint, b)?;
+        let rm = RunModel::load(&args.run, &args.checkpoint, b, 1)?;
         let name = args
             .task
             .clone()

@@ -99,7 +99,7 @@ struct PredictJob<'a> {
 impl BackendJob for PredictJob<'_> {
     type Output = ();
     fn run<B: Backend<Elem = f32> + 'static>(self, b: std::sync::Arc<B>) -> anyhow::Result<()> {
-        let rm = RunModel::load(&self.args.run, &self.args.checkpoint, b)?;
+        let rm = RunModel::load(&self.args.run, &self.args.checkpoint, b, self.args.threads)?;
         let encoded: Vec<_> = self.sentences.iter().map(|s| rm.encode_words(s)).collect();
         let tasks: Vec<usize> = (0..rm.vocab.tasks.len()).collect();
         let tags = tag_sentences(&rm.tagger, &tasks, &encoded)?;

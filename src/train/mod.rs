@@ -20,4 +20,7 @@ pub mod schedule;
 pub mod score;
 mod trainer;
 
-pub use trainer::{RunOptions, TrainSummary, evaluate_split, model_input, tag_sentences, train};
+pub use trainer::{
+    EVAL_BATCH, EVAL_TOKENS, RunOptions, TrainSummary, evaluate_split, model_input, tag_sentences,
+    tagging_batches, train,
+};

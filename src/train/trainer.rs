@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use anyhow::{Context, bail};
 use indicatif::{ProgressBar, ProgressStyle};
+use rayon::ThreadPool;
 use sclstm_autodiff::optim::{Adam, AdamConfig, clip_grad_norm};
 use sclstm_core::Backend;
 use sclstm_data::batch::{Batch, BatchConfig, EncodedSentence, epoch_batches, make_batch};
@@ -22,14 +23,40 @@ use super::grads::{self, GradsLine};
 use super::rundir::{self, MetricsLine, RunVocab, TaskVocab};
 use super::schedule::epoch_order;
 use super::score::{TaskScore, score};
+use crate::backend::host_pool;
 use crate::config::{self, TrainConfig};
 use sclstm_model::checkpoint::write_atomic;
 
 /// Metadata key of the trainer state inside `last.safetensors`.
 const STATE_KEY: &str = "sclstm.train_state";
 
-/// Sentences per batch when tagging for evaluation (sorted by length: little padding).
+/// Most sentences in one batch when tagging (evaluation, prediction, `sclstm bench`).
 pub const EVAL_BATCH: usize = 64;
+
+/// Most padded tokens (longest sentence × sentences) in one tagging batch: batches of
+/// long sentences get fewer of them, so that the layer caches of one batch stay near
+/// 100 MB instead of growing with the longest sentence of the split.
+pub const EVAL_TOKENS: usize = 2048;
+
+/// Cuts sentences sorted by ascending `len` into consecutive tagging batches of at most
+/// [`EVAL_BATCH`] sentences and [`EVAL_TOKENS`] padded tokens (at least one sentence
+/// each). Returns `(start, end)` index ranges into the sorted order.
+pub fn tagging_batches(sorted_lens: &[usize]) -> Vec<std::ops::Range<usize>> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    while start < sorted_lens.len() {
+        let mut end = start + 1;
+        while end < sorted_lens.len()
+            && end - start < EVAL_BATCH
+            && sorted_lens[end] * (end + 1 - start) <= EVAL_TOKENS
+        {
+            end += 1;
+        }
+        out.push(start..end);
+        start = end;
+    }
+    out
+}
 
 /// Failures of the training loop that callers may want to match on.
 #[derive(Debug, thiserror::Error)]
@@ -167,8 +194,8 @@ pub fn model_config(config: &TrainConfig, prepared: &Prepared) -> ModelConfig {
 }
 
 /// Tags `sentences` for every task in `tasks` in one pass per batch (length-sorted
-/// batches of [`EVAL_BATCH`], little padding). Returns `[task][sentence]` tag ids in
-/// input order; empty sentences get no tags.
+/// batches, see [`tagging_batches`]: little padding). Returns `[task][sentence]` tag ids
+/// in input order; empty sentences get no tags.
 pub fn tag_sentences<B: Backend + 'static>(
     tagger: &Tagger<B>,
     tasks: &[usize],
@@ -178,9 +205,10 @@ pub fn tag_sentences<B: Backend + 'static>(
         .filter(|&i| !sentences[i].is_empty())
         .collect();
     order.sort_by_key(|&i| sentences[i].len());
+    let lens: Vec<usize> = order.iter().map(|&i| sentences[i].len()).collect();
     let mut out = vec![vec![Vec::new(); sentences.len()]; tasks.len()];
-    for ids in order.chunks(EVAL_BATCH) {
-        let batch = make_batch(sentences, ids);
+    for range in tagging_batches(&lens) {
+        let batch = make_batch(sentences, &order[range]);
         let pred = tagger.predict(&model_input(&batch), tasks)?;
         for (per_task, out_k) in pred.into_iter().zip(&mut out) {
             for (b, tags) in per_task.into_iter().enumerate() {
@@ -296,6 +324,8 @@ pub fn train<B: Backend<Elem = f32> + 'static>(
         .map(|(i, _)| (i, matrix[i * dim..(i + 1) * dim].to_vec()))
         .collect();
     let mut tagger = Tagger::new(mconfig, backend, config.seed, Some(&pretrained))?;
+    let pool = host_pool(config.threads)?;
+    tagger.set_thread_pool(pool.clone());
     let mut adam = Adam::new(AdamConfig {
         lr: config.lr,
         ..AdamConfig::default()
@@ -425,7 +455,7 @@ pub fn train<B: Backend<Elem = f32> + 'static>(
                     .map(|(_, _, m)| m.clone())
                     .collect::<Vec<_>>()
             });
-            adam.step(tagger.params_mut(), &grads)?;
+            adam.step_with_pool(tagger.params_mut(), &grads, pool.as_deref())?;
             drop(grads);
             state.step += 1;
             state.position += 1;
@@ -551,7 +581,7 @@ pub fn train<B: Backend<Elem = f32> + 'static>(
     let (best_dev, best_epoch) = state.best.unwrap_or((0.0, 0));
     let (dev, test) = match last_scores {
         Some(s) => s,
-        None => best_scores(out, &prepared, &tagger)?,
+        None => best_scores(out, &prepared, &tagger, pool.clone())?,
     };
     Ok(TrainSummary {
         epochs: state.epoch,
@@ -573,9 +603,11 @@ fn best_scores<B: Backend<Elem = f32> + 'static>(
     out: &Path,
     prepared: &Prepared,
     tagger: &Tagger<B>,
+    pool: Option<Arc<ThreadPool>>,
 ) -> anyhow::Result<(Vec<TaskScore>, Vec<TaskScore>)> {
-    let (best, _) =
+    let (mut best, _) =
         Tagger::from_checkpoint(&out.join(rundir::BEST_FILE), tagger.backend().clone())?;
+    best.set_thread_pool(pool);
     let mut dev = Vec::new();
     let mut test = Vec::new();
     for (k, t) in prepared.tasks.iter().enumerate() {
@@ -624,4 +656,33 @@ fn write_dataset_hashes(out: &Path, prepared: &Prepared) -> anyhow::Result<()> {
         serde_json::to_string_pretty(&hashes)?.as_bytes(),
     )?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{EVAL_BATCH, EVAL_TOKENS, tagging_batches};
+
+    #[test]
+    fn tagging_batches_respect_both_caps_and_cover_everything() {
+        let mut lens: Vec<usize> = (0..300).map(|i| 1 + i % 97).collect();
+        lens.push(3 * EVAL_TOKENS);
+        lens.sort_unstable();
+        let batches = tagging_batches(&lens);
+        let mut next = 0;
+        for r in &batches {
+            assert_eq!(r.start, next, "batches are consecutive");
+            assert!(!r.is_empty() && r.len() <= EVAL_BATCH);
+            let padded = lens[r.end - 1] * r.len();
+            assert!(
+                padded <= EVAL_TOKENS || r.len() == 1,
+                "{r:?} pads to {padded}"
+            );
+            next = r.end;
+        }
+        assert_eq!(next, lens.len());
+        // Short sentences fill whole batches; a sentence over the cap goes alone.
+        assert_eq!(batches[0].len(), EVAL_BATCH);
+        assert_eq!(batches.last().map(|r| r.len()), Some(1));
+        assert!(tagging_batches(&[]).is_empty());
+    }
 }

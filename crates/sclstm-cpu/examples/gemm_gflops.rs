@@ -33,21 +33,27 @@ fn time_per_call(budget: Duration, mut f: impl FnMut()) -> f64 {
 
 fn main() {
     let with_naive = !std::env::args().any(|a| a == "--no-naive");
-    // (m, n, k, trans_b): the last two rows are per-step products with a transposed
-    // weight (`dG · Wᵀ`, and `h · W_hhᵀ` with PyTorch's (4H, H) layout at H = 300).
+    // (m, n, k, trans_a, trans_b): per-step products with a transposed weight (`dG · Wᵀ`,
+    // and `h · W_hhᵀ` with PyTorch's (4H, H) layout at H = 300), a task gate's input
+    // projection, the weight gradient `dGᵀ · X` of a layer over 300 rows, and the input
+    // projection `X · W_ihᵀ` with the weight as stored ((4H, d)).
     let shapes = [
-        (10, 1200, 408, false),
-        (300, 1200, 408, false),
-        (1024, 1024, 1024, false),
-        (10, 408, 1200, true),
-        (10, 1200, 300, true),
+        (10, 1200, 408, false, false),
+        (300, 1200, 408, false, false),
+        (1024, 1024, 1024, false, false),
+        (10, 408, 1200, false, true),
+        (10, 1200, 300, false, true),
+        (300, 300, 408, false, false),
+        (1200, 408, 300, true, false),
+        (300, 1200, 408, false, true),
     ];
     println!(
         "{:>20} {:>8} {:>10} {:>10} {:>10}",
         "m x n x k", "threads", "fast", "mm only", "naive"
     );
-    for &(m, n, k, trans_b) in &shapes {
+    for &(m, n, k, trans_a, trans_b) in &shapes {
         let g = Gemm {
+            trans_a,
             trans_b,
             ..Gemm::new(m, n, k)
         };
@@ -83,7 +89,11 @@ fn main() {
             };
             println!(
                 "{:>20} {threads:>8} {fast:>10.1} {mm:>10} {naive:>10}",
-                format!("{m}x{n}x{k}{}", if trans_b { " (Bᵀ)" } else { "" })
+                format!(
+                    "{m}x{n}x{k}{}{}",
+                    if trans_a { " (Aᵀ)" } else { "" },
+                    if trans_b { " (Bᵀ)" } else { "" }
+                )
             );
         }
     }

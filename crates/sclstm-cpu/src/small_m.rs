@@ -1,5 +1,6 @@
 //! AVX-512 gemm kernels for products with very few rows (`m ≤ 12`): the per-step
-//! recurrent products of a time loop, where `m` is the batch size.
+//! recurrent products of a time loop, where `m` is the batch size. Tall products are
+//! cut into such row chunks by the caller (see `gemm.rs`).
 //!
 //! matrixmultiply's AVX-512 kernel computes 16-row tiles, so at `m = 10` almost 40% of
 //! its work is padding, and it repacks `B` on every call. Two unpacked kernels replace it:
@@ -7,8 +8,8 @@
 //! - [`gemm`] (`B` stored `k × n`, e.g. `h_{t-1} · W`): keeps an `m × NT` block of `C`
 //!   in registers (`NT` = two AVX-512 registers: 32 f32 or 16 f64) and streams the rows
 //!   of `B` from memory: `for p in 0..k: acc[i][..] += A[i, p] · B[p, j0 .. j0 + NT]`.
-//!   Each element of `C` is summed over `p` in order with fused multiply-adds. The caller
-//!   serves the last partial column tile.
+//!   Each element of `C` is summed over `p` in order with fused multiply-adds. The last
+//!   partial column tile uses masked loads and stores.
 //! - [`gemm_t`] (`B` stored `n × k`, e.g. `dG · Wᵀ`): every `C[i, j]` is a dot product
 //!   of two contiguous rows, summed 16 (8) lanes at a time over blocks of `k`, then
 //!   across lanes. About half the speed of [`gemm`], so a layer that runs this product
@@ -141,9 +142,10 @@ struct PanelT {
     rsc: isize,
 }
 
-/// Computes the first `(n / NT) · NT` columns of `C = A·B + beta·C` and returns how
-/// many columns it did; `beta` is 0 (C not read) or 1. `NT` is 32 for f32 and 16 for
-/// f64 (two 512-bit registers).
+/// Computes all `n` columns of `C = A·B + beta·C`; `beta` is 0 (C not read) or 1.
+/// Columns go in tiles of `NT` = 32 for f32 and 16 for f64 (two 512-bit registers);
+/// a last partial tile uses masked loads and stores, so nothing outside `C`'s `m × n`
+/// block (or `B`'s `k × n`) is touched.
 ///
 /// # Safety
 /// `R` must be f32 or f64, [`usable`] must have returned true for `m` and `B`'s column
@@ -162,13 +164,13 @@ pub(crate) unsafe fn gemm<R: Real>(
     beta: R,
     c: *mut R,
     rsc: isize,
-) -> usize {
+) {
     let is_f32 = std::any::TypeId::of::<R>() == std::any::TypeId::of::<f32>();
     let nt = if is_f32 { 32 } else { 16 };
-    let tiles = n / nt;
     let args = Panel {
         k,
-        tiles,
+        tiles: n / nt,
+        tail: n % nt,
         a: a.cast::<u8>(),
         rsa,
         csa,
@@ -221,13 +223,14 @@ pub(crate) unsafe fn gemm<R: Real>(
         let _ = (m, args);
         unreachable!("internal: usable() is false off x86_64")
     }
-    tiles * nt
 }
 
 /// Operands of one call (element pointers type-erased; strides in elements).
 struct Panel {
     k: usize,
     tiles: usize,
+    /// Columns of the last, partial tile (0 when `n` is a multiple of the tile width).
+    tail: usize,
     a: *const u8,
     rsa: isize,
     csa: isize,
@@ -244,10 +247,10 @@ struct Panel {
 mod x86 {
     use std::arch::x86_64::{
         __m512, __m512d, _mm512_add_pd, _mm512_add_ps, _mm512_fmadd_pd, _mm512_fmadd_ps,
-        _mm512_loadu_pd, _mm512_loadu_ps, _mm512_maskz_loadu_pd, _mm512_maskz_loadu_ps,
-        _mm512_permute_ps, _mm512_reduce_add_pd, _mm512_reduce_add_ps, _mm512_set1_pd,
-        _mm512_set1_ps, _mm512_setzero_pd, _mm512_setzero_ps, _mm512_shuffle_f32x4,
-        _mm512_storeu_pd, _mm512_storeu_ps,
+        _mm512_loadu_pd, _mm512_loadu_ps, _mm512_mask_storeu_pd, _mm512_mask_storeu_ps,
+        _mm512_maskz_loadu_pd, _mm512_maskz_loadu_ps, _mm512_permute_ps, _mm512_reduce_add_pd,
+        _mm512_reduce_add_ps, _mm512_set1_pd, _mm512_set1_ps, _mm512_setzero_pd, _mm512_setzero_ps,
+        _mm512_shuffle_f32x4, _mm512_storeu_ps,
     };
 
     use super::{Panel, PanelT};
@@ -476,75 +479,110 @@ mod x86 {
         }
     }
 
-    /// All full `M × 32` f32 tiles of `C`.
+    /// All columns of `C` (f32) in `M × 32` tiles, the last one masked.
     ///
     /// # Safety
     /// AVX-512F available; the panel's pointers are f32 and valid as for `gemm`.
     #[target_feature(enable = "avx512f")]
     pub(super) unsafe fn panel_f32<const M: usize>(x: &Panel) {
-        let (a, b, c) = (x.a.cast::<f32>(), x.b.cast::<f32>(), x.c.cast::<f32>());
-        // SAFETY (whole body): offsets stay inside the regions the caller vouched for.
+        // SAFETY (whole body): the tiles stay inside the regions the caller vouched for.
         unsafe {
             for t in 0..x.tiles {
-                let j0 = (t * 32) as isize;
-                let mut acc = [[_mm512_setzero_ps(); 2]; M];
-                for p in 0..x.k as isize {
-                    let bp = b.offset(p * x.rsb + j0);
-                    let (b0, b1) = (_mm512_loadu_ps(bp), _mm512_loadu_ps(bp.add(16)));
-                    for (i, acc_i) in acc.iter_mut().enumerate() {
-                        let av = _mm512_set1_ps(*a.offset(i as isize * x.rsa + p * x.csa));
-                        acc_i[0] = _mm512_fmadd_ps(av, b0, acc_i[0]);
-                        acc_i[1] = _mm512_fmadd_ps(av, b1, acc_i[1]);
-                    }
+                tile_f32::<M>(x, (t * 32) as isize, u16::MAX, u16::MAX);
+            }
+            if x.tail > 0 {
+                let lanes = |n: usize| ((1u32 << n.min(16)) - 1) as u16;
+                let j0 = (x.tiles * 32) as isize;
+                tile_f32::<M>(x, j0, lanes(x.tail), lanes(x.tail.saturating_sub(16)));
+            }
+        }
+    }
+
+    /// One `M × 32` f32 tile of `C` at column `j0`; `m0` / `m1` mask the columns of the
+    /// two halves (masked-out lanes are neither loaded from `B` nor stored to `C`).
+    ///
+    /// # Safety
+    /// As for [`panel_f32`]; the unmasked columns lie inside `B` and `C`.
+    #[target_feature(enable = "avx512f")]
+    unsafe fn tile_f32<const M: usize>(x: &Panel, j0: isize, m0: u16, m1: u16) {
+        let (a, b, c) = (x.a.cast::<f32>(), x.b.cast::<f32>(), x.c.cast::<f32>());
+        // SAFETY (whole body): masked lanes are not accessed; the rest is in bounds.
+        unsafe {
+            let mut acc = [[_mm512_setzero_ps(); 2]; M];
+            for p in 0..x.k as isize {
+                let bp = b.offset(p * x.rsb + j0);
+                let b0 = _mm512_maskz_loadu_ps(m0, bp);
+                let b1 = _mm512_maskz_loadu_ps(m1, bp.add(16));
+                for (i, acc_i) in acc.iter_mut().enumerate() {
+                    let av = _mm512_set1_ps(*a.offset(i as isize * x.rsa + p * x.csa));
+                    acc_i[0] = _mm512_fmadd_ps(av, b0, acc_i[0]);
+                    acc_i[1] = _mm512_fmadd_ps(av, b1, acc_i[1]);
                 }
-                for (i, acc_i) in acc.iter().enumerate() {
-                    let cp = c.offset(i as isize * x.rsc + j0);
-                    for (h, &v) in acc_i.iter().enumerate() {
-                        let dst = cp.add(16 * h);
-                        let v = if x.accumulate {
-                            _mm512_add_ps(_mm512_loadu_ps(dst), v)
-                        } else {
-                            v
-                        };
-                        _mm512_storeu_ps(dst, v);
-                    }
+            }
+            for (i, acc_i) in acc.iter().enumerate() {
+                let cp = c.offset(i as isize * x.rsc + j0);
+                for (h, (&v, mask)) in acc_i.iter().zip([m0, m1]).enumerate() {
+                    let dst = cp.add(16 * h);
+                    let v = if x.accumulate {
+                        _mm512_add_ps(_mm512_maskz_loadu_ps(mask, dst), v)
+                    } else {
+                        v
+                    };
+                    _mm512_mask_storeu_ps(dst, mask, v);
                 }
             }
         }
     }
 
-    /// All full `M × 16` f64 tiles of `C`.
+    /// All columns of `C` (f64) in `M × 16` tiles, the last one masked.
     ///
     /// # Safety
     /// AVX-512F available; the panel's pointers are f64 and valid as for `gemm`.
     #[target_feature(enable = "avx512f")]
     pub(super) unsafe fn panel_f64<const M: usize>(x: &Panel) {
-        let (a, b, c) = (x.a.cast::<f64>(), x.b.cast::<f64>(), x.c.cast::<f64>());
-        // SAFETY (whole body): offsets stay inside the regions the caller vouched for.
+        // SAFETY (whole body): the tiles stay inside the regions the caller vouched for.
         unsafe {
             for t in 0..x.tiles {
-                let j0 = (t * 16) as isize;
-                let mut acc = [[_mm512_setzero_pd(); 2]; M];
-                for p in 0..x.k as isize {
-                    let bp = b.offset(p * x.rsb + j0);
-                    let (b0, b1) = (_mm512_loadu_pd(bp), _mm512_loadu_pd(bp.add(8)));
-                    for (i, acc_i) in acc.iter_mut().enumerate() {
-                        let av = _mm512_set1_pd(*a.offset(i as isize * x.rsa + p * x.csa));
-                        acc_i[0] = _mm512_fmadd_pd(av, b0, acc_i[0]);
-                        acc_i[1] = _mm512_fmadd_pd(av, b1, acc_i[1]);
-                    }
+                tile_f64::<M>(x, (t * 16) as isize, u8::MAX, u8::MAX);
+            }
+            if x.tail > 0 {
+                let lanes = |n: usize| ((1u32 << n.min(8)) - 1) as u8;
+                let j0 = (x.tiles * 16) as isize;
+                tile_f64::<M>(x, j0, lanes(x.tail), lanes(x.tail.saturating_sub(8)));
+            }
+        }
+    }
+
+    /// One `M × 16` f64 tile of `C` at column `j0`, masked as in [`tile_f32`].
+    ///
+    /// # Safety
+    /// As for [`panel_f64`]; the unmasked columns lie inside `B` and `C`.
+    #[target_feature(enable = "avx512f")]
+    unsafe fn tile_f64<const M: usize>(x: &Panel, j0: isize, m0: u8, m1: u8) {
+        let (a, b, c) = (x.a.cast::<f64>(), x.b.cast::<f64>(), x.c.cast::<f64>());
+        // SAFETY (whole body): masked lanes are not accessed; the rest is in bounds.
+        unsafe {
+            let mut acc = [[_mm512_setzero_pd(); 2]; M];
+            for p in 0..x.k as isize {
+                let bp = b.offset(p * x.rsb + j0);
+                let b0 = _mm512_maskz_loadu_pd(m0, bp);
+                let b1 = _mm512_maskz_loadu_pd(m1, bp.add(8));
+                for (i, acc_i) in acc.iter_mut().enumerate() {
+                    let av = _mm512_set1_pd(*a.offset(i as isize * x.rsa + p * x.csa));
+                    acc_i[0] = _mm512_fmadd_pd(av, b0, acc_i[0]);
+                    acc_i[1] = _mm512_fmadd_pd(av, b1, acc_i[1]);
                 }
-                for (i, acc_i) in acc.iter().enumerate() {
-                    let cp = c.offset(i as isize * x.rsc + j0);
-                    for (h, &v) in acc_i.iter().enumerate() {
-                        let dst = cp.add(8 * h);
-                        let v = if x.accumulate {
-                            _mm512_add_pd(_mm512_loadu_pd(dst), v)
-                        } else {
-                            v
-                        };
-                        _mm512_storeu_pd(dst, v);
-                    }
+            }
+            for (i, acc_i) in acc.iter().enumerate() {
+                let cp = c.offset(i as isize * x.rsc + j0);
+                for (h, (&v, mask)) in acc_i.iter().zip([m0, m1]).enumerate() {
+                    let dst = cp.add(8 * h);
+                    let v = if x.accumulate {
+                        _mm512_add_pd(_mm512_maskz_loadu_pd(mask, dst), v)
+                    } else {
+                        v
+                    };
+                    _mm512_mask_storeu_pd(dst, mask, v);
                 }
             }
         }

@@ -49,10 +49,10 @@
 //! into two groups (long and short sentences, [`SeqShape::groups`]) that run as separate
 //! (T_g, B_g) problems, so the large products over all rows skip most padding; each
 //! (group, direction) pair is a *unit* with its own cache, and the weight gradients of
-//! the groups are summed in group order. For batches (groups) of up to 12 sentences the
-//! recurrent weights are uploaded transposed (`W_hhᵀ`, `W_kᵀ`) for the forward's
-//! per-step products, which then read a plain row-major `B`; larger batches and the
-//! backward's `d_gates·W_hh` read `W_hh` as stored. With a [`Join`]
+//! the groups are summed in group order. The forward's weights are uploaded transposed
+//! (`W_ihᵀ`, `W_hhᵀ`, `U_kᵀ`, `W_kᵀ`) so that every forward product reads a plain
+//! row-major `B`; the backward's products (`d_gates·W_hh`, `d_gates·W_ih`) read the
+//! weights as stored, uploaded only when the call records for a backward. With a [`Join`]
 //! in the [`LayerWorkspace`] the two directions run concurrently (forward and backward).
 //!
 //! The backward runs the step kernels in reverse, pushing `d_gates[t]·W_hh` into
@@ -92,6 +92,7 @@
 //! (and not more than 4× too many, since downloads copy whole buffers): no allocation
 //! per step, and none per batch once every row bucket has been seen.
 
+use std::cell::Cell;
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -251,12 +252,11 @@ impl<B: Backend> fmt::Debug for LayerWorkspace<B> {
 /// three row buckets.
 const POOL_LIMIT: usize = 32;
 
-/// Largest batch whose forward per-step products read the recurrent weights transposed
-/// into a plain `(H, 4H)` matrix. Small-row products stream `B` unpacked (the CPU
-/// backend's kernels for up to 12 rows), where a plain `B` is about twice as fast as a
-/// transposed one; larger products pack `B` anyway, and the transposition per call
-/// would be pure overhead.
-const TRANSPOSE_MAX_BATCH: usize = 12;
+/// Elements (all buffers together) the pooled caches may hold; past it the oldest are
+/// dropped. 96 Mi elements is 384 MiB in f32: the caches of a paper-config training
+/// step (batch 10) in its usual row buckets, so long batches (evaluation, outliers) do
+/// not pin hundreds of MB for the rest of the run.
+const POOL_ELEMS: usize = 96 << 20;
 
 /// A pooled cache serves a call needing `need` rows only if it has at most this many
 /// times as many: downloads copy whole buffers, so a far larger cache would copy mostly
@@ -340,13 +340,13 @@ impl<B: Backend> LayerWorkspace<B> {
     /// a handful of sizes serve every batch with at most 2× unused rows, instead of a
     /// pool that fills with caches slightly too short for the next batch while longer
     /// ones are allocated and freed every step.
-    fn take(&self, geo: &DirGeometry) -> Result<DirCache<B>, NumError> {
+    fn take(&self, geo: &DirGeometry, backward: bool) -> Result<DirCache<B>, NumError> {
         let reused = {
             let mut pool = lock(&self.pool);
             let best = pool
                 .iter()
                 .enumerate()
-                .filter(|(_, c)| c.fits(geo))
+                .filter(|(_, c)| c.fits(geo, backward))
                 .min_by_key(|(_, c)| c.rows)
                 .map(|(i, _)| i);
             best.map(|i| pool.remove(i))
@@ -357,15 +357,24 @@ impl<B: Backend> LayerWorkspace<B> {
                 c.geo = geo.clone();
                 Ok(c)
             }
-            None => DirCache::new(self.backend.as_ref(), geo),
+            None => DirCache::new(self.backend.as_ref(), geo, backward),
         }
     }
 
-    /// Returns caches to the pool, dropping the oldest past [`POOL_LIMIT`].
+    /// Returns caches to the pool, dropping the oldest past [`POOL_LIMIT`] caches or
+    /// [`POOL_ELEMS`] elements.
     fn give(&self, caches: Vec<DirCache<B>>) {
         let mut pool = lock(&self.pool);
         pool.extend(caches);
-        let excess = pool.len().saturating_sub(POOL_LIMIT);
+        let mut held: usize = pool.iter().map(|c| c.elems).sum();
+        let mut excess = pool.len().saturating_sub(POOL_LIMIT);
+        for c in pool.iter().skip(excess) {
+            if held <= POOL_ELEMS {
+                break;
+            }
+            held -= c.elems;
+            excess += 1;
+        }
         pool.drain(..excess);
     }
 }
@@ -396,9 +405,12 @@ struct DirGeometry {
 struct TaskCache<B: Backend> {
     /// Separate task input `x^k` (T, B, D_k); `None` when the gate reads `x`.
     x_k: Option<B::Buf>,
-    /// `U_k` (H, D_k).
+    /// `U_k` (H, D_k), for the backward (written when recording).
     u: B::Buf,
-    /// `W_k` (H, H), for the backward's `d_q_k[t] += d_o_k[t]·W_k`.
+    /// `U_kᵀ` (D_k, H): the forward's input projection `x·U_kᵀ` with a plain `B`.
+    u_t: B::Buf,
+    /// `W_k` (H, H), for the backward's `d_q_k[t] += d_o_k[t]·W_k` (written when
+    /// recording).
     w: B::Buf,
     /// `W_kᵀ` (H, H): the forward's `q^k_{t-1}·W_kᵀ` with a plain `B`.
     w_t: B::Buf,
@@ -429,11 +441,19 @@ struct DirCache<B: Backend> {
     geo: DirGeometry,
     /// Row capacity: `(T+1)·B` of the batch that allocated it, rounded up to a power of two.
     rows: usize,
+    /// Elements in all its buffers together.
+    elems: usize,
+    /// Whether it has the backward's buffers (the weights as stored and every gradient);
+    /// a forward-only cache holds 1-element placeholders there.
+    backward: bool,
     /// Input in this direction's time order (T, B, D).
     x: B::Buf,
-    /// `W_ih` (4H, D).
+    /// `W_ih` (4H, D), for the backward's `d_x = d_gates·W_ih` (written when recording).
     w_ih: B::Buf,
-    /// `W_hh` (4H, H), for the backward's `d_h[t] += d_gates[t]·W_hh`.
+    /// `W_ihᵀ` (D, 4H): the forward's input projection `x·W_ihᵀ` with a plain `B`.
+    w_ih_t: B::Buf,
+    /// `W_hh` (4H, H), for the backward's `d_h[t] += d_gates[t]·W_hh` (written when
+    /// recording).
     w_hh: B::Buf,
     /// `W_hhᵀ` (H, 4H): the forward's `h_{t-1}·W_hhᵀ` with a plain (not transposed) `B`,
     /// the faster layout for the per-step product (see the CPU backend's small-m kernels).
@@ -475,36 +495,51 @@ struct DirCache<B: Backend> {
 
 impl<B: Backend> DirCache<B> {
     /// Allocates zeroed buffers for `geo`, with room for the next power of two of the
-    /// rows it needs.
-    fn new(be: &B, geo: &DirGeometry) -> Result<Self, NumError> {
+    /// rows it needs; the backward's buffers only when `backward`.
+    fn new(be: &B, geo: &DirGeometry, backward: bool) -> Result<Self, NumError> {
         let rows = ((geo.steps + 1) * geo.batch).next_power_of_two();
         let (d, h) = (geo.input, geo.hidden);
-        let z = |n: usize| be.zeros(n.max(1));
-        let ones = be.upload(&vec![B::Elem::one(); rows])?;
+        let elems = Cell::new(0);
+        let z = |n: usize| {
+            elems.set(elems.get() + n.max(1));
+            be.zeros(n.max(1))
+        };
+        // Buffers only the backward reads or writes.
+        let zb = |n: usize| z(if backward { n } else { 1 });
+        let ones = if backward {
+            elems.set(rows);
+            be.upload(&vec![B::Elem::one(); rows])?
+        } else {
+            z(1)?
+        };
         let mut tasks = Vec::with_capacity(geo.tasks.len());
         for &(dk, separate) in &geo.tasks {
             tasks.push(TaskCache {
                 x_k: if separate { Some(z(rows * dk)?) } else { None },
-                u: z(h * dk)?,
-                w: z(h * h)?,
+                u: zb(h * dk)?,
+                u_t: z(h * dk)?,
+                w: zb(h * h)?,
                 w_t: z(h * h)?,
                 b: z(h)?,
                 o_k: z(rows * h)?,
                 q_k: z(rows * h)?,
-                d_o_k: z(rows * h)?,
-                d_q_k: z(rows * h)?,
-                d_x_k: if separate { Some(z(rows * dk)?) } else { None },
-                d_u: z(h * dk)?,
-                d_w: z(h * h)?,
-                d_b: z(h)?,
+                d_o_k: zb(rows * h)?,
+                d_q_k: zb(rows * h)?,
+                d_x_k: if separate { Some(zb(rows * dk)?) } else { None },
+                d_u: zb(h * dk)?,
+                d_w: zb(h * h)?,
+                d_b: zb(h)?,
             });
         }
-        Ok(DirCache {
+        let mut cache = DirCache {
             geo: geo.clone(),
             rows,
+            elems: 0,
+            backward,
             x: z(rows * d)?,
-            w_ih: z(4 * h * d)?,
-            w_hh: z(4 * h * h)?,
+            w_ih: zb(4 * h * d)?,
+            w_ih_t: z(4 * h * d)?,
+            w_hh: zb(4 * h * h)?,
             w_hh_t: z(4 * h * h)?,
             b: z(4 * h)?,
             ones,
@@ -513,23 +548,29 @@ impl<B: Backend> DirCache<B> {
             c: z(rows * h)?,
             h: z(rows * h)?,
             tanh_c: z(rows * h)?,
-            d_gates: z(rows * 4 * h)?,
-            d_h: z(rows * h)?,
-            d_c: z(rows * h)?,
-            d_x: z(rows * d)?,
-            d_w_ih: z(4 * h * d)?,
-            d_w_hh: z(4 * h * h)?,
-            d_b: z(4 * h)?,
+            d_gates: zb(rows * 4 * h)?,
+            d_h: zb(rows * h)?,
+            d_c: zb(rows * h)?,
+            d_x: zb(rows * d)?,
+            d_w_ih: zb(4 * h * d)?,
+            d_w_hh: zb(4 * h * h)?,
+            d_b: zb(4 * h)?,
             tasks,
             host: Vec::new(),
-        })
+        };
+        cache.elems = elems.get();
+        Ok(cache)
     }
 
-    /// Whether this cache can serve `geo`: same layer sizes, enough rows, and at most
-    /// [`MAX_SLACK`] times the rows it needs.
-    fn fits(&self, geo: &DirGeometry) -> bool {
+    /// Whether this cache can serve `geo` (with a backward when `backward`): same layer
+    /// sizes, enough rows, at most [`MAX_SLACK`] times the rows it needs, and the
+    /// backward's buffers if asked for.
+    fn fits(&self, geo: &DirGeometry, backward: bool) -> bool {
         let need = (geo.steps + 1) * geo.batch;
-        self.same_layer(geo) && self.rows >= need && self.rows <= MAX_SLACK * need
+        self.same_layer(geo)
+            && self.rows >= need
+            && self.rows <= MAX_SLACK * need
+            && (self.backward || !backward)
     }
 
     /// Whether this cache was made for the same layer sizes as `geo` (any length).
@@ -591,45 +632,39 @@ fn dir_forward<B: Backend>(
     let zeros = vec![B::Elem::zero(); batch * hd];
 
     be.write(&mut dc.mask, mask)?;
-    be.write(&mut dc.w_ih, &row_major(inp.cell.w_ih))?;
-    // Small batches read `W_hhᵀ` as a plain matrix (see `TRANSPOSE_MAX_BATCH`); larger
-    // ones read `W_hh` as stored, transposed by strides.
-    let plain = batch <= TRANSPOSE_MAX_BATCH;
-    if plain {
-        transposed_into(inp.cell.w_hh, &mut dc.host);
-        be.write(&mut dc.w_hh_t, &dc.host)?;
-    }
-    if inp.record || !plain {
+    // The forward reads every weight transposed into a plain matrix (`x·Wᵀ` with a
+    // row-major `Wᵀ`): the CPU backend's unpacked kernels stream a plain `B` about
+    // twice as fast as a transposed one. The backward reads the weights as stored.
+    transposed_into(inp.cell.w_ih, &mut dc.host);
+    be.write(&mut dc.w_ih_t, &dc.host)?;
+    transposed_into(inp.cell.w_hh, &mut dc.host);
+    be.write(&mut dc.w_hh_t, &dc.host)?;
+    if inp.record {
+        be.write(&mut dc.w_ih, &row_major(inp.cell.w_ih))?;
         be.write(&mut dc.w_hh, &row_major(inp.cell.w_hh))?;
     }
     be.write(&mut dc.b, &row_major(inp.cell.b))?;
     be.write(&mut dc.c, &zeros)?;
     be.write(&mut dc.h, &zeros)?;
     // gates = x · W_ihᵀ + b for all T·B rows at once.
-    let proj = Gemm {
-        trans_b: true,
-        ..Gemm::new(rows, 4 * hd, d)
-    };
-    be.gemm(&proj, &dc.x, &dc.w_ih, Some(&dc.b), &mut dc.gates)?;
+    let proj = Gemm::new(rows, 4 * hd, d);
+    be.gemm(&proj, &dc.x, &dc.w_ih_t, Some(&dc.b), &mut dc.gates)?;
 
     for (j, tc) in dc.tasks.iter_mut().enumerate() {
         let w = &inp.tasks[j];
-        be.write(&mut tc.u, &row_major(w.u))?;
-        if plain {
-            transposed_into(w.w, &mut dc.host);
-            be.write(&mut tc.w_t, &dc.host)?;
-        }
-        if inp.record || !plain {
+        transposed_into(w.u, &mut dc.host);
+        be.write(&mut tc.u_t, &dc.host)?;
+        transposed_into(w.w, &mut dc.host);
+        be.write(&mut tc.w_t, &dc.host)?;
+        if inp.record {
+            be.write(&mut tc.u, &row_major(w.u))?;
             be.write(&mut tc.w, &row_major(w.w))?;
         }
         be.write(&mut tc.b, &row_major(w.b))?;
         be.write(&mut tc.q_k, &zeros)?;
         let dk = dc.geo.tasks[j].0;
         // o_k = x^k · U_kᵀ + b_k for all rows.
-        let proj = Gemm {
-            trans_b: true,
-            ..Gemm::new(rows, hd, dk)
-        };
+        let proj = Gemm::new(rows, hd, dk);
         let xk = match (&mut tc.x_k, &inp.x_k[j]) {
             (Some(buf), Some(data)) => {
                 be.write(buf, data)?;
@@ -637,7 +672,7 @@ fn dir_forward<B: Backend>(
             }
             _ => &dc.x,
         };
-        be.gemm(&proj, xk, &tc.u, Some(&tc.b), &mut tc.o_k)?;
+        be.gemm(&proj, xk, &tc.u_t, Some(&tc.b), &mut tc.o_k)?;
     }
 
     for (t, &running) in active.iter().enumerate().take(steps) {
@@ -648,14 +683,12 @@ fn dir_forward<B: Backend>(
         };
         // gates[t] += h_{t-1} · W_hhᵀ
         let rec = Gemm {
-            trans_b: !plain,
             a_off: t * batch * hd,
             c_off: t * batch * 4 * hd,
             accumulate: true,
             ..Gemm::new(running, 4 * hd, hd)
         };
-        let w_rec = if plain { &dc.w_hh_t } else { &dc.w_hh };
-        be.gemm(&rec, &dc.h, w_rec, None, &mut dc.gates)?;
+        be.gemm(&rec, &dc.h, &dc.w_hh_t, None, &mut dc.gates)?;
         be.lstm_cell_fwd(
             s,
             &mut dc.gates,
@@ -667,14 +700,12 @@ fn dir_forward<B: Backend>(
         for tc in &mut dc.tasks {
             // o_k[t] += q^k_{t-1} · W_kᵀ
             let rec = Gemm {
-                trans_b: !plain,
                 a_off: t * batch * hd,
                 c_off: t * batch * hd,
                 accumulate: true,
                 ..Gemm::new(running, hd, hd)
             };
-            let w_rec = if plain { &tc.w_t } else { &tc.w };
-            be.gemm(&rec, &tc.q_k, w_rec, None, &mut tc.o_k)?;
+            be.gemm(&rec, &tc.q_k, &tc.w_t, None, &mut tc.o_k)?;
             be.task_gate_fwd(s, &mut tc.o_k, &mut tc.q_k, &dc.tanh_c, &dc.mask)?;
         }
     }
@@ -1012,7 +1043,7 @@ pub fn sc_lstm_forward<B: Backend + 'static>(
     let mut out = Matrix::<B::Elem>::zeros((rows, width));
     let mut caches = Vec::with_capacity(units.len());
     for unit in &units {
-        match ws.take(&unit.geo) {
+        match ws.take(&unit.geo, record) {
             Ok(c) => caches.push(c),
             Err(e) => {
                 ws.give(caches);
