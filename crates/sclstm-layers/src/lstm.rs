@@ -284,6 +284,27 @@ impl<B: Backend> LayerWorkspace<B> {
         self.join.is_some()
     }
 
+    /// Every direction's weights transposed for the forward (one direction per side of
+    /// the [`Join`] when there is one).
+    fn transpose_weights<R: Real>(
+        &self,
+        directions: &[DirectionWeights<'_, R>],
+    ) -> Vec<TransposedWeights<R>> {
+        match (&self.join, directions) {
+            (Some(join), [fwd, bwd]) => {
+                let (mut a, mut b) = (None, None);
+                join.join(&mut || a = Some(TransposedWeights::new(fwd)), &mut || {
+                    b = Some(TransposedWeights::new(bwd))
+                });
+                [a, b]
+                    .into_iter()
+                    .map(|t| t.expect("internal: join runs both sides"))
+                    .collect()
+            }
+            _ => directions.iter().map(TransposedWeights::new).collect(),
+        }
+    }
+
     /// Runs `f(unit, cache)` for every unit's cache and returns the results in unit
     /// order. With a [`Join`] the units are dealt to its two sides by parity: units are
     /// group-major, so for a bidirectional layer one side runs every forward direction
@@ -488,7 +509,7 @@ struct DirCache<B: Backend> {
     d_b: B::Buf,
     /// One per requested task, in request order.
     tasks: Vec<TaskCache<B>>,
-    /// Host staging memory (transposed weights, gathered output gradients), kept with
+    /// Host staging memory (gathered inputs and output gradients), kept with
     /// the cache so that these copies allocate nothing once the cache is warm.
     host: Vec<B::Elem>,
 }
@@ -595,8 +616,36 @@ struct DirInputs<'a, R: Real> {
     x_k: Vec<Option<std::borrow::Cow<'a, [R]>>>,
     /// Per task gate weights.
     tasks: &'a [TaskGateWeights<'a, R>],
-    /// Whether a backward will follow (it needs the untransposed recurrent weights).
+    /// The forward's transposed weights of this direction.
+    transposed: &'a TransposedWeights<R>,
+    /// Whether a backward will follow (it needs the weights as stored).
     record: bool,
+}
+
+/// One direction's weights transposed for the forward's plain-`B` products, made once
+/// per layer call and shared by the direction's units (groups).
+struct TransposedWeights<R> {
+    /// `W_ihᵀ` (D, 4H).
+    w_ih: Vec<R>,
+    /// `W_hhᵀ` (H, 4H).
+    w_hh: Vec<R>,
+    /// Per task: `U_kᵀ` (D_k, H) and `W_kᵀ` (H, H).
+    tasks: Vec<(Vec<R>, Vec<R>)>,
+}
+
+impl<R: Real> TransposedWeights<R> {
+    fn new(dir: &DirectionWeights<'_, R>) -> Self {
+        let t = |m: &Matrix<R>| {
+            let mut out = Vec::new();
+            transposed_into(m, &mut out);
+            out
+        };
+        TransposedWeights {
+            w_ih: t(dir.cell.w_ih),
+            w_hh: t(dir.cell.w_hh),
+            tasks: dir.tasks.iter().map(|g| (t(g.u), t(g.w))).collect(),
+        }
+    }
 }
 
 /// Host results of one direction's backward.
@@ -635,10 +684,8 @@ fn dir_forward<B: Backend>(
     // The forward reads every weight transposed into a plain matrix (`x·Wᵀ` with a
     // row-major `Wᵀ`): the CPU backend's unpacked kernels stream a plain `B` about
     // twice as fast as a transposed one. The backward reads the weights as stored.
-    transposed_into(inp.cell.w_ih, &mut dc.host);
-    be.write(&mut dc.w_ih_t, &dc.host)?;
-    transposed_into(inp.cell.w_hh, &mut dc.host);
-    be.write(&mut dc.w_hh_t, &dc.host)?;
+    be.write(&mut dc.w_ih_t, &inp.transposed.w_ih)?;
+    be.write(&mut dc.w_hh_t, &inp.transposed.w_hh)?;
     if inp.record {
         be.write(&mut dc.w_ih, &row_major(inp.cell.w_ih))?;
         be.write(&mut dc.w_hh, &row_major(inp.cell.w_hh))?;
@@ -652,10 +699,9 @@ fn dir_forward<B: Backend>(
 
     for (j, tc) in dc.tasks.iter_mut().enumerate() {
         let w = &inp.tasks[j];
-        transposed_into(w.u, &mut dc.host);
-        be.write(&mut tc.u_t, &dc.host)?;
-        transposed_into(w.w, &mut dc.host);
-        be.write(&mut tc.w_t, &dc.host)?;
+        let (u_t, w_t) = &inp.transposed.tasks[j];
+        be.write(&mut tc.u_t, u_t)?;
+        be.write(&mut tc.w_t, w_t)?;
         if inp.record {
             be.write(&mut tc.u, &row_major(w.u))?;
             be.write(&mut tc.w, &row_major(w.w))?;
@@ -1052,6 +1098,7 @@ pub fn sc_lstm_forward<B: Backend + 'static>(
         }
     }
 
+    let transposed = ws.transpose_weights(&args.directions);
     let results = ws.each_unit(&mut caches, |i, dc| {
         let unit = &units[i];
         let dir = &args.directions[unit.dir];
@@ -1078,6 +1125,7 @@ pub fn sc_lstm_forward<B: Backend + 'static>(
             cell: dir.cell,
             x_k,
             tasks: &dir.tasks,
+            transposed: &transposed[unit.dir],
             record,
         };
         dir_forward(be, dc, &inputs, &unit.mask, &unit.active)

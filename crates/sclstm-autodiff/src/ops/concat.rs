@@ -1,6 +1,6 @@
 //! Concatenation and slicing along the feature (column) axis.
 
-use ndarray::{Axis, s};
+use ndarray::s;
 use sclstm_core::{Matrix, NumError, Real};
 
 use super::mismatch;
@@ -20,8 +20,15 @@ pub fn forward<R: Real>(xs: &[&Matrix<R>]) -> Result<Matrix<R>, NumError> {
             return Err(mismatch("concat", first.dim(), x.dim()));
         }
     }
-    let views: Vec<_> = xs.iter().map(|x| x.view()).collect();
-    Ok(ndarray::concatenate(Axis(1), &views).expect("internal: rows checked"))
+    // Filled block by block into a row-major result (`ndarray::concatenate` along the
+    // columns returns a column-major array, which every later product would copy).
+    let mut y = Matrix::zeros((first.nrows(), xs.iter().map(|x| x.ncols()).sum()));
+    let mut start = 0;
+    for x in xs {
+        y.slice_mut(s![.., start..start + x.ncols()]).assign(*x);
+        start += x.ncols();
+    }
+    Ok(y)
 }
 
 /// `Y = X[:, start .. start + width]`. Backward: `dX[:, start .. start + width] += dY`.
@@ -36,11 +43,33 @@ pub fn slice_cols<R: Real>(
     if start + width > x.ncols() {
         return Err(mismatch("slice_cols", x.dim(), (start, width)));
     }
-    Ok(x.slice(s![.., start..start + width]).to_owned())
+    // Row by row (a strided view's `to_owned` walks it element by element).
+    let mut y = Matrix::zeros((x.nrows(), width));
+    y.assign(&x.slice(s![.., start..start + width]));
+    Ok(y)
 }
 
 /// Backward of [`slice_cols`] (and of [`forward`] per input): `dX[:, start..] += dY`.
 pub fn slice_cols_backward<R: Real>(d_y: &Matrix<R>, start: usize, d_x: &mut Matrix<R>) {
     let mut part = d_x.slice_mut(s![.., start..start + d_y.ncols()]);
     part += d_y;
+}
+
+#[cfg(test)]
+mod tests {
+    use ndarray::array;
+
+    use super::forward;
+
+    #[test]
+    fn concat_is_row_major_and_in_order() {
+        let a = array![[1.0f64, 2.0], [3.0, 4.0]];
+        let b = array![[5.0f64], [6.0]];
+        let y = forward(&[&a, &b]).unwrap();
+        assert!(
+            y.is_standard_layout(),
+            "later products read it as a flat slice"
+        );
+        assert_eq!(y, array![[1.0, 2.0, 5.0], [3.0, 4.0, 6.0]]);
+    }
 }
