@@ -1,7 +1,8 @@
 //! Matrix products on host slices: the naive reference kernel (the spec) and the fast
-//! kernel (rayon across the output; on CPUs with AVX-512 the unpacked register-tile
-//! kernels of `small_m.rs` over row chunks of at most 12, else matrixmultiply's packed
-//! AVX-512/AVX2/FMA microkernels). All implement exactly the contract of
+//! kernel (rayon across the output; the unpacked register-tile kernels of `small_m.rs`
+//! where the CPU has them — AVX-512 for every product with a row-major `B`, in row
+//! chunks of 12; AVX2 + FMA for products of at most 12 rows — else matrixmultiply's
+//! packed AVX-512/AVX2/FMA microkernels). All implement exactly the contract of
 //! [`sclstm_core::Gemm`]:
 //!
 //! `C[c_off..][i, j] (+)= Σ_p op(A)[i, p] · op(B)[p, j]  (+ bias[j])`
@@ -22,7 +23,7 @@ use rayon::ThreadPool;
 use rayon::prelude::*;
 use sclstm_core::{Gemm, NumError, Real};
 
-use crate::small_m::{self, MAX_M};
+use crate::small_m::{self, Isa, MAX_M};
 
 /// Products below this many floating-point operations run on the calling thread:
 /// splitting them costs more in rayon hand-off than it saves (a 10×408·408×1200
@@ -110,9 +111,9 @@ pub fn gemm_naive<R: Real>(
 }
 
 /// The fast product, split across `pool` when it is large enough (see
-/// [`PAR_MIN_FLOPS`]; `pool = None` runs on the caller). Each block runs the AVX-512
-/// small-m kernels when `m ≤ 12` (the recurrent per-step products; B plain or
-/// transposed) and matrixmultiply otherwise.
+/// [`PAR_MIN_FLOPS`]; `pool = None` runs on the caller). Each block runs the
+/// register-tile kernels where the CPU and the operand layout allow (see the module
+/// docs) and matrixmultiply otherwise.
 ///
 /// Same contract and errors as [`gemm_naive`].
 ///
@@ -179,7 +180,7 @@ pub fn gemm_matrixmultiply<R: Real>(
         return Ok(());
     }
     let view = GemmView {
-        small_m: false,
+        kernel: None,
         ..GemmView::new(g, a, b, bias, c)
     };
     // SAFETY: the whole output block belongs to this call; bounds were checked.
@@ -200,8 +201,9 @@ struct GemmView<R> {
     c: *mut R,
     bias: Option<*const R>,
     accumulate: bool,
-    /// Whether tiny-m products may use the small-m kernel.
-    small_m: bool,
+    /// The register-tile kernel for products with a row-major `B` (`None`:
+    /// matrixmultiply for everything).
+    kernel: Option<Isa>,
 }
 
 // SAFETY: the pointers come from slices borrowed for the whole call of `gemm_fast`;
@@ -227,7 +229,7 @@ impl<R: Real> GemmView<R> {
             c: c.as_mut_ptr().wrapping_add(g.c_off),
             bias: bias.map(<[R]>::as_ptr),
             accumulate: g.accumulate,
-            small_m: true,
+            kernel: Isa::detect(),
         }
     }
 
@@ -257,7 +259,7 @@ impl<R: Real> GemmView<R> {
             let a = self.a.offset(r0 as isize * self.rsa);
             let b = self.b.offset(c0 as isize * self.csb);
             strided_gemm(
-                self.small_m,
+                self.kernel,
                 rows,
                 self.k,
                 cols,
@@ -276,8 +278,9 @@ impl<R: Real> GemmView<R> {
     }
 }
 
-/// `C = A·B + beta·C` on strided operands: the small-m AVX-512 kernel for tiny-m
-/// products (when `small_m_ok` and the CPU has it), else matrixmultiply's `sgemm` /
+/// `C = A·B + beta·C` on strided operands: the register-tile kernel `kernel` where it
+/// applies (row-major `B` and `C`; tall products only with AVX-512) or the transposed-`B`
+/// AVX-512 kernel for tiny-m products, else matrixmultiply's `sgemm` /
 /// `dgemm` for f32 / f64 (any other `Real` falls back to a plain loop). With
 /// `beta = 0`, `C` is never read (so NaN there does not propagate).
 ///
@@ -285,7 +288,7 @@ impl<R: Real> GemmView<R> {
 /// Every pointer must be valid for the strided `m × k`, `k × n`, `m × n` regions.
 #[allow(clippy::too_many_arguments)]
 unsafe fn strided_gemm<R: Real>(
-    small_m_ok: bool,
+    kernel: Option<Isa>,
     m: usize,
     k: usize,
     n: usize,
@@ -306,17 +309,20 @@ unsafe fn strided_gemm<R: Real>(
             TypeId::of::<R>() == TypeId::of::<f32>(),
             TypeId::of::<R>() == TypeId::of::<f64>(),
         );
-        if small_m_ok && (is_f32 || is_f64) && csc == 1 && small_m::usable(m.min(MAX_M), csb) {
-            // Row chunks of at most MAX_M over one L2-sized block of B's columns at a
-            // time, so that every chunk reads the block from cache; nothing is packed.
-            // Tiny-m products (recurrent steps) are a single chunk.
+        let tile_kernel = kernel
+            .filter(|isa| (is_f32 || is_f64) && csc == 1 && csb == 1 && (isa.tall() || m <= MAX_M));
+        if let Some(isa) = tile_kernel {
+            // Row chunks of at most `isa.rows()` over one L2-sized block of B's columns
+            // at a time, so that every chunk reads the block from cache; nothing is
+            // packed. Tiny-m products (recurrent steps) are a single chunk.
             let mut j0 = 0;
             while j0 < n {
                 let w = TALL_COL_BLOCK.min(n - j0);
                 let mut i0 = 0;
                 while i0 < m {
-                    let h = MAX_M.min(m - i0);
+                    let h = isa.rows().min(m - i0);
                     small_m::gemm(
+                        isa,
                         h,
                         k,
                         w,
@@ -335,7 +341,7 @@ unsafe fn strided_gemm<R: Real>(
             }
             return;
         }
-        if small_m_ok && (is_f32 || is_f64) && csc == 1 && small_m::usable_t(m, csa, rsb) {
+        if kernel.is_some() && (is_f32 || is_f64) && csc == 1 && small_m::usable_t(m, csa, rsb) {
             // Tiny-m products with a transposed B (recurrent backward): dot products.
             return small_m::gemm_t(m, k, n, a, rsa, b, csb, beta, c, rsc);
         }
@@ -456,33 +462,44 @@ mod tests {
                             vec![R::nan(); 2 + m * n + 4]
                         };
                         let mut c_ref = init.clone();
-                        let mut c_fast = init.clone();
                         let bias = with_bias.then_some(bias.as_slice());
                         gemm_naive(&g, &a, &b, bias, &mut c_ref).unwrap();
+                        let mut results = Vec::new();
+                        let mut c_fast = init.clone();
                         gemm_fast(&g, &a, &b, bias, &mut c_fast, pool).unwrap();
+                        results.push(("fast".to_string(), c_fast));
                         let mut c_mm = init.clone();
                         gemm_matrixmultiply(&g, &a, &b, bias, &mut c_mm).unwrap();
-                        for (idx, (x, y)) in c_ref.iter().zip(&c_mm).enumerate() {
-                            let (x, y) = (Real::to_f64(*x), Real::to_f64(*y));
-                            assert!(
-                                x == y
-                                    || (x.is_nan() && y.is_nan())
-                                    || (x - y).abs() <= tol * (1.0 + x.abs()),
-                                "matrixmultiply variant idx {idx}: naive {x} mm {y}"
-                            );
+                        results.push(("matrixmultiply".to_string(), c_mm));
+                        // Every register-tile kernel this CPU has, not only the best one.
+                        for isa in Isa::available() {
+                            let mut c_k = init.clone();
+                            let view = GemmView {
+                                kernel: Some(isa),
+                                ..GemmView::new(&g, &a, &b, bias, &mut c_k)
+                            };
+                            // SAFETY: sizes match the buffers (the naive call checked them).
+                            unsafe { view.block(0, m, 0, n) };
+                            results.push((format!("{isa:?}"), c_k));
                         }
-                        for (idx, (x, y)) in c_ref.iter().zip(&c_fast).enumerate() {
-                            let inside = idx >= 2 && idx < 2 + m * n;
-                            let (x, y) = (Real::to_f64(*x), Real::to_f64(*y));
-                            if inside {
-                                assert!(
-                                    (x - y).abs() <= tol * (1.0 + x.abs()),
-                                    "{m}x{n}x{k} ta={trans_a} tb={trans_b} acc={accumulate} \
-                                     bias={with_bias} idx={idx}: naive {x} fast {y}"
-                                );
-                            } else {
-                                // Padding around C must be untouched.
-                                assert!(x.is_nan() && y.is_nan() || x == y, "padding idx {idx}");
+                        for (name, got) in &results {
+                            for (idx, (x, y)) in c_ref.iter().zip(got).enumerate() {
+                                let inside = idx >= 2 && idx < 2 + m * n;
+                                let (x, y) = (Real::to_f64(*x), Real::to_f64(*y));
+                                if inside {
+                                    assert!(
+                                        (x - y).abs() <= tol * (1.0 + x.abs()),
+                                        "{name} {m}x{n}x{k} ta={trans_a} tb={trans_b} \
+                                         acc={accumulate} bias={with_bias} idx={idx}: \
+                                         naive {x} got {y}"
+                                    );
+                                } else {
+                                    // Padding around C must be untouched.
+                                    assert!(
+                                        x.is_nan() && y.is_nan() || x == y,
+                                        "{name} padding idx {idx}"
+                                    );
+                                }
                             }
                         }
                     }

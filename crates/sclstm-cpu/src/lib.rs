@@ -1,5 +1,7 @@
-//! CPU backend for sclstm: naive reference kernels (the spec) and fast kernels
-//! (matrixmultiply's packed SIMD microkernels + rayon) behind [`sclstm_core::Backend`].
+//! CPU backend for sclstm: naive reference kernels (the spec) and fast kernels behind
+//! [`sclstm_core::Backend`]: unpacked AVX-512 / AVX2 register-tile gemm kernels chosen
+//! at run time, matrixmultiply's packed microkernels where they do not apply, rayon
+//! across the output, and fused AVX-512 / AVX2 cell kernels ([`cell`]).
 //!
 //! Buffers are plain `Vec<R>`; `R` is `f32` for training and `f64` for gradient checks.
 //!

@@ -1,38 +1,74 @@
-//! AVX-512 gemm kernels for products with very few rows (`m ≤ 12`): the per-step
-//! recurrent products of a time loop, where `m` is the batch size. Tall products are
-//! cut into such row chunks by the caller (see `gemm.rs`).
+//! Register-tile gemm kernels for products with few rows (`m ≤ 12`): the per-step
+//! recurrent products of a time loop, where `m` is the batch size. On AVX-512 the
+//! caller also cuts tall products into such row chunks (see `gemm.rs`).
 //!
 //! matrixmultiply's AVX-512 kernel computes 16-row tiles, so at `m = 10` almost 40% of
-//! its work is padding, and it repacks `B` on every call. Two unpacked kernels replace it:
+//! its work is padding, and it repacks `B` on every call. Unpacked kernels replace it:
 //!
 //! - [`gemm`] (`B` stored `k × n`, e.g. `h_{t-1} · W`): keeps an `m × NT` block of `C`
-//!   in registers (`NT` = two AVX-512 registers: 32 f32 or 16 f64) and streams the rows
-//!   of `B` from memory: `for p in 0..k: acc[i][..] += A[i, p] · B[p, j0 .. j0 + NT]`.
-//!   Each element of `C` is summed over `p` in order with fused multiply-adds. The last
-//!   partial column tile uses masked loads and stores.
-//! - [`gemm_t`] (`B` stored `n × k`, e.g. `dG · Wᵀ`): every `C[i, j]` is a dot product
-//!   of two contiguous rows, summed 16 (8) lanes at a time over blocks of `k`, then
-//!   across lanes. About half the speed of [`gemm`], so a layer that runs this product
-//!   every step gains by keeping `Wᵀ` as a plain matrix.
+//!   in registers (`NT` = two vector registers) and streams the rows of `B` from memory:
+//!   `for p in 0..k: acc[i][..] += A[i, p] · B[p, j0 .. j0 + NT]`. Each element of `C` is
+//!   summed over `p` in order with fused multiply-adds. The last partial column tile
+//!   uses masked loads and stores. Two instruction sets ([`Isa`]): AVX-512F (up to 12
+//!   rows, `NT` = 32 f32 / 16 f64) and AVX2 + FMA (up to 6 rows, `NT` = 16 f32 / 8 f64).
+//! - [`gemm_t`] (`B` stored `n × k`, e.g. `dG · Wᵀ`; AVX-512F only): every `C[i, j]` is
+//!   a dot product of two contiguous rows, summed 16 (8) lanes at a time over blocks of
+//!   `k`, then across lanes. About half the speed of [`gemm`], so the layers keep `Wᵀ`
+//!   as a plain matrix instead.
 //!
-//! Both need AVX-512F at run time and the strides above; the caller checks with
-//! [`usable`] / [`usable_t`] and falls back to matrixmultiply otherwise.
+//! The caller picks the kernel with [`Isa::detect`] (run-time feature detection) and
+//! [`usable_t`], and falls back to matrixmultiply where neither applies.
 
 use sclstm_core::Real;
 
-/// Largest `m` this kernel serves.
+/// Largest `m` the transposed-`B` kernel ([`gemm_t`]) serves.
 pub(crate) const MAX_M: usize = 12;
 
-/// Whether the kernel can run here for this many rows and this `B` column stride.
-pub(crate) fn usable(m: usize, csb: isize) -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        (1..=MAX_M).contains(&m) && csb == 1 && std::is_x86_feature_detected!("avx512f")
+/// The instruction set of the plain-`B` register-tile kernel ([`gemm`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Isa {
+    /// AVX-512F: tiles of up to 12 rows × two 512-bit registers.
+    Avx512,
+    /// AVX2 + FMA: tiles of up to 6 rows × two 256-bit registers.
+    Avx2,
+}
+
+impl Isa {
+    /// The best kernel this CPU runs, if any.
+    pub(crate) fn detect() -> Option<Isa> {
+        Isa::available().into_iter().next()
     }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        let _ = (m, csb);
-        false
+
+    /// Every kernel this CPU runs, best first.
+    pub(crate) fn available() -> Vec<Isa> {
+        let mut out = Vec::new();
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::is_x86_feature_detected!("avx512f") {
+                out.push(Isa::Avx512);
+            }
+            if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+                out.push(Isa::Avx2);
+            }
+        }
+        out
+    }
+
+    /// Most rows of `A` one call of [`gemm`] takes (its register tile's height).
+    pub(crate) fn rows(self) -> usize {
+        match self {
+            Isa::Avx512 => 12,
+            Isa::Avx2 => 6,
+        }
+    }
+
+    /// Whether the kernel also serves tall products (row chunks over any `m`), or only
+    /// products of at most [`MAX_M`] rows. The AVX2 tile reuses each `B` load for 6
+    /// rows only, so for tall products with a long `k` it is bound by L2 bandwidth
+    /// (about 60 GFLOP/s at 1024³ on an AVX-512 machine, half of matrixmultiply);
+    /// tiny-m products gain from it because matrixmultiply repacks all of `B` per call.
+    pub(crate) fn tall(self) -> bool {
+        self == Isa::Avx512
     }
 }
 
@@ -142,17 +178,18 @@ struct PanelT {
     rsc: isize,
 }
 
-/// Computes all `n` columns of `C = A·B + beta·C`; `beta` is 0 (C not read) or 1.
-/// Columns go in tiles of `NT` = 32 for f32 and 16 for f64 (two 512-bit registers);
-/// a last partial tile uses masked loads and stores, so nothing outside `C`'s `m × n`
-/// block (or `B`'s `k × n`) is touched.
+/// Computes all `n` columns of `C = A·B + beta·C` for `B` with column stride 1;
+/// `beta` is 0 (C not read) or 1. Columns go in tiles of two vector registers (AVX-512:
+/// 32 f32 or 16 f64; AVX2: 16 f32 or 8 f64); a last partial tile uses masked loads and
+/// stores, so nothing outside `C`'s `m × n` block (or `B`'s `k × n`) is touched.
 ///
 /// # Safety
-/// `R` must be f32 or f64, [`usable`] must have returned true for `m` and `B`'s column
-/// stride (1), and the pointers must be valid for the strided `m × k`, `k × n`, `m × n`
-/// regions.
+/// `R` must be f32 or f64, `isa` must come from [`Isa::detect`] / [`Isa::available`],
+/// `1 ≤ m ≤ isa.rows()`, and the pointers must be valid for the strided `m × k`,
+/// `k × n`, `m × n` regions.
 #[allow(clippy::too_many_arguments)]
 pub(crate) unsafe fn gemm<R: Real>(
+    isa: Isa,
     m: usize,
     k: usize,
     n: usize,
@@ -166,7 +203,11 @@ pub(crate) unsafe fn gemm<R: Real>(
     rsc: isize,
 ) {
     let is_f32 = std::any::TypeId::of::<R>() == std::any::TypeId::of::<f32>();
-    let nt = if is_f32 { 32 } else { 16 };
+    let nt = match (isa, is_f32) {
+        (Isa::Avx512, true) => 32,
+        (Isa::Avx512, false) | (Isa::Avx2, true) => 16,
+        (Isa::Avx2, false) => 8,
+    };
     let args = Panel {
         k,
         tiles: n / nt,
@@ -184,6 +225,23 @@ pub(crate) unsafe fn gemm<R: Real>(
     // SAFETY: forwarded from the caller; `m` selects a panel of exactly that height and
     // the element type matches the TypeId test.
     unsafe {
+        if isa == Isa::Avx2 {
+            return match (is_f32, m) {
+                (true, 1) => avx2::panel_f32::<1>(&args),
+                (true, 2) => avx2::panel_f32::<2>(&args),
+                (true, 3) => avx2::panel_f32::<3>(&args),
+                (true, 4) => avx2::panel_f32::<4>(&args),
+                (true, 5) => avx2::panel_f32::<5>(&args),
+                (true, 6) => avx2::panel_f32::<6>(&args),
+                (false, 1) => avx2::panel_f64::<1>(&args),
+                (false, 2) => avx2::panel_f64::<2>(&args),
+                (false, 3) => avx2::panel_f64::<3>(&args),
+                (false, 4) => avx2::panel_f64::<4>(&args),
+                (false, 5) => avx2::panel_f64::<5>(&args),
+                (false, 6) => avx2::panel_f64::<6>(&args),
+                _ => unreachable!("internal: the caller limits m to 1..=Isa::Avx2.rows()"),
+            };
+        }
         if is_f32 {
             match m {
                 1 => x86::panel_f32::<1>(&args),
@@ -198,7 +256,7 @@ pub(crate) unsafe fn gemm<R: Real>(
                 10 => x86::panel_f32::<10>(&args),
                 11 => x86::panel_f32::<11>(&args),
                 12 => x86::panel_f32::<12>(&args),
-                _ => unreachable!("internal: usable() limits m to 1..=MAX_M"),
+                _ => unreachable!("internal: the caller limits m to 1..=Isa::Avx512.rows()"),
             }
         } else {
             match m {
@@ -214,14 +272,14 @@ pub(crate) unsafe fn gemm<R: Real>(
                 10 => x86::panel_f64::<10>(&args),
                 11 => x86::panel_f64::<11>(&args),
                 12 => x86::panel_f64::<12>(&args),
-                _ => unreachable!("internal: usable() limits m to 1..=MAX_M"),
+                _ => unreachable!("internal: the caller limits m to 1..=Isa::Avx512.rows()"),
             }
         }
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
         let _ = (m, args);
-        unreachable!("internal: usable() is false off x86_64")
+        unreachable!("internal: Isa::detect() is None off x86_64")
     }
 }
 
@@ -583,6 +641,148 @@ mod x86 {
                         v
                     };
                     _mm512_mask_storeu_pd(dst, mask, v);
+                }
+            }
+        }
+    }
+}
+
+/// The AVX2 + FMA panels: the same register tiles as the AVX-512 ones at half the
+/// width, `M ≤ 6` rows so that the `2·M` accumulators, two `B` vectors and the
+/// broadcast fit the 16 vector registers.
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use std::arch::x86_64::{
+        __m256i, _mm256_add_pd, _mm256_add_ps, _mm256_cmpgt_epi32, _mm256_cmpgt_epi64,
+        _mm256_fmadd_pd, _mm256_fmadd_ps, _mm256_maskload_pd, _mm256_maskload_ps,
+        _mm256_maskstore_pd, _mm256_maskstore_ps, _mm256_set_epi64x, _mm256_set1_epi32,
+        _mm256_set1_epi64x, _mm256_set1_pd, _mm256_set1_ps, _mm256_setr_epi32, _mm256_setzero_pd,
+        _mm256_setzero_ps,
+    };
+
+    use super::Panel;
+
+    /// Lane mask selecting the first `n` of 8 f32 lanes (all when `n ≥ 8`).
+    #[target_feature(enable = "avx2")]
+    fn lanes_f32(n: usize) -> __m256i {
+        let n = n.min(8) as i32;
+        _mm256_cmpgt_epi32(
+            _mm256_set1_epi32(n),
+            _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+        )
+    }
+
+    /// Lane mask selecting the first `n` of 4 f64 lanes (all when `n ≥ 4`).
+    #[target_feature(enable = "avx2")]
+    fn lanes_f64(n: usize) -> __m256i {
+        let n = n.min(4) as i64;
+        _mm256_cmpgt_epi64(_mm256_set1_epi64x(n), _mm256_set_epi64x(3, 2, 1, 0))
+    }
+
+    /// All columns of `C` (f32) in `M × 16` tiles, the last one masked.
+    ///
+    /// # Safety
+    /// AVX2 and FMA available; the panel's pointers are f32 and valid as for `gemm`.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn panel_f32<const M: usize>(x: &Panel) {
+        let full = lanes_f32(8);
+        // SAFETY (whole body): the tiles stay inside the regions the caller vouched for.
+        unsafe {
+            for t in 0..x.tiles {
+                tile_f32::<M>(x, (t * 16) as isize, full, full);
+            }
+            if x.tail > 0 {
+                let (m0, m1) = (lanes_f32(x.tail), lanes_f32(x.tail.saturating_sub(8)));
+                tile_f32::<M>(x, (x.tiles * 16) as isize, m0, m1);
+            }
+        }
+    }
+
+    /// One `M × 16` f32 tile of `C` at column `j0`; masked-out lanes are neither loaded
+    /// from `B` nor stored to `C`.
+    ///
+    /// # Safety
+    /// As for [`panel_f32`]; the unmasked columns lie inside `B` and `C`.
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn tile_f32<const M: usize>(x: &Panel, j0: isize, m0: __m256i, m1: __m256i) {
+        let (a, b, c) = (x.a.cast::<f32>(), x.b.cast::<f32>(), x.c.cast::<f32>());
+        // SAFETY (whole body): masked lanes are not accessed; the rest is in bounds.
+        unsafe {
+            let mut acc = [[_mm256_setzero_ps(); 2]; M];
+            for p in 0..x.k as isize {
+                let bp = b.offset(p * x.rsb + j0);
+                let b0 = _mm256_maskload_ps(bp, m0);
+                let b1 = _mm256_maskload_ps(bp.add(8), m1);
+                for (i, acc_i) in acc.iter_mut().enumerate() {
+                    let av = _mm256_set1_ps(*a.offset(i as isize * x.rsa + p * x.csa));
+                    acc_i[0] = _mm256_fmadd_ps(av, b0, acc_i[0]);
+                    acc_i[1] = _mm256_fmadd_ps(av, b1, acc_i[1]);
+                }
+            }
+            for (i, acc_i) in acc.iter().enumerate() {
+                let cp = c.offset(i as isize * x.rsc + j0);
+                for (h, (&v, mask)) in acc_i.iter().zip([m0, m1]).enumerate() {
+                    let dst = cp.add(8 * h);
+                    let v = if x.accumulate {
+                        _mm256_add_ps(_mm256_maskload_ps(dst, mask), v)
+                    } else {
+                        v
+                    };
+                    _mm256_maskstore_ps(dst, mask, v);
+                }
+            }
+        }
+    }
+
+    /// All columns of `C` (f64) in `M × 8` tiles, the last one masked.
+    ///
+    /// # Safety
+    /// AVX2 and FMA available; the panel's pointers are f64 and valid as for `gemm`.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn panel_f64<const M: usize>(x: &Panel) {
+        let full = lanes_f64(4);
+        // SAFETY (whole body): the tiles stay inside the regions the caller vouched for.
+        unsafe {
+            for t in 0..x.tiles {
+                tile_f64::<M>(x, (t * 8) as isize, full, full);
+            }
+            if x.tail > 0 {
+                let (m0, m1) = (lanes_f64(x.tail), lanes_f64(x.tail.saturating_sub(4)));
+                tile_f64::<M>(x, (x.tiles * 8) as isize, m0, m1);
+            }
+        }
+    }
+
+    /// One `M × 8` f64 tile of `C` at column `j0`, masked as in [`tile_f32`].
+    ///
+    /// # Safety
+    /// As for [`panel_f64`]; the unmasked columns lie inside `B` and `C`.
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn tile_f64<const M: usize>(x: &Panel, j0: isize, m0: __m256i, m1: __m256i) {
+        let (a, b, c) = (x.a.cast::<f64>(), x.b.cast::<f64>(), x.c.cast::<f64>());
+        // SAFETY (whole body): masked lanes are not accessed; the rest is in bounds.
+        unsafe {
+            let mut acc = [[_mm256_setzero_pd(); 2]; M];
+            for p in 0..x.k as isize {
+                let bp = b.offset(p * x.rsb + j0);
+                let b0 = _mm256_maskload_pd(bp, m0);
+                let b1 = _mm256_maskload_pd(bp.add(4), m1);
+                for (i, acc_i) in acc.iter_mut().enumerate() {
+                    let av = _mm256_set1_pd(*a.offset(i as isize * x.rsa + p * x.csa));
+                    acc_i[0] = _mm256_fmadd_pd(av, b0, acc_i[0]);
+                    acc_i[1] = _mm256_fmadd_pd(av, b1, acc_i[1]);
+                }
+            }
+            for (i, acc_i) in acc.iter().enumerate() {
+                let cp = c.offset(i as isize * x.rsc + j0);
+                for (h, (&v, mask)) in acc_i.iter().zip([m0, m1]).enumerate() {
+                    let dst = cp.add(4 * h);
+                    let v = if x.accumulate {
+                        _mm256_add_pd(_mm256_maskload_pd(dst, mask), v)
+                    } else {
+                        v
+                    };
+                    _mm256_maskstore_pd(dst, mask, v);
                 }
             }
         }
