@@ -35,8 +35,9 @@ fn main() {
     let with_naive = !std::env::args().any(|a| a == "--no-naive");
     // (m, n, k, trans_a, trans_b): per-step products with a transposed weight (`dG · Wᵀ`,
     // and `h · W_hhᵀ` with PyTorch's (4H, H) layout at H = 300), a task gate's input
-    // projection, the weight gradient `dGᵀ · X` of a layer over 300 rows, and the input
-    // projection `X · W_ihᵀ` with the weight as stored ((4H, d)).
+    // projection, the weight gradient `dGᵀ · X` of a layer over 300 and 800 rows, the
+    // input gradient `dG · W_ih`, and the input projection `X · W_ihᵀ` with the weight as
+    // stored ((4H, d)).
     let shapes = [
         (10, 1200, 408, false, false),
         (300, 1200, 408, false, false),
@@ -45,6 +46,8 @@ fn main() {
         (10, 1200, 300, false, true),
         (300, 300, 408, false, false),
         (1200, 408, 300, true, false),
+        (1200, 408, 800, true, false),
+        (300, 408, 1200, false, false),
         (300, 1200, 408, false, true),
     ];
     println!(

@@ -309,8 +309,12 @@ unsafe fn strided_gemm<R: Real>(
             TypeId::of::<R>() == TypeId::of::<f32>(),
             TypeId::of::<R>() == TypeId::of::<f64>(),
         );
-        let tile_kernel = kernel
-            .filter(|isa| (is_f32 || is_f64) && csc == 1 && csb == 1 && (isa.tall() || m <= MAX_M));
+        // Tall products only with a row-major A as well: a transposed A (the weight
+        // gradients `dGᵀ·X`) is read down its columns, a page apart per step of `k`, and
+        // in a training step (cold caches, TLB misses) matrixmultiply's packing wins.
+        let tile_kernel = kernel.filter(|isa| {
+            (is_f32 || is_f64) && csc == 1 && csb == 1 && (m <= MAX_M || isa.tall() && csa == 1)
+        });
         if let Some(isa) = tile_kernel {
             // Row chunks of at most `isa.rows()` over one L2-sized block of B's columns
             // at a time, so that every chunk reads the block from cache; nothing is
