@@ -22,6 +22,9 @@
 //   0 uniform CellDims · 1 gates read · 2 c read · 3 tanh_c read · 4 mask read
 //   5 d_h read · 6 d_c rw (reads slot t+1, adds to slot t) · 7 d_gates rw
 //
+// Binding 0 is bound with a dynamic offset into the backend's uniform arena (one slot
+// per dispatch), so one bind group serves every step on the same buffers.
+//
 // Workgroup: 256 invocations along x. Dispatch: G = ceil(B·H / 256) workgroups folded as
 // (min(G, 65535), ceil(G / 65535), 1); invocation index = (wg.y·nwg.x + wg.x)·256 + lid.x.
 

@@ -20,6 +20,9 @@
 //   0 uniform CellDims · 1 o_k read · 2 tanh_c read · 3 mask read · 4 d_q_k read
 //   5 d_o_k rw · 6 d_c rw
 //
+// Binding 0 is bound with a dynamic offset into the backend's uniform arena (one slot
+// per dispatch), so one bind group serves every step on the same buffers.
+//
 // Workgroup: 256 invocations along x. Dispatch: G = ceil(B·H / 256) workgroups folded as
 // (min(G, 65535), ceil(G / 65535), 1); invocation index = (wg.y·nwg.x + wg.x)·256 + lid.x.
 

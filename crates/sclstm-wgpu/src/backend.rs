@@ -1,35 +1,77 @@
-//! [`WgpuBackend`]: the `Backend` trait on wgpu buffers, one launcher per shader family.
+//! [`WgpuBackend`]: the `Backend` trait on wgpu buffers, one launcher per kernel.
 
-use std::sync::Mutex;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use sclstm_core::{Backend, CellStep, Gemm, NumError};
-use wgpu::util::DeviceExt;
+use wgpu::util::{DeviceExt, StagingBelt};
 
 use crate::WgpuError;
-use crate::context::{AdapterSummary, Shader, WgpuContext};
+use crate::context::{AdapterSummary, Kernel, MAX_STORAGE_BINDINGS, WgpuContext};
 use crate::uniforms::{CellDims, GemmDims};
 
 /// Invocations per workgroup of the pointwise kernels (`@workgroup_size(256)`).
 const POINTWISE_WG: u64 = 256;
-/// Output tile edge of the gemm kernel (`BM = BN = 64` in `shaders/gemm.wgsl`).
+/// Output tile edge of the `gemm` kernel (`BM = BN = 64` in `shaders/gemm.wgsl`).
 const GEMM_TILE: u64 = 64;
+/// Output tile of the `gemm_small_m` kernel: `SM_ROWS × SM_COLS` in `shaders/gemm.wgsl`.
+const SMALL_M_TILE: (u64, u64) = (16, 64);
+/// Largest m sent to `gemm_small_m`. Its 16-row tiles waste at most 15 rows where a
+/// 64-row tile wastes up to 63 (84 % of the work of the per-step products at batch 10);
+/// above 32 rows the 64 × 64 tile's reuse of each loaded element wins.
+pub const SMALL_M_MAX: usize = 32;
 /// Dispatches recorded before the pending encoder is submitted without waiting: the
 /// number of slots in the uniform arena.
 const UNIFORM_SLOTS: u64 = 4096;
 /// Bytes per uniform slot: the largest uniform struct, rounded up to the device's
 /// `min_uniform_buffer_offset_alignment` at construction (256 by default).
 const UNIFORM_SLOT_MIN: u64 = 256;
+/// Bind groups kept before the cache is emptied and refilled. A training run binds a
+/// few hundred combinations; the cap only matters for a caller that keeps many
+/// long-lived buffers and binds them in ever new combinations.
+pub const BIND_GROUP_CACHE_MAX: usize = 2048;
+/// Size of one chunk of the staging belt that carries `write` data (a write larger
+/// than this gets a chunk of its own size, reused by later writes that fit).
+const STAGING_CHUNK: u64 = 1 << 20;
+
+/// Source of [`WgpuBuf`] identities: never reused, so a cache key can never name a
+/// dropped buffer's successor.
+static NEXT_BUF_ID: AtomicU64 = AtomicU64::new(1);
+
+/// Identities of dropped buffers whose bind groups are still to be evicted.
+type DroppedIds = Arc<Mutex<Vec<u64>>>;
+
+/// Locks `m`, recovering the data if a thread panicked while holding it (the data is
+/// a cache or a list of ids, consistent after any single statement).
+fn lock_any<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
 
 /// A device buffer of `f32` with its logical length in elements.
 ///
 /// The wgpu buffer holds at least one element, since wgpu rejects empty bindings.
+/// Each buffer has an identity of its own; the backend caches bind groups by the
+/// identities they bind, and dropping the buffer evicts those bind groups (a cached
+/// bind group would otherwise keep the buffer's memory alive).
 #[derive(Debug)]
 pub struct WgpuBuf {
     buffer: wgpu::Buffer,
     len: usize,
+    id: u64,
+    dropped: DroppedIds,
 }
 
 impl WgpuBuf {
+    fn new(buffer: wgpu::Buffer, len: usize, dropped: &DroppedIds) -> Self {
+        WgpuBuf {
+            buffer,
+            len,
+            id: NEXT_BUF_ID.fetch_add(1, Ordering::Relaxed),
+            dropped: Arc::clone(dropped),
+        }
+    }
+
     /// Logical length in elements.
     pub fn len(&self) -> usize {
         self.len
@@ -46,12 +88,56 @@ impl WgpuBuf {
     }
 }
 
-/// Work recorded but not yet submitted.
+impl Drop for WgpuBuf {
+    fn drop(&mut self) {
+        // Only records the id: the backend evicts at its next dispatch or sync, under
+        // its own lock, so dropping never waits for a dispatch in another thread.
+        lock_any(&self.dropped).push(self.id);
+    }
+}
+
+/// Counters of recorded work since the backend was created (see [`WgpuBackend::stats`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WgpuStats {
+    /// Compute dispatches recorded.
+    pub dispatches: u64,
+    /// Of those, products run by `gemm_small_m`.
+    pub small_m_gemms: u64,
+    /// Bind groups created (cache misses); every other dispatch reused a cached one.
+    pub bind_groups_created: u64,
+    /// Bind groups evicted because a buffer they bind was dropped.
+    pub bind_groups_evicted: u64,
+    /// Compute passes begun: one per run of dispatches between copies or submits.
+    pub compute_passes: u64,
+    /// Command buffers submitted.
+    pub submits: u64,
+}
+
+/// Cache key of a bind group: the kernel and the identities of its storage buffers
+/// (0 past the kernel's last binding). The uniform is always the arena at a dynamic
+/// offset, so it is not part of the key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct BindKey {
+    kernel: Kernel,
+    bufs: [u64; MAX_STORAGE_BINDINGS],
+}
+
+/// Work recorded but not yet submitted, and the bind group cache.
 struct Pending {
+    /// The open compute pass, if the last recorded command was a dispatch. Declared
+    /// before `encoder` so it is dropped (ended) first.
+    pass: Option<wgpu::ComputePass<'static>>,
+    /// The kernel whose pipeline `pass` has bound.
+    pass_kernel: Option<Kernel>,
     encoder: Option<wgpu::CommandEncoder>,
     /// Uniform bytes of the recorded dispatches, one slot each, uploaded to the arena
     /// just before the encoder is submitted.
     uniforms: Vec<u8>,
+    /// Mapped staging memory for `write`: its copies are recorded in `encoder`, and its
+    /// chunks return for reuse once the submission that read them has run.
+    belt: StagingBelt,
+    bind_groups: HashMap<BindKey, wgpu::BindGroup>,
+    stats: WgpuStats,
 }
 
 /// The wgpu backend: every kernel call is recorded into one pending command encoder,
@@ -59,18 +145,37 @@ struct Pending {
 /// dispatches), so a layer's whole time loop becomes one submission with no readback
 /// per step.
 ///
-/// Per-dispatch uniforms (dimensions, offsets, the step `t`) live in one arena buffer,
-/// one aligned slot per dispatch of the pending encoder. The slots are written with a
+/// Per-dispatch host cost is kept to recording: consecutive dispatches share one
+/// compute pass (wgpu begins a new command buffer for every pass), and bind groups are
+/// cached by (kernel, buffer identities), so a time loop that binds the same buffers at
+/// every step creates its bind groups once. What changes from step to step (`t`, the
+/// gemm offsets) travels in the uniform.
+///
+/// Per-dispatch uniforms live in one arena buffer, one aligned slot per dispatch of
+/// the pending encoder, bound with a dynamic offset. The slots are written with a
 /// single `queue.write_buffer` right before the encoder is submitted: such a write
 /// lands before the whole submission runs, so each dispatch needs its own slot, and a
 /// full arena forces a submit before slots are reused.
+///
+/// Host data reaches the device through a staging belt (mapped chunks reused from one
+/// submission to the next) and comes back through one reusable readback buffer, as
+/// large as the largest download so far: neither allocates once the sizes have been seen.
+///
+/// wgpu validation and out-of-memory errors are caught with error scopes around each
+/// submit (where wgpu reports errors of recorded passes), each bind group creation and
+/// each allocation, and returned as [`WgpuError::Device`].
 pub struct WgpuBackend {
     ctx: WgpuContext,
     pending: Mutex<Pending>,
+    /// `MAP_READ` buffer for `download`, grown to the largest download; its lock is
+    /// held for a whole download (taken before `pending`, never after).
+    readback: Mutex<Option<wgpu::Buffer>>,
     arena: wgpu::Buffer,
     slot_bytes: u64,
+    /// Identities of dropped buffers, filled by [`WgpuBuf`]'s `Drop`.
+    dropped: DroppedIds,
     /// Bound in place of the bias when a gemm has none.
-    dummy: wgpu::Buffer,
+    dummy: WgpuBuf,
 }
 
 impl std::fmt::Debug for WgpuBackend {
@@ -89,12 +194,14 @@ impl WgpuBackend {
 
     /// Builds the backend on an existing context (for tests or a shared device).
     pub fn from_context(ctx: WgpuContext) -> Self {
+        let dropped = DroppedIds::default();
         let dummy = ctx.device().create_buffer(&wgpu::BufferDescriptor {
             label: Some("no bias"),
             size: 4,
             usage: wgpu::BufferUsages::STORAGE,
             mapped_at_creation: false,
         });
+        let dummy = WgpuBuf::new(dummy, 1, &dropped);
         let align = u64::from(ctx.device().limits().min_uniform_buffer_offset_alignment);
         let slot_bytes = UNIFORM_SLOT_MIN.next_multiple_of(align.max(1));
         let arena = ctx.device().create_buffer(&wgpu::BufferDescriptor {
@@ -103,14 +210,22 @@ impl WgpuBackend {
             usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
+        let belt = StagingBelt::new(ctx.device().clone(), STAGING_CHUNK);
         WgpuBackend {
             ctx,
             pending: Mutex::new(Pending {
+                pass: None,
+                pass_kernel: None,
                 encoder: None,
                 uniforms: Vec::new(),
+                belt,
+                bind_groups: HashMap::new(),
+                stats: WgpuStats::default(),
             }),
+            readback: Mutex::new(None),
             arena,
             slot_bytes,
+            dropped,
             dummy,
         }
     }
@@ -123,6 +238,18 @@ impl WgpuBackend {
     /// Adapter name, device type, API and driver, for printing at start-up.
     pub fn adapter(&self) -> AdapterSummary {
         self.ctx.summary()
+    }
+
+    /// Counters of the work recorded so far (dispatches, bind groups, passes, submits).
+    pub fn stats(&self) -> WgpuStats {
+        self.lock().stats
+    }
+
+    /// Bind groups currently cached (after evicting those of dropped buffers).
+    pub fn cached_bind_groups(&self) -> usize {
+        let mut pending = self.lock();
+        self.evict_dropped(&mut pending);
+        pending.bind_groups.len()
     }
 
     fn device(&self) -> &wgpu::Device {
@@ -139,15 +266,44 @@ impl WgpuBackend {
         Ok(bytes)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Pending> {
+    fn lock(&self) -> MutexGuard<'_, Pending> {
         self.pending
             .lock()
             .expect("internal: pending encoder lock poisoned")
     }
 
+    /// Drops cached bind groups that bind a buffer dropped since the last call.
+    fn evict_dropped(&self, pending: &mut Pending) {
+        let ids: HashSet<u64> = {
+            let mut dropped = lock_any(&self.dropped);
+            if dropped.is_empty() {
+                return;
+            }
+            dropped.drain(..).collect()
+        };
+        let before = pending.bind_groups.len();
+        pending
+            .bind_groups
+            .retain(|key, _| !key.bufs.iter().any(|id| ids.contains(id)));
+        pending.stats.bind_groups_evicted += (before - pending.bind_groups.len()) as u64;
+    }
+
+    /// Ends the open compute pass, if any, so the encoder can record copies.
+    ///
+    /// wgpu-core validates a pass's commands when the encoder is finished (inside the
+    /// submit's error scope); ending a pass fails only on a nested pass or a finished
+    /// encoder, which this type never creates.
+    fn end_pass(pending: &mut Pending) {
+        pending.pass = None;
+        pending.pass_kernel = None;
+    }
+
     /// The pending encoder, created if needed.
-    fn encoder<'p>(&self, pending: &'p mut Pending) -> &'p mut wgpu::CommandEncoder {
-        pending.encoder.get_or_insert_with(|| {
+    fn encoder<'p>(
+        &self,
+        encoder: &'p mut Option<wgpu::CommandEncoder>,
+    ) -> &'p mut wgpu::CommandEncoder {
+        encoder.get_or_insert_with(|| {
             self.device()
                 .create_command_encoder(&wgpu::CommandEncoderDescriptor {
                     label: Some("sclstm pending work"),
@@ -158,26 +314,38 @@ impl WgpuBackend {
     /// Records a copy or clear into the pending encoder.
     fn record(&self, f: impl FnOnce(&mut wgpu::CommandEncoder)) {
         let mut pending = self.lock();
-        f(self.encoder(&mut pending));
+        Self::end_pass(&mut pending);
+        f(self.encoder(&mut pending.encoder));
     }
 
-    /// Uploads the pending uniforms, then finishes and submits the pending encoder, if
-    /// any (does not wait).
+    /// Ends the open pass, uploads the pending uniforms, then finishes and submits the
+    /// pending encoder, if any (does not wait).
     fn submit(&self, pending: &mut Pending) -> Result<(), WgpuError> {
+        let pass = pending.pass.take();
+        pending.pass_kernel = None;
         if let Some(encoder) = pending.encoder.take() {
             let uniforms = std::mem::take(&mut pending.uniforms);
+            pending.stats.submits += 1;
+            let belt = &mut pending.belt;
             self.ctx.scoped("submitting recorded work", || {
+                drop(pass);
+                // Unmaps the chunks the encoder copies from, as a submit requires.
+                belt.finish();
                 if !uniforms.is_empty() {
                     self.ctx.queue().write_buffer(&self.arena, 0, &uniforms);
                 }
                 self.ctx.queue().submit([encoder.finish()]);
+                // Chunks come back mapped once this submission has run (seen at a poll).
+                belt.recall();
             })?;
         }
         Ok(())
     }
 
     fn flush(&self) -> Result<(), WgpuError> {
-        self.submit(&mut self.lock())
+        let mut pending = self.lock();
+        self.evict_dropped(&mut pending);
+        self.submit(&mut pending)
     }
 
     fn wait(&self) -> Result<(), WgpuError> {
@@ -190,63 +358,116 @@ impl WgpuBackend {
         Ok(())
     }
 
-    /// Records one compute dispatch. `uniform` goes to binding 0 (its own arena slot)
-    /// and `storage[i]` to binding `i + 1` of group 0.
+    /// The cached bind group of `kernel` on `storage`, created on a miss.
+    fn bind_group(
+        &self,
+        pending: &mut Pending,
+        kernel: Kernel,
+        layout: &wgpu::BindGroupLayout,
+        storage: &[&WgpuBuf],
+    ) -> Result<wgpu::BindGroup, WgpuError> {
+        let mut key = BindKey {
+            kernel,
+            bufs: [0; MAX_STORAGE_BINDINGS],
+        };
+        for (slot, buf) in key.bufs.iter_mut().zip(storage) {
+            *slot = buf.id;
+        }
+        if let Some(bg) = pending.bind_groups.get(&key) {
+            return Ok(bg.clone());
+        }
+        if pending.bind_groups.len() >= BIND_GROUP_CACHE_MAX {
+            pending.bind_groups.clear();
+        }
+        let bind_group = self.ctx.scoped(kernel.entry(), || {
+            let uniform = wgpu::BindGroupEntry {
+                binding: 0,
+                resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                    buffer: &self.arena,
+                    offset: 0,
+                    size: wgpu::BufferSize::new(kernel.uniform_size()),
+                }),
+            };
+            let entries: Vec<wgpu::BindGroupEntry> = std::iter::once(uniform)
+                .chain(
+                    storage
+                        .iter()
+                        .enumerate()
+                        .map(|(i, b)| wgpu::BindGroupEntry {
+                            binding: i as u32 + 1,
+                            resource: b.buffer.as_entire_binding(),
+                        }),
+                )
+                .collect();
+            self.device().create_bind_group(&wgpu::BindGroupDescriptor {
+                label: Some(kernel.entry()),
+                layout,
+                entries: &entries,
+            })
+        })?;
+        pending.stats.bind_groups_created += 1;
+        pending.bind_groups.insert(key, bind_group.clone());
+        Ok(bind_group)
+    }
+
+    /// Records one compute dispatch. `uniform` goes to binding 0 (its own arena slot,
+    /// as a dynamic offset) and `storage[i]` to binding `i + 1` of group 0.
     fn dispatch(
         &self,
-        shader: Shader,
-        entry: &'static str,
+        kernel: Kernel,
         uniform: &[u8],
-        storage: &[&wgpu::Buffer],
+        storage: &[&WgpuBuf],
         groups: (u32, u32),
     ) -> Result<(), WgpuError> {
         assert!(
-            uniform.len() as u64 <= self.slot_bytes,
-            "internal: uniform struct larger than an arena slot"
+            uniform.len() as u64 == kernel.uniform_size()
+                && uniform.len() as u64 <= self.slot_bytes,
+            "internal: uniform struct does not match the kernel or exceeds an arena slot"
         );
-        let pipeline = self.ctx.pipeline(shader, entry)?;
+        assert_eq!(
+            storage.len(),
+            kernel.storage().len(),
+            "internal: storage bindings do not match the kernel"
+        );
+        let compiled = self.ctx.pipeline(kernel)?;
         let mut pending = self.lock();
         if pending.uniforms.len() as u64 >= UNIFORM_SLOTS * self.slot_bytes {
             self.submit(&mut pending)?;
         }
-        let offset = pending.uniforms.len() as u64;
+        self.evict_dropped(&mut pending);
+        let bind_group = self.bind_group(&mut pending, kernel, &compiled.layout, storage)?;
+        let offset = pending.uniforms.len();
         pending.uniforms.extend_from_slice(uniform);
         pending
             .uniforms
-            .resize((offset + self.slot_bytes) as usize, 0);
-        let bind_group = self.ctx.scoped(entry, || {
-            let mut entries = vec![wgpu::BindGroupEntry {
-                binding: 0,
-                resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                    buffer: &self.arena,
-                    offset,
-                    size: wgpu::BufferSize::new(uniform.len() as u64),
-                }),
-            }];
-            entries.extend(
-                storage
-                    .iter()
-                    .enumerate()
-                    .map(|(i, b)| wgpu::BindGroupEntry {
-                        binding: i as u32 + 1,
-                        resource: b.as_entire_binding(),
-                    }),
-            );
-            self.device().create_bind_group(&wgpu::BindGroupDescriptor {
-                label: Some(entry),
-                layout: &pipeline.get_bind_group_layout(0),
-                entries: &entries,
-            })
-        })?;
-        let mut pass =
-            self.encoder(&mut pending)
+            .resize(offset + self.slot_bytes as usize, 0);
+        let pending = &mut *pending;
+        if pending.pass.is_none() {
+            let pass = self
+                .encoder(&mut pending.encoder)
                 .begin_compute_pass(&wgpu::ComputePassDescriptor {
-                    label: Some(entry),
+                    label: Some("sclstm kernels"),
                     timestamp_writes: None,
-                });
-        pass.set_pipeline(&pipeline);
-        pass.set_bind_group(0, &bind_group, &[]);
+                })
+                .forget_lifetime();
+            pending.pass = Some(pass);
+            pending.stats.compute_passes += 1;
+        }
+        let pass = pending
+            .pass
+            .as_mut()
+            .expect("internal: compute pass opened above");
+        if pending.pass_kernel != Some(kernel) {
+            pass.set_pipeline(&compiled.pipeline);
+            pending.pass_kernel = Some(kernel);
+        }
+        let dynamic = u32::try_from(offset).expect("internal: arena offsets fit in u32");
+        pass.set_bind_group(0, &bind_group, &[dynamic]);
         pass.dispatch_workgroups(groups.0, groups.1, 1);
+        pending.stats.dispatches += 1;
+        if kernel == Kernel::GemmSmallM {
+            pending.stats.small_m_gemms += 1;
+        }
         Ok(())
     }
 
@@ -327,10 +548,7 @@ impl Backend for WgpuBackend {
                         | wgpu::BufferUsages::COPY_DST,
                 })
         })?;
-        Ok(WgpuBuf {
-            buffer,
-            len: data.len(),
-        })
+        Ok(WgpuBuf::new(buffer, data.len(), &self.dropped))
     }
 
     fn write(&self, buf: &mut WgpuBuf, data: &[f32]) -> Result<(), NumError> {
@@ -340,18 +558,17 @@ impl Backend for WgpuBackend {
         }
         // A staging copy recorded in the pending encoder keeps program order with the
         // kernels recorded before and after (queue.write_buffer would jump ahead of them).
-        let staging = self.ctx.scoped("write", || {
-            self.device()
-                .create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                    label: Some("sclstm write staging"),
-                    contents: bytemuck::cast_slice(data),
-                    usage: wgpu::BufferUsages::COPY_SRC,
-                })
+        let size = wgpu::BufferSize::new(4 * data.len() as u64)
+            .expect("internal: non-empty write has a non-zero size");
+        let mut pending = self.lock();
+        Self::end_pass(&mut pending);
+        let pending = &mut *pending;
+        let encoder = self.encoder(&mut pending.encoder);
+        let belt = &mut pending.belt;
+        self.ctx.scoped("write", || {
+            let mut view = belt.write_buffer(encoder, &buf.buffer, 0, size);
+            view.copy_from_slice(bytemuck::cast_slice(data));
         })?;
-        let bytes = 4 * data.len() as u64;
-        self.record(|encoder| {
-            encoder.copy_buffer_to_buffer(&staging, 0, &buf.buffer, 0, bytes);
-        });
         Ok(())
     }
 
@@ -360,20 +577,28 @@ impl Backend for WgpuBackend {
             return Ok(Vec::new());
         }
         let bytes = 4 * buf.len as u64;
-        let staging = self.ctx.scoped("download", || {
-            self.device().create_buffer(&wgpu::BufferDescriptor {
-                label: Some("sclstm readback"),
-                size: bytes,
-                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-                mapped_at_creation: false,
-            })
-        })?;
+        let mut readback = lock_any(&self.readback);
+        if readback.as_ref().is_none_or(|b| b.size() < bytes) {
+            // Drop the smaller one first, so the two never coexist.
+            *readback = None;
+            *readback = Some(self.ctx.scoped("download", || {
+                self.device().create_buffer(&wgpu::BufferDescriptor {
+                    label: Some("sclstm readback"),
+                    size: bytes,
+                    usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                    mapped_at_creation: false,
+                })
+            })?);
+        }
+        let staging = readback
+            .as_ref()
+            .expect("internal: readback buffer created above");
         self.record(|encoder| {
-            encoder.copy_buffer_to_buffer(&buf.buffer, 0, &staging, 0, bytes);
+            encoder.copy_buffer_to_buffer(&buf.buffer, 0, staging, 0, bytes);
         });
         self.flush()?;
         let (tx, rx) = std::sync::mpsc::channel();
-        staging.map_async(wgpu::MapMode::Read, .., move |r| {
+        staging.map_async(wgpu::MapMode::Read, ..bytes, move |r| {
             // The receiver outlives the poll below; a failed send cannot happen.
             let _ = tx.send(r);
         });
@@ -388,7 +613,7 @@ impl Backend for WgpuBackend {
             .map_err(|e| download_error(e.to_string()))?;
         let out = {
             let view = staging
-                .get_mapped_range(..)
+                .get_mapped_range(..bytes)
                 .map_err(|e| download_error(e.to_string()))?;
             bytemuck::pod_collect_to_vec::<u8, f32>(&view)
         };
@@ -409,7 +634,7 @@ impl Backend for WgpuBackend {
                 mapped_at_creation: false,
             })
         })?;
-        Ok(WgpuBuf { buffer, len })
+        Ok(WgpuBuf::new(buffer, len, &self.dropped))
     }
 
     fn fill_zero(&self, buf: &mut WgpuBuf) -> Result<(), NumError> {
@@ -448,9 +673,15 @@ impl Backend for WgpuBackend {
             pad0: 0,
             pad1: 0,
         };
+        // Small m (the per-step products, m = batch): 16-row tiles instead of 64.
+        let (kernel, (tile_m, tile_n)) = if g.m <= SMALL_M_MAX {
+            (Kernel::GemmSmallM, SMALL_M_TILE)
+        } else {
+            (Kernel::Gemm, (GEMM_TILE, GEMM_TILE))
+        };
         let max = self.device().limits().max_compute_workgroups_per_dimension;
-        let gx = (g.n as u64).div_ceil(GEMM_TILE);
-        let gy = (g.m as u64).div_ceil(GEMM_TILE);
+        let gx = (g.n as u64).div_ceil(tile_n);
+        let gy = (g.m as u64).div_ceil(tile_m);
         if gx.max(gy) > u64::from(max) {
             return Err(WgpuError::TooManyWorkgroups {
                 op: "gemm",
@@ -459,12 +690,11 @@ impl Backend for WgpuBackend {
             }
             .into());
         }
-        let bias = bias.map_or(&self.dummy, |b| &b.buffer);
+        let bias = bias.unwrap_or(&self.dummy);
         self.dispatch(
-            Shader::Gemm,
-            "gemm",
+            kernel,
             bytemuck::bytes_of(&dims),
-            &[&a.buffer, &b.buffer, bias, &c.buffer],
+            &[a, b, bias, c],
             (gx as u32, gy as u32),
         )?;
         Ok(())
@@ -490,16 +720,9 @@ impl Backend for WgpuBackend {
         }
         let groups = self.pointwise_groups("lstm_cell_fwd", bh)?;
         self.dispatch(
-            Shader::LstmCell,
-            "lstm_cell_fwd",
+            Kernel::LstmCellFwd,
             bytemuck::bytes_of(&Self::cell_dims(&s)?),
-            &[
-                &gates.buffer,
-                &c.buffer,
-                &h.buffer,
-                &tanh_c.buffer,
-                &mask.buffer,
-            ],
+            &[&*gates, &*c, &*h, &*tanh_c, mask],
             groups,
         )?;
         Ok(())
@@ -529,18 +752,9 @@ impl Backend for WgpuBackend {
         }
         let groups = self.pointwise_groups("lstm_cell_bwd", bh)?;
         self.dispatch(
-            Shader::LstmCell,
-            "lstm_cell_bwd",
+            Kernel::LstmCellBwd,
             bytemuck::bytes_of(&Self::cell_dims(&s)?),
-            &[
-                &gates.buffer,
-                &c.buffer,
-                &tanh_c.buffer,
-                &mask.buffer,
-                &d_h.buffer,
-                &d_c.buffer,
-                &d_gates.buffer,
-            ],
+            &[gates, c, tanh_c, mask, d_h, &*d_c, &*d_gates],
             groups,
         )?;
         Ok(())
@@ -564,10 +778,9 @@ impl Backend for WgpuBackend {
         }
         let groups = self.pointwise_groups("task_gate_fwd", bh)?;
         self.dispatch(
-            Shader::TaskGate,
-            "task_gate_fwd",
+            Kernel::TaskGateFwd,
             bytemuck::bytes_of(&Self::cell_dims(&s)?),
-            &[&o_k.buffer, &q_k.buffer, &tanh_c.buffer, &mask.buffer],
+            &[&*o_k, &*q_k, tanh_c, mask],
             groups,
         )?;
         Ok(())
@@ -595,17 +808,9 @@ impl Backend for WgpuBackend {
         }
         let groups = self.pointwise_groups("task_gate_bwd", bh)?;
         self.dispatch(
-            Shader::TaskGate,
-            "task_gate_bwd",
+            Kernel::TaskGateBwd,
             bytemuck::bytes_of(&Self::cell_dims(&s)?),
-            &[
-                &o_k.buffer,
-                &tanh_c.buffer,
-                &mask.buffer,
-                &d_q_k.buffer,
-                &d_o_k.buffer,
-                &d_c.buffer,
-            ],
+            &[o_k, tanh_c, mask, d_q_k, &*d_o_k, &*d_c],
             groups,
         )?;
         Ok(())

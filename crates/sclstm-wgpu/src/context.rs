@@ -1,15 +1,16 @@
-//! Device acquisition, the shader table and the pipeline cache.
+//! Device acquisition, the shader and kernel tables and the pipeline cache.
 
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::Mutex;
 
 use crate::WgpuError;
+use crate::uniforms::{CellDims, GemmDims};
 
 /// One WGSL source file of the top-level `shaders/` folder (one kernel family each).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Shader {
-    /// `shaders/gemm.wgsl`: tiled matrix product with fused bias.
+    /// `shaders/gemm.wgsl`: tiled matrix products with fused bias (any m, and small m).
     Gemm,
     /// `shaders/lstm_cell.wgsl`: LSTM cell forward/backward step.
     LstmCell,
@@ -38,6 +39,133 @@ impl Shader {
             Shader::TaskGate => include_str!("../../../shaders/task_gate.wgsl"),
         }
     }
+}
+
+/// One compute entry point: its shader file, entry name, uniform struct and the access
+/// of each storage binding.
+///
+/// Every kernel binds its uniform struct at binding 0 of group 0 with a *dynamic*
+/// offset (one slot of the backend's uniform arena per dispatch), and its storage
+/// buffers at bindings 1, 2, … in the order of [`Kernel::storage`]. The explicit layout
+/// is what lets one bind group serve every dispatch on the same buffers: the offsets
+/// that differ between time steps travel in the uniform, and the uniform's slot in the
+/// dynamic offset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kernel {
+    /// `gemm` in `shaders/gemm.wgsl`: 64 × 64 tiles.
+    Gemm,
+    /// `gemm_small_m` in `shaders/gemm.wgsl`: 16 × 64 tiles, k split four ways.
+    GemmSmallM,
+    /// `lstm_cell_fwd` in `shaders/lstm_cell.wgsl`.
+    LstmCellFwd,
+    /// `lstm_cell_bwd` in `shaders/lstm_cell.wgsl`.
+    LstmCellBwd,
+    /// `task_gate_fwd` in `shaders/task_gate.wgsl`.
+    TaskGateFwd,
+    /// `task_gate_bwd` in `shaders/task_gate.wgsl`.
+    TaskGateBwd,
+}
+
+/// Most storage bindings of any kernel (`lstm_cell_bwd`: 7).
+pub const MAX_STORAGE_BINDINGS: usize = 7;
+
+impl Kernel {
+    /// Every kernel the backend launches.
+    pub const ALL: [Kernel; 6] = [
+        Kernel::Gemm,
+        Kernel::GemmSmallM,
+        Kernel::LstmCellFwd,
+        Kernel::LstmCellBwd,
+        Kernel::TaskGateFwd,
+        Kernel::TaskGateBwd,
+    ];
+
+    /// The shader file holding the entry point.
+    pub fn shader(self) -> Shader {
+        match self {
+            Kernel::Gemm | Kernel::GemmSmallM => Shader::Gemm,
+            Kernel::LstmCellFwd | Kernel::LstmCellBwd => Shader::LstmCell,
+            Kernel::TaskGateFwd | Kernel::TaskGateBwd => Shader::TaskGate,
+        }
+    }
+
+    /// Name of the WGSL entry point.
+    pub fn entry(self) -> &'static str {
+        match self {
+            Kernel::Gemm => "gemm",
+            Kernel::GemmSmallM => "gemm_small_m",
+            Kernel::LstmCellFwd => "lstm_cell_fwd",
+            Kernel::LstmCellBwd => "lstm_cell_bwd",
+            Kernel::TaskGateFwd => "task_gate_fwd",
+            Kernel::TaskGateBwd => "task_gate_bwd",
+        }
+    }
+
+    /// Size in bytes of the uniform struct at binding 0 ([`GemmDims`] or [`CellDims`]).
+    pub fn uniform_size(self) -> u64 {
+        let size = match self {
+            Kernel::Gemm | Kernel::GemmSmallM => std::mem::size_of::<GemmDims>(),
+            _ => std::mem::size_of::<CellDims>(),
+        };
+        size as u64
+    }
+
+    /// Access of storage bindings 1, 2, …: `true` for `var<storage, read>`, `false`
+    /// for `var<storage, read_write>` (must match the WGSL declarations exactly).
+    pub fn storage(self) -> &'static [bool] {
+        const R: bool = true;
+        const RW: bool = false;
+        match self {
+            // a, b, bias, c
+            Kernel::Gemm | Kernel::GemmSmallM => &[R, R, R, RW],
+            // gates, c, h, tanh_c, mask
+            Kernel::LstmCellFwd => &[RW, RW, RW, RW, R],
+            // gates, c, tanh_c, mask, d_h, d_c, d_gates
+            Kernel::LstmCellBwd => &[R, R, R, R, R, RW, RW],
+            // o_k, q_k, tanh_c, mask
+            Kernel::TaskGateFwd => &[RW, RW, R, R],
+            // o_k, tanh_c, mask, d_q_k, d_o_k, d_c
+            Kernel::TaskGateBwd => &[R, R, R, R, RW, RW],
+        }
+    }
+
+    /// The bind group layout entries of group 0 (see the type's docs).
+    fn layout_entries(self) -> Vec<wgpu::BindGroupLayoutEntry> {
+        let uniform = wgpu::BindGroupLayoutEntry {
+            binding: 0,
+            visibility: wgpu::ShaderStages::COMPUTE,
+            ty: wgpu::BindingType::Buffer {
+                ty: wgpu::BufferBindingType::Uniform,
+                has_dynamic_offset: true,
+                min_binding_size: wgpu::BufferSize::new(self.uniform_size()),
+            },
+            count: None,
+        };
+        let storage =
+            self.storage()
+                .iter()
+                .enumerate()
+                .map(|(i, &read_only)| wgpu::BindGroupLayoutEntry {
+                    binding: i as u32 + 1,
+                    visibility: wgpu::ShaderStages::COMPUTE,
+                    ty: wgpu::BindingType::Buffer {
+                        ty: wgpu::BufferBindingType::Storage { read_only },
+                        has_dynamic_offset: false,
+                        min_binding_size: None,
+                    },
+                    count: None,
+                });
+        std::iter::once(uniform).chain(storage).collect()
+    }
+}
+
+/// A compiled kernel: its pipeline and the layout its bind groups are made for.
+#[derive(Debug, Clone)]
+pub struct CompiledKernel {
+    /// The compute pipeline.
+    pub pipeline: wgpu::ComputePipeline,
+    /// The explicit layout of bind group 0 (see [`Kernel`]).
+    pub layout: wgpu::BindGroupLayout,
 }
 
 /// What the user should see about the adapter: its name and kind.
@@ -97,7 +225,7 @@ pub fn requested_backends() -> wgpu::Backends {
 /// Device, queue and compiled pipelines: created once, shared by every kernel launch.
 ///
 /// Shader modules and compute pipelines are compiled lazily on first use and cached
-/// by (shader, entry point), so a run pays only for the kernels it calls.
+/// per [`Kernel`] (shader, entry point), so a run pays only for the kernels it calls.
 pub struct WgpuContext {
     device: wgpu::Device,
     queue: wgpu::Queue,
@@ -109,7 +237,7 @@ pub struct WgpuContext {
 #[derive(Default)]
 struct Cache {
     modules: HashMap<Shader, wgpu::ShaderModule>,
-    pipelines: HashMap<(Shader, &'static str), wgpu::ComputePipeline>,
+    pipelines: HashMap<Kernel, CompiledKernel>,
 }
 
 impl fmt::Debug for WgpuContext {
@@ -209,19 +337,16 @@ impl WgpuContext {
         }
     }
 
-    /// The compute pipeline for `entry` in `shader`, compiled on first use.
-    pub fn pipeline(
-        &self,
-        shader: Shader,
-        entry: &'static str,
-    ) -> Result<wgpu::ComputePipeline, WgpuError> {
+    /// The pipeline and bind group layout of `kernel`, compiled on first use.
+    pub fn pipeline(&self, kernel: Kernel) -> Result<CompiledKernel, WgpuError> {
         let mut cache = self
             .cache
             .lock()
             .expect("internal: pipeline cache lock poisoned");
-        if let Some(p) = cache.pipelines.get(&(shader, entry)) {
+        if let Some(p) = cache.pipelines.get(&kernel) {
             return Ok(p.clone());
         }
+        let shader = kernel.shader();
         let module = match cache.modules.get(&shader) {
             Some(m) => m.clone(),
             None => {
@@ -236,18 +361,33 @@ impl WgpuContext {
                 m
             }
         };
-        let pipeline = self.scoped("compiling a compute pipeline", || {
-            self.device
+        let compiled = self.scoped("compiling a compute pipeline", || {
+            let layout = self
+                .device
+                .create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+                    label: Some(kernel.entry()),
+                    entries: &kernel.layout_entries(),
+                });
+            let pipeline_layout =
+                self.device
+                    .create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+                        label: Some(kernel.entry()),
+                        bind_group_layouts: &[Some(&layout)],
+                        immediate_size: 0,
+                    });
+            let pipeline = self
+                .device
                 .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-                    label: Some(entry),
-                    layout: None,
+                    label: Some(kernel.entry()),
+                    layout: Some(&pipeline_layout),
                     module: &module,
-                    entry_point: Some(entry),
+                    entry_point: Some(kernel.entry()),
                     compilation_options: Default::default(),
                     cache: None,
-                })
+                });
+            CompiledKernel { pipeline, layout }
         })?;
-        cache.pipelines.insert((shader, entry), pipeline.clone());
-        Ok(pipeline)
+        cache.pipelines.insert(kernel, compiled.clone());
+        Ok(compiled)
     }
 }

@@ -8,9 +8,14 @@
 //! * [`WgpuBackend`] records every kernel into one pending command encoder and submits
 //!   it at `sync` / `download`, so a layer's time loop is one submission with no
 //!   readback per step. CRF and Viterbi stay on the host (sequential, O(T·L²)).
+//!   Per dispatch it only records: dispatches share a compute pass, bind groups are
+//!   cached by (kernel, buffers) with the uniform at a dynamic offset, and
+//!   [`WgpuBackend::stats`] counts what was recorded. Products with small m (the
+//!   per-step recurrent ones) run on a 16-row kernel ([`SMALL_M_MAX`]).
 //! * WGSL sources live in the workspace's `shaders/` folder, one file per kernel family
 //!   ([`Shader`]), embedded with `include_str!`; each file's header gives its bindings,
-//!   shapes, equation, workgroup size and dispatch formula.
+//!   shapes, equation, workgroup size and dispatch formula. [`Kernel`] lists the entry
+//!   points with their explicit bind group layouts.
 //!
 //! Without an adapter, construction fails with [`WgpuError::NoAdapter`], whose message
 //! names `--backend cpu` and the Debian driver package `mesa-vulkan-drivers`.
@@ -35,7 +40,10 @@ mod context;
 mod error;
 mod uniforms;
 
-pub use backend::{WgpuBackend, WgpuBuf};
-pub use context::{AdapterSummary, Shader, WgpuContext, requested_backends};
+pub use backend::{BIND_GROUP_CACHE_MAX, SMALL_M_MAX, WgpuBackend, WgpuBuf, WgpuStats};
+pub use context::{
+    AdapterSummary, CompiledKernel, Kernel, MAX_STORAGE_BINDINGS, Shader, WgpuContext,
+    requested_backends,
+};
 pub use error::WgpuError;
 pub use uniforms::{CellDims, GemmDims};

@@ -6,7 +6,7 @@
 
 use bytemuck::{Pod, Zeroable};
 
-/// Dimensions of one gemm dispatch: `GemmDims` in `shaders/gemm.wgsl`.
+/// Dimensions of one gemm dispatch (`gemm` or `gemm_small_m`): `GemmDims` in `shaders/gemm.wgsl`.
 ///
 /// Offsets are element offsets: storage-buffer *binding* offsets must be multiples of
 /// 256 bytes, so the whole buffer is bound and the shader adds the offset when indexing.

@@ -5,7 +5,7 @@ use std::sync::OnceLock;
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use sclstm_cpu::CpuBackend;
-use sclstm_wgpu::WgpuBackend;
+use sclstm_wgpu::{WgpuBackend, WgpuContext};
 
 /// Result type of the tests: any error fails the test with its message.
 pub type TestResult = Result<(), Box<dyn std::error::Error>>;
@@ -24,6 +24,17 @@ pub fn gpu() -> &'static WgpuBackend {
             "{e}\n(tests need a GPU adapter: install mesa-vulkan-drivers and run with WGPU_BACKEND=vulkan)"
         ),
     })
+}
+
+/// A backend of its own on the shared device: its counters ([`WgpuBackend::stats`])
+/// and bind group cache see only the calling test's work.
+pub fn own_gpu() -> WgpuBackend {
+    let ctx = gpu().context();
+    WgpuBackend::from_context(WgpuContext::from_device(
+        ctx.device().clone(),
+        ctx.queue().clone(),
+        ctx.adapter_info().clone(),
+    ))
 }
 
 /// The CPU reference backend (single-threaded: deterministic summation order).

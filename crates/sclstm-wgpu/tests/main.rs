@@ -7,6 +7,7 @@
 //! Without an adapter the GPU tests fail (they never skip).
 
 mod common;
+mod dispatch;
 mod parity;
 mod shaders;
 mod time_loop;

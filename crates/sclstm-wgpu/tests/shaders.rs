@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use std::mem::{offset_of, size_of};
 
-use sclstm_wgpu::{CellDims, GemmDims, Shader};
+use sclstm_wgpu::{CellDims, GemmDims, Kernel, MAX_STORAGE_BINDINGS, Shader};
 
 fn shader_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shaders")
@@ -142,5 +142,97 @@ fn uniform_structs_mirror_the_rust_side() {
             wgsl_struct(shader, "CellDims"),
             (cell.clone(), size_of::<CellDims>())
         );
+    }
+}
+
+/// wgpu's default `max_compute_workgroup_storage_size`, which the backend keeps.
+const WORKGROUP_STORAGE_LIMIT: u32 = 16384;
+
+/// Each kernel's explicit bind group layout (binding 0: uniform of the right size,
+/// bindings 1..: storage with the declared access) is exactly what its entry point
+/// uses, and its workgroup memory fits the default limit. wgpu would reject a mismatch
+/// only when the pipeline is first built on a device; this catches it without one.
+#[test]
+fn kernel_table_matches_the_entry_points() {
+    for kernel in Kernel::ALL {
+        let shader = kernel.shader();
+        let what = format!("{} in {}", kernel.entry(), shader.path());
+        let module = naga::front::wgsl::parse_str(shader.source()).expect("valid WGSL");
+        let info = naga::valid::Validator::new(
+            naga::valid::ValidationFlags::all(),
+            naga::valid::Capabilities::default(),
+        )
+        .validate(&module)
+        .expect("valid module");
+        let index = module
+            .entry_points
+            .iter()
+            .position(|e| e.name == kernel.entry())
+            .unwrap_or_else(|| panic!("{what}: no such entry point"));
+        let uses = info.get_entry_point(index);
+        let mut layouter = naga::proc::Layouter::default();
+        layouter.update(module.to_ctx()).expect("layout");
+        let mut storage: Vec<(u32, bool)> = Vec::new();
+        let mut uniform = None;
+        let mut workgroup_bytes = 0;
+        for (handle, var) in module.global_variables.iter() {
+            if uses[handle].is_empty() {
+                continue;
+            }
+            match (var.space, &var.binding) {
+                (naga::AddressSpace::WorkGroup, _) => workgroup_bytes += layouter[var.ty].size,
+                (naga::AddressSpace::Uniform, Some(b)) => {
+                    assert_eq!((b.group, b.binding), (0, 0), "{what}: uniform binding");
+                    uniform = Some(layouter[var.ty].size);
+                }
+                (naga::AddressSpace::Storage { access }, Some(b)) => {
+                    assert_eq!(b.group, 0, "{what}: storage group");
+                    let read_only = !access.contains(naga::StorageAccess::STORE);
+                    storage.push((b.binding, read_only));
+                }
+                (space, binding) => panic!("{what}: unexpected global {space:?} {binding:?}"),
+            }
+        }
+        storage.sort();
+        let declared: Vec<(u32, bool)> = kernel
+            .storage()
+            .iter()
+            .enumerate()
+            .map(|(i, &read_only)| (i as u32 + 1, read_only))
+            .collect();
+        assert_eq!(
+            storage, declared,
+            "{what}: storage bindings (binding, read-only)"
+        );
+        assert!(declared.len() <= MAX_STORAGE_BINDINGS, "{what}");
+        assert_eq!(
+            uniform.map(u64::from),
+            Some(kernel.uniform_size()),
+            "{what}: uniform size"
+        );
+        assert!(
+            workgroup_bytes <= WORKGROUP_STORAGE_LIMIT,
+            "{what}: {workgroup_bytes} bytes of workgroup memory"
+        );
+    }
+}
+
+#[test]
+fn kernel_table_names_every_entry_point() {
+    for shader in Shader::ALL {
+        let module = naga::front::wgsl::parse_str(shader.source()).expect("valid WGSL");
+        let mut in_file: Vec<&str> = module
+            .entry_points
+            .iter()
+            .map(|e| e.name.as_str())
+            .collect();
+        in_file.sort();
+        let mut in_table: Vec<&str> = Kernel::ALL
+            .iter()
+            .filter(|k| k.shader() == shader)
+            .map(|k| k.entry())
+            .collect();
+        in_table.sort();
+        assert_eq!(in_file, in_table, "{}", shader.path());
     }
 }

@@ -1,0 +1,246 @@
+//! Host-side recording: kernel choice by m, bind group reuse across time steps, eviction
+//! when buffers are dropped, the cache bound, and compute passes per run of dispatches.
+//! Each test uses a backend of its own ([`own_gpu`]) so the counters are its own.
+
+use sclstm_core::{Backend, CellStep, Gemm};
+use sclstm_wgpu::{BIND_GROUP_CACHE_MAX, SMALL_M_MAX};
+
+use crate::common::{TestResult, assert_close, cpu, mask, own_gpu, rng, uniform};
+
+#[test]
+fn gemm_kernel_follows_m() -> TestResult {
+    let be = own_gpu();
+    let a = be.zeros(64 * 8)?;
+    let b = be.zeros(8 * 8)?;
+    let mut c = be.zeros(64 * 8)?;
+    for (m, small) in [
+        (1, true),
+        (10, true),
+        (16, true),
+        (17, true),
+        (SMALL_M_MAX, true),
+        (SMALL_M_MAX + 1, false),
+        (64, false),
+    ] {
+        let before = be.stats();
+        be.gemm(&Gemm::new(m, 8, 8), &a, &b, None, &mut c)?;
+        let after = be.stats();
+        assert_eq!(after.dispatches - before.dispatches, 1, "m = {m}");
+        assert_eq!(
+            after.small_m_gemms - before.small_m_gemms,
+            u64::from(small),
+            "m = {m}"
+        );
+    }
+    be.sync()?;
+    Ok(())
+}
+
+const T: usize = 6;
+const B: usize = 3;
+const H: usize = 5;
+
+/// Records `T` steps of `gates[t] += h_{t-1} · W; cell forward` (one submission).
+fn gate_loop<Bk: Backend<Elem = f32>>(
+    be: &Bk,
+    w: &Bk::Buf,
+    gates: &mut Bk::Buf,
+    bufs: &mut [Bk::Buf; 3],
+    m: &Bk::Buf,
+) -> TestResult {
+    let [c, h, tanh_c] = bufs;
+    for t in 0..T {
+        let rec = Gemm {
+            a_off: t * B * H,
+            c_off: t * B * 4 * H,
+            accumulate: true,
+            ..Gemm::new(B, 4 * H, H)
+        };
+        be.gemm(&rec, h, w, None, gates)?;
+        let s = CellStep {
+            t,
+            batch: B,
+            hidden: H,
+        };
+        be.lstm_cell_fwd(s, gates, c, h, tanh_c, m)?;
+    }
+    Ok(())
+}
+
+/// The second pass over a time loop creates no bind group: every step binds the same
+/// buffers and only the uniform (step, offsets) changes. The whole loop is one compute
+/// pass and one submit, and the results still match the CPU at every step.
+#[test]
+fn time_loop_reuses_bind_groups() -> TestResult {
+    let gpu = own_gpu();
+    let mut r = rng(31);
+    let w_host = uniform(&mut r, H * 4 * H, 0.8);
+    let x_host = uniform(&mut r, T * B * 4 * H, 1.0);
+    let m_host = mask(T, &[6, 4, 1]);
+    let run = |first: bool| -> Result<Vec<f32>, Box<dyn std::error::Error>> {
+        let cpu = cpu();
+        let mut out = Vec::new();
+        for on_gpu in [true, false] {
+            let h = if on_gpu {
+                let (w, m) = (gpu.upload(&w_host)?, gpu.upload(&m_host)?);
+                let mut gates = gpu.upload(&x_host)?;
+                let mut bufs = [0; 3].map(|_| gpu.zeros((T + 1) * B * H).expect("zeros"));
+                gpu.sync()?;
+                let before = gpu.stats();
+                gate_loop(&gpu, &w, &mut gates, &mut bufs, &m)?;
+                // Same buffers again, restarted from the same state: no new bind group.
+                gpu.write(&mut gates, &x_host)?;
+                for buf in &mut bufs {
+                    gpu.fill_zero(buf)?;
+                }
+                let middle = gpu.stats();
+                gate_loop(&gpu, &w, &mut gates, &mut bufs, &m)?;
+                gpu.sync()?;
+                let after = gpu.stats();
+                let created = middle.bind_groups_created - before.bind_groups_created;
+                assert_eq!(created, if first { 2 } else { 0 }, "first loop");
+                assert_eq!(after.bind_groups_created, middle.bind_groups_created);
+                assert_eq!(after.dispatches - middle.dispatches, 2 * T as u64);
+                assert_eq!(after.compute_passes - middle.compute_passes, 1);
+                assert_eq!(after.submits - middle.submits, 1);
+                gpu.download(&bufs[1])?
+            } else {
+                let (w, m) = (cpu.upload(&w_host)?, cpu.upload(&m_host)?);
+                let mut gates = cpu.upload(&x_host)?;
+                let mut bufs = [0; 3].map(|_| cpu.zeros((T + 1) * B * H).expect("zeros"));
+                gate_loop(&cpu, &w, &mut gates, &mut bufs, &m)?;
+                cpu.download(&bufs[1])?
+            };
+            out.push(h);
+        }
+        assert_close("gate loop h", &out[0], &out[1], 2e-5, 1e-4);
+        Ok(out.swap_remove(0))
+    };
+    // The first run creates the two bind groups (gemm, cell); the second run allocates
+    // new buffers, so it creates two more and evicts the two of the dropped buffers.
+    let h1 = run(true)?;
+    let evicted = gpu.stats().bind_groups_evicted;
+    let h2 = run(true)?;
+    assert_eq!(h1, h2);
+    assert!(gpu.stats().bind_groups_evicted >= evicted + 2);
+    assert_eq!(
+        gpu.cached_bind_groups(),
+        0,
+        "every buffer of both runs is dropped"
+    );
+    Ok(())
+}
+
+/// A cached bind group must not keep a dropped buffer alive: dropping any buffer it
+/// binds evicts it. Dropping an input right after recording (before the submit) is
+/// still safe: the recorded pass keeps what it uses until it has run.
+#[test]
+fn dropping_a_buffer_evicts_its_bind_groups() -> TestResult {
+    let be = own_gpu();
+    let a = be.upload(&[1.0, 2.0, 3.0, 4.0])?;
+    let b = be.upload(&[1.0, 0.0, 0.0, 1.0])?;
+    let mut c = be.zeros(4)?;
+    be.gemm(&Gemm::new(2, 2, 2), &a, &b, None, &mut c)?;
+    assert_eq!(be.cached_bind_groups(), 1);
+    let mut c2 = be.zeros(4)?;
+    be.gemm(&Gemm::new(2, 2, 2), &a, &b, None, &mut c2)?;
+    assert_eq!(be.cached_bind_groups(), 2);
+    drop(a);
+    assert_eq!(be.cached_bind_groups(), 0, "both bind `a`");
+    assert_eq!(be.stats().bind_groups_evicted, 2);
+    assert_eq!(be.download(&c)?, vec![1.0, 2.0, 3.0, 4.0]);
+    assert_eq!(be.download(&c2)?, vec![1.0, 2.0, 3.0, 4.0]);
+    // A new buffer gets a new identity: a fresh bind group, the new contents.
+    let a = be.upload(&[5.0, 6.0, 7.0, 8.0])?;
+    be.gemm(&Gemm::new(2, 2, 2), &a, &b, None, &mut c)?;
+    assert_eq!(be.cached_bind_groups(), 1);
+    assert_eq!(be.download(&c)?, vec![5.0, 6.0, 7.0, 8.0]);
+    Ok(())
+}
+
+/// More distinct (kernel, buffers) combinations than the cache holds, all alive: the
+/// cache stays bounded and every dispatch still writes its own output.
+#[test]
+fn bind_group_cache_is_bounded() -> TestResult {
+    let be = own_gpu();
+    let a = be.upload(&[2.0])?;
+    let b = be.upload(&[3.0])?;
+    let n = BIND_GROUP_CACHE_MAX + 10;
+    let mut outs = (0..n)
+        .map(|_| be.upload(&[f32::NAN]))
+        .collect::<Result<Vec<_>, _>>()?;
+    for c in &mut outs {
+        be.gemm(&Gemm::new(1, 1, 1), &a, &b, None, c)?;
+    }
+    assert!(be.cached_bind_groups() <= BIND_GROUP_CACHE_MAX);
+    assert_eq!(be.stats().bind_groups_created, n as u64);
+    be.sync()?;
+    for c in [&outs[0], &outs[n / 2], &outs[n - 1]] {
+        assert_eq!(be.download(c)?, vec![6.0]);
+    }
+    Ok(())
+}
+
+/// Dispatches share a compute pass until a copy (write, fill, download) intervenes.
+#[test]
+fn copies_split_compute_passes() -> TestResult {
+    let be = own_gpu();
+    let a = be.upload(&[1.0, 2.0])?;
+    let mut x = be.upload(&[1.0, 1.0])?;
+    let mut c = be.zeros(2)?;
+    be.gemm(&Gemm::new(1, 1, 2), &a, &x, None, &mut c)?;
+    be.gemm(
+        &Gemm {
+            c_off: 1,
+            ..Gemm::new(1, 1, 2)
+        },
+        &a,
+        &x,
+        None,
+        &mut c,
+    )?;
+    assert_eq!(be.stats().compute_passes, 1);
+    be.write(&mut x, &[10.0])?;
+    be.gemm(
+        &Gemm {
+            c_off: 1,
+            ..Gemm::new(1, 1, 2)
+        },
+        &a,
+        &x,
+        None,
+        &mut c,
+    )?;
+    assert_eq!(be.stats().compute_passes, 2);
+    assert_eq!(be.download(&c)?, vec![3.0, 12.0]);
+    assert_eq!(be.stats().submits, 1);
+    Ok(())
+}
+
+/// Writes go through reused staging chunks and downloads through one reused readback
+/// buffer: sizes above one chunk (1 MiB), many writes in one submission, a small
+/// download after a large one and the reverse all return exactly what was written,
+/// and a short write changes only the start of its buffer.
+#[test]
+fn staging_and_readback_reuse_keep_data_exact() -> TestResult {
+    let be = own_gpu();
+    let big_len = 300_000; // 1.2 MB: larger than one staging chunk
+    let mut big = be.zeros(big_len)?;
+    let mut small = be.upload(&[f32::NAN; 7])?;
+    for round in 0..3 {
+        let base = round as f32 * 1000.0;
+        let big_data: Vec<f32> = (0..big_len).map(|i| base + (i % 977) as f32).collect();
+        be.write(&mut big, &big_data)?;
+        for i in 0..20 {
+            // Later writes to the same buffer win, in program order.
+            be.write(&mut small, &[base + i as f32; 7])?;
+        }
+        be.write(&mut small, &[-1.0, -2.0])?;
+        let mut want_small = vec![base + 19.0; 7];
+        want_small[..2].copy_from_slice(&[-1.0, -2.0]);
+        assert_eq!(be.download(&small)?, want_small, "round {round}");
+        assert_eq!(be.download(&big)?, big_data, "round {round}");
+        assert_eq!(be.download(&small)?, want_small, "round {round}");
+    }
+    Ok(())
+}
