@@ -1,6 +1,6 @@
 //! Matrix products on host slices: the naive reference kernel (the spec) and the fast
 //! kernel (rayon across the output; the unpacked register-tile kernels of `small_m.rs`
-//! where the CPU has them — AVX-512 for every product with a row-major `B`, in row
+//! where the CPU has them — AVX-512 for every product of row-major `A` and `B`, in row
 //! chunks of 12; AVX2 + FMA for products of at most 12 rows — else matrixmultiply's
 //! packed AVX-512/AVX2/FMA microkernels). All implement exactly the contract of
 //! [`sclstm_core::Gemm`]:
