@@ -9,9 +9,9 @@ use sclstm_data::scheme::{TagScheme, bioes_to_conlleval};
 use crate::backend::{BackendJob, with_backend};
 use crate::config::{BackendKind, DataFile, TrainConfig};
 use crate::runmodel::RunModel;
-use crate::train::data::{PreparedSplit, PreparedTask, load_raw, read_user_file, training_scheme};
+use crate::train::data::{PreparedSplit, load_raw, read_user_file, training_scheme};
 use crate::train::evaluate_split;
-use crate::train::score::{score, tag_names};
+use crate::train::score::{Scorer, score, tag_names};
 
 /// Arguments of `sclstm eval`.
 #[derive(Debug, clap::Args)]
@@ -46,7 +46,7 @@ struct EvalJob<'a>(&'a Args);
 
 /// The `word gold pred` lines of one task's predictions; BIOES tags are mapped to IOB2
 /// so that the original conlleval script reads them.
-pub fn prediction_lines(task: &PreparedTask, split: &PreparedSplit, pred: &[Vec<u32>]) -> String {
+pub fn prediction_lines(task: &Scorer<'_>, split: &PreparedSplit, pred: &[Vec<u32>]) -> String {
     let mut out = String::new();
     for (s, p) in split.sentences.iter().zip(pred) {
         let mut gold = s.tags.clone();
@@ -112,18 +112,16 @@ impl BackendJob for EvalJob<'_> {
                 .map(|s| rm.encode_words(&s.words))
                 .collect();
             let tv = &rm.vocab.tasks[k];
-            let task = PreparedTask {
-                name: name.clone(),
+            let tags = rm.vocab.tag_vocab(k);
+            let task = Scorer {
+                name,
                 metric: if tv.metric == "f1" {
                     sclstm_data::shipped::Metric::ChunkF1
                 } else {
                     sclstm_data::shipped::Metric::Accuracy
                 },
                 scheme: task_scheme,
-                tags: rm.vocab.tag_vocab(k),
-                train: empty_split(),
-                dev: empty_split(),
-                test: empty_split(),
+                tags: &tags,
             };
             let split = PreparedSplit {
                 path: path.clone(),
@@ -146,14 +144,6 @@ impl BackendJob for EvalJob<'_> {
             sclstm_model::checkpoint::write_atomic(p, predictions.as_bytes())?;
         }
         Ok(())
-    }
-}
-
-fn empty_split() -> PreparedSplit {
-    PreparedSplit {
-        path: PathBuf::new(),
-        sentences: Vec::new(),
-        encoded: Vec::new(),
     }
 }
 

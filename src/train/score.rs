@@ -4,9 +4,35 @@
 use sclstm_data::conlleval::{Accuracy, score_chunks};
 use sclstm_data::scheme::TagScheme;
 use sclstm_data::shipped::Metric;
+use sclstm_data::vocab::TagVocab;
 use serde::Serialize;
 
 use super::data::{PreparedSplit, PreparedTask};
+
+/// What scoring a task needs: its name, metric, chunk scheme and tag set.
+#[derive(Debug, Clone, Copy)]
+pub struct Scorer<'a> {
+    /// Task name.
+    pub name: &'a str,
+    /// How it is scored.
+    pub metric: Metric,
+    /// Chunk scheme of its tags (`None`: plain labels such as POS).
+    pub scheme: Option<TagScheme>,
+    /// Its tag set (predicted ids are names in it).
+    pub tags: &'a TagVocab,
+}
+
+impl PreparedTask {
+    /// The scorer of this task.
+    pub fn scorer(&self) -> Scorer<'_> {
+        Scorer {
+            name: &self.name,
+            metric: self.metric,
+            scheme: self.scheme,
+            tags: &self.tags,
+        }
+    }
+}
 
 /// The score of one task on one split.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -29,13 +55,13 @@ pub struct TaskScore {
 }
 
 /// Tag names of predicted ids.
-pub fn tag_names(task: &PreparedTask, ids: &[u32]) -> Vec<String> {
+pub fn tag_names(task: &Scorer<'_>, ids: &[u32]) -> Vec<String> {
     ids.iter().map(|&i| task.tags.tag(i).to_string()).collect()
 }
 
 /// Scores `pred` (tag ids per sentence, in split order) against the split's gold tags.
 pub fn score(
-    task: &PreparedTask,
+    task: &Scorer<'_>,
     split: &PreparedSplit,
     pred: &[Vec<u32>],
 ) -> anyhow::Result<TaskScore> {
@@ -51,7 +77,7 @@ pub fn score(
             let eval = score_chunks(task.scheme.unwrap_or(TagScheme::Iob2), &gold, &pred)?;
             let prf = eval.overall();
             Ok(TaskScore {
-                task: task.name.clone(),
+                task: task.name.to_string(),
                 metric: "f1",
                 score: prf.f1,
                 precision: Some(prf.precision),
@@ -61,7 +87,7 @@ pub fn score(
             })
         }
         Metric::Accuracy => Ok(TaskScore {
-            task: task.name.clone(),
+            task: task.name.to_string(),
             metric: "accuracy",
             score: acc.percent(),
             precision: None,

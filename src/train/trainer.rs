@@ -235,7 +235,7 @@ fn score_split<B: Backend + 'static>(
     split: &PreparedSplit,
 ) -> anyhow::Result<TaskScore> {
     let pred = evaluate_split(tagger, k, &split.encoded)?;
-    score(task, split, &pred)
+    score(&task.scorer(), split, &pred)
 }
 
 fn save_last<B: Backend<Elem = f32> + 'static>(
