@@ -253,11 +253,11 @@ impl<B: Backend> fmt::Debug for LayerWorkspace<B> {
 const POOL_LIMIT: usize = 32;
 
 /// Elements (all buffers together) the pooled caches may hold; past it the oldest are
-/// dropped. 160 Mi elements is 640 MiB in f32: the caches of a paper-config training
+/// dropped. 128 Mi elements is 512 MiB in f32: the caches of a paper-config training
 /// step (batch 10, up to 12 units of about 4 M weight and 2–10 M row elements each) in
 /// its usual row buckets, so that steps reuse them, while long batches (evaluation,
 /// outliers) do not pin more for the rest of the run.
-const POOL_ELEMS: usize = 160 << 20;
+const POOL_ELEMS: usize = 128 << 20;
 
 /// A pooled cache serves a call needing `need` rows only if it has at most this many
 /// times as many: downloads copy whole buffers, so a far larger cache would copy mostly

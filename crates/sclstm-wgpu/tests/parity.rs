@@ -90,12 +90,10 @@ fn gemm_case(g: Gemm, with_bias: bool, ints: bool, seed: u64) -> TestResult {
     Ok(())
 }
 
-#[test]
-fn gemm_parity_all_layouts_exact() -> TestResult {
-    // (m, n, k): 1; odd; k = 0 (bias only); tiles not full; > 1 tile along m and n.
-    let sizes = [(1, 1, 1), (3, 5, 7), (2, 3, 0), (65, 67, 17), (130, 70, 33)];
-    let mut seed = 0;
-    for (m, n, k) in sizes {
+/// Every transpose / accumulate / bias combination at each `(m, n, k)`, with offsets,
+/// compared exactly on integer-valued data; seeds count up from `seed`.
+fn all_layouts_exact(sizes: &[(usize, usize, usize)], mut seed: u64) -> TestResult {
+    for &(m, n, k) in sizes {
         for trans_a in [false, true] {
             for trans_b in [false, true] {
                 for accumulate in [false, true] {
@@ -117,6 +115,13 @@ fn gemm_parity_all_layouts_exact() -> TestResult {
         }
     }
     Ok(())
+}
+
+#[test]
+fn gemm_parity_all_layouts_exact() -> TestResult {
+    // (m, n, k): 1; odd; k = 0 (bias only); tiles not full; > 1 tile along m and n.
+    let sizes = [(1, 1, 1), (3, 5, 7), (2, 3, 0), (65, 67, 17), (130, 70, 33)];
+    all_layouts_exact(&sizes, 0)
 }
 
 #[test]
@@ -145,29 +150,7 @@ fn gemm_small_m_parity_all_layouts_exact() -> TestResult {
         (32, 65, 18),
     ];
     assert!(sizes.iter().all(|&(m, _, _)| m <= SMALL_M_MAX));
-    let mut seed = 1000;
-    for (m, n, k) in sizes {
-        for trans_a in [false, true] {
-            for trans_b in [false, true] {
-                for accumulate in [false, true] {
-                    for with_bias in [false, true] {
-                        seed += 1;
-                        let g = Gemm {
-                            trans_a,
-                            trans_b,
-                            accumulate,
-                            a_off: 3,
-                            b_off: 5,
-                            c_off: 7,
-                            ..Gemm::new(m, n, k)
-                        };
-                        gemm_case(g, with_bias, true, seed)?;
-                    }
-                }
-            }
-        }
-    }
-    Ok(())
+    all_layouts_exact(&sizes, 1000)
 }
 
 #[test]
