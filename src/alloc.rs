@@ -1,4 +1,4 @@
-//! Allocator tuning for the training loop.
+//! Allocator tuning for the training loop, and the process's peak memory.
 //!
 //! Every training step frees and reallocates the same large buffers (tape values,
 //! gradients, layer outputs of a few hundred KB to a few MB each). glibc's malloc
@@ -22,5 +22,54 @@ pub fn keep_freed_blocks() {
             libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD);
             libc::mallopt(libc::M_TRIM_THRESHOLD, TRIM_THRESHOLD);
         }
+    }
+}
+
+/// The process's peak resident memory so far, in bytes (`getrusage`; `None` where it
+/// is not available).
+pub fn peak_rss_bytes() -> Option<u64> {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        // SAFETY: `getrusage` fills the zeroed struct it is given and reads nothing else.
+        let usage = unsafe {
+            let mut usage: libc::rusage = std::mem::zeroed();
+            (libc::getrusage(libc::RUSAGE_SELF, &mut usage) == 0).then_some(usage)
+        };
+        // Linux reports `ru_maxrss` in KiB.
+        usage.and_then(|u| u64::try_from(u.ru_maxrss).ok().map(|kib| kib * 1024))
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    {
+        None
+    }
+}
+
+/// `peak_rss_bytes` for a summary line, e.g. `"; peak memory 1.33 GB"` (empty when unknown).
+pub fn peak_rss_note() -> String {
+    peak_rss_bytes().map_or_else(String::new, |b| {
+        format!("; peak memory {:.2} GB", b as f64 / 1e9)
+    })
+}
+
+#[cfg(all(test, target_os = "linux", target_env = "gnu"))]
+mod tests {
+    use super::{peak_rss_bytes, peak_rss_note};
+
+    #[test]
+    fn peak_memory_is_reported_and_grows() {
+        let before = peak_rss_bytes().expect("getrusage works on Linux");
+        assert!(
+            before > 1 << 20,
+            "a running test binary holds more than 1 MiB"
+        );
+        // Touch 64 MiB more than the peak so far: the peak must follow.
+        let block = std::hint::black_box(vec![1u8; (before as usize) + (64 << 20)]);
+        let after = peak_rss_bytes().expect("getrusage works on Linux");
+        assert!(
+            after >= before + (32 << 20),
+            "peak {after} after touching {}",
+            block.len()
+        );
+        assert!(peak_rss_note().starts_with("; peak memory "));
     }
 }

@@ -19,6 +19,7 @@
 //!   not grow with padding (the layers skip much of it, the rest is not counted).
 //! * Peak: the best of a few 1024³ products through [`Backend::gemm`] on the same backend
 //!   and thread count.
+//! * Memory: the process's peak resident memory at the end (training, then inference).
 
 use std::io::Write;
 use std::sync::Arc;
@@ -120,6 +121,8 @@ struct Report {
     peak_gflops: f64,
     /// `gflops / peak_gflops`.
     fraction_of_peak: f64,
+    /// Peak resident memory of the whole run in bytes (`null` where unknown).
+    peak_rss_bytes: Option<u64>,
 }
 
 /// Runs `sclstm bench`.
@@ -127,7 +130,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if args.batch == 0 || args.steps == 0 || args.infer_sentences == 0 {
         anyhow::bail!("--batch, --steps and --infer-sentences must be at least 1");
     }
-    let report = with_backend(args.backend, args.threads, BenchJob { args: &args })?;
+    let mut report = with_backend(args.backend, args.threads, BenchJob { args: &args })?;
+    report.peak_rss_bytes = crate::alloc::peak_rss_bytes();
     let mut out = std::io::stdout().lock();
     if args.json {
         writeln!(out, "{}", serde_json::to_string(&report)?)?;
@@ -151,6 +155,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             100.0 * report.fraction_of_peak,
             report.peak_gflops
         )?;
+        if let Some(b) = report.peak_rss_bytes {
+            writeln!(out, "memory     {:>9.2} GB peak resident", b as f64 / 1e9)?;
+        }
     }
     Ok(())
 }
@@ -250,6 +257,7 @@ impl BackendJob for BenchJob<'_> {
             gflops,
             peak_gflops: peak,
             fraction_of_peak: gflops / peak,
+            peak_rss_bytes: None,
         })
     }
 }

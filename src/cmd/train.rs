@@ -177,8 +177,13 @@ impl BackendJob for TrainJob<'_> {
 
 fn print_summary(s: &TrainSummary, out: &std::path::Path) {
     println!(
-        "best epoch {} of {}: dev average {:.2}; {} steps, {:.0} tokens/s",
-        s.best_epoch, s.epochs, s.best_dev_average, s.steps, s.tokens_per_s
+        "best epoch {} of {}: dev average {:.2}; {} steps, {:.0} tokens/s{}",
+        s.best_epoch,
+        s.epochs,
+        s.best_dev_average,
+        s.steps,
+        s.tokens_per_s,
+        crate::alloc::peak_rss_note()
     );
     for (d, t) in s.dev.iter().zip(&s.test) {
         println!(
