@@ -222,6 +222,7 @@ impl LayerParams {
             lens: &LAYER_LENS,
             task_inputs: vec![TaskInput::Shared; tasks],
             directions,
+            weights_version: None,
         }
     }
 }

@@ -7,6 +7,7 @@
 //! nothing per step to put on the tape.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use sclstm_core::{Matrix, Real};
 
@@ -23,12 +24,40 @@ impl ParamId {
     }
 }
 
+/// Source of [`ParamStore::version`] numbers, shared by every store of the process so
+/// that no two states of any two stores carry the same number.
+static NEXT_VERSION: AtomicU64 = AtomicU64::new(1);
+
+fn next_version() -> u64 {
+    NEXT_VERSION.fetch_add(1, Ordering::Relaxed)
+}
+
 /// Named parameter matrices in insertion order.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug)]
 pub struct ParamStore<R> {
     names: Vec<String>,
     values: Vec<Matrix<R>>,
     by_name: HashMap<String, ParamId>,
+    /// Changes (to a number never used before) whenever a value may have changed.
+    version: u64,
+}
+
+impl<R: Clone> Clone for ParamStore<R> {
+    /// A copy with a version of its own (the copy's values may diverge).
+    fn clone(&self) -> Self {
+        ParamStore {
+            names: self.names.clone(),
+            values: self.values.clone(),
+            by_name: self.by_name.clone(),
+            version: next_version(),
+        }
+    }
+}
+
+impl<R: Real> Default for ParamStore<R> {
+    fn default() -> Self {
+        ParamStore::new()
+    }
 }
 
 impl<R: Real> ParamStore<R> {
@@ -38,7 +67,16 @@ impl<R: Real> ParamStore<R> {
             names: Vec::new(),
             values: Vec::new(),
             by_name: HashMap::new(),
+            version: next_version(),
         }
+    }
+
+    /// A number identifying the current values: it changes with every mutable access
+    /// ([`ParamStore::add`], [`ParamStore::get_mut`], [`ParamStore::set`]) and is unique
+    /// across all stores of the process, so equal versions mean equal values. Layers use
+    /// it to reuse work derived from the weights (transposed copies) between calls.
+    pub fn version(&self) -> u64 {
+        self.version
     }
 
     /// Adds a parameter under a new name.
@@ -52,6 +90,7 @@ impl<R: Real> ParamStore<R> {
         let id = ParamId(u32::try_from(self.values.len()).expect("internal: < 2^32 parameters"));
         // Standard (row-major) layout lets optimizers and gemm work on flat slices.
         let value = standard(value);
+        self.version = next_version();
         self.names.push(name.to_string());
         self.values.push(value);
         self.by_name.insert(name.to_string(), id);
@@ -94,6 +133,7 @@ impl<R: Real> ParamStore<R> {
     /// # Panics
     /// If `id` does not come from this store (an internal bug).
     pub fn get_mut(&mut self, id: ParamId) -> &mut Matrix<R> {
+        self.version = next_version();
         &mut self.values[id.index()]
     }
 
@@ -114,6 +154,7 @@ impl<R: Real> ParamStore<R> {
             });
         }
         *slot = standard(value);
+        self.version = next_version();
         Ok(())
     }
 
@@ -145,6 +186,32 @@ fn standard<R: Real>(m: Matrix<R>) -> Matrix<R> {
 mod tests {
     use super::*;
     use ndarray::array;
+
+    #[test]
+    fn version_changes_with_every_mutable_access_and_is_unique() {
+        let mut s = ParamStore::<f64>::new();
+        let v0 = s.version();
+        let id = s.add("a", Matrix::zeros((2, 2))).unwrap();
+        let v1 = s.version();
+        assert_ne!(v0, v1);
+        let _ = s.get(id);
+        assert_eq!(s.version(), v1, "reading leaves the version alone");
+        s.get_mut(id)[[0, 0]] = 1.0;
+        let v2 = s.version();
+        assert_ne!(v1, v2);
+        s.set("a", Matrix::ones((2, 2))).unwrap();
+        assert_ne!(s.version(), v2);
+        let copy = s.clone();
+        assert_ne!(
+            copy.version(),
+            s.version(),
+            "a copy may diverge: its own version"
+        );
+        assert_ne!(
+            ParamStore::<f64>::new().version(),
+            ParamStore::<f64>::new().version()
+        );
+    }
 
     #[test]
     fn names_are_stable_and_unique() {

@@ -155,6 +155,11 @@ pub struct ScLstmArgs<'a, R> {
     pub task_inputs: Vec<TaskInput<'a, R>>,
     /// `[forward]` or `[forward, reverse]`.
     pub directions: Vec<DirectionWeights<'a, R>>,
+    /// Identifies the weights' values (e.g. `ParamStore::version`): calls with the same
+    /// `Some(v)` and the same weight matrices (by address) promise identical values, so
+    /// the workspace reuses the transposed copies the first call made (tagging batch
+    /// after batch with fixed weights). `None` transposes afresh and drops that cache.
+    pub weights_version: Option<u64>,
 }
 
 impl<R: Real> ScLstmArgs<'_, R> {
@@ -222,6 +227,8 @@ pub trait Join: Send + Sync {
 pub struct LayerWorkspace<B: Backend> {
     backend: Arc<B>,
     pool: Arc<Mutex<Vec<DirCache<B>>>>,
+    /// Transposed weights of recent calls made with a [`ScLstmArgs::weights_version`].
+    transposed: Arc<Mutex<Vec<TransposedEntry<B::Elem>>>>,
     /// Runs the two directions concurrently when set; `None` runs them one after the other.
     join: Option<Arc<dyn Join>>,
 }
@@ -231,6 +238,7 @@ impl<B: Backend> Clone for LayerWorkspace<B> {
         LayerWorkspace {
             backend: Arc::clone(&self.backend),
             pool: Arc::clone(&self.pool),
+            transposed: Arc::clone(&self.transposed),
             join: self.join.clone(),
         }
     }
@@ -259,6 +267,29 @@ const POOL_LIMIT: usize = 32;
 /// outliers) do not pin more for the rest of the run.
 const POOL_ELEMS: usize = 128 << 20;
 
+/// Directions whose transposed weights the workspace keeps for one weights version:
+/// both directions of three layers for a few different task sets.
+const TRANSPOSED_LIMIT: usize = 24;
+
+/// One direction's transposed weights, kept for calls with the same weights.
+struct TransposedEntry<R> {
+    /// [`ScLstmArgs::weights_version`] of the call that made them.
+    version: u64,
+    /// Addresses of the direction's weight matrices ([`weights_key`]).
+    key: Vec<usize>,
+    weights: Arc<TransposedWeights<R>>,
+}
+
+/// Addresses of the matrices a direction's transposes are made from: with the weights
+/// version they identify the values.
+fn weights_key<R>(d: &DirectionWeights<'_, R>) -> Vec<usize> {
+    let mut key = vec![d.cell.w_ih.as_ptr() as usize, d.cell.w_hh.as_ptr() as usize];
+    for g in &d.tasks {
+        key.extend([g.u.as_ptr() as usize, g.w.as_ptr() as usize]);
+    }
+    key
+}
+
 /// A pooled cache serves a call needing `need` rows only if it has at most this many
 /// times as many: downloads copy whole buffers, so a far larger cache would copy mostly
 /// unused rows on every call.
@@ -270,6 +301,7 @@ impl<B: Backend> LayerWorkspace<B> {
         LayerWorkspace {
             backend,
             pool: Arc::new(Mutex::new(Vec::new())),
+            transposed: Arc::new(Mutex::new(Vec::new())),
             join: None,
         }
     }
@@ -286,11 +318,54 @@ impl<B: Backend> LayerWorkspace<B> {
     }
 
     /// Every direction's weights transposed for the forward (one direction per side of
-    /// the [`Join`] when there is one).
-    fn transpose_weights<R: Real>(
+    /// the [`Join`] when there is one), or the copies a call with the same `version` and
+    /// weight matrices made before.
+    fn transpose_weights(
         &self,
-        directions: &[DirectionWeights<'_, R>],
-    ) -> Vec<TransposedWeights<R>> {
+        directions: &[DirectionWeights<'_, B::Elem>],
+        version: Option<u64>,
+    ) -> Vec<Arc<TransposedWeights<B::Elem>>> {
+        let Some(version) = version else {
+            lock(&self.transposed).clear();
+            return self.transpose_now(directions);
+        };
+        let keys: Vec<Vec<usize>> = directions.iter().map(weights_key).collect();
+        let cached: Vec<_> = {
+            let cache = lock(&self.transposed);
+            keys.iter()
+                .filter_map(|k| {
+                    cache
+                        .iter()
+                        .find(|e| e.version == version && e.key == *k)
+                        .map(|e| Arc::clone(&e.weights))
+                })
+                .collect()
+        };
+        if cached.len() == keys.len() {
+            return cached;
+        }
+        let made = self.transpose_now(directions);
+        let mut cache = lock(&self.transposed);
+        cache.retain(|e| e.version == version);
+        for (key, weights) in keys.into_iter().zip(&made) {
+            if !cache.iter().any(|e| e.key == key) {
+                cache.push(TransposedEntry {
+                    version,
+                    key,
+                    weights: Arc::clone(weights),
+                });
+            }
+        }
+        let excess = cache.len().saturating_sub(TRANSPOSED_LIMIT);
+        cache.drain(..excess);
+        made
+    }
+
+    /// [`Self::transpose_weights`] without the cache.
+    fn transpose_now(
+        &self,
+        directions: &[DirectionWeights<'_, B::Elem>],
+    ) -> Vec<Arc<TransposedWeights<B::Elem>>> {
         match (&self.join, directions) {
             (Some(join), [fwd, bwd]) => {
                 let (mut a, mut b) = (None, None);
@@ -299,10 +374,13 @@ impl<B: Backend> LayerWorkspace<B> {
                 });
                 [a, b]
                     .into_iter()
-                    .map(|t| t.expect("internal: join runs both sides"))
+                    .map(|t| Arc::new(t.expect("internal: join runs both sides")))
                     .collect()
             }
-            _ => directions.iter().map(TransposedWeights::new).collect(),
+            _ => directions
+                .iter()
+                .map(|d| Arc::new(TransposedWeights::new(d)))
+                .collect(),
         }
     }
 
@@ -1099,7 +1177,7 @@ pub fn sc_lstm_forward<B: Backend + 'static>(
         }
     }
 
-    let transposed = ws.transpose_weights(&args.directions);
+    let transposed = ws.transpose_weights(&args.directions, args.weights_version);
     let results = ws.each_unit(&mut caches, |i, dc| {
         let unit = &units[i];
         let dir = &args.directions[unit.dir];
@@ -1190,6 +1268,7 @@ pub fn bilstm_forward<B: Backend + 'static>(
         x,
         lens,
         task_inputs: Vec::new(),
+        weights_version: None,
         directions: vec![
             DirectionWeights {
                 cell: fwd,
@@ -1224,6 +1303,7 @@ pub fn lstm_forward<B: Backend + 'static>(
             cell: w,
             tasks: Vec::new(),
         }],
+        weights_version: None,
     };
     sc_lstm_forward(ws, &args, record)
 }

@@ -1,5 +1,6 @@
-//! Running the two directions concurrently through a [`Join`] changes no result, and the
-//! workspace's cache pool drops caches that a longer batch has superseded.
+//! Running the two directions concurrently through a [`Join`] changes no result, the
+//! workspace's cache pool drops caches that a longer batch has superseded, and a weights
+//! version lets calls share transposed weights until it changes.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -139,4 +140,38 @@ fn caches_come_in_row_buckets_and_the_best_fit_is_reused() {
     };
     forward_backward(&ws, &other, &other.inputs(0.5));
     assert_eq!(ws.pooled(), 6);
+}
+
+#[test]
+fn a_weights_version_reuses_the_transposes_until_it_changes() {
+    let spec = Spec {
+        steps: 3,
+        lens: vec![3, 2],
+        input: 2,
+        hidden: 2,
+        dirs: 2,
+        tasks: vec![None],
+    };
+    let forward = |ws: &LayerWorkspace<CpuBackend<f64>>, v: &[M], version: Option<u64>| {
+        let mut args = spec.args(v);
+        args.weights_version = version;
+        sc_lstm_forward(ws, &args, false).expect("forward").0
+    };
+    let ws = workspace();
+    let mut v = spec.inputs(0.5);
+    let first = forward(&ws, &v, Some(1));
+    assert_eq!(
+        forward(&ws, &v, Some(1)),
+        first,
+        "a reused transpose is the same"
+    );
+    // Change the forward direction's W_ih in place (same matrix, same address).
+    v[1][[0, 0]] += 0.5;
+    let fresh = forward(&workspace(), &v, None);
+    assert_ne!(first, fresh, "the change reaches the output");
+    // The same version promises the same values: the workspace trusts it.
+    assert_eq!(forward(&ws, &v, Some(1)), first);
+    // A new version, or none, sees the change.
+    assert_eq!(forward(&ws, &v, Some(2)), fresh);
+    assert_eq!(forward(&ws, &v, None), fresh);
 }

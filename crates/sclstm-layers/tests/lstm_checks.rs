@@ -108,6 +108,7 @@ impl Spec {
             lens: &self.lens,
             task_inputs,
             directions,
+            weights_version: None,
         }
     }
 }

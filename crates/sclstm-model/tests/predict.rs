@@ -273,3 +273,31 @@ fn seeds_make_runs_reproducible() -> Result<(), ModelError> {
     );
     Ok(())
 }
+
+#[test]
+fn predictions_follow_parameter_updates() -> Result<(), ModelError> {
+    let batch = Batch::new(&sentences(6, 5));
+    let mut cfg = small_config(Family::ScLstm, false, false);
+    cfg.hidden = 4;
+    let mut t = tagger::<f64>(cfg, 3)?;
+    let before = t.predict(&batch.input(), &[0, 1])?;
+    // Tagging again with unchanged weights reuses the layers' transposed weights.
+    assert_eq!(t.predict(&batch.input(), &[0, 1])?, before);
+    // Change every recurrent-layer weight in place, as an optimizer step does.
+    let ids: Vec<_> = t
+        .params()
+        .iter()
+        .filter(|(_, name, _)| name.contains(".w_ih") || name.contains(".w_hh"))
+        .map(|(id, _, _)| id)
+        .collect();
+    assert!(!ids.is_empty(), "the model has recurrent weights");
+    for id in ids {
+        t.params_mut().get_mut(id).mapv_inplace(|w| -3.0 * w + 0.2);
+    }
+    let after = t.predict(&batch.input(), &[0, 1])?;
+    assert_ne!(after, before, "the change reaches the tags");
+    for (k, tags) in after.iter().enumerate() {
+        assert_eq!(*tags, tags_from_inspect(&t, &batch, k, false)?, "task {k}");
+    }
+    Ok(())
+}
