@@ -19,9 +19,12 @@
 //! The caller picks the kernel with [`Isa::detect`] (run-time feature detection) and
 //! [`usable_t`], and falls back to matrixmultiply where neither applies.
 
+use std::sync::OnceLock;
+
 use sclstm_core::Real;
 
-/// Largest `m` the transposed-`B` kernel ([`gemm_t`]) serves.
+/// Largest `m` of a "tiny-m" product (a per-step product at batch size): the most rows
+/// the transposed-`B` kernel ([`gemm_t`]) and the AVX2 tile kernel serve.
 pub(crate) const MAX_M: usize = 12;
 
 /// The instruction set of the plain-`B` register-tile kernel ([`gemm`]).
@@ -34,9 +37,10 @@ pub(crate) enum Isa {
 }
 
 impl Isa {
-    /// The best kernel this CPU runs, if any.
+    /// The best kernel this CPU runs, if any (detected once per process).
     pub(crate) fn detect() -> Option<Isa> {
-        Isa::available().into_iter().next()
+        static BEST: OnceLock<Option<Isa>> = OnceLock::new();
+        *BEST.get_or_init(|| Isa::available().into_iter().next())
     }
 
     /// Every kernel this CPU runs, best first.
