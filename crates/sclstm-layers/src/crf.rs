@@ -1606,20 +1606,27 @@ mod tests {
         }
     }
 
-    #[test]
-    fn large_emissions_match_a_log_space_reference_in_f64() {
-        // Emissions of ±50 put α and log Z near ±300 and make most marginals tiny.
-        let c = Big::new(&[7, 4, 7], 6, 50.0, 3.0, 0.2);
-        let (want_nll, want) = reference_nll(&c);
-        let (nll, got, path) = nll_and_grads(&c.e, c.w(), &c);
-        assert!(path.contains("\"scaled\""), "{path}");
-        assert_close("nll", &[nll], &[want_nll], 1e-9, 1e-12);
+    /// Checks the NLL (absolute tolerance `nll_abs`) and all four gradients of `c`
+    /// against [`reference_nll`], and that the path named `path` ran; returns the NLL.
+    fn matches_reference(c: &Big, path: &str, nll_abs: f64) -> f64 {
+        let (want_nll, want) = reference_nll(c);
+        let (nll, got, ran) = nll_and_grads(&c.e, c.w(), c);
+        assert!(ran.contains(&format!("\"{path}\"")), "{ran}");
+        assert_close("nll", &[nll], &[want_nll], nll_abs, 1e-12);
         for (name, (g, w)) in ["d e", "d A", "d s", "d z"]
             .iter()
             .zip(got.iter().zip(&want))
         {
             assert_close(name, g, &flat(w), 1e-12, 1e-9);
         }
+        want_nll
+    }
+
+    #[test]
+    fn large_emissions_match_a_log_space_reference_in_f64() {
+        // Emissions of ±50 put α and log Z near ±300 and make most marginals tiny.
+        let c = Big::new(&[7, 4, 7], 6, 50.0, 3.0, 0.2);
+        let want_nll = matches_reference(&c, "scaled", 1e-9);
         let log_z = crf_log_partition(&c.e, &c.lens, c.w()).unwrap();
         let scores = crf_path_scores(&c.e, &c.tags, &c.lens, c.w()).unwrap();
         let sum: f64 = log_z.iter().zip(&scores).map(|(z, s)| z - s).sum();
@@ -1680,16 +1687,7 @@ mod tests {
         }
         let lat = Lattice::new("test", &c.e, &c.lens, c.w()).unwrap();
         assert!(Scaled::new(&lat).is_none());
-        let (want_nll, want) = reference_nll(&c);
-        let (nll, got, path) = nll_and_grads(&c.e, c.w(), &c);
-        assert!(path.contains("\"log-space\""), "{path}");
-        assert_close("nll", &[nll], &[want_nll], 1e-10, 1e-12);
-        for (name, (g, w)) in ["d e", "d A", "d s", "d z"]
-            .iter()
-            .zip(got.iter().zip(&want))
-        {
-            assert_close(name, g, &flat(w), 1e-12, 1e-9);
-        }
+        matches_reference(&c, "log-space", 1e-10);
         let p = crf_marginals(&c.e, &c.lens, c.w()).unwrap();
         let sums: Vec<f64> = p.rows().into_iter().map(|r| r.sum()).collect();
         let want_sums: Vec<f64> = (0..p.nrows())
