@@ -1013,7 +1013,9 @@ pub fn viterbi_decode<R: Real>(
 }
 
 /// The max-plus analogue of [`vec_mat`]: `out[j] = max_i (x[i] + M[i·L' + j])`, taken
-/// in row order with `>` so a NaN sum never wins, for `M` padded with −∞.
+/// in row order with `>` so a NaN sum never wins, for `M` padded with −∞. Written out
+/// rather than sharing a generic fold with [`vec_mat`]: the shared version decodes
+/// 23 tags about 20% slower (`cpu_crf/viterbi/23`).
 #[inline]
 fn vec_mat_max_plus<R: Real>(out: &mut [R], x: &[R], m: &[R]) {
     let lp = out.len();
