@@ -1,9 +1,10 @@
 //! The `Backend` trait: the handful of kernels that decide training speed.
 //!
-//! Everything else (embeddings, heads, CRF, optimizers) is host code. A backend owns
-//! device buffers ([`Backend::Buf`]) and runs gemm plus the LSTM / SC-LSTM pointwise
-//! step kernels on them. A layer's whole time loop is a sequence of calls on buffers
-//! that stay on the device; [`Backend::download`] is the only way back to the host.
+//! Everything else (heads, CRF, optimizers) is host code. A backend owns device buffers
+//! ([`Backend::Buf`]) and runs gemm, the LSTM / SC-LSTM pointwise step kernels and row
+//! gathers / scatter-adds (embedding lookups, per-sentence reversal) on them. A layer's
+//! whole time loop is a sequence of calls on buffers that stay on the device;
+//! [`Backend::download`] is the only way back to the host.
 //!
 //! # Buffer layouts (shared by every backend)
 //! All buffers are flat, row-major, time-major. For one direction of one layer with
@@ -75,6 +76,87 @@ impl Gemm {
     /// Floating-point operations of this product (`2·m·n·k`).
     pub fn flops(&self) -> u64 {
         2 * self.m as u64 * self.n as u64 * self.k as u64
+    }
+}
+
+/// Rows moved between an indexed buffer (a *table*, addressed by row ids) and a dense
+/// buffer whose row `p` pairs with the `p`-th id, by [`Backend::gather_rows`] and
+/// [`Backend::scatter_add_rows`]: an embedding lookup and its gradient, or a row
+/// permutation (a layer's per-sentence reversal) and its inverse.
+///
+/// Element `j < width` of table row `i` is `table[table_off + i·table_stride + j]`; of
+/// dense row `p` it is `dense[dense_off + p·dense_stride + j]`. The row count is the
+/// length of the id list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RowCopy {
+    /// Values moved per row.
+    pub width: usize,
+    /// Rows of the table (ids must be below it).
+    pub table_rows: usize,
+    /// Distance between table rows, `≥ width`.
+    pub table_stride: usize,
+    /// Element offset of table row 0.
+    pub table_off: usize,
+    /// Distance between dense rows, `≥ width`.
+    pub dense_stride: usize,
+    /// Element offset of dense row 0.
+    pub dense_off: usize,
+}
+
+impl RowCopy {
+    /// Whole rows of a `(table_rows, width)` table to and from a packed `(n, width)` buffer.
+    pub fn packed(table_rows: usize, width: usize) -> Self {
+        RowCopy {
+            width,
+            table_rows,
+            table_stride: width,
+            table_off: 0,
+            dense_stride: width,
+            dense_off: 0,
+        }
+    }
+
+    /// Checks the ids against `table_rows` and both buffers against the regions touched;
+    /// every backend calls it first, so they fail alike.
+    ///
+    /// # Errors
+    /// [`NumError::IndexOutOfRange`] for an id ≥ `table_rows`;
+    /// [`NumError::ShapeMismatch`] for a stride below `width` (rows would overlap);
+    /// [`NumError::BufferTooSmall`] for a buffer shorter than its region.
+    pub fn check(
+        &self,
+        op: &'static str,
+        ids: &[u32],
+        table_len: usize,
+        dense_len: usize,
+    ) -> Result<(), NumError> {
+        if self.width > self.table_stride.min(self.dense_stride) {
+            return Err(NumError::ShapeMismatch {
+                op,
+                lhs: vec![self.width],
+                rhs: vec![self.table_stride, self.dense_stride],
+            });
+        }
+        if let Some(&bad) = ids.iter().find(|&&i| i as usize >= self.table_rows) {
+            return Err(NumError::IndexOutOfRange {
+                op,
+                index: bad as usize,
+                bound: self.table_rows,
+            });
+        }
+        if ids.is_empty() || self.width == 0 {
+            return Ok(());
+        }
+        let end = |off: usize, rows: usize, stride: usize| off + (rows - 1) * stride + self.width;
+        let max_id = ids.iter().copied().max().unwrap_or(0) as usize;
+        let table_needed = end(self.table_off, max_id + 1, self.table_stride);
+        let dense_needed = end(self.dense_off, ids.len(), self.dense_stride);
+        for (len, needed) in [(table_len, table_needed), (dense_len, dense_needed)] {
+            if len < needed {
+                return Err(NumError::BufferTooSmall { op, len, needed });
+            }
+        }
+        Ok(())
     }
 }
 
@@ -181,6 +263,27 @@ pub trait Backend: Send + Sync {
         d_q_k: &Self::Buf,
         d_o_k: &mut Self::Buf,
         d_c: &mut Self::Buf,
+    ) -> Result<(), NumError>;
+
+    /// Embedding lookup / row gather: dense row `p` = table row `ids[p]`, see [`RowCopy`].
+    /// Other elements of `dense` are left alone.
+    fn gather_rows(
+        &self,
+        r: &RowCopy,
+        ids: &[u32],
+        table: &Self::Buf,
+        dense: &mut Self::Buf,
+    ) -> Result<(), NumError>;
+
+    /// Scatter-add, the gradient of [`Backend::gather_rows`]: table row `ids[p]` += dense
+    /// row `p`. Rows sharing an id are added in increasing `p`, starting from the table's
+    /// value, so every backend sums in the same order and results are deterministic.
+    fn scatter_add_rows(
+        &self,
+        r: &RowCopy,
+        ids: &[u32],
+        dense: &Self::Buf,
+        table: &mut Self::Buf,
     ) -> Result<(), NumError>;
 
     /// Waits until all submitted work has finished (a no-op on the CPU).

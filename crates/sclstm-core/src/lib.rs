@@ -15,7 +15,7 @@ mod error;
 mod fused;
 mod real;
 
-pub use backend::{Backend, CellStep, Gemm};
+pub use backend::{Backend, CellStep, Gemm, RowCopy};
 pub use error::NumError;
 pub use fused::FusedOp;
 pub use real::Real;

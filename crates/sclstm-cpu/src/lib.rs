@@ -1,7 +1,8 @@
 //! CPU backend for sclstm: naive reference kernels (the spec) and fast kernels behind
 //! [`sclstm_core::Backend`]: unpacked AVX-512 / AVX2 register-tile gemm kernels chosen
 //! at run time, matrixmultiply's packed microkernels where they do not apply, rayon
-//! across the output, and fused AVX-512 / AVX2 cell kernels ([`cell`]).
+//! across the output, fused AVX-512 / AVX2 cell kernels ([`cell`]) and row gather /
+//! scatter-add ([`rows`]).
 //!
 //! Buffers are plain `Vec<R>`; `R` is `f32` for training and `f64` for gradient checks.
 //!
@@ -19,13 +20,14 @@
 
 pub mod cell;
 pub mod gemm;
+pub mod rows;
 mod small_m;
 
 use std::marker::PhantomData;
 use std::sync::Arc;
 
 use rayon::ThreadPool;
-use sclstm_core::{Backend, CellStep, Gemm, NumError, Real};
+use sclstm_core::{Backend, CellStep, Gemm, NumError, Real, RowCopy};
 
 /// The CPU backend: fast gemm on a private rayon pool of `threads` threads.
 ///
@@ -197,6 +199,26 @@ impl<R: Real> Backend for CpuBackend<R> {
         d_c: &mut Vec<R>,
     ) -> Result<(), NumError> {
         cell::task_gate_bwd(s, o_k, tanh_c, mask, d_q_k, d_o_k, d_c)
+    }
+
+    fn gather_rows(
+        &self,
+        r: &RowCopy,
+        ids: &[u32],
+        table: &Vec<R>,
+        dense: &mut Vec<R>,
+    ) -> Result<(), NumError> {
+        rows::gather_rows(r, ids, table, dense)
+    }
+
+    fn scatter_add_rows(
+        &self,
+        r: &RowCopy,
+        ids: &[u32],
+        dense: &Vec<R>,
+        table: &mut Vec<R>,
+    ) -> Result<(), NumError> {
+        rows::scatter_add_rows(r, ids, dense, table)
     }
 
     fn sync(&self) -> Result<(), NumError> {
