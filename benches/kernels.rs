@@ -6,9 +6,10 @@
 //! | `cpu_gemm`           | gate-shaped products through `Backend::gemm`, fast vs naive     | FLOPs      |
 //! | `cpu_lstm_layer`     | BiLSTM layer forward (+ backward) at the paper's sizes          | tokens     |
 //! | `cpu_sc_lstm_layer`  | Bi-SC-LSTM layer, 1 task gate (training) / 3 (inference)        | tokens     |
+//! | `cpu_rows`           | row gather (embedding lookup) and scatter-add (its gradient), 300 ids into a 40k × 58 table, 30% repeated | rows |
 //! | `cpu_crf`            | CRF NLL + gradient and Viterbi, 9 and 23 tags, T 30, B 10       | tokens     |
 //! | `cpu_train_step`     | one whole SC-LSTM training step (paper config, 3 tasks, softmax heads): forward, backward, clipping, Adam | tokens |
-//! | `wgpu_*`             | the gemm and layer groups on the wgpu backend, when a GPU adapter exists |   |
+//! | `wgpu_*`             | the gemm, rows and layer groups on the wgpu backend, when a GPU adapter exists |   |
 //!
 //! Criterion prints throughput as `elem/s`: FLOP/s for the gemm groups, tokens/s for the
 //! others. Inputs are synthetic and fixed (a seeded generator), so runs are comparable.
@@ -26,7 +27,7 @@ use criterion::{
     BenchmarkId, Criterion, SamplingMode, Throughput, criterion_group, criterion_main,
 };
 use sclstm_autodiff::optim::{Adam, AdamConfig, clip_grad_norm};
-use sclstm_core::{Backend, Gemm, Matrix};
+use sclstm_core::{Backend, Gemm, Matrix, RowCopy};
 use sclstm_cpu::CpuBackend;
 use sclstm_cpu::gemm::gemm_naive;
 use sclstm_layers::{
@@ -161,6 +162,69 @@ fn gemm_group<B: Backend<Elem = f32>>(
             });
         }
     }
+    group.finish();
+}
+
+/// Row ids of the rows groups: 300 positions (a batch of 10 sentences of 30 tokens)
+/// into a `VOCAB`-row table; every third position repeats an earlier id, as frequent
+/// words do.
+fn row_ids() -> Vec<u32> {
+    let mut ids: Vec<u32> = synth(300, 5, 1.0)
+        .iter()
+        .map(|v| ((v.abs() * 7919.0) as u32 * 31) % VOCAB as u32)
+        .collect();
+    for p in (3..ids.len()).step_by(3) {
+        ids[p] = ids[p / 3];
+    }
+    ids
+}
+
+/// Benchmarks `Backend::gather_rows` and `Backend::scatter_add_rows` as an embedding
+/// lookup of `D_FIRST`-wide rows and its gradient, each checked against a host loop
+/// first.
+fn rows_group<B: Backend<Elem = f32>>(c: &mut Criterion, group_name: &str, be: &B) {
+    let ids = row_ids();
+    let r = RowCopy::packed(VOCAB, D_FIRST);
+    let table = synth(VOCAB * D_FIRST, 6, 1.0);
+    let dense = synth(ids.len() * D_FIRST, 7, 1.0);
+    let mut want_gather = Vec::with_capacity(dense.len());
+    let mut want_scatter = table.clone();
+    for (p, &id) in ids.iter().enumerate() {
+        let row = id as usize * D_FIRST;
+        want_gather.extend_from_slice(&table[row..row + D_FIRST]);
+        for j in 0..D_FIRST {
+            want_scatter[row + j] += dense[p * D_FIRST + j];
+        }
+    }
+    let table_buf = be.upload(&table).expect("internal: upload");
+    let dense_buf = be.upload(&dense).expect("internal: upload");
+    let mut out = be.zeros(dense.len()).expect("internal: alloc");
+    let mut acc = be.upload(&table).expect("internal: upload");
+    be.gather_rows(&r, &ids, &table_buf, &mut out)
+        .expect("internal: ids fit");
+    be.scatter_add_rows(&r, &ids, &dense_buf, &mut acc)
+        .expect("internal: ids fit");
+    assert_eq!(be.download(&out).expect("internal: download"), want_gather);
+    assert_eq!(be.download(&acc).expect("internal: download"), want_scatter);
+
+    let mut group = c.benchmark_group(group_name);
+    group.throughput(Throughput::Elements(ids.len() as u64));
+    group.bench_function("gather_300x58", |bch| {
+        bch.iter_custom(|iters| {
+            timed(be, iters, || {
+                be.gather_rows(&r, &ids, &table_buf, &mut out)
+                    .expect("internal: ids fit");
+            })
+        })
+    });
+    group.bench_function("scatter_add_300x58", |bch| {
+        bch.iter_custom(|iters| {
+            timed(be, iters, || {
+                be.scatter_add_rows(&r, &ids, &dense_buf, &mut acc)
+                    .expect("internal: ids fit");
+            })
+        })
+    });
     group.finish();
 }
 
@@ -435,7 +499,8 @@ fn train_step_group(c: &mut Criterion, threads: usize) {
     group.finish();
 }
 
-/// The CPU groups: gemm (2 threads, 1 thread, naive), layers, CRF and a training step.
+/// The CPU groups: gemm (2 threads, 1 thread, naive), rows, layers, CRF and a training
+/// step.
 fn cpu_benches(c: &mut Criterion) {
     let cpu2 = CpuBackend::<f32>::new(2).expect("internal: thread pool");
     let cpu1 = CpuBackend::<f32>::new(1).expect("internal: thread pool");
@@ -445,6 +510,7 @@ fn cpu_benches(c: &mut Criterion) {
         &[("fast_2t", &cpu2), ("fast_1t", &cpu1)],
         true,
     );
+    rows_group(c, "cpu_rows", &cpu2);
     let ws = LayerWorkspace::new(Arc::new(cpu2));
     layer_group(c, "cpu_lstm_layer", &ws, &lstm_cases());
     layer_group(c, "cpu_sc_lstm_layer", &ws, &sc_lstm_cases());
@@ -474,6 +540,7 @@ fn wgpu_benches(c: &mut Criterion) {
     }
     eprintln!("wgpu adapter: {} ({:?})", adapter.name, adapter.backend);
     gemm_group(c, "wgpu_gemm", &[("wgpu", &be)], false);
+    rows_group(c, "wgpu_rows", &be);
     let ws = LayerWorkspace::new(Arc::new(be));
     layer_group(c, "wgpu_lstm_layer", &ws, &lstm_cases());
     layer_group(c, "wgpu_sc_lstm_layer", &ws, &sc_lstm_cases());

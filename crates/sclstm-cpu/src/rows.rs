@@ -105,7 +105,11 @@ mod tests {
         let table = vec![0.0f32; 1 + 4 * 5];
         assert!(matches!(
             gather_rows(&r, &[4], &table, &mut dense),
-            Err(NumError::IndexOutOfRange { index: 4, bound: 4, .. })
+            Err(NumError::IndexOutOfRange {
+                index: 4,
+                bound: 4,
+                ..
+            })
         ));
         assert!(matches!(
             gather_rows(&r, &[3], &table[..15], &mut dense),

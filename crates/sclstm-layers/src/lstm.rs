@@ -32,15 +32,19 @@
 //!
 //! # One layer call
 //! Inputs are time-major `(T·B, D)` matrices with sentence lengths (see [`crate::SeqShape`]).
-//! Each direction:
-//! 1. uploads its input (per-sentence reversed for the reverse direction), mask and
-//!    weights (one transfer per layer call, never per step);
+//! The call uploads `x` (and any separate `x^k`) once, in the caller's row order, into a
+//! call cache shared by the directions. Each direction:
+//! 1. gathers its rows of the input on the device ([`Backend::gather_rows`], per-sentence
+//!    reversed for the reverse direction) and uploads its mask and weights (one transfer
+//!    per layer call, never per step);
 //! 2. computes the input projection of **all** steps as one gemm with `T·B` rows and the
 //!    bias fused: `gates = x·W_ihᵀ + b`, and likewise `o_k = x^k·U_kᵀ + b_k`;
 //! 3. for `t = 0..T`: `gates[t] += h_{t-1}·W_hhᵀ` (gemm over the sentences still
 //!    running at `t`, see below), the cell kernel, then per task `o_k[t] += q^k_{t-1}·W_kᵀ`
 //!    and the task gate kernel;
-//! 4. downloads `h` (and `q^k`).
+//! 4. scatter-adds its `h` (and `q^k`) rows into the call's output at its columns
+//!    ([`Backend::scatter_add_rows`]; rows back in the caller's order), which is then
+//!    downloaded once for all directions.
 //!
 //! Inside the layer the batch runs longest sentence first, so the sentences still running
 //! at step `t` are the first `active[t]` rows of that step and the per-step products skip
@@ -55,11 +59,13 @@
 //! weights as stored, uploaded only when the call records for a backward. With a [`Join`]
 //! in the [`LayerWorkspace`] the two directions run concurrently (forward and backward).
 //!
-//! The backward runs the step kernels in reverse, pushing `d_gates[t]·W_hh` into
+//! The backward uploads `d_out` once; each direction gathers its columns and rows of it
+//! into `d_h` (and `d_q_k`), runs the step kernels in reverse, pushing `d_gates[t]·W_hh` into
 //! `d_h[t]` and `d_o_k[t]·W_k` into `d_q_k[t]`, and computes all weight gradients after
 //! the loop as big gemms over `T·B` rows: `dW_ih = d_gatesᵀ·x`, `dW_hh = d_gatesᵀ·h[0..T]`,
-//! `db = 1ᵀ·d_gates` (a gemm with a ones vector), `d_x = d_gates·W_ih`. The derivation
-//! is in `BACKWARD.md`.
+//! `db = 1ᵀ·d_gates` (a gemm with a ones vector), `d_x = d_gates·W_ih`; the directions'
+//! `d_x` rows are scatter-added into the call's `d_x` in unit order and downloaded once.
+//! The derivation is in `BACKWARD.md`.
 //!
 //! # Output columns
 //! With `nd` directions (1 or 2) and requested tasks `[k1, k2, …]`, the output is
@@ -90,17 +96,18 @@
 //! `(T+1)·B` rows and kept in the [`LayerWorkspace`] pool when the op is dropped. A later
 //! call with the same layer geometry takes the smallest pooled cache with enough rows
 //! (and not more than 4× too many, since downloads copy whole buffers): no allocation
-//! per step, and none per batch once every row bucket has been seen.
+//! per step, and none per batch once every row bucket has been seen. The call's shared
+//! inputs, output and input gradients live in a `CallCache`, pooled the same way.
 
 use std::cell::Cell;
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use num_traits::{One, Zero};
-use sclstm_core::{Backend, CellStep, FusedOp, Gemm, Matrix, NumError, Real};
+use sclstm_core::{Backend, CellStep, FusedOp, Gemm, Matrix, NumError, Real, RowCopy};
 
 use crate::Recorded;
-use crate::seq::{SeqShape, gather_rows, row_major, transposed_into};
+use crate::seq::{SeqShape, row_major, transposed_into};
 
 /// Weights of one direction's shared LSTM cell (paper Eq. 1); layout in the module docs.
 #[derive(Debug, Clone, Copy)]
@@ -226,7 +233,9 @@ pub trait Join: Send + Sync {
 /// layer (or per model) so that caches are reused across batches.
 pub struct LayerWorkspace<B: Backend> {
     backend: Arc<B>,
-    pool: Arc<Mutex<Vec<DirCache<B>>>>,
+    pool: Arc<Pool<DirCache<B>>>,
+    /// Shared input / output buffers of recent calls.
+    calls: Arc<Pool<CallCache<B>>>,
     /// Transposed weights of recent calls made with a [`ScLstmArgs::weights_version`].
     transposed: Arc<Mutex<Vec<TransposedEntry<B::Elem>>>>,
     /// Runs the two directions concurrently when set; `None` runs them one after the other.
@@ -238,6 +247,7 @@ impl<B: Backend> Clone for LayerWorkspace<B> {
         LayerWorkspace {
             backend: Arc::clone(&self.backend),
             pool: Arc::clone(&self.pool),
+            calls: Arc::clone(&self.calls),
             transposed: Arc::clone(&self.transposed),
             join: self.join.clone(),
         }
@@ -246,7 +256,7 @@ impl<B: Backend> Clone for LayerWorkspace<B> {
 
 impl<B: Backend> fmt::Debug for LayerWorkspace<B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let pooled = lock(&self.pool).len();
+        let pooled = self.pool.len();
         f.debug_struct("LayerWorkspace")
             .field("backend", &self.backend.name())
             .field("pooled_caches", &pooled)
@@ -255,9 +265,9 @@ impl<B: Backend> fmt::Debug for LayerWorkspace<B> {
     }
 }
 
-/// Caches kept for reuse at most; past it the oldest pooled cache is dropped. Enough for
-/// every unit of a three-layer model (2 groups × 2 directions × 3 layers) in two or
-/// three row buckets.
+/// Direction caches kept for reuse at most; past it the oldest pooled cache is dropped.
+/// Enough for every unit of a three-layer model (2 groups × 2 directions × 3 layers) in
+/// two or three row buckets.
 const POOL_LIMIT: usize = 32;
 
 /// Elements (all buffers together) the pooled caches may hold; past it the oldest are
@@ -266,6 +276,74 @@ const POOL_LIMIT: usize = 32;
 /// its usual row buckets, so that steps reuse them, while long batches (evaluation,
 /// outliers) do not pin more for the rest of the run.
 const POOL_ELEMS: usize = 128 << 20;
+
+/// Call caches (shared inputs and outputs of one layer call) kept for reuse at most:
+/// three layers with and without a backward, in two or three row buckets.
+const CALL_POOL_LIMIT: usize = 16;
+
+/// Elements the pooled call caches may hold (128 MiB in f32); a paper-config training
+/// step's three call caches hold about 4 M elements each.
+const CALL_POOL_ELEMS: usize = 32 << 20;
+
+/// A cache that can wait in a [`Pool`].
+trait Pooled {
+    /// Row capacity.
+    fn rows(&self) -> usize;
+    /// Elements in all its buffers together.
+    fn elems(&self) -> usize;
+}
+
+/// Caches waiting for reuse, oldest first, bounded in count and in elements.
+struct Pool<C> {
+    items: Mutex<Vec<C>>,
+    /// Most caches kept.
+    limit: usize,
+    /// Most elements kept (all caches together).
+    max_elems: usize,
+}
+
+impl<C: Pooled> Pool<C> {
+    fn new(limit: usize, max_elems: usize) -> Self {
+        Pool {
+            items: Mutex::new(Vec::new()),
+            limit,
+            max_elems,
+        }
+    }
+
+    /// Caches waiting.
+    fn len(&self) -> usize {
+        lock(&self.items).len()
+    }
+
+    /// Removes and returns the smallest (by rows) cache for which `fits` holds.
+    fn take(&self, fits: impl Fn(&C) -> bool) -> Option<C> {
+        let mut items = lock(&self.items);
+        let best = items
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| fits(c))
+            .min_by_key(|(_, c)| c.rows())
+            .map(|(i, _)| i)?;
+        Some(items.remove(best))
+    }
+
+    /// Returns caches, dropping the oldest past the count or element bound.
+    fn give(&self, caches: impl IntoIterator<Item = C>) {
+        let mut items = lock(&self.items);
+        items.extend(caches);
+        let mut held: usize = items.iter().map(Pooled::elems).sum();
+        let mut excess = items.len().saturating_sub(self.limit);
+        for c in items.iter().skip(excess) {
+            if held <= self.max_elems {
+                break;
+            }
+            held -= c.elems();
+            excess += 1;
+        }
+        items.drain(..excess);
+    }
+}
 
 /// Directions whose transposed weights the workspace keeps for one weights version:
 /// both directions of three layers for a few different task sets.
@@ -300,7 +378,8 @@ impl<B: Backend> LayerWorkspace<B> {
     pub fn new(backend: Arc<B>) -> Self {
         LayerWorkspace {
             backend,
-            pool: Arc::new(Mutex::new(Vec::new())),
+            pool: Arc::new(Pool::new(POOL_LIMIT, POOL_ELEMS)),
+            calls: Arc::new(Pool::new(CALL_POOL_LIMIT, CALL_POOL_ELEMS)),
             transposed: Arc::new(Mutex::new(Vec::new())),
             join: None,
         }
@@ -430,7 +509,7 @@ impl<B: Backend> LayerWorkspace<B> {
 
     /// Number of direction caches waiting in the pool for reuse.
     pub fn pooled(&self) -> usize {
-        lock(&self.pool).len()
+        self.pool.len()
     }
 
     /// A cache fitting `geo`: the smallest pooled one that fits (see
@@ -441,17 +520,7 @@ impl<B: Backend> LayerWorkspace<B> {
     /// pool that fills with caches slightly too short for the next batch while longer
     /// ones are allocated and freed every step.
     fn take(&self, geo: &DirGeometry, backward: bool) -> Result<DirCache<B>, NumError> {
-        let reused = {
-            let mut pool = lock(&self.pool);
-            let best = pool
-                .iter()
-                .enumerate()
-                .filter(|(_, c)| c.fits(geo, backward))
-                .min_by_key(|(_, c)| c.rows)
-                .map(|(i, _)| i);
-            best.map(|i| pool.remove(i))
-        };
-        match reused {
+        match self.pool.take(|c| c.fits(geo, backward)) {
             Some(mut c) => {
                 // Same layer sizes, enough rows: serve this call's (T, B) from the prefix.
                 c.geo = geo.clone();
@@ -464,18 +533,27 @@ impl<B: Backend> LayerWorkspace<B> {
     /// Returns caches to the pool, dropping the oldest past [`POOL_LIMIT`] caches or
     /// [`POOL_ELEMS`] elements.
     fn give(&self, caches: Vec<DirCache<B>>) {
-        let mut pool = lock(&self.pool);
-        pool.extend(caches);
-        let mut held: usize = pool.iter().map(|c| c.elems).sum();
-        let mut excess = pool.len().saturating_sub(POOL_LIMIT);
-        for c in pool.iter().skip(excess) {
-            if held <= POOL_ELEMS {
-                break;
-            }
-            held -= c.elems;
-            excess += 1;
+        self.pool.give(caches);
+    }
+
+    /// A call cache for a call of geometry `geo` with `nd` directions, pooled or new
+    /// (bucketed by powers of two of `T·B` like the direction caches).
+    fn take_call(
+        &self,
+        geo: &DirGeometry,
+        nd: usize,
+        backward: bool,
+    ) -> Result<CallCache<B>, NumError> {
+        match self.calls.take(|c| c.fits(geo, nd, backward)) {
+            Some(c) => Ok(c),
+            None => CallCache::new(self.backend.as_ref(), geo, nd, backward),
         }
-        pool.drain(..excess);
+    }
+
+    /// Returns direction caches and (if any) the call cache to their pools.
+    fn give_all(&self, caches: Vec<DirCache<B>>, call: Option<CallCache<B>>) {
+        self.give(caches);
+        self.calls.give(call);
     }
 }
 
@@ -588,9 +666,15 @@ struct DirCache<B: Backend> {
     d_b: B::Buf,
     /// One per requested task, in request order.
     tasks: Vec<TaskCache<B>>,
-    /// Host staging memory (gathered inputs and output gradients), kept with
-    /// the cache so that these copies allocate nothing once the cache is warm.
-    host: Vec<B::Elem>,
+}
+
+impl<B: Backend> Pooled for DirCache<B> {
+    fn rows(&self) -> usize {
+        self.rows
+    }
+    fn elems(&self) -> usize {
+        self.elems
+    }
 }
 
 impl<B: Backend> DirCache<B> {
@@ -656,7 +740,6 @@ impl<B: Backend> DirCache<B> {
             d_w_hh: zb(4 * h * h)?,
             d_b: zb(4 * h)?,
             tasks,
-            host: Vec::new(),
         };
         cache.elems = elems.get();
         Ok(cache)
@@ -679,20 +762,108 @@ impl<B: Backend> DirCache<B> {
     }
 }
 
-/// Downloaded outputs of one direction's forward (capacity-sized buffers).
-struct DirOutputs<R> {
-    /// Hidden states (T+1, B, H), slot 0 = the zero state.
-    h: Vec<R>,
-    /// Task outputs `q_k` (T+1, B, H), one per task.
-    q: Vec<Vec<R>>,
+/// Device buffers one layer call shares between its units, in the caller's row order
+/// (row `t·B + b` = step `t` of sentence `b`): the inputs are uploaded once and every
+/// unit gathers its rows from them; the units' outputs and input gradients are
+/// scatter-added into them and downloaded once. Shapes name the capacity `rows ≥ T·B`.
+struct CallCache<B: Backend> {
+    /// Layer sizes of the call that made it (`steps`, `batch` unused).
+    geo: DirGeometry,
+    /// Directions.
+    nd: usize,
+    /// Row capacity: `T·B` of the call that allocated it, rounded up to a power of two.
+    rows: usize,
+    /// Elements in all its buffers together.
+    elems: usize,
+    /// Whether it has the gradient buffers.
+    backward: bool,
+    /// Shared input `x` (T·B, D).
+    x: B::Buf,
+    /// Separate task inputs `x^k` (T·B, D_k), one per task that reads one, in order.
+    x_k: Vec<B::Buf>,
+    /// The layer's output (T·B, nd·(1+K)·H), column layout in the module docs.
+    out: B::Buf,
+    /// Gradient w.r.t. the output (T·B, nd·(1+K)·H) (backward only).
+    d_out: B::Buf,
+    /// Gradient w.r.t. `x` (T·B, D) (backward only).
+    d_x: B::Buf,
+    /// Gradients w.r.t. the separate task inputs (backward only).
+    d_x_k: Vec<B::Buf>,
+}
+
+impl<B: Backend> CallCache<B> {
+    /// Allocates buffers for a call of `geo` with `nd` directions; the gradient buffers
+    /// only when `backward`.
+    fn new(be: &B, geo: &DirGeometry, nd: usize, backward: bool) -> Result<Self, NumError> {
+        let rows = (geo.steps * geo.batch).next_power_of_two();
+        let width = nd * (1 + geo.tasks.len()) * geo.hidden;
+        let elems = Cell::new(0);
+        let z = |n: usize| {
+            let n = if backward { n.max(1) } else { 1 };
+            elems.set(elems.get() + n);
+            be.zeros(n)
+        };
+        let zf = |n: usize| {
+            elems.set(elems.get() + n.max(1));
+            be.zeros(n.max(1))
+        };
+        let separate: Vec<usize> = geo
+            .tasks
+            .iter()
+            .filter(|&&(_, sep)| sep)
+            .map(|&(dk, _)| dk)
+            .collect();
+        let mut cache = CallCache {
+            geo: geo.clone(),
+            nd,
+            rows,
+            elems: 0,
+            backward,
+            x: zf(rows * geo.input)?,
+            x_k: separate
+                .iter()
+                .map(|&dk| zf(rows * dk))
+                .collect::<Result<_, _>>()?,
+            out: zf(rows * width)?,
+            d_out: z(rows * width)?,
+            d_x: z(rows * geo.input)?,
+            d_x_k: separate
+                .iter()
+                .map(|&dk| z(rows * dk))
+                .collect::<Result<_, _>>()?,
+        };
+        cache.elems = elems.get();
+        Ok(cache)
+    }
+
+    /// Whether this cache can serve a call of `geo` with `nd` directions: same layer
+    /// sizes, enough rows but at most [`MAX_SLACK`] times too many, gradient buffers if
+    /// asked for.
+    fn fits(&self, geo: &DirGeometry, nd: usize, backward: bool) -> bool {
+        let need = geo.steps * geo.batch;
+        self.nd == nd
+            && self.geo.input == geo.input
+            && self.geo.hidden == geo.hidden
+            && self.geo.tasks == geo.tasks
+            && self.rows >= need
+            && self.rows <= MAX_SLACK * need
+            && (self.backward || !backward)
+    }
+}
+
+impl<B: Backend> Pooled for CallCache<B> {
+    fn rows(&self) -> usize {
+        self.rows
+    }
+    fn elems(&self) -> usize {
+        self.elems
+    }
 }
 
 /// Host data of one direction's forward call.
 struct DirInputs<'a, R: Real> {
     /// Cell weights.
     cell: LstmWeights<'a, R>,
-    /// Per task: separate input in this direction's order (T·B·D_k), if any.
-    x_k: Vec<Option<std::borrow::Cow<'a, [R]>>>,
     /// Per task gate weights.
     tasks: &'a [TaskGateWeights<'a, R>],
     /// The forward's transposed weights of this direction.
@@ -727,28 +898,24 @@ impl<R: Real> TransposedWeights<R> {
     }
 }
 
-/// Host results of one direction's backward.
+/// Host results of one direction's backward (the input gradients stay on the device).
 struct DirGrads<R> {
-    /// (T·B·D) in this direction's order.
-    d_x: Vec<R>,
-    /// Per separate-input task: (T·B·D_k) in this direction's order.
-    d_x_k: Vec<Option<Vec<R>>>,
     /// `[d_w_ih, d_w_hh, d_b]` flat.
     cell: [Vec<R>; 3],
     /// Per task `[d_u, d_w, d_b]` flat.
     tasks: Vec<[Vec<R>; 3]>,
 }
 
-/// Runs one direction forward on the device (the caller has written the unit's rows of
-/// `x` into the cache); returns `h` and each task's `q` as downloaded (T+1, B, H)
-/// buffers (capacity-sized; slot 0 is the zero state).
+/// Runs one direction forward on the device (the caller has gathered the unit's rows of
+/// `x` and of any separate `x^k` into the cache); `h` and each task's `q_k` stay in the
+/// cache for the caller to collect.
 fn dir_forward<B: Backend>(
     be: &B,
     dc: &mut DirCache<B>,
     inp: &DirInputs<'_, B::Elem>,
     mask: &[B::Elem],
     active: &[usize],
-) -> Result<DirOutputs<B::Elem>, NumError> {
+) -> Result<(), NumError> {
     let DirGeometry {
         steps,
         batch,
@@ -790,13 +957,7 @@ fn dir_forward<B: Backend>(
         let dk = dc.geo.tasks[j].0;
         // o_k = x^k · U_kᵀ + b_k for all rows.
         let proj = Gemm::new(rows, hd, dk);
-        let xk = match (&mut tc.x_k, &inp.x_k[j]) {
-            (Some(buf), Some(data)) => {
-                be.write(buf, data)?;
-                &*buf
-            }
-            _ => &dc.x,
-        };
+        let xk = tc.x_k.as_ref().unwrap_or(&dc.x);
         be.gemm(&proj, xk, &tc.u_t, Some(&tc.b), &mut tc.o_k)?;
     }
 
@@ -834,18 +995,13 @@ fn dir_forward<B: Backend>(
             be.task_gate_fwd(s, &mut tc.o_k, &mut tc.q_k, &dc.tanh_c, &dc.mask)?;
         }
     }
-    let h = be.download(&dc.h)?;
-    let q = dc
-        .tasks
-        .iter()
-        .map(|tc| be.download(&tc.q_k))
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(DirOutputs { h, q })
+    Ok(())
 }
 
-/// Runs one direction's BPTT on the device. The caller has written the output
+/// Runs one direction's BPTT on the device. The caller has gathered the output
 /// gradients into `d_h` and each task's `d_q_k` ((T+1, B, H), slot 0 ignored) in this
-/// unit's row order.
+/// unit's row order. The input gradients `d_x` (and `d_x_k`) stay in the cache for the
+/// caller to collect; the weight gradients are downloaded.
 fn dir_backward<B: Backend>(
     be: &B,
     dc: &mut DirCache<B>,
@@ -969,7 +1125,6 @@ fn dir_backward<B: Backend>(
         Ok(v)
     };
     let mut tasks = Vec::with_capacity(dc.tasks.len());
-    let mut d_x_k = Vec::with_capacity(dc.tasks.len());
     for (j, tc) in dc.tasks.iter().enumerate() {
         let dk = dc.geo.tasks[j].0;
         tasks.push([
@@ -977,14 +1132,8 @@ fn dir_backward<B: Backend>(
             take(&tc.d_w, hd * hd)?,
             take(&tc.d_b, hd)?,
         ]);
-        d_x_k.push(match &tc.d_x_k {
-            Some(buf) => Some(take(buf, rows * dk)?),
-            None => None,
-        });
     }
     Ok(DirGrads {
-        d_x: take(&dc.d_x, rows * d)?,
-        d_x_k,
         cell: [
             take(&dc.d_w_ih, 4 * hd * d)?,
             take(&dc.d_w_hh, 4 * hd * hd)?,
@@ -1017,6 +1166,14 @@ fn validate<R: Real>(
     args: &ScLstmArgs<'_, R>,
 ) -> Result<(SeqShape, DirGeometry), NumError> {
     let seq = SeqShape::new(op, args.x.nrows(), args.lens)?;
+    if u32::try_from(seq.rows()).is_err() {
+        // Rows are addressed by 32-bit ids in the backends' row gathers.
+        return Err(NumError::ShapeMismatch {
+            op,
+            lhs: vec![seq.rows()],
+            rhs: vec![u32::MAX as usize],
+        });
+    }
     let nd = args.directions.len();
     if nd == 0 || nd > 2 {
         return Err(NumError::ShapeMismatch {
@@ -1071,21 +1228,14 @@ struct Unit<R> {
     dir: usize,
     /// Sizes: `steps` = the group's longest sentence, `batch` = its sentence count.
     geo: DirGeometry,
-    /// Internal row `t·B_g + j` → row of the caller's `(T·B, ·)` matrices; `None` when
-    /// that is the same row (one group, already longest first, forward direction).
-    rows: Option<Vec<usize>>,
+    /// Internal row `t·B_g + j` → row of the caller's `(T·B, ·)` matrices: the ids of
+    /// the row gathers and scatter-adds between the call cache and the unit's cache.
+    ids: Vec<u32>,
     /// Per step: sentences of the group still running (a prefix: the group is longest
     /// first), so the per-step products skip the finished ones.
     active: Vec<usize>,
     /// The (T_g, B_g) mask (the same for both directions: reversal keeps padding last).
     mask: Vec<R>,
-}
-
-impl<R> Unit<R> {
-    /// The caller's row of internal row `r`.
-    fn caller_row(&self, r: usize) -> usize {
-        self.rows.as_ref().map_or(r, |m| m[r])
-    }
 }
 
 /// Splits a layer call into units: for each group of sentences, each direction (units
@@ -1100,9 +1250,6 @@ fn plan<R: Real>(seq: &SeqShape, geo: &DirGeometry, nd: usize) -> Vec<Unit<R>> {
         let lens: Vec<usize> = members.iter().map(|&b| seq.lens[b]).collect();
         let steps = lens.iter().copied().max().unwrap_or(0).max(1);
         let bg = members.len();
-        let identity = groups.len() == 1
-            && steps == seq.steps
-            && members.iter().enumerate().all(|(j, &b)| j == b);
         let mask = (0..steps * bg)
             .map(|r| {
                 if r / bg < lens[r % bg] {
@@ -1118,9 +1265,10 @@ fn plan<R: Real>(seq: &SeqShape, geo: &DirGeometry, nd: usize) -> Vec<Unit<R>> {
         for dir in 0..nd {
             let to_caller = |r: usize| {
                 let row = (r / bg) * batch + members[r % bg];
-                if dir == 1 { rev[row] } else { row }
+                let row = if dir == 1 { rev[row] } else { row };
+                u32::try_from(row).expect("internal: validate bounds the rows to u32")
             };
-            let rows = (dir == 1 || !identity).then(|| (0..steps * bg).map(to_caller).collect());
+            let ids = (0..steps * bg).map(to_caller).collect();
             units.push(Unit {
                 dir,
                 geo: DirGeometry {
@@ -1128,18 +1276,13 @@ fn plan<R: Real>(seq: &SeqShape, geo: &DirGeometry, nd: usize) -> Vec<Unit<R>> {
                     batch: bg,
                     ..geo.clone()
                 },
-                rows,
+                ids,
                 active: active.clone(),
                 mask: mask.clone(),
             });
         }
     }
     units
-}
-
-/// Rows of `m` in a unit's internal order.
-fn gather_unit<'a, R: Real>(m: &'a Matrix<R>, unit: &Unit<R>) -> std::borrow::Cow<'a, [R]> {
-    gather_rows(m, unit.rows.as_deref())
 }
 
 /// Runs a (bi)directional SC-LSTM layer (a plain (Bi)LSTM layer when no tasks are
@@ -1159,96 +1302,136 @@ pub fn sc_lstm_forward<B: Backend + 'static>(
 ) -> Result<Recorded<B::Elem>, NumError> {
     let op = "sc_lstm_forward";
     let (seq, geo) = validate(op, args)?;
-    let be = ws.backend.as_ref();
-    let (rows, hd) = (seq.rows(), geo.hidden);
     let nd = args.directions.len();
-    let n_tasks = geo.tasks.len();
     let units = plan::<B::Elem>(&seq, &geo, nd);
-    let width = nd * (1 + n_tasks) * hd;
-    let mut out = Matrix::<B::Elem>::zeros((rows, width));
     let mut caches = Vec::with_capacity(units.len());
-    for unit in &units {
-        match ws.take(&unit.geo, record) {
-            Ok(c) => caches.push(c),
-            Err(e) => {
-                ws.give(caches);
-                return Err(e);
-            }
+    let mut call = None;
+    let taken = (|| {
+        for unit in &units {
+            caches.push(ws.take(&unit.geo, record)?);
         }
-    }
-
-    let transposed = ws.transpose_weights(&args.directions, args.weights_version);
-    let results = ws.each_unit(&mut caches, |i, dc| {
-        let unit = &units[i];
-        let dir = &args.directions[unit.dir];
-        // The unit's rows of x, staged in the cache's host memory (no allocation).
-        match &unit.rows {
-            None => be.write(&mut dc.x, &row_major(args.x))?,
-            Some(map) => {
-                dc.host.clear();
-                for &src in map {
-                    dc.host.extend(args.x.row(src).iter().copied());
-                }
-                be.write(&mut dc.x, &dc.host)?;
-            }
-        }
-        let x_k = args
-            .task_inputs
-            .iter()
-            .map(|inp| match inp {
-                TaskInput::Shared => None,
-                TaskInput::Separate(m) => Some(gather_unit(m, unit)),
-            })
-            .collect();
-        let inputs = DirInputs {
-            cell: dir.cell,
-            x_k,
-            tasks: &dir.tasks,
-            transposed: &transposed[unit.dir],
+        call = Some(ws.take_call(&geo, nd, record)?);
+        forward_units(
+            ws,
+            args,
+            &units,
+            &mut caches,
+            call.as_mut().expect("internal: set above"),
             record,
-        };
-        dir_forward(be, dc, &inputs, &unit.mask, &unit.active)
-    });
-    for (unit, result) in units.iter().zip(results) {
-        let DirOutputs { h, q } = match result {
-            Ok(v) => v,
-            Err(e) => {
-                ws.give(caches);
-                return Err(e);
-            }
-        };
-        let (bg, unit_rows) = (unit.geo.batch, unit.geo.steps * unit.geo.batch);
-        // Slot t+1, row j of the unit's buffer → the caller's row of internal row t·B_g + j.
-        let scatter = |out: &mut Matrix<B::Elem>, buf: &[B::Elem], col: usize| {
-            for r in 0..unit_rows {
-                let src = &buf[(bg + r) * hd..(bg + r + 1) * hd];
-                out.row_mut(unit.caller_row(r))
-                    .slice_mut(ndarray::s![col..col + hd])
-                    .iter_mut()
-                    .zip(src)
-                    .for_each(|(o, &v)| *o = v);
-            }
-        };
-        scatter(&mut out, &h, unit.dir * hd);
-        for (j, qk) in q.iter().enumerate() {
-            scatter(&mut out, qk, (nd * (1 + j) + unit.dir) * hd);
+        )
+    })();
+    let out = match taken {
+        Ok(out) => out,
+        Err(e) => {
+            ws.give_all(caches, call);
+            return Err(e);
         }
-    }
-
+    };
+    let call = call.expect("internal: the call cache was taken");
     if !record {
-        ws.give(caches);
+        ws.give_all(caches, Some(call));
         return Ok((out, None));
     }
     let separate: Vec<bool> = geo.tasks.iter().map(|&(_, s)| s).collect();
     let node = ScLstmOp {
         ws: ws.clone(),
-        caches: Mutex::new(caches),
+        caches: Mutex::new(HeldCaches {
+            units: caches,
+            call: Some(call),
+        }),
         geo,
         units,
         separate,
         nd,
     };
     Ok((out, Some(Box::new(node))))
+}
+
+/// Rows of `width` values at column `col` of a caller-order `(rows, stride)` buffer (the
+/// table side, addressed by the unit's ids) paired with the rows of a packed unit buffer
+/// (the dense side: unit row `r` after `skip` leading rows, e.g. a state buffer's zero
+/// slot).
+fn caller_rows(rows: usize, stride: usize, col: usize, width: usize, skip: usize) -> RowCopy {
+    RowCopy {
+        width,
+        table_rows: rows,
+        table_stride: stride,
+        table_off: col,
+        dense_stride: width,
+        dense_off: skip * width,
+    }
+}
+
+/// The device work of [`sc_lstm_forward`] once the caches are taken: uploads the inputs
+/// once, gathers each unit's rows, runs the units, scatters their `h` and `q_k` into the
+/// call's output and downloads it.
+fn forward_units<B: Backend>(
+    ws: &LayerWorkspace<B>,
+    args: &ScLstmArgs<'_, B::Elem>,
+    units: &[Unit<B::Elem>],
+    caches: &mut [DirCache<B>],
+    call: &mut CallCache<B>,
+    record: bool,
+) -> Result<Matrix<B::Elem>, NumError> {
+    let be = ws.backend.as_ref();
+    let (rows, d, hd) = (args.x.nrows(), args.x.ncols(), args.hidden());
+    let nd = args.directions.len();
+    let width = args.output_width();
+    be.write(&mut call.x, &row_major(args.x))?;
+    let separate: Vec<&Matrix<B::Elem>> = args
+        .task_inputs
+        .iter()
+        .filter_map(|inp| match inp {
+            TaskInput::Shared => None,
+            TaskInput::Separate(m) => Some(*m),
+        })
+        .collect();
+    for (buf, m) in call.x_k.iter_mut().zip(&separate) {
+        be.write(buf, &row_major(m))?;
+    }
+    be.fill_zero(&mut call.out)?;
+    let transposed = ws.transpose_weights(&args.directions, args.weights_version);
+    let call_in = &*call;
+    let results = ws.each_unit(caches, |i, dc| {
+        let unit = &units[i];
+        be.gather_rows(
+            &caller_rows(rows, d, 0, d, 0),
+            &unit.ids,
+            &call_in.x,
+            &mut dc.x,
+        )?;
+        let mut sep = call_in.x_k.iter().zip(&separate);
+        for tc in &mut dc.tasks {
+            if let Some(x_k) = &mut tc.x_k {
+                let (src, m) = sep
+                    .next()
+                    .expect("internal: one call buffer per separate input");
+                let dk = m.ncols();
+                be.gather_rows(&caller_rows(rows, dk, 0, dk, 0), &unit.ids, src, x_k)?;
+            }
+        }
+        let dir = &args.directions[unit.dir];
+        let inputs = DirInputs {
+            cell: dir.cell,
+            tasks: &dir.tasks,
+            transposed: &transposed[unit.dir],
+            record,
+        };
+        dir_forward(be, dc, &inputs, &unit.mask, &unit.active)
+    });
+    results.into_iter().collect::<Result<Vec<()>, _>>()?;
+    // Slot t+1, row j of a unit's state buffer → its caller row, at the block's columns.
+    for (unit, dc) in units.iter().zip(caches.iter()) {
+        let place = |col: usize| caller_rows(rows, width, col, hd, unit.geo.batch);
+        be.scatter_add_rows(&place(unit.dir * hd), &unit.ids, &dc.h, &mut call.out)?;
+        for (j, tc) in dc.tasks.iter().enumerate() {
+            let col = (nd * (1 + j) + unit.dir) * hd;
+            be.scatter_add_rows(&place(col), &unit.ids, &tc.q_k, &mut call.out)?;
+        }
+    }
+    let mut flat = be.download(&call.out)?;
+    flat.truncate(rows * width);
+    Ok(Matrix::from_shape_vec((rows, width), flat).expect("internal: output length matches"))
 }
 
 /// A plain bidirectional LSTM layer: output `(T·B, 2H) = [h_fwd ⊕ h_bwd]`. Gradient
@@ -1308,13 +1491,21 @@ pub fn lstm_forward<B: Backend + 'static>(
     sc_lstm_forward(ws, &args, record)
 }
 
+/// The caches a recorded layer keeps for its backward.
+struct HeldCaches<B: Backend> {
+    /// One per unit, in unit order.
+    units: Vec<DirCache<B>>,
+    /// The call cache (an `Option` only so that `drop` can move it out).
+    call: Option<CallCache<B>>,
+}
+
 /// The recorded (bi)directional SC-LSTM / LSTM layer: keeps its direction caches on the
 /// device until dropped (then they return to the workspace pool).
 pub struct ScLstmOp<B: Backend> {
     /// Backend and the pool the caches return to.
     ws: LayerWorkspace<B>,
-    /// One cache per unit (behind a mutex: `backward` takes `&self`).
-    caches: Mutex<Vec<DirCache<B>>>,
+    /// The caches it holds (behind a mutex: `backward` takes `&self`).
+    caches: Mutex<HeldCaches<B>>,
     /// Sizes of the whole call (`steps` and `batch` of the caller's matrices).
     geo: DirGeometry,
     /// The (group, direction) pieces of the call, one cache each (same order).
@@ -1340,8 +1531,9 @@ impl<B: Backend> fmt::Debug for ScLstmOp<B> {
 
 impl<B: Backend> Drop for ScLstmOp<B> {
     fn drop(&mut self) {
-        let caches = std::mem::take(&mut *lock(&self.caches));
-        self.ws.give(caches);
+        let held = &mut *lock(&self.caches);
+        self.ws
+            .give_all(std::mem::take(&mut held.units), held.call.take());
     }
 }
 
@@ -1374,66 +1566,56 @@ impl<B: Backend> FusedOp<B::Elem> for ScLstmOp<B> {
         let n_tasks = self.geo.tasks.len();
         expect_shape(op, d_out, rows, nd * (1 + n_tasks) * hd)?;
         let be = self.ws.backend.as_ref();
-        let mut caches = lock(&self.caches);
+        let mut guard = lock(&self.caches);
+        let HeldCaches {
+            units: caches,
+            call,
+        } = &mut *guard;
+        let call = call
+            .as_mut()
+            .expect("internal: the call cache stays until the op is dropped");
+        let width = nd * (1 + n_tasks) * hd;
 
-        let mut d_x = Matrix::<B::Elem>::zeros((rows, d));
-        let mut d_x_k: Vec<Option<Matrix<B::Elem>>> = self
-            .geo
-            .tasks
-            .iter()
-            .map(|&(dk, sep)| sep.then(|| Matrix::zeros((rows, dk))))
-            .collect();
+        be.write(&mut call.d_out, &row_major(d_out))?;
+        be.fill_zero(&mut call.d_x)?;
+        for buf in &mut call.d_x_k {
+            be.fill_zero(buf)?;
+        }
         let mut cell_grads = Vec::with_capacity(nd);
         let mut task_grads: Vec<Vec<[Vec<B::Elem>; 3]>> = vec![Vec::with_capacity(nd); n_tasks];
 
-        let results = self.ws.each_unit(&mut caches, |i, dc| {
+        let call_in = &*call;
+        let results = self.ws.each_unit(caches, |i, dc| {
             let unit = &self.units[i];
-            let (bg, unit_rows) = (unit.geo.batch, unit.geo.steps * unit.geo.batch);
-            // (T_g+1, B_g, H) host gradient with slot 0 = 0, read from output columns `col`.
-            let gather = |v: &mut Vec<B::Elem>, col: usize| {
-                v.clear();
-                v.resize((unit_rows + bg) * hd, B::Elem::zero());
-                for r in 0..unit_rows {
-                    let dst = &mut v[(bg + r) * hd..(bg + r + 1) * hd];
-                    let row = d_out.row(unit.caller_row(r));
-                    let part = row.slice(ndarray::s![col..col + hd]);
-                    match part.as_slice() {
-                        Some(part) => dst.copy_from_slice(part),
-                        None => dst.iter_mut().zip(part).for_each(|(o, &g)| *o = g),
-                    }
-                }
-            };
-            gather(&mut dc.host, unit.dir * hd);
-            be.write(&mut dc.d_h, &dc.host)?;
+            // Output columns → (T_g+1, B_g, H) gradients from slot 1 (slot 0 is never read).
+            let take = |col: usize| caller_rows(rows, width, col, hd, unit.geo.batch);
+            be.gather_rows(&take(unit.dir * hd), &unit.ids, &call_in.d_out, &mut dc.d_h)?;
             for (j, tc) in dc.tasks.iter_mut().enumerate() {
-                gather(&mut dc.host, (nd * (1 + j) + unit.dir) * hd);
-                be.write(&mut tc.d_q_k, &dc.host)?;
+                let col = (nd * (1 + j) + unit.dir) * hd;
+                be.gather_rows(&take(col), &unit.ids, &call_in.d_out, &mut tc.d_q_k)?;
             }
             dir_backward(be, dc, &unit.active)
         });
         // Units are group-major: the first group's gradients start each direction's sums,
-        // later groups add to them in group order (a fixed order: deterministic).
+        // later groups add to them in group order (a fixed order: deterministic). The
+        // input gradients are added into the call's buffers in the same unit order.
         let add = |acc: &mut Vec<B::Elem>, v: &[B::Elem]| {
             acc.iter_mut().zip(v).for_each(|(a, &x)| *a += x);
         };
-        for (unit, g) in self.units.iter().zip(results) {
+        for ((unit, dc), g) in self.units.iter().zip(caches.iter()).zip(results) {
             let g = g?;
-            let unit_rows = unit.geo.steps * unit.geo.batch;
-            // Add a unit-ordered (T_g·B_g, width) gradient into a caller-order matrix.
-            let add_rows = |acc: &mut Matrix<B::Elem>, flat: &[B::Elem]| {
-                let w = acc.ncols();
-                for r in 0..unit_rows {
-                    let dst = unit.caller_row(r);
-                    for (a, &v) in acc.row_mut(dst).iter_mut().zip(&flat[r * w..(r + 1) * w]) {
-                        *a += v;
-                    }
-                }
-            };
-            add_rows(&mut d_x, &g.d_x);
-            for (acc, flat) in d_x_k.iter_mut().zip(&g.d_x_k) {
-                if let (Some(acc), Some(flat)) = (acc, flat) {
-                    add_rows(acc, flat);
-                }
+            be.scatter_add_rows(
+                &caller_rows(rows, d, 0, d, 0),
+                &unit.ids,
+                &dc.d_x,
+                &mut call.d_x,
+            )?;
+            let separate = dc.tasks.iter().filter_map(|tc| tc.d_x_k.as_ref());
+            for ((dxk, acc), &(dk, _)) in separate
+                .zip(call.d_x_k.iter_mut())
+                .zip(self.geo.tasks.iter().filter(|t| t.1))
+            {
+                be.scatter_add_rows(&caller_rows(rows, dk, 0, dk, 0), &unit.ids, dxk, acc)?;
             }
             if cell_grads.len() <= unit.dir {
                 cell_grads.push(g.cell);
@@ -1451,18 +1633,28 @@ impl<B: Backend> FusedOp<B::Elem> for ScLstmOp<B> {
                 }
             }
         }
+        let fetch = |buf: &B::Buf, cols: usize| -> Result<Matrix<B::Elem>, NumError> {
+            let mut v = be.download(buf)?;
+            v.truncate(rows * cols);
+            Ok(Matrix::from_shape_vec((rows, cols), v).expect("internal: gradient length matches"))
+        };
+        let d_x = fetch(&call.d_x, d)?;
+        let mut d_x_k = call
+            .d_x_k
+            .iter()
+            .zip(self.geo.tasks.iter().filter(|t| t.1))
+            .map(|(buf, &(dk, _))| fetch(buf, dk));
 
         let to_matrix = |v: Vec<B::Elem>, r: usize, c: usize| {
             Matrix::from_shape_vec((r, c), v).expect("internal: gradient length matches its shape")
         };
         let mut grads = vec![Some(d_x)];
-        grads.extend(
-            d_x_k
-                .into_iter()
-                .zip(&self.separate)
-                .filter(|(_, s)| **s)
-                .map(|(m, _)| m),
-        );
+        for _ in self.separate.iter().filter(|&&s| s) {
+            let m = d_x_k
+                .next()
+                .expect("internal: one call buffer per separate input");
+            grads.push(Some(m?));
+        }
         for [w_ih, w_hh, b] in cell_grads {
             grads.push(Some(to_matrix(w_ih, 4 * hd, d)));
             grads.push(Some(to_matrix(w_hh, 4 * hd, hd)));

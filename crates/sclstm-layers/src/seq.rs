@@ -177,21 +177,6 @@ pub(crate) fn transposed_into<R: Real>(m: &Matrix<R>, out: &mut Vec<R>) {
     }
 }
 
-/// Rows of `m` gathered through `perm` (`out[r] = m[perm[r]]`), or `m` itself as a flat
-/// slice when `perm` is `None`.
-pub(crate) fn gather_rows<'a, R: Real>(m: &'a Matrix<R>, perm: Option<&[usize]>) -> Cow<'a, [R]> {
-    match perm {
-        None => row_major(m),
-        Some(perm) => {
-            let mut out = Vec::with_capacity(m.len());
-            for &src in perm {
-                out.extend(m.row(src).iter().copied());
-            }
-            Cow::Owned(out)
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::SeqShape;

@@ -18,20 +18,27 @@
 //! * `layer_fwd_bwd_x4` — the same loop four times on four independent buffer sets
 //!   before one sync (more distinct buffers than one layer binds);
 //! * `tiny_dispatches` — 2000 dispatches on 1 × 4 operands (a gemm and a cell forward
-//!   alternating): almost pure per-dispatch host cost.
+//!   alternating): almost pure per-dispatch host cost;
+//! * `gather_rows` — 30 embedding lookups of (T·B = 300) ids × 58 columns from a
+//!   20 000-row table, each with ids of its own (every third one repeated), one submission;
+//! * `scatter_add_rows` — their gradients: 30 scatter-adds of 300 × 58 into the table
+//!   (host-side sort into segments included).
 //!
 //! Sizes: T 30, B 10, H 300, D 600 (layers 2–3 of the paper config). On a software
 //! adapter (lavapipe) the figures measure host overhead and CPU-emulated kernels, not a GPU.
 
 use std::time::Instant;
 
-use sclstm_core::{Backend, CellStep, Gemm, NumError};
+use sclstm_core::{Backend, CellStep, Gemm, NumError, RowCopy};
 use sclstm_wgpu::{WgpuBackend, WgpuBuf};
 
 const T: usize = 30;
 const B: usize = 10;
 const H: usize = 300;
 const D: usize = 600;
+/// Table rows and row width of the row workloads (a word-embedding-like table).
+const VOCAB: usize = 20_000;
+const WIDTH: usize = 58;
 
 /// Deterministic values in [-0.5, 0.5) (no RNG dependency needed).
 fn values(len: usize, seed: u32) -> Vec<f32> {
@@ -289,13 +296,14 @@ impl Bench<'_> {
         let per_round = |a: u64, b: u64| (a - b) as f64 / self.rounds as f64;
         println!("{name:<18} median {med:9.3} ms  (min {lo:9.3}, max {hi:9.3})  {what}");
         println!(
-            "{:<18} per round: {} dispatches ({} small-m gemms), {} bind groups created, {} passes, {} submits",
+            "{:<18} per round: {} dispatches ({} small-m gemms), {} bind groups created, {} passes, {} submits, {} index arena grows",
             "",
             per_round(after.dispatches, before.dispatches),
             per_round(after.small_m_gemms, before.small_m_gemms),
             per_round(after.bind_groups_created, before.bind_groups_created),
             per_round(after.compute_passes, before.compute_passes),
             per_round(after.submits, before.submits),
+            per_round(after.index_arena_grows, before.index_arena_grows),
         );
         Ok(())
     }
@@ -387,6 +395,44 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     hidden: 4,
                 };
                 be.lstm_cell_fwd(s, &mut gates, &mut c, &mut h, &mut tanh_c, &mask)?;
+            }
+            be.sync()
+        },
+    )?;
+
+    // T·B ids per call, a different list for each of the T calls; every third position
+    // repeats an earlier id, as frequent words do.
+    let id_lists: Vec<Vec<u32>> = (0..T as u32)
+        .map(|k| {
+            let mut ids: Vec<u32> = values(T * B, 1000 + k)
+                .iter()
+                .map(|v| ((v + 0.5) * VOCAB as f32) as u32 % VOCAB as u32)
+                .collect();
+            for p in (3..ids.len()).step_by(3) {
+                ids[p] = ids[p / 3];
+            }
+            ids
+        })
+        .collect();
+    let r = RowCopy::packed(VOCAB, WIDTH);
+    let mut table = be.upload(&values(VOCAB * WIDTH, 77))?;
+    let mut dense = be.upload(&values(T * B * WIDTH, 78))?;
+    bench.run(
+        "gather_rows",
+        "30 gathers of 300 ids × 58 from 20000 rows",
+        || {
+            for ids in &id_lists {
+                be.gather_rows(&r, ids, &table, &mut dense)?;
+            }
+            be.sync()
+        },
+    )?;
+    bench.run(
+        "scatter_add_rows",
+        "30 scatter-adds of 300 ids × 58 into 20000 rows",
+        || {
+            for ids in &id_lists {
+                be.scatter_add_rows(&r, ids, &dense, &mut table)?;
             }
             be.sync()
         },

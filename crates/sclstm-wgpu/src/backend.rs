@@ -4,12 +4,12 @@ use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use sclstm_core::{Backend, CellStep, Gemm, NumError};
+use sclstm_core::{Backend, CellStep, Gemm, NumError, RowCopy};
 use wgpu::util::{DeviceExt, StagingBelt};
 
 use crate::WgpuError;
-use crate::context::{AdapterSummary, Kernel, MAX_STORAGE_BINDINGS, WgpuContext};
-use crate::uniforms::{CellDims, GemmDims};
+use crate::context::{AdapterSummary, CompiledKernel, Kernel, MAX_STORAGE_BINDINGS, WgpuContext};
+use crate::uniforms::{CellDims, GemmDims, RowDims};
 
 /// Invocations per workgroup of the pointwise kernels (`@workgroup_size(256)`).
 const POINTWISE_WG: u64 = 256;
@@ -31,6 +31,10 @@ const UNIFORM_SLOT_MIN: u64 = 256;
 /// few hundred combinations; the cap only matters for a caller that keeps many
 /// long-lived buffers and binds them in ever new combinations.
 pub const BIND_GROUP_CACHE_MAX: usize = 2048;
+/// Words (u32) of the index arena at construction. It grows, to the next power of two,
+/// when the row lists recorded for one submission outgrow it; 16 Ki words hold the ids of
+/// dozens of `(T·B = 300)`-row gathers and scatter-adds.
+const INDEX_ARENA_MIN_WORDS: usize = 1 << 14;
 /// Size of one chunk of the staging belt that carries `write` data (a write larger
 /// than this gets a chunk of its own size, reused by later writes that fit).
 const STAGING_CHUNK: u64 = 1 << 20;
@@ -111,6 +115,9 @@ pub struct WgpuStats {
     pub compute_passes: u64,
     /// Command buffers submitted.
     pub submits: u64,
+    /// Times the index arena (row ids of gathers and scatter-adds) was replaced by a
+    /// larger one.
+    pub index_arena_grows: u64,
 }
 
 /// Cache key of a bind group: the kernel and the identities of its storage buffers
@@ -133,6 +140,16 @@ struct Pending {
     /// Uniform bytes of the recorded dispatches, one slot each, uploaded to the arena
     /// just before the encoder is submitted.
     uniforms: Vec<u8>,
+    /// Row lists of the recorded gathers and scatter-adds (ids; sorted positions and
+    /// segments), each at its own offset, uploaded to `index_arena` just before the
+    /// encoder is submitted (like `uniforms`). Cleared, not freed, at each submit.
+    index: Vec<u32>,
+    /// The storage buffer the row kernels read `index` from. Behind an `Arc` so a
+    /// dispatch can bind it while `Pending` is borrowed; replaced by a larger one (after
+    /// a submit) when one submission's lists outgrow it, which evicts its bind groups.
+    index_arena: Arc<WgpuBuf>,
+    /// Scratch for a scatter-add's positions sorted by (id, p), kept for its capacity.
+    order: Vec<u32>,
     /// Mapped staging memory for `write`: its copies are recorded in `encoder`, and its
     /// chunks return for reuse once the submission that read them has run.
     belt: StagingBelt,
@@ -160,6 +177,13 @@ struct Pending {
 /// Host data reaches the device through a staging belt (mapped chunks reused from one
 /// submission to the next) and comes back through one reusable readback buffer, as
 /// large as the largest download so far: neither allocates once the sizes have been seen.
+///
+/// Row ids of gathers and scatter-adds travel like the uniforms: each call appends its
+/// lists to a host vector and records its offset in its uniform, and the vector is
+/// written to one *index arena* storage buffer right before the submit, so calls with
+/// different ids recorded back to back each read their own. Unlike a staging copy, this
+/// keeps the dispatches in one compute pass. The arena grows (after a submit) to the
+/// largest demand of one submission, so steady-state training allocates nothing per call.
 ///
 /// wgpu validation and out-of-memory errors are caught with error scopes around each
 /// submit (where wgpu reports errors of recorded passes), each bind group creation and
@@ -211,6 +235,8 @@ impl WgpuBackend {
             mapped_at_creation: false,
         });
         let belt = StagingBelt::new(ctx.device().clone(), STAGING_CHUNK);
+        let index_arena = Self::new_index_arena(&ctx, INDEX_ARENA_MIN_WORDS);
+        let index_arena = Arc::new(WgpuBuf::new(index_arena, INDEX_ARENA_MIN_WORDS, &dropped));
         WgpuBackend {
             ctx,
             pending: Mutex::new(Pending {
@@ -218,6 +244,9 @@ impl WgpuBackend {
                 pass_kernel: None,
                 encoder: None,
                 uniforms: Vec::new(),
+                index: Vec::new(),
+                index_arena,
+                order: Vec::new(),
                 belt,
                 bind_groups: HashMap::new(),
                 stats: WgpuStats::default(),
@@ -228,6 +257,16 @@ impl WgpuBackend {
             dropped,
             dummy,
         }
+    }
+
+    /// A storage buffer of `words` u32 for the row lists of gathers and scatter-adds.
+    fn new_index_arena(ctx: &WgpuContext, words: usize) -> wgpu::Buffer {
+        ctx.device().create_buffer(&wgpu::BufferDescriptor {
+            label: Some("index arena"),
+            size: 4 * words as u64,
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        })
     }
 
     /// The device context.
@@ -318,26 +357,86 @@ impl WgpuBackend {
         f(self.encoder(&mut pending.encoder));
     }
 
-    /// Ends the open pass, uploads the pending uniforms, then finishes and submits the
-    /// pending encoder, if any (does not wait).
+    /// Ends the open pass, uploads the pending uniforms and row lists, then finishes and
+    /// submits the pending encoder, if any (does not wait).
     fn submit(&self, pending: &mut Pending) -> Result<(), WgpuError> {
         let pass = pending.pass.take();
         pending.pass_kernel = None;
+        let mut result = Ok(());
         if let Some(encoder) = pending.encoder.take() {
-            let uniforms = std::mem::take(&mut pending.uniforms);
             pending.stats.submits += 1;
-            let belt = &mut pending.belt;
-            self.ctx.scoped("submitting recorded work", || {
+            let Pending {
+                belt,
+                uniforms,
+                index,
+                index_arena,
+                ..
+            } = pending;
+            result = self.ctx.scoped("submitting recorded work", || {
                 drop(pass);
                 // Unmaps the chunks the encoder copies from, as a submit requires.
                 belt.finish();
+                // Queue writes land before the whole submission runs (and after the
+                // previous one), which is why every dispatch has its own slot / offset.
                 if !uniforms.is_empty() {
-                    self.ctx.queue().write_buffer(&self.arena, 0, &uniforms);
+                    self.ctx.queue().write_buffer(&self.arena, 0, uniforms);
+                }
+                if !index.is_empty() {
+                    self.ctx.queue().write_buffer(
+                        &index_arena.buffer,
+                        0,
+                        bytemuck::cast_slice(index),
+                    );
                 }
                 self.ctx.queue().submit([encoder.finish()]);
                 // Chunks come back mapped once this submission has run (seen at a poll).
                 belt.recall();
+            });
+        }
+        // Slots and offsets start over with the next encoder; the vectors keep their capacity.
+        pending.uniforms.clear();
+        pending.index.clear();
+        result
+    }
+
+    /// Makes room for one more dispatch carrying `words` words of row lists: submits when
+    /// the uniform arena is full or the index arena cannot take `words` more, and then
+    /// replaces the index arena by one that holds this submission's lists and the new
+    /// ones (rounded up to a power of two), so the next submission of the same work fits.
+    fn make_room(
+        &self,
+        pending: &mut Pending,
+        op: &'static str,
+        words: usize,
+    ) -> Result<(), WgpuError> {
+        if pending.uniforms.len() as u64 >= UNIFORM_SLOTS * self.slot_bytes {
+            self.submit(pending)?;
+        }
+        let used = pending.index.len();
+        let capacity = pending.index_arena.len;
+        if used + words <= capacity {
+            return Ok(());
+        }
+        let max_bytes = self.device().limits().max_storage_buffer_binding_size;
+        let max_words = usize::try_from(max_bytes / 4).unwrap_or(usize::MAX);
+        if words > max_words {
+            return Err(WgpuError::RowListTooLarge {
+                op,
+                words,
+                max_bytes,
+            });
+        }
+        // The recorded dispatches read the arena at their submit: send them off before
+        // the arena is refilled from offset 0 or replaced.
+        self.submit(pending)?;
+        let grown = (used + words).next_power_of_two().min(max_words);
+        if grown > capacity {
+            let buffer = self.ctx.scoped("growing the index arena", || {
+                Self::new_index_arena(&self.ctx, grown)
             })?;
+            // The old arena's bind groups are evicted when its last `Arc` drops here.
+            pending.index_arena = Arc::new(WgpuBuf::new(buffer, grown, &self.dropped));
+            pending.stats.index_arena_grows += 1;
         }
         Ok(())
     }
@@ -419,6 +518,22 @@ impl WgpuBackend {
         storage: &[&WgpuBuf],
         groups: (u32, u32),
     ) -> Result<(), WgpuError> {
+        let compiled = self.ctx.pipeline(kernel)?;
+        let mut pending = self.lock();
+        self.make_room(&mut pending, kernel.entry(), 0)?;
+        self.record_dispatch(&mut pending, &compiled, kernel, uniform, storage, groups)
+    }
+
+    /// Records one dispatch into `pending`, which [`Self::make_room`] has prepared.
+    fn record_dispatch(
+        &self,
+        pending: &mut Pending,
+        compiled: &CompiledKernel,
+        kernel: Kernel,
+        uniform: &[u8],
+        storage: &[&WgpuBuf],
+        groups: (u32, u32),
+    ) -> Result<(), WgpuError> {
         assert!(
             uniform.len() as u64 == kernel.uniform_size()
                 && uniform.len() as u64 <= self.slot_bytes,
@@ -429,19 +544,13 @@ impl WgpuBackend {
             kernel.storage().len(),
             "internal: storage bindings do not match the kernel"
         );
-        let compiled = self.ctx.pipeline(kernel)?;
-        let mut pending = self.lock();
-        if pending.uniforms.len() as u64 >= UNIFORM_SLOTS * self.slot_bytes {
-            self.submit(&mut pending)?;
-        }
-        self.evict_dropped(&mut pending);
-        let bind_group = self.bind_group(&mut pending, kernel, &compiled.layout, storage)?;
+        self.evict_dropped(pending);
+        let bind_group = self.bind_group(pending, kernel, &compiled.layout, storage)?;
         let offset = pending.uniforms.len();
         pending.uniforms.extend_from_slice(uniform);
         pending
             .uniforms
             .resize(offset + self.slot_bytes as usize, 0);
-        let pending = &mut *pending;
         if pending.pass.is_none() {
             let pass = self
                 .encoder(&mut pending.encoder)
@@ -482,6 +591,71 @@ impl WgpuBackend {
         })
     }
 
+    /// Records a gather (`dir` = [`RowDir::Gather`]: `src` = table, `dst` = dense) or a
+    /// scatter-add (`src` = dense, `dst` = table) of the rows `ids`, whose lengths the
+    /// caller has checked ([`RowCopy::check`]); `ids` is not empty and `r.width > 0`.
+    ///
+    /// The gather's ids, or the scatter-add's sorted positions and segments, are appended
+    /// to the pending row lists and found by the kernel at the offsets in its uniform.
+    fn record_rows(
+        &self,
+        dir: RowDir,
+        r: &RowCopy,
+        ids: &[u32],
+        src: &WgpuBuf,
+        dst: &WgpuBuf,
+    ) -> Result<(), WgpuError> {
+        let (kernel, op) = match dir {
+            RowDir::Gather => (Kernel::GatherRows, "gather_rows"),
+            RowDir::ScatterAdd => (Kernel::ScatterAddRows, "scatter_add_rows"),
+        };
+        // Checked before anything is appended; a scatter-add has at most one segment per id.
+        self.pointwise_groups(op, ids.len() * r.width)?;
+        let mut dims = RowDims {
+            width: to_u32("row width", r.width)?,
+            rows: to_u32("row count", ids.len())?,
+            table_stride: to_u32("table stride", r.table_stride)?,
+            table_off: to_u32("table offset", r.table_off)?,
+            dense_stride: to_u32("dense stride", r.dense_stride)?,
+            dense_off: to_u32("dense offset", r.dense_off)?,
+            list_off: 0,
+            seg_off: 0,
+        };
+        let compiled = self.ctx.pipeline(kernel)?;
+        let mut guard = self.lock();
+        let pending = &mut *guard;
+        let (rows, words) = match dir {
+            RowDir::Gather => (ids.len(), ids.len()),
+            RowDir::ScatterAdd => {
+                let segments = sort_positions(ids, &mut pending.order);
+                (segments, segment_words(ids.len(), segments))
+            }
+        };
+        self.make_room(pending, op, words)?;
+        let base = pending.index.len();
+        match dir {
+            RowDir::Gather => pending.index.extend_from_slice(ids),
+            RowDir::ScatterAdd => push_segments(ids, &pending.order, &mut pending.index),
+        }
+        let arena_offset =
+            |at: usize| u32::try_from(at).expect("internal: arena offsets fit in u32");
+        dims.rows = to_u32("row count", rows)?;
+        dims.list_off = arena_offset(base);
+        if let RowDir::ScatterAdd = dir {
+            dims.seg_off = arena_offset(base + ids.len());
+        }
+        let groups = self.pointwise_groups(op, rows * r.width)?;
+        let arena = Arc::clone(&pending.index_arena);
+        self.record_dispatch(
+            pending,
+            &compiled,
+            kernel,
+            bytemuck::bytes_of(&dims),
+            &[&arena, src, dst],
+            groups,
+        )
+    }
+
     fn cell_dims(s: &CellStep) -> Result<CellDims, WgpuError> {
         Ok(CellDims {
             t: to_u32("cell step t", s.t)?,
@@ -490,6 +664,59 @@ impl WgpuBackend {
             pad0: 0,
         })
     }
+}
+
+/// Why a checked id count or position fits the shader's `u32` (see [`sort_positions`]).
+const ID_COUNT_FITS: &str = "internal: a checked id count is bounded by a buffer's rows";
+
+/// Which way [`WgpuBackend::record_rows`] moves rows.
+#[derive(Debug, Clone, Copy)]
+enum RowDir {
+    /// Table rows to dense rows.
+    Gather,
+    /// Dense rows added into table rows.
+    ScatterAdd,
+}
+
+/// Fills `order` with the positions `0..ids.len()` sorted by `(ids[p], p)` and returns
+/// the number of distinct ids (the scatter-add's segments). `order` keeps its capacity
+/// from call to call; the key is unique, so the in-place unstable sort is deterministic.
+///
+/// Positions and counts fit a `u32`: [`RowCopy::check`] has bounded the id count by the
+/// dense buffer's rows, and a buffer holds at most 2^25 `f32` (the 128 MiB binding limit).
+fn sort_positions(ids: &[u32], order: &mut Vec<u32>) -> usize {
+    order.clear();
+    order.extend((0..ids.len()).map(|p| u32::try_from(p).expect(ID_COUNT_FITS)));
+    order.sort_unstable_by_key(|&p| (ids[p as usize], p));
+    let boundaries = order
+        .windows(2)
+        .filter(|w| ids[w[0] as usize] != ids[w[1] as usize])
+        .count();
+    usize::from(!ids.is_empty()) + boundaries
+}
+
+/// Words a scatter-add's lists take: the sorted positions, an (id, start) pair per
+/// segment and the sentinel pair.
+fn segment_words(positions: usize, segments: usize) -> usize {
+    positions + 2 * segments + 2
+}
+
+/// Appends a scatter-add's lists to `out`: the sorted positions `order`, then one
+/// (id, start) pair per run of equal ids in `order` (start indexes `order`), then the
+/// sentinel pair (`u32::MAX`, `order.len()`) that ends the last run.
+fn push_segments(ids: &[u32], order: &[u32], out: &mut Vec<u32>) {
+    out.extend_from_slice(order);
+    let mut previous = None;
+    for (k, &p) in order.iter().enumerate() {
+        let id = ids[p as usize];
+        if previous != Some(id) {
+            out.push(id);
+            out.push(u32::try_from(k).expect(ID_COUNT_FITS));
+            previous = Some(id);
+        }
+    }
+    out.push(u32::MAX);
+    out.push(u32::try_from(order.len()).expect(ID_COUNT_FITS));
 }
 
 /// Lays `groups` workgroups out as rows of at most `max` along x, folded into y (the
@@ -816,6 +1043,36 @@ impl Backend for WgpuBackend {
         Ok(())
     }
 
+    fn gather_rows(
+        &self,
+        r: &RowCopy,
+        ids: &[u32],
+        table: &WgpuBuf,
+        dense: &mut WgpuBuf,
+    ) -> Result<(), NumError> {
+        r.check("gather_rows", ids, table.len, dense.len)?;
+        if ids.is_empty() || r.width == 0 {
+            return Ok(());
+        }
+        self.record_rows(RowDir::Gather, r, ids, table, dense)?;
+        Ok(())
+    }
+
+    fn scatter_add_rows(
+        &self,
+        r: &RowCopy,
+        ids: &[u32],
+        dense: &WgpuBuf,
+        table: &mut WgpuBuf,
+    ) -> Result<(), NumError> {
+        r.check("scatter_add_rows", ids, table.len, dense.len)?;
+        if ids.is_empty() || r.width == 0 {
+            return Ok(());
+        }
+        self.record_rows(RowDir::ScatterAdd, r, ids, dense, table)?;
+        Ok(())
+    }
+
     fn sync(&self) -> Result<(), NumError> {
         self.flush()?;
         self.wait()?;
@@ -825,7 +1082,35 @@ impl Backend for WgpuBackend {
 
 #[cfg(test)]
 mod tests {
-    use super::fold_groups;
+    use super::{fold_groups, push_segments, segment_words, sort_positions};
+
+    #[test]
+    fn scatter_lists_group_positions_by_id_in_position_order() {
+        let ids = [2u32, 0, 2, 3, 0, 2];
+        let mut order = vec![99; 2]; // stale contents are replaced
+        let segments = sort_positions(&ids, &mut order);
+        assert_eq!(order, [1, 4, 0, 2, 5, 3]);
+        assert_eq!(segments, 3);
+        let mut out = vec![7]; // appended after what is already there
+        push_segments(&ids, &order, &mut out);
+        assert_eq!(out, [7, 1, 4, 0, 2, 5, 3, 0, 0, 2, 2, 3, 5, u32::MAX, 6]);
+        assert_eq!(out.len() - 1, segment_words(ids.len(), segments));
+    }
+
+    #[test]
+    fn scatter_lists_of_one_id_and_of_a_permutation() {
+        let mut order = Vec::new();
+        assert_eq!(sort_positions(&[5, 5, 5], &mut order), 1);
+        let mut out = Vec::new();
+        push_segments(&[5, 5, 5], &order, &mut out);
+        assert_eq!(out, [0, 1, 2, 5, 0, u32::MAX, 3]);
+        // A permutation: one segment per position, positions ordered by id.
+        let perm = [2u32, 0, 1];
+        assert_eq!(sort_positions(&perm, &mut order), 3);
+        assert_eq!(order, [1, 2, 0]);
+        assert_eq!(sort_positions(&[], &mut order), 0);
+        assert!(order.is_empty());
+    }
 
     #[test]
     fn fold_groups_covers_every_workgroup_once() {

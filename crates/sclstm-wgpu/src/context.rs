@@ -5,7 +5,7 @@ use std::fmt;
 use std::sync::Mutex;
 
 use crate::WgpuError;
-use crate::uniforms::{CellDims, GemmDims};
+use crate::uniforms::{CellDims, GemmDims, RowDims};
 
 /// One WGSL source file of the top-level `shaders/` folder (one kernel family each).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -16,11 +16,18 @@ pub enum Shader {
     LstmCell,
     /// `shaders/task_gate.wgsl`: SC-LSTM task gate forward/backward step.
     TaskGate,
+    /// `shaders/rows.wgsl`: row gather and scatter-add by row ids.
+    Rows,
 }
 
 impl Shader {
     /// Every shader the backend uses.
-    pub const ALL: [Shader; 3] = [Shader::Gemm, Shader::LstmCell, Shader::TaskGate];
+    pub const ALL: [Shader; 4] = [
+        Shader::Gemm,
+        Shader::LstmCell,
+        Shader::TaskGate,
+        Shader::Rows,
+    ];
 
     /// Path relative to the workspace root; also the shader module's label.
     pub fn path(self) -> &'static str {
@@ -28,6 +35,7 @@ impl Shader {
             Shader::Gemm => "shaders/gemm.wgsl",
             Shader::LstmCell => "shaders/lstm_cell.wgsl",
             Shader::TaskGate => "shaders/task_gate.wgsl",
+            Shader::Rows => "shaders/rows.wgsl",
         }
     }
 
@@ -37,6 +45,7 @@ impl Shader {
             Shader::Gemm => include_str!("../../../shaders/gemm.wgsl"),
             Shader::LstmCell => include_str!("../../../shaders/lstm_cell.wgsl"),
             Shader::TaskGate => include_str!("../../../shaders/task_gate.wgsl"),
+            Shader::Rows => include_str!("../../../shaders/rows.wgsl"),
         }
     }
 }
@@ -64,6 +73,10 @@ pub enum Kernel {
     TaskGateFwd,
     /// `task_gate_bwd` in `shaders/task_gate.wgsl`.
     TaskGateBwd,
+    /// `gather_rows` in `shaders/rows.wgsl`.
+    GatherRows,
+    /// `scatter_add_rows` in `shaders/rows.wgsl`.
+    ScatterAddRows,
 }
 
 /// Most storage bindings of any kernel (`lstm_cell_bwd`: 7).
@@ -71,13 +84,15 @@ pub const MAX_STORAGE_BINDINGS: usize = 7;
 
 impl Kernel {
     /// Every kernel the backend launches.
-    pub const ALL: [Kernel; 6] = [
+    pub const ALL: [Kernel; 8] = [
         Kernel::Gemm,
         Kernel::GemmSmallM,
         Kernel::LstmCellFwd,
         Kernel::LstmCellBwd,
         Kernel::TaskGateFwd,
         Kernel::TaskGateBwd,
+        Kernel::GatherRows,
+        Kernel::ScatterAddRows,
     ];
 
     /// The shader file holding the entry point.
@@ -86,6 +101,7 @@ impl Kernel {
             Kernel::Gemm | Kernel::GemmSmallM => Shader::Gemm,
             Kernel::LstmCellFwd | Kernel::LstmCellBwd => Shader::LstmCell,
             Kernel::TaskGateFwd | Kernel::TaskGateBwd => Shader::TaskGate,
+            Kernel::GatherRows | Kernel::ScatterAddRows => Shader::Rows,
         }
     }
 
@@ -98,14 +114,21 @@ impl Kernel {
             Kernel::LstmCellBwd => "lstm_cell_bwd",
             Kernel::TaskGateFwd => "task_gate_fwd",
             Kernel::TaskGateBwd => "task_gate_bwd",
+            Kernel::GatherRows => "gather_rows",
+            Kernel::ScatterAddRows => "scatter_add_rows",
         }
     }
 
-    /// Size in bytes of the uniform struct at binding 0 ([`GemmDims`] or [`CellDims`]).
+    /// Size in bytes of the uniform struct at binding 0 ([`GemmDims`], [`CellDims`] or
+    /// [`RowDims`]).
     pub fn uniform_size(self) -> u64 {
         let size = match self {
             Kernel::Gemm | Kernel::GemmSmallM => std::mem::size_of::<GemmDims>(),
-            _ => std::mem::size_of::<CellDims>(),
+            Kernel::LstmCellFwd
+            | Kernel::LstmCellBwd
+            | Kernel::TaskGateFwd
+            | Kernel::TaskGateBwd => std::mem::size_of::<CellDims>(),
+            Kernel::GatherRows | Kernel::ScatterAddRows => std::mem::size_of::<RowDims>(),
         };
         size as u64
     }
@@ -126,6 +149,10 @@ impl Kernel {
             Kernel::TaskGateFwd => &[RW, RW, R, R],
             // o_k, tanh_c, mask, d_q_k, d_o_k, d_c
             Kernel::TaskGateBwd => &[R, R, R, R, RW, RW],
+            // index arena, table, dense
+            Kernel::GatherRows => &[R, R, RW],
+            // index arena, dense, table
+            Kernel::ScatterAddRows => &[R, R, RW],
         }
     }
 

@@ -35,6 +35,17 @@ pub enum WgpuError {
         /// The device's `max_storage_buffer_binding_size`.
         max_bytes: u64,
     },
+    /// The row lists of one gather or scatter-add (ids; sorted positions and segments)
+    /// exceed what one binding of the index arena can hold.
+    #[error("{op}: {words} words of row ids exceed the device's {max_bytes}-byte binding limit")]
+    RowListTooLarge {
+        /// Kernel name.
+        op: &'static str,
+        /// Words (u32) the lists need.
+        words: usize,
+        /// The device's `max_storage_buffer_binding_size`.
+        max_bytes: u64,
+    },
     /// A dispatch needs more workgroups than one grid dimension allows (65535).
     #[error("{op}: {groups} workgroups exceed the device's per-dimension limit of {max}")]
     TooManyWorkgroups {

@@ -54,9 +54,35 @@ pub struct CellDims {
     pub pad0: u32,
 }
 
+/// Layout of one row gather or scatter-add dispatch: `RowDims` in `shaders/rows.wgsl`.
+///
+/// `list_off` and `seg_off` are word offsets into the backend's index arena, where the
+/// host placed this dispatch's ids (gather) or its sorted positions and segments
+/// (scatter-add).
+#[repr(C, align(16))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Pod, Zeroable)]
+pub struct RowDims {
+    /// Values moved per row.
+    pub width: u32,
+    /// Rows of the grid: ids (gather) or distinct ids (scatter-add).
+    pub rows: u32,
+    /// Distance between table rows.
+    pub table_stride: u32,
+    /// Element offset of table row 0.
+    pub table_off: u32,
+    /// Distance between dense rows.
+    pub dense_stride: u32,
+    /// Element offset of dense row 0.
+    pub dense_off: u32,
+    /// Arena offset of the ids (gather) or of the positions sorted by (id, p) (scatter-add).
+    pub list_off: u32,
+    /// Arena offset of the (id, start) segment pairs (scatter-add; 0 for a gather).
+    pub seg_off: u32,
+}
+
 #[cfg(test)]
 mod tests {
-    use super::{CellDims, GemmDims};
+    use super::{CellDims, GemmDims, RowDims};
 
     #[test]
     fn uniform_structs_are_16_byte_multiples() {
@@ -66,5 +92,8 @@ mod tests {
         assert_eq!(std::mem::size_of::<CellDims>(), 16);
         assert_eq!(std::mem::size_of::<CellDims>() % 16, 0);
         assert_eq!(std::mem::align_of::<CellDims>(), 16);
+        assert_eq!(std::mem::size_of::<RowDims>(), 32);
+        assert_eq!(std::mem::size_of::<RowDims>() % 16, 0);
+        assert_eq!(std::mem::align_of::<RowDims>(), 16);
     }
 }

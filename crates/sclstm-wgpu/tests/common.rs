@@ -37,6 +37,37 @@ pub fn own_gpu() -> WgpuBackend {
     ))
 }
 
+/// A backend on a device of its own whose grid may span at most `max_groups` workgroups
+/// per dimension (wgpu allows a device below the adapter's limits and validates every
+/// dispatch against them): small inputs then need the folded (2-D) grid that only very
+/// large ones need under the default limit of 65535.
+pub fn gpu_with_grid_limit(max_groups: u32) -> Result<WgpuBackend, Box<dyn std::error::Error>> {
+    // Opens the shared device first, so a missing adapter fails with the usual message.
+    let info = gpu().context().adapter_info().clone();
+    let mut desc = wgpu::InstanceDescriptor::new_without_display_handle().with_env();
+    desc.backends = sclstm_wgpu::requested_backends();
+    let instance = wgpu::Instance::new(desc);
+    let adapter = pollster::block_on(instance.request_adapter(&wgpu::RequestAdapterOptions {
+        power_preference:
+            wgpu::PowerPreference::from_env().unwrap_or(wgpu::PowerPreference::HighPerformance),
+        ..Default::default()
+    }))?;
+    assert_eq!(adapter.get_info().name, info.name, "same adapter as gpu()");
+    let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+        label: Some("grid-limited"),
+        required_limits: wgpu::Limits {
+            max_compute_workgroups_per_dimension: max_groups,
+            ..wgpu::Limits::default()
+        },
+        ..Default::default()
+    }))?;
+    Ok(WgpuBackend::from_context(WgpuContext::from_device(
+        device,
+        queue,
+        adapter.get_info(),
+    )))
+}
+
 /// The CPU reference backend (single-threaded: deterministic summation order).
 pub fn cpu() -> CpuBackend<f32> {
     CpuBackend::<f32>::new(1).expect("single-threaded CPU backend")

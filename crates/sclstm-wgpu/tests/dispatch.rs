@@ -1,8 +1,9 @@
 //! Host-side recording: kernel choice by m, bind group reuse across time steps, eviction
-//! when buffers are dropped, the cache bound, and compute passes per run of dispatches.
+//! when buffers are dropped, the cache bound, compute passes per run of dispatches, and
+//! the index arena that carries the row ids of gathers and scatter-adds.
 //! Each test uses a backend of its own ([`own_gpu`]) so the counters are its own.
 
-use sclstm_core::{Backend, CellStep, Gemm};
+use sclstm_core::{Backend, CellStep, Gemm, NumError, RowCopy};
 use sclstm_wgpu::{BIND_GROUP_CACHE_MAX, SMALL_M_MAX};
 
 use crate::common::{TestResult, assert_close, cpu, mask, own_gpu, rng, uniform};
@@ -242,5 +243,127 @@ fn staging_and_readback_reuse_keep_data_exact() -> TestResult {
         assert_eq!(be.download(&big)?, big_data, "round {round}");
         assert_eq!(be.download(&small)?, want_small, "round {round}");
     }
+    Ok(())
+}
+
+/// Ids `(k·seed + 3) mod rows` for `k < n`: a different list for every seed.
+fn ids_for(n: usize, rows: usize, seed: usize) -> Vec<u32> {
+    (0..n)
+        .map(|k| u32::try_from((k * seed + 3) % rows).expect("small ids"))
+        .collect()
+}
+
+/// Row ids travel in the index arena, not in a copy: gathers and scatter-adds with new
+/// ids at every call, mixed with another kernel, stay in one compute pass, record one
+/// dispatch each, create their bind groups once and submit nothing before the download.
+#[test]
+fn row_calls_share_the_pass_and_their_bind_groups() -> TestResult {
+    let gpu = own_gpu();
+    let r = RowCopy::packed(30, 8);
+    let table_host: Vec<f32> = (0..30 * 8).map(|i| (i % 17) as f32 - 8.0).collect();
+    fn record<Bk: Backend<Elem = f32>>(
+        be: &Bk,
+        r: &RowCopy,
+        round: usize,
+        bufs: &mut [Bk::Buf; 4],
+    ) -> Result<(), NumError> {
+        let [table, dense, grad, c] = bufs;
+        be.gather_rows(r, &ids_for(12, 30, round + 1), table, dense)?;
+        be.scatter_add_rows(r, &ids_for(12, 30, 2 * round + 5), dense, grad)?;
+        be.gemm(&Gemm::new(1, 1, 1), table, table, None, c)
+    }
+    let run = |be_is_gpu: bool| -> Result<Vec<f32>, Box<dyn std::error::Error>> {
+        if be_is_gpu {
+            let mut bufs = [
+                gpu.upload(&table_host)?,
+                gpu.zeros(12 * 8)?,
+                gpu.zeros(30 * 8)?,
+                gpu.zeros(1)?,
+            ];
+            gpu.sync()?;
+            let before = gpu.stats();
+            record(&gpu, &r, 0, &mut bufs)?;
+            let first = gpu.stats();
+            for round in 1..5 {
+                record(&gpu, &r, round, &mut bufs)?;
+            }
+            let after = gpu.stats();
+            assert_eq!(first.bind_groups_created - before.bind_groups_created, 3);
+            assert_eq!(after.bind_groups_created, first.bind_groups_created);
+            assert_eq!(after.dispatches - before.dispatches, 15);
+            assert_eq!(after.compute_passes - before.compute_passes, 1);
+            assert_eq!(after.submits, before.submits);
+            Ok(gpu.download(&bufs[2])?)
+        } else {
+            let cpu = cpu();
+            let mut bufs = [
+                cpu.upload(&table_host)?,
+                cpu.zeros(12 * 8)?,
+                cpu.zeros(30 * 8)?,
+                cpu.zeros(1)?,
+            ];
+            for round in 0..5 {
+                record(&cpu, &r, round, &mut bufs)?;
+            }
+            Ok(cpu.download(&bufs[2])?)
+        }
+    };
+    // Integer-valued rows: the sums are exact on both backends.
+    assert_eq!(run(true)?, run(false)?);
+    Ok(())
+}
+
+/// A submission whose row lists outgrow the index arena (16 Ki words) submits what was
+/// recorded, grows the arena and carries on correctly; the same work again then fits:
+/// no growth, one submit per round (its download), and no new bind group.
+#[test]
+fn index_arena_grows_once_then_fits() -> TestResult {
+    let gpu = own_gpu();
+    let cpu = cpu();
+    let r = RowCopy::packed(100, 1);
+    let table_host: Vec<f32> = (0..100).map(|i| i as f32).collect();
+    let (small, big) = (ids_for(10, 97, 7), ids_for(20_000, 97, 13));
+    fn round<Bk: Backend<Elem = f32>>(
+        be: &Bk,
+        r: &RowCopy,
+        ids: [&[u32]; 2],
+        bufs: &mut [Bk::Buf; 4],
+    ) -> Result<Vec<f32>, NumError> {
+        let [table, a, b, grad] = bufs;
+        be.gather_rows(r, ids[0], table, a)?;
+        be.gather_rows(r, ids[1], table, b)?;
+        be.scatter_add_rows(r, ids[1], b, grad)?;
+        be.download(grad)
+    }
+    let mut on_gpu = [
+        gpu.upload(&table_host)?,
+        gpu.zeros(10)?,
+        gpu.zeros(20_000)?,
+        gpu.zeros(100)?,
+    ];
+    let mut on_cpu = [
+        cpu.upload(&table_host)?,
+        cpu.zeros(10)?,
+        cpu.zeros(20_000)?,
+        cpu.zeros(100)?,
+    ];
+    let mut created = Vec::new();
+    for k in 0..3 {
+        let before = gpu.stats();
+        let got = round(&gpu, &r, [&small, &big], &mut on_gpu)?;
+        let after = gpu.stats();
+        let want = round(&cpu, &r, [&small, &big], &mut on_cpu)?;
+        assert_eq!(got, want, "round {k}");
+        let grows = after.index_arena_grows - before.index_arena_grows;
+        if k == 0 {
+            assert!(grows >= 1, "the first round outgrows the arena");
+        } else {
+            assert_eq!(grows, 0, "round {k}");
+            assert_eq!(after.submits - before.submits, 1, "round {k}");
+        }
+        created.push(after.bind_groups_created - before.bind_groups_created);
+    }
+    assert_eq!(created[2], 0, "bind groups created per round: {created:?}");
+    assert_eq!(gpu.download(&on_gpu[1])?, cpu.download(&on_cpu[1])?);
     Ok(())
 }

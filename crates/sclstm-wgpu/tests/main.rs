@@ -9,5 +9,6 @@
 mod common;
 mod dispatch;
 mod parity;
+mod rows;
 mod shaders;
 mod time_loop;

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use std::mem::{offset_of, size_of};
 
-use sclstm_wgpu::{CellDims, GemmDims, Kernel, MAX_STORAGE_BINDINGS, Shader};
+use sclstm_wgpu::{CellDims, GemmDims, Kernel, MAX_STORAGE_BINDINGS, RowDims, Shader};
 
 fn shader_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shaders")
@@ -143,6 +143,20 @@ fn uniform_structs_mirror_the_rust_side() {
             (cell.clone(), size_of::<CellDims>())
         );
     }
+    let rows = fields(&[
+        ("width", offset_of!(RowDims, width)),
+        ("rows", offset_of!(RowDims, rows)),
+        ("table_stride", offset_of!(RowDims, table_stride)),
+        ("table_off", offset_of!(RowDims, table_off)),
+        ("dense_stride", offset_of!(RowDims, dense_stride)),
+        ("dense_off", offset_of!(RowDims, dense_off)),
+        ("list_off", offset_of!(RowDims, list_off)),
+        ("seg_off", offset_of!(RowDims, seg_off)),
+    ]);
+    assert_eq!(
+        wgsl_struct(Shader::Rows, "RowDims"),
+        (rows, size_of::<RowDims>())
+    );
 }
 
 /// wgpu's default `max_compute_workgroup_storage_size`, which the backend keeps.
