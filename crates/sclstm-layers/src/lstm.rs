@@ -64,7 +64,8 @@
 //! `d_h[t]` and `d_o_k[t]·W_k` into `d_q_k[t]`, and computes all weight gradients after
 //! the loop as big gemms over `T·B` rows: `dW_ih = d_gatesᵀ·x`, `dW_hh = d_gatesᵀ·h[0..T]`,
 //! `db = 1ᵀ·d_gates` (a gemm with a ones vector), `d_x = d_gates·W_ih`; the directions'
-//! `d_x` rows are scatter-added into the call's `d_x` in unit order and downloaded once.
+//! `d_x` rows are scatter-added, in unit order, into the call's input buffer (its input
+//! is no longer needed) and downloaded once.
 //! The derivation is in `BACKWARD.md`.
 //!
 //! # Output columns
@@ -281,8 +282,9 @@ const POOL_ELEMS: usize = 128 << 20;
 /// three layers with and without a backward, in two or three row buckets.
 const CALL_POOL_LIMIT: usize = 16;
 
-/// Elements the pooled call caches may hold (128 MiB in f32); a paper-config training
-/// step's three call caches hold about 4 M elements each.
+/// Elements the pooled call caches may hold (128 MiB in f32): a paper-config training
+/// step's three call caches hold up to 2 M elements each, an evaluation batch's (2,048
+/// padded tokens, three task gates) up to 6 M each.
 const CALL_POOL_ELEMS: usize = 32 << 20;
 
 /// A cache that can wait in a [`Pool`].
@@ -538,15 +540,10 @@ impl<B: Backend> LayerWorkspace<B> {
 
     /// A call cache for a call of geometry `geo` with `nd` directions, pooled or new
     /// (bucketed by powers of two of `T·B` like the direction caches).
-    fn take_call(
-        &self,
-        geo: &DirGeometry,
-        nd: usize,
-        backward: bool,
-    ) -> Result<CallCache<B>, NumError> {
-        match self.calls.take(|c| c.fits(geo, nd, backward)) {
+    fn take_call(&self, geo: &DirGeometry, nd: usize) -> Result<CallCache<B>, NumError> {
+        match self.calls.take(|c| c.fits(geo, nd)) {
             Some(c) => Ok(c),
-            None => CallCache::new(self.backend.as_ref(), geo, nd, backward),
+            None => CallCache::new(self.backend.as_ref(), geo, nd),
         }
     }
 
@@ -764,8 +761,11 @@ impl<B: Backend> DirCache<B> {
 
 /// Device buffers one layer call shares between its units, in the caller's row order
 /// (row `t·B + b` = step `t` of sentence `b`): the inputs are uploaded once and every
-/// unit gathers its rows from them; the units' outputs and input gradients are
-/// scatter-added into them and downloaded once. Shapes name the capacity `rows ≥ T·B`.
+/// unit gathers its rows from them; the units' outputs are scatter-added into `out` and
+/// downloaded once. The backward reuses the same buffers, whose forward contents are no
+/// longer needed by then (the units keep their own gathered inputs): `out` receives the
+/// output gradient, `x` and `x_k` collect the input gradients. Shapes name the capacity
+/// `rows ≥ T·B`.
 struct CallCache<B: Backend> {
     /// Layer sizes of the call that made it (`steps`, `batch` unused).
     geo: DirGeometry,
@@ -775,71 +775,47 @@ struct CallCache<B: Backend> {
     rows: usize,
     /// Elements in all its buffers together.
     elems: usize,
-    /// Whether it has the gradient buffers.
-    backward: bool,
-    /// Shared input `x` (T·B, D).
+    /// Shared input `x`, then its gradient (T·B, D).
     x: B::Buf,
-    /// Separate task inputs `x^k` (T·B, D_k), one per task that reads one, in order.
+    /// Separate task inputs `x^k`, then their gradients (T·B, D_k), one per task that
+    /// reads one, in order.
     x_k: Vec<B::Buf>,
-    /// The layer's output (T·B, nd·(1+K)·H), column layout in the module docs.
+    /// The layer's output, then its gradient (T·B, nd·(1+K)·H), column layout in the
+    /// module docs.
     out: B::Buf,
-    /// Gradient w.r.t. the output (T·B, nd·(1+K)·H) (backward only).
-    d_out: B::Buf,
-    /// Gradient w.r.t. `x` (T·B, D) (backward only).
-    d_x: B::Buf,
-    /// Gradients w.r.t. the separate task inputs (backward only).
-    d_x_k: Vec<B::Buf>,
 }
 
 impl<B: Backend> CallCache<B> {
-    /// Allocates buffers for a call of `geo` with `nd` directions; the gradient buffers
-    /// only when `backward`.
-    fn new(be: &B, geo: &DirGeometry, nd: usize, backward: bool) -> Result<Self, NumError> {
+    /// Allocates buffers for a call of `geo` with `nd` directions.
+    fn new(be: &B, geo: &DirGeometry, nd: usize) -> Result<Self, NumError> {
         let rows = (geo.steps * geo.batch).next_power_of_two();
         let width = nd * (1 + geo.tasks.len()) * geo.hidden;
         let elems = Cell::new(0);
         let z = |n: usize| {
-            let n = if backward { n.max(1) } else { 1 };
-            elems.set(elems.get() + n);
-            be.zeros(n)
-        };
-        let zf = |n: usize| {
             elems.set(elems.get() + n.max(1));
             be.zeros(n.max(1))
         };
-        let separate: Vec<usize> = geo
-            .tasks
-            .iter()
-            .filter(|&&(_, sep)| sep)
-            .map(|&(dk, _)| dk)
-            .collect();
         let mut cache = CallCache {
             geo: geo.clone(),
             nd,
             rows,
             elems: 0,
-            backward,
-            x: zf(rows * geo.input)?,
-            x_k: separate
+            x: z(rows * geo.input)?,
+            x_k: geo
+                .tasks
                 .iter()
-                .map(|&dk| zf(rows * dk))
+                .filter(|&&(_, sep)| sep)
+                .map(|&(dk, _)| z(rows * dk))
                 .collect::<Result<_, _>>()?,
-            out: zf(rows * width)?,
-            d_out: z(rows * width)?,
-            d_x: z(rows * geo.input)?,
-            d_x_k: separate
-                .iter()
-                .map(|&dk| z(rows * dk))
-                .collect::<Result<_, _>>()?,
+            out: z(rows * width)?,
         };
         cache.elems = elems.get();
         Ok(cache)
     }
 
     /// Whether this cache can serve a call of `geo` with `nd` directions: same layer
-    /// sizes, enough rows but at most [`MAX_SLACK`] times too many, gradient buffers if
-    /// asked for.
-    fn fits(&self, geo: &DirGeometry, nd: usize, backward: bool) -> bool {
+    /// sizes, enough rows but at most [`MAX_SLACK`] times too many.
+    fn fits(&self, geo: &DirGeometry, nd: usize) -> bool {
         let need = geo.steps * geo.batch;
         self.nd == nd
             && self.geo.input == geo.input
@@ -847,7 +823,6 @@ impl<B: Backend> CallCache<B> {
             && self.geo.tasks == geo.tasks
             && self.rows >= need
             && self.rows <= MAX_SLACK * need
-            && (self.backward || !backward)
     }
 }
 
@@ -1310,7 +1285,7 @@ pub fn sc_lstm_forward<B: Backend + 'static>(
         for unit in &units {
             caches.push(ws.take(&unit.geo, record)?);
         }
-        call = Some(ws.take_call(&geo, nd, record)?);
+        call = Some(ws.take_call(&geo, nd)?);
         forward_units(
             ws,
             args,
@@ -1576,9 +1551,9 @@ impl<B: Backend> FusedOp<B::Elem> for ScLstmOp<B> {
             .expect("internal: the call cache stays until the op is dropped");
         let width = nd * (1 + n_tasks) * hd;
 
-        be.write(&mut call.d_out, &row_major(d_out))?;
-        be.fill_zero(&mut call.d_x)?;
-        for buf in &mut call.d_x_k {
+        be.write(&mut call.out, &row_major(d_out))?;
+        be.fill_zero(&mut call.x)?;
+        for buf in &mut call.x_k {
             be.fill_zero(buf)?;
         }
         let mut cell_grads = Vec::with_capacity(nd);
@@ -1589,10 +1564,10 @@ impl<B: Backend> FusedOp<B::Elem> for ScLstmOp<B> {
             let unit = &self.units[i];
             // Output columns → (T_g+1, B_g, H) gradients from slot 1 (slot 0 is never read).
             let take = |col: usize| caller_rows(rows, width, col, hd, unit.geo.batch);
-            be.gather_rows(&take(unit.dir * hd), &unit.ids, &call_in.d_out, &mut dc.d_h)?;
+            be.gather_rows(&take(unit.dir * hd), &unit.ids, &call_in.out, &mut dc.d_h)?;
             for (j, tc) in dc.tasks.iter_mut().enumerate() {
                 let col = (nd * (1 + j) + unit.dir) * hd;
-                be.gather_rows(&take(col), &unit.ids, &call_in.d_out, &mut tc.d_q_k)?;
+                be.gather_rows(&take(col), &unit.ids, &call_in.out, &mut tc.d_q_k)?;
             }
             dir_backward(be, dc, &unit.active)
         });
@@ -1608,11 +1583,11 @@ impl<B: Backend> FusedOp<B::Elem> for ScLstmOp<B> {
                 &caller_rows(rows, d, 0, d, 0),
                 &unit.ids,
                 &dc.d_x,
-                &mut call.d_x,
+                &mut call.x,
             )?;
             let separate = dc.tasks.iter().filter_map(|tc| tc.d_x_k.as_ref());
             for ((dxk, acc), &(dk, _)) in separate
-                .zip(call.d_x_k.iter_mut())
+                .zip(call.x_k.iter_mut())
                 .zip(self.geo.tasks.iter().filter(|t| t.1))
             {
                 be.scatter_add_rows(&caller_rows(rows, dk, 0, dk, 0), &unit.ids, dxk, acc)?;
@@ -1638,9 +1613,9 @@ impl<B: Backend> FusedOp<B::Elem> for ScLstmOp<B> {
             v.truncate(rows * cols);
             Ok(Matrix::from_shape_vec((rows, cols), v).expect("internal: gradient length matches"))
         };
-        let d_x = fetch(&call.d_x, d)?;
+        let d_x = fetch(&call.x, d)?;
         let mut d_x_k = call
-            .d_x_k
+            .x_k
             .iter()
             .zip(self.geo.tasks.iter().filter(|t| t.1))
             .map(|(buf, &(dk, _))| fetch(buf, dk));
