@@ -7,8 +7,12 @@
 use std::sync::Arc;
 
 use sclstm_autodiff::optim::{Adam, AdamConfig, clip_grad_norm};
-use sclstm_core::Backend;
+use sclstm_core::{Backend, Matrix};
 use sclstm_cpu::CpuBackend;
+use sclstm_layers::{
+    DirectionWeights, LayerWorkspace, LstmWeights, ScLstmArgs, TaskGateWeights, TaskInput,
+    sc_lstm_forward,
+};
 use sclstm_model::{CharCnnConfig, Family, HeadKind, ModelConfig, ModelInput, Tagger, TaskConfig};
 use sclstm_wgpu::WgpuBackend;
 
@@ -158,6 +162,79 @@ fn sc_lstm_crf_training_step_matches_cpu() {
             "the step reaches the parameters ({nonzero} non-zero gradients)"
         );
     }
+}
+
+/// One bidirectional SC-LSTM layer call with two task gates on sentences of lengths 8
+/// and 1 (split into two length groups: four units, twelve state buffers on the
+/// device) on `be`: its output and its input gradient for an all-ones output gradient.
+fn layer_call<Bk: Backend<Elem = f32> + 'static>(be: Arc<Bk>) -> (Matrix<f32>, Matrix<f32>) {
+    let (d, h) = (5, 6);
+    let lens = [8, 1, 8, 1];
+    let rows = 8 * lens.len();
+    let m = |r: usize, c: usize, seed: usize| {
+        Matrix::from_shape_fn((r, c), |(i, j)| {
+            (((i * 31 + j * 17 + seed * 7) % 23) as f32 - 11.0) / 20.0
+        })
+    };
+    let x = m(rows, d, 1);
+    let cells: Vec<[Matrix<f32>; 3]> = (0..2)
+        .map(|s| [m(4 * h, d, 2 + s), m(4 * h, h, 4 + s), m(1, 4 * h, 6 + s)])
+        .collect();
+    let gates: Vec<Vec<[Matrix<f32>; 3]>> = (0..2)
+        .map(|s| {
+            (0..2)
+                .map(|k| [m(h, d, 8 + s + k), m(h, h, 10 + s + k), m(1, h, 12 + s + k)])
+                .collect()
+        })
+        .collect();
+    let args = ScLstmArgs {
+        x: &x,
+        lens: &lens,
+        task_inputs: vec![TaskInput::Shared, TaskInput::Shared],
+        directions: cells
+            .iter()
+            .zip(&gates)
+            .map(|([w_ih, w_hh, b], g)| DirectionWeights {
+                cell: LstmWeights { w_ih, w_hh, b },
+                tasks: g
+                    .iter()
+                    .map(|[u, w, b]| TaskGateWeights { u, w, b })
+                    .collect(),
+            })
+            .collect(),
+        weights_version: None,
+    };
+    let ws = LayerWorkspace::new(be);
+    let (out, op) = sc_lstm_forward(&ws, &args, true).unwrap();
+    let d_out = Matrix::from_elem(out.dim(), 1.0);
+    let grads = op.expect("a recorded call").backward(&d_out).unwrap();
+    let d_x = grads[0].clone().expect("x gets a gradient");
+    (out, d_x)
+}
+
+/// The layer call uploads its input once, gathers each unit's rows on the device and
+/// collects every unit's `h` and `q^k` into one buffer: the forward ends in a single
+/// download (one submission), the backward in one per unit plus one for the input
+/// gradient; output and input gradient match the CPU.
+#[test]
+fn layer_calls_download_once_forward_and_once_per_unit_backward() {
+    let be = wgpu();
+    // Warm up: pipelines, caches, arenas.
+    layer_call(Arc::clone(&be));
+    let before = be.stats().submits;
+    let (out, d_x) = layer_call(Arc::clone(&be));
+    let after = be.stats().submits;
+    let (cpu_out, cpu_d_x) = layer_call(Arc::new(CpuBackend::<f32>::new(1).unwrap()));
+    for (i, (g, c)) in out.iter().zip(&cpu_out).enumerate() {
+        close(&format!("out[{i}]"), *g, *c);
+    }
+    for (i, (g, c)) in d_x.iter().zip(&cpu_d_x).enumerate() {
+        close(&format!("d_x[{i}]"), *g, *c);
+    }
+    assert!(cpu_out.iter().any(|&v| v != 0.0) && cpu_d_x.iter().any(|&v| v != 0.0));
+    // Forward: one download. Backward: the input gradient once, plus one download of
+    // each of the four units' packed weight gradients (nine matrices each).
+    assert_eq!(after - before, 1 + 1 + 4);
 }
 
 #[test]

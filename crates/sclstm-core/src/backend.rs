@@ -194,6 +194,16 @@ pub trait Backend: Send + Sync {
     /// Copies a whole device buffer back to the host, waiting for pending work.
     fn download(&self, buf: &Self::Buf) -> Result<Vec<Self::Elem>, NumError>;
 
+    /// Copies consecutive parts of a buffer back to the host in one transfer, waiting
+    /// for pending work: part `i` has `sizes[i]` elements and starts where part `i - 1`
+    /// ended (part 0 at element 0). One round trip where several buffers would need one
+    /// each.
+    fn download_parts(
+        &self,
+        buf: &Self::Buf,
+        sizes: &[usize],
+    ) -> Result<Vec<Vec<Self::Elem>>, NumError>;
+
     /// A new zero-filled buffer of `len` elements.
     fn zeros(&self, len: usize) -> Result<Self::Buf, NumError>;
 

@@ -131,6 +131,26 @@ impl<R: Real> Backend for CpuBackend<R> {
         Ok(buf.clone())
     }
 
+    fn download_parts(&self, buf: &Vec<R>, sizes: &[usize]) -> Result<Vec<Vec<R>>, NumError> {
+        let needed = sizes.iter().sum();
+        if buf.len() < needed {
+            return Err(NumError::BufferTooSmall {
+                op: "download_parts",
+                len: buf.len(),
+                needed,
+            });
+        }
+        let mut rest = &buf[..];
+        Ok(sizes
+            .iter()
+            .map(|&n| {
+                let (part, tail) = rest.split_at(n);
+                rest = tail;
+                part.to_vec()
+            })
+            .collect())
+    }
+
     fn zeros(&self, len: usize) -> Result<Vec<R>, NumError> {
         Ok(vec![R::zero(); len])
     }

@@ -601,12 +601,6 @@ struct TaskCache<B: Backend> {
     d_q_k: B::Buf,
     /// Gradient w.r.t. `x^k` (T, B, D_k); `None` when the gate reads `x`.
     d_x_k: Option<B::Buf>,
-    /// Gradient w.r.t. `U_k` (H, D_k).
-    d_u: B::Buf,
-    /// Gradient w.r.t. `W_k` (H, H).
-    d_w: B::Buf,
-    /// Gradient w.r.t. `b_k` (H).
-    d_b: B::Buf,
 }
 
 /// Device buffers of one direction of one layer (llm.c-style activation cache). Shapes
@@ -655,12 +649,10 @@ struct DirCache<B: Backend> {
     d_c: B::Buf,
     /// Gradient w.r.t. `x` (T, B, D), including shared-input task gates.
     d_x: B::Buf,
-    /// Gradient w.r.t. `W_ih` (4H, D).
-    d_w_ih: B::Buf,
-    /// Gradient w.r.t. `W_hh` (4H, H).
-    d_w_hh: B::Buf,
-    /// Gradient w.r.t. `b` (4H).
-    d_b: B::Buf,
+    /// Every weight gradient of the direction, packed in gradient order
+    /// ([`param_sizes`]): `W_ih` (4H, D), `W_hh` (4H, H), `b` (4H), then per task `U_k`
+    /// (H, D_k), `W_k` (H, H), `b_k` (H). One buffer, so one download.
+    d_params: B::Buf,
     /// One per requested task, in request order.
     tasks: Vec<TaskCache<B>>,
 }
@@ -707,9 +699,6 @@ impl<B: Backend> DirCache<B> {
                 d_o_k: zb(rows * h)?,
                 d_q_k: zb(rows * h)?,
                 d_x_k: if separate { Some(zb(rows * dk)?) } else { None },
-                d_u: zb(h * dk)?,
-                d_w: zb(h * h)?,
-                d_b: zb(h)?,
             });
         }
         let mut cache = DirCache {
@@ -733,9 +722,7 @@ impl<B: Backend> DirCache<B> {
             d_h: zb(rows * h)?,
             d_c: zb(rows * h)?,
             d_x: zb(rows * d)?,
-            d_w_ih: zb(4 * h * d)?,
-            d_w_hh: zb(4 * h * h)?,
-            d_b: zb(4 * h)?,
+            d_params: zb(param_sizes(geo).iter().sum())?,
             tasks,
         };
         cache.elems = elems.get();
@@ -873,12 +860,15 @@ impl<R: Real> TransposedWeights<R> {
     }
 }
 
-/// Host results of one direction's backward (the input gradients stay on the device).
-struct DirGrads<R> {
-    /// `[d_w_ih, d_w_hh, d_b]` flat.
-    cell: [Vec<R>; 3],
-    /// Per task `[d_u, d_w, d_b]` flat.
-    tasks: Vec<[Vec<R>; 3]>,
+/// Element counts of one direction's weights in gradient order: `W_ih`, `W_hh`, `b`,
+/// then per task `U_k`, `W_k`, `b_k` (the layout of `DirCache::d_params`).
+fn param_sizes(geo: &DirGeometry) -> Vec<usize> {
+    let (d, h) = (geo.input, geo.hidden);
+    let mut sizes = vec![4 * h * d, 4 * h * h, 4 * h];
+    for &(dk, _) in &geo.tasks {
+        sizes.extend([h * dk, h * h, h]);
+    }
+    sizes
 }
 
 /// Runs one direction forward on the device (the caller has gathered the unit's rows of
@@ -976,12 +966,13 @@ fn dir_forward<B: Backend>(
 /// Runs one direction's BPTT on the device. The caller has gathered the output
 /// gradients into `d_h` and each task's `d_q_k` ((T+1, B, H), slot 0 ignored) in this
 /// unit's row order. The input gradients `d_x` (and `d_x_k`) stay in the cache for the
-/// caller to collect; the weight gradients are downloaded.
+/// caller to collect; the weight gradients are downloaded in one transfer, one vector
+/// each in the order of [`param_sizes`].
 fn dir_backward<B: Backend>(
     be: &B,
     dc: &mut DirCache<B>,
     active: &[usize],
-) -> Result<DirGrads<B::Elem>, NumError> {
+) -> Result<Vec<Vec<B::Elem>>, NumError> {
     let DirGeometry {
         steps,
         batch,
@@ -1044,20 +1035,39 @@ fn dir_backward<B: Backend>(
         }
     }
 
-    // Weight gradients: one gemm each over all T·B rows.
-    let d_gates_t = |n: usize| Gemm {
+    // Weight gradients: one gemm each over all T·B rows, into their packed slots.
+    let sizes = param_sizes(&dc.geo);
+    let offsets: Vec<usize> = sizes
+        .iter()
+        .scan(0, |at, &n| {
+            *at += n;
+            Some(*at - n)
+        })
+        .collect();
+    let d_gates_t = |n: usize, c_off: usize| Gemm {
         trans_a: true,
+        c_off,
         ..Gemm::new(4 * hd, n, rows)
     };
-    be.gemm(&d_gates_t(d), &dc.d_gates, &dc.x, None, &mut dc.d_w_ih)?;
-    be.gemm(&d_gates_t(hd), &dc.d_gates, &dc.h, None, &mut dc.d_w_hh)?;
     be.gemm(
-        &Gemm::new(1, 4 * hd, rows),
-        &dc.ones,
+        &d_gates_t(d, offsets[0]),
         &dc.d_gates,
+        &dc.x,
         None,
-        &mut dc.d_b,
+        &mut dc.d_params,
     )?;
+    be.gemm(
+        &d_gates_t(hd, offsets[1]),
+        &dc.d_gates,
+        &dc.h,
+        None,
+        &mut dc.d_params,
+    )?;
+    let bias = Gemm {
+        c_off: offsets[2],
+        ..Gemm::new(1, 4 * hd, rows)
+    };
+    be.gemm(&bias, &dc.ones, &dc.d_gates, None, &mut dc.d_params)?;
     be.gemm(
         &Gemm::new(rows, d, 4 * hd),
         &dc.d_gates,
@@ -1067,20 +1077,26 @@ fn dir_backward<B: Backend>(
     )?;
     for (j, tc) in dc.tasks.iter_mut().enumerate() {
         let dk = dc.geo.tasks[j].0;
-        let d_o_t = |n: usize| Gemm {
+        let at = &offsets[3 + 3 * j..6 + 3 * j];
+        let d_o_t = |n: usize, c_off: usize| Gemm {
             trans_a: true,
+            c_off,
             ..Gemm::new(hd, n, rows)
         };
         let xk = tc.x_k.as_ref().unwrap_or(&dc.x);
-        be.gemm(&d_o_t(dk), &tc.d_o_k, xk, None, &mut tc.d_u)?;
-        be.gemm(&d_o_t(hd), &tc.d_o_k, &tc.q_k, None, &mut tc.d_w)?;
+        be.gemm(&d_o_t(dk, at[0]), &tc.d_o_k, xk, None, &mut dc.d_params)?;
         be.gemm(
-            &Gemm::new(1, hd, rows),
-            &dc.ones,
+            &d_o_t(hd, at[1]),
             &tc.d_o_k,
+            &tc.q_k,
             None,
-            &mut tc.d_b,
+            &mut dc.d_params,
         )?;
+        let bias = Gemm {
+            c_off: at[2],
+            ..Gemm::new(1, hd, rows)
+        };
+        be.gemm(&bias, &dc.ones, &tc.d_o_k, None, &mut dc.d_params)?;
         let back = Gemm::new(rows, dk, hd);
         match &mut tc.d_x_k {
             Some(dxk) => be.gemm(&back, &tc.d_o_k, &tc.u, None, dxk)?,
@@ -1094,28 +1110,7 @@ fn dir_backward<B: Backend>(
         }
     }
 
-    let take = |buf: &B::Buf, n: usize| -> Result<Vec<B::Elem>, NumError> {
-        let mut v = be.download(buf)?;
-        v.truncate(n);
-        Ok(v)
-    };
-    let mut tasks = Vec::with_capacity(dc.tasks.len());
-    for (j, tc) in dc.tasks.iter().enumerate() {
-        let dk = dc.geo.tasks[j].0;
-        tasks.push([
-            take(&tc.d_u, hd * dk)?,
-            take(&tc.d_w, hd * hd)?,
-            take(&tc.d_b, hd)?,
-        ]);
-    }
-    Ok(DirGrads {
-        cell: [
-            take(&dc.d_w_ih, 4 * hd * d)?,
-            take(&dc.d_w_hh, 4 * hd * hd)?,
-            take(&dc.d_b, 4 * hd)?,
-        ],
-        tasks,
-    })
+    be.download_parts(&dc.d_params, &sizes)
 }
 
 /// Checks one matrix's shape.
@@ -1556,8 +1551,8 @@ impl<B: Backend> FusedOp<B::Elem> for ScLstmOp<B> {
         for buf in &mut call.x_k {
             be.fill_zero(buf)?;
         }
-        let mut cell_grads = Vec::with_capacity(nd);
-        let mut task_grads: Vec<Vec<[Vec<B::Elem>; 3]>> = vec![Vec::with_capacity(nd); n_tasks];
+        // Per direction: its weight gradients in the order of `param_sizes`.
+        let mut per_dir: Vec<Vec<Vec<B::Elem>>> = Vec::with_capacity(nd);
 
         let call_in = &*call;
         let results = self.ws.each_unit(caches, |i, dc| {
@@ -1574,9 +1569,6 @@ impl<B: Backend> FusedOp<B::Elem> for ScLstmOp<B> {
         // Units are group-major: the first group's gradients start each direction's sums,
         // later groups add to them in group order (a fixed order: deterministic). The
         // input gradients are added into the call's buffers in the same unit order.
-        let add = |acc: &mut Vec<B::Elem>, v: &[B::Elem]| {
-            acc.iter_mut().zip(v).for_each(|(a, &x)| *a += x);
-        };
         for ((unit, dc), g) in self.units.iter().zip(caches.iter()).zip(results) {
             let g = g?;
             be.scatter_add_rows(
@@ -1592,18 +1584,11 @@ impl<B: Backend> FusedOp<B::Elem> for ScLstmOp<B> {
             {
                 be.scatter_add_rows(&caller_rows(rows, dk, 0, dk, 0), &unit.ids, dxk, acc)?;
             }
-            if cell_grads.len() <= unit.dir {
-                cell_grads.push(g.cell);
-                for (j, tg) in g.tasks.into_iter().enumerate() {
-                    task_grads[j].push(tg);
-                }
-            } else {
-                for (acc, v) in cell_grads[unit.dir].iter_mut().zip(&g.cell) {
-                    add(acc, v);
-                }
-                for (j, tg) in g.tasks.iter().enumerate() {
-                    for (acc, v) in task_grads[j][unit.dir].iter_mut().zip(tg) {
-                        add(acc, v);
+            match per_dir.get_mut(unit.dir) {
+                None => per_dir.push(g),
+                Some(acc) => {
+                    for (a, v) in acc.iter_mut().zip(&g) {
+                        a.iter_mut().zip(v).for_each(|(a, &x)| *a += x);
                     }
                 }
             }
@@ -1620,9 +1605,25 @@ impl<B: Backend> FusedOp<B::Elem> for ScLstmOp<B> {
             .zip(self.geo.tasks.iter().filter(|t| t.1))
             .map(|(buf, &(dk, _))| fetch(buf, dk));
 
-        let to_matrix = |v: Vec<B::Elem>, r: usize, c: usize| {
-            Matrix::from_shape_vec((r, c), v).expect("internal: gradient length matches its shape")
-        };
+        let mut shapes = vec![(4 * hd, d), (4 * hd, hd), (1, 4 * hd)];
+        for &(dk, _) in &self.geo.tasks {
+            shapes.extend([(hd, dk), (hd, hd), (1, hd)]);
+        }
+        let mut per_dir: Vec<Vec<Option<Matrix<B::Elem>>>> = per_dir
+            .into_iter()
+            .map(|parts| {
+                parts
+                    .into_iter()
+                    .zip(&shapes)
+                    .map(|(v, &shape)| {
+                        Some(
+                            Matrix::from_shape_vec(shape, v)
+                                .expect("internal: gradient length matches its shape"),
+                        )
+                    })
+                    .collect()
+            })
+            .collect();
         let mut grads = vec![Some(d_x)];
         for _ in self.separate.iter().filter(|&&s| s) {
             let m = d_x_k
@@ -1630,17 +1631,13 @@ impl<B: Backend> FusedOp<B::Elem> for ScLstmOp<B> {
                 .expect("internal: one call buffer per separate input");
             grads.push(Some(m?));
         }
-        for [w_ih, w_hh, b] in cell_grads {
-            grads.push(Some(to_matrix(w_ih, 4 * hd, d)));
-            grads.push(Some(to_matrix(w_hh, 4 * hd, hd)));
-            grads.push(Some(to_matrix(b, 1, 4 * hd)));
+        // Gradient order: each direction's cell, then per task each direction's gate.
+        for pieces in &mut per_dir {
+            grads.extend(pieces[..3].iter_mut().map(Option::take));
         }
-        for (j, per_dir) in task_grads.into_iter().enumerate() {
-            let dk = self.geo.tasks[j].0;
-            for [u, w, b] in per_dir {
-                grads.push(Some(to_matrix(u, hd, dk)));
-                grads.push(Some(to_matrix(w, hd, hd)));
-                grads.push(Some(to_matrix(b, 1, hd)));
+        for j in 0..n_tasks {
+            for pieces in &mut per_dir {
+                grads.extend(pieces[3 + 3 * j..6 + 3 * j].iter_mut().map(Option::take));
             }
         }
         Ok(grads)

@@ -656,6 +656,66 @@ impl WgpuBackend {
         )
     }
 
+    /// Copies the first `len` elements of `buf` (`len ≤ buf.len`) back through the
+    /// reusable readback buffer, waits for all pending work, and hands them to `f`.
+    fn read_back<T>(
+        &self,
+        buf: &WgpuBuf,
+        len: usize,
+        f: impl FnOnce(&[f32]) -> T,
+    ) -> Result<T, WgpuError> {
+        if len == 0 {
+            return Ok(f(&[]));
+        }
+        let bytes = 4 * len as u64;
+        let mut readback = lock_any(&self.readback);
+        if readback.as_ref().is_none_or(|b| b.size() < bytes) {
+            // Drop the smaller one first, so the two never coexist.
+            *readback = None;
+            *readback = Some(self.ctx.scoped("download", || {
+                self.device().create_buffer(&wgpu::BufferDescriptor {
+                    label: Some("sclstm readback"),
+                    size: bytes,
+                    usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                    mapped_at_creation: false,
+                })
+            })?);
+        }
+        let staging = readback
+            .as_ref()
+            .expect("internal: readback buffer created above");
+        self.record(|encoder| {
+            encoder.copy_buffer_to_buffer(&buf.buffer, 0, staging, 0, bytes);
+        });
+        self.flush()?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        staging.map_async(wgpu::MapMode::Read, ..bytes, move |r| {
+            // The receiver outlives the poll below; a failed send cannot happen.
+            let _ = tx.send(r);
+        });
+        // Map callbacks only run inside poll.
+        self.wait()?;
+        let download_error = |message: String| WgpuError::Device {
+            what: "download",
+            message,
+        };
+        rx.recv()
+            .map_err(|e| download_error(e.to_string()))?
+            .map_err(|e| download_error(e.to_string()))?;
+        let out = {
+            let view = staging
+                .get_mapped_range(..bytes)
+                .map_err(|e| download_error(e.to_string()))?;
+            // Mapped memory is aligned in practice; copy it aligned otherwise.
+            match bytemuck::try_cast_slice::<u8, f32>(&view) {
+                Ok(all) => f(all),
+                Err(_) => f(&bytemuck::pod_collect_to_vec::<u8, f32>(&view)),
+            }
+        };
+        staging.unmap();
+        Ok(out)
+    }
+
     fn cell_dims(s: &CellStep) -> Result<CellDims, WgpuError> {
         Ok(CellDims {
             t: to_u32("cell step t", s.t)?,
@@ -800,52 +860,23 @@ impl Backend for WgpuBackend {
     }
 
     fn download(&self, buf: &WgpuBuf) -> Result<Vec<f32>, NumError> {
-        if buf.len == 0 {
-            return Ok(Vec::new());
-        }
-        let bytes = 4 * buf.len as u64;
-        let mut readback = lock_any(&self.readback);
-        if readback.as_ref().is_none_or(|b| b.size() < bytes) {
-            // Drop the smaller one first, so the two never coexist.
-            *readback = None;
-            *readback = Some(self.ctx.scoped("download", || {
-                self.device().create_buffer(&wgpu::BufferDescriptor {
-                    label: Some("sclstm readback"),
-                    size: bytes,
-                    usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-                    mapped_at_creation: false,
+        Ok(self.read_back(buf, buf.len, |all| all.to_vec())?)
+    }
+
+    fn download_parts(&self, buf: &WgpuBuf, sizes: &[usize]) -> Result<Vec<Vec<f32>>, NumError> {
+        let total = sizes.iter().sum();
+        need("download_parts", buf, total)?;
+        Ok(self.read_back(buf, total, |all| {
+            let mut rest = all;
+            sizes
+                .iter()
+                .map(|&n| {
+                    let (part, tail) = rest.split_at(n);
+                    rest = tail;
+                    part.to_vec()
                 })
-            })?);
-        }
-        let staging = readback
-            .as_ref()
-            .expect("internal: readback buffer created above");
-        self.record(|encoder| {
-            encoder.copy_buffer_to_buffer(&buf.buffer, 0, staging, 0, bytes);
-        });
-        self.flush()?;
-        let (tx, rx) = std::sync::mpsc::channel();
-        staging.map_async(wgpu::MapMode::Read, ..bytes, move |r| {
-            // The receiver outlives the poll below; a failed send cannot happen.
-            let _ = tx.send(r);
-        });
-        // Map callbacks only run inside poll.
-        self.wait()?;
-        let download_error = |message: String| WgpuError::Device {
-            what: "download",
-            message,
-        };
-        rx.recv()
-            .map_err(|e| download_error(e.to_string()))?
-            .map_err(|e| download_error(e.to_string()))?;
-        let out = {
-            let view = staging
-                .get_mapped_range(..bytes)
-                .map_err(|e| download_error(e.to_string()))?;
-            bytemuck::pod_collect_to_vec::<u8, f32>(&view)
-        };
-        staging.unmap();
-        Ok(out)
+                .collect()
+        })?)
     }
 
     fn zeros(&self, len: usize) -> Result<WgpuBuf, NumError> {

@@ -1,6 +1,7 @@
 //! Host-side recording: kernel choice by m, bind group reuse across time steps, eviction
 //! when buffers are dropped, the cache bound, compute passes per run of dispatches, and
-//! the index arena that carries the row ids of gathers and scatter-adds.
+//! the index arena that carries the row ids of gathers and scatter-adds, and split
+//! downloads.
 //! Each test uses a backend of its own ([`own_gpu`]) so the counters are its own.
 
 use sclstm_core::{Backend, CellStep, Gemm, NumError, RowCopy};
@@ -243,6 +244,37 @@ fn staging_and_readback_reuse_keep_data_exact() -> TestResult {
         assert_eq!(be.download(&big)?, big_data, "round {round}");
         assert_eq!(be.download(&small)?, want_small, "round {round}");
     }
+    Ok(())
+}
+
+/// `download_parts` returns consecutive parts of a buffer in one submission, exactly
+/// as separate downloads would, and rejects parts longer than the buffer.
+#[test]
+fn download_parts_splits_one_transfer() -> TestResult {
+    let be = own_gpu();
+    let data: Vec<f32> = (0..1000).map(|i| i as f32 * 0.25 - 3.0).collect();
+    let buf = be.upload(&data)?;
+    let before = be.stats().submits;
+    let parts = be.download_parts(&buf, &[600, 0, 1, 390])?;
+    assert_eq!(be.stats().submits - before, 1, "one transfer");
+    assert_eq!(parts.len(), 4);
+    assert_eq!(parts[0], data[..600]);
+    assert!(parts[1].is_empty());
+    assert_eq!(parts[2], data[600..601]);
+    assert_eq!(parts[3], data[601..991]);
+    let cpu = cpu();
+    assert_eq!(
+        cpu.download_parts(&cpu.upload(&data)?, &[600, 0, 1, 390])?,
+        parts
+    );
+    assert!(matches!(
+        be.download_parts(&buf, &[600, 401]),
+        Err(NumError::BufferTooSmall { needed: 1001, .. })
+    ));
+    assert!(matches!(
+        cpu.download_parts(&cpu.upload(&data)?, &[600, 401]),
+        Err(NumError::BufferTooSmall { needed: 1001, .. })
+    ));
     Ok(())
 }
 
