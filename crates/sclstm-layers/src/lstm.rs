@@ -98,7 +98,9 @@
 //! call with the same layer geometry takes the smallest pooled cache with enough rows
 //! (and not more than 4× too many, since downloads copy whole buffers): no allocation
 //! per step, and none per batch once every row bucket has been seen. The call's shared
-//! inputs, output and input gradients live in a `CallCache`, pooled the same way.
+//! inputs, output and input gradients live in a `CallCache`, pooled the same way, and
+//! each direction's weights in a `WeightBufs` set, written once per call and read by the
+//! direction's units (pooled by layer sizes alone).
 
 use std::cell::Cell;
 use std::fmt;
@@ -237,6 +239,8 @@ pub struct LayerWorkspace<B: Backend> {
     pool: Arc<Pool<DirCache<B>>>,
     /// Shared input / output buffers of recent calls.
     calls: Arc<Pool<CallCache<B>>>,
+    /// Device copies of directions' weights of recent calls.
+    weights: Arc<Pool<WeightBufs<B>>>,
     /// Transposed weights of recent calls made with a [`ScLstmArgs::weights_version`].
     transposed: Arc<Mutex<Vec<TransposedEntry<B::Elem>>>>,
     /// Runs the two directions concurrently when set; `None` runs them one after the other.
@@ -249,6 +253,7 @@ impl<B: Backend> Clone for LayerWorkspace<B> {
             backend: Arc::clone(&self.backend),
             pool: Arc::clone(&self.pool),
             calls: Arc::clone(&self.calls),
+            weights: Arc::clone(&self.weights),
             transposed: Arc::clone(&self.transposed),
             join: self.join.clone(),
         }
@@ -273,9 +278,9 @@ const POOL_LIMIT: usize = 32;
 
 /// Elements (all buffers together) the pooled caches may hold; past it the oldest are
 /// dropped. 128 Mi elements is 512 MiB in f32: the caches of a paper-config training
-/// step (batch 10, up to 12 units of about 4 M weight and 2–10 M row elements each) in
-/// its usual row buckets, so that steps reuse them, while long batches (evaluation,
-/// outliers) do not pin more for the rest of the run.
+/// step (batch 10, up to 12 units of 2–10 M row elements and about 1 M weight-gradient
+/// elements each) in its usual row buckets, so that steps reuse them, while long batches
+/// (evaluation, outliers) do not pin more for the rest of the run.
 const POOL_ELEMS: usize = 128 << 20;
 
 /// Call caches (shared inputs and outputs of one layer call) kept for reuse at most:
@@ -286,6 +291,14 @@ const CALL_POOL_LIMIT: usize = 16;
 /// step's three call caches hold up to 2 M elements each, an evaluation batch's (2,048
 /// padded tokens, three task gates) up to 6 M each.
 const CALL_POOL_ELEMS: usize = 32 << 20;
+
+/// Weight sets (one direction's weights on the device) kept for reuse at most: both
+/// directions of three layers, with and without the backward's copies, for two task sets.
+const WEIGHT_POOL_LIMIT: usize = 24;
+
+/// Elements the pooled weight sets may hold (256 MiB in f32); one direction of an upper
+/// paper-config layer with one task gate holds about 2.7 M with the backward's copies.
+const WEIGHT_POOL_ELEMS: usize = 64 << 20;
 
 /// A cache that can wait in a [`Pool`].
 trait Pooled {
@@ -382,6 +395,7 @@ impl<B: Backend> LayerWorkspace<B> {
             backend,
             pool: Arc::new(Pool::new(POOL_LIMIT, POOL_ELEMS)),
             calls: Arc::new(Pool::new(CALL_POOL_LIMIT, CALL_POOL_ELEMS)),
+            weights: Arc::new(Pool::new(WEIGHT_POOL_LIMIT, WEIGHT_POOL_ELEMS)),
             transposed: Arc::new(Mutex::new(Vec::new())),
             join: None,
         }
@@ -469,10 +483,10 @@ impl<B: Backend> LayerWorkspace<B> {
     /// order. With a [`Join`] the units are dealt to its two sides by parity: units are
     /// group-major, so for a bidirectional layer one side runs every forward direction
     /// and the other every reverse one (equal work).
-    fn each_unit<T: Send>(
+    fn each_unit<C: Send, T: Send>(
         &self,
-        caches: &mut [DirCache<B>],
-        f: impl Fn(usize, &mut DirCache<B>) -> T + Sync,
+        caches: &mut [C],
+        f: impl Fn(usize, &mut C) -> T + Sync,
     ) -> Vec<T> {
         let n = caches.len();
         match &self.join {
@@ -547,10 +561,27 @@ impl<B: Backend> LayerWorkspace<B> {
         }
     }
 
-    /// Returns direction caches and (if any) the call cache to their pools.
-    fn give_all(&self, caches: Vec<DirCache<B>>, call: Option<CallCache<B>>) {
-        self.give(caches);
-        self.calls.give(call);
+    /// One weight set per direction for a layer of `geo`, pooled or new; with the
+    /// backward's copies when `backward`.
+    fn take_weights(
+        &self,
+        geo: &DirGeometry,
+        nd: usize,
+        backward: bool,
+    ) -> Result<Vec<WeightBufs<B>>, NumError> {
+        (0..nd)
+            .map(|_| match self.weights.take(|w| w.fits(geo, backward)) {
+                Some(w) => Ok(w),
+                None => WeightBufs::new(self.backend.as_ref(), geo, backward),
+            })
+            .collect()
+    }
+
+    /// Returns a call's caches to their pools.
+    fn give_all(&self, held: HeldCaches<B>) {
+        self.give(held.units);
+        self.calls.give(held.call);
+        self.weights.give(held.weights);
     }
 }
 
@@ -580,17 +611,6 @@ struct DirGeometry {
 struct TaskCache<B: Backend> {
     /// Separate task input `x^k` (T, B, D_k); `None` when the gate reads `x`.
     x_k: Option<B::Buf>,
-    /// `U_k` (H, D_k), for the backward (written when recording).
-    u: B::Buf,
-    /// `U_kᵀ` (D_k, H): the forward's input projection `x·U_kᵀ` with a plain `B`.
-    u_t: B::Buf,
-    /// `W_k` (H, H), for the backward's `d_q_k[t] += d_o_k[t]·W_k` (written when
-    /// recording).
-    w: B::Buf,
-    /// `W_kᵀ` (H, H): the forward's `q^k_{t-1}·W_kᵀ` with a plain `B`.
-    w_t: B::Buf,
-    /// `b_k` (H).
-    b: B::Buf,
     /// Task gate pre-activations, then `o^k_t` (T, B, H).
     o_k: B::Buf,
     /// Task outputs, slot 0 = 0, `q^k_t` in slot t+1 (T+1, B, H).
@@ -612,23 +632,11 @@ struct DirCache<B: Backend> {
     rows: usize,
     /// Elements in all its buffers together.
     elems: usize,
-    /// Whether it has the backward's buffers (the weights as stored and every gradient);
-    /// a forward-only cache holds 1-element placeholders there.
+    /// Whether it has the backward's buffers (every gradient); a forward-only cache
+    /// holds 1-element placeholders there.
     backward: bool,
     /// Input in this direction's time order (T, B, D).
     x: B::Buf,
-    /// `W_ih` (4H, D), for the backward's `d_x = d_gates·W_ih` (written when recording).
-    w_ih: B::Buf,
-    /// `W_ihᵀ` (D, 4H): the forward's input projection `x·W_ihᵀ` with a plain `B`.
-    w_ih_t: B::Buf,
-    /// `W_hh` (4H, H), for the backward's `d_h[t] += d_gates[t]·W_hh` (written when
-    /// recording).
-    w_hh: B::Buf,
-    /// `W_hhᵀ` (H, 4H): the forward's `h_{t-1}·W_hhᵀ` with a plain (not transposed) `B`,
-    /// the faster layout for the per-step product (see the CPU backend's small-m kernels).
-    w_hh_t: B::Buf,
-    /// `b` (4H).
-    b: B::Buf,
     /// All ones (T·B): column sums (bias gradients) as a gemm.
     ones: B::Buf,
     /// 1 inside a sentence, 0 on padding (T, B).
@@ -689,11 +697,6 @@ impl<B: Backend> DirCache<B> {
         for &(dk, separate) in &geo.tasks {
             tasks.push(TaskCache {
                 x_k: if separate { Some(z(rows * dk)?) } else { None },
-                u: zb(h * dk)?,
-                u_t: z(h * dk)?,
-                w: zb(h * h)?,
-                w_t: z(h * h)?,
-                b: z(h)?,
                 o_k: z(rows * h)?,
                 q_k: z(rows * h)?,
                 d_o_k: zb(rows * h)?,
@@ -707,11 +710,6 @@ impl<B: Backend> DirCache<B> {
             elems: 0,
             backward,
             x: z(rows * d)?,
-            w_ih: zb(4 * h * d)?,
-            w_ih_t: z(4 * h * d)?,
-            w_hh: zb(4 * h * h)?,
-            w_hh_t: z(4 * h * h)?,
-            b: z(4 * h)?,
             ones,
             mask: z(rows)?,
             gates: z(rows * 4 * h)?,
@@ -822,18 +820,6 @@ impl<B: Backend> Pooled for CallCache<B> {
     }
 }
 
-/// Host data of one direction's forward call.
-struct DirInputs<'a, R: Real> {
-    /// Cell weights.
-    cell: LstmWeights<'a, R>,
-    /// Per task gate weights.
-    tasks: &'a [TaskGateWeights<'a, R>],
-    /// The forward's transposed weights of this direction.
-    transposed: &'a TransposedWeights<R>,
-    /// Whether a backward will follow (it needs the weights as stored).
-    record: bool,
-}
-
 /// One direction's weights transposed for the forward's plain-`B` products, made once
 /// per layer call and shared by the direction's units (groups).
 struct TransposedWeights<R> {
@@ -860,6 +846,132 @@ impl<R: Real> TransposedWeights<R> {
     }
 }
 
+/// Device copies of one task gate's weights.
+struct GateWeightBufs<B: Backend> {
+    /// `U_k` (H, D_k), for the backward's `d_x^k = d_o_k·U_k` (backward only).
+    u: B::Buf,
+    /// `U_kᵀ` (D_k, H): the forward's input projection `x·U_kᵀ` with a plain `B`.
+    u_t: B::Buf,
+    /// `W_k` (H, H), for the backward's `d_q_k[t] += d_o_k[t]·W_k` (backward only).
+    w: B::Buf,
+    /// `W_kᵀ` (H, H): the forward's `q^k_{t-1}·W_kᵀ` with a plain `B`.
+    w_t: B::Buf,
+    /// `b_k` (H).
+    b: B::Buf,
+}
+
+/// Device copies of one direction's weights, written once per layer call and read by
+/// every unit (length group) of that direction. Their sizes do not depend on the batch,
+/// so any pooled set of the same layer sizes serves.
+struct WeightBufs<B: Backend> {
+    /// Layer sizes it was made for (`steps`, `batch` unused).
+    geo: DirGeometry,
+    /// Elements in all its buffers together.
+    elems: usize,
+    /// Whether it has the backward's copies (the weights as stored); a forward-only set
+    /// holds 1-element placeholders there.
+    backward: bool,
+    /// `W_ih` (4H, D), for the backward's `d_x = d_gates·W_ih` (backward only).
+    w_ih: B::Buf,
+    /// `W_ihᵀ` (D, 4H): the forward's input projection `x·W_ihᵀ` with a plain `B`.
+    w_ih_t: B::Buf,
+    /// `W_hh` (4H, H), for the backward's `d_h[t] += d_gates[t]·W_hh` (backward only).
+    w_hh: B::Buf,
+    /// `W_hhᵀ` (H, 4H): the forward's `h_{t-1}·W_hhᵀ` with a plain (not transposed) `B`,
+    /// the faster layout for the per-step product (see the CPU backend's small-m kernels).
+    w_hh_t: B::Buf,
+    /// `b` (4H).
+    b: B::Buf,
+    /// One per requested task, in request order.
+    tasks: Vec<GateWeightBufs<B>>,
+}
+
+impl<B: Backend> WeightBufs<B> {
+    /// Allocates buffers for one direction of a layer of `geo`; the backward's copies
+    /// only when `backward`.
+    fn new(be: &B, geo: &DirGeometry, backward: bool) -> Result<Self, NumError> {
+        let (d, h) = (geo.input, geo.hidden);
+        let elems = Cell::new(0);
+        let z = |n: usize| {
+            elems.set(elems.get() + n.max(1));
+            be.zeros(n.max(1))
+        };
+        let zb = |n: usize| z(if backward { n } else { 1 });
+        let mut tasks = Vec::with_capacity(geo.tasks.len());
+        for &(dk, _) in &geo.tasks {
+            tasks.push(GateWeightBufs {
+                u: zb(h * dk)?,
+                u_t: z(h * dk)?,
+                w: zb(h * h)?,
+                w_t: z(h * h)?,
+                b: z(h)?,
+            });
+        }
+        let mut bufs = WeightBufs {
+            geo: geo.clone(),
+            elems: 0,
+            backward,
+            w_ih: zb(4 * h * d)?,
+            w_ih_t: z(4 * h * d)?,
+            w_hh: zb(4 * h * h)?,
+            w_hh_t: z(4 * h * h)?,
+            b: z(4 * h)?,
+            tasks,
+        };
+        bufs.elems = elems.get();
+        Ok(bufs)
+    }
+
+    /// Whether this set can hold the weights of a layer of `geo` (with the backward's
+    /// copies when `backward`).
+    fn fits(&self, geo: &DirGeometry, backward: bool) -> bool {
+        self.geo.input == geo.input
+            && self.geo.hidden == geo.hidden
+            && self.geo.tasks == geo.tasks
+            && (self.backward || !backward)
+    }
+
+    /// Writes one direction's weights: the forward's transposes, and the weights as
+    /// stored when `record` (the backward reads them).
+    fn write(
+        &mut self,
+        be: &B,
+        dir: &DirectionWeights<'_, B::Elem>,
+        transposed: &TransposedWeights<B::Elem>,
+        record: bool,
+    ) -> Result<(), NumError> {
+        // The forward reads every weight transposed into a plain matrix (`x·Wᵀ` with a
+        // row-major `Wᵀ`): the CPU backend's unpacked kernels stream a plain `B` about
+        // twice as fast as a transposed one. The backward reads the weights as stored.
+        be.write(&mut self.w_ih_t, &transposed.w_ih)?;
+        be.write(&mut self.w_hh_t, &transposed.w_hh)?;
+        if record {
+            be.write(&mut self.w_ih, &row_major(dir.cell.w_ih))?;
+            be.write(&mut self.w_hh, &row_major(dir.cell.w_hh))?;
+        }
+        be.write(&mut self.b, &row_major(dir.cell.b))?;
+        for ((gb, w), (u_t, w_t)) in self.tasks.iter_mut().zip(&dir.tasks).zip(&transposed.tasks) {
+            be.write(&mut gb.u_t, u_t)?;
+            be.write(&mut gb.w_t, w_t)?;
+            if record {
+                be.write(&mut gb.u, &row_major(w.u))?;
+                be.write(&mut gb.w, &row_major(w.w))?;
+            }
+            be.write(&mut gb.b, &row_major(w.b))?;
+        }
+        Ok(())
+    }
+}
+
+impl<B: Backend> Pooled for WeightBufs<B> {
+    fn rows(&self) -> usize {
+        0
+    }
+    fn elems(&self) -> usize {
+        self.elems
+    }
+}
+
 /// Element counts of one direction's weights in gradient order: `W_ih`, `W_hh`, `b`,
 /// then per task `U_k`, `W_k`, `b_k` (the layout of `DirCache::d_params`).
 fn param_sizes(geo: &DirGeometry) -> Vec<usize> {
@@ -872,12 +984,12 @@ fn param_sizes(geo: &DirGeometry) -> Vec<usize> {
 }
 
 /// Runs one direction forward on the device (the caller has gathered the unit's rows of
-/// `x` and of any separate `x^k` into the cache); `h` and each task's `q_k` stay in the
-/// cache for the caller to collect.
+/// `x` and of any separate `x^k` into the cache and written the direction's weights
+/// into `wb`); `h` and each task's `q_k` stay in the cache for the caller to collect.
 fn dir_forward<B: Backend>(
     be: &B,
     dc: &mut DirCache<B>,
-    inp: &DirInputs<'_, B::Elem>,
+    wb: &WeightBufs<B>,
     mask: &[B::Elem],
     active: &[usize],
 ) -> Result<(), NumError> {
@@ -892,38 +1004,19 @@ fn dir_forward<B: Backend>(
     let zeros = vec![B::Elem::zero(); batch * hd];
 
     be.write(&mut dc.mask, mask)?;
-    // The forward reads every weight transposed into a plain matrix (`x·Wᵀ` with a
-    // row-major `Wᵀ`): the CPU backend's unpacked kernels stream a plain `B` about
-    // twice as fast as a transposed one. The backward reads the weights as stored.
-    be.write(&mut dc.w_ih_t, &inp.transposed.w_ih)?;
-    be.write(&mut dc.w_hh_t, &inp.transposed.w_hh)?;
-    if inp.record {
-        be.write(&mut dc.w_ih, &row_major(inp.cell.w_ih))?;
-        be.write(&mut dc.w_hh, &row_major(inp.cell.w_hh))?;
-    }
-    be.write(&mut dc.b, &row_major(inp.cell.b))?;
     be.write(&mut dc.c, &zeros)?;
     be.write(&mut dc.h, &zeros)?;
     // gates = x · W_ihᵀ + b for all T·B rows at once.
     let proj = Gemm::new(rows, 4 * hd, d);
-    be.gemm(&proj, &dc.x, &dc.w_ih_t, Some(&dc.b), &mut dc.gates)?;
+    be.gemm(&proj, &dc.x, &wb.w_ih_t, Some(&wb.b), &mut dc.gates)?;
 
-    for (j, tc) in dc.tasks.iter_mut().enumerate() {
-        let w = &inp.tasks[j];
-        let (u_t, w_t) = &inp.transposed.tasks[j];
-        be.write(&mut tc.u_t, u_t)?;
-        be.write(&mut tc.w_t, w_t)?;
-        if inp.record {
-            be.write(&mut tc.u, &row_major(w.u))?;
-            be.write(&mut tc.w, &row_major(w.w))?;
-        }
-        be.write(&mut tc.b, &row_major(w.b))?;
+    for (j, (tc, gb)) in dc.tasks.iter_mut().zip(&wb.tasks).enumerate() {
         be.write(&mut tc.q_k, &zeros)?;
         let dk = dc.geo.tasks[j].0;
         // o_k = x^k · U_kᵀ + b_k for all rows.
         let proj = Gemm::new(rows, hd, dk);
         let xk = tc.x_k.as_ref().unwrap_or(&dc.x);
-        be.gemm(&proj, xk, &tc.u_t, Some(&tc.b), &mut tc.o_k)?;
+        be.gemm(&proj, xk, &gb.u_t, Some(&gb.b), &mut tc.o_k)?;
     }
 
     for (t, &running) in active.iter().enumerate().take(steps) {
@@ -939,7 +1032,7 @@ fn dir_forward<B: Backend>(
             accumulate: true,
             ..Gemm::new(running, 4 * hd, hd)
         };
-        be.gemm(&rec, &dc.h, &dc.w_hh_t, None, &mut dc.gates)?;
+        be.gemm(&rec, &dc.h, &wb.w_hh_t, None, &mut dc.gates)?;
         be.lstm_cell_fwd(
             s,
             &mut dc.gates,
@@ -948,7 +1041,7 @@ fn dir_forward<B: Backend>(
             &mut dc.tanh_c,
             &dc.mask,
         )?;
-        for tc in &mut dc.tasks {
+        for (tc, gb) in dc.tasks.iter_mut().zip(&wb.tasks) {
             // o_k[t] += q^k_{t-1} · W_kᵀ
             let rec = Gemm {
                 a_off: t * batch * hd,
@@ -956,7 +1049,7 @@ fn dir_forward<B: Backend>(
                 accumulate: true,
                 ..Gemm::new(running, hd, hd)
             };
-            be.gemm(&rec, &tc.q_k, &tc.w_t, None, &mut tc.o_k)?;
+            be.gemm(&rec, &tc.q_k, &gb.w_t, None, &mut tc.o_k)?;
             be.task_gate_fwd(s, &mut tc.o_k, &mut tc.q_k, &dc.tanh_c, &dc.mask)?;
         }
     }
@@ -971,6 +1064,7 @@ fn dir_forward<B: Backend>(
 fn dir_backward<B: Backend>(
     be: &B,
     dc: &mut DirCache<B>,
+    wb: &WeightBufs<B>,
     active: &[usize],
 ) -> Result<Vec<Vec<B::Elem>>, NumError> {
     let DirGeometry {
@@ -991,7 +1085,7 @@ fn dir_backward<B: Backend>(
             batch,
             hidden: hd,
         };
-        for tc in &mut dc.tasks {
+        for (tc, gb) in dc.tasks.iter_mut().zip(&wb.tasks) {
             // d_o_k[t] from d_q_k[t+1]; d_c[t+1] += d_q·o·(1 − tanh²c_t).
             be.task_gate_bwd(
                 s,
@@ -1010,7 +1104,7 @@ fn dir_backward<B: Backend>(
                     accumulate: true,
                     ..Gemm::new(active[t], hd, hd)
                 };
-                be.gemm(&g, &tc.d_o_k, &tc.w, None, &mut tc.d_q_k)?;
+                be.gemm(&g, &tc.d_o_k, &gb.w, None, &mut tc.d_q_k)?;
             }
         }
         be.lstm_cell_bwd(
@@ -1031,7 +1125,7 @@ fn dir_backward<B: Backend>(
                 accumulate: true,
                 ..Gemm::new(active[t], hd, 4 * hd)
             };
-            be.gemm(&g, &dc.d_gates, &dc.w_hh, None, &mut dc.d_h)?;
+            be.gemm(&g, &dc.d_gates, &wb.w_hh, None, &mut dc.d_h)?;
         }
     }
 
@@ -1071,11 +1165,11 @@ fn dir_backward<B: Backend>(
     be.gemm(
         &Gemm::new(rows, d, 4 * hd),
         &dc.d_gates,
-        &dc.w_ih,
+        &wb.w_ih,
         None,
         &mut dc.d_x,
     )?;
-    for (j, tc) in dc.tasks.iter_mut().enumerate() {
+    for (j, (tc, gb)) in dc.tasks.iter_mut().zip(&wb.tasks).enumerate() {
         let dk = dc.geo.tasks[j].0;
         let at = &offsets[3 + 3 * j..6 + 3 * j];
         let d_o_t = |n: usize, c_off: usize| Gemm {
@@ -1099,13 +1193,13 @@ fn dir_backward<B: Backend>(
         be.gemm(&bias, &dc.ones, &tc.d_o_k, None, &mut dc.d_params)?;
         let back = Gemm::new(rows, dk, hd);
         match &mut tc.d_x_k {
-            Some(dxk) => be.gemm(&back, &tc.d_o_k, &tc.u, None, dxk)?,
+            Some(dxk) => be.gemm(&back, &tc.d_o_k, &gb.u, None, dxk)?,
             None => {
                 let acc = Gemm {
                     accumulate: true,
                     ..back
                 };
-                be.gemm(&acc, &tc.d_o_k, &tc.u, None, &mut dc.d_x)?;
+                be.gemm(&acc, &tc.d_o_k, &gb.u, None, &mut dc.d_x)?;
             }
         }
     }
@@ -1274,41 +1368,30 @@ pub fn sc_lstm_forward<B: Backend + 'static>(
     let (seq, geo) = validate(op, args)?;
     let nd = args.directions.len();
     let units = plan::<B::Elem>(&seq, &geo, nd);
-    let mut caches = Vec::with_capacity(units.len());
-    let mut call = None;
+    let mut held = HeldCaches::default();
     let taken = (|| {
         for unit in &units {
-            caches.push(ws.take(&unit.geo, record)?);
+            held.units.push(ws.take(&unit.geo, record)?);
         }
-        call = Some(ws.take_call(&geo, nd)?);
-        forward_units(
-            ws,
-            args,
-            &units,
-            &mut caches,
-            call.as_mut().expect("internal: set above"),
-            record,
-        )
+        held.call = Some(ws.take_call(&geo, nd)?);
+        held.weights = ws.take_weights(&geo, nd, record)?;
+        forward_units(ws, args, &units, &mut held, record)
     })();
     let out = match taken {
         Ok(out) => out,
         Err(e) => {
-            ws.give_all(caches, call);
+            ws.give_all(held);
             return Err(e);
         }
     };
-    let call = call.expect("internal: the call cache was taken");
     if !record {
-        ws.give_all(caches, Some(call));
+        ws.give_all(held);
         return Ok((out, None));
     }
     let separate: Vec<bool> = geo.tasks.iter().map(|&(_, s)| s).collect();
     let node = ScLstmOp {
         ws: ws.clone(),
-        caches: Mutex::new(HeldCaches {
-            units: caches,
-            call: Some(call),
-        }),
+        caches: Mutex::new(held),
         geo,
         units,
         separate,
@@ -1333,16 +1416,23 @@ fn caller_rows(rows: usize, stride: usize, col: usize, width: usize, skip: usize
 }
 
 /// The device work of [`sc_lstm_forward`] once the caches are taken: uploads the inputs
-/// once, gathers each unit's rows, runs the units, scatters their `h` and `q_k` into the
-/// call's output and downloads it.
+/// once and each direction's weights once, gathers each unit's rows, runs the units,
+/// scatters their `h` and `q_k` into the call's output and downloads it.
 fn forward_units<B: Backend>(
     ws: &LayerWorkspace<B>,
     args: &ScLstmArgs<'_, B::Elem>,
     units: &[Unit<B::Elem>],
-    caches: &mut [DirCache<B>],
-    call: &mut CallCache<B>,
+    held: &mut HeldCaches<B>,
     record: bool,
 ) -> Result<Matrix<B::Elem>, NumError> {
+    let HeldCaches {
+        units: caches,
+        call,
+        weights,
+    } = held;
+    let call = call
+        .as_mut()
+        .expect("internal: the call cache is taken first");
     let be = ws.backend.as_ref();
     let (rows, d, hd) = (args.x.nrows(), args.x.ncols(), args.hidden());
     let nd = args.directions.len();
@@ -1361,7 +1451,11 @@ fn forward_units<B: Backend>(
     }
     be.fill_zero(&mut call.out)?;
     let transposed = ws.transpose_weights(&args.directions, args.weights_version);
-    let call_in = &*call;
+    let written = ws.each_unit(weights, |i, wb| {
+        wb.write(be, &args.directions[i], &transposed[i], record)
+    });
+    written.into_iter().collect::<Result<Vec<()>, _>>()?;
+    let (call_in, weights) = (&*call, &*weights);
     let results = ws.each_unit(caches, |i, dc| {
         let unit = &units[i];
         be.gather_rows(
@@ -1380,14 +1474,7 @@ fn forward_units<B: Backend>(
                 be.gather_rows(&caller_rows(rows, dk, 0, dk, 0), &unit.ids, src, x_k)?;
             }
         }
-        let dir = &args.directions[unit.dir];
-        let inputs = DirInputs {
-            cell: dir.cell,
-            tasks: &dir.tasks,
-            transposed: &transposed[unit.dir],
-            record,
-        };
-        dir_forward(be, dc, &inputs, &unit.mask, &unit.active)
+        dir_forward(be, dc, &weights[unit.dir], &unit.mask, &unit.active)
     });
     results.into_iter().collect::<Result<Vec<()>, _>>()?;
     // Slot t+1, row j of a unit's state buffer → its caller row, at the block's columns.
@@ -1461,12 +1548,25 @@ pub fn lstm_forward<B: Backend + 'static>(
     sc_lstm_forward(ws, &args, record)
 }
 
-/// The caches a recorded layer keeps for its backward.
+/// The caches a layer call takes from the workspace (and a recorded layer keeps for its
+/// backward).
 struct HeldCaches<B: Backend> {
     /// One per unit, in unit order.
     units: Vec<DirCache<B>>,
-    /// The call cache (an `Option` only so that `drop` can move it out).
+    /// The call cache (`None` only before it is taken).
     call: Option<CallCache<B>>,
+    /// One weight set per direction.
+    weights: Vec<WeightBufs<B>>,
+}
+
+impl<B: Backend> Default for HeldCaches<B> {
+    fn default() -> Self {
+        HeldCaches {
+            units: Vec::new(),
+            call: None,
+            weights: Vec::new(),
+        }
+    }
 }
 
 /// The recorded (bi)directional SC-LSTM / LSTM layer: keeps its direction caches on the
@@ -1501,9 +1601,8 @@ impl<B: Backend> fmt::Debug for ScLstmOp<B> {
 
 impl<B: Backend> Drop for ScLstmOp<B> {
     fn drop(&mut self) {
-        let held = &mut *lock(&self.caches);
-        self.ws
-            .give_all(std::mem::take(&mut held.units), held.call.take());
+        let held = std::mem::take(&mut *lock(&self.caches));
+        self.ws.give_all(held);
     }
 }
 
@@ -1540,7 +1639,9 @@ impl<B: Backend> FusedOp<B::Elem> for ScLstmOp<B> {
         let HeldCaches {
             units: caches,
             call,
+            weights,
         } = &mut *guard;
+        let weights = &*weights;
         let call = call
             .as_mut()
             .expect("internal: the call cache stays until the op is dropped");
@@ -1564,7 +1665,7 @@ impl<B: Backend> FusedOp<B::Elem> for ScLstmOp<B> {
                 let col = (nd * (1 + j) + unit.dir) * hd;
                 be.gather_rows(&take(col), &unit.ids, &call_in.out, &mut tc.d_q_k)?;
             }
-            dir_backward(be, dc, &unit.active)
+            dir_backward(be, dc, &weights[unit.dir], &unit.active)
         });
         // Units are group-major: the first group's gradients start each direction's sums,
         // later groups add to them in group order (a fixed order: deterministic). The

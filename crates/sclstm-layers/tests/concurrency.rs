@@ -52,9 +52,9 @@ fn concurrent_directions_match_sequential_bit_for_bit() {
     concurrent.set_join(Some(Arc::clone(&join) as Arc<dyn Join>));
     assert!(concurrent.has_join());
     let (out_c, grads_c) = forward_backward(&concurrent, &spec, &v);
-    // One join for the forward's weight transposes, one for the forward, one for the
-    // backward.
-    assert_eq!(join.calls.load(Ordering::Relaxed), 3);
+    // One join each for the forward's weight transposes, their writes to the device,
+    // the forward and the backward.
+    assert_eq!(join.calls.load(Ordering::Relaxed), 4);
     let (out_s, grads_s) = forward_backward(&workspace(), &spec, &v);
     assert_eq!(out_c, out_s, "forward output differs");
     assert_eq!(grads_c.len(), grads_s.len());
