@@ -167,8 +167,9 @@ pub struct ScLstmArgs<'a, R> {
     pub directions: Vec<DirectionWeights<'a, R>>,
     /// Identifies the weights' values (e.g. `ParamStore::version`): calls with the same
     /// `Some(v)` and the same weight matrices (by address) promise identical values, so
-    /// the workspace reuses the transposed copies the first call made (tagging batch
-    /// after batch with fixed weights). `None` transposes afresh and drops that cache.
+    /// the workspace reuses the device copies the first call wrote (tagging batch after
+    /// batch with fixed weights: no transposes, no weight transfers). `None` writes the
+    /// weights afresh.
     pub weights_version: Option<u64>,
 }
 
@@ -241,8 +242,6 @@ pub struct LayerWorkspace<B: Backend> {
     calls: Arc<Pool<CallCache<B>>>,
     /// Device copies of directions' weights of recent calls.
     weights: Arc<Pool<WeightBufs<B>>>,
-    /// Transposed weights of recent calls made with a [`ScLstmArgs::weights_version`].
-    transposed: Arc<Mutex<Vec<TransposedEntry<B::Elem>>>>,
     /// Runs the two directions concurrently when set; `None` runs them one after the other.
     join: Option<Arc<dyn Join>>,
 }
@@ -254,7 +253,6 @@ impl<B: Backend> Clone for LayerWorkspace<B> {
             pool: Arc::clone(&self.pool),
             calls: Arc::clone(&self.calls),
             weights: Arc::clone(&self.weights),
-            transposed: Arc::clone(&self.transposed),
             join: self.join.clone(),
         }
     }
@@ -302,8 +300,9 @@ const WEIGHT_POOL_ELEMS: usize = 64 << 20;
 
 /// A cache that can wait in a [`Pool`].
 trait Pooled {
-    /// Row capacity.
-    fn rows(&self) -> usize;
+    /// Among the caches that fit, the smallest is taken first (row capacity for the
+    /// caches that have rows).
+    fn rank(&self) -> usize;
     /// Elements in all its buffers together.
     fn elems(&self) -> usize;
 }
@@ -331,14 +330,14 @@ impl<C: Pooled> Pool<C> {
         lock(&self.items).len()
     }
 
-    /// Removes and returns the smallest (by rows) cache for which `fits` holds.
+    /// Removes and returns the first-ranked cache for which `fits` holds.
     fn take(&self, fits: impl Fn(&C) -> bool) -> Option<C> {
         let mut items = lock(&self.items);
         let best = items
             .iter()
             .enumerate()
             .filter(|(_, c)| fits(c))
-            .min_by_key(|(_, c)| c.rows())
+            .min_by_key(|(_, c)| c.rank())
             .map(|(i, _)| i)?;
         Some(items.remove(best))
     }
@@ -360,21 +359,12 @@ impl<C: Pooled> Pool<C> {
     }
 }
 
-/// Directions whose transposed weights the workspace keeps for one weights version:
-/// both directions of three layers for a few different task sets.
-const TRANSPOSED_LIMIT: usize = 24;
+/// A weights version ([`ScLstmArgs::weights_version`]) and a direction's weight
+/// addresses ([`weights_key`]): the values a weight set holds.
+type Stamp = (u64, Vec<usize>);
 
-/// One direction's transposed weights, kept for calls with the same weights.
-struct TransposedEntry<R> {
-    /// [`ScLstmArgs::weights_version`] of the call that made them.
-    version: u64,
-    /// Addresses of the direction's weight matrices ([`weights_key`]).
-    key: Vec<usize>,
-    weights: Arc<TransposedWeights<R>>,
-}
-
-/// Addresses of the matrices a direction's transposes are made from: with the weights
-/// version they identify the values.
+/// Addresses of a direction's weight matrices: with a weights version they identify the
+/// values a weight set holds.
 fn weights_key<R>(d: &DirectionWeights<'_, R>) -> Vec<usize> {
     let mut key = vec![d.cell.w_ih.as_ptr() as usize, d.cell.w_hh.as_ptr() as usize];
     for g in &d.tasks {
@@ -396,7 +386,6 @@ impl<B: Backend> LayerWorkspace<B> {
             pool: Arc::new(Pool::new(POOL_LIMIT, POOL_ELEMS)),
             calls: Arc::new(Pool::new(CALL_POOL_LIMIT, CALL_POOL_ELEMS)),
             weights: Arc::new(Pool::new(WEIGHT_POOL_LIMIT, WEIGHT_POOL_ELEMS)),
-            transposed: Arc::new(Mutex::new(Vec::new())),
             join: None,
         }
     }
@@ -410,73 +399,6 @@ impl<B: Backend> LayerWorkspace<B> {
     /// Whether the directions run through a [`Join`].
     pub fn has_join(&self) -> bool {
         self.join.is_some()
-    }
-
-    /// Every direction's weights transposed for the forward (one direction per side of
-    /// the [`Join`] when there is one), or the copies a call with the same `version` and
-    /// weight matrices made before.
-    fn transpose_weights(
-        &self,
-        directions: &[DirectionWeights<'_, B::Elem>],
-        version: Option<u64>,
-    ) -> Vec<Arc<TransposedWeights<B::Elem>>> {
-        let Some(version) = version else {
-            lock(&self.transposed).clear();
-            return self.transpose_now(directions);
-        };
-        let keys: Vec<Vec<usize>> = directions.iter().map(weights_key).collect();
-        let cached: Vec<_> = {
-            let cache = lock(&self.transposed);
-            keys.iter()
-                .filter_map(|k| {
-                    cache
-                        .iter()
-                        .find(|e| e.version == version && e.key == *k)
-                        .map(|e| Arc::clone(&e.weights))
-                })
-                .collect()
-        };
-        if cached.len() == keys.len() {
-            return cached;
-        }
-        let made = self.transpose_now(directions);
-        let mut cache = lock(&self.transposed);
-        cache.retain(|e| e.version == version);
-        for (key, weights) in keys.into_iter().zip(&made) {
-            if !cache.iter().any(|e| e.key == key) {
-                cache.push(TransposedEntry {
-                    version,
-                    key,
-                    weights: Arc::clone(weights),
-                });
-            }
-        }
-        let excess = cache.len().saturating_sub(TRANSPOSED_LIMIT);
-        cache.drain(..excess);
-        made
-    }
-
-    /// [`Self::transpose_weights`] without the cache.
-    fn transpose_now(
-        &self,
-        directions: &[DirectionWeights<'_, B::Elem>],
-    ) -> Vec<Arc<TransposedWeights<B::Elem>>> {
-        match (&self.join, directions) {
-            (Some(join), [fwd, bwd]) => {
-                let (mut a, mut b) = (None, None);
-                join.join(&mut || a = Some(TransposedWeights::new(fwd)), &mut || {
-                    b = Some(TransposedWeights::new(bwd))
-                });
-                [a, b]
-                    .into_iter()
-                    .map(|t| Arc::new(t.expect("internal: join runs both sides")))
-                    .collect()
-            }
-            _ => directions
-                .iter()
-                .map(|d| Arc::new(TransposedWeights::new(d)))
-                .collect(),
-        }
     }
 
     /// Runs `f(unit, cache)` for every unit's cache and returns the results in unit
@@ -561,18 +483,25 @@ impl<B: Backend> LayerWorkspace<B> {
         }
     }
 
-    /// One weight set per direction for a layer of `geo`, pooled or new; with the
-    /// backward's copies when `backward`.
+    /// One weight set per direction for a layer of `geo` (with the backward's copies
+    /// when `backward`), given the stamp each direction's weights carry: a pooled set
+    /// already holding them ([`WeightBufs::holds`]) is taken first and needs no write;
+    /// otherwise a pooled set that fits, or a new one.
     fn take_weights(
         &self,
         geo: &DirGeometry,
-        nd: usize,
+        stamps: &[Option<Stamp>],
         backward: bool,
     ) -> Result<Vec<WeightBufs<B>>, NumError> {
-        (0..nd)
-            .map(|_| match self.weights.take(|w| w.fits(geo, backward)) {
-                Some(w) => Ok(w),
-                None => WeightBufs::new(self.backend.as_ref(), geo, backward),
+        stamps
+            .iter()
+            .map(|stamp| {
+                let fits = |w: &WeightBufs<B>| w.fits(geo, backward);
+                let kept = self.weights.take(|w| fits(w) && w.holds(stamp, backward));
+                match kept.or_else(|| self.weights.take(fits)) {
+                    Some(w) => Ok(w),
+                    None => WeightBufs::new(self.backend.as_ref(), geo, backward),
+                }
             })
             .collect()
     }
@@ -666,7 +595,7 @@ struct DirCache<B: Backend> {
 }
 
 impl<B: Backend> Pooled for DirCache<B> {
-    fn rows(&self) -> usize {
+    fn rank(&self) -> usize {
         self.rows
     }
     fn elems(&self) -> usize {
@@ -812,37 +741,11 @@ impl<B: Backend> CallCache<B> {
 }
 
 impl<B: Backend> Pooled for CallCache<B> {
-    fn rows(&self) -> usize {
+    fn rank(&self) -> usize {
         self.rows
     }
     fn elems(&self) -> usize {
         self.elems
-    }
-}
-
-/// One direction's weights transposed for the forward's plain-`B` products, made once
-/// per layer call and shared by the direction's units (groups).
-struct TransposedWeights<R> {
-    /// `W_ihᵀ` (D, 4H).
-    w_ih: Vec<R>,
-    /// `W_hhᵀ` (H, 4H).
-    w_hh: Vec<R>,
-    /// Per task: `U_kᵀ` (D_k, H) and `W_kᵀ` (H, H).
-    tasks: Vec<(Vec<R>, Vec<R>)>,
-}
-
-impl<R: Real> TransposedWeights<R> {
-    fn new(dir: &DirectionWeights<'_, R>) -> Self {
-        let t = |m: &Matrix<R>| {
-            let mut out = Vec::new();
-            transposed_into(m, &mut out);
-            out
-        };
-        TransposedWeights {
-            w_ih: t(dir.cell.w_ih),
-            w_hh: t(dir.cell.w_hh),
-            tasks: dir.tasks.iter().map(|g| (t(g.u), t(g.w))).collect(),
-        }
     }
 }
 
@@ -871,6 +774,12 @@ struct WeightBufs<B: Backend> {
     /// Whether it has the backward's copies (the weights as stored); a forward-only set
     /// holds 1-element placeholders there.
     backward: bool,
+    /// The [`ScLstmArgs::weights_version`] and weight addresses ([`weights_key`]) of the
+    /// values it holds, when written by a call that had a version: a later call with the
+    /// same stamp finds its weights already on the device.
+    stamp: Option<Stamp>,
+    /// Whether the stamped write included the backward's copies.
+    stamp_has_backward: bool,
     /// `W_ih` (4H, D), for the backward's `d_x = d_gates·W_ih` (backward only).
     w_ih: B::Buf,
     /// `W_ihᵀ` (D, 4H): the forward's input projection `x·W_ihᵀ` with a plain `B`.
@@ -911,6 +820,8 @@ impl<B: Backend> WeightBufs<B> {
             geo: geo.clone(),
             elems: 0,
             backward,
+            stamp: None,
+            stamp_has_backward: false,
             w_ih: zb(4 * h * d)?,
             w_ih_t: z(4 * h * d)?,
             w_hh: zb(4 * h * h)?,
@@ -932,40 +843,58 @@ impl<B: Backend> WeightBufs<B> {
     }
 
     /// Writes one direction's weights: the forward's transposes, and the weights as
-    /// stored when `record` (the backward reads them).
+    /// stored when `record` (the backward reads them). Stamps the set with `stamp`.
     fn write(
         &mut self,
         be: &B,
         dir: &DirectionWeights<'_, B::Elem>,
-        transposed: &TransposedWeights<B::Elem>,
         record: bool,
+        stamp: Option<Stamp>,
     ) -> Result<(), NumError> {
         // The forward reads every weight transposed into a plain matrix (`x·Wᵀ` with a
         // row-major `Wᵀ`): the CPU backend's unpacked kernels stream a plain `B` about
         // twice as fast as a transposed one. The backward reads the weights as stored.
-        be.write(&mut self.w_ih_t, &transposed.w_ih)?;
-        be.write(&mut self.w_hh_t, &transposed.w_hh)?;
+        self.stamp = None;
+        let mut scratch = Vec::new();
+        let mut write_t = |buf: &mut B::Buf, m: &Matrix<B::Elem>| {
+            transposed_into(m, &mut scratch);
+            be.write(buf, &scratch)
+        };
+        write_t(&mut self.w_ih_t, dir.cell.w_ih)?;
+        write_t(&mut self.w_hh_t, dir.cell.w_hh)?;
+        for (gb, w) in self.tasks.iter_mut().zip(&dir.tasks) {
+            write_t(&mut gb.u_t, w.u)?;
+            write_t(&mut gb.w_t, w.w)?;
+        }
         if record {
             be.write(&mut self.w_ih, &row_major(dir.cell.w_ih))?;
             be.write(&mut self.w_hh, &row_major(dir.cell.w_hh))?;
         }
         be.write(&mut self.b, &row_major(dir.cell.b))?;
-        for ((gb, w), (u_t, w_t)) in self.tasks.iter_mut().zip(&dir.tasks).zip(&transposed.tasks) {
-            be.write(&mut gb.u_t, u_t)?;
-            be.write(&mut gb.w_t, w_t)?;
+        for (gb, w) in self.tasks.iter_mut().zip(&dir.tasks) {
             if record {
                 be.write(&mut gb.u, &row_major(w.u))?;
                 be.write(&mut gb.w, &row_major(w.w))?;
             }
             be.write(&mut gb.b, &row_major(w.b))?;
         }
+        self.stamp = stamp;
+        self.stamp_has_backward = record;
         Ok(())
+    }
+
+    /// Whether the set already holds the weights stamped `stamp` (never for `None`),
+    /// including the backward's copies when `record`.
+    fn holds(&self, stamp: &Option<Stamp>, record: bool) -> bool {
+        stamp.is_some() && self.stamp == *stamp && (self.stamp_has_backward || !record)
     }
 }
 
 impl<B: Backend> Pooled for WeightBufs<B> {
-    fn rows(&self) -> usize {
-        0
+    /// Sets holding no versioned weights are taken first, so that those kept for later
+    /// calls with the same weights survive.
+    fn rank(&self) -> usize {
+        usize::from(self.stamp.is_some())
     }
     fn elems(&self) -> usize {
         self.elems
@@ -1368,14 +1297,19 @@ pub fn sc_lstm_forward<B: Backend + 'static>(
     let (seq, geo) = validate(op, args)?;
     let nd = args.directions.len();
     let units = plan::<B::Elem>(&seq, &geo, nd);
+    let stamps: Vec<Option<Stamp>> = args
+        .directions
+        .iter()
+        .map(|d| args.weights_version.map(|v| (v, weights_key(d))))
+        .collect();
     let mut held = HeldCaches::default();
     let taken = (|| {
         for unit in &units {
             held.units.push(ws.take(&unit.geo, record)?);
         }
         held.call = Some(ws.take_call(&geo, nd)?);
-        held.weights = ws.take_weights(&geo, nd, record)?;
-        forward_units(ws, args, &units, &mut held, record)
+        held.weights = ws.take_weights(&geo, &stamps, record)?;
+        forward_units(ws, args, &units, &mut held, &stamps, record)
     })();
     let out = match taken {
         Ok(out) => out,
@@ -1423,6 +1357,7 @@ fn forward_units<B: Backend>(
     args: &ScLstmArgs<'_, B::Elem>,
     units: &[Unit<B::Elem>],
     held: &mut HeldCaches<B>,
+    stamps: &[Option<Stamp>],
     record: bool,
 ) -> Result<Matrix<B::Elem>, NumError> {
     let HeldCaches {
@@ -1450,9 +1385,13 @@ fn forward_units<B: Backend>(
         be.write(buf, &row_major(m))?;
     }
     be.fill_zero(&mut call.out)?;
-    let transposed = ws.transpose_weights(&args.directions, args.weights_version);
+    // Each direction's weights (on the two sides of the join), unless the set already
+    // holds them under the same stamp.
     let written = ws.each_unit(weights, |i, wb| {
-        wb.write(be, &args.directions[i], &transposed[i], record)
+        if wb.holds(&stamps[i], record) {
+            return Ok(());
+        }
+        wb.write(be, &args.directions[i], record, stamps[i].clone())
     });
     written.into_iter().collect::<Result<Vec<()>, _>>()?;
     let (call_in, weights) = (&*call, &*weights);

@@ -1,6 +1,6 @@
 //! Running the two directions concurrently through a [`Join`] changes no result, the
 //! workspace's cache pool drops caches that a longer batch has superseded, and a weights
-//! version lets calls share transposed weights until it changes.
+//! version lets calls share the weights on the device until it changes.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -52,9 +52,9 @@ fn concurrent_directions_match_sequential_bit_for_bit() {
     concurrent.set_join(Some(Arc::clone(&join) as Arc<dyn Join>));
     assert!(concurrent.has_join());
     let (out_c, grads_c) = forward_backward(&concurrent, &spec, &v);
-    // One join each for the forward's weight transposes, their writes to the device,
-    // the forward and the backward.
-    assert_eq!(join.calls.load(Ordering::Relaxed), 4);
+    // One join each for the weights (transposed and written to the device), the forward
+    // and the backward.
+    assert_eq!(join.calls.load(Ordering::Relaxed), 3);
     let (out_s, grads_s) = forward_backward(&workspace(), &spec, &v);
     assert_eq!(out_c, out_s, "forward output differs");
     assert_eq!(grads_c.len(), grads_s.len());
@@ -143,7 +143,7 @@ fn caches_come_in_row_buckets_and_the_best_fit_is_reused() {
 }
 
 #[test]
-fn a_weights_version_reuses_the_transposes_until_it_changes() {
+fn a_weights_version_reuses_the_device_weights_until_it_changes() {
     let spec = Spec {
         steps: 3,
         lens: vec![3, 2],
@@ -163,7 +163,7 @@ fn a_weights_version_reuses_the_transposes_until_it_changes() {
     assert_eq!(
         forward(&ws, &v, Some(1)),
         first,
-        "a reused transpose is the same"
+        "reused device weights are the same"
     );
     // Change the forward direction's W_ih in place (same matrix, same address).
     v[1][[0, 0]] += 0.5;

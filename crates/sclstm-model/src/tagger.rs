@@ -759,7 +759,7 @@ impl<B: Backend + 'static> Tagger<B> {
                 lens,
                 task_inputs,
                 directions,
-                // Tagging reuses the transposed weights until the parameters change.
+                // Tagging reuses the weights on the device until the parameters change.
                 weights_version: (!tape.is_recording()).then(|| self.params.version()),
             };
             sc_lstm_forward(&self.ws, &args, tape.is_recording())?
