@@ -276,9 +276,9 @@ const POOL_LIMIT: usize = 32;
 
 /// Elements (all buffers together) the pooled caches may hold; past it the oldest are
 /// dropped. 128 Mi elements is 512 MiB in f32: the caches of a paper-config training
-/// step (batch 10, up to 12 units of 2–10 M row elements and about 1 M weight-gradient
-/// elements each) in its usual row buckets, so that steps reuse them, while long batches
-/// (evaluation, outliers) do not pin more for the rest of the run.
+/// step (batch 10, up to 12 units of 2–10 M elements each) in its usual row buckets, so
+/// that steps reuse them, while long batches (evaluation, outliers) do not pin more for
+/// the rest of the run.
 const POOL_ELEMS: usize = 128 << 20;
 
 /// Call caches (shared inputs and outputs of one layer call) kept for reuse at most:
@@ -295,7 +295,8 @@ const CALL_POOL_ELEMS: usize = 32 << 20;
 const WEIGHT_POOL_LIMIT: usize = 24;
 
 /// Elements the pooled weight sets may hold (256 MiB in f32); one direction of an upper
-/// paper-config layer with one task gate holds about 2.7 M with the backward's copies.
+/// paper-config layer with one task gate holds about 4 M with the backward's copies and
+/// the weight gradients.
 const WEIGHT_POOL_ELEMS: usize = 64 << 20;
 
 /// A cache that can wait in a [`Pool`].
@@ -586,10 +587,6 @@ struct DirCache<B: Backend> {
     d_c: B::Buf,
     /// Gradient w.r.t. `x` (T, B, D), including shared-input task gates.
     d_x: B::Buf,
-    /// Every weight gradient of the direction, packed in gradient order
-    /// ([`param_sizes`]): `W_ih` (4H, D), `W_hh` (4H, H), `b` (4H), then per task `U_k`
-    /// (H, D_k), `W_k` (H, H), `b_k` (H). One buffer, so one download.
-    d_params: B::Buf,
     /// One per requested task, in request order.
     tasks: Vec<TaskCache<B>>,
 }
@@ -649,7 +646,6 @@ impl<B: Backend> DirCache<B> {
             d_h: zb(rows * h)?,
             d_c: zb(rows * h)?,
             d_x: zb(rows * d)?,
-            d_params: zb(param_sizes(geo).iter().sum())?,
             tasks,
         };
         cache.elems = elems.get();
@@ -793,6 +789,12 @@ struct WeightBufs<B: Backend> {
     b: B::Buf,
     /// One per requested task, in request order.
     tasks: Vec<GateWeightBufs<B>>,
+    /// Every weight gradient of the direction, packed in gradient order
+    /// ([`param_sizes`]): `W_ih` (4H, D), `W_hh` (4H, H), `b` (4H), then per task `U_k`
+    /// (H, D_k), `W_k` (H, H), `b_k` (H) (backward only). The direction's units add into
+    /// it in group order (one after the other: they run on the same side of the
+    /// [`Join`], so the lock is never contended), and it is downloaded once.
+    d_params: Mutex<B::Buf>,
 }
 
 impl<B: Backend> WeightBufs<B> {
@@ -828,6 +830,7 @@ impl<B: Backend> WeightBufs<B> {
             w_hh_t: z(4 * h * h)?,
             b: z(4 * h)?,
             tasks,
+            d_params: Mutex::new(zb(param_sizes(geo).iter().sum())?),
         };
         bufs.elems = elems.get();
         Ok(bufs)
@@ -902,7 +905,7 @@ impl<B: Backend> Pooled for WeightBufs<B> {
 }
 
 /// Element counts of one direction's weights in gradient order: `W_ih`, `W_hh`, `b`,
-/// then per task `U_k`, `W_k`, `b_k` (the layout of `DirCache::d_params`).
+/// then per task `U_k`, `W_k`, `b_k` (the layout of `WeightBufs::d_params`).
 fn param_sizes(geo: &DirGeometry) -> Vec<usize> {
     let (d, h) = (geo.input, geo.hidden);
     let mut sizes = vec![4 * h * d, 4 * h * h, 4 * h];
@@ -988,14 +991,15 @@ fn dir_forward<B: Backend>(
 /// Runs one direction's BPTT on the device. The caller has gathered the output
 /// gradients into `d_h` and each task's `d_q_k` ((T+1, B, H), slot 0 ignored) in this
 /// unit's row order. The input gradients `d_x` (and `d_x_k`) stay in the cache for the
-/// caller to collect; the weight gradients are downloaded in one transfer, one vector
-/// each in the order of [`param_sizes`].
+/// caller to collect; the weight gradients go to the direction's `wb.d_params`
+/// (overwritten by the `first` group, added to by later ones).
 fn dir_backward<B: Backend>(
     be: &B,
     dc: &mut DirCache<B>,
     wb: &WeightBufs<B>,
+    first: bool,
     active: &[usize],
-) -> Result<Vec<Vec<B::Elem>>, NumError> {
+) -> Result<(), NumError> {
     let DirGeometry {
         steps,
         batch,
@@ -1058,7 +1062,11 @@ fn dir_backward<B: Backend>(
         }
     }
 
-    // Weight gradients: one gemm each over all T·B rows, into their packed slots.
+    // Weight gradients: one gemm each over all T·B rows, into their packed slots of the
+    // direction's buffer; the first group overwrites, later ones add.
+    let mut d_params = lock(&wb.d_params);
+    let d_params = &mut *d_params;
+    let accumulate = !first;
     let sizes = param_sizes(&dc.geo);
     let offsets: Vec<usize> = sizes
         .iter()
@@ -1070,6 +1078,7 @@ fn dir_backward<B: Backend>(
     let d_gates_t = |n: usize, c_off: usize| Gemm {
         trans_a: true,
         c_off,
+        accumulate,
         ..Gemm::new(4 * hd, n, rows)
     };
     be.gemm(
@@ -1077,20 +1086,21 @@ fn dir_backward<B: Backend>(
         &dc.d_gates,
         &dc.x,
         None,
-        &mut dc.d_params,
+        d_params,
     )?;
     be.gemm(
         &d_gates_t(hd, offsets[1]),
         &dc.d_gates,
         &dc.h,
         None,
-        &mut dc.d_params,
+        d_params,
     )?;
     let bias = Gemm {
         c_off: offsets[2],
+        accumulate,
         ..Gemm::new(1, 4 * hd, rows)
     };
-    be.gemm(&bias, &dc.ones, &dc.d_gates, None, &mut dc.d_params)?;
+    be.gemm(&bias, &dc.ones, &dc.d_gates, None, d_params)?;
     be.gemm(
         &Gemm::new(rows, d, 4 * hd),
         &dc.d_gates,
@@ -1104,22 +1114,18 @@ fn dir_backward<B: Backend>(
         let d_o_t = |n: usize, c_off: usize| Gemm {
             trans_a: true,
             c_off,
+            accumulate,
             ..Gemm::new(hd, n, rows)
         };
         let xk = tc.x_k.as_ref().unwrap_or(&dc.x);
-        be.gemm(&d_o_t(dk, at[0]), &tc.d_o_k, xk, None, &mut dc.d_params)?;
-        be.gemm(
-            &d_o_t(hd, at[1]),
-            &tc.d_o_k,
-            &tc.q_k,
-            None,
-            &mut dc.d_params,
-        )?;
+        be.gemm(&d_o_t(dk, at[0]), &tc.d_o_k, xk, None, d_params)?;
+        be.gemm(&d_o_t(hd, at[1]), &tc.d_o_k, &tc.q_k, None, d_params)?;
         let bias = Gemm {
             c_off: at[2],
+            accumulate,
             ..Gemm::new(1, hd, rows)
         };
-        be.gemm(&bias, &dc.ones, &tc.d_o_k, None, &mut dc.d_params)?;
+        be.gemm(&bias, &dc.ones, &tc.d_o_k, None, d_params)?;
         let back = Gemm::new(rows, dk, hd);
         match &mut tc.d_x_k {
             Some(dxk) => be.gemm(&back, &tc.d_o_k, &gb.u, None, dxk)?,
@@ -1133,7 +1139,7 @@ fn dir_backward<B: Backend>(
         }
     }
 
-    be.download_parts(&dc.d_params, &sizes)
+    Ok(())
 }
 
 /// Checks one matrix's shape.
@@ -1591,8 +1597,6 @@ impl<B: Backend> FusedOp<B::Elem> for ScLstmOp<B> {
         for buf in &mut call.x_k {
             be.fill_zero(buf)?;
         }
-        // Per direction: its weight gradients in the order of `param_sizes`.
-        let mut per_dir: Vec<Vec<Vec<B::Elem>>> = Vec::with_capacity(nd);
 
         let call_in = &*call;
         let results = self.ws.each_unit(caches, |i, dc| {
@@ -1604,13 +1608,14 @@ impl<B: Backend> FusedOp<B::Elem> for ScLstmOp<B> {
                 let col = (nd * (1 + j) + unit.dir) * hd;
                 be.gather_rows(&take(col), &unit.ids, &call_in.out, &mut tc.d_q_k)?;
             }
-            dir_backward(be, dc, &weights[unit.dir], &unit.active)
+            dir_backward(be, dc, &weights[unit.dir], i < nd, &unit.active)
         });
-        // Units are group-major: the first group's gradients start each direction's sums,
-        // later groups add to them in group order (a fixed order: deterministic). The
-        // input gradients are added into the call's buffers in the same unit order.
-        for ((unit, dc), g) in self.units.iter().zip(caches.iter()).zip(results) {
-            let g = g?;
+        // Units are group-major: the first group's weight gradients start each
+        // direction's sums, later groups add to them in group order (a fixed order:
+        // deterministic). The input gradients are added into the call's buffers in the
+        // same unit order.
+        for ((unit, dc), done) in self.units.iter().zip(caches.iter()).zip(results) {
+            done?;
             be.scatter_add_rows(
                 &caller_rows(rows, d, 0, d, 0),
                 &unit.ids,
@@ -1623,14 +1628,6 @@ impl<B: Backend> FusedOp<B::Elem> for ScLstmOp<B> {
                 .zip(self.geo.tasks.iter().filter(|t| t.1))
             {
                 be.scatter_add_rows(&caller_rows(rows, dk, 0, dk, 0), &unit.ids, dxk, acc)?;
-            }
-            match per_dir.get_mut(unit.dir) {
-                None => per_dir.push(g),
-                Some(acc) => {
-                    for (a, v) in acc.iter_mut().zip(&g) {
-                        a.iter_mut().zip(v).for_each(|(a, &x)| *a += x);
-                    }
-                }
             }
         }
         let fetch = |buf: &B::Buf, cols: usize| -> Result<Matrix<B::Elem>, NumError> {
@@ -1649,10 +1646,13 @@ impl<B: Backend> FusedOp<B::Elem> for ScLstmOp<B> {
         for &(dk, _) in &self.geo.tasks {
             shapes.extend([(hd, dk), (hd, hd), (1, hd)]);
         }
-        let mut per_dir: Vec<Vec<Option<Matrix<B::Elem>>>> = per_dir
-            .into_iter()
-            .map(|parts| {
-                parts
+        // Each direction's weight gradients in one transfer.
+        let sizes = param_sizes(&self.geo);
+        let mut per_dir: Vec<Vec<Option<Matrix<B::Elem>>>> = weights
+            .iter()
+            .map(|wb| {
+                let parts = be.download_parts(&lock(&wb.d_params), &sizes)?;
+                Ok(parts
                     .into_iter()
                     .zip(&shapes)
                     .map(|(v, &shape)| {
@@ -1661,9 +1661,9 @@ impl<B: Backend> FusedOp<B::Elem> for ScLstmOp<B> {
                                 .expect("internal: gradient length matches its shape"),
                         )
                     })
-                    .collect()
+                    .collect())
             })
-            .collect();
+            .collect::<Result<_, NumError>>()?;
         let mut grads = vec![Some(d_x)];
         for _ in self.separate.iter().filter(|&&s| s) {
             let m = d_x_k
