@@ -402,10 +402,11 @@ impl<B: Backend> LayerWorkspace<B> {
         self.join.is_some()
     }
 
-    /// Runs `f(unit, cache)` for every unit's cache and returns the results in unit
-    /// order. With a [`Join`] the units are dealt to its two sides by parity: units are
-    /// group-major, so for a bidirectional layer one side runs every forward direction
-    /// and the other every reverse one (equal work).
+    /// Runs `f(i, item)` for every unit's cache (or every direction's weight set) and
+    /// returns the results in order. With a [`Join`] the items are dealt to its two sides
+    /// by parity: units are group-major, so for a bidirectional layer one side runs every
+    /// forward direction and the other every reverse one (equal work, and a direction's
+    /// units run one after the other).
     fn each_unit<C: Send, T: Send>(
         &self,
         caches: &mut [C],
@@ -1599,7 +1600,7 @@ impl<B: Backend> FusedOp<B::Elem> for ScLstmOp<B> {
         }
 
         let call_in = &*call;
-        let results = self.ws.each_unit(caches, |i, dc| {
+        let run = |i: usize, dc: &mut DirCache<B>| {
             let unit = &self.units[i];
             // Output columns → (T_g+1, B_g, H) gradients from slot 1 (slot 0 is never read).
             let take = |col: usize| caller_rows(rows, width, col, hd, unit.geo.batch);
@@ -1609,7 +1610,19 @@ impl<B: Backend> FusedOp<B::Elem> for ScLstmOp<B> {
                 be.gather_rows(&take(col), &unit.ids, &call_in.out, &mut tc.d_q_k)?;
             }
             dir_backward(be, dc, &weights[unit.dir], i < nd, &unit.active)
-        });
+        };
+        // A direction's units must run in group order (the first overwrites the
+        // direction's weight gradients, later ones add): with two directions the join
+        // keeps each direction on one side; with one, every unit runs on this thread.
+        let results: Vec<Result<(), NumError>> = if nd == 2 {
+            self.ws.each_unit(caches, run)
+        } else {
+            caches
+                .iter_mut()
+                .enumerate()
+                .map(|(i, dc)| run(i, dc))
+                .collect()
+        };
         // Units are group-major: the first group's weight gradients start each
         // direction's sums, later groups add to them in group order (a fixed order:
         // deterministic). The input gradients are added into the call's buffers in the
