@@ -522,6 +522,34 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// Allocates buffers on a backend and counts their elements (a cache's `elems`).
+struct Counted<'a, B: Backend> {
+    be: &'a B,
+    /// Elements allocated so far.
+    elems: Cell<usize>,
+}
+
+impl<'a, B: Backend> Counted<'a, B> {
+    fn new(be: &'a B) -> Self {
+        Counted {
+            be,
+            elems: Cell::new(0),
+        }
+    }
+
+    /// A zero-filled buffer of `n` elements (at least one).
+    fn zeros(&self, n: usize) -> Result<B::Buf, NumError> {
+        self.elems.set(self.elems.get() + n.max(1));
+        self.be.zeros(n.max(1))
+    }
+
+    /// A buffer holding `data`.
+    fn upload(&self, data: &[B::Elem]) -> Result<B::Buf, NumError> {
+        self.elems.set(self.elems.get() + data.len());
+        self.be.upload(data)
+    }
+}
+
 /// Sizes of one direction's computation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct DirGeometry {
@@ -607,16 +635,12 @@ impl<B: Backend> DirCache<B> {
     fn new(be: &B, geo: &DirGeometry, backward: bool) -> Result<Self, NumError> {
         let rows = ((geo.steps + 1) * geo.batch).next_power_of_two();
         let (d, h) = (geo.input, geo.hidden);
-        let elems = Cell::new(0);
-        let z = |n: usize| {
-            elems.set(elems.get() + n.max(1));
-            be.zeros(n.max(1))
-        };
+        let alloc = Counted::new(be);
+        let z = |n: usize| alloc.zeros(n);
         // Buffers only the backward reads or writes.
-        let zb = |n: usize| z(if backward { n } else { 1 });
+        let zb = |n: usize| alloc.zeros(if backward { n } else { 1 });
         let ones = if backward {
-            elems.set(rows);
-            be.upload(&vec![B::Elem::one(); rows])?
+            alloc.upload(&vec![B::Elem::one(); rows])?
         } else {
             z(1)?
         };
@@ -649,7 +673,7 @@ impl<B: Backend> DirCache<B> {
             d_x: zb(rows * d)?,
             tasks,
         };
-        cache.elems = elems.get();
+        cache.elems = alloc.elems.get();
         Ok(cache)
     }
 
@@ -701,11 +725,8 @@ impl<B: Backend> CallCache<B> {
     fn new(be: &B, geo: &DirGeometry, nd: usize) -> Result<Self, NumError> {
         let rows = (geo.steps * geo.batch).next_power_of_two();
         let width = nd * (1 + geo.tasks.len()) * geo.hidden;
-        let elems = Cell::new(0);
-        let z = |n: usize| {
-            elems.set(elems.get() + n.max(1));
-            be.zeros(n.max(1))
-        };
+        let alloc = Counted::new(be);
+        let z = |n: usize| alloc.zeros(n);
         let mut cache = CallCache {
             geo: geo.clone(),
             nd,
@@ -720,7 +741,7 @@ impl<B: Backend> CallCache<B> {
                 .collect::<Result<_, _>>()?,
             out: z(rows * width)?,
         };
-        cache.elems = elems.get();
+        cache.elems = alloc.elems.get();
         Ok(cache)
     }
 
@@ -803,12 +824,9 @@ impl<B: Backend> WeightBufs<B> {
     /// only when `backward`.
     fn new(be: &B, geo: &DirGeometry, backward: bool) -> Result<Self, NumError> {
         let (d, h) = (geo.input, geo.hidden);
-        let elems = Cell::new(0);
-        let z = |n: usize| {
-            elems.set(elems.get() + n.max(1));
-            be.zeros(n.max(1))
-        };
-        let zb = |n: usize| z(if backward { n } else { 1 });
+        let alloc = Counted::new(be);
+        let z = |n: usize| alloc.zeros(n);
+        let zb = |n: usize| alloc.zeros(if backward { n } else { 1 });
         let mut tasks = Vec::with_capacity(geo.tasks.len());
         for &(dk, _) in &geo.tasks {
             tasks.push(GateWeightBufs {
@@ -833,7 +851,7 @@ impl<B: Backend> WeightBufs<B> {
             tasks,
             d_params: Mutex::new(zb(param_sizes(geo).iter().sum())?),
         };
-        bufs.elems = elems.get();
+        bufs.elems = alloc.elems.get();
         Ok(bufs)
     }
 
