@@ -2,12 +2,10 @@
 
 use std::sync::Arc;
 
-use anyhow::Context;
-
 use sclstm_core::Backend;
 use sclstm_cpu::CpuBackend;
 
-use crate::config::BackendKind;
+use sclstm_train::config::BackendKind;
 
 /// Work that runs on whichever backend the user picked (generic code, static dispatch).
 pub trait BackendJob {
@@ -45,21 +43,4 @@ fn wgpu_job<J: BackendJob>(_job: J) -> anyhow::Result<J::Output> {
     anyhow::bail!(
         "this sclstm was built without the `wgpu` feature: use --backend cpu, or rebuild with default features"
     )
-}
-
-/// A rayon pool for the tape's host products and Adam (`None` for one thread; 0 = one per core).
-pub fn host_pool(threads: usize) -> anyhow::Result<Option<Arc<rayon::ThreadPool>>> {
-    let threads = if threads == 0 {
-        std::thread::available_parallelism().map_or(1, usize::from)
-    } else {
-        threads
-    };
-    if threads <= 1 {
-        return Ok(None);
-    }
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .build()
-        .context("building the host thread pool")?;
-    Ok(Some(Arc::new(pool)))
 }

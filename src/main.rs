@@ -3,11 +3,6 @@
 mod alloc;
 mod backend;
 mod cmd;
-mod config;
-mod plot;
-mod runmodel;
-mod tokenize;
-mod train;
 
 use clap::{Parser, Subcommand};
 

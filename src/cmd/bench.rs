@@ -32,9 +32,10 @@ use sclstm_core::{Backend, Gemm};
 use sclstm_model::{Family, ModelConfig, ModelError, ModelInput, Tagger, TaskConfig};
 use serde::Serialize;
 
-use crate::backend::{BackendJob, host_pool, with_backend};
-use crate::config::{self, BackendKind};
-use crate::train::{EVAL_BATCH, EVAL_TOKENS, tagging_batches};
+use crate::backend::{BackendJob, with_backend};
+use sclstm_train::config::{self, BackendKind};
+use sclstm_train::pool::host_pool;
+use sclstm_train::{EVAL_BATCH, EVAL_TOKENS, tagging_batches};
 
 /// Arguments of `sclstm bench`.
 #[derive(Debug, clap::Args)]

@@ -7,11 +7,11 @@ use sclstm_core::Backend;
 use sclstm_data::scheme::{TagScheme, bioes_to_conlleval};
 
 use crate::backend::{BackendJob, with_backend};
-use crate::config::{BackendKind, DataFile, TrainConfig};
-use crate::runmodel::RunModel;
-use crate::train::data::{PreparedSplit, load_raw, read_user_file, training_scheme};
-use crate::train::evaluate_split;
-use crate::train::score::{Scorer, score, tag_names};
+use sclstm_train::config::{BackendKind, DataFile, TrainConfig};
+use sclstm_train::data::{PreparedSplit, load_raw, read_user_file, training_scheme};
+use sclstm_train::evaluate_split;
+use sclstm_train::runmodel::RunModel;
+use sclstm_train::score::{Scorer, score, tag_names};
 
 /// Arguments of `sclstm eval`.
 #[derive(Debug, clap::Args)]

@@ -11,10 +11,10 @@ use sclstm_core::Backend;
 use sclstm_data::batch::make_batch;
 
 use crate::backend::{BackendJob, with_backend};
-use crate::config::{BackendKind, DataFile};
-use crate::runmodel::RunModel;
-use crate::train::data::{read_user_file, training_scheme};
-use crate::train::model_input;
+use sclstm_train::config::{BackendKind, DataFile};
+use sclstm_train::data::{read_user_file, training_scheme};
+use sclstm_train::model_input;
+use sclstm_train::runmodel::RunModel;
 
 /// Arguments of `sclstm inspect`.
 #[derive(Debug, clap::Args)]

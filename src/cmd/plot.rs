@@ -3,7 +3,7 @@
 use std::io::Write;
 use std::path::PathBuf;
 
-use crate::plot::plot_runs;
+use sclstm_train::plot::plot_runs;
 
 /// Arguments of `sclstm plot`.
 #[derive(Debug, clap::Args)]

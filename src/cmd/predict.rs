@@ -7,9 +7,9 @@ use anyhow::{Context, bail};
 use sclstm_core::Backend;
 
 use crate::backend::{BackendJob, with_backend};
-use crate::config::BackendKind;
-use crate::runmodel::RunModel;
-use crate::train::tag_sentences;
+use sclstm_train::config::BackendKind;
+use sclstm_train::runmodel::RunModel;
+use sclstm_train::tag_sentences;
 
 /// Arguments of `sclstm predict`.
 #[derive(Debug, clap::Args)]
@@ -139,7 +139,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     let sentences = match args.format.as_str() {
         "conllu" => read_conllu_words(&text)?,
-        "text" => crate::tokenize::tokenize(&text),
+        "text" => sclstm_data::tokenize::tokenize(&text),
         _ => read_conll_words(&text),
     };
     if sentences.is_empty() {

@@ -6,9 +6,10 @@ use std::path::PathBuf;
 use anyhow::{Context, bail};
 
 use crate::backend::{BackendJob, with_backend};
-use crate::config::{BackendKind, DataFile, Family, SchemeChoice, TaskInput, TrainConfig};
-use crate::train::rundir::CONFIG_FILE;
-use crate::train::{self, RunOptions, TrainSummary};
+use indicatif::{ProgressBar, ProgressStyle};
+use sclstm_train::config::{BackendKind, DataFile, Family, SchemeChoice, TaskInput, TrainConfig};
+use sclstm_train::rundir::CONFIG_FILE;
+use sclstm_train::{self as train, RunOptions, StepReport, TrainObserver, TrainSummary};
 
 /// Arguments of `sclstm train`. Every flag overrides the same key of `--config`.
 #[derive(Debug, clap::Args)]
@@ -163,6 +164,7 @@ struct TrainJob<'a> {
     out: &'a std::path::Path,
     resume: bool,
     options: &'a RunOptions,
+    show_progress: bool,
 }
 
 impl BackendJob for TrainJob<'_> {
@@ -171,7 +173,66 @@ impl BackendJob for TrainJob<'_> {
         self,
         b: std::sync::Arc<B>,
     ) -> anyhow::Result<TrainSummary> {
-        train::train(b, self.config, self.out, self.resume, self.options)
+        let mut progress = Progress::new(self.show_progress);
+        train::train(
+            b,
+            self.config,
+            self.out,
+            self.resume,
+            self.options,
+            &mut progress,
+        )
+    }
+}
+
+/// The terminal side of training: log lines on stderr and a progress bar per epoch.
+struct Progress {
+    show: bool,
+    bar: ProgressBar,
+}
+
+impl Progress {
+    fn new(show: bool) -> Self {
+        Progress {
+            show,
+            bar: ProgressBar::hidden(),
+        }
+    }
+}
+
+impl TrainObserver for Progress {
+    fn message(&mut self, line: &str) {
+        eprintln!("{line}");
+    }
+
+    fn epoch_started(&mut self, epoch: usize, batches: usize, position: usize) {
+        if !self.show {
+            return;
+        }
+        self.bar = ProgressBar::new(batches as u64);
+        self.bar.set_style(
+            ProgressStyle::with_template(
+                "epoch {prefix} [{bar:30}] {pos}/{len} batches {msg} ETA {eta}",
+            )
+            .expect("internal: static progress template")
+            .progress_chars("=> "),
+        );
+        self.bar.set_prefix(epoch.to_string());
+        self.bar.set_position(position as u64);
+    }
+
+    fn step_done(&mut self, s: &StepReport) {
+        self.bar.set_position(s.position as u64);
+        self.bar
+            .set_message(format!("loss {:.3} | {:.0} tok/s", s.loss, s.tokens_per_s));
+    }
+
+    fn epoch_finished(&mut self, completed: bool) {
+        if completed {
+            self.bar.finish_and_clear();
+        } else {
+            self.bar.abandon();
+        }
     }
 }
 
@@ -200,7 +261,6 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         log_grads: args.log_grads,
         checkpoint_steps: args.checkpoint_steps,
         stop_after_steps: args.stop_after_steps,
-        progress: !args.quiet,
     };
     let (config, out, resume) = match &args.resume {
         Some(dir) => {
@@ -242,6 +302,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 out: &dir,
                 resume: false,
                 options: &options,
+                show_progress: !args.quiet,
             };
             let s = with_backend(c.backend, c.threads, job)?;
             print_summary(&s, &dir);
@@ -253,6 +314,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         out: &out,
         resume,
         options: &options,
+        show_progress: !args.quiet,
     };
     let s = with_backend(config.backend, config.threads, job)?;
     print_summary(&s, &out);

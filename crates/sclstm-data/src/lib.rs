@@ -38,6 +38,7 @@ pub mod scheme;
 pub mod shipped;
 pub mod stats;
 pub mod text;
+pub mod tokenize;
 pub mod vocab;
 
 pub use conll::Sentence;

@@ -10,9 +10,9 @@ use sclstm_data::caps::CapFeature;
 use sclstm_data::vocab::{CharVocab, WordVocab};
 use sclstm_model::Tagger;
 
-use crate::backend::host_pool;
 use crate::config::TrainConfig;
-use crate::train::rundir::{self, RunVocab};
+use crate::pool::host_pool;
+use crate::rundir::{self, RunVocab};
 
 /// A run directory's model with everything needed to read new text.
 pub struct RunModel<B: Backend> {

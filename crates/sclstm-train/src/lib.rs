@@ -1,4 +1,6 @@
-//! Training (the paper's Algorithm 1), evaluation and the run directory.
+//! Training (the paper's Algorithm 1), evaluation, run directories, gradient logging and
+//! figures: everything `sclstm train`, `eval`, `predict`, `inspect` and `plot` do besides
+//! parsing their flags.
 //!
 //! A run directory (`--out DIR`) holds:
 //! - `config.toml`: the resolved training configuration;
@@ -13,14 +15,19 @@
 //!
 //! Every file is written atomically (temporary file + rename).
 
+pub mod config;
 pub mod data;
 pub mod grads;
+pub mod plot;
+pub mod pool;
 pub mod rundir;
+pub mod runmodel;
 pub mod schedule;
 pub mod score;
 mod trainer;
 
 pub use trainer::{
-    EVAL_BATCH, EVAL_TOKENS, RunOptions, TrainSummary, evaluate_split, model_input, tag_sentences,
+    EVAL_BATCH, EVAL_TOKENS, Epoch, EpochReport, RunOptions, Silent, Split, StepReport, TrainError,
+    TrainObserver, TrainSummary, Trainer, evaluate_split, model_config, model_input, tag_sentences,
     tagging_batches, train,
 };
