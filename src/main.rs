@@ -30,6 +30,10 @@ enum Command {
     Predict(cmd::predict::Args),
     /// Draw SVG figures of training runs: dev scores, training loss, gradient conflicts.
     Plot(cmd::plot::Args),
+    /// Expand an experiment plan into runs: status, GNU parallel / Slurm job lists, or run here.
+    Sweep(cmd::sweep::Args),
+    /// Tabulate runs against the paper: mean ± sd over seeds, t-tests, gradient conflicts, figures.
+    Report(cmd::report::Args),
     /// Print sentence, token, tag and chunk counts and embedding coverage of the shipped data.
     Stats(cmd::stats::Args),
 }
@@ -46,5 +50,7 @@ fn main() -> anyhow::Result<()> {
         Command::Predict(args) => cmd::predict::run(args),
         Command::Plot(args) => cmd::plot::run(args),
         Command::Stats(args) => cmd::stats::run(args),
+        Command::Sweep(args) => cmd::sweep::run(args),
+        Command::Report(args) => cmd::report::run(args),
     }
 }

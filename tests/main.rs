@@ -4,3 +4,4 @@ mod atomic;
 #[cfg(feature = "wgpu")]
 mod backends;
 mod cli;
+mod sweep;

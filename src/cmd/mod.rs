@@ -6,5 +6,7 @@ pub mod gradcheck;
 pub mod inspect;
 pub mod plot;
 pub mod predict;
+pub mod report;
 pub mod stats;
+pub mod sweep;
 pub mod train;

@@ -18,12 +18,15 @@
 pub mod config;
 pub mod data;
 pub mod grads;
+pub mod plan;
 pub mod plot;
 pub mod pool;
+pub mod report;
 pub mod rundir;
 pub mod runmodel;
 pub mod schedule;
 pub mod score;
+pub mod sweep;
 mod trainer;
 
 pub use trainer::{

@@ -142,23 +142,85 @@ struct Run {
     grads: Option<Vec<GradsRecord>>,
 }
 
+/// How a series is drawn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Stroke {
+    /// A solid line through the points.
+    Solid,
+    /// A dashed line.
+    Dashed,
+    /// A dotted line.
+    Dotted,
+    /// Markers only, each with a whisker over its band (lo, hi).
+    Markers,
+}
+
 /// One line of one panel.
 #[derive(Debug)]
-struct Series {
-    label: String,
-    color: RGBColor,
-    points: Vec<(f64, f64)>,
+pub(crate) struct Series {
+    pub(crate) label: String,
+    pub(crate) color: RGBColor,
+    pub(crate) points: Vec<(f64, f64)>,
+    pub(crate) stroke: Stroke,
+    /// `(x, lo, hi)`: a shaded band around a line, or whiskers of markers.
+    pub(crate) band: Vec<(f64, f64, f64)>,
+}
+
+impl Series {
+    /// A solid line with no band.
+    pub(crate) fn line(label: String, color: RGBColor, points: Vec<(f64, f64)>) -> Self {
+        Series {
+            label,
+            color,
+            points,
+            stroke: Stroke::Solid,
+            band: Vec::new(),
+        }
+    }
+}
+
+/// A horizontal reference line across a panel, labelled at its right end.
+#[derive(Debug)]
+pub(crate) struct HLine {
+    pub(crate) y: f64,
+    pub(crate) label: String,
+    pub(crate) color: RGBColor,
+    pub(crate) dashed: bool,
 }
 
 /// One chart of a figure.
 #[derive(Debug)]
-struct Panel {
-    title: String,
-    x_desc: &'static str,
-    y_desc: String,
-    series: Vec<Series>,
+pub(crate) struct Panel {
+    pub(crate) title: String,
+    pub(crate) x_desc: &'static str,
+    pub(crate) y_desc: String,
+    pub(crate) series: Vec<Series>,
     /// Draw a grey line at y = 0 (the boundary between agreeing and conflicting gradients).
-    zero_line: bool,
+    pub(crate) zero_line: bool,
+    /// Reference lines.
+    pub(crate) hlines: Vec<HLine>,
+    /// Names of the categories at x = 1, 2, … (a categorical x axis).
+    pub(crate) categories: Option<Vec<String>>,
+}
+
+impl Panel {
+    /// A panel of plain lines.
+    pub(crate) fn lines(
+        title: String,
+        x_desc: &'static str,
+        y_desc: String,
+        series: Vec<Series>,
+    ) -> Self {
+        Panel {
+            title,
+            x_desc,
+            y_desc,
+            series,
+            zero_line: false,
+            hlines: Vec::new(),
+            categories: None,
+        }
+    }
 }
 
 /// Reads every run directory in `runs` and writes `dev_scores.svg`, `train_loss.svg` and
@@ -345,34 +407,32 @@ fn dev_score_panels(runs: &[Run]) -> Vec<Panel> {
                 Some(other) => other.to_string(),
                 None => "score".to_string(),
             };
-            Panel {
-                title: format!("{task}: dev {measure}"),
-                x_desc: EPOCH,
-                y_desc: format!("{measure} (%)"),
-                series: run_series(runs, |r| {
+            Panel::lines(
+                format!("{task}: dev {measure}"),
+                EPOCH,
+                format!("{measure} (%)"),
+                run_series(runs, |r| {
                     if dev(r) && &r.task == task {
                         r.score
                     } else {
                         None
                     }
                 }),
-                zero_line: false,
-            }
+            )
         })
         .collect();
-    panels.push(Panel {
-        title: "average over tasks: dev".to_string(),
-        x_desc: EPOCH,
-        y_desc: "mean dev score (%)".to_string(),
-        series: run_series(runs, |r| {
+    panels.push(Panel::lines(
+        "average over tasks: dev".to_string(),
+        EPOCH,
+        "mean dev score (%)".to_string(),
+        run_series(runs, |r| {
             if dev(r) && r.task == AVERAGE_TASK {
                 r.score
             } else {
                 None
             }
         }),
-        zero_line: false,
-    });
+    ));
     panels.retain(|p| !p.series.is_empty());
     panels
 }
@@ -388,19 +448,20 @@ fn train_loss_panels(runs: &[Run]) -> Vec<Panel> {
     );
     let mut panels: Vec<Panel> = tasks
         .iter()
-        .map(|task| Panel {
-            title: format!("{task}: training loss"),
-            x_desc: EPOCH,
-            y_desc: "mean loss per batch".to_string(),
-            // The loss of an epoch is repeated on its dev and test lines; the dev line is used.
-            series: run_series(runs, |r| {
-                if r.split == PLOT_SPLIT && &r.task == task {
-                    r.train_loss
-                } else {
-                    None
-                }
-            }),
-            zero_line: false,
+        .map(|task| {
+            Panel::lines(
+                format!("{task}: training loss"),
+                EPOCH,
+                "mean loss per batch".to_string(),
+                // The loss of an epoch is repeated on its dev and test lines; the dev line is used.
+                run_series(runs, |r| {
+                    if r.split == PLOT_SPLIT && &r.task == task {
+                        r.train_loss
+                    } else {
+                        None
+                    }
+                }),
+            )
         })
         .collect();
     panels.retain(|p| !p.series.is_empty());
@@ -411,15 +472,17 @@ fn train_loss_panels(runs: &[Run]) -> Vec<Panel> {
 fn run_series(runs: &[Run], value: impl Fn(&MetricsRecord) -> Option<f64>) -> Vec<Series> {
     runs.iter()
         .enumerate()
-        .map(|(i, run)| Series {
-            label: run.label.clone(),
-            color: PALETTE[i % PALETTE.len()],
-            points: clean_points(
-                run.metrics
-                    .iter()
-                    .filter_map(|r| value(r).map(|v| (f64::from(r.epoch), v)))
-                    .collect(),
-            ),
+        .map(|(i, run)| {
+            Series::line(
+                run.label.clone(),
+                PALETTE[i % PALETTE.len()],
+                clean_points(
+                    run.metrics
+                        .iter()
+                        .filter_map(|r| value(r).map(|v| (f64::from(r.epoch), v)))
+                        .collect(),
+                ),
+            )
         })
         .filter(|s| !s.points.is_empty())
         .collect()
@@ -471,21 +534,20 @@ fn grad_panels(runs: &[Run]) -> Vec<Panel> {
                 } else {
                     key
                 };
-                series.push(Series {
-                    label,
-                    color: PALETTE[series.len() % PALETTE.len()],
-                    points: clean_points(points),
-                });
+                let color = PALETTE[series.len() % PALETTE.len()];
+                series.push(Series::line(label, color, clean_points(points)));
             }
         }
         series.retain(|s| !s.points.is_empty());
         if !series.is_empty() {
             panels.push(Panel {
-                title: title.to_string(),
-                x_desc: "optimizer step",
-                y_desc: y_desc.to_string(),
-                series,
                 zero_line,
+                ..Panel::lines(
+                    title.to_string(),
+                    "optimizer step",
+                    y_desc.to_string(),
+                    series,
+                )
             });
         }
     }
@@ -504,14 +566,14 @@ fn padded_range(values: impl Iterator<Item = f64>, min_span: f64, pad_frac: f64)
     (mid - half, mid + half)
 }
 
-/// A legend entry: series label and colour.
-type LegendEntry = (String, RGBColor);
+/// A legend entry: series label, colour and stroke.
+type LegendEntry = (String, RGBColor, Stroke);
 
 fn legend_entries(panel: &Panel) -> Vec<LegendEntry> {
     panel
         .series
         .iter()
-        .map(|s| (s.label.clone(), s.color))
+        .map(|s| (s.label.clone(), s.color, s.stroke))
         .collect()
 }
 
@@ -520,7 +582,7 @@ fn legend_entries(panel: &Panel) -> Vec<LegendEntry> {
 fn legend_width(entries: &[LegendEntry]) -> u32 {
     let longest = entries
         .iter()
-        .map(|(label, _)| label.chars().count())
+        .map(|(label, _, _)| label.chars().count())
         .max()
         .unwrap_or(0);
     u32::try_from(50 + 8 * longest)
@@ -537,7 +599,7 @@ fn grid(n: usize) -> (usize, usize) {
 /// and colours (one line per run), one legend at the right serves the whole figure;
 /// otherwise each panel gets its own legend at its right. Legends sit outside the plotting
 /// area so that they never hide a line.
-fn render(path: &Path, panels: &[Panel]) -> Result<(), PlotError> {
+pub(crate) fn render(path: &Path, panels: &[Panel]) -> Result<(), PlotError> {
     let entries: Vec<Vec<LegendEntry>> = panels.iter().map(legend_entries).collect();
     let shared = entries.windows(2).all(|w| w[0] == w[1]);
     let legend_w = entries.iter().map(|e| legend_width(e)).max().unwrap_or(0);
@@ -614,12 +676,30 @@ fn draw_with_panel_legends(root: &Area<'_>, panels: &[Panel], grid: (usize, usiz
 fn draw_legend(area: &Area<'_>, entries: &[LegendEntry]) -> DrawResult {
     let font =
         TextStyle::from(("sans-serif", 15).into_font()).pos(Pos::new(HPos::Left, VPos::Center));
-    for (i, (label, color)) in entries.iter().enumerate() {
+    for (i, (label, color, stroke)) in entries.iter().enumerate() {
         let y = 56 + 22 * i32::try_from(i).expect("internal: few legend entries");
-        area.draw(&PathElement::new(
-            vec![(4, y), (30, y)],
-            color.stroke_width(2),
-        ))?;
+        match stroke {
+            Stroke::Solid => area.draw(&PathElement::new(
+                vec![(4, y), (30, y)],
+                color.stroke_width(2),
+            ))?,
+            Stroke::Dashed | Stroke::Dotted => {
+                let (dash, gap) = if *stroke == Stroke::Dashed {
+                    (7, 4)
+                } else {
+                    (2, 3)
+                };
+                let mut x = 4;
+                while x < 30 {
+                    area.draw(&PathElement::new(
+                        vec![(x, y), ((x + dash).min(30), y)],
+                        color.stroke_width(2),
+                    ))?;
+                    x += dash + gap;
+                }
+            }
+            Stroke::Markers => area.draw(&Circle::new((17, y), 4, color.filled()))?,
+        }
         area.draw(&Text::new(label.as_str(), (36, y), font.clone()))?;
     }
     Ok(())
@@ -642,19 +722,41 @@ fn tick_label(value: f64, step: f64) -> String {
 
 fn draw_panel(area: &Area<'_>, panel: &Panel) -> DrawResult {
     let points = || panel.series.iter().flat_map(|s| &s.points);
-    let (x0, x1) = padded_range(points().map(|p| p.0), 1.0, 0.02);
-    let ys = points().map(|p| p.1).chain(panel.zero_line.then_some(0.0));
+    let (x0, x1) = match &panel.categories {
+        Some(c) => (0.5, c.len() as f64 + 0.5),
+        None => padded_range(points().map(|p| p.0), 1.0, 0.02),
+    };
+    let bands = panel
+        .series
+        .iter()
+        .flat_map(|s| &s.band)
+        .flat_map(|b| [b.1, b.2]);
+    let ys = points()
+        .map(|p| p.1)
+        .chain(bands)
+        .chain(panel.hlines.iter().map(|h| h.y))
+        .chain(panel.zero_line.then_some(0.0));
     let (y0, y1) = padded_range(ys, 1e-3, 0.05);
 
-    // Epochs are whole numbers: ask for at most one tick per epoch so that ticks land on them.
-    let x_ticks = if panel.x_desc == EPOCH {
-        ((x1 - x0).round() as usize + 1).clamp(2, 10)
-    } else {
-        8
+    // Epochs and categories are whole numbers: at most one tick per unit so that ticks land on them.
+    let x_ticks = match &panel.categories {
+        Some(c) => c.len().max(1),
+        None if panel.x_desc == EPOCH => ((x1 - x0).round() as usize + 1).clamp(2, 10),
+        None => 8,
+    };
+    let category = |x: f64| -> String {
+        let i = x.round();
+        match &panel.categories {
+            Some(c) if (x - i).abs() < 1e-6 && i >= 1.0 && (i as usize) <= c.len() => {
+                c[i as usize - 1].clone()
+            }
+            Some(_) => String::new(),
+            None => tick_label(x, (x1 - x0) / x_ticks as f64),
+        }
     };
     let y_ticks = 10;
     // plotters picks round tick steps no finer than span / count; label them at that precision.
-    let (x_step, y_step) = ((x1 - x0) / x_ticks as f64, (y1 - y0) / f64::from(y_ticks));
+    let y_step = (y1 - y0) / f64::from(y_ticks);
     let mut chart = ChartBuilder::on(area)
         .caption(&panel.title, ("sans-serif", 18))
         .margin(12)
@@ -665,7 +767,7 @@ fn draw_panel(area: &Area<'_>, panel: &Panel) -> DrawResult {
         .configure_mesh()
         .x_desc(panel.x_desc)
         .x_labels(x_ticks)
-        .x_label_formatter(&|x| tick_label(*x, x_step))
+        .x_label_formatter(&|x| category(*x))
         .y_desc(&panel.y_desc)
         .y_labels(y_ticks as usize)
         .y_label_formatter(&|y| tick_label(*y, y_step))
@@ -677,10 +779,52 @@ fn draw_panel(area: &Area<'_>, panel: &Panel) -> DrawResult {
             RGBColor(160, 160, 160),
         )))?;
     }
+    for h in &panel.hlines {
+        let style = h.color.stroke_width(1);
+        if h.dashed {
+            chart.draw_series(DashedLineSeries::new([(x0, h.y), (x1, h.y)], 6, 4, style))?;
+        } else {
+            chart.draw_series(std::iter::once(PathElement::new(
+                vec![(x0, h.y), (x1, h.y)],
+                style,
+            )))?;
+        }
+        let font = TextStyle::from(("sans-serif", 12).into_font())
+            .color(&h.color)
+            .pos(Pos::new(HPos::Right, VPos::Bottom));
+        chart.draw_series(std::iter::once(Text::new(h.label.clone(), (x1, h.y), font)))?;
+    }
     for s in &panel.series {
-        chart.draw_series(
-            LineSeries::new(s.points.iter().copied(), s.color.stroke_width(2)).point_size(2),
-        )?;
+        let style = s.color.stroke_width(2);
+        let pts = s.points.iter().copied();
+        if s.stroke != Stroke::Markers && !s.band.is_empty() {
+            let upper = s.band.iter().map(|&(x, _, hi)| (x, hi));
+            let lower = s.band.iter().rev().map(|&(x, lo, _)| (x, lo));
+            chart.draw_series(std::iter::once(Polygon::new(
+                upper.chain(lower).collect::<Vec<_>>(),
+                s.color.mix(0.18).filled(),
+            )))?;
+        }
+        match s.stroke {
+            Stroke::Solid => {
+                chart.draw_series(LineSeries::new(pts, style).point_size(2))?;
+            }
+            Stroke::Dashed => {
+                chart.draw_series(DashedLineSeries::new(pts, 7, 4, style))?;
+            }
+            Stroke::Dotted => {
+                chart.draw_series(DashedLineSeries::new(pts, 2, 3, style))?;
+            }
+            Stroke::Markers => {
+                for &(x, lo, hi) in &s.band {
+                    chart.draw_series(std::iter::once(PathElement::new(
+                        vec![(x, lo), (x, hi)],
+                        s.color.stroke_width(1),
+                    )))?;
+                }
+                chart.draw_series(pts.map(|p| Circle::new(p, 4, s.color.filled())))?;
+            }
+        }
     }
     Ok(())
 }

@@ -202,3 +202,47 @@ pub fn prepare_dir(dir: &Path) -> anyhow::Result<PathBuf> {
     }
     Ok(dir.to_path_buf())
 }
+
+/// Reads `metrics.jsonl`; a malformed line is an error naming the file and line.
+pub fn read_metrics(path: &Path) -> anyhow::Result<Vec<MetricsLine>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, l)| {
+            serde_json::from_str(l)
+                .with_context(|| format!("{}:{}: not a metrics line", path.display(), i + 1))
+        })
+        .collect()
+}
+
+/// Task name of the per-epoch dev average lines.
+pub const AVERAGE_TASK: &str = "average";
+
+/// The dev average of each finished epoch, in epoch order (index 0 = epoch 1); a resumed
+/// run that logged an epoch twice keeps the last line.
+pub fn dev_averages(lines: &[MetricsLine]) -> Vec<f64> {
+    let mut out: Vec<f64> = Vec::new();
+    for l in lines {
+        if l.task == AVERAGE_TASK && l.split == "dev" && l.epoch >= 1 {
+            if out.len() < l.epoch {
+                out.resize(l.epoch, f64::NAN);
+            }
+            out[l.epoch - 1] = l.score;
+        }
+    }
+    out
+}
+
+/// The 1-based epoch the trainer keeps as best: the first with the highest dev average
+/// (a later epoch must be strictly better). `None` before any epoch.
+pub fn best_epoch(averages: &[f64]) -> Option<usize> {
+    let mut best: Option<(usize, f64)> = None;
+    for (i, &a) in averages.iter().enumerate() {
+        if best.is_none_or(|(_, b)| a > b) {
+            best = Some((i + 1, a));
+        }
+    }
+    best.map(|(e, _)| e)
+}

@@ -1,0 +1,1187 @@
+//! Reports of finished (and partial) runs against the paper (`sclstm report`).
+//!
+//! For each run directory: the test scores of the epoch with the best dev average (the
+//! epoch `best.safetensors` holds), the epochs trained, the dev average per epoch and the
+//! gradient statistics. Runs are grouped into the plan's table rows; each row × task gives
+//! the mean ± sample standard deviation over seeds, the best seed, the paper's value and the
+//! difference. Rows the plan compares get Welch's t-test over seeds; rows with gradient logs
+//! get the distribution of the cosine similarity between task gradients on the shared
+//! parameters (the paper's "optimisation conflicts", §2.2 and §6.1, measured).
+//!
+//! Figures: dev average per epoch (Figure 3: mean line and min–max band over seeds, one
+//! panel per task combination, the families overlaid) and test score per task group
+//! (Figure 4: one panel per task, single-task scores as horizontal lines).
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use plotters::style::RGBColor;
+use serde::{Deserialize, Serialize};
+
+use crate::config::{Family, TrainConfig};
+use crate::plan::{Plan, RunSpec, config_differences};
+use crate::plot::{self, HLine, Panel, Series, Stroke};
+use crate::rundir::{self, CONFIG_FILE, GRADS_FILE, METRICS_FILE};
+use crate::sweep::epochs_done;
+
+/// Where a run came from: written beside the logs when a run is committed under `results/`.
+pub const PROVENANCE_FILE: &str = "provenance.json";
+
+/// The commit and machine that trained a run.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Provenance {
+    /// Commit of the code that trained it.
+    pub commit: String,
+    /// CPU model name of the machine.
+    pub cpu: String,
+    /// Threads it trained with.
+    #[serde(default)]
+    pub threads: Option<usize>,
+    /// How to continue it when it is partial.
+    #[serde(default)]
+    pub resume: Option<String>,
+}
+
+/// The `cosine` field of a `grads.jsonl` line (see [`crate::grads::GradsLine`]).
+#[derive(Deserialize)]
+struct CosineRecord {
+    cosine: BTreeMap<String, Option<f64>>,
+}
+
+/// What one run directory holds.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunResult {
+    /// Table row.
+    pub row: String,
+    /// Run name.
+    pub run: String,
+    /// Seed.
+    pub seed: u64,
+    /// The directory.
+    pub dir: PathBuf,
+    /// Model family (`config.toml` `model`).
+    pub family: Family,
+    /// Tasks trained together.
+    pub tasks: Vec<String>,
+    /// Epochs finished.
+    pub epochs: usize,
+    /// Epochs the configuration asks for.
+    pub planned_epochs: usize,
+    /// Whether the run is over (all epochs, or stopped by patience).
+    pub done: bool,
+    /// 1-based epoch of the best dev average.
+    pub best_epoch: usize,
+    /// Test score per task at the best epoch.
+    pub test: BTreeMap<String, f64>,
+    /// Dev score per task at the best epoch.
+    pub dev: BTreeMap<String, f64>,
+    /// Dev average per finished epoch.
+    pub curve: Vec<f64>,
+    /// Hours of training (excluding evaluation).
+    pub hours: f64,
+    /// Cosine similarities of task-gradient pairs on the shared parameters, per pair.
+    #[serde(skip)]
+    pub cosines: BTreeMap<String, Vec<f64>>,
+    /// Commit and CPU, when recorded.
+    pub provenance: Option<Provenance>,
+}
+
+/// Reads one run directory. `None` when it holds no finished epoch yet.
+pub fn read_run(dir: &Path, row: &str, run: &str, seed: u64) -> anyhow::Result<Option<RunResult>> {
+    let metrics_path = dir.join(METRICS_FILE);
+    if !metrics_path.is_file() {
+        return Ok(None);
+    }
+    let config = TrainConfig::from_toml_file(&dir.join(CONFIG_FILE))?;
+    let lines = rundir::read_metrics(&metrics_path)?;
+    let curve = rundir::dev_averages(&lines);
+    let Some(best_epoch) = rundir::best_epoch(&curve) else {
+        return Ok(None);
+    };
+    let at_best = |split: &str| -> BTreeMap<String, f64> {
+        lines
+            .iter()
+            .filter(|l| l.epoch == best_epoch && l.split == split && l.task != "average")
+            .map(|l| (l.task.clone(), l.score))
+            .collect()
+    };
+    let (test, dev) = (at_best("test"), at_best("dev"));
+    if test.len() != config.tasks.len() {
+        bail!(
+            "{}: epoch {best_epoch} is the best but has test scores for {} of {} tasks",
+            metrics_path.display(),
+            test.len(),
+            config.tasks.len()
+        );
+    }
+    let hours = lines
+        .iter()
+        .filter(|l| l.task == "average")
+        .filter_map(|l| l.elapsed_s)
+        .fold(0.0, f64::max)
+        / 3600.0;
+    let (epochs, done) = epochs_done(dir, &config)?;
+    let mut cosines: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+    let grads_path = dir.join(GRADS_FILE);
+    if grads_path.is_file() {
+        let text = std::fs::read_to_string(&grads_path)
+            .with_context(|| format!("reading {}", grads_path.display()))?;
+        for (i, l) in text
+            .lines()
+            .enumerate()
+            .filter(|(_, l)| !l.trim().is_empty())
+        {
+            let g: CosineRecord = serde_json::from_str(l).with_context(|| {
+                format!("{}:{}: not a gradient line", grads_path.display(), i + 1)
+            })?;
+            for (pair, c) in g.cosine {
+                // A non-finite cosine is logged as null and left out.
+                if let Some(c) = c.filter(|c| c.is_finite()) {
+                    cosines.entry(pair).or_default().push(c);
+                }
+            }
+        }
+    }
+    let provenance_path = dir.join(PROVENANCE_FILE);
+    let provenance = if provenance_path.is_file() {
+        let text = std::fs::read_to_string(&provenance_path)
+            .with_context(|| format!("reading {}", provenance_path.display()))?;
+        Some(
+            serde_json::from_str(&text)
+                .with_context(|| format!("parsing {}", provenance_path.display()))?,
+        )
+    } else {
+        None
+    };
+    Ok(Some(RunResult {
+        row: row.to_string(),
+        run: run.to_string(),
+        seed,
+        dir: dir.to_path_buf(),
+        family: config.model,
+        tasks: config.tasks.clone(),
+        epochs,
+        planned_epochs: config.epochs,
+        done,
+        best_epoch,
+        test,
+        dev,
+        curve,
+        hours,
+        cosines,
+        provenance,
+    }))
+}
+
+/// The results of a plan's run directories under `root` (those with a finished epoch).
+/// A directory trained with another configuration than the plan's is refused, naming the
+/// key.
+pub fn plan_results(specs: &[RunSpec]) -> anyhow::Result<Vec<RunResult>> {
+    let mut out = Vec::new();
+    for spec in specs {
+        let config_path = spec.dir.join(CONFIG_FILE);
+        if !config_path.is_file() {
+            continue;
+        }
+        let found = TrainConfig::from_toml_file(&config_path)?;
+        let differences = config_differences(&spec.config, &found);
+        if !differences.is_empty() {
+            bail!(
+                "{}: trained with another configuration than plan `{}` asks for ({})",
+                spec.dir.display(),
+                spec.plan,
+                differences.join("; ")
+            );
+        }
+        if let Some(r) = read_run(&spec.dir, &spec.row, &spec.run, spec.seed)? {
+            out.push(r);
+        }
+    }
+    Ok(out)
+}
+
+/// Results of run directories given by hand: rows are `model [task+task]`, seeds their
+/// `seed` key.
+pub fn dir_results(dirs: &[PathBuf]) -> anyhow::Result<Vec<RunResult>> {
+    let mut out = Vec::new();
+    for dir in dirs {
+        let config = TrainConfig::from_toml_file(&dir.join(CONFIG_FILE))
+            .with_context(|| format!("{} is not a run directory", dir.display()))?;
+        let row = format!(
+            "{} [{}]",
+            family_label(config.model),
+            config.tasks.join("+")
+        );
+        match read_run(dir, &row, &row, config.seed)? {
+            Some(r) => out.push(r),
+            None => bail!("{}: no finished epoch yet", dir.display()),
+        }
+    }
+    Ok(out)
+}
+
+/// The paper's name of a family.
+pub fn family_label(f: Family) -> &'static str {
+    match f {
+        Family::Stl => "LSTM (STL)",
+        Family::LstmS => "LSTM-s",
+        Family::LstmD => "LSTM-d",
+        Family::ScLstm => "SC-LSTM",
+    }
+}
+
+/// Mean and sample standard deviation (0 for one value).
+pub fn mean_sd(xs: &[f64]) -> (f64, f64) {
+    let n = xs.len() as f64;
+    let mean = xs.iter().sum::<f64>() / n;
+    if xs.len() < 2 {
+        return (mean, 0.0);
+    }
+    let var = xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0);
+    (mean, var.sqrt())
+}
+
+/// Two-sided p-value of Welch's t-test (unequal variances) between two samples; `None`
+/// with fewer than two values in either, or no variance in both.
+pub fn welch_p(a: &[f64], b: &[f64]) -> Option<f64> {
+    if a.len() < 2 || b.len() < 2 {
+        return None;
+    }
+    let ((ma, sa), (mb, sb)) = (mean_sd(a), mean_sd(b));
+    let (va, vb) = (sa * sa / a.len() as f64, sb * sb / b.len() as f64);
+    if va + vb == 0.0 {
+        return None;
+    }
+    let t = (ma - mb) / (va + vb).sqrt();
+    let df =
+        (va + vb).powi(2) / (va * va / (a.len() as f64 - 1.0) + vb * vb / (b.len() as f64 - 1.0));
+    Some(incomplete_beta(df / 2.0, 0.5, df / (df + t * t)))
+}
+
+/// ln Γ(x) for x > 0 (Lanczos approximation, g = 7, 9 terms; relative error < 1e-13).
+fn ln_gamma(x: f64) -> f64 {
+    const G: [f64; 9] = [
+        0.999_999_999_999_809_9,
+        676.520_368_121_885_1,
+        -1_259.139_216_722_402_8,
+        771.323_428_777_653_1,
+        -176.615_029_162_140_6,
+        12.507_343_278_686_905,
+        -0.138_571_095_265_720_12,
+        9.984_369_578_019_572e-6,
+        1.505_632_735_149_311_6e-7,
+    ];
+    if x < 0.5 {
+        let pi = std::f64::consts::PI;
+        return (pi / (pi * x).sin()).ln() - ln_gamma(1.0 - x);
+    }
+    let x = x - 1.0;
+    let mut a = G[0];
+    for (i, g) in G.iter().enumerate().skip(1) {
+        a += g / (x + i as f64);
+    }
+    let t = x + 7.5;
+    0.5 * (2.0 * std::f64::consts::PI).ln() + (x + 0.5) * t.ln() - t + a.ln()
+}
+
+/// The regularized incomplete beta function I_x(a, b), by its continued fraction (modified
+/// Lentz), using the symmetry I_x(a, b) = 1 − I_{1−x}(b, a) where that converges faster.
+fn incomplete_beta(a: f64, b: f64, x: f64) -> f64 {
+    if x <= 0.0 {
+        return 0.0;
+    }
+    if x >= 1.0 {
+        return 1.0;
+    }
+    let front =
+        (ln_gamma(a + b) - ln_gamma(a) - ln_gamma(b) + a * x.ln() + b * (1.0 - x).ln()).exp();
+    if x < (a + 1.0) / (a + b + 2.0) {
+        front * beta_fraction(a, b, x) / a
+    } else {
+        1.0 - front * beta_fraction(b, a, 1.0 - x) / b
+    }
+}
+
+fn beta_fraction(a: f64, b: f64, x: f64) -> f64 {
+    const TINY: f64 = 1e-300;
+    let clamp = |v: f64| if v.abs() < TINY { TINY } else { v };
+    let mut c = 1.0;
+    let mut d = 1.0 / clamp(1.0 - (a + b) * x / (a + 1.0));
+    let mut h = d;
+    for m in 1..=300 {
+        let m = f64::from(m);
+        let even = m * (b - m) * x / ((a + 2.0 * m - 1.0) * (a + 2.0 * m));
+        d = 1.0 / clamp(1.0 + even * d);
+        c = clamp(1.0 + even / c);
+        h *= d * c;
+        let odd = -(a + m) * (a + b + m) * x / ((a + 2.0 * m) * (a + 2.0 * m + 1.0));
+        d = 1.0 / clamp(1.0 + odd * d);
+        c = clamp(1.0 + odd / c);
+        let step = d * c;
+        h *= step;
+        if (step - 1.0).abs() < 1e-15 {
+            break;
+        }
+    }
+    h
+}
+
+/// One line of the results table: a row of the plan on one task.
+#[derive(Debug, Clone, Serialize)]
+pub struct TableLine {
+    /// Plan row.
+    pub row: String,
+    /// Task.
+    pub task: String,
+    /// Test score of each seed at its best dev epoch.
+    pub scores: Vec<f64>,
+    /// Seeds, in the order of `scores`.
+    pub seeds: Vec<u64>,
+    /// Mean over seeds.
+    pub mean: f64,
+    /// Sample standard deviation over seeds (0 for one seed).
+    pub sd: f64,
+    /// The best seed and its score.
+    pub best: (u64, f64),
+    /// Epochs each seed trained.
+    pub epochs: Vec<usize>,
+    /// Epochs the plan asks for.
+    pub planned_epochs: usize,
+    /// Whether some seed is still partial.
+    pub partial: bool,
+    /// The paper's value and where it is from.
+    pub paper: Option<(f64, String)>,
+}
+
+/// A significance test between two rows on one task.
+#[derive(Debug, Clone, Serialize)]
+pub struct ComparisonLine {
+    /// Task.
+    pub task: String,
+    /// The row under test.
+    pub row: String,
+    /// The other row.
+    pub against: String,
+    /// Mean difference `row − against`.
+    pub difference: f64,
+    /// Seeds on each side.
+    pub n: (usize, usize),
+    /// Welch's two-sided p-value, when both sides have two seeds or more.
+    pub p: Option<f64>,
+}
+
+/// Distribution of the cosine between two tasks' gradients on the shared parameters.
+#[derive(Debug, Clone, Serialize)]
+pub struct ConflictLine {
+    /// Plan row.
+    pub row: String,
+    /// `a/b`.
+    pub pair: String,
+    /// Measurements (all seeds).
+    pub n: usize,
+    /// Mean cosine.
+    pub mean: f64,
+    /// 10th percentile, median and 90th percentile.
+    pub quantiles: (f64, f64, f64),
+    /// Share of measurements below zero (conflicting directions).
+    pub negative: f64,
+}
+
+/// Everything `sclstm report` prints for one plan (or set of run directories).
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// The plan's name (or `runs`).
+    pub name: String,
+    /// The plan's title.
+    pub title: String,
+    /// Each run directory read.
+    pub runs: Vec<RunResult>,
+    /// Row × task lines.
+    pub table: Vec<TableLine>,
+    /// Significance tests.
+    pub comparisons: Vec<ComparisonLine>,
+    /// Gradient-conflict distributions.
+    pub conflicts: Vec<ConflictLine>,
+    /// Seeds the plan asks for per run.
+    pub seeds: usize,
+}
+
+/// Builds a report from results, with the plan's rows, paper values and comparisons when
+/// there is a plan.
+pub fn build(plan: Option<&Plan>, mut runs: Vec<RunResult>) -> Report {
+    runs.sort_by_key(|r| {
+        let order = plan
+            .map(|p| {
+                p.runs
+                    .iter()
+                    .position(|x| x.name == r.run)
+                    .unwrap_or(usize::MAX)
+            })
+            .unwrap_or(0);
+        (order, r.run.clone(), r.seed)
+    });
+    let rows: Vec<String> = match plan {
+        Some(p) => p.rows(),
+        None => {
+            let mut rows: Vec<String> = Vec::new();
+            for r in &runs {
+                if !rows.contains(&r.row) {
+                    rows.push(r.row.clone());
+                }
+            }
+            rows
+        }
+    };
+    let mut table = Vec::new();
+    for row in &rows {
+        let mine: Vec<&RunResult> = runs.iter().filter(|r| &r.row == row).collect();
+        let mut tasks: Vec<String> = Vec::new();
+        for r in &mine {
+            for t in &r.tasks {
+                if !tasks.contains(t) {
+                    tasks.push(t.clone());
+                }
+            }
+        }
+        for task in task_sort(tasks) {
+            let with: Vec<&&RunResult> =
+                mine.iter().filter(|r| r.test.contains_key(&task)).collect();
+            let scores: Vec<f64> = with.iter().map(|r| r.test[&task]).collect();
+            let seeds: Vec<u64> = with.iter().map(|r| r.seed).collect();
+            let (mean, sd) = mean_sd(&scores);
+            let best = with
+                .iter()
+                .map(|r| (r.seed, r.test[&task]))
+                .fold((0, f64::NEG_INFINITY), |b, x| if x.1 > b.1 { x } else { b });
+            let paper = plan.and_then(|p| {
+                p.runs
+                    .iter()
+                    .filter(|x| x.row() == row)
+                    .filter_map(|x| x.paper.as_ref())
+                    .find_map(|pv| pv.scores.get(&task).map(|v| (*v, pv.source.clone())))
+            });
+            table.push(TableLine {
+                row: row.clone(),
+                task,
+                mean,
+                sd,
+                best,
+                epochs: with.iter().map(|r| r.epochs).collect(),
+                planned_epochs: with.iter().map(|r| r.planned_epochs).max().unwrap_or(0),
+                partial: with.iter().any(|r| !r.done),
+                scores,
+                seeds,
+                paper,
+            });
+        }
+    }
+    let mut comparisons = Vec::new();
+    for c in plan.map(|p| p.compare.as_slice()).unwrap_or(&[]) {
+        for other in &c.against {
+            for line in table.iter().filter(|l| l.row == c.row) {
+                if let Some(o) = table
+                    .iter()
+                    .find(|l| &l.row == other && l.task == line.task)
+                {
+                    comparisons.push(ComparisonLine {
+                        task: line.task.clone(),
+                        row: c.row.clone(),
+                        against: other.clone(),
+                        difference: line.mean - o.mean,
+                        n: (line.scores.len(), o.scores.len()),
+                        p: welch_p(&line.scores, &o.scores),
+                    });
+                }
+            }
+        }
+    }
+    let mut conflicts = Vec::new();
+    for row in &rows {
+        let mut pairs: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+        for r in runs.iter().filter(|r| &r.row == row) {
+            for (pair, v) in &r.cosines {
+                pairs.entry(pair.clone()).or_default().extend(v);
+            }
+        }
+        for (pair, mut v) in pairs {
+            v.sort_by(f64::total_cmp);
+            let q = |f: f64| v[((v.len() - 1) as f64 * f).round() as usize];
+            conflicts.push(ConflictLine {
+                row: row.clone(),
+                pair,
+                n: v.len(),
+                mean: v.iter().sum::<f64>() / v.len() as f64,
+                quantiles: (q(0.1), q(0.5), q(0.9)),
+                negative: v.iter().filter(|x| **x < 0.0).count() as f64 / v.len() as f64,
+            });
+        }
+    }
+    Report {
+        name: plan.map_or("runs".into(), |p| p.name.clone()),
+        title: plan.map_or("Run directories".into(), |p| p.title.clone()),
+        runs,
+        table,
+        comparisons,
+        conflicts,
+        seeds: plan.map_or(1, |p| p.seeds),
+    }
+}
+
+/// NER, chunk, POS first (the paper's order in the text), then any other task by name.
+fn task_sort(mut tasks: Vec<String>) -> Vec<String> {
+    let rank = |t: &str| {
+        ["ner", "chunk", "pos"]
+            .iter()
+            .position(|x| *x == t)
+            .unwrap_or(3)
+    };
+    tasks.sort_by(|a, b| rank(a).cmp(&rank(b)).then(a.cmp(b)));
+    tasks
+}
+
+fn epochs_cell(l: &TableLine) -> String {
+    let lo = l.epochs.iter().min().copied().unwrap_or(0);
+    let hi = l.epochs.iter().max().copied().unwrap_or(0);
+    let span = if lo == hi {
+        lo.to_string()
+    } else {
+        format!("{lo}–{hi}")
+    };
+    if l.partial {
+        format!("{span} of {} (partial)", l.planned_epochs)
+    } else {
+        span
+    }
+}
+
+fn p_cell(p: Option<f64>) -> String {
+    match p {
+        None => "n/a (needs 2 seeds each)".into(),
+        Some(p) if p < 0.001 => "< 0.001".into(),
+        Some(p) => format!("{p:.3}"),
+    }
+}
+
+impl Report {
+    /// The report as Markdown: results table, comparisons, gradient conflicts and runs.
+    pub fn markdown(&self, heading: &str) -> String {
+        let mut s = String::new();
+        let _ = writeln!(s, "{heading} {}\n", self.title);
+        if self.table.is_empty() {
+            let _ = writeln!(s, "No run of this plan has finished an epoch yet.\n");
+            return s;
+        }
+        let _ = writeln!(
+            s,
+            "Test score (F1 for NER and chunking, accuracy for POS) at the epoch with the best dev average, \
+             mean ± sample standard deviation over seeds.\n"
+        );
+        let _ = writeln!(
+            s,
+            "| model | task | ours | seeds | best seed | epochs | paper | Δ | paper source |"
+        );
+        let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|");
+        for l in &self.table {
+            let ours = if l.scores.len() > 1 {
+                format!("{:.2} ± {:.2}", l.mean, l.sd)
+            } else {
+                format!("{:.2}", l.mean)
+            };
+            let (paper, delta, source) = match &l.paper {
+                Some((v, src)) => (
+                    format!("{v:.2}"),
+                    format!("{:+.2}", l.mean - v),
+                    src.clone(),
+                ),
+                None => ("–".into(), "–".into(), "–".into()),
+            };
+            let _ = writeln!(
+                s,
+                "| {} | {} | {ours} | {} of {} | {:.2} (seed {}) | {} | {paper} | {delta} | {source} |",
+                l.row,
+                l.task,
+                l.scores.len(),
+                self.seeds,
+                l.best.1,
+                l.best.0,
+                epochs_cell(l),
+            );
+        }
+        if !self.comparisons.is_empty() {
+            let _ = writeln!(
+                s,
+                "\nDifferences of means and Welch's t-test over seeds (two-sided):\n"
+            );
+            let _ = writeln!(s, "| task | model | vs | Δ mean | seeds | p |");
+            let _ = writeln!(s, "|---|---|---|---|---|---|");
+            for c in &self.comparisons {
+                let _ = writeln!(
+                    s,
+                    "| {} | {} | {} | {:+.2} | {} vs {} | {} |",
+                    c.task,
+                    c.row,
+                    c.against,
+                    c.difference,
+                    c.n.0,
+                    c.n.1,
+                    p_cell(c.p)
+                );
+            }
+        }
+        if !self.conflicts.is_empty() {
+            let _ = writeln!(
+                s,
+                "\nCosine similarity of two tasks' gradients on the shared parameters (fixed probe batches, \
+                 every logged step, all seeds): below zero the tasks pull the shared layers apart.\n"
+            );
+            let _ = writeln!(
+                s,
+                "| model | tasks | measurements | mean | 10% | median | 90% | share < 0 |"
+            );
+            let _ = writeln!(s, "|---|---|---|---|---|---|---|---|");
+            for c in &self.conflicts {
+                let _ = writeln!(
+                    s,
+                    "| {} | {} | {} | {:.3} | {:.3} | {:.3} | {:.3} | {:.0}% |",
+                    c.row,
+                    c.pair,
+                    c.n,
+                    c.mean,
+                    c.quantiles.0,
+                    c.quantiles.1,
+                    c.quantiles.2,
+                    100.0 * c.negative
+                );
+            }
+        }
+        let _ = writeln!(s, "\nRuns:\n");
+        let _ = writeln!(
+            s,
+            "| run | seed | epochs | best epoch | dev average there | training hours | state | commit | CPU |"
+        );
+        let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|");
+        for r in &self.runs {
+            let (commit, cpu) = match &r.provenance {
+                Some(p) => (format!("`{}`", p.commit), p.cpu.clone()),
+                None => ("–".into(), "–".into()),
+            };
+            let state = if r.done { "done" } else { "partial" };
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} of {} | {} | {:.2} | {:.1} | {state} | {commit} | {cpu} |",
+                r.run,
+                r.seed,
+                r.epochs,
+                r.planned_epochs,
+                r.best_epoch,
+                r.curve[r.best_epoch - 1],
+                r.hours,
+            );
+        }
+        s
+    }
+
+    /// The results table as CSV (one line per row × task × seed).
+    pub fn csv(&self) -> String {
+        let mut s =
+            String::from("model,task,seed,test,epochs,planned_epochs,partial,paper,paper_source\n");
+        for l in &self.table {
+            for (i, (seed, score)) in l.seeds.iter().zip(&l.scores).enumerate() {
+                let (paper, src) = match &l.paper {
+                    Some((v, src)) => (format!("{v}"), src.replace('"', "\"\"")),
+                    None => (String::new(), String::new()),
+                };
+                let _ = writeln!(
+                    s,
+                    "\"{}\",{},{seed},{score},{},{},{},{paper},\"{src}\"",
+                    l.row.replace('"', "\"\""),
+                    l.task,
+                    l.epochs[i],
+                    l.planned_epochs,
+                    l.partial
+                );
+            }
+        }
+        s
+    }
+
+    /// Draws the report's figures into `dir`: `<name>-dev-curves.svg` (Figure 3 style)
+    /// and, when some task was trained in two or more task groups, `<name>-task-groups.svg`
+    /// (Figure 4 style). Returns the files written.
+    pub fn figures(&self, plan: Option<&Plan>, dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let mut written = Vec::new();
+        let curves = self.curve_panels();
+        if !curves.is_empty() {
+            let path = dir.join(format!("{}-dev-curves.svg", self.name));
+            plot::render(&path, &curves)?;
+            written.push(path);
+        }
+        let groups = self.group_panels(plan);
+        if !groups.is_empty() {
+            let path = dir.join(format!("{}-task-groups.svg", self.name));
+            plot::render(&path, &groups)?;
+            written.push(path);
+        }
+        Ok(written)
+    }
+
+    /// Figure 3: one panel per multi-task combination, one series per row (mean over seeds
+    /// per epoch, min–max band), strokes as in the paper.
+    fn curve_panels(&self) -> Vec<Panel> {
+        let mut combos: Vec<Vec<String>> = Vec::new();
+        for r in self.runs.iter().filter(|r| r.tasks.len() > 1) {
+            if !combos.contains(&r.tasks) {
+                combos.push(r.tasks.clone());
+            }
+        }
+        combos
+            .into_iter()
+            .map(|tasks| {
+                let mut rows: Vec<(String, Family)> = Vec::new();
+                for r in self.runs.iter().filter(|r| r.tasks == tasks) {
+                    if !rows.iter().any(|(x, _)| x == &r.row) {
+                        rows.push((r.row.clone(), r.family));
+                    }
+                }
+                let series = rows
+                    .into_iter()
+                    .map(|(row, family)| {
+                        let curves: Vec<&Vec<f64>> = self
+                            .runs
+                            .iter()
+                            .filter(|r| r.tasks == tasks && r.row == row)
+                            .map(|r| &r.curve)
+                            .collect();
+                        let longest = curves.iter().map(|c| c.len()).max().unwrap_or(0);
+                        let mut points = Vec::new();
+                        let mut band = Vec::new();
+                        for e in 0..longest {
+                            let at: Vec<f64> =
+                                curves.iter().filter_map(|c| c.get(e)).copied().collect();
+                            let x = (e + 1) as f64;
+                            points.push((x, at.iter().sum::<f64>() / at.len() as f64));
+                            let lo = at.iter().copied().fold(f64::INFINITY, f64::min);
+                            let hi = at.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                            band.push((x, lo, hi));
+                        }
+                        let n = curves.len();
+                        let (color, stroke) = family_style(family);
+                        Series {
+                            label: format!("{row} ({n} seed{})", if n == 1 { "" } else { "s" }),
+                            color,
+                            points,
+                            stroke,
+                            band: if n > 1 { band } else { Vec::new() },
+                        }
+                    })
+                    .collect();
+                Panel::lines(
+                    format!("dev average: {}", tasks.join(" + ")),
+                    "epoch",
+                    "mean dev F1 / accuracy (%)".into(),
+                    series,
+                )
+            })
+            .collect()
+    }
+
+    /// Figure 4: per task, the test score of every task group that contains it, per family
+    /// (mean with a min–max whisker over seeds); single-task scores as horizontal lines
+    /// (ours solid, the paper's dashed).
+    fn group_panels(&self, plan: Option<&Plan>) -> Vec<Panel> {
+        let mut panels = Vec::new();
+        let tasks = task_sort(self.runs.iter().flat_map(|r| r.tasks.iter().cloned()).fold(
+            Vec::new(),
+            |mut v, t| {
+                if !v.contains(&t) {
+                    v.push(t);
+                }
+                v
+            },
+        ));
+        for task in tasks {
+            let mut groups: Vec<Vec<String>> = Vec::new();
+            for r in self
+                .runs
+                .iter()
+                .filter(|r| r.tasks.len() > 1 && r.tasks.contains(&task))
+            {
+                let g = task_sort(r.tasks.clone());
+                if !groups.contains(&g) {
+                    groups.push(g);
+                }
+            }
+            if groups.len() < 2 {
+                continue;
+            }
+            groups.sort_by_key(|g| (g.len(), g.clone()));
+            let families = [Family::LstmS, Family::LstmD, Family::ScLstm];
+            let width = 0.22;
+            let mut series = Vec::new();
+            for (fi, family) in families.iter().enumerate() {
+                let mut points = Vec::new();
+                let mut band = Vec::new();
+                for (gi, g) in groups.iter().enumerate() {
+                    let at: Vec<f64> = self
+                        .runs
+                        .iter()
+                        .filter(|r| r.family == *family && task_sort(r.tasks.clone()) == *g)
+                        .filter_map(|r| r.test.get(&task).copied())
+                        .collect();
+                    if at.is_empty() {
+                        continue;
+                    }
+                    let x = (gi + 1) as f64 + (fi as f64 - 1.0) * width;
+                    let mean = at.iter().sum::<f64>() / at.len() as f64;
+                    points.push((x, mean));
+                    band.push((
+                        x,
+                        at.iter().copied().fold(f64::INFINITY, f64::min),
+                        at.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+                    ));
+                }
+                if !points.is_empty() {
+                    series.push(Series {
+                        label: family_label(*family).into(),
+                        color: family_style(*family).0,
+                        points,
+                        stroke: Stroke::Markers,
+                        band,
+                    });
+                }
+            }
+            let mut hlines = Vec::new();
+            let stl: Vec<f64> = self
+                .runs
+                .iter()
+                .filter(|r| r.family == Family::Stl && r.tasks == [task.clone()])
+                .filter_map(|r| r.test.get(&task).copied())
+                .collect();
+            if !stl.is_empty() {
+                hlines.push(HLine {
+                    y: stl.iter().sum::<f64>() / stl.len() as f64,
+                    label: "STL (ours)".into(),
+                    color: RGBColor(90, 90, 90),
+                    dashed: false,
+                });
+            }
+            if let Some(v) = plan
+                .and_then(|p| p.reference.as_ref())
+                .and_then(|r| r.scores.get(&task))
+            {
+                hlines.push(HLine {
+                    y: *v,
+                    label: "STL (paper)".into(),
+                    color: RGBColor(90, 90, 90),
+                    dashed: true,
+                });
+            }
+            panels.push(Panel {
+                hlines,
+                categories: Some(groups.iter().map(|g| g.join("+")).collect()),
+                ..Panel::lines(
+                    format!("{task}: test"),
+                    "task group",
+                    "test F1 / accuracy (%)".into(),
+                    series,
+                )
+            });
+        }
+        panels
+    }
+}
+
+/// The paper's Figure 3 styles: SC-LSTM red solid, LSTM-s blue dotted, LSTM-d green dashed.
+fn family_style(f: Family) -> (RGBColor, Stroke) {
+    match f {
+        Family::ScLstm => (RGBColor(214, 39, 40), Stroke::Solid),
+        Family::LstmS => (RGBColor(31, 119, 180), Stroke::Dotted),
+        Family::LstmD => (RGBColor(44, 160, 44), Stroke::Dashed),
+        Family::Stl => (RGBColor(90, 90, 90), Stroke::Solid),
+    }
+}
+
+/// Marker lines around the generated README section.
+pub const README_BEGIN: &str =
+    "<!-- results:begin (generated by `sclstm report --readme`; do not edit) -->";
+/// End marker of the generated README section.
+pub const README_END: &str = "<!-- results:end -->";
+
+/// The README section "Results against the paper" for `plans` read from `root`, with links
+/// to the figures in `figures` (a path relative to the README).
+pub fn readme_section(plans: &[(Plan, Vec<RunResult>)], figures: &Path) -> String {
+    let mut s = String::new();
+    for (plan, runs) in plans {
+        let report = build(Some(plan), runs.clone());
+        s.push_str(&report.markdown("###"));
+        for suffix in ["dev-curves", "task-groups"] {
+            let has = match suffix {
+                "dev-curves" => !report.curve_panels().is_empty(),
+                _ => !report.group_panels(Some(plan)).is_empty(),
+            };
+            if has {
+                let _ = writeln!(
+                    s,
+                    "\n![{} {suffix}]({}/{}-{suffix}.svg)",
+                    plan.name,
+                    figures.display(),
+                    plan.name
+                );
+            }
+        }
+        s.push('\n');
+    }
+    s
+}
+
+/// Replaces the text between [`README_BEGIN`] and [`README_END`] in `readme` with
+/// `section`.
+pub fn splice_readme(readme: &str, section: &str) -> anyhow::Result<String> {
+    let (Some(a), Some(b)) = (readme.find(README_BEGIN), readme.find(README_END)) else {
+        bail!("the README has no `{README_BEGIN}` … `{README_END}` markers");
+    };
+    if b < a {
+        bail!("the README's results markers are in the wrong order");
+    }
+    Ok(format!(
+        "{}{README_BEGIN}\n{section}{}",
+        &readme[..a],
+        &readme[b..]
+    ))
+}
+
+/// The generated section currently in `readme` (between the markers).
+pub fn readme_current(readme: &str) -> Option<&str> {
+    let a = readme.find(README_BEGIN)? + README_BEGIN.len() + 1;
+    let b = readme.find(README_END)?;
+    readme.get(a..b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn welch_p_values_match_scipy() {
+        let text = include_str!("../tests/fixtures/welch.json");
+        let v: serde_json::Value = serde_json::from_str(text).unwrap();
+        let cases = v["cases"].as_array().unwrap();
+        assert!(cases.len() >= 10);
+        for c in cases {
+            let get = |k: &str| -> Vec<f64> {
+                c[k].as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|x| x.as_f64().unwrap())
+                    .collect()
+            };
+            let (a, b) = (get("a"), get("b"));
+            let want = c["p"].as_f64().unwrap();
+            let got = welch_p(&a, &b).unwrap();
+            assert!(
+                (got - want).abs() <= 1e-9 * want.max(1e-3),
+                "{a:?} vs {b:?}: {got} (scipy {want})"
+            );
+        }
+        assert_eq!(welch_p(&[1.0], &[2.0, 3.0]), None, "one seed: no test");
+        assert_eq!(
+            welch_p(&[1.0, 1.0], &[1.0, 1.0]),
+            None,
+            "no variance: no test"
+        );
+    }
+
+    #[test]
+    fn mean_and_sample_sd() {
+        assert_eq!(mean_sd(&[5.0]), (5.0, 0.0));
+        let (m, s) = mean_sd(&[1.0, 2.0, 3.0, 4.0]);
+        assert_eq!(m, 2.5);
+        assert!(
+            (s - (5.0f64 / 3.0).sqrt()).abs() < 1e-12,
+            "n − 1 in the denominator"
+        );
+    }
+
+    fn result(
+        row: &str,
+        run: &str,
+        seed: u64,
+        family: Family,
+        tasks: &[&str],
+        test: &[f64],
+    ) -> RunResult {
+        RunResult {
+            row: row.into(),
+            run: run.into(),
+            seed,
+            dir: PathBuf::from(format!("{run}/seed-{seed}")),
+            family,
+            tasks: tasks.iter().map(|t| t.to_string()).collect(),
+            epochs: 3,
+            planned_epochs: if seed == 2 { 5 } else { 3 },
+            done: seed != 2,
+            best_epoch: 2,
+            test: tasks
+                .iter()
+                .zip(test)
+                .map(|(t, v)| (t.to_string(), *v))
+                .collect(),
+            dev: BTreeMap::new(),
+            curve: vec![50.0, 60.0 + seed as f64, 55.0],
+            hours: 0.5,
+            cosines: BTreeMap::from([("ner/pos".to_string(), vec![-0.5, 0.1, 0.2, 0.3])]),
+            provenance: None,
+        }
+    }
+
+    const PLAN: &str = r#"
+name = "p"
+title = "a plan"
+seeds = 2
+[[run]]
+name = "stl-ner"
+row = "STL"
+config = { model = "stl", tasks = ["ner"] }
+paper = { source = "T3 l1", ner = 80.0 }
+[[run]]
+name = "sc"
+row = "SC-LSTM"
+config = { model = "sc-lstm", tasks = ["ner", "pos"] }
+paper = { source = "T3 l4", ner = 82.0, pos = 90.0 }
+[[compare]]
+row = "SC-LSTM"
+against = ["STL"]
+"#;
+
+    #[test]
+    fn rows_aggregate_seeds_against_the_paper_with_a_welch_test() {
+        let plan: Plan = toml::from_str(PLAN).unwrap();
+        let runs = vec![
+            result(
+                "SC-LSTM",
+                "sc",
+                2,
+                Family::ScLstm,
+                &["ner", "pos"],
+                &[83.0, 91.0],
+            ),
+            result("STL", "stl-ner", 1, Family::Stl, &["ner"], &[79.0]),
+            result(
+                "SC-LSTM",
+                "sc",
+                1,
+                Family::ScLstm,
+                &["ner", "pos"],
+                &[81.0, 92.0],
+            ),
+            result("STL", "stl-ner", 2, Family::Stl, &["ner"], &[80.0]),
+        ];
+        let r = build(Some(&plan), runs);
+        let keys: Vec<(&str, &str)> = r
+            .table
+            .iter()
+            .map(|l| (l.row.as_str(), l.task.as_str()))
+            .collect();
+        assert_eq!(
+            keys,
+            [("STL", "ner"), ("SC-LSTM", "ner"), ("SC-LSTM", "pos")]
+        );
+        let sc_ner = &r.table[1];
+        assert_eq!((sc_ner.mean, sc_ner.seeds.clone()), (82.0, vec![1, 2]));
+        assert_eq!(sc_ner.best, (2, 83.0));
+        assert!(sc_ner.partial, "seed 2 is partial");
+        assert_eq!(sc_ner.paper, Some((82.0, "T3 l4".to_string())));
+        assert_eq!(r.comparisons.len(), 1, "only the shared task is compared");
+        let c = &r.comparisons[0];
+        assert_eq!((c.task.as_str(), c.difference, c.n), ("ner", 2.5, (2, 2)));
+        assert_eq!(c.p, welch_p(&[81.0, 83.0], &[79.0, 80.0]));
+        let conflict = r.conflicts.iter().find(|x| x.row == "SC-LSTM").unwrap();
+        assert_eq!((conflict.n, conflict.negative), (8, 0.25));
+        let md = r.markdown("##");
+        assert!(md.contains("| SC-LSTM | ner | 82.00 ± 1.41 | 2 of 2 | 83.00 (seed 2) | 3 of 5 (partial) | 82.00 | +0.00 | T3 l4 |"), "{md}");
+        assert!(
+            md.contains("| ner | SC-LSTM | STL | +2.50 | 2 vs 2 |"),
+            "{md}"
+        );
+        let csv = r.csv();
+        assert_eq!(csv.lines().count(), 1 + 2 + 2 + 2);
+        // Figures: the SC-LSTM curve panel (two seeds, band) and no task-group panel (one group).
+        let curves = r.curve_panels();
+        assert_eq!(curves.len(), 1);
+        assert_eq!(curves[0].series[0].points[1], (2.0, 61.5));
+        assert_eq!(curves[0].series[0].band[1], (2.0, 61.0, 62.0));
+        assert!(r.group_panels(Some(&plan)).is_empty());
+    }
+
+    #[test]
+    fn task_group_panels_put_single_task_scores_as_lines() {
+        let mut plan: Plan = toml::from_str(PLAN).unwrap();
+        plan.reference = Some(crate::plan::PaperValues {
+            source: "fig 4".into(),
+            scores: BTreeMap::from([("ner".into(), 89.39)]),
+        });
+        let runs = vec![
+            result(
+                "SC-LSTM",
+                "sc",
+                1,
+                Family::ScLstm,
+                &["ner", "pos"],
+                &[81.0, 92.0],
+            ),
+            result(
+                "SC-LSTM nc",
+                "sc-nc",
+                1,
+                Family::ScLstm,
+                &["ner", "chunk"],
+                &[84.0, 93.0],
+            ),
+            result(
+                "LSTM-s nc",
+                "s-nc",
+                1,
+                Family::LstmS,
+                &["ner", "chunk"],
+                &[82.0, 93.0],
+            ),
+            result("STL", "stl-ner", 1, Family::Stl, &["ner"], &[79.0]),
+        ];
+        let r = build(Some(&plan), runs);
+        let panels = r.group_panels(Some(&plan));
+        assert_eq!(panels.len(), 1, "only NER is in two groups");
+        let p = &panels[0];
+        assert_eq!(
+            p.categories.as_deref(),
+            Some(&["ner+chunk".to_string(), "ner+pos".to_string()][..])
+        );
+        assert_eq!(p.hlines.len(), 2);
+        assert_eq!((p.hlines[0].y, p.hlines[1].y), (79.0, 89.39));
+        let labels: Vec<&str> = p.series.iter().map(|s| s.label.as_str()).collect();
+        assert_eq!(labels, ["LSTM-s", "SC-LSTM"]);
+        assert_eq!(p.series[1].points.len(), 2, "SC-LSTM in both groups");
+        let dir = std::env::temp_dir().join(format!("sclstm-report-fig-{}", std::process::id()));
+        let written = r.figures(Some(&plan), &dir).unwrap();
+        assert_eq!(written.len(), 2);
+        let svg = std::fs::read_to_string(&written[1]).unwrap();
+        assert!(
+            svg.contains("STL (paper)") && svg.contains("ner+pos"),
+            "{svg}"
+        );
+    }
+
+    #[test]
+    fn readme_splice_replaces_only_the_marked_section() {
+        let readme = format!("# T\nintro\n{README_BEGIN}\nold\n{README_END}\ntail\n");
+        let new = splice_readme(&readme, "new table\n").unwrap();
+        assert_eq!(
+            new,
+            format!("# T\nintro\n{README_BEGIN}\nnew table\n{README_END}\ntail\n")
+        );
+        assert_eq!(readme_current(&new), Some("new table\n"));
+        assert!(splice_readme("no markers", "x").is_err());
+    }
+}

@@ -1,0 +1,459 @@
+//! `sclstm sweep` and `sclstm report` on a tiny plan: the GNU parallel list run through
+//! `parallel`, the Slurm script through `bash -n`, a fake `sbatch` and a simulated array
+//! task, local runs resuming a partial run, and the report's tables, tests and figures.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+const TINY_PLAN: &str = r#"
+name = "tiny"
+title = "tiny plan"
+seeds = 2
+
+[config]
+hidden = 8
+layers = 1
+epochs = 2
+batch_size = 5
+lr = 0.01
+
+[options]
+checkpoint_steps = 3
+
+[[run]]
+name = "stl-ner"
+row = "STL"
+config = { model = "stl", tasks = ["ner"] }
+paper = { source = "made-up line", ner = 50.0 }
+
+[[run]]
+name = "sc"
+row = "SC-LSTM"
+config = { model = "sc-lstm", tasks = ["ner", "chunk"] }
+options = { log_grads = 2 }
+
+[[compare]]
+row = "SC-LSTM"
+against = ["STL"]
+"#;
+
+fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn sclstm(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_sclstm"))
+        .args(args)
+        .current_dir(repo())
+        .output()
+        .expect("the sclstm binary runs")
+}
+
+fn ok(args: &[&str]) -> String {
+    let out = sclstm(args);
+    assert!(
+        out.status.success(),
+        "sclstm {args:?} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A fresh folder holding `plan.toml` (the tiny plan) and an empty runs root `runs/`.
+fn setup(name: &str) -> (PathBuf, String, String) {
+    let d = std::env::temp_dir().join(format!("sclstm-sweep-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    let plan = d.join("plan.toml");
+    std::fs::write(&plan, TINY_PLAN).unwrap();
+    let root = d.join("runs");
+    (
+        d.clone(),
+        plan.display().to_string(),
+        root.display().to_string(),
+    )
+}
+
+fn status(plan: &str, root: &str) -> String {
+    ok(&[
+        "sweep",
+        plan,
+        "--root",
+        root,
+        "--status",
+        "--max-sentences",
+        "20",
+    ])
+}
+
+#[test]
+fn parallel_job_list_runs_through_gnu_parallel_and_a_second_sweep_has_nothing_left() {
+    let (d, plan, root) = setup("parallel");
+    let before = status(&plan, &root);
+    assert!(
+        before.contains("0 done, 0 partial, 4 missing of 4 runs"),
+        "{before}"
+    );
+    let jobs = ok(&[
+        "sweep",
+        &plan,
+        "--root",
+        &root,
+        "--emit",
+        "parallel",
+        "--max-sentences",
+        "20",
+    ]);
+    let lines: Vec<&str> = jobs.lines().collect();
+    assert_eq!(lines.len(), 4, "{jobs}");
+    assert!(lines[0].contains(" train --config ") && lines[0].contains("stl-ner/seed-1.toml"));
+    assert!(
+        lines[2].contains("--log-grads 2"),
+        "run options reach the command: {jobs}"
+    );
+    assert!(!lines[0].contains("--log-grads"), "{jobs}");
+    let joblog = d.join("joblog");
+    let out = Command::new("parallel")
+        .args(["-j", "2", "--joblog"])
+        .arg(&joblog)
+        .current_dir(repo())
+        .stdin(
+            std::fs::File::open({
+                let p = d.join("jobs.txt");
+                std::fs::write(&p, &jobs).unwrap();
+                p
+            })
+            .unwrap(),
+        )
+        .output()
+        .expect("GNU parallel is installed (Debian package `parallel`)");
+    assert!(
+        out.status.success(),
+        "parallel failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let log = std::fs::read_to_string(&joblog).unwrap();
+    assert_eq!(log.lines().count(), 5, "a header and four jobs: {log}");
+    let after = status(&plan, &root);
+    assert!(after.contains("4 done, 0 partial, 0 missing"), "{after}");
+    assert!(
+        after.contains("done     ") && after.contains("(2 of 2 epochs)"),
+        "{after}"
+    );
+    let again = ok(&[
+        "sweep",
+        &plan,
+        "--root",
+        &root,
+        "--emit",
+        "parallel",
+        "--max-sentences",
+        "20",
+    ]);
+    assert!(again.is_empty(), "finished runs are skipped: {again}");
+
+    // The report: rows, seeds, paper value and difference, the t-test, gradient conflicts.
+    let md = ok(&[
+        "report",
+        "--plan",
+        &plan,
+        "--root",
+        &root,
+        "--max-sentences",
+        "20",
+    ]);
+    assert!(md.contains("| STL | ner |"), "{md}");
+    assert!(md.contains("| SC-LSTM | chunk |"), "{md}");
+    assert!(md.contains("2 of 2"), "seed counts: {md}");
+    assert!(md.contains("made-up line"), "{md}");
+    assert!(
+        md.contains("| ner | SC-LSTM | STL |"),
+        "the compared rows get a test: {md}"
+    );
+    assert!(
+        md.contains("| SC-LSTM | ner/chunk |"),
+        "gradient conflicts: {md}"
+    );
+    let csv = ok(&[
+        "report",
+        "--plan",
+        &plan,
+        "--root",
+        &root,
+        "--max-sentences",
+        "20",
+        "--format",
+        "csv",
+    ]);
+    assert_eq!(
+        csv.lines().count(),
+        1 + 2 + 2 * 2,
+        "header, STL ner × 2 seeds, SC ner/chunk × 2: {csv}"
+    );
+    let json = ok(&[
+        "report",
+        "--plan",
+        &plan,
+        "--root",
+        &root,
+        "--max-sentences",
+        "20",
+        "--format",
+        "json",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v["runs"].as_array().unwrap().len(), 4);
+    let figs = d.join("figs");
+    let out = sclstm(&[
+        "report",
+        "--plan",
+        &plan,
+        "--root",
+        &root,
+        "--max-sentences",
+        "20",
+        "--figures",
+        figs.to_str().unwrap(),
+    ]);
+    assert!(out.status.success());
+    let svg = std::fs::read_to_string(figs.join("tiny-dev-curves.svg")).unwrap();
+    assert!(svg.contains("dev average: ner + chunk") && svg.contains("SC-LSTM (2 seeds)"));
+
+    // A run directory trained with another configuration is refused, naming the key.
+    let config = Path::new(&root).join("tiny/sc/seed-2/config.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, text.replace("hidden = 8", "hidden = 9")).unwrap();
+    for args in [
+        vec![
+            "report",
+            "--plan",
+            &plan,
+            "--root",
+            &root,
+            "--max-sentences",
+            "20",
+        ],
+        vec![
+            "sweep",
+            &plan,
+            "--root",
+            &root,
+            "--max-sentences",
+            "20",
+            "--emit",
+            "parallel",
+        ],
+    ] {
+        let out = sclstm(&args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && err.contains("hidden: plan 8 ≠ run 9"),
+            "{args:?}: {err}"
+        );
+    }
+}
+
+#[test]
+fn slurm_script_is_valid_bash_submits_through_sbatch_and_its_tasks_start_then_resume() {
+    let (d, plan, root) = setup("slurm");
+    let script = ok(&[
+        "sweep",
+        &plan,
+        "--root",
+        &root,
+        "--emit",
+        "slurm",
+        "--max-sentences",
+        "20",
+        "--threads",
+        "1",
+    ]);
+    assert!(script.contains("#SBATCH --array=0-3"), "{script}");
+    assert!(script.contains("#SBATCH --cpus-per-task=1"), "{script}");
+    assert!(script.contains("#SBATCH --requeue"), "{script}");
+    let path = d.join("sweep.sbatch");
+    std::fs::write(&path, &script).unwrap();
+    let syntax = Command::new("bash").arg("-n").arg(&path).output().unwrap();
+    assert!(
+        syntax.status.success(),
+        "{}",
+        String::from_utf8_lossy(&syntax.stderr)
+    );
+
+    // --submit hands the script to sbatch: a fake one on PATH records its arguments.
+    let bin = d.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let record = d.join("sbatch-args");
+    let fake = bin.join("sbatch");
+    std::fs::write(
+        &fake,
+        format!(
+            "#!/bin/sh\necho \"$@\" > '{}'\necho 'Submitted batch job 42'\n",
+            record.display()
+        ),
+    )
+    .unwrap();
+    Command::new("chmod").arg("+x").arg(&fake).status().unwrap();
+    let path_var = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_sclstm"))
+        .args([
+            "sweep",
+            &plan,
+            "--root",
+            &root,
+            "--emit",
+            "slurm",
+            "--submit",
+            "--max-sentences",
+            "20",
+        ])
+        .env("PATH", &path_var)
+        .current_dir(repo())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let submitted = Path::new(&root).join("tiny/sweep.sbatch");
+    assert_eq!(
+        std::fs::read_to_string(&record).unwrap().trim(),
+        submitted.display().to_string()
+    );
+
+    // Array task 2 (sc/seed-1) as Slurm would run it: a fresh start, then a requeue.
+    let task = |id: &str| {
+        Command::new("bash")
+            .arg(&submitted)
+            .env("SLURM_ARRAY_TASK_ID", id)
+            .current_dir(repo())
+            .output()
+            .unwrap()
+    };
+    let first = task("2");
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    let st = status(&plan, &root);
+    assert!(
+        st.contains("done     ") && st.contains("tiny/sc/seed-1 (2 of 2 epochs)"),
+        "{st}"
+    );
+    let metrics = Path::new(&root).join("tiny/sc/seed-1/metrics.jsonl");
+    let before = std::fs::read(&metrics).unwrap();
+    let requeued = task("2");
+    assert!(
+        requeued.status.success(),
+        "{}",
+        String::from_utf8_lossy(&requeued.stderr)
+    );
+    assert_eq!(
+        std::fs::read(&metrics).unwrap(),
+        before,
+        "a requeued finished task changes nothing"
+    );
+    assert!(
+        !task("9").status.success(),
+        "an unknown array task is an error"
+    );
+}
+
+#[test]
+fn local_sweep_resumes_a_partial_run_and_starts_the_missing_ones() {
+    let (_d, plan, root) = setup("local");
+    ok(&[
+        "sweep",
+        &plan,
+        "--root",
+        &root,
+        "--emit",
+        "parallel",
+        "--max-sentences",
+        "20",
+        "--seeds",
+        "1",
+    ]);
+    // Interrupt sc/seed-1 inside its first epoch.
+    let dir = Path::new(&root).join("tiny/sc/seed-1");
+    let cfg = Path::new(&root).join("tiny/sc/seed-1.toml");
+    let out = sclstm(&[
+        "train",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--out",
+        dir.to_str().unwrap(),
+        "--quiet",
+        "--stop-after-steps",
+        "3",
+    ]);
+    assert!(!out.status.success(), "the run stops as asked");
+    let st = status(&plan, &root);
+    assert!(
+        st.contains("partial  ") && st.contains("tiny/sc/seed-1 (0 of 2 epochs)"),
+        "{st}"
+    );
+    let out = sclstm(&[
+        "sweep",
+        &plan,
+        "--root",
+        &root,
+        "--max-sentences",
+        "20",
+        "--seeds",
+        "1",
+        "--run",
+        "-j",
+        "2",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("started sc/seed-1") && err.contains("finished stl-ner/seed-1"),
+        "{err}"
+    );
+    let log = std::fs::read_to_string(Path::new(&root).join("tiny/logs/sc-seed-1.log")).unwrap();
+    assert!(log.contains("epoch 2:"), "the resumed run's log: {log}");
+    let st = ok(&[
+        "sweep",
+        &plan,
+        "--root",
+        &root,
+        "--status",
+        "--max-sentences",
+        "20",
+        "--seeds",
+        "1",
+    ]);
+    assert!(
+        st.contains("2 done, 0 partial, 0 missing of 2 runs"),
+        "{st}"
+    );
+}
+
+#[test]
+fn the_readme_results_section_is_what_report_renders_from_results() {
+    ok(&[
+        "report",
+        "--plan",
+        "experiments/table3.toml",
+        "--plan",
+        "experiments/sota.toml",
+        "--root",
+        "results",
+        "--check-readme",
+        "README.md",
+    ]);
+}
