@@ -1,0 +1,407 @@
+//! What one layer call keeps on the backend: per-unit direction caches (activations for
+//! the backward), per-call input/output buffers, and per-direction weight sets.
+
+use super::*;
+
+/// A weights version ([`ScLstmArgs::weights_version`]) and a direction's weight
+/// addresses ([`weights_key`]): the values a weight set holds.
+pub(super) type Stamp = (u64, Vec<usize>);
+
+/// Addresses of a direction's weight matrices: with a weights version they identify the
+/// values a weight set holds.
+pub(super) fn weights_key<R>(d: &DirectionWeights<'_, R>) -> Vec<usize> {
+    let mut key = vec![d.cell.w_ih.as_ptr() as usize, d.cell.w_hh.as_ptr() as usize];
+    for g in &d.tasks {
+        key.extend([g.u.as_ptr() as usize, g.w.as_ptr() as usize]);
+    }
+    key
+}
+
+/// A pooled cache serves a call needing `need` rows only if it has at most this many
+/// times as many: downloads copy whole buffers, so a far larger cache would copy mostly
+/// unused rows on every call.
+pub(super) const MAX_SLACK: usize = 4;
+
+/// Sizes of one direction's computation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct DirGeometry {
+    /// Steps `T`.
+    pub(super) steps: usize,
+    /// Batch `B`.
+    pub(super) batch: usize,
+    /// Shared input width `D`.
+    pub(super) input: usize,
+    /// Hidden size `H`.
+    pub(super) hidden: usize,
+    /// Per task: (`D_k`, reads a separate input).
+    pub(super) tasks: Vec<(usize, bool)>,
+}
+
+/// Device buffers of one task gate of one direction. Shapes name the capacity
+/// `rows ≥ (T+1)·B`; a call uses the prefix its (T, B) needs.
+pub(super) struct TaskCache<B: Backend> {
+    /// Separate task input `x^k` (T, B, D_k); `None` when the gate reads `x`.
+    pub(super) x_k: Option<B::Buf>,
+    /// Task gate pre-activations, then `o^k_t` (T, B, H).
+    pub(super) o_k: B::Buf,
+    /// Task outputs, slot 0 = 0, `q^k_t` in slot t+1 (T+1, B, H).
+    pub(super) q_k: B::Buf,
+    /// Gradient w.r.t. the task gate pre-activations (T, B, H).
+    pub(super) d_o_k: B::Buf,
+    /// Gradient w.r.t. `q_k` slots (T+1, B, H).
+    pub(super) d_q_k: B::Buf,
+    /// Gradient w.r.t. `x^k` (T, B, D_k); `None` when the gate reads `x`.
+    pub(super) d_x_k: Option<B::Buf>,
+}
+
+/// Device buffers of one direction of one layer (llm.c-style activation cache). Shapes
+/// name the capacity `rows ≥ (T+1)·B`; a call uses the prefix its (T, B) needs.
+pub(super) struct DirCache<B: Backend> {
+    /// Sizes of the call currently using the cache (set on every take from the pool).
+    pub(super) geo: DirGeometry,
+    /// Row capacity: `(T+1)·B` of the batch that allocated it, rounded up to a power of two.
+    pub(super) rows: usize,
+    /// Elements in all its buffers together.
+    pub(super) elems: usize,
+    /// Whether it has the backward's buffers (every gradient); a forward-only cache
+    /// holds 1-element placeholders there.
+    pub(super) backward: bool,
+    /// Input in this direction's time order (T, B, D).
+    pub(super) x: B::Buf,
+    /// All ones (T·B): column sums (bias gradients) as a gemm.
+    pub(super) ones: B::Buf,
+    /// 1 inside a sentence, 0 on padding (T, B).
+    pub(super) mask: B::Buf,
+    /// Gate pre-activations, then activations `[i, f, g, o]` (T, B, 4H).
+    pub(super) gates: B::Buf,
+    /// Cell states, slot 0 = 0, `c_t` in slot t+1 (T+1, B, H).
+    pub(super) c: B::Buf,
+    /// Hidden states, slot 0 = 0, `h_t` in slot t+1 (T+1, B, H).
+    pub(super) h: B::Buf,
+    /// `tanh(c_t)` (T, B, H).
+    pub(super) tanh_c: B::Buf,
+    /// Gradient w.r.t. the gate pre-activations (T, B, 4H).
+    pub(super) d_gates: B::Buf,
+    /// Gradient w.r.t. `h` slots (T+1, B, H).
+    pub(super) d_h: B::Buf,
+    /// Gradient w.r.t. `c` slots (T+1, B, H).
+    pub(super) d_c: B::Buf,
+    /// Gradient w.r.t. `x` (T, B, D), including shared-input task gates.
+    pub(super) d_x: B::Buf,
+    /// One per requested task, in request order.
+    pub(super) tasks: Vec<TaskCache<B>>,
+}
+
+impl<B: Backend> Pooled for DirCache<B> {
+    fn rank(&self) -> usize {
+        self.rows
+    }
+    fn elems(&self) -> usize {
+        self.elems
+    }
+}
+
+impl<B: Backend> DirCache<B> {
+    /// Allocates zeroed buffers for `geo`, with room for the next power of two of the
+    /// rows it needs; the backward's buffers only when `backward`.
+    pub(super) fn new(be: &B, geo: &DirGeometry, backward: bool) -> Result<Self, NumError> {
+        let rows = ((geo.steps + 1) * geo.batch).next_power_of_two();
+        let (d, h) = (geo.input, geo.hidden);
+        let alloc = Counted::new(be);
+        let z = |n: usize| alloc.zeros(n);
+        // Buffers only the backward reads or writes.
+        let zb = |n: usize| alloc.zeros(if backward { n } else { 1 });
+        let ones = if backward {
+            alloc.upload(&vec![B::Elem::one(); rows])?
+        } else {
+            z(1)?
+        };
+        let mut tasks = Vec::with_capacity(geo.tasks.len());
+        for &(dk, separate) in &geo.tasks {
+            tasks.push(TaskCache {
+                x_k: if separate { Some(z(rows * dk)?) } else { None },
+                o_k: z(rows * h)?,
+                q_k: z(rows * h)?,
+                d_o_k: zb(rows * h)?,
+                d_q_k: zb(rows * h)?,
+                d_x_k: if separate { Some(zb(rows * dk)?) } else { None },
+            });
+        }
+        let mut cache = DirCache {
+            geo: geo.clone(),
+            rows,
+            elems: 0,
+            backward,
+            x: z(rows * d)?,
+            ones,
+            mask: z(rows)?,
+            gates: z(rows * 4 * h)?,
+            c: z(rows * h)?,
+            h: z(rows * h)?,
+            tanh_c: z(rows * h)?,
+            d_gates: zb(rows * 4 * h)?,
+            d_h: zb(rows * h)?,
+            d_c: zb(rows * h)?,
+            d_x: zb(rows * d)?,
+            tasks,
+        };
+        cache.elems = alloc.elems.get();
+        Ok(cache)
+    }
+
+    /// Whether this cache can serve `geo` (with a backward when `backward`): same layer
+    /// sizes, enough rows, at most [`MAX_SLACK`] times the rows it needs, and the
+    /// backward's buffers if asked for.
+    pub(super) fn fits(&self, geo: &DirGeometry, backward: bool) -> bool {
+        let need = (geo.steps + 1) * geo.batch;
+        self.same_layer(geo)
+            && self.rows >= need
+            && self.rows <= MAX_SLACK * need
+            && (self.backward || !backward)
+    }
+
+    /// Whether this cache was made for the same layer sizes as `geo` (any length).
+    pub(super) fn same_layer(&self, geo: &DirGeometry) -> bool {
+        self.geo.input == geo.input && self.geo.hidden == geo.hidden && self.geo.tasks == geo.tasks
+    }
+}
+
+/// Device buffers one layer call shares between its units, in the caller's row order
+/// (row `t·B + b` = step `t` of sentence `b`): the inputs are uploaded once and every
+/// unit gathers its rows from them; the units' outputs are scatter-added into `out` and
+/// downloaded once. The backward reuses the same buffers, whose forward contents are no
+/// longer needed by then (the units keep their own gathered inputs): `out` receives the
+/// output gradient, `x` and `x_k` collect the input gradients. Shapes name the capacity
+/// `rows ≥ T·B`.
+pub(super) struct CallCache<B: Backend> {
+    /// Layer sizes of the call that made it (`steps`, `batch` unused).
+    pub(super) geo: DirGeometry,
+    /// Directions.
+    pub(super) nd: usize,
+    /// Row capacity: `T·B` of the call that allocated it, rounded up to a power of two.
+    pub(super) rows: usize,
+    /// Elements in all its buffers together.
+    pub(super) elems: usize,
+    /// Shared input `x`, then its gradient (T·B, D).
+    pub(super) x: B::Buf,
+    /// Separate task inputs `x^k`, then their gradients (T·B, D_k), one per task that
+    /// reads one, in order.
+    pub(super) x_k: Vec<B::Buf>,
+    /// The layer's output, then its gradient (T·B, nd·(1+K)·H), column layout in the
+    /// module docs.
+    pub(super) out: B::Buf,
+}
+
+impl<B: Backend> CallCache<B> {
+    /// Allocates buffers for a call of `geo` with `nd` directions.
+    pub(super) fn new(be: &B, geo: &DirGeometry, nd: usize) -> Result<Self, NumError> {
+        let rows = (geo.steps * geo.batch).next_power_of_two();
+        let width = nd * (1 + geo.tasks.len()) * geo.hidden;
+        let alloc = Counted::new(be);
+        let z = |n: usize| alloc.zeros(n);
+        let mut cache = CallCache {
+            geo: geo.clone(),
+            nd,
+            rows,
+            elems: 0,
+            x: z(rows * geo.input)?,
+            x_k: geo
+                .tasks
+                .iter()
+                .filter(|&&(_, sep)| sep)
+                .map(|&(dk, _)| z(rows * dk))
+                .collect::<Result<_, _>>()?,
+            out: z(rows * width)?,
+        };
+        cache.elems = alloc.elems.get();
+        Ok(cache)
+    }
+
+    /// Whether this cache can serve a call of `geo` with `nd` directions: same layer
+    /// sizes, enough rows but at most [`MAX_SLACK`] times too many.
+    pub(super) fn fits(&self, geo: &DirGeometry, nd: usize) -> bool {
+        let need = geo.steps * geo.batch;
+        self.nd == nd
+            && self.geo.input == geo.input
+            && self.geo.hidden == geo.hidden
+            && self.geo.tasks == geo.tasks
+            && self.rows >= need
+            && self.rows <= MAX_SLACK * need
+    }
+}
+
+impl<B: Backend> Pooled for CallCache<B> {
+    fn rank(&self) -> usize {
+        self.rows
+    }
+    fn elems(&self) -> usize {
+        self.elems
+    }
+}
+
+/// Device copies of one task gate's weights.
+pub(super) struct GateWeightBufs<B: Backend> {
+    /// `U_k` (H, D_k), for the backward's `d_x^k = d_o_k·U_k` (backward only).
+    pub(super) u: B::Buf,
+    /// `U_kᵀ` (D_k, H): the forward's input projection `x·U_kᵀ` with a plain `B`.
+    pub(super) u_t: B::Buf,
+    /// `W_k` (H, H), for the backward's `d_q_k[t] += d_o_k[t]·W_k` (backward only).
+    pub(super) w: B::Buf,
+    /// `W_kᵀ` (H, H): the forward's `q^k_{t-1}·W_kᵀ` with a plain `B`.
+    pub(super) w_t: B::Buf,
+    /// `b_k` (H).
+    pub(super) b: B::Buf,
+}
+
+/// Device copies of one direction's weights, written once per layer call and read by
+/// every unit (length group) of that direction. Their sizes do not depend on the batch,
+/// so any pooled set of the same layer sizes serves.
+pub(super) struct WeightBufs<B: Backend> {
+    /// Layer sizes it was made for (`steps`, `batch` unused).
+    pub(super) geo: DirGeometry,
+    /// Elements in all its buffers together.
+    pub(super) elems: usize,
+    /// Whether it has the backward's copies (the weights as stored); a forward-only set
+    /// holds 1-element placeholders there.
+    pub(super) backward: bool,
+    /// The [`ScLstmArgs::weights_version`] and weight addresses ([`weights_key`]) of the
+    /// values it holds, when written by a call that had a version: a later call with the
+    /// same stamp finds its weights already on the device.
+    pub(super) stamp: Option<Stamp>,
+    /// Whether the stamped write included the backward's copies.
+    pub(super) stamp_has_backward: bool,
+    /// `W_ih` (4H, D), for the backward's `d_x = d_gates·W_ih` (backward only).
+    pub(super) w_ih: B::Buf,
+    /// `W_ihᵀ` (D, 4H): the forward's input projection `x·W_ihᵀ` with a plain `B`.
+    pub(super) w_ih_t: B::Buf,
+    /// `W_hh` (4H, H), for the backward's `d_h[t] += d_gates[t]·W_hh` (backward only).
+    pub(super) w_hh: B::Buf,
+    /// `W_hhᵀ` (H, 4H): the forward's `h_{t-1}·W_hhᵀ` with a plain (not transposed) `B`,
+    /// the faster layout for the per-step product (see the CPU backend's small-m kernels).
+    pub(super) w_hh_t: B::Buf,
+    /// `b` (4H).
+    pub(super) b: B::Buf,
+    /// One per requested task, in request order.
+    pub(super) tasks: Vec<GateWeightBufs<B>>,
+    /// Every weight gradient of the direction, packed in gradient order
+    /// ([`param_sizes`]): `W_ih` (4H, D), `W_hh` (4H, H), `b` (4H), then per task `U_k`
+    /// (H, D_k), `W_k` (H, H), `b_k` (H) (backward only). The direction's units add into
+    /// it in group order (one after the other: they run on the same side of the
+    /// [`Join`], so the lock is never contended), and it is downloaded once.
+    pub(super) d_params: Mutex<B::Buf>,
+}
+
+impl<B: Backend> WeightBufs<B> {
+    /// Allocates buffers for one direction of a layer of `geo`; the backward's copies
+    /// only when `backward`.
+    pub(super) fn new(be: &B, geo: &DirGeometry, backward: bool) -> Result<Self, NumError> {
+        let (d, h) = (geo.input, geo.hidden);
+        let alloc = Counted::new(be);
+        let z = |n: usize| alloc.zeros(n);
+        let zb = |n: usize| alloc.zeros(if backward { n } else { 1 });
+        let mut tasks = Vec::with_capacity(geo.tasks.len());
+        for &(dk, _) in &geo.tasks {
+            tasks.push(GateWeightBufs {
+                u: zb(h * dk)?,
+                u_t: z(h * dk)?,
+                w: zb(h * h)?,
+                w_t: z(h * h)?,
+                b: z(h)?,
+            });
+        }
+        let mut bufs = WeightBufs {
+            geo: geo.clone(),
+            elems: 0,
+            backward,
+            stamp: None,
+            stamp_has_backward: false,
+            w_ih: zb(4 * h * d)?,
+            w_ih_t: z(4 * h * d)?,
+            w_hh: zb(4 * h * h)?,
+            w_hh_t: z(4 * h * h)?,
+            b: z(4 * h)?,
+            tasks,
+            d_params: Mutex::new(zb(param_sizes(geo).iter().sum())?),
+        };
+        bufs.elems = alloc.elems.get();
+        Ok(bufs)
+    }
+
+    /// Whether this set can hold the weights of a layer of `geo` (with the backward's
+    /// copies when `backward`).
+    pub(super) fn fits(&self, geo: &DirGeometry, backward: bool) -> bool {
+        self.geo.input == geo.input
+            && self.geo.hidden == geo.hidden
+            && self.geo.tasks == geo.tasks
+            && (self.backward || !backward)
+    }
+
+    /// Writes one direction's weights: the forward's transposes, and the weights as
+    /// stored when `record` (the backward reads them). Stamps the set with `stamp`.
+    pub(super) fn write(
+        &mut self,
+        be: &B,
+        dir: &DirectionWeights<'_, B::Elem>,
+        record: bool,
+        stamp: Option<Stamp>,
+    ) -> Result<(), NumError> {
+        // The forward reads every weight transposed into a plain matrix (`x·Wᵀ` with a
+        // row-major `Wᵀ`): the CPU backend's unpacked kernels stream a plain `B` about
+        // twice as fast as a transposed one. The backward reads the weights as stored.
+        self.stamp = None;
+        let mut scratch = Vec::new();
+        let mut write_t = |buf: &mut B::Buf, m: &Matrix<B::Elem>| {
+            transposed_into(m, &mut scratch);
+            be.write(buf, &scratch)
+        };
+        write_t(&mut self.w_ih_t, dir.cell.w_ih)?;
+        write_t(&mut self.w_hh_t, dir.cell.w_hh)?;
+        for (gb, w) in self.tasks.iter_mut().zip(&dir.tasks) {
+            write_t(&mut gb.u_t, w.u)?;
+            write_t(&mut gb.w_t, w.w)?;
+        }
+        if record {
+            be.write(&mut self.w_ih, &row_major(dir.cell.w_ih))?;
+            be.write(&mut self.w_hh, &row_major(dir.cell.w_hh))?;
+        }
+        be.write(&mut self.b, &row_major(dir.cell.b))?;
+        for (gb, w) in self.tasks.iter_mut().zip(&dir.tasks) {
+            if record {
+                be.write(&mut gb.u, &row_major(w.u))?;
+                be.write(&mut gb.w, &row_major(w.w))?;
+            }
+            be.write(&mut gb.b, &row_major(w.b))?;
+        }
+        self.stamp = stamp;
+        self.stamp_has_backward = record;
+        Ok(())
+    }
+
+    /// Whether the set already holds the weights stamped `stamp` (never for `None`),
+    /// including the backward's copies when `record`.
+    pub(super) fn holds(&self, stamp: &Option<Stamp>, record: bool) -> bool {
+        stamp.is_some() && self.stamp == *stamp && (self.stamp_has_backward || !record)
+    }
+}
+
+impl<B: Backend> Pooled for WeightBufs<B> {
+    /// Sets holding no versioned weights are taken first, so that those kept for later
+    /// calls with the same weights survive.
+    fn rank(&self) -> usize {
+        usize::from(self.stamp.is_some())
+    }
+    fn elems(&self) -> usize {
+        self.elems
+    }
+}
+
+/// Element counts of one direction's weights in gradient order: `W_ih`, `W_hh`, `b`,
+/// then per task `U_k`, `W_k`, `b_k` (the layout of `WeightBufs::d_params`).
+pub(super) fn param_sizes(geo: &DirGeometry) -> Vec<usize> {
+    let (d, h) = (geo.input, geo.hidden);
+    let mut sizes = vec![4 * h * d, 4 * h * h, 4 * h];
+    for &(dk, _) in &geo.tasks {
+        sizes.extend([h * dk, h * h, h]);
+    }
+    sizes
+}
