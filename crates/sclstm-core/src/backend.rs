@@ -298,4 +298,18 @@ pub trait Backend: Send + Sync {
 
     /// Waits until all submitted work has finished (a no-op on the CPU).
     fn sync(&self) -> Result<(), NumError>;
+
+    /// Whether [`Backend::join`] runs its two sides at the same time (a backend with
+    /// threads for it). Layers run a bidirectional layer's directions through `join`.
+    fn concurrent(&self) -> bool {
+        false
+    }
+
+    /// Runs `a` and `b` to completion: concurrently on a [`Backend::concurrent`] backend,
+    /// otherwise `a` then `b`. The layers own no threads; this is how they use the
+    /// backend's.
+    fn join(&self, a: &mut (dyn FnMut() + Send), b: &mut (dyn FnMut() + Send)) {
+        a();
+        b();
+    }
 }

@@ -30,6 +30,25 @@ pub trait Real:
     /// Widens to `f64`.
     fn to_f64(self) -> f64;
 
+    /// The slice as `f32`s when `Self` is `f32`, else `None`. Kernels written for one
+    /// precision dispatch on these views (no type ids, no casts in the kernels' crates).
+    fn as_f32(s: &[Self]) -> Option<&[f32]>;
+
+    /// Mutable version of [`Real::as_f32`].
+    fn as_f32_mut(s: &mut [Self]) -> Option<&mut [f32]>;
+
+    /// The pointer as `*const f32` when `Self` is `f32`, else `None`.
+    fn f32_ptr(p: *const Self) -> Option<*const f32>;
+
+    /// The pointer as `*mut f32` when `Self` is `f32`, else `None`.
+    fn f32_ptr_mut(p: *mut Self) -> Option<*mut f32>;
+
+    /// The pointer as `*const f64` when `Self` is `f64`, else `None`.
+    fn f64_ptr(p: *const Self) -> Option<*const f64>;
+
+    /// The pointer as `*mut f64` when `Self` is `f64`, else `None`.
+    fn f64_ptr_mut(p: *mut Self) -> Option<*mut f64>;
+
     /// Logistic sigmoid `1 / (1 + e^-x)`, computed without overflow for large |x|.
     fn sigmoid(self) -> Self {
         if self >= Self::zero() {
@@ -49,6 +68,24 @@ impl Real for f32 {
     fn to_f64(self) -> f64 {
         self as f64
     }
+    fn as_f32(s: &[Self]) -> Option<&[f32]> {
+        Some(s)
+    }
+    fn as_f32_mut(s: &mut [Self]) -> Option<&mut [f32]> {
+        Some(s)
+    }
+    fn f32_ptr(p: *const Self) -> Option<*const f32> {
+        Some(p)
+    }
+    fn f32_ptr_mut(p: *mut Self) -> Option<*mut f32> {
+        Some(p)
+    }
+    fn f64_ptr(_: *const Self) -> Option<*const f64> {
+        None
+    }
+    fn f64_ptr_mut(_: *mut Self) -> Option<*mut f64> {
+        None
+    }
 }
 
 impl Real for f64 {
@@ -58,6 +95,24 @@ impl Real for f64 {
     }
     fn to_f64(self) -> f64 {
         self
+    }
+    fn as_f32(_: &[Self]) -> Option<&[f32]> {
+        None
+    }
+    fn as_f32_mut(_: &mut [Self]) -> Option<&mut [f32]> {
+        None
+    }
+    fn f32_ptr(_: *const Self) -> Option<*const f32> {
+        None
+    }
+    fn f32_ptr_mut(_: *mut Self) -> Option<*mut f32> {
+        None
+    }
+    fn f64_ptr(p: *const Self) -> Option<*const f64> {
+        Some(p)
+    }
+    fn f64_ptr_mut(p: *mut Self) -> Option<*mut f64> {
+        Some(p)
     }
 }
 

@@ -23,8 +23,6 @@
 //! states and outputs in the forward, and write zero gradients / add nothing in the
 //! backward, so padding never leaks into states or gradients.
 
-use std::any::TypeId;
-
 use sclstm_core::{CellStep, NumError, Real};
 
 /// Fails with [`NumError::BufferTooSmall`] when `len` is below `needed`.
@@ -109,31 +107,6 @@ fn exp_f32(x: f32) -> f32 {
     e_r * two_n
 }
 
-/// Whether `R` is exactly `T`.
-fn same_type<R: 'static, T: 'static>() -> bool {
-    TypeId::of::<R>() == TypeId::of::<T>()
-}
-
-/// Reinterprets a slice of `R` as a slice of `T` when they are the same type.
-fn cast<R: 'static, T: 'static>(s: &[R]) -> &[T] {
-    assert!(
-        same_type::<R, T>(),
-        "internal: cast between different element types"
-    );
-    // SAFETY: `R` and `T` are the same type (equal TypeIds), so layout and length agree.
-    unsafe { std::slice::from_raw_parts(s.as_ptr().cast::<T>(), s.len()) }
-}
-
-/// Mutable version of [`cast`].
-fn cast_mut<R: 'static, T: 'static>(s: &mut [R]) -> &mut [T] {
-    assert!(
-        same_type::<R, T>(),
-        "internal: cast between different element types"
-    );
-    // SAFETY: as in `cast`; the borrow is unique for the lifetime of the result.
-    unsafe { std::slice::from_raw_parts_mut(s.as_mut_ptr().cast::<T>(), s.len()) }
-}
-
 /// LSTM cell forward at step `t` (paper Eq. 1, no peepholes):
 ///
 /// ```text
@@ -159,14 +132,13 @@ pub fn lstm_cell_fwd<R: Real>(
     tanh_c: &mut [R],
     mask: &[R],
 ) -> Result<(), NumError> {
-    if same_type::<R, f32>() {
-        let (g, c, h, tc, m) = (
-            cast_mut(gates),
-            cast_mut(c),
-            cast_mut(h),
-            cast_mut(tanh_c),
-            cast(mask),
-        );
+    if let (Some(g), Some(c), Some(h), Some(tc), Some(m)) = (
+        R::as_f32_mut(gates),
+        R::as_f32_mut(c),
+        R::as_f32_mut(h),
+        R::as_f32_mut(tanh_c),
+        R::as_f32(mask),
+    ) {
         return simd::cell_fwd_f32(s, g, c, h, tc, m);
     }
     cell_fwd::<R, Libm>(s, gates, c, h, tanh_c, mask)
@@ -460,9 +432,15 @@ pub fn lstm_cell_bwd<R: Real>(
     d_c: &mut [R],
     d_gates: &mut [R],
 ) -> Result<(), NumError> {
-    if same_type::<R, f32>() {
-        let (g, cc, tc, m) = (cast(gates), cast(c), cast(tanh_c), cast(mask));
-        let (dh, dc, dg) = (cast(d_h), cast_mut(d_c), cast_mut(d_gates));
+    if let (Some(g), Some(cc), Some(tc), Some(m), Some(dh), Some(dc), Some(dg)) = (
+        R::as_f32(gates),
+        R::as_f32(c),
+        R::as_f32(tanh_c),
+        R::as_f32(mask),
+        R::as_f32(d_h),
+        R::as_f32_mut(d_c),
+        R::as_f32_mut(d_gates),
+    ) {
         return simd::cell_bwd_f32(s, g, cc, tc, m, dh, dc, dg);
     }
     cell_bwd(s, gates, c, tanh_c, mask, d_h, d_c, d_gates)
@@ -564,8 +542,12 @@ pub fn task_gate_fwd<R: Real>(
     tanh_c: &[R],
     mask: &[R],
 ) -> Result<(), NumError> {
-    if same_type::<R, f32>() {
-        let (o, q, tc, m) = (cast_mut(o_k), cast_mut(q_k), cast(tanh_c), cast(mask));
+    if let (Some(o), Some(q), Some(tc), Some(m)) = (
+        R::as_f32_mut(o_k),
+        R::as_f32_mut(q_k),
+        R::as_f32(tanh_c),
+        R::as_f32(mask),
+    ) {
         return simd::gate_fwd_f32(s, o, q, tc, m);
     }
     gate_fwd::<R, Libm>(s, o_k, q_k, tanh_c, mask)

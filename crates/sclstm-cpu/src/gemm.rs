@@ -17,8 +17,6 @@
 //! the order matrixmultiply's `k`-blocking gives it, so a fixed thread count gives a
 //! fixed result, with no atomics and no reductions across threads.
 
-use std::any::TypeId;
-
 use rayon::ThreadPool;
 use rayon::prelude::*;
 use sclstm_core::{Gemm, NumError, Real};
@@ -303,17 +301,15 @@ unsafe fn strided_gemm<R: Real>(
     rsc: isize,
     csc: isize,
 ) {
-    // SAFETY: the caller's contract; the casts are no-ops because the TypeIds match.
+    // The register-tile kernels exist for f32 and f64 (the `Real` views say which).
+    let tiled_type = R::f32_ptr(a).is_some() || R::f64_ptr(a).is_some();
+    // SAFETY: the caller's contract.
     unsafe {
-        let (is_f32, is_f64) = (
-            TypeId::of::<R>() == TypeId::of::<f32>(),
-            TypeId::of::<R>() == TypeId::of::<f64>(),
-        );
         // Tall products only with a row-major A as well: a transposed A (the weight
         // gradients `dGᵀ·X`) is read down its columns, a page apart per step of `k`, and
         // in a training step (cold caches, TLB misses) matrixmultiply's packing wins.
         let tile_kernel = kernel.filter(|isa| {
-            (is_f32 || is_f64) && csc == 1 && csb == 1 && (m <= MAX_M || isa.tall() && csa == 1)
+            tiled_type && csc == 1 && csb == 1 && (m <= MAX_M || isa.tall() && csa == 1)
         });
         if let Some(isa) = tile_kernel {
             // Row chunks of at most `isa.rows()` over one L2-sized block of B's columns
@@ -345,7 +341,7 @@ unsafe fn strided_gemm<R: Real>(
             }
             return;
         }
-        if kernel.is_some() && (is_f32 || is_f64) && csc == 1 && small_m::usable_t(m, csa, rsb) {
+        if kernel.is_some() && tiled_type && csc == 1 && small_m::usable_t(m, csa, rsb) {
             // Tiny-m products with a transposed B (recurrent backward): dot products.
             return small_m::gemm_t(m, k, n, a, rsa, b, csb, beta, c, rsc);
         }
@@ -374,39 +370,41 @@ unsafe fn strided_gemm_mm<R: Real>(
     rsc: isize,
     csc: isize,
 ) {
-    // SAFETY: the caller's contract; the casts are no-ops because the TypeIds match.
+    let f32s = (R::f32_ptr(a), R::f32_ptr(b), R::f32_ptr_mut(c));
+    let f64s = (R::f64_ptr(a), R::f64_ptr(b), R::f64_ptr_mut(c));
+    // SAFETY: the caller's contract; the `Real` views are the same pointers.
     unsafe {
-        if TypeId::of::<R>() == TypeId::of::<f32>() {
+        if let (Some(a), Some(b), Some(c)) = f32s {
             matrixmultiply::sgemm(
                 m,
                 k,
                 n,
                 1.0,
-                a.cast(),
+                a,
                 rsa,
                 csa,
-                b.cast(),
+                b,
                 rsb,
                 csb,
                 Real::to_f64(beta) as f32,
-                c.cast(),
+                c,
                 rsc,
                 csc,
             );
-        } else if TypeId::of::<R>() == TypeId::of::<f64>() {
+        } else if let (Some(a), Some(b), Some(c)) = f64s {
             matrixmultiply::dgemm(
                 m,
                 k,
                 n,
                 1.0,
-                a.cast(),
+                a,
                 rsa,
                 csa,
-                b.cast(),
+                b,
                 rsb,
                 csb,
                 Real::to_f64(beta),
-                c.cast(),
+                c,
                 rsc,
                 csc,
             );

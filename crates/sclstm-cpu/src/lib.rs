@@ -244,6 +244,22 @@ impl<R: Real> Backend for CpuBackend<R> {
     fn sync(&self) -> Result<(), NumError> {
         Ok(())
     }
+
+    fn concurrent(&self) -> bool {
+        self.pool().is_some()
+    }
+
+    fn join(&self, a: &mut (dyn FnMut() + Send), b: &mut (dyn FnMut() + Send)) {
+        match self.pool() {
+            Some(pool) => {
+                pool.install(|| rayon::join(a, b));
+            }
+            None => {
+                a();
+                b();
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -283,5 +299,33 @@ mod tests {
         let cpu = CpuBackend::<f64>::new(1)?;
         assert!(cpu.pool().is_none());
         backend_gemm_roundtrip(&cpu)
+    }
+
+    #[test]
+    fn join_runs_both_sides_concurrently_only_with_a_pool() {
+        use std::sync::Barrier;
+        let two = CpuBackend::<f32>::new(2).unwrap();
+        assert!(two.concurrent());
+        // Each side waits for the other: this returns only if they run at the same time.
+        let barrier = Barrier::new(2);
+        let (mut a, mut b) = (0, 0);
+        two.join(
+            &mut || {
+                barrier.wait();
+                a = 1;
+            },
+            &mut || {
+                barrier.wait();
+                b = 2;
+            },
+        );
+        assert_eq!((a, b), (1, 2));
+        let one = CpuBackend::<f32>::new(1).unwrap();
+        assert!(!one.concurrent());
+        let order = std::sync::Mutex::new(Vec::new());
+        one.join(&mut || order.lock().unwrap().push('a'), &mut || {
+            order.lock().unwrap().push('b')
+        });
+        assert_eq!(*order.lock().unwrap(), ['a', 'b'], "in turn, a first");
     }
 }

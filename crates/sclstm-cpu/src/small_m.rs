@@ -112,7 +112,7 @@ pub(crate) unsafe fn gemm_t<R: Real>(
     c: *mut R,
     rsc: isize,
 ) {
-    let is_f32 = std::any::TypeId::of::<R>() == std::any::TypeId::of::<f32>();
+    let is_f32 = R::f32_ptr(a).is_some();
     let args = PanelT {
         k,
         n,
@@ -126,7 +126,7 @@ pub(crate) unsafe fn gemm_t<R: Real>(
     };
     #[cfg(target_arch = "x86_64")]
     // SAFETY: forwarded from the caller; `m` selects a panel of exactly that height and
-    // the element type matches the TypeId test.
+    // the element type is the one `Real::f32_ptr` reports.
     unsafe {
         if is_f32 {
             match m {
@@ -206,7 +206,7 @@ pub(crate) unsafe fn gemm<R: Real>(
     c: *mut R,
     rsc: isize,
 ) {
-    let is_f32 = std::any::TypeId::of::<R>() == std::any::TypeId::of::<f32>();
+    let is_f32 = R::f32_ptr(a).is_some();
     let nt = match (isa, is_f32) {
         (Isa::Avx512, true) => 32,
         (Isa::Avx512, false) | (Isa::Avx2, true) => 16,
@@ -227,7 +227,7 @@ pub(crate) unsafe fn gemm<R: Real>(
     };
     #[cfg(target_arch = "x86_64")]
     // SAFETY: forwarded from the caller; `m` selects a panel of exactly that height and
-    // the element type matches the TypeId test.
+    // the element type is the one `Real::f32_ptr` reports.
     unsafe {
         if isa == Isa::Avx2 {
             return match (is_f32, m) {

@@ -1,7 +1,6 @@
 //! The [`Tagger`]: parameters, initialisation, the training forward ([`Tagger::loss`]) and
 //! one-call multi-task prediction ([`Tagger::predict`]).
 
-use std::any::Any;
 use std::sync::Arc;
 
 use rand::{RngExt, SeedableRng};
@@ -9,9 +8,8 @@ use rand_chacha::ChaCha8Rng;
 use rayon::ThreadPool;
 use sclstm_autodiff::{DropoutRate, ParamId, ParamStore, Reduction, Tape, Var};
 use sclstm_core::{Backend, Matrix, Real};
-use sclstm_cpu::CpuBackend;
 use sclstm_layers::{
-    BioConstraint, CrfReduction, CrfWeights, DirectionWeights, Join, LayerWorkspace, LstmWeights,
+    BioConstraint, CrfReduction, CrfWeights, DirectionWeights, LayerWorkspace, LstmWeights,
     ScLstmArgs, TaskGateWeights, TaskInput, crf_nll, sc_lstm_forward, viterbi_decode,
 };
 
@@ -81,43 +79,6 @@ type Trace = Vec<TraceEntry>;
 struct Dropout {
     rate: DropoutRate,
     rng: ChaCha8Rng,
-}
-
-/// Runs the two directions of a layer on the CPU backend's own rayon pool, one
-/// direction per thread.
-///
-/// The backend's gemm also runs on that pool: called from one of its threads it does not
-/// hand work to another pool (no cross-pool wake-ups in the per-step loop), and the two
-/// threads stay busy with one time loop each instead of splitting every small recurrent
-/// product in two. Results do not change: each direction runs the same kernels in the
-/// same order, and the gemm's split depends only on the pool's thread count.
-struct CpuJoin<R: Real>(Arc<CpuBackend<R>>);
-
-impl<R: Real> Join for CpuJoin<R> {
-    fn join(&self, a: &mut (dyn FnMut() + Send), b: &mut (dyn FnMut() + Send)) {
-        match self.0.pool() {
-            Some(pool) => {
-                pool.install(|| rayon::join(a, b));
-            }
-            None => {
-                a();
-                b();
-            }
-        }
-    }
-}
-
-/// The layer workspace for `backend`: with concurrent directions when it is a CPU
-/// backend with more than one thread (the layers own no threads themselves).
-fn workspace<B: Backend + 'static>(backend: Arc<B>) -> LayerWorkspace<B> {
-    let mut ws = LayerWorkspace::new(Arc::clone(&backend));
-    let any: Arc<dyn Any + Send + Sync> = backend;
-    if let Ok(cpu) = any.downcast::<CpuBackend<B::Elem>>()
-        && cpu.pool().is_some()
-    {
-        ws.set_join(Some(Arc::new(CpuJoin(cpu))));
-    }
-    ws
 }
 
 /// A multi-task sequence tagger: configuration, named parameters and the backend its
@@ -366,7 +327,7 @@ impl<B: Backend + 'static> Tagger<B> {
             encoders,
             heads,
             bio,
-            ws: workspace(backend),
+            ws: LayerWorkspace::new(backend),
             pool: None,
         })
     }

@@ -3,12 +3,11 @@
 
 use super::*;
 
-/// Runs the two directions of a bidirectional layer, possibly at the same time.
+/// Runs the two directions of a bidirectional layer, possibly at the same time, in place
+/// of the backend's own [`Backend::join`] (e.g. on threads a test controls).
 ///
-/// The layers are generic over [`Backend`] and own no threads; a backend that has
-/// threads (the CPU backend's rayon pool) supplies this so that each direction's time
-/// loop runs on its own thread. The directions share nothing mutable and each writes
-/// only its own buffers, so running them concurrently changes no result.
+/// The directions share nothing mutable and each writes only its own buffers, so running
+/// them concurrently changes no result.
 pub trait Join: Send + Sync {
     /// Runs `a` and `b` to completion, in either order or concurrently.
     fn join(&self, a: &mut (dyn FnMut() + Send), b: &mut (dyn FnMut() + Send));
@@ -23,7 +22,7 @@ pub struct LayerWorkspace<B: Backend> {
     pub(super) calls: Arc<Pool<CallCache<B>>>,
     /// Device copies of directions' weights of recent calls.
     pub(super) weights: Arc<Pool<WeightBufs<B>>>,
-    /// Runs the two directions concurrently when set; `None` runs them one after the other.
+    /// Runs the two directions when set; `None` leaves it to [`Backend::join`].
     pub(super) join: Option<Arc<dyn Join>>,
 }
 
@@ -92,15 +91,24 @@ impl<B: Backend> LayerWorkspace<B> {
         }
     }
 
-    /// Runs the two directions of every bidirectional layer through `join` (e.g. on
-    /// the two threads of the backend's pool). `None` runs them in turn.
+    /// Runs the two directions of every bidirectional layer through `join` instead of the
+    /// backend's [`Backend::join`]; `None` goes back to the backend's.
     pub fn set_join(&mut self, join: Option<Arc<dyn Join>>) {
         self.join = join;
     }
 
-    /// Whether the directions run through a [`Join`].
+    /// Whether the two directions of a layer run at the same time: through a [`Join`], or
+    /// on a [`Backend::concurrent`] backend.
     pub fn has_join(&self) -> bool {
-        self.join.is_some()
+        self.join.is_some() || self.backend.concurrent()
+    }
+
+    /// Runs `a` and `b` through the [`Join`] if one is set, else the backend's.
+    fn join(&self, a: &mut (dyn FnMut() + Send), b: &mut (dyn FnMut() + Send)) {
+        match &self.join {
+            Some(join) => join.join(a, b),
+            None => self.backend.join(a, b),
+        }
     }
 
     /// Runs `f(i, item)` for every unit's cache (or every direction's weight set) and
@@ -114,32 +122,31 @@ impl<B: Backend> LayerWorkspace<B> {
         f: impl Fn(usize, &mut C) -> T + Sync,
     ) -> Vec<T> {
         let n = caches.len();
-        match &self.join {
-            Some(join) if n >= 2 => {
-                let (mut even, mut odd): (Vec<_>, Vec<_>) =
-                    caches.iter_mut().enumerate().partition(|(i, _)| i % 2 == 0);
-                let (mut r_even, mut r_odd) = (Vec::new(), Vec::new());
-                join.join(
-                    &mut || r_even = even.iter_mut().map(|(i, dc)| f(*i, dc)).collect(),
-                    &mut || r_odd = odd.iter_mut().map(|(i, dc)| f(*i, dc)).collect(),
-                );
-                let (mut r_even, mut r_odd) = (r_even.into_iter(), r_odd.into_iter());
-                (0..n)
-                    .map(|i| {
-                        if i % 2 == 0 {
-                            r_even.next()
-                        } else {
-                            r_odd.next()
-                        }
-                        .expect("internal: the join ran every unit")
-                    })
-                    .collect()
-            }
-            _ => caches
+        if self.has_join() && n >= 2 {
+            let (mut even, mut odd): (Vec<_>, Vec<_>) =
+                caches.iter_mut().enumerate().partition(|(i, _)| i % 2 == 0);
+            let (mut r_even, mut r_odd) = (Vec::new(), Vec::new());
+            self.join(
+                &mut || r_even = even.iter_mut().map(|(i, dc)| f(*i, dc)).collect(),
+                &mut || r_odd = odd.iter_mut().map(|(i, dc)| f(*i, dc)).collect(),
+            );
+            let (mut r_even, mut r_odd) = (r_even.into_iter(), r_odd.into_iter());
+            (0..n)
+                .map(|i| {
+                    if i % 2 == 0 {
+                        r_even.next()
+                    } else {
+                        r_odd.next()
+                    }
+                    .expect("internal: the join ran every unit")
+                })
+                .collect()
+        } else {
+            caches
                 .iter_mut()
                 .enumerate()
                 .map(|(i, dc)| f(i, dc))
-                .collect(),
+                .collect()
         }
     }
 
