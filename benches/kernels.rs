@@ -286,7 +286,7 @@ impl LayerParams {
             lens: &LAYER_LENS,
             task_inputs: vec![TaskInput::Shared; tasks],
             directions,
-            weights_version: None,
+            weights_id: None,
         }
     }
 }

@@ -202,7 +202,7 @@ fn layer_call<Bk: Backend<Elem = f32> + 'static>(be: Arc<Bk>) -> (Matrix<f32>, M
                     .collect(),
             })
             .collect(),
-        weights_version: None,
+        weights_id: None,
     };
     let ws = LayerWorkspace::new(be);
     let (out, op) = sc_lstm_forward(&ws, &args, true).unwrap();

@@ -99,7 +99,7 @@ fn run_layer(spec: &LayerSpec, name: &'static str) -> Result<Report, NumError> {
             lens: &LENS,
             task_inputs,
             directions,
-            weights_version: None,
+            weights_id: None,
         };
         let (out, node) = sc_lstm_forward(&ws, &args, tape.is_recording())?;
         let y = match node {

@@ -24,12 +24,12 @@ impl ParamId {
     }
 }
 
-/// Source of [`ParamStore::version`] numbers, shared by every store of the process so
-/// that no two states of any two stores carry the same number.
-static NEXT_VERSION: AtomicU64 = AtomicU64::new(1);
+/// Source of [`ParamStore::store_id`] numbers: every store (and every copy of one) of the
+/// process gets its own.
+static NEXT_STORE: AtomicU64 = AtomicU64::new(1);
 
-fn next_version() -> u64 {
-    NEXT_VERSION.fetch_add(1, Ordering::Relaxed)
+fn next_store() -> u64 {
+    NEXT_STORE.fetch_add(1, Ordering::Relaxed)
 }
 
 /// Named parameter matrices in insertion order.
@@ -38,18 +38,21 @@ pub struct ParamStore<R> {
     names: Vec<String>,
     values: Vec<Matrix<R>>,
     by_name: HashMap<String, ParamId>,
-    /// Changes (to a number never used before) whenever a value may have changed.
+    /// This store's identity: with a [`ParamId`] it names one parameter of the process.
+    store: u64,
+    /// Counts mutable accesses: equal versions of one store mean equal values.
     version: u64,
 }
 
 impl<R: Clone> Clone for ParamStore<R> {
-    /// A copy with a version of its own (the copy's values may diverge).
+    /// A copy with an identity of its own (the copy's values may diverge).
     fn clone(&self) -> Self {
         ParamStore {
             names: self.names.clone(),
             values: self.values.clone(),
             by_name: self.by_name.clone(),
-            version: next_version(),
+            store: next_store(),
+            version: self.version,
         }
     }
 }
@@ -67,14 +70,21 @@ impl<R: Real> ParamStore<R> {
             names: Vec::new(),
             values: Vec::new(),
             by_name: HashMap::new(),
-            version: next_version(),
+            store: next_store(),
+            version: 0,
         }
     }
 
-    /// A number identifying the current values: it changes with every mutable access
-    /// ([`ParamStore::add`], [`ParamStore::get_mut`], [`ParamStore::set`]) and is unique
-    /// across all stores of the process, so equal versions mean equal values. Layers use
-    /// it to reuse work derived from the weights (transposed copies) between calls.
+    /// This store's identity, unique in the process (a copy has its own): with a
+    /// [`ParamId`] it names one parameter.
+    pub fn store_id(&self) -> u64 {
+        self.store
+    }
+
+    /// The store's version: it grows with every mutable access ([`ParamStore::add`],
+    /// [`ParamStore::get_mut`], [`ParamStore::set`]), so equal versions of one store mean
+    /// equal values. Layers key work derived from the weights (device copies) by store,
+    /// parameter and version.
     pub fn version(&self) -> u64 {
         self.version
     }
@@ -90,7 +100,7 @@ impl<R: Real> ParamStore<R> {
         let id = ParamId(u32::try_from(self.values.len()).expect("internal: < 2^32 parameters"));
         // Standard (row-major) layout lets optimizers and gemm work on flat slices.
         let value = standard(value);
-        self.version = next_version();
+        self.version += 1;
         self.names.push(name.to_string());
         self.values.push(value);
         self.by_name.insert(name.to_string(), id);
@@ -133,7 +143,7 @@ impl<R: Real> ParamStore<R> {
     /// # Panics
     /// If `id` does not come from this store (an internal bug).
     pub fn get_mut(&mut self, id: ParamId) -> &mut Matrix<R> {
-        self.version = next_version();
+        self.version += 1;
         &mut self.values[id.index()]
     }
 
@@ -154,7 +164,7 @@ impl<R: Real> ParamStore<R> {
             });
         }
         *slot = standard(value);
-        self.version = next_version();
+        self.version += 1;
         Ok(())
     }
 
@@ -188,28 +198,29 @@ mod tests {
     use ndarray::array;
 
     #[test]
-    fn version_changes_with_every_mutable_access_and_is_unique() {
+    fn version_counts_mutable_accesses_and_copies_get_their_own_identity() {
         let mut s = ParamStore::<f64>::new();
         let v0 = s.version();
         let id = s.add("a", Matrix::zeros((2, 2))).unwrap();
         let v1 = s.version();
-        assert_ne!(v0, v1);
+        assert!(v1 > v0);
         let _ = s.get(id);
         assert_eq!(s.version(), v1, "reading leaves the version alone");
         s.get_mut(id)[[0, 0]] = 1.0;
         let v2 = s.version();
-        assert_ne!(v1, v2);
+        assert!(v2 > v1);
         s.set("a", Matrix::ones((2, 2))).unwrap();
-        assert_ne!(s.version(), v2);
+        assert!(s.version() > v2);
         let copy = s.clone();
         assert_ne!(
-            copy.version(),
-            s.version(),
-            "a copy may diverge: its own version"
+            copy.store_id(),
+            s.store_id(),
+            "a copy may diverge: its own identity"
         );
+        assert_eq!(copy.version(), s.version());
         assert_ne!(
-            ParamStore::<f64>::new().version(),
-            ParamStore::<f64>::new().version()
+            ParamStore::<f64>::new().store_id(),
+            ParamStore::<f64>::new().store_id()
         );
     }
 

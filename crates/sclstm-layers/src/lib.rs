@@ -45,7 +45,7 @@ pub use crf::{
 };
 pub use lstm::{
     DirectionWeights, Join, LayerWorkspace, LstmWeights, ScLstmArgs, ScLstmOp, TaskGateWeights,
-    TaskInput, bilstm_forward, lstm_forward, sc_lstm_forward,
+    TaskInput, WeightsId, bilstm_forward, lstm_forward, sc_lstm_forward,
 };
 pub use seq::SeqShape;
 

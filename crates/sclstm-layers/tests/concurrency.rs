@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use sclstm_cpu::CpuBackend;
-use sclstm_layers::{Join, LayerWorkspace, sc_lstm_forward};
+use sclstm_layers::{Join, LayerWorkspace, WeightsId, sc_lstm_forward};
 
 use crate::common::{M, all_some, det};
 use crate::lstm_checks::{Spec, workspace};
@@ -144,7 +144,7 @@ fn caches_come_in_row_buckets_and_the_best_fit_is_reused() {
 }
 
 #[test]
-fn a_weights_version_reuses_the_device_weights_until_it_changes() {
+fn a_weights_id_reuses_the_device_weights_until_its_version_changes() {
     let spec = Spec {
         steps: 3,
         lens: vec![3, 2],
@@ -155,7 +155,11 @@ fn a_weights_version_reuses_the_device_weights_until_it_changes() {
     };
     let forward = |ws: &LayerWorkspace<CpuBackend<f64>>, v: &[M], version: Option<u64>| {
         let mut args = spec.args(v);
-        args.weights_version = version;
+        args.weights_id = version.map(|version| WeightsId {
+            store: 7,
+            version,
+            directions: vec![vec![0, 1, 2, 3, 4, 5], vec![6, 7, 8, 9, 10, 11]],
+        });
         sc_lstm_forward(ws, &args, false).expect("forward").0
     };
     let ws = workspace();

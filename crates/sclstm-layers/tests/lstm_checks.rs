@@ -108,7 +108,7 @@ impl Spec {
             lens: &self.lens,
             task_inputs,
             directions,
-            weights_version: None,
+            weights_id: None,
         }
     }
 }

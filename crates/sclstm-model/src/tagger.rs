@@ -10,7 +10,7 @@ use sclstm_autodiff::{DropoutRate, ParamId, ParamStore, Reduction, Tape, Var};
 use sclstm_core::{Backend, Matrix, Real};
 use sclstm_layers::{
     BioConstraint, CrfReduction, CrfWeights, DirectionWeights, LayerWorkspace, LstmWeights,
-    ScLstmArgs, TaskGateWeights, TaskInput, crf_nll, sc_lstm_forward, viterbi_decode,
+    ScLstmArgs, TaskGateWeights, TaskInput, WeightsId, crf_nll, sc_lstm_forward, viterbi_decode,
 };
 
 use crate::{Family, HeadKind, ModelConfig, ModelError, ModelInput, NUM_CAPS, TaskInputMode};
@@ -715,13 +715,29 @@ impl<B: Backend + 'static> Tagger<B> {
                     None => TaskInput::Shared,
                 })
                 .collect();
+            // Tagging reuses the weights on the device until the parameters change.
+            let weights_id = (!tape.is_recording()).then(|| WeightsId {
+                store: p.store_id(),
+                version: p.version(),
+                directions: ids
+                    .dirs
+                    .iter()
+                    .map(|d| {
+                        let mut ids = vec![d.w_ih.0, d.w_hh.0, d.bias.0];
+                        for &(k, _) in gates {
+                            let g = gate(d, k);
+                            ids.extend([g.u.0, g.w.0, g.bias.0]);
+                        }
+                        ids
+                    })
+                    .collect(),
+            });
             let args = ScLstmArgs {
                 x: tape.value(x),
                 lens,
                 task_inputs,
                 directions,
-                // Tagging reuses the weights on the device until the parameters change.
-                weights_version: (!tape.is_recording()).then(|| self.params.version()),
+                weights_id,
             };
             sc_lstm_forward(&self.ws, &args, tape.is_recording())?
         };

@@ -3,19 +3,9 @@
 
 use super::*;
 
-/// A weights version ([`ScLstmArgs::weights_version`]) and a direction's weight
-/// addresses ([`weights_key`]): the values a weight set holds.
-pub(super) type Stamp = (u64, Vec<usize>);
-
-/// Addresses of a direction's weight matrices: with a weights version they identify the
-/// values a weight set holds.
-pub(super) fn weights_key<R>(d: &DirectionWeights<'_, R>) -> Vec<usize> {
-    let mut key = vec![d.cell.w_ih.as_ptr() as usize, d.cell.w_hh.as_ptr() as usize];
-    for g in &d.tasks {
-        key.extend([g.u.as_ptr() as usize, g.w.as_ptr() as usize]);
-    }
-    key
-}
+/// What a weight set holds: the store, its version and the direction's parameter ids
+/// (one direction's part of a [`WeightsId`]).
+pub(super) type Stamp = (u64, u64, Vec<u32>);
 
 /// A pooled cache serves a call needing `need` rows only if it has at most this many
 /// times as many: downloads copy whole buffers, so a far larger cache would copy mostly
@@ -264,8 +254,7 @@ pub(super) struct WeightBufs<B: Backend> {
     /// Whether it has the backward's copies (the weights as stored); a forward-only set
     /// holds 1-element placeholders there.
     pub(super) backward: bool,
-    /// The [`ScLstmArgs::weights_version`] and weight addresses ([`weights_key`]) of the
-    /// values it holds, when written by a call that had a version: a later call with the
+    /// The [`WeightsId`] part of the values it holds, when written by a call that had a version: a later call with the
     /// same stamp finds its weights already on the device.
     pub(super) stamp: Option<Stamp>,
     /// Whether the stamped write included the backward's copies.

@@ -178,12 +178,24 @@ pub struct ScLstmArgs<'a, R> {
     pub task_inputs: Vec<TaskInput<'a, R>>,
     /// `[forward]` or `[forward, reverse]`.
     pub directions: Vec<DirectionWeights<'a, R>>,
-    /// Identifies the weights' values (e.g. `ParamStore::version`): calls with the same
-    /// `Some(v)` and the same weight matrices (by address) promise identical values, so
-    /// the workspace reuses the device copies the first call wrote (tagging batch after
-    /// batch with fixed weights: no transposes, no weight transfers). `None` writes the
-    /// weights afresh.
-    pub weights_version: Option<u64>,
+    /// Names the weights' values: calls with equal ids promise identical values, so the
+    /// workspace reuses the device copies the first call wrote (tagging batch after batch
+    /// with fixed weights: no transposes, no weight transfers). `None` writes the weights
+    /// afresh.
+    pub weights_id: Option<WeightsId>,
+}
+
+/// Names the values a call's weights hold: the parameter store, its version, and per
+/// direction the ids of its parameters in that store (`w_ih`, `w_hh`, `b`, then `u`, `w`,
+/// `b` of each requested task gate).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WeightsId {
+    /// Identity of the parameter store (e.g. `ParamStore::store_id`).
+    pub store: u64,
+    /// The store's version (e.g. `ParamStore::version`): it changes whenever values may.
+    pub version: u64,
+    /// Per direction, the ids of its parameters in the store.
+    pub directions: Vec<Vec<u32>>,
 }
 
 impl<R: Real> ScLstmArgs<'_, R> {
@@ -335,7 +347,11 @@ pub fn sc_lstm_forward<B: Backend + 'static>(
     let stamps: Vec<Option<Stamp>> = args
         .directions
         .iter()
-        .map(|d| args.weights_version.map(|v| (v, weights_key(d))))
+        .enumerate()
+        .map(|(i, _)| {
+            let id = args.weights_id.as_ref()?;
+            Some((id.store, id.version, id.directions.get(i)?.clone()))
+        })
         .collect();
     let mut held = HeldCaches::default();
     let taken = (|| {
@@ -467,7 +483,7 @@ pub fn bilstm_forward<B: Backend + 'static>(
         x,
         lens,
         task_inputs: Vec::new(),
-        weights_version: None,
+        weights_id: None,
         directions: vec![
             DirectionWeights {
                 cell: fwd,
@@ -502,7 +518,7 @@ pub fn lstm_forward<B: Backend + 'static>(
             cell: w,
             tasks: Vec::new(),
         }],
-        weights_version: None,
+        weights_id: None,
     };
     sc_lstm_forward(ws, &args, record)
 }
