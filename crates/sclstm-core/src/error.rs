@@ -65,7 +65,25 @@ pub enum NumError {
     Backend {
         /// Backend name.
         backend: String,
+        /// What kind of failure it is.
+        kind: BackendErrorKind,
         /// What went wrong, in the driver's words where available.
         message: String,
     },
+}
+
+/// What kind of failure a [`NumError::Backend`] is, for callers that react differently
+/// (retry with a smaller batch on out-of-memory, fall back to the CPU when unavailable).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendErrorKind {
+    /// There is no device to run on (no adapter, a device refused, no thread pool).
+    Unavailable,
+    /// The device ran out of memory.
+    OutOfMemory,
+    /// The device rejected a command as invalid.
+    Validation,
+    /// The device was lost or stopped answering.
+    DeviceLost,
+    /// The work exceeds a limit of the device (binding size, workgroups, 32-bit indices).
+    Limit,
 }

@@ -16,7 +16,7 @@ mod fused;
 mod real;
 
 pub use backend::{Backend, CellStep, Gemm, RowCopy};
-pub use error::NumError;
+pub use error::{BackendErrorKind, NumError};
 pub use fused::FusedOp;
 pub use real::Real;
 

@@ -58,6 +58,7 @@ impl<R: Real> CpuBackend<R> {
                 .build()
                 .map_err(|e| NumError::Backend {
                     backend: "cpu".into(),
+                    kind: sclstm_core::BackendErrorKind::Unavailable,
                     message: e.to_string(),
                 })?;
             Some(Arc::new(pool))

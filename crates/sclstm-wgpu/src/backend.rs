@@ -4,7 +4,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use sclstm_core::{Backend, CellStep, Gemm, NumError, RowCopy};
+use sclstm_core::{Backend, BackendErrorKind, CellStep, Gemm, NumError, RowCopy};
 use wgpu::util::{DeviceExt, StagingBelt};
 
 use crate::WgpuError;
@@ -452,6 +452,7 @@ impl WgpuBackend {
             .poll(wgpu::PollType::wait_indefinitely())
             .map_err(|e| WgpuError::Device {
                 what: "waiting for the device",
+                kind: BackendErrorKind::DeviceLost,
                 message: e.to_string(),
             })?;
         Ok(())
@@ -697,6 +698,7 @@ impl WgpuBackend {
         self.wait()?;
         let download_error = |message: String| WgpuError::Device {
             what: "download",
+            kind: BackendErrorKind::DeviceLost,
             message,
         };
         rx.recv()
@@ -792,6 +794,7 @@ fn fold_groups(groups: u64, max: u32) -> Option<(u32, u32)> {
 fn to_u32(what: &'static str, v: usize) -> Result<u32, WgpuError> {
     u32::try_from(v).map_err(|_| WgpuError::Device {
         what,
+        kind: BackendErrorKind::Limit,
         message: format!("{v} does not fit the shader's 32-bit indices"),
     })
 }

@@ -6,6 +6,7 @@ use std::sync::Mutex;
 
 use crate::WgpuError;
 use crate::uniforms::{CellDims, GemmDims, RowDims};
+use sclstm_core::BackendErrorKind;
 
 /// One WGSL source file of the top-level `shaders/` folder (one kernel family each).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -355,9 +356,15 @@ impl WgpuContext {
         // Scopes are a stack: pop the inner one first.
         let validation = pollster::block_on(validation.pop());
         let oom = pollster::block_on(oom.pop());
-        match validation.or(oom) {
-            Some(e) => Err(WgpuError::Device {
+        let caught = match (validation, oom) {
+            (Some(e), _) => Some((BackendErrorKind::Validation, e)),
+            (None, Some(e)) => Some((BackendErrorKind::OutOfMemory, e)),
+            (None, None) => None,
+        };
+        match caught {
+            Some((kind, e)) => Err(WgpuError::Device {
                 what,
+                kind,
                 message: e.to_string(),
             }),
             None => Ok(out),

@@ -1,6 +1,6 @@
 //! Errors of the wgpu backend.
 
-use sclstm_core::NumError;
+use sclstm_core::{BackendErrorKind, NumError};
 use thiserror::Error;
 
 /// What can go wrong while acquiring or using a GPU.
@@ -61,15 +61,33 @@ pub enum WgpuError {
     Device {
         /// What was being done.
         what: &'static str,
+        /// Out of memory, validation, device lost or a limit.
+        kind: BackendErrorKind,
         /// wgpu's message.
         message: String,
     },
+}
+
+impl WgpuError {
+    /// The kind of failure, as [`NumError::Backend`] carries it.
+    pub fn kind(&self) -> BackendErrorKind {
+        match self {
+            WgpuError::NoAdapter { .. } | WgpuError::RequestDevice { .. } => {
+                BackendErrorKind::Unavailable
+            }
+            WgpuError::BufferTooLarge { .. }
+            | WgpuError::RowListTooLarge { .. }
+            | WgpuError::TooManyWorkgroups { .. } => BackendErrorKind::Limit,
+            WgpuError::Device { kind, .. } => *kind,
+        }
+    }
 }
 
 impl From<WgpuError> for NumError {
     fn from(e: WgpuError) -> Self {
         NumError::Backend {
             backend: "wgpu".to_string(),
+            kind: e.kind(),
             message: e.to_string(),
         }
     }

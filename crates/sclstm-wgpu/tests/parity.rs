@@ -14,7 +14,7 @@
 //! * pointwise kernels: 2e-6 + 2e-5·|cpu|: exp on the GPU is not correctly rounded, and
 //!   tanh near 0 has a large *relative* error, hence the absolute part.
 
-use sclstm_core::{Backend, CellStep, Gemm, NumError};
+use sclstm_core::{Backend, BackendErrorKind, CellStep, Gemm, NumError};
 use sclstm_wgpu::{SMALL_M_MAX, WgpuBackend, WgpuContext, WgpuError};
 
 use crate::common::{PAD, TestResult, assert_close, cpu, gpu, mask, rng, small_ints, uniform};
@@ -540,7 +540,7 @@ fn oversized_buffers_are_typed_errors() {
     // 2^26 f32 = 256 MiB, above the default 128 MiB binding limit: refused before allocating.
     let err = gpu().zeros(1 << 26).unwrap_err();
     assert!(
-        matches!(&err, NumError::Backend { backend, message }
+        matches!(&err, NumError::Backend { backend, kind: BackendErrorKind::Limit, message }
             if backend == "wgpu" && message.contains("binding limit")),
         "{err}"
     );
@@ -559,7 +559,17 @@ fn device_validation_errors_are_caught_not_panics() {
         })
     });
     match result {
-        Err(WgpuError::Device { what, .. }) => assert_eq!(what, "creating an invalid buffer"),
+        Err(e @ WgpuError::Device { what, .. }) => {
+            assert_eq!(what, "creating an invalid buffer");
+            assert_eq!(e.kind(), BackendErrorKind::Validation);
+            assert!(matches!(
+                NumError::from(e),
+                NumError::Backend {
+                    kind: BackendErrorKind::Validation,
+                    ..
+                }
+            ));
+        }
         other => panic!("expected a caught validation error, got {other:?}"),
     }
     // The same scope around valid work reports nothing.

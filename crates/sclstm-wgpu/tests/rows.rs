@@ -11,7 +11,7 @@
 use std::collections::HashSet;
 
 use rand::RngExt;
-use sclstm_core::{Backend, NumError, RowCopy};
+use sclstm_core::{Backend, BackendErrorKind, NumError, RowCopy};
 
 use crate::common::{TestResult, cpu, gpu, gpu_with_grid_limit, own_gpu, rng, uniform};
 
@@ -223,7 +223,8 @@ fn row_kernels_fold_the_grid_into_rows() -> TestResult {
     let mut dense = be.zeros(400 * 13)?;
     let err = be.gather_rows(&r, &ids, &table, &mut dense).unwrap_err();
     assert!(
-        matches!(&err, NumError::Backend { message, .. } if message.contains("workgroups")),
+        matches!(&err, NumError::Backend { kind: BackendErrorKind::Limit, message, .. }
+            if message.contains("workgroups")),
         "{err}"
     );
     Ok(())
