@@ -13,10 +13,10 @@
 //! * `gemm_recurrent` — one per-step recurrent product `h_{t-1} · W_hhᵀ` (B × H · H × 4H,
 //!   accumulate), 30 in one submission;
 //! * `gate_step` — that product plus the LSTM cell forward, 30 steps in one submission;
-//! * `layer_fwd_bwd` — one direction of one SC-LSTM layer with one task gate: input
-//!   projections, T steps forward, BPTT, weight gradients, as `sclstm-layers` issues them;
-//! * `layer_fwd_bwd_x4` — the same loop four times on four independent buffer sets
-//!   before one sync (more distinct buffers than one layer binds);
+//! * `layer_fwd_bwd` — one SC-LSTM layer call (`sclstm-layers`) with one direction and
+//!   one task gate, recorded and run backward: input projections, T steps forward, BPTT,
+//!   weight gradients, with the layer's uploads and downloads;
+//! * `layer_fwd_bwd_bi` — the same with both directions;
 //! * `tiny_dispatches` — 2000 dispatches on 1 × 4 operands (a gemm and a cell forward
 //!   alternating): almost pure per-dispatch host cost;
 //! * `gather_rows` — 30 embedding lookups of (T·B = 300) ids × 58 columns from a
@@ -29,7 +29,11 @@
 
 use std::time::Instant;
 
-use sclstm_core::{Backend, CellStep, Gemm, NumError, RowCopy};
+use sclstm_core::{Backend, CellStep, Gemm, Matrix, NumError, RowCopy};
+use sclstm_layers::{
+    DirectionWeights, LayerWorkspace, LstmWeights, ScLstmArgs, TaskGateWeights, TaskInput,
+    sc_lstm_forward,
+};
 use sclstm_wgpu::{WgpuBackend, WgpuBuf};
 
 const T: usize = 30;
@@ -53,212 +57,89 @@ fn values(len: usize, seed: u32) -> Vec<f32> {
         .collect()
 }
 
-/// The buffers of one direction of one SC-LSTM layer with one task gate.
-struct Layer {
-    x: WgpuBuf,
-    w_ih: WgpuBuf,
-    w_hh: WgpuBuf,
+/// The buffers of the per-step workloads: one direction's recurrent state and weights.
+struct StepBufs {
     w_hh_t: WgpuBuf,
-    b: WgpuBuf,
-    u_k: WgpuBuf,
-    w_k: WgpuBuf,
-    w_k_t: WgpuBuf,
-    b_k: WgpuBuf,
-    ones: WgpuBuf,
     mask: WgpuBuf,
     gates: WgpuBuf,
     c: WgpuBuf,
     h: WgpuBuf,
     tanh_c: WgpuBuf,
-    o_k: WgpuBuf,
-    q_k: WgpuBuf,
-    d_gates: WgpuBuf,
-    d_h: WgpuBuf,
-    d_c: WgpuBuf,
-    d_o_k: WgpuBuf,
-    d_q_k: WgpuBuf,
-    d_x: WgpuBuf,
-    d_w_ih: WgpuBuf,
-    d_w_hh: WgpuBuf,
-    d_b: WgpuBuf,
-    d_u_k: WgpuBuf,
-    d_w_k: WgpuBuf,
-    d_b_k: WgpuBuf,
 }
 
-impl Layer {
-    fn new(be: &WgpuBackend, seed: u32) -> Result<Self, NumError> {
+impl StepBufs {
+    fn new(be: &WgpuBackend) -> Result<Self, NumError> {
         let rows = (T + 1) * B;
-        let up = |len: usize, k: u32| be.upload(&values(len, seed * 100 + k));
-        Ok(Layer {
-            x: up(rows * D, 1)?,
-            w_ih: up(4 * H * D, 2)?,
-            w_hh: up(4 * H * H, 3)?,
-            w_hh_t: up(4 * H * H, 4)?,
-            b: up(4 * H, 5)?,
-            u_k: up(H * D, 6)?,
-            w_k: up(H * H, 7)?,
-            w_k_t: up(H * H, 8)?,
-            b_k: up(H, 9)?,
-            ones: be.upload(&vec![1.0; rows])?,
+        Ok(StepBufs {
+            w_hh_t: be.upload(&values(4 * H * H, 4))?,
             mask: be.upload(&vec![1.0; rows])?,
             gates: be.zeros(rows * 4 * H)?,
             c: be.zeros(rows * H)?,
             h: be.zeros(rows * H)?,
             tanh_c: be.zeros(rows * H)?,
-            o_k: be.zeros(rows * H)?,
-            q_k: be.zeros(rows * H)?,
-            d_gates: be.zeros(rows * 4 * H)?,
-            d_h: up(rows * H, 10)?,
-            d_c: be.zeros(rows * H)?,
-            d_o_k: be.zeros(rows * H)?,
-            d_q_k: up(rows * H, 11)?,
-            d_x: be.zeros(rows * D)?,
-            d_w_ih: be.zeros(4 * H * D)?,
-            d_w_hh: be.zeros(4 * H * H)?,
-            d_b: be.zeros(4 * H)?,
-            d_u_k: be.zeros(H * D)?,
-            d_w_k: be.zeros(H * H)?,
-            d_b_k: be.zeros(H)?,
         })
     }
+}
 
-    /// Records one forward + backward of this direction (no sync).
-    fn record(&mut self, be: &WgpuBackend) -> Result<(), NumError> {
-        let (bh, bg, rows) = (B * H, B * 4 * H, T * B);
-        let proj = |n: usize| Gemm {
-            trans_b: true,
-            ..Gemm::new(rows, n, D)
+/// Host weights and input of one SC-LSTM layer call with one task gate.
+struct LayerData {
+    x: Matrix<f32>,
+    /// Per direction: `W_ih`, `W_hh`, `b`.
+    cells: Vec<[Matrix<f32>; 3]>,
+    /// Per direction: the task gate's `U_k`, `W_k`, `b_k`.
+    gates: Vec<[Matrix<f32>; 3]>,
+    lens: Vec<usize>,
+}
+
+impl LayerData {
+    fn new(dirs: u32) -> Self {
+        let m = |r: usize, c: usize, seed: u32| {
+            Matrix::from_shape_vec((r, c), values(r * c, seed)).expect("shape fits")
         };
-        be.gemm(
-            &proj(4 * H),
-            &self.x,
-            &self.w_ih,
-            Some(&self.b),
-            &mut self.gates,
-        )?;
-        be.gemm(&proj(H), &self.x, &self.u_k, Some(&self.b_k), &mut self.o_k)?;
-        for t in 0..T {
-            let s = CellStep {
-                t,
-                batch: B,
-                hidden: H,
-            };
-            let rec = |n: usize, c_off: usize| Gemm {
-                a_off: t * bh,
-                c_off,
-                accumulate: true,
-                ..Gemm::new(B, n, H)
-            };
-            be.gemm(
-                &rec(4 * H, t * bg),
-                &self.h,
-                &self.w_hh_t,
-                None,
-                &mut self.gates,
-            )?;
-            be.lstm_cell_fwd(
-                s,
-                &mut self.gates,
-                &mut self.c,
-                &mut self.h,
-                &mut self.tanh_c,
-                &self.mask,
-            )?;
-            be.gemm(&rec(H, t * bh), &self.q_k, &self.w_k_t, None, &mut self.o_k)?;
-            be.task_gate_fwd(s, &mut self.o_k, &mut self.q_k, &self.tanh_c, &self.mask)?;
+        LayerData {
+            x: m(T * B, D, 1),
+            cells: (0..dirs)
+                .map(|d| {
+                    [
+                        m(4 * H, D, 10 * d + 2),
+                        m(4 * H, H, 10 * d + 3),
+                        m(1, 4 * H, 10 * d + 4),
+                    ]
+                })
+                .collect(),
+            gates: (0..dirs)
+                .map(|d| {
+                    [
+                        m(H, D, 10 * d + 5),
+                        m(H, H, 10 * d + 6),
+                        m(1, H, 10 * d + 7),
+                    ]
+                })
+                .collect(),
+            lens: vec![T; B],
         }
-        be.fill_zero(&mut self.d_c)?;
-        for t in (0..T).rev() {
-            let s = CellStep {
-                t,
-                batch: B,
-                hidden: H,
-            };
-            be.task_gate_bwd(
-                s,
-                &self.o_k,
-                &self.tanh_c,
-                &self.mask,
-                &self.d_q_k,
-                &mut self.d_o_k,
-                &mut self.d_c,
-            )?;
-            if t > 0 {
-                let g = Gemm {
-                    a_off: t * bh,
-                    c_off: t * bh,
-                    accumulate: true,
-                    ..Gemm::new(B, H, H)
-                };
-                be.gemm(&g, &self.d_o_k, &self.w_k, None, &mut self.d_q_k)?;
-            }
-            be.lstm_cell_bwd(
-                s,
-                &self.gates,
-                &self.c,
-                &self.tanh_c,
-                &self.mask,
-                &self.d_h,
-                &mut self.d_c,
-                &mut self.d_gates,
-            )?;
-            if t > 0 {
-                let g = Gemm {
-                    a_off: t * bg,
-                    c_off: t * bh,
-                    accumulate: true,
-                    ..Gemm::new(B, H, 4 * H)
-                };
-                be.gemm(&g, &self.d_gates, &self.w_hh, None, &mut self.d_h)?;
-            }
-        }
-        let wgrad = |m: usize, n: usize| Gemm {
-            trans_a: true,
-            ..Gemm::new(m, n, rows)
+    }
+
+    /// One forward and backward of the layer through `sclstm-layers`, as training runs it.
+    fn forward_backward(&self, ws: &LayerWorkspace<WgpuBackend>) -> Result<(), NumError> {
+        let args = ScLstmArgs {
+            x: &self.x,
+            lens: &self.lens,
+            task_inputs: vec![TaskInput::Shared],
+            directions: self
+                .cells
+                .iter()
+                .zip(&self.gates)
+                .map(|([w_ih, w_hh, b], [u, w, bk])| DirectionWeights {
+                    cell: LstmWeights { w_ih, w_hh, b },
+                    tasks: vec![TaskGateWeights { u, w, b: bk }],
+                })
+                .collect(),
+            weights_id: None,
         };
-        be.gemm(
-            &wgrad(4 * H, D),
-            &self.d_gates,
-            &self.x,
-            None,
-            &mut self.d_w_ih,
-        )?;
-        be.gemm(
-            &wgrad(4 * H, H),
-            &self.d_gates,
-            &self.h,
-            None,
-            &mut self.d_w_hh,
-        )?;
-        be.gemm(
-            &Gemm::new(1, 4 * H, rows),
-            &self.ones,
-            &self.d_gates,
-            None,
-            &mut self.d_b,
-        )?;
-        be.gemm(
-            &Gemm::new(rows, D, 4 * H),
-            &self.d_gates,
-            &self.w_ih,
-            None,
-            &mut self.d_x,
-        )?;
-        be.gemm(&wgrad(H, D), &self.d_o_k, &self.x, None, &mut self.d_u_k)?;
-        be.gemm(&wgrad(H, H), &self.d_o_k, &self.q_k, None, &mut self.d_w_k)?;
-        be.gemm(
-            &Gemm::new(1, H, rows),
-            &self.ones,
-            &self.d_o_k,
-            None,
-            &mut self.d_b_k,
-        )?;
-        let back = Gemm {
-            accumulate: true,
-            ..Gemm::new(rows, D, H)
-        };
-        be.gemm(&back, &self.d_o_k, &self.u_k, None, &mut self.d_x)?;
+        let (out, op) = sc_lstm_forward(ws, &args, true)?;
+        let op = op.expect("a recording call returns its op");
+        op.backward(&Matrix::from_elem(out.dim(), 1.0))?;
         Ok(())
     }
 }
@@ -315,7 +196,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         None => 7,
     };
     let filter = std::env::args().nth(2).unwrap_or_default();
-    let be = WgpuBackend::new()?;
+    let be = std::sync::Arc::new(WgpuBackend::new()?);
     let bench = Bench {
         be: &be,
         rounds: rounds.max(1),
@@ -324,9 +205,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("adapter: {}", be.adapter());
     println!("T {T}, B {B}, H {H}, D {D}; {rounds} rounds after one warm-up");
 
-    let mut layers = (0..4)
-        .map(|i| Layer::new(&be, i + 1))
-        .collect::<Result<Vec<_>, _>>()?;
+    let mut layers = [StepBufs::new(&be)?];
     be.sync()?;
 
     let rec = |t: usize| Gemm {
@@ -361,16 +240,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         be.sync()
     })?;
 
+    let ws = LayerWorkspace::new(std::sync::Arc::clone(&be));
+    let (one, two) = (LayerData::new(1), LayerData::new(2));
     bench.run("layer_fwd_bwd", "one direction, one task gate", || {
-        layers[0].record(&be)?;
-        be.sync()
+        one.forward_backward(&ws)
     })?;
-
-    bench.run("layer_fwd_bwd_x4", "four directions, one sync", || {
-        for l in &mut layers {
-            l.record(&be)?;
-        }
-        be.sync()
+    bench.run("layer_fwd_bwd_bi", "both directions, one task gate", || {
+        two.forward_backward(&ws)
     })?;
 
     let w = be.upload(&values(16 * 4, 99))?;

@@ -11,4 +11,3 @@ mod dispatch;
 mod parity;
 mod rows;
 mod shaders;
-mod time_loop;
