@@ -363,3 +363,304 @@ fn gradcheck_passes_every_op_layer_and_model() {
             .success()
     );
 }
+
+/// Every file of a run directory with its bytes.
+fn files(dir: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                std::fs::read(e.path()).unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// Directories next to `dir` whose names extend its name (`<dir>.old-…`, `<dir>.new-…`).
+fn siblings(dir: &Path) -> Vec<PathBuf> {
+    let prefix = format!("{}.", dir.file_name().unwrap().to_string_lossy());
+    let mut out: Vec<PathBuf> = std::fs::read_dir(dir.parent().unwrap())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with(&prefix)
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn eval_dev(run: &Path) -> Output {
+    let run = run.to_str().unwrap();
+    sclstm(&[
+        "eval",
+        "--run",
+        run,
+        "--split",
+        "dev",
+        "--task",
+        "ner",
+        "--threads",
+        "1",
+    ])
+}
+
+#[test]
+fn a_second_train_into_a_finished_run_changes_nothing() {
+    let run = temp_dir("keep");
+    assert!(
+        train(&run, &["--epochs", "1", "--tasks", "ner"])
+            .status
+            .success()
+    );
+    let before = files(&run);
+
+    // The same command with other data: refused before anything is read or written.
+    let out = train(&run, &["--epochs", "1", "--tasks", "ner,pos"]);
+    assert!(!out.status.success(), "a second run into a finished one");
+    let err = stderr(&out);
+    let name = run.to_str().unwrap();
+    assert!(err.contains(name), "names the directory: {err}");
+    assert!(
+        err.contains(&format!("--resume {name}")) && err.contains("--force"),
+        "names both ways on: {err}"
+    );
+    assert!(!err.contains("task ner:"), "no data was loaded: {err}");
+    assert_eq!(files(&run), before, "the run directory is untouched");
+    assert!(siblings(&run).is_empty());
+}
+
+#[test]
+fn a_directory_mixing_two_runs_is_refused_naming_the_files() {
+    let (run, other) = (temp_dir("mixed"), temp_dir("mixed-other"));
+    assert!(
+        train(&run, &["--epochs", "1", "--tasks", "ner"])
+            .status
+            .success()
+    );
+    let before = files(&run);
+    let name = run.to_str().unwrap();
+    let scored = eval_dev(&run);
+    assert!(scored.status.success(), "{}", stderr(&scored));
+
+    // A directory whose vocabulary or configuration comes from another run is refused by
+    // eval, predict, inspect and --resume, naming the files (it used to be scored, exit 0).
+    let mut args: Vec<&str> = vec!["train", "--out", other.to_str().unwrap()];
+    args.extend(TINY.iter().map(|a| if *a == "20" { "10" } else { a }));
+    args.extend(["--lr", "0.01", "--epochs", "1", "--tasks", "ner"]);
+    ok(&args);
+    for file in ["vocab.json", "config.toml"] {
+        std::fs::copy(other.join(file), run.join(file)).unwrap();
+        let out = eval_dev(&run);
+        assert!(!out.status.success(), "eval of a mixed directory ({file})");
+        let err = stderr(&out);
+        assert!(
+            err.contains("mixes files of different runs")
+                && err.contains(&format!("best.safetensors was trained with another {file}")),
+            "{err}"
+        );
+        let input = other.join("input.txt");
+        std::fs::write(&input, "EU rejects German call.\n").unwrap();
+        let out = sclstm(&[
+            "predict",
+            "--run",
+            name,
+            "--input",
+            input.to_str().unwrap(),
+            "--format",
+            "text",
+        ]);
+        assert!(!out.status.success() && stderr(&out).contains(file));
+        let gold = other.join("gold.conll");
+        std::fs::write(&gold, "EU B-ORG\nrejects O\n").unwrap();
+        let dump = other.join("dump.safetensors");
+        let out = sclstm(&[
+            "inspect",
+            "--run",
+            name,
+            "--input",
+            &format!("{}:conll", gold.display()),
+            "--out",
+            dump.to_str().unwrap(),
+        ]);
+        assert!(!out.status.success() && stderr(&out).contains(file));
+        assert!(!dump.exists());
+        let out = sclstm(&["train", "--resume", name, "--quiet"]);
+        assert!(!out.status.success(), "resume of a mixed directory");
+        assert!(
+            stderr(&out).contains(&format!("last.safetensors was trained with another {file}")),
+            "{}",
+            stderr(&out)
+        );
+        std::fs::write(run.join(file), &before[file]).unwrap();
+    }
+    std::fs::copy(other.join("best.safetensors"), run.join("best.safetensors")).unwrap();
+    let err = stderr(&eval_dev(&run));
+    assert!(
+        err.contains("best.safetensors was trained with another vocab.json"),
+        "{err}"
+    );
+    std::fs::write(run.join("best.safetensors"), &before["best.safetensors"]).unwrap();
+    let again = eval_dev(&run);
+    assert!(again.status.success(), "{}", stderr(&again));
+    assert_eq!(
+        again.stdout, scored.stdout,
+        "the restored run scores as before"
+    );
+}
+
+#[test]
+fn force_swaps_the_new_run_in_at_its_first_checkpoint() {
+    let run = temp_dir("force");
+    assert!(
+        train(&run, &["--epochs", "1", "--tasks", "ner"])
+            .status
+            .success()
+    );
+    let before = files(&run);
+
+    // Replacements that stop before their first checkpoint leave the run as it was.
+    let diverges = train(
+        &run,
+        &[
+            "--epochs",
+            "1",
+            "--tasks",
+            "ner",
+            "--force",
+            "--lambda",
+            "ner=1e308",
+        ],
+    );
+    assert!(!diverges.status.success());
+    assert!(
+        stderr(&diverges).contains("non-finite"),
+        "{}",
+        stderr(&diverges)
+    );
+    let no_data = train(&run, &["--force", "--embeddings", "/no/such/vectors.txt"]);
+    assert!(!no_data.status.success());
+    assert!(stderr(&no_data).contains("/no/such/vectors.txt"));
+    assert_eq!(files(&run), before, "the run directory is untouched");
+    assert!(siblings(&run).is_empty(), "nothing left beside it");
+
+    // One stopped right after its first (step) checkpoint has replaced the old run, which
+    // is kept whole beside it, and resumes from the new place.
+    let out = train(
+        &run,
+        &[
+            "--epochs",
+            "1",
+            "--tasks",
+            "ner,pos",
+            "--force",
+            "--stop-after-steps",
+            "2",
+            "--checkpoint-steps",
+            "0",
+        ],
+    );
+    assert!(!out.status.success(), "stopped as asked");
+    assert!(
+        stderr(&out).contains(&format!("--resume {}", run.display())),
+        "{}",
+        stderr(&out)
+    );
+    let aside = siblings(&run);
+    assert_eq!(aside.len(), 1, "{aside:?}");
+    assert!(aside[0].to_string_lossy().contains(".old-"), "{aside:?}");
+    assert_eq!(files(&aside[0]), before, "the old run, whole");
+    assert!(run.join("last.safetensors").is_file() && !run.join("best.safetensors").exists());
+    ok(&["train", "--resume", run.to_str().unwrap(), "--quiet"]);
+    let vocab = std::fs::read_to_string(run.join("vocab.json")).unwrap();
+    assert!(vocab.contains("\"pos\""), "the new run's tasks");
+    assert!(eval_dev(&run).status.success());
+
+    // A second replacement, swapped in at its epoch end, keeps the first one too.
+    let resumed = files(&run);
+    let out = train(&run, &["--epochs", "1", "--tasks", "ner", "--force"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("the run it replaced"));
+    let aside2 = siblings(&run);
+    assert_eq!(aside2.len(), 2, "{aside2:?}");
+    let newest = aside2.iter().find(|p| !aside.contains(p)).unwrap();
+    assert_eq!(files(newest), resumed);
+    assert!(eval_dev(&run).status.success());
+    for d in aside2 {
+        std::fs::remove_dir_all(d).unwrap();
+    }
+}
+
+#[test]
+fn runs_written_without_hashes_still_evaluate_and_resume() {
+    use sclstm_model::checkpoint::{read_tensors, write_tensors};
+    let run = temp_dir("legacy");
+    let out = train(
+        &run,
+        &[
+            "--epochs",
+            "2",
+            "--tasks",
+            "ner",
+            "--stop-after-steps",
+            "6",
+            "--checkpoint-steps",
+            "0",
+        ],
+    );
+    assert!(!out.status.success(), "stopped inside epoch 2");
+    let scored = eval_dev(&run);
+    assert!(scored.status.success(), "{}", stderr(&scored));
+    // The layout of earlier versions: no hash in vocab.json nor in the checkpoints.
+    let path = run.join("vocab.json");
+    let mut vocab: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    assert!(
+        vocab
+            .as_object_mut()
+            .unwrap()
+            .remove("config_sha256")
+            .is_some()
+    );
+    std::fs::write(&path, vocab.to_string()).unwrap();
+    for f in ["best.safetensors", "last.safetensors"] {
+        let (tensors, mut meta) = read_tensors(&run.join(f)).unwrap();
+        for k in ["sclstm.config_sha256", "sclstm.vocab_sha256"] {
+            assert!(meta.remove(k).is_some(), "{f} records {k}");
+        }
+        write_tensors(&run.join(f), &tensors, &meta).unwrap();
+    }
+    let legacy = eval_dev(&run);
+    assert!(legacy.status.success(), "{}", stderr(&legacy));
+    assert_eq!(legacy.stdout, scored.stdout);
+    ok(&["train", "--resume", run.to_str().unwrap(), "--quiet"]);
+    assert_eq!(scores(&run).iter().filter(|l| l.1 == "average").count(), 2);
+    assert!(eval_dev(&run).status.success());
+}
+
+#[test]
+fn stl_refuses_before_training_any_task() {
+    let run = temp_dir("stl-keep");
+    std::fs::create_dir_all(run.join("stl-chunk")).unwrap();
+    std::fs::write(run.join("stl-chunk/config.toml"), "kept").unwrap();
+    let out = train(
+        &run,
+        &["--model", "stl", "--tasks", "ner,chunk", "--epochs", "1"],
+    );
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("stl-chunk"), "{}", stderr(&out));
+    assert!(!run.join("stl-ner").exists(), "no task was trained");
+    assert_eq!(
+        std::fs::read_to_string(run.join("stl-chunk/config.toml")).unwrap(),
+        "kept"
+    );
+}

@@ -8,7 +8,7 @@ use anyhow::{Context, bail};
 use crate::backend::{BackendJob, with_backend};
 use indicatif::{ProgressBar, ProgressStyle};
 use sclstm_train::config::{BackendKind, DataFile, Family, SchemeChoice, TaskInput, TrainConfig};
-use sclstm_train::rundir::CONFIG_FILE;
+use sclstm_train::rundir::{self, CONFIG_FILE};
 use sclstm_train::{self as train, RunOptions, StepReport, TrainObserver, TrainSummary};
 
 /// Arguments of `sclstm train`. Every flag overrides the same key of `--config`.
@@ -92,9 +92,14 @@ pub struct Args {
     /// Test file of a task: `TASK=PATH[:FORMAT]`.
     #[arg(long)]
     pub test: Vec<DataFile>,
-    /// Run directory.
+    /// Run directory. It must be empty or missing, unless `--force`.
     #[arg(long, default_value = "runs/sc-lstm")]
     pub out: PathBuf,
+    /// Replace the run already in `--out`: the new run is built next to it
+    /// (`<out>.new-<pid>`) and takes its place at its first checkpoint, when the old run
+    /// moves to `<out>.old-<UTC time>`; if it stops before, `--out` is left as it was.
+    #[arg(long, conflicts_with = "resume")]
+    pub force: bool,
     /// Continue the run in this directory from its `last.safetensors` (other flags ignored,
     /// except `--epochs`, `--threads` and `--backend`).
     #[arg(long, conflicts_with = "out")]
@@ -253,6 +258,9 @@ fn print_summary(s: &TrainSummary, out: &std::path::Path) {
         );
     }
     println!("run directory: {}", out.display());
+    if let Some(old) = &s.replaced {
+        println!("the run it replaced: {}", old.display());
+    }
 }
 
 /// Runs `sclstm train`.
@@ -261,6 +269,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         log_grads: args.log_grads,
         checkpoint_steps: args.checkpoint_steps,
         stop_after_steps: args.stop_after_steps,
+        replace: args.force,
     };
     let (config, out, resume) = match &args.resume {
         Some(dir) => {
@@ -286,6 +295,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 out.display()
             );
         }
+        // Refuse before training anything if any of the task directories holds a run.
+        for task in &config.tasks {
+            rundir::check_new_run(&out.join(format!("stl-{task}")), args.force)?;
+        }
         // Single-task learning: each task's model is trained on its own, in its own directory.
         for task in &config.tasks {
             let c = TrainConfig {
@@ -308,6 +321,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             print_summary(&s, &dir);
         }
         return Ok(());
+    }
+    if !resume {
+        rundir::check_new_run(&out, args.force)?;
     }
     let job = TrainJob {
         config: &config,

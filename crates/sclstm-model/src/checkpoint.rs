@@ -4,7 +4,7 @@
 //! Writes are atomic: a temporary file in the same folder, synced, then renamed.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -103,8 +103,29 @@ pub fn write_tensors(
         })
         .collect::<Result<Vec<_>, _>>()?;
     let meta: HashMap<String, String> = metadata.clone().into_iter().collect();
-    let buf = safetensors::serialize(views, Some(meta)).map_err(|e| format_err(path, e))?;
+    let mut buf = safetensors::serialize(views, Some(meta)).map_err(|e| format_err(path, e))?;
+    sort_header_metadata(&mut buf, metadata).map_err(|m| format_err(path, m))?;
     write_atomic(path, &buf)
+}
+
+/// safetensors writes the metadata map in `HashMap` order, which changes from process to
+/// process; rewriting it in key order (the same entries, hence the same length) gives
+/// equal checkpoints equal bytes.
+fn sort_header_metadata(buf: &mut [u8], metadata: &BTreeMap<String, String>) -> Result<(), String> {
+    const LEAD: &[u8] = b"{\"__metadata__\":";
+    let sorted = serde_json::to_vec(metadata).map_err(|e| e.to_string())?;
+    let start = 8 + LEAD.len();
+    let end = start + sorted.len();
+    let same_entries = buf.get(8..start) == Some(LEAD)
+        && buf
+            .get(start..end)
+            .and_then(|s| serde_json::from_slice::<BTreeMap<String, String>>(s).ok())
+            .is_some_and(|m| m == *metadata);
+    if !same_entries {
+        return Err("unexpected safetensors header layout".to_string());
+    }
+    buf[start..end].copy_from_slice(&sorted);
+    Ok(())
 }
 
 /// Reads every tensor of a safetensors file as a 2-D f32 matrix (1-D tensors as one row,
@@ -151,6 +172,34 @@ pub fn read_tensors(path: &Path) -> Result<(NamedTensors, Metadata), ModelError>
     }
     out.sort_by(|a, b| a.0.cmp(&b.0));
     Ok((out, metadata))
+}
+
+/// Reads only the string metadata of a safetensors file (its header), not the tensors.
+///
+/// # Errors
+/// [`ModelError::Io`] if unreadable, [`ModelError::CheckpointFormat`] if the header is not
+/// a safetensors header.
+pub fn read_metadata(path: &Path) -> Result<Metadata, ModelError> {
+    let mut f = std::fs::File::open(path).map_err(io_err(path))?;
+    let mut len = [0u8; 8];
+    f.read_exact(&mut len).map_err(io_err(path))?;
+    let len = u64::from_le_bytes(len);
+    let file_len = f.metadata().map_err(io_err(path))?.len();
+    if len > file_len.saturating_sub(8) {
+        return Err(format_err(
+            path,
+            format!("header of {len} bytes overruns the file"),
+        ));
+    }
+    let mut header = vec![0u8; len as usize];
+    f.read_exact(&mut header).map_err(io_err(path))?;
+    #[derive(serde::Deserialize)]
+    struct Header {
+        #[serde(rename = "__metadata__", default)]
+        metadata: Option<Metadata>,
+    }
+    let h: Header = serde_json::from_slice(&header).map_err(|e| format_err(path, e))?;
+    Ok(h.metadata.unwrap_or_default())
 }
 
 /// Adam state as checkpoint extras: tensors `adam.m.<param>` and `adam.v.<param>` (f32)

@@ -132,8 +132,8 @@ mod input;
 mod tagger;
 
 pub use checkpoint::{
-    CheckpointExtras, Metadata, NamedTensors, adam_from_extras, adam_to_extras, read_tensors,
-    write_tensors,
+    CheckpointExtras, Metadata, NamedTensors, adam_from_extras, adam_to_extras, read_metadata,
+    read_tensors, write_tensors,
 };
 pub use config::{CharCnnConfig, Family, HeadKind, ModelConfig, TaskConfig, TaskInputMode};
 pub use error::ModelError;

@@ -48,6 +48,11 @@ fn save_load_round_trip_gives_identical_predictions() -> Result<(), ModelError> 
     }
     assert_eq!(got.tensors, extra);
     assert_eq!(got.metadata.get("step").map(String::as_str), Some("17"));
+    assert_eq!(
+        sclstm_model::read_metadata(&path)?,
+        got.metadata,
+        "the header alone gives the same metadata"
+    );
     let (c, _) = Tagger::from_checkpoint(&path, Arc::new(CpuBackend::<f32>::new(1)?))?;
     assert_eq!(c.config(), a.config());
     assert_eq!(

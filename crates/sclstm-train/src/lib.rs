@@ -14,6 +14,18 @@
 //! - `grads.jsonl` (with `--log-grads N`): per-task gradient statistics.
 //!
 //! Every file is written atomically (temporary file + rename).
+//!
+//! The files of one run are tied together by hashes ([`rundir::RunFiles`]): `vocab.json`
+//! records the SHA-256 of `config.toml` (`config_sha256`), and both checkpoints record the
+//! SHA-256 of `config.toml` and of `vocab.json` (metadata `sclstm.config_sha256`,
+//! `sclstm.vocab_sha256`). `eval`, `predict`, `inspect` and `--resume` refuse a directory
+//! whose files disagree, naming them; directories written before the hashes existed carry
+//! none and load unchecked. `config.toml` and `vocab.json` are therefore not to be edited.
+//!
+//! A new run refuses a directory that already holds files: it continues with `--resume`,
+//! or is replaced with `--force`, which builds the new run in `<dir>.new-<pid>` and, at its
+//! first checkpoint, moves the old run to `<dir>.old-<UTC time>` and the new one to `<dir>`
+//! ([`rundir::Replacement`]).
 
 pub mod config;
 pub mod data;

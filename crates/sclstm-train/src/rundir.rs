@@ -1,9 +1,11 @@
-//! Files of a run directory: vocabularies, metrics lines, dataset hashes.
+//! Files of a run directory: vocabularies, metrics lines, dataset hashes, the hashes that
+//! tie a run's files together, and the refusal to overwrite a run (or its replacement).
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
-use sclstm_data::shipped::Metric;
+use sclstm_data::shipped::{Metric, sha256_hex};
 use sclstm_data::vocab::{CharVocab, TagVocab, Vocab, WordVocab};
 use serde::{Deserialize, Serialize};
 
@@ -50,6 +52,9 @@ pub struct RunVocab {
     pub chars: Vec<String>,
     /// Tasks in model order.
     pub tasks: Vec<TaskVocab>,
+    /// SHA-256 of the run's `config.toml` (absent in run directories of earlier versions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_sha256: Option<String>,
 }
 
 impl RunVocab {
@@ -64,6 +69,7 @@ impl RunVocab {
                 .map(|i| chars.vocab.token(i as u32).to_string())
                 .collect(),
             tasks,
+            config_sha256: None,
         }
     }
 
@@ -245,4 +251,361 @@ pub fn best_epoch(averages: &[f64]) -> Option<usize> {
         }
     }
     best.map(|(e, _)| e)
+}
+
+/// Metadata key of a checkpoint: SHA-256 of the `config.toml` it was trained with.
+pub const CONFIG_SHA256_KEY: &str = "sclstm.config_sha256";
+/// Metadata key of a checkpoint: SHA-256 of the `vocab.json` it was trained with.
+pub const VOCAB_SHA256_KEY: &str = "sclstm.vocab_sha256";
+
+/// Why a run directory cannot be used as asked.
+#[derive(Debug, thiserror::Error)]
+pub enum RunDirError {
+    /// A new run was asked for in a directory that already holds files.
+    #[error(
+        "run directory {} is not empty (it holds {}); nothing was changed. Continue that run with \
+         `sclstm train --resume {}`, or replace it with `--force` (the new run is built next to \
+         it and swapped in at its first checkpoint; the old one is kept as {}.old-<UTC time>)",
+        .dir.display(), .entries.join(", "), .dir.display(), .dir.display()
+    )]
+    Occupied {
+        /// The directory.
+        dir: PathBuf,
+        /// Some of its entries (the first few, sorted).
+        entries: Vec<String>,
+    },
+    /// The files of a run directory come from different runs.
+    #[error(
+        "run directory {} mixes files of different runs: {}. Refusing to use it: its scores would \
+         pair one run's weights with another run's vocabulary or configuration",
+        .dir.display(), .problems.join("; ")
+    )]
+    Mixed {
+        /// The directory.
+        dir: PathBuf,
+        /// Each disagreement, naming the two files.
+        problems: Vec<String>,
+    },
+}
+
+/// What ties the files of one run together: the SHA-256 of its `config.toml` and
+/// `vocab.json`. Every checkpoint records both (metadata [`CONFIG_SHA256_KEY`] and
+/// [`VOCAB_SHA256_KEY`]) and `vocab.json` records the first, so a file from another run
+/// shows up as a hash that disagrees.
+///
+/// A fingerprint of the content rather than a random id: two runs of one configuration on
+/// the same data still write byte-identical checkpoints (what the determinism and resume
+/// checks compare), and files that agree byte for byte cannot be mismatched.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunFiles {
+    /// SHA-256 of `config.toml`, lowercase hex.
+    pub config_sha256: String,
+    /// SHA-256 of `vocab.json`, lowercase hex.
+    pub vocab_sha256: String,
+}
+
+fn read_file(path: &Path) -> anyhow::Result<Vec<u8>> {
+    std::fs::read(path).with_context(|| format!("reading {}", path.display()))
+}
+
+impl RunFiles {
+    /// Hashes `config.toml` and `vocab.json` of run directory `dir`.
+    pub fn read(dir: &Path) -> anyhow::Result<Self> {
+        Ok(RunFiles {
+            config_sha256: sha256_hex(&read_file(&dir.join(CONFIG_FILE))?),
+            vocab_sha256: sha256_hex(&read_file(&dir.join(VOCAB_FILE))?),
+        })
+    }
+
+    /// The checkpoint metadata that records these hashes.
+    pub fn metadata(&self) -> BTreeMap<String, String> {
+        BTreeMap::from([
+            (CONFIG_SHA256_KEY.to_string(), self.config_sha256.clone()),
+            (VOCAB_SHA256_KEY.to_string(), self.vocab_sha256.clone()),
+        ])
+    }
+
+    /// Checks that `config.toml`, `vocab.json` and the checkpoint `checkpoint` (a file name
+    /// inside `dir`, whose metadata is `metadata`) belong to one run. A hash that is
+    /// recorded and disagrees is a [`RunDirError::Mixed`] naming both files; so is a
+    /// checkpoint without hashes next to a `vocab.json` with one. Directories written
+    /// before the hashes existed have none anywhere and pass unchecked.
+    pub fn check(
+        dir: &Path,
+        checkpoint: &str,
+        metadata: &BTreeMap<String, String>,
+    ) -> anyhow::Result<()> {
+        /// The one field of `vocab.json` this check reads.
+        #[derive(Deserialize)]
+        struct VocabHash {
+            #[serde(default)]
+            config_sha256: Option<String>,
+        }
+        let found = RunFiles::read(dir)?;
+        let vocab_path = dir.join(VOCAB_FILE);
+        let vocab: VocabHash = serde_json::from_slice(&read_file(&vocab_path)?)
+            .with_context(|| format!("parsing {}", vocab_path.display()))?;
+        let mut problems = Vec::new();
+        if vocab
+            .config_sha256
+            .as_ref()
+            .is_some_and(|h| *h != found.config_sha256)
+        {
+            problems.push(format!(
+                "{VOCAB_FILE} was written for another {CONFIG_FILE}"
+            ));
+        }
+        let recorded_config = metadata.get(CONFIG_SHA256_KEY);
+        let recorded_vocab = metadata.get(VOCAB_SHA256_KEY);
+        if recorded_config.is_some_and(|h| *h != found.config_sha256) {
+            problems.push(format!(
+                "{checkpoint} was trained with another {CONFIG_FILE}"
+            ));
+        }
+        if recorded_vocab.is_some_and(|h| *h != found.vocab_sha256) {
+            problems.push(format!(
+                "{checkpoint} was trained with another {VOCAB_FILE}"
+            ));
+        }
+        if recorded_config.is_none() && recorded_vocab.is_none() && vocab.config_sha256.is_some() {
+            problems.push(format!(
+                "{checkpoint} records no {CONFIG_FILE} or {VOCAB_FILE} hash, as only an \
+                 earlier version writes, while {VOCAB_FILE} does"
+            ));
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(RunDirError::Mixed {
+                dir: dir.to_path_buf(),
+                problems,
+            }
+            .into())
+        }
+    }
+}
+
+/// Refuses a new run in a directory that already holds files, unless `replace`: a
+/// finished (or interrupted) run is never overwritten by accident. Returns whether `dir`
+/// holds files (which a run with `replace` then replaces); a missing directory is empty.
+pub fn check_new_run(dir: &Path, replace: bool) -> anyhow::Result<bool> {
+    let mut entries: Vec<String> = match std::fs::read_dir(dir) {
+        Ok(rd) => rd
+            .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
+            .collect::<Result<_, _>>()
+            .with_context(|| format!("reading run directory {}", dir.display()))?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => {
+            return Err(e).with_context(|| format!("reading run directory {}", dir.display()));
+        }
+    };
+    if entries.is_empty() {
+        return Ok(false);
+    }
+    if !replace {
+        entries.sort();
+        if entries.len() > 4 {
+            let more = entries.len() - 3;
+            entries.truncate(3);
+            entries.push(format!("{more} more"));
+        }
+        return Err(RunDirError::Occupied {
+            dir: dir.to_path_buf(),
+            entries,
+        }
+        .into());
+    }
+    Ok(true)
+}
+
+/// A new run built in a sibling directory `<dir>.new-<pid>` and swapped into `dir` at its
+/// first checkpoint, the old run moving to `<dir>.old-<UTC time>` (`train --force`).
+///
+/// Why build aside and swap, rather than move the old run away first and build in place:
+/// until the new run has weights, `dir` stays exactly the old run, so a new run that stops
+/// early (an error, Ctrl-C, a loss that diverges in the first epoch) changes nothing, and
+/// at no moment does `dir` hold a new configuration or vocabulary next to old weights. The
+/// swap is two renames in one parent folder; between them `dir` is briefly absent, never
+/// mixed. A replacement dropped before [`Replacement::commit`] deletes its directory.
+#[derive(Debug)]
+pub struct Replacement {
+    target: PathBuf,
+    staging: PathBuf,
+    committed: bool,
+}
+
+/// `dir` with `suffix` appended to its last component.
+fn sibling(dir: &Path, suffix: &str) -> anyhow::Result<PathBuf> {
+    let name = dir.file_name().with_context(|| {
+        format!(
+            "cannot replace {}: name the run directory itself (not `.` or `..`)",
+            dir.display()
+        )
+    })?;
+    Ok(dir.with_file_name(format!("{}{suffix}", name.to_string_lossy())))
+}
+
+impl Replacement {
+    /// Creates the empty staging directory next to `target` (removing a stale one of the
+    /// same name, left by a killed process of the same id).
+    pub fn begin(target: &Path) -> anyhow::Result<Self> {
+        let staging = sibling(target, &format!(".new-{}", std::process::id()))?;
+        if staging.exists() {
+            std::fs::remove_dir_all(&staging)
+                .with_context(|| format!("removing stale {}", staging.display()))?;
+        }
+        prepare_dir(&staging)?;
+        Ok(Replacement {
+            target: target.to_path_buf(),
+            staging,
+            committed: false,
+        })
+    }
+
+    /// The directory replaced at commit.
+    pub fn target(&self) -> &Path {
+        &self.target
+    }
+
+    /// Where the new run is written until commit.
+    pub fn staging(&self) -> &Path {
+        &self.staging
+    }
+
+    /// Moves the old run (if `target` still exists) to `<target>.old-<UTC time>` and the
+    /// new run into `target`. Returns where the old run went. On failure the new run is
+    /// left in its staging directory, which the error names.
+    pub fn commit(mut self) -> anyhow::Result<Option<PathBuf>> {
+        self.committed = true;
+        let old = if self.target.exists() {
+            let stamp = utc_stamp(std::time::SystemTime::now());
+            let mut old = sibling(&self.target, &format!(".old-{stamp}"))?;
+            let mut n = 1;
+            while old.exists() {
+                n += 1;
+                old = sibling(&self.target, &format!(".old-{stamp}-{n}"))?;
+            }
+            std::fs::rename(&self.target, &old).with_context(|| {
+                format!(
+                    "moving the old run {} to {} (the new run is in {})",
+                    self.target.display(),
+                    old.display(),
+                    self.staging.display()
+                )
+            })?;
+            Some(old)
+        } else {
+            None
+        };
+        if let Err(e) = std::fs::rename(&self.staging, &self.target) {
+            if let Some(old) = &old {
+                // Put the old run back rather than leave no run at `target`.
+                let _ = std::fs::rename(old, &self.target);
+            }
+            return Err(e).with_context(|| {
+                format!(
+                    "moving the new run {} to {}",
+                    self.staging.display(),
+                    self.target.display()
+                )
+            });
+        }
+        Ok(old)
+    }
+}
+
+impl Drop for Replacement {
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = std::fs::remove_dir_all(&self.staging);
+        }
+    }
+}
+
+/// `YYYYMMDDTHHMMSSZ` of a time, in UTC.
+pub fn utc_stamp(t: std::time::SystemTime) -> String {
+    let secs = t
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
+    // Days since 1970-01-01 to a civil date (H. Hinnant's `civil_from_days`).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}{month:02}{day:02}T{:02}{:02}{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, UNIX_EPOCH};
+
+    #[test]
+    fn utc_stamps_of_known_times() {
+        let at = |s: u64| utc_stamp(UNIX_EPOCH + Duration::from_secs(s));
+        assert_eq!(at(0), "19700101T000000Z");
+        assert_eq!(at(951_782_400 + 3_723), "20000229T010203Z");
+        assert_eq!(at(1_709_251_199), "20240229T235959Z");
+        assert_eq!(at(1_735_689_600), "20250101T000000Z");
+    }
+
+    fn temp(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("sclstm-rundir-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        d
+    }
+
+    #[test]
+    fn a_new_run_needs_an_empty_directory_or_replace() {
+        let d = temp("occupied");
+        assert!(!check_new_run(&d, false).unwrap(), "missing is empty");
+        std::fs::create_dir_all(&d).unwrap();
+        assert!(!check_new_run(&d, false).unwrap(), "empty is empty");
+        std::fs::write(d.join(CONFIG_FILE), "x").unwrap();
+        let err = check_new_run(&d, false).unwrap_err().to_string();
+        assert!(
+            err.contains(&*d.to_string_lossy()) && err.contains(CONFIG_FILE),
+            "{err}"
+        );
+        assert!(err.contains("--resume") && err.contains("--force"), "{err}");
+        assert!(check_new_run(&d, true).unwrap());
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn a_replacement_swaps_at_commit_and_vanishes_when_dropped() {
+        let d = temp("swap");
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join("old"), "1").unwrap();
+        let r = Replacement::begin(&d).unwrap();
+        let staging = r.staging().to_path_buf();
+        std::fs::write(staging.join("new"), "2").unwrap();
+        drop(r);
+        assert!(
+            !staging.exists(),
+            "an uncommitted replacement leaves nothing"
+        );
+        assert!(d.join("old").is_file());
+
+        let r = Replacement::begin(&d).unwrap();
+        std::fs::write(r.staging().join("new"), "2").unwrap();
+        let old = r.commit().unwrap().expect("the old run was moved aside");
+        assert!(d.join("new").is_file() && !d.join("old").exists());
+        assert!(old.join("old").is_file());
+        let name = old.file_name().unwrap().to_string_lossy().into_owned();
+        assert!(name.contains(".old-") && name.ends_with('Z'), "{name}");
+        std::fs::remove_dir_all(&d).unwrap();
+        std::fs::remove_dir_all(&old).unwrap();
+    }
 }

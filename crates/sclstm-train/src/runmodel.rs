@@ -12,7 +12,7 @@ use sclstm_model::Tagger;
 
 use crate::config::TrainConfig;
 use crate::pool::host_pool;
-use crate::rundir::{self, RunVocab};
+use crate::rundir::{self, RunFiles, RunVocab};
 
 /// A run directory's model with everything needed to read new text.
 pub struct RunModel<B: Backend> {
@@ -30,7 +30,9 @@ pub struct RunModel<B: Backend> {
 
 impl<B: Backend + 'static> RunModel<B> {
     /// Loads `checkpoint` (`best` or `last`) of the run in `dir`; its host products run
-    /// on `threads` threads (0 = one per core).
+    /// on `threads` threads (0 = one per core). A directory whose `config.toml`,
+    /// `vocab.json` and checkpoint come from different runs is refused
+    /// ([`rundir::RunDirError::Mixed`], naming the files).
     pub fn load(
         dir: &Path,
         checkpoint: &str,
@@ -45,7 +47,10 @@ impl<B: Backend + 'static> RunModel<B> {
             "last" => rundir::LAST_FILE,
             other => anyhow::bail!("unknown checkpoint `{other}` (expected best or last)"),
         };
-        let (mut tagger, _) = Tagger::from_checkpoint(&dir.join(file), backend)?;
+        let path = dir.join(file);
+        let metadata = sclstm_model::read_metadata(&path)?;
+        RunFiles::check(dir, file, &metadata)?;
+        let (mut tagger, _) = Tagger::from_checkpoint(&path, backend)?;
         tagger.set_thread_pool(host_pool(threads)?);
         for (k, t) in vocab.tasks.iter().enumerate() {
             tagger.check_tags(k, &t.tags)?;

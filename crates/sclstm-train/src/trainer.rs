@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use super::data::{Prepared, PreparedSplit, PreparedTask, prepare};
 use super::grads::{self, GradsLine};
-use super::rundir::{self, MetricsLine, RunVocab, TaskVocab};
+use super::rundir::{self, MetricsLine, Replacement, RunFiles, RunVocab, TaskVocab};
 use super::schedule::epoch_order;
 use super::score::{TaskScore, score};
 use crate::config::{self, TrainConfig};
@@ -93,6 +93,8 @@ pub struct TrainSummary {
     pub test: Vec<TaskScore>,
     /// Mean training throughput (tokens/s) of the epochs run in this process.
     pub tokens_per_s: f64,
+    /// Where the run this one replaced was moved ([`RunOptions::replace`]).
+    pub replaced: Option<PathBuf>,
 }
 
 /// Knobs of a run that do not change the model or its results.
@@ -104,6 +106,10 @@ pub struct RunOptions {
     pub checkpoint_steps: u64,
     /// Stop after this many optimizer steps in this process (for tests of resume).
     pub stop_after_steps: Option<u64>,
+    /// Replace a run already in the run directory (`--force`) instead of refusing to start:
+    /// the new run is built in a sibling directory and swapped in at its first checkpoint
+    /// (see [`rundir::Replacement`]).
+    pub replace: bool,
 }
 
 /// Where training stands; saved inside `last.safetensors` so a run resumes exactly.
@@ -240,9 +246,11 @@ fn save_last<B: Backend<Elem = f32> + 'static>(
     tagger: &Tagger<B>,
     adam: &Adam<f32>,
     state: &TrainState,
+    run_files: &RunFiles,
 ) -> anyhow::Result<()> {
     let (tensors, mut meta) = adam_to_extras(&adam.export(tagger.params()));
     meta.insert(STATE_KEY.to_string(), serde_json::to_string(state)?);
+    meta.extend(run_files.metadata());
     tagger.save_with(&out.join(rundir::LAST_FILE), &tensors, &meta)?;
     Ok(())
 }
@@ -253,6 +261,9 @@ fn load_last<B: Backend<Elem = f32> + 'static>(
     adam: &mut Adam<f32>,
 ) -> anyhow::Result<TrainState> {
     let path = out.join(rundir::LAST_FILE);
+    let metadata = sclstm_model::read_metadata(&path)
+        .with_context(|| format!("resuming from {}", path.display()))?;
+    RunFiles::check(out, rundir::LAST_FILE, &metadata)?;
     let extras = tagger
         .load(&path)
         .with_context(|| format!("resuming from {}", path.display()))?;
@@ -362,13 +373,22 @@ pub struct Trainer<B: Backend<Elem = f32> + 'static> {
     steps_this_process: u64,
     throughput: (u64, f64),
     last_scores: Option<(Vec<TaskScore>, Vec<TaskScore>)>,
+    /// Hashes of this run's `config.toml` and `vocab.json`, recorded in its checkpoints.
+    run_files: RunFiles,
+    /// The run directory this run replaces at its first checkpoint (`out` is then its
+    /// staging directory).
+    replacement: Option<Replacement>,
+    /// Where the replaced run went.
+    replaced: Option<PathBuf>,
 }
 
 impl<B: Backend<Elem = f32> + 'static> Trainer<B> {
     /// Prepares the data and the model of `config` in run directory `out`. A new run writes
-    /// its configuration, vocabularies, coverage report and dataset hashes (and forgets old
-    /// metrics); with `resume`, parameters, optimizer and trainer state are read back from
-    /// `last.safetensors`.
+    /// its configuration, vocabularies, coverage report and dataset hashes; it refuses a
+    /// directory that already holds files ([`rundir::RunDirError::Occupied`]) unless
+    /// [`RunOptions::replace`], in which case it is built aside and swapped in at its first
+    /// checkpoint. With `resume`, parameters, optimizer and trainer state are read back from
+    /// `last.safetensors`, once its recorded hashes match `config.toml` and `vocab.json`.
     pub fn open(
         backend: Arc<B>,
         config: &TrainConfig,
@@ -378,6 +398,24 @@ impl<B: Backend<Elem = f32> + 'static> Trainer<B> {
         observer: &mut dyn TrainObserver,
     ) -> anyhow::Result<Self> {
         config.validate()?;
+        let replacement = if !resume && rundir::check_new_run(out, options.replace)? {
+            let r = Replacement::begin(out)?;
+            observer.message(&format!(
+                "replacing the run in {}: the new run is built in {} and takes its place at its \
+                 first checkpoint; the old run then moves to {}.old-<UTC time>",
+                out.display(),
+                r.staging().display(),
+                out.display()
+            ));
+            Some(r)
+        } else {
+            None
+        };
+        let dir = replacement
+            .as_ref()
+            .map_or(out, |r| r.staging())
+            .to_path_buf();
+        let out = dir.as_path();
         rundir::prepare_dir(out)?;
         let prepared = prepare(config)?;
         observer.message(&prepared.coverage.to_string());
@@ -428,6 +466,7 @@ impl<B: Backend<Elem = f32> + 'static> Trainer<B> {
             );
         }
         rundir::truncate_metrics(&out.join(rundir::METRICS_FILE), state.epoch + 1)?;
+        let run_files = RunFiles::read(out)?;
         let bcfg = BatchConfig {
             batch_size: NonZeroUsize::new(config.batch_size).context("batch_size must be ≥ 1")?,
             shuffle: true,
@@ -459,6 +498,9 @@ impl<B: Backend<Elem = f32> + 'static> Trainer<B> {
             steps_this_process: 0,
             throughput: (0, 0.0),
             last_scores: None,
+            run_files,
+            replacement,
+            replaced: None,
         })
     }
 
@@ -708,7 +750,11 @@ impl<B: Backend<Elem = f32> + 'static> Trainer<B> {
             for (k, s) in test.iter().enumerate() {
                 lines.push(metrics_line(e, s, "test", None, k, tok_s));
             }
-            self.tagger.save(&self.out.join(rundir::BEST_FILE))?;
+            self.tagger.save_with(
+                &self.out.join(rundir::BEST_FILE),
+                &[],
+                &self.run_files.metadata(),
+            )?;
             self.state.best = Some((average, e));
             self.state.bad_epochs = 0;
             self.last_scores = Some((dev.clone(), test.clone()));
@@ -734,9 +780,22 @@ impl<B: Backend<Elem = f32> + 'static> Trainer<B> {
         })
     }
 
-    /// Writes `last.safetensors`: parameters, Adam's moments and the trainer state.
-    pub fn checkpoint(&self) -> anyhow::Result<()> {
-        save_last(&self.out, &self.tagger, &self.adam, &self.state)
+    /// Writes `last.safetensors`: parameters, Adam's moments and the trainer state. The
+    /// first checkpoint of a run that replaces another one then swaps it into place.
+    pub fn checkpoint(&mut self) -> anyhow::Result<()> {
+        save_last(
+            &self.out,
+            &self.tagger,
+            &self.adam,
+            &self.state,
+            &self.run_files,
+        )?;
+        if let Some(r) = self.replacement.take() {
+            let target = r.target().to_path_buf();
+            self.replaced = r.commit()?;
+            self.out = target;
+        }
+        Ok(())
     }
 
     /// Trains the current epoch to its end (from where it stands) and closes it.
@@ -775,6 +834,7 @@ impl<B: Backend<Elem = f32> + 'static> Trainer<B> {
             } else {
                 0.0
             },
+            replaced: self.replaced,
         })
     }
 }
@@ -788,15 +848,17 @@ pub enum Split {
     Test,
 }
 
-/// Writes the files of a new run (config, vocabularies, coverage, dataset hashes) and
-/// removes the metrics and gradient logs an earlier run may have left.
+/// Writes the files of a new run (config, vocabularies recording the config's hash,
+/// coverage, dataset hashes) and removes the metrics and gradient logs an earlier run may
+/// have left (only an empty directory or a `--force` staging one gets here, so none should).
 fn write_new_run_files(
     out: &Path,
     config: &TrainConfig,
     prepared: &Prepared,
 ) -> anyhow::Result<()> {
-    write_atomic(&out.join(rundir::CONFIG_FILE), config.to_toml()?.as_bytes())?;
-    let vocab = RunVocab::new(
+    let config_toml = config.to_toml()?;
+    write_atomic(&out.join(rundir::CONFIG_FILE), config_toml.as_bytes())?;
+    let mut vocab = RunVocab::new(
         &prepared.words,
         &prepared.chars,
         prepared
@@ -810,6 +872,7 @@ fn write_new_run_files(
             })
             .collect(),
     );
+    vocab.config_sha256 = Some(sclstm_data::shipped::sha256_hex(config_toml.as_bytes()));
     vocab.save(out)?;
     write_atomic(
         &out.join(rundir::COVERAGE_FILE),
@@ -854,8 +917,9 @@ fn best_scores<B: Backend<Elem = f32> + 'static>(
     tagger: &Tagger<B>,
     pool: Option<Arc<ThreadPool>>,
 ) -> anyhow::Result<(Vec<TaskScore>, Vec<TaskScore>)> {
-    let (mut best, _) =
-        Tagger::from_checkpoint(&out.join(rundir::BEST_FILE), tagger.backend().clone())?;
+    let path = out.join(rundir::BEST_FILE);
+    RunFiles::check(out, rundir::BEST_FILE, &sclstm_model::read_metadata(&path)?)?;
+    let (mut best, _) = Tagger::from_checkpoint(&path, tagger.backend().clone())?;
     best.set_thread_pool(pool);
     let mut dev = Vec::new();
     let mut test = Vec::new();

@@ -28,6 +28,7 @@ fn options() -> RunOptions {
         log_grads: 3,
         checkpoint_steps: 5,
         stop_after_steps: None,
+        replace: false,
     }
 }
 
