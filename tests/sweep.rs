@@ -401,6 +401,30 @@ fn local_sweep_resumes_a_partial_run_and_starts_the_missing_ones() {
         st.contains("partial  ") && st.contains("tiny/sc/seed-1 (0 of 2 epochs)"),
         "{st}"
     );
+    // A start of stl-ner/seed-1 that left files but no checkpoint: restarted with --force.
+    let stl = Path::new(&root).join("tiny/stl-ner/seed-1");
+    std::fs::create_dir_all(&stl).unwrap();
+    std::fs::copy(stl.with_extension("toml"), stl.join("config.toml")).unwrap();
+    let st = status(&plan, &root);
+    assert!(st.contains("files of a start without checkpoint"), "{st}");
+    let jobs = ok(&[
+        "sweep",
+        &plan,
+        "--root",
+        &root,
+        "--emit",
+        "parallel",
+        "--max-sentences",
+        "20",
+        "--seeds",
+        "1",
+    ]);
+    let lines: Vec<&str> = jobs.lines().collect();
+    assert!(lines[0].contains("stl-ner/seed-1 --force"), "{jobs}");
+    assert!(
+        lines[1].contains(" train --resume ") && lines[1].contains("sc/seed-1"),
+        "{jobs}"
+    );
     let out = sclstm(&[
         "sweep",
         &plan,
