@@ -664,3 +664,81 @@ fn stl_refuses_before_training_any_task() {
         "kept"
     );
 }
+
+/// Every tensor of the checkpoints in `run` that exist is finite (reading refuses others).
+fn checkpoints_are_finite(run: &Path) {
+    for f in ["last.safetensors", "best.safetensors"] {
+        let p = run.join(f);
+        if p.exists() {
+            sclstm_model::checkpoint::read_tensors(&p)
+                .unwrap_or_else(|e| panic!("{f} is not a good checkpoint: {e}"));
+        }
+    }
+}
+
+#[test]
+fn a_diverging_update_writes_no_checkpoint_and_says_which_parameter() {
+    // lr 1e39 is infinite in f32: the first update makes the parameters non-finite.
+    let run = temp_dir("diverge");
+    let out = train(
+        &run,
+        &["--epochs", "1", "--lr", "1e39", "--checkpoint-steps", "1"],
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("the parameters diverged by step 1") && err.contains("parameter `"),
+        "{err}"
+    );
+    assert!(!run.join("last.safetensors").exists(), "{err}");
+    checkpoints_are_finite(&run);
+
+    // Between checkpoints the parameters go non-finite unnoticed until the next loss: a
+    // NaN caught inside the loss is reported in the run's terms, not the tape's.
+    let run = temp_dir("diverge-loss");
+    let out = train(&run, &["--epochs", "1", "--lr", "1e30", "--clip", "1e30"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("non-finite loss") && err.contains("for task `"),
+        "{err}"
+    );
+    assert!(!err.contains("cross_entropy:"), "{err}");
+    checkpoints_are_finite(&run);
+}
+
+#[test]
+fn a_live_train_holds_its_directory_and_dead_processes_leave_nothing_behind() {
+    let run = temp_dir("lock");
+    let cut = train(&run, &["--epochs", "1", "--stop-after-steps", "2"]);
+    assert!(!cut.status.success(), "stopped as asked");
+    assert!(
+        !run.join("train.lock").exists(),
+        "the lock goes with its process"
+    );
+    // A lock naming a live process (this test) refuses a second train.
+    std::fs::write(run.join("train.lock"), format!("{}\n", std::process::id())).unwrap();
+    let out = sclstm(&["train", "--resume", run.to_str().unwrap(), "--quiet"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("in use by another"),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("pid {}", std::process::id())),
+        "{err}"
+    );
+    // A lock and a temporary file of dead processes (pids above Linux's pid_max) are
+    // taken over and cleaned.
+    std::fs::write(run.join("train.lock"), "4194305\n").unwrap();
+    let stale = run.join(".last.safetensors.tmp-4194305");
+    std::fs::write(&stale, b"half a checkpoint").unwrap();
+    let out = sclstm(&["train", "--resume", run.to_str().unwrap(), "--quiet"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("removed temporary files") && !stale.exists(),
+        "{err}"
+    );
+    assert!(!run.join("train.lock").exists());
+}

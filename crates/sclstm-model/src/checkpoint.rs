@@ -67,7 +67,9 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ModelError> {
         let mut f = std::fs::File::create(&tmp).map_err(io_err(&tmp))?;
         f.write_all(bytes).map_err(io_err(&tmp))?;
         f.sync_all().map_err(io_err(&tmp))?;
-        std::fs::rename(&tmp, path).map_err(io_err(path))
+        std::fs::rename(&tmp, path).map_err(io_err(path))?;
+        // The rename is durable only once the directory entry is on disk too.
+        sync_dir(&dir).map_err(io_err(&dir))
     })();
     if result.is_err() {
         // Best effort: never leave a half-written temporary behind.
@@ -76,15 +78,29 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ModelError> {
     result
 }
 
+/// Flushes a directory's entries to disk (a no-op where directories cannot be opened).
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    if cfg!(unix) {
+        std::fs::File::open(dir)?.sync_all()
+    } else {
+        Ok(())
+    }
+}
+
 /// Writes named 2-D f32 tensors and string metadata as one safetensors file, atomically.
 ///
 /// # Errors
-/// [`ModelError::CheckpointFormat`] for duplicate names, [`ModelError::Io`] on write failure.
+/// [`ModelError::CheckpointFormat`] for duplicate names, [`ModelError::NonFiniteTensor`]
+/// for a tensor holding NaN or an infinity (nothing is written), [`ModelError::Io`] on
+/// write failure.
 pub fn write_tensors(
     path: &Path,
     tensors: &[(String, Matrix<f32>)],
     metadata: &BTreeMap<String, String>,
 ) -> Result<(), ModelError> {
+    for (name, m) in tensors {
+        refuse_non_finite(path, name, m)?;
+    }
     let mut seen = HashSet::new();
     let mut bytes = Vec::with_capacity(tensors.len());
     for (name, m) in tensors {
@@ -106,6 +122,19 @@ pub fn write_tensors(
     let mut buf = safetensors::serialize(views, Some(meta)).map_err(|e| format_err(path, e))?;
     sort_header_metadata(&mut buf, metadata).map_err(|m| format_err(path, m))?;
     write_atomic(path, &buf)
+}
+
+/// [`ModelError::NonFiniteTensor`] for the first NaN or infinity of `m`.
+fn refuse_non_finite(path: &Path, name: &str, m: &Matrix<f32>) -> Result<(), ModelError> {
+    match m.iter().position(|x| !x.is_finite()) {
+        None => Ok(()),
+        Some(index) => Err(ModelError::NonFiniteTensor {
+            path: path.to_path_buf(),
+            name: name.to_string(),
+            index,
+            value: m.iter().nth(index).copied().unwrap_or(f32::NAN),
+        }),
+    }
 }
 
 /// safetensors writes the metadata map in `HashMap` order, which changes from process to
@@ -133,7 +162,8 @@ fn sort_header_metadata(buf: &mut [u8], metadata: &BTreeMap<String, String>) -> 
 ///
 /// # Errors
 /// [`ModelError::Io`] if unreadable, [`ModelError::CheckpointFormat`] if not safetensors,
-/// [`ModelError::CheckpointShape`] for a tensor that is not f32 or has more than 2 axes.
+/// [`ModelError::CheckpointShape`] for a tensor that is not f32 or has more than 2 axes,
+/// [`ModelError::NonFiniteTensor`] for one holding NaN or an infinity.
 pub fn read_tensors(path: &Path) -> Result<(NamedTensors, Metadata), ModelError> {
     let buf = std::fs::read(path).map_err(io_err(path))?;
     let st = SafeTensors::deserialize(&buf).map_err(|e| format_err(path, e))?;
@@ -168,6 +198,7 @@ pub fn read_tensors(path: &Path) -> Result<(NamedTensors, Metadata), ModelError>
             .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
             .collect();
         let m = Matrix::from_shape_vec(dims, values).map_err(|e| format_err(path, e))?;
+        refuse_non_finite(path, &name, &m)?;
         out.push((name, m));
     }
     out.sort_by(|a, b| a.0.cmp(&b.0));

@@ -108,6 +108,21 @@ pub enum ModelError {
         /// What is wrong.
         message: String,
     },
+    /// A tensor holding NaN or an infinity, refused when writing or reading a checkpoint
+    /// (a diverged run must never replace or be resumed from a finite checkpoint).
+    #[error(
+        "checkpoint {path}: tensor `{name}` holds the non-finite value {value} at index {index}"
+    )]
+    NonFiniteTensor {
+        /// The file.
+        path: PathBuf,
+        /// The tensor.
+        name: String,
+        /// Flat index of the first non-finite element.
+        index: usize,
+        /// The value.
+        value: f32,
+    },
     /// Reading or writing a file failed.
     #[error("{path}: {source}")]
     Io {

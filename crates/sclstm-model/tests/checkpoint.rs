@@ -151,3 +151,40 @@ fn adam_state_round_trips_through_extras() -> Result<(), ModelError> {
     std::fs::remove_dir_all(&dir).ok();
     Ok(())
 }
+
+#[test]
+fn non_finite_tensors_are_neither_written_nor_read() {
+    use sclstm_model::checkpoint::{read_tensors, write_tensors};
+    let dir = temp_dir("nonfinite");
+    let path = dir.join("x.safetensors");
+    let good = Matrix::from_shape_vec((1, 3), vec![1.0, 2.0, 3.0]).unwrap();
+    write_tensors(&path, &[("good".into(), good.clone())], &BTreeMap::new()).unwrap();
+    let before = std::fs::read(&path).unwrap();
+    // Writing a NaN over a good file is refused and leaves the good file as it was.
+    let bad = Matrix::from_shape_vec((1, 3), vec![1.0, f32::NAN, 3.0]).unwrap();
+    let err = write_tensors(
+        &path,
+        &[("good".into(), good), ("enc.w".into(), bad)],
+        &BTreeMap::new(),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(&err, ModelError::NonFiniteTensor { name, index: 1, .. } if name == "enc.w"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(&path).unwrap(), before);
+    // A file holding an infinity (written by another tool) is refused on reading.
+    let inf = dir.join("inf.safetensors");
+    let data: Vec<u8> = [0.5f32, f32::INFINITY]
+        .iter()
+        .flat_map(|x| x.to_le_bytes())
+        .collect();
+    let view =
+        safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![2], &data).unwrap();
+    std::fs::write(&inf, safetensors::serialize([("emb", view)], None).unwrap()).unwrap();
+    let err = read_tensors(&inf).unwrap_err();
+    assert!(
+        err.to_string().contains("tensor `emb`") && err.to_string().contains("inf"),
+        "{err}"
+    );
+}

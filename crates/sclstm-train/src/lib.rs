@@ -13,7 +13,12 @@
 //! - `coverage.txt`: the embedding-coverage report; `datasets.json`: SHA-256 of every data file;
 //! - `grads.jsonl` (with `--log-grads N`): per-task gradient statistics.
 //!
-//! Every file is written atomically (temporary file + rename).
+//! Every file is written atomically (temporary file, fsync, rename, fsync of the
+//! directory); temporary files a killed process left behind are removed when the next
+//! `train` opens the directory. While a `train` runs, `train.lock` holds its pid and a
+//! second `train` on the same directory is refused. No checkpoint holding NaN or an
+//! infinity is ever written or read: a run whose parameters diverge stops with
+//! [`TrainError::Diverged`], naming the parameter, and the last good checkpoint stays.
 //!
 //! The files of one run are tied together by hashes ([`rundir::RunFiles`]): `vocab.json`
 //! records the SHA-256 of `config.toml` (`config_sha256`), and both checkpoints record the

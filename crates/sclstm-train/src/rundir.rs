@@ -609,3 +609,85 @@ mod tests {
         std::fs::remove_dir_all(&old).unwrap();
     }
 }
+
+/// The lock file of a run directory: it names the pid of the `sclstm train` using it.
+pub const LOCK_FILE: &str = "train.lock";
+
+/// Whether process `pid` is alive (Linux: `/proc/<pid>` exists; elsewhere assumed alive,
+/// so that a lock is never broken by mistake).
+fn pid_alive(pid: u32) -> bool {
+    if cfg!(target_os = "linux") {
+        Path::new("/proc").join(pid.to_string()).exists()
+    } else {
+        true
+    }
+}
+
+/// Holds a run directory for one `sclstm train` process: created with the process's pid,
+/// refused while another live process holds it, taken over from a dead one, removed when
+/// dropped.
+#[derive(Debug)]
+pub struct RunLock {
+    path: PathBuf,
+}
+
+impl RunLock {
+    /// Takes the lock of `dir`.
+    ///
+    /// # Errors
+    /// When another live process holds it (naming its pid and the lock file), or the file
+    /// cannot be written.
+    pub fn acquire(dir: &Path) -> anyhow::Result<RunLock> {
+        let path = dir.join(LOCK_FILE);
+        let me = std::process::id();
+        if let Ok(text) = std::fs::read_to_string(&path) {
+            let holder = text.trim().parse::<u32>().ok();
+            if let Some(pid) = holder.filter(|&p| p != me && pid_alive(p)) {
+                bail!(
+                    "{} is in use by another `sclstm train` (pid {pid}, see {}); wait for it to finish or stop it",
+                    dir.display(),
+                    path.display()
+                );
+            }
+        }
+        write_atomic(&path, format!("{me}\n").as_bytes())
+            .with_context(|| format!("writing {}", path.display()))?;
+        Ok(RunLock { path })
+    }
+
+    /// The lock moved with its directory to `dir` (a replacement swapped into place).
+    pub fn moved_to(&mut self, dir: &Path) {
+        self.path = dir.join(LOCK_FILE);
+    }
+}
+
+impl Drop for RunLock {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Removes the temporary files (`.<name>.tmp-<pid>`) that atomic writes of processes no
+/// longer alive left in `dir` (a kill -9 between write and rename); returns their names.
+pub fn remove_stale_temps(dir: &Path) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut removed = Vec::new();
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let pid = name
+            .strip_prefix('.')
+            .and_then(|n| n.rsplit_once(".tmp-"))
+            .and_then(|(_, pid)| pid.parse::<u32>().ok());
+        if let Some(pid) = pid
+            && pid != std::process::id()
+            && !pid_alive(pid)
+            && std::fs::remove_file(e.path()).is_ok()
+        {
+            removed.push(name);
+        }
+    }
+    removed.sort();
+    removed
+}

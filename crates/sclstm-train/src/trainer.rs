@@ -9,17 +9,17 @@ use std::time::Instant;
 use anyhow::{Context, bail};
 use rayon::ThreadPool;
 use sclstm_autodiff::optim::{Adam, AdamConfig, clip_grad_norm};
-use sclstm_core::Backend;
+use sclstm_core::{Backend, NumError};
 use sclstm_data::batch::{Batch, BatchConfig, EncodedSentence, epoch_batches, make_batch};
 use sclstm_model::{
     CharCnnConfig, Family, HeadKind, ModelConfig, ModelInput, Tagger, TaskConfig, TaskInputMode,
 };
-use sclstm_model::{adam_from_extras, adam_to_extras};
+use sclstm_model::{ModelError, adam_from_extras, adam_to_extras};
 use serde::{Deserialize, Serialize};
 
 use super::data::{Prepared, PreparedSplit, PreparedTask, prepare};
 use super::grads::{self, GradsLine};
-use super::rundir::{self, MetricsLine, Replacement, RunFiles, RunVocab, TaskVocab};
+use super::rundir::{self, MetricsLine, Replacement, RunFiles, RunLock, RunVocab, TaskVocab};
 use super::schedule::epoch_order;
 use super::score::{TaskScore, score};
 use crate::config::{self, TrainConfig};
@@ -73,6 +73,35 @@ pub enum TrainError {
         epoch: usize,
         /// The value.
         value: f64,
+    },
+    /// The gradient of a batch has a NaN or infinite norm; no update was made.
+    #[error(
+        "non-finite gradient (norm {norm}) for task `{task}` at step {step} (epoch {epoch}); training stopped before updating, the last checkpoint is kept"
+    )]
+    NonFiniteGradient {
+        /// Task of the batch.
+        task: String,
+        /// Optimizer step (0-based) that produced it.
+        step: u64,
+        /// 1-based epoch.
+        epoch: usize,
+        /// The global gradient norm.
+        norm: f64,
+    },
+    /// The parameters became non-finite (the updates diverged): nothing was written, so the
+    /// last checkpoint on disk is the last good one.
+    #[error(
+        "the parameters diverged by step {step} (epoch {epoch}): {detail}; nothing was written, the last good checkpoint in {dir} is kept (try a smaller --lr or --clip)"
+    )]
+    Diverged {
+        /// Optimizer steps taken.
+        step: u64,
+        /// 1-based epoch.
+        epoch: usize,
+        /// Which tensor went non-finite.
+        detail: String,
+        /// The run directory.
+        dir: String,
     },
 }
 
@@ -380,6 +409,8 @@ pub struct Trainer<B: Backend<Elem = f32> + 'static> {
     replacement: Option<Replacement>,
     /// Where the replaced run went.
     replaced: Option<PathBuf>,
+    /// This process's hold on the run directory.
+    lock: RunLock,
 }
 
 impl<B: Backend<Elem = f32> + 'static> Trainer<B> {
@@ -417,6 +448,15 @@ impl<B: Backend<Elem = f32> + 'static> Trainer<B> {
             .to_path_buf();
         let out = dir.as_path();
         rundir::prepare_dir(out)?;
+        let lock = RunLock::acquire(out)?;
+        let stale = rundir::remove_stale_temps(out);
+        if !stale.is_empty() {
+            observer.message(&format!(
+                "removed temporary files an interrupted process left in {}: {}",
+                out.display(),
+                stale.join(", ")
+            ));
+        }
         let prepared = prepare(config)?;
         observer.message(&prepared.coverage.to_string());
         for t in &prepared.tasks {
@@ -501,6 +541,7 @@ impl<B: Backend<Elem = f32> + 'static> Trainer<B> {
             run_files,
             replacement,
             replaced: None,
+            lock,
         })
     }
 
@@ -582,13 +623,28 @@ impl<B: Backend<Elem = f32> + 'static> Trainer<B> {
         let input = model_input(&batch);
         let (loss_value, mut grads) = {
             let mut tape = self.tagger.tape();
-            let loss = self.tagger.loss(
-                &mut tape,
-                &input,
-                k,
-                &batch.tag_ids,
-                mix(self.config.seed ^ 0xD0, self.state.step),
-            )?;
+            let loss = self
+                .tagger
+                .loss(
+                    &mut tape,
+                    &input,
+                    k,
+                    &batch.tag_ids,
+                    mix(self.config.seed ^ 0xD0, self.state.step),
+                )
+                .map_err(|e| match e {
+                    // A NaN caught inside the loss (e.g. by cross-entropy) is the same event
+                    // as a NaN loss: say it in the run's terms.
+                    ModelError::Num(NumError::NonFinite { value, .. }) => {
+                        anyhow::Error::from(TrainError::NonFiniteLoss {
+                            task: task.name.clone(),
+                            step: self.state.step,
+                            epoch: self.state.epoch + 1,
+                            value,
+                        })
+                    }
+                    other => other.into(),
+                })?;
             let value = f64::from(tape.value(loss)[[0, 0]]);
             if !value.is_finite() {
                 return Err(TrainError::NonFiniteLoss {
@@ -601,7 +657,16 @@ impl<B: Backend<Elem = f32> + 'static> Trainer<B> {
             }
             (value, tape.backward(loss)?.into_param_grads())
         };
-        clip_grad_norm(&mut grads, self.config.clip);
+        let norm = clip_grad_norm(&mut grads, self.config.clip);
+        if !norm.is_finite() {
+            return Err(TrainError::NonFiniteGradient {
+                task: task.name.clone(),
+                step: self.state.step,
+                epoch: self.state.epoch + 1,
+                norm,
+            }
+            .into());
+        }
         let log_now = self.options.log_grads > 0
             && (self.state.step + 1).is_multiple_of(self.options.log_grads);
         let before = log_now.then(|| {
@@ -713,6 +778,7 @@ impl<B: Backend<Elem = f32> + 'static> Trainer<B> {
         self.throughput.1 += self.state.seconds;
         let tok_s = self.state.tokens as f64 / self.state.seconds.max(1e-9);
 
+        self.check_finite()?;
         let dev = self.evaluate(Split::Dev)?;
         let average = dev.iter().map(|s| s.score).sum::<f64>() / dev.len() as f64;
         let improved = self.state.best.is_none_or(|(b, _)| average > b);
@@ -780,9 +846,12 @@ impl<B: Backend<Elem = f32> + 'static> Trainer<B> {
         })
     }
 
-    /// Writes `last.safetensors`: parameters, Adam's moments and the trainer state. The
+    /// Writes `last.safetensors`: parameters, Adam's moments and the trainer state. Refuses
+    /// ([`TrainError::Diverged`]) when a parameter is non-finite, so the file on disk stays
+    /// the last good one. The
     /// first checkpoint of a run that replaces another one then swaps it into place.
     pub fn checkpoint(&mut self) -> anyhow::Result<()> {
+        self.check_finite()?;
         save_last(
             &self.out,
             &self.tagger,
@@ -793,7 +862,27 @@ impl<B: Backend<Elem = f32> + 'static> Trainer<B> {
         if let Some(r) = self.replacement.take() {
             let target = r.target().to_path_buf();
             self.replaced = r.commit()?;
+            self.lock.moved_to(&target);
             self.out = target;
+        }
+        Ok(())
+    }
+
+    /// [`TrainError::Diverged`] naming the first parameter that holds NaN or an infinity.
+    fn check_finite(&self) -> anyhow::Result<()> {
+        for (_, name, m) in self.tagger.params().iter() {
+            if let Some(i) = m.iter().position(|x| !x.is_finite()) {
+                return Err(TrainError::Diverged {
+                    step: self.state.step,
+                    epoch: self.state.epoch + 1,
+                    detail: format!(
+                        "parameter `{name}` holds {} at index {i}",
+                        m.iter().nth(i).copied().unwrap_or(f32::NAN)
+                    ),
+                    dir: self.out.display().to_string(),
+                }
+                .into());
+            }
         }
         Ok(())
     }
