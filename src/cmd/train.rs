@@ -270,6 +270,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         checkpoint_steps: args.checkpoint_steps,
         stop_after_steps: args.stop_after_steps,
         replace: args.force,
+        interrupt: None,
     };
     let (config, out, resume) = match &args.resume {
         Some(dir) => {

@@ -2,6 +2,7 @@
 //! tie a run's files together, and the refusal to overwrite a run (or its replacement).
 
 use std::collections::BTreeMap;
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
@@ -690,4 +691,88 @@ pub fn remove_stale_temps(dir: &Path) -> Vec<String> {
     }
     removed.sort();
     removed
+}
+
+/// The log of a run, as printed: every line of the trainer's messages.
+pub const LOG_FILE: &str = "train.log";
+/// One line per optimizer step: `step,epoch,task,loss,tokens_per_s`.
+pub const STEPS_FILE: &str = "steps.csv";
+/// Header line of [`STEPS_FILE`].
+const STEPS_HEADER: &str = "step,epoch,task,loss,tokens_per_s";
+
+/// The run's own log files, appended as training goes (`train.log`, `steps.csv`). They
+/// are written whether or not a terminal shows the progress, and survive the directory
+/// being renamed (a `--force` replacement) since they stay open.
+#[derive(Debug)]
+pub struct RunLog {
+    log: std::fs::File,
+    steps: std::io::BufWriter<std::fs::File>,
+}
+
+impl RunLog {
+    /// Opens (appending) the log files of `dir`.
+    pub fn open(dir: &Path) -> anyhow::Result<RunLog> {
+        let append = |name: &str| {
+            let path = dir.join(name);
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .with_context(|| format!("opening {}", path.display()))
+        };
+        let steps_path = dir.join(STEPS_FILE);
+        let fresh = std::fs::metadata(&steps_path).map_or(true, |m| m.len() == 0);
+        let mut steps = std::io::BufWriter::new(append(STEPS_FILE)?);
+        if fresh {
+            writeln!(steps, "{STEPS_HEADER}")
+                .with_context(|| format!("writing {}", steps_path.display()))?;
+        }
+        Ok(RunLog {
+            log: append(LOG_FILE)?,
+            steps,
+        })
+    }
+
+    /// Keeps only the lines of steps up to `step` in `dir`'s `steps.csv` (a resumed run
+    /// redoes the steps after its checkpoint). Call before [`RunLog::open`].
+    pub fn truncate_steps(dir: &Path, step: u64) -> anyhow::Result<()> {
+        let path = dir.join(STEPS_FILE);
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            return Ok(());
+        };
+        let kept: String = text
+            .lines()
+            .filter(|l| {
+                l.split(',')
+                    .next()
+                    .and_then(|s| s.parse::<u64>().ok())
+                    .is_none_or(|s| s <= step)
+            })
+            .flat_map(|l| [l, "\n"])
+            .collect();
+        write_atomic(&path, kept.as_bytes()).with_context(|| format!("writing {}", path.display()))
+    }
+
+    /// Appends a line to `train.log`.
+    pub fn line(&mut self, text: &str) -> anyhow::Result<()> {
+        writeln!(self.log, "{text}").context("writing train.log")
+    }
+
+    /// Appends a step's line to `steps.csv` (buffered; see [`RunLog::flush`]).
+    pub fn step(
+        &mut self,
+        step: u64,
+        epoch: usize,
+        task: &str,
+        loss: f64,
+        tokens_per_s: f64,
+    ) -> anyhow::Result<()> {
+        writeln!(self.steps, "{step},{epoch},{task},{loss},{tokens_per_s:.1}")
+            .context("writing steps.csv")
+    }
+
+    /// Writes out buffered step lines.
+    pub fn flush(&mut self) -> anyhow::Result<()> {
+        self.steps.flush().context("writing steps.csv")
+    }
 }

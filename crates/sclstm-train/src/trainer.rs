@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use anyhow::{Context, bail};
@@ -19,7 +20,9 @@ use serde::{Deserialize, Serialize};
 
 use super::data::{Prepared, PreparedSplit, PreparedTask, prepare};
 use super::grads::{self, GradsLine};
-use super::rundir::{self, MetricsLine, Replacement, RunFiles, RunLock, RunVocab, TaskVocab};
+use super::rundir::{
+    self, MetricsLine, Replacement, RunFiles, RunLock, RunLog, RunVocab, TaskVocab,
+};
 use super::schedule::epoch_order;
 use super::score::{TaskScore, score};
 use crate::config::{self, TrainConfig};
@@ -88,6 +91,18 @@ pub enum TrainError {
         /// The global gradient norm.
         norm: f64,
     },
+    /// Training was asked to stop ([`RunOptions::interrupt`]) and saved where it stands.
+    #[error(
+        "interrupted at epoch {epoch}, step {step}: saved {dir}/last.safetensors; continue with `sclstm train --resume {dir}`"
+    )]
+    Interrupted {
+        /// 1-based epoch in progress.
+        epoch: usize,
+        /// Optimizer steps taken.
+        step: u64,
+        /// The run directory.
+        dir: String,
+    },
     /// The parameters became non-finite (the updates diverged): nothing was written, so the
     /// last checkpoint on disk is the last good one.
     #[error(
@@ -139,6 +154,9 @@ pub struct RunOptions {
     /// the new run is built in a sibling directory and swapped in at its first checkpoint
     /// (see [`rundir::Replacement`]).
     pub replace: bool,
+    /// Set (e.g. by a Ctrl-C handler) to stop after the current step: training then writes
+    /// `last.safetensors` and stops with [`TrainError::Interrupted`].
+    pub interrupt: Option<Arc<AtomicBool>>,
 }
 
 /// Where training stands; saved inside `last.safetensors` so a run resumes exactly.
@@ -341,6 +359,8 @@ pub struct StepReport {
     pub task: usize,
     /// The batch's λ-weighted loss.
     pub loss: f64,
+    /// Per task (name, mean loss of its batches so far this epoch), for tasks that had one.
+    pub running_losses: Vec<(String, f64)>,
     /// Training tokens per second so far this epoch.
     pub tokens_per_s: f64,
 }
@@ -411,6 +431,8 @@ pub struct Trainer<B: Backend<Elem = f32> + 'static> {
     replaced: Option<PathBuf>,
     /// This process's hold on the run directory.
     lock: RunLock,
+    /// `train.log` and `steps.csv`.
+    log: RunLog,
 }
 
 impl<B: Backend<Elem = f32> + 'static> Trainer<B> {
@@ -429,9 +451,10 @@ impl<B: Backend<Elem = f32> + 'static> Trainer<B> {
         observer: &mut dyn TrainObserver,
     ) -> anyhow::Result<Self> {
         config.validate()?;
+        let mut early = Vec::new();
         let replacement = if !resume && rundir::check_new_run(out, options.replace)? {
             let r = Replacement::begin(out)?;
-            observer.message(&format!(
+            early.push(format!(
                 "replacing the run in {}: the new run is built in {} and takes its place at its \
                  first checkpoint; the old run then moves to {}.old-<UTC time>",
                 out.display(),
@@ -451,16 +474,20 @@ impl<B: Backend<Elem = f32> + 'static> Trainer<B> {
         let lock = RunLock::acquire(out)?;
         let stale = rundir::remove_stale_temps(out);
         if !stale.is_empty() {
-            observer.message(&format!(
+            early.push(format!(
                 "removed temporary files an interrupted process left in {}: {}",
                 out.display(),
                 stale.join(", ")
             ));
         }
+        let mut log = RunLog::open(out)?;
+        for line in &early {
+            say(&mut log, observer, line)?;
+        }
         let prepared = prepare(config)?;
-        observer.message(&prepared.coverage.to_string());
+        say(&mut log, observer, &prepared.coverage.to_string())?;
         for t in &prepared.tasks {
-            observer.message(&format!(
+            let line = format!(
                 "task {}: {} tags; train {} sentences / {} tokens, dev {}, test {}",
                 t.name,
                 t.tags.len(),
@@ -468,7 +495,8 @@ impl<B: Backend<Elem = f32> + 'static> Trainer<B> {
                 t.train.tokens(),
                 t.dev.encoded.len(),
                 t.test.encoded.len()
-            ));
+            );
+            say(&mut log, observer, &line)?;
         }
         let mconfig = model_config(config, &prepared);
         let (matrix, found) = &prepared.pretrained;
@@ -488,7 +516,22 @@ impl<B: Backend<Elem = f32> + 'static> Trainer<B> {
         });
         let ntasks = prepared.tasks.len();
         let state = if resume {
-            load_last(out, &mut tagger, &mut adam)?
+            let state = load_last(out, &mut tagger, &mut adam)?;
+            log.flush()?;
+            RunLog::truncate_steps(out, state.step)?;
+            log = RunLog::open(out)?;
+            say(
+                &mut log,
+                observer,
+                &format!(
+                    "resuming {} at epoch {}, batch {} of the epoch (step {})",
+                    out.display(),
+                    state.epoch + 1,
+                    state.position,
+                    state.step
+                ),
+            )?;
+            state
         } else {
             write_new_run_files(out, config, &prepared)?;
             TrainState {
@@ -542,6 +585,7 @@ impl<B: Backend<Elem = f32> + 'static> Trainer<B> {
             replacement,
             replaced: None,
             lock,
+            log,
         })
     }
 
@@ -697,8 +741,22 @@ impl<B: Backend<Elem = f32> + 'static> Trainer<B> {
             batches: epoch.order.len(),
             task: k,
             loss: loss_value,
+            running_losses: self
+                .task_names
+                .iter()
+                .zip(self.state.loss_sum.iter().zip(&self.state.loss_batches))
+                .filter(|(_, (_, n))| **n > 0)
+                .map(|(t, (sum, n))| (t.clone(), sum / *n as f64))
+                .collect(),
             tokens_per_s: self.state.tokens as f64 / secs.max(1e-9),
         };
+        self.log.step(
+            self.state.step,
+            report.epoch,
+            &self.task_names[k],
+            loss_value,
+            report.tokens_per_s,
+        )?;
         let stop = self
             .options
             .stop_after_steps
@@ -805,11 +863,12 @@ impl<B: Backend<Elem = f32> + 'static> Trainer<B> {
             .map(|s| format!("{} {:.2}", s.task, s.score))
             .collect::<Vec<_>>()
             .join(", ");
-        observer.message(&format!(
+        let line = format!(
             "epoch {e}: dev {summary_line} | average {average:.2}{} | {tok_s:.0} tokens/s, {:.0} s",
             if improved { " (best)" } else { "" },
             self.state.seconds
-        ));
+        );
+        say(&mut self.log, observer, &line)?;
         let mut test_scores = None;
         if improved {
             let test = self.evaluate(Split::Test)?;
@@ -852,6 +911,7 @@ impl<B: Backend<Elem = f32> + 'static> Trainer<B> {
     /// first checkpoint of a run that replaces another one then swaps it into place.
     pub fn checkpoint(&mut self) -> anyhow::Result<()> {
         self.check_finite()?;
+        self.log.flush()?;
         save_last(
             &self.out,
             &self.tagger,
@@ -898,6 +958,19 @@ impl<B: Backend<Elem = f32> + 'static> Trainer<B> {
                     observer.epoch_finished(false);
                     return Err(e);
                 }
+            }
+            let asked = self.options.interrupt.as_ref();
+            if asked.is_some_and(|f| f.load(Ordering::SeqCst)) {
+                observer.epoch_finished(false);
+                self.state.seconds = epoch.seconds_before + epoch.started.elapsed().as_secs_f64();
+                self.checkpoint()?;
+                let e = TrainError::Interrupted {
+                    epoch: self.state.epoch + 1,
+                    step: self.state.step,
+                    dir: self.out.display().to_string(),
+                };
+                say(&mut self.log, observer, &e.to_string())?;
+                return Err(e.into());
             }
         }
         observer.epoch_finished(true);
@@ -974,6 +1047,12 @@ fn write_new_run_files(
     Ok(())
 }
 
+/// A line for the observer and for `train.log`.
+fn say(log: &mut RunLog, observer: &mut dyn TrainObserver, line: &str) -> anyhow::Result<()> {
+    observer.message(line);
+    log.line(line)
+}
+
 /// Trains a model as configured, writing the run directory `out`. With `resume`, the
 /// configuration and state are read back from `out` and training continues exactly where
 /// `last.safetensors` left it.
@@ -989,10 +1068,11 @@ pub fn train<B: Backend<Elem = f32> + 'static>(
     while !trainer.epochs_done() {
         trainer.run_epoch(observer)?;
         if trainer.out_of_patience() {
-            observer.message(&format!(
+            let line = format!(
                 "no dev improvement for {} epochs: stopping",
                 config.patience
-            ));
+            );
+            say(&mut trainer.log, observer, &line)?;
             break;
         }
     }

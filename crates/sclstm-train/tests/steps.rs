@@ -29,6 +29,7 @@ fn options() -> RunOptions {
         checkpoint_steps: 5,
         stop_after_steps: None,
         replace: false,
+        interrupt: None,
     }
 }
 
@@ -171,4 +172,60 @@ fn a_non_finite_loss_stops_the_step_before_any_update() {
         other => panic!("expected NonFiniteLoss, got {other:?} ({err})"),
     }
     assert_eq!(t.steps(), steps_ok, "the failed step took no update");
+}
+
+#[test]
+fn an_interrupt_saves_after_the_current_step_and_the_logs_record_the_run() {
+    use std::sync::Arc as StdArc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let config = TrainConfig {
+        epochs: 1,
+        ..tiny_config()
+    };
+    let flag = StdArc::new(AtomicBool::new(false));
+    let opts = RunOptions {
+        interrupt: Some(StdArc::clone(&flag)),
+        ..options()
+    };
+    let dir = temp_dir("interrupt");
+    let mut t = Trainer::open(backend(), &config, &dir, false, &opts, &mut Silent).unwrap();
+    let mut epoch = t.begin_epoch();
+    t.step(&mut epoch).unwrap();
+    t.step(&mut epoch).unwrap();
+    drop(epoch);
+    flag.store(true, Ordering::SeqCst);
+    let err = t.run_epoch(&mut Silent).unwrap_err();
+    match err.downcast_ref::<TrainError>() {
+        Some(TrainError::Interrupted { epoch, step, .. }) => assert_eq!((*epoch, *step), (1, 3)),
+        other => panic!("expected Interrupted, got {other:?}"),
+    }
+    drop(t);
+    let steps = std::fs::read_to_string(dir.join("steps.csv")).unwrap();
+    assert_eq!(
+        steps.lines().count(),
+        1 + 3,
+        "header and one line per step: {steps}"
+    );
+    assert!(
+        steps.starts_with("step,epoch,task,loss,tokens_per_s\n1,1,"),
+        "{steps}"
+    );
+    let log = std::fs::read_to_string(dir.join("train.log")).unwrap();
+    assert!(
+        log.contains("task ner:") && log.contains("interrupted at epoch 1, step 3"),
+        "{log}"
+    );
+    // Resuming redoes nothing it saved and appends to the same logs.
+    let mut t = Trainer::open(backend(), &config, &dir, true, &options(), &mut Silent).unwrap();
+    assert_eq!(t.steps(), 3);
+    t.run_epoch(&mut Silent).unwrap();
+    let n = t.steps();
+    drop(t);
+    let steps = std::fs::read_to_string(dir.join("steps.csv")).unwrap();
+    assert_eq!(steps.lines().count() as u64, 1 + n, "{steps}");
+    let log = std::fs::read_to_string(dir.join("train.log")).unwrap();
+    assert!(
+        log.contains("resuming") && log.contains("epoch 1: dev"),
+        "{log}"
+    );
 }
