@@ -15,12 +15,14 @@ pub trait BackendJob {
     fn run<B: Backend<Elem = f32> + 'static>(self, b: Arc<B>) -> anyhow::Result<Self::Output>;
 }
 
-/// Builds the chosen backend and runs `job` on it.
+/// Builds the chosen backend and runs `job` on it; `threads` above this machine's cores is an
+/// error (0 means all cores).
 pub fn with_backend<J: BackendJob>(
     kind: BackendKind,
     threads: usize,
     job: J,
 ) -> anyhow::Result<J::Output> {
+    sclstm_train::pool::check_threads(threads, "--threads")?;
     match kind {
         BackendKind::Cpu => {
             let b = CpuBackend::<f32>::new(threads)?;

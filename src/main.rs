@@ -34,11 +34,26 @@ enum Command {
     Sweep(cmd::sweep::Args),
     /// Tabulate runs against the paper: mean ± sd over seeds, t-tests, gradient conflicts, figures.
     Report(cmd::report::Args),
+    /// Score a prediction file in conlleval's input format (conlleval's options -d, -o, -r).
+    Score(cmd::score::Args),
     /// Print sentence, token, tag and chunk counts and embedding coverage of the shipped data.
     Stats(cmd::stats::Args),
 }
 
+/// Restores the default action of `SIGPIPE` (Rust ignores it), so that a closed standard output
+/// (`sclstm eval … | head`) ends the process quietly, as it ends other Unix tools, instead of
+/// turning every later `println!` into a panic.
+fn die_quietly_on_closed_pipe() {
+    #[cfg(unix)]
+    // SAFETY: called once at start-up, before any other thread exists; SIG_DFL is always a
+    // valid disposition for SIGPIPE.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 fn main() -> anyhow::Result<()> {
+    die_quietly_on_closed_pipe();
     alloc::keep_freed_blocks();
     let cli = Cli::parse();
     match cli.command {
@@ -49,6 +64,7 @@ fn main() -> anyhow::Result<()> {
         Command::Inspect(args) => cmd::inspect::run(args),
         Command::Predict(args) => cmd::predict::run(args),
         Command::Plot(args) => cmd::plot::run(args),
+        Command::Score(args) => cmd::score::run(args),
         Command::Stats(args) => cmd::stats::run(args),
         Command::Sweep(args) => cmd::sweep::run(args),
         Command::Report(args) => cmd::report::run(args),

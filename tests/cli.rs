@@ -742,3 +742,236 @@ fn a_live_train_holds_its_directory_and_dead_processes_leave_nothing_behind() {
     );
     assert!(!run.join("train.lock").exists());
 }
+
+/// Runs sclstm in `dir` with extra environment variables.
+fn sclstm_in(dir: &Path, env: &[(&str, &str)], args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_sclstm"))
+        .args(args)
+        .current_dir(dir)
+        .envs(env.iter().copied())
+        .output()
+        .expect("the sclstm binary runs")
+}
+
+/// Runs sclstm with its standard output closed before it writes anything; returns its stderr
+/// after checking that it ended quietly (success, or killed by SIGPIPE as other Unix tools are).
+fn with_closed_stdout(args: &[&str]) -> String {
+    use std::io::Read;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sclstm"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("the sclstm binary runs");
+    drop(child.stdout.take());
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .expect("piped stderr")
+        .read_to_string(&mut err)
+        .expect("stderr is text");
+    let status = child.wait().expect("sclstm ends");
+    assert!(
+        !err.contains("panicked"),
+        "sclstm {args:?} panicked:\n{err}"
+    );
+    assert!(!err.contains("Broken pipe"), "sclstm {args:?}:\n{err}");
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::ExitStatusExt;
+        assert!(
+            status.success() || status.signal() == Some(libc::SIGPIPE),
+            "sclstm {args:?} ended with {status:?}:\n{err}"
+        );
+    }
+    #[cfg(not(unix))]
+    assert_ne!(status.code(), Some(101), "{err}");
+    err
+}
+
+fn fails_with(args: &[&str], needles: &[&str]) {
+    let out = sclstm(args);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "sclstm {args:?} succeeded");
+    assert!(
+        !err.contains("panicked"),
+        "sclstm {args:?} panicked:\n{err}"
+    );
+    for n in needles {
+        assert!(err.contains(n), "sclstm {args:?}: `{n}` missing in\n{err}");
+    }
+}
+
+#[test]
+fn closed_stdout_ends_commands_quietly() {
+    with_closed_stdout(&["stats"]);
+    with_closed_stdout(&["gradcheck", "--filter", "matmul"]);
+}
+
+#[test]
+fn numeric_flags_and_toml_keys_are_range_checked() {
+    let out = ["--out", "/tmp/sclstm-never"];
+    for (flag, key) in [
+        ("--clip=-1", "`clip` (--clip)"),
+        ("--clip=nan", "`clip` (--clip)"),
+        ("--epochs=0", "`epochs` (--epochs)"),
+        ("--lr=inf", "`lr` (--lr)"),
+        ("--batch-size=0", "`batch_size` (--batch-size)"),
+        ("--max-sentences=0", "`max_sentences` (--max-sentences)"),
+        ("--hidden=4611686018427387904", "`hidden` (--hidden)"),
+        ("--hidden=1000000", "`hidden` (--hidden)"),
+        ("--layers=0", "`layers` (--layers)"),
+        ("--threads=100000", "cores of this machine"),
+    ] {
+        fails_with(&["train", flag, out[0], out[1]], &[key]);
+    }
+    let dir = temp_dir("toml-clip");
+    std::fs::create_dir_all(&dir).unwrap();
+    let toml = dir.join("bad.toml");
+    std::fs::write(&toml, "clip = -1\n").unwrap();
+    fails_with(
+        &["train", "--config", toml.to_str().unwrap(), out[0], out[1]],
+        &["bad.toml", "`clip`"],
+    );
+    fails_with(
+        &["eval", "--run", "/tmp/sclstm-never", "--threads", "100000"],
+        &["--threads", "cores"],
+    );
+    let help = ok(&["bench", "--help"]);
+    assert!(
+        help.contains("[default: 0]") && !help.contains("[default: 2]"),
+        "{help}"
+    );
+}
+
+#[test]
+fn score_reads_conlleval_input_with_its_options() {
+    let dir = temp_dir("score");
+    std::fs::create_dir_all(&dir).unwrap();
+    let spaced = "EU B-ORG B-ORG\nrejects O O\nGerman B-MISC B-LOC\n\n-X- -X- -X-\nPeter B-PER B-PER\nBlackburn I-PER O\n";
+    let file = dir.join("preds.txt");
+    std::fs::write(&file, format!("\u{feff}{spaced}")).unwrap();
+    let report = ok(&["score", file.to_str().unwrap()]);
+    assert_eq!(
+        report,
+        sclstm_data::conlleval::report_from_text(spaced).unwrap()
+    );
+    assert!(report.starts_with("processed 5 tokens with 3 phrases; found: 3 phrases; correct: 1."));
+    let tabbed = dir.join("preds.tsv");
+    std::fs::write(&tabbed, spaced.replace(' ', "\t")).unwrap();
+    assert_eq!(
+        ok(&["score", "-d", "\\t", tabbed.to_str().unwrap()]),
+        report
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&ok(&["score", "--json", file.to_str().unwrap()])).unwrap();
+    assert_eq!(
+        (json["gold"].as_u64(), json["correct"].as_u64()),
+        (Some(3), Some(1))
+    );
+    assert_eq!(json["types"]["PER"]["found"].as_u64(), Some(1));
+    let raw = dir.join("raw.txt");
+    std::fs::write(&raw, "a NN NN\nb NN NONE\nc NONE VB\n").unwrap();
+    let r = ok(&["score", "-r", "-o", "NONE", raw.to_str().unwrap()]);
+    assert!(
+        r.starts_with("processed 3 tokens with 2 phrases; found: 2 phrases; correct: 1."),
+        "{r}"
+    );
+    let bioes = dir.join("bioes.txt");
+    std::fs::write(&bioes, "a B-X B-X\nb E-X E-X\nc S-Y S-Y\n").unwrap();
+    let r = ok(&["score", "--scheme", "bioes", bioes.to_str().unwrap()]);
+    assert!(
+        r.starts_with("processed 3 tokens with 2 phrases; found: 2 phrases; correct: 2."),
+        "{r}"
+    );
+    let bad = dir.join("bad.txt");
+    std::fs::write(&bad, "a O O\nb O O O\n").unwrap();
+    fails_with(&["score", bad.to_str().unwrap()], &["bad.txt", "line 2"]);
+    let missing = dir.join("missing.txt");
+    fails_with(&["score", missing.to_str().unwrap()], &["missing.txt"]);
+}
+
+#[test]
+fn shipped_data_is_found_from_another_directory() {
+    let elsewhere = temp_dir("elsewhere");
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    let out = sclstm_in(&elsewhere, &[("SCLSTM_DATA", "")], &["stats"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("14,041"));
+    let out = sclstm_in(
+        &elsewhere,
+        &[("SCLSTM_DATA", "/sclstm-no-such-root")],
+        &["stats", "--datasets", "datasets/none"],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    for place in [
+        "looked in",
+        "/sclstm-no-such-root/none",
+        "share/sclstm/datasets/none",
+    ] {
+        assert!(err.contains(place), "`{place}` missing in\n{err}");
+    }
+    // The same tiny run from the repository and from elsewhere: same config.toml, same scores.
+    let (here, there) = (temp_dir("found-here"), temp_dir("found-there"));
+    let flags = ["--epochs", "1", "--tasks", "ner", "--lr", "0.01"];
+    assert!(train(&here, &flags).status.success());
+    let mut args = vec!["train", "--out", there.to_str().unwrap()];
+    args.extend_from_slice(TINY);
+    args.extend_from_slice(&flags);
+    let out = sclstm_in(&elsewhere, &[("SCLSTM_DATA", "")], &args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let config = std::fs::read(here.join("config.toml")).unwrap();
+    assert_eq!(config, std::fs::read(there.join("config.toml")).unwrap());
+    assert!(String::from_utf8_lossy(&config).contains("datasets = \"datasets\""));
+    assert_eq!(scores(&here), scores(&there));
+}
+
+#[test]
+fn eval_and_predict_write_boundary_words_escaped_and_survive_a_closed_stdout() {
+    let run = temp_dir("boundary");
+    assert!(
+        train(&run, &["--epochs", "1", "--tasks", "ner"])
+            .status
+            .success()
+    );
+    let r = run.to_str().unwrap();
+    with_closed_stdout(&["eval", "--run", r, "--split", "dev"]);
+    let input = run.join("input.txt");
+    std::fs::write(
+        &input,
+        "EU NNP I-NP I-ORG\n-X- NN I-NP O\nrejects VBZ I-VP O\n\nPeter NNP I-NP I-PER\n",
+    )
+    .unwrap();
+    let spec = format!("{}:conll2003", input.display());
+    let preds = run.join("preds.txt");
+    let report = ok(&[
+        "eval",
+        "--run",
+        r,
+        "--input",
+        &spec,
+        "--write-predictions",
+        preds.to_str().unwrap(),
+    ]);
+    let text = std::fs::read_to_string(&preds).unwrap();
+    assert!(text.contains("\n\\-X- O "), "{text}");
+    let again = sclstm_data::conlleval::report_from_text(&text).unwrap();
+    assert!(again.starts_with("processed 4 tokens"), "{again}");
+    assert!(
+        report.contains(&again),
+        "eval:\n{report}\nconlleval:\n{again}"
+    );
+    let tagged = ok(&["predict", "--run", r, "--input", input.to_str().unwrap()]);
+    assert!(tagged.lines().any(|l| l.starts_with("\\-X-\t")), "{tagged}");
+}

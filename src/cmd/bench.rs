@@ -49,8 +49,9 @@ pub struct Args {
     /// Training batch size (sentences per step).
     #[arg(long, default_value_t = 10)]
     pub batch: usize,
-    /// Threads of the CPU backend and of the host products (0 = one per core).
-    #[arg(long, default_value_t = 2)]
+    /// Threads of the CPU backend and of the host products (0 = one per core, the default of
+    /// every command).
+    #[arg(long, default_value_t = 0)]
     pub threads: usize,
     /// Timed training steps (after the warm-up steps).
     #[arg(long, default_value_t = 60)]

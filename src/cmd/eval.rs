@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::bail;
 use sclstm_core::Backend;
+use sclstm_data::conlleval::escape_word;
 use sclstm_data::scheme::{TagScheme, bioes_to_conlleval};
 
 use crate::backend::{BackendJob, with_backend};
@@ -45,7 +46,8 @@ pub struct Args {
 struct EvalJob<'a>(&'a Args);
 
 /// The `word gold pred` lines of one task's predictions; BIOES tags are mapped to IOB2
-/// so that the original conlleval script reads them.
+/// and a word `-X-` is escaped ([`escape_word`]) so that the original conlleval script reads
+/// them as they were scored.
 pub fn prediction_lines(task: &Scorer<'_>, split: &PreparedSplit, pred: &[Vec<u32>]) -> String {
     let mut out = String::new();
     for (s, p) in split.sentences.iter().zip(pred) {
@@ -56,7 +58,7 @@ pub fn prediction_lines(task: &Scorer<'_>, split: &PreparedSplit, pred: &[Vec<u3
             guess = bioes_to_conlleval(&guess);
         }
         for ((w, g), q) in s.words.iter().zip(&gold).zip(&guess) {
-            out.push_str(&format!("{w} {g} {q}\n"));
+            out.push_str(&format!("{} {g} {q}\n", escape_word(w)));
         }
         out.push('\n');
     }

@@ -7,6 +7,7 @@ pub mod inspect;
 pub mod plot;
 pub mod predict;
 pub mod report;
+pub mod score;
 pub mod stats;
 pub mod sweep;
 pub mod train;

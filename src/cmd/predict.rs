@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, bail};
 use sclstm_core::Backend;
+use sclstm_data::conlleval::escape_word;
 
 use crate::backend::{BackendJob, with_backend};
 use sclstm_train::config::BackendKind;
@@ -109,7 +110,7 @@ impl BackendJob for PredictJob<'_> {
         let mut w = std::io::BufWriter::new(stdout.lock());
         for (s, words) in self.sentences.iter().enumerate() {
             for (i, word) in words.iter().enumerate() {
-                write!(w, "{word}")?;
+                write!(w, "{}", escape_word(word))?;
                 for (k, per_sentence) in tags.iter().enumerate() {
                     write!(
                         w,
@@ -137,10 +138,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         let path = PathBuf::from(&args.input);
         text = sclstm_data::text::read_text(&path)?;
     }
+    let text = sclstm_data::text::strip_bom(&text);
     let sentences = match args.format.as_str() {
-        "conllu" => read_conllu_words(&text)?,
-        "text" => sclstm_data::tokenize::tokenize(&text),
-        _ => read_conll_words(&text),
+        "conllu" => read_conllu_words(text)?,
+        "text" => sclstm_data::tokenize::tokenize(text),
+        _ => read_conll_words(text),
     };
     if sentences.is_empty() {
         bail!("{}: no sentence to tag", args.input);

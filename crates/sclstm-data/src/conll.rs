@@ -2,7 +2,8 @@
 //!
 //! # Format rules
 //! - One token per line; a blank line (empty, or only spaces/tabs) ends a sentence. The last sentence may
-//!   end at end of file without a blank line. LF and CRLF line endings are both accepted.
+//!   end at end of file without a blank line. LF and CRLF line endings are both accepted, and a UTF-8
+//!   byte-order mark at the start of the file is skipped (it is not part of the first word).
 //! - **Separators.** The first data line decides the separator of the whole file: if it contains a tab the
 //!   file is tab-separated, otherwise space-separated. Lines are split on every single separator character,
 //!   so doubled, leading or trailing separators produce an empty field, which is an error
@@ -203,6 +204,31 @@ mod tests {
         let f = ColumnFormat::CONLL2000_CHUNK;
         assert_eq!(parse(lf, &f).unwrap(), parse(&crlf, &f).unwrap());
         assert_eq!(parse(&crlf, &f).unwrap()[0].tags[1], "I-NP");
+    }
+
+    #[test]
+    fn byte_order_mark_is_not_part_of_the_first_word() {
+        for f in [
+            ColumnFormat::CONLL2003_NER,
+            ColumnFormat::CONLL2000_CHUNK,
+            ColumnFormat::word_tag(0, 1),
+        ] {
+            let cols = f.columns.unwrap_or(2);
+            let line = |w: &str| {
+                let mut v = vec![w; cols];
+                v[f.tag] = "O";
+                v.join(" ")
+            };
+            let text = format!("{}\n{}\n", line("EU"), line("rejects"));
+            let with_bom = format!("\u{feff}{text}");
+            assert_eq!(parse(&with_bom, &f).unwrap(), parse(&text, &f).unwrap());
+            assert_eq!(parse(&with_bom, &f).unwrap()[0].words[0], "EU");
+        }
+        let docstart = "\u{feff}-DOCSTART- -X- O O\n\nEU NNP I-NP I-ORG\n";
+        assert_eq!(
+            parse(docstart, &ColumnFormat::CONLL2003_NER).unwrap().len(),
+            1
+        );
     }
 
     #[test]

@@ -12,9 +12,17 @@
 //! - A predicted chunk is correct when it starts and ends at the same tokens as a gold chunk of the same type.
 //! - P = 100·correct/found, R = 100·correct/gold, F1 = 2PR/(P+R) (each 0 when undefined), printed with `%6.2f`.
 //!
-//! The one deliberate difference: [`report_from_text`] strips a trailing `\r` from every line, where the
+//! - Type names in the report are right-aligned to 17 **bytes** (Perl's `%17s` on byte strings), so a
+//!   type with non-ASCII characters such as `LOCÉ` gets one space less per extra byte than a
+//!   character count would give.
+//!
+//! The one deliberate difference: [`score_text`] strips a trailing `\r` from every line, where the
 //! Perl script would keep it as part of the predicted tag and mis-score CRLF files.
+//!
+//! In the script's input a line whose first field is `-X-` ([`BOUNDARY`]) is a document boundary, so
+//! writers of prediction files pass every word through [`escape_word`].
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
@@ -339,10 +347,12 @@ impl ConllEval {
             if perl_false || last != Some(name) {
                 let c = per_type[name];
                 let prf = c.prf();
+                // `%17s` pads by bytes: Perl reads the input as bytes, not characters.
+                let pad = " ".repeat(17usize.saturating_sub(name.len()));
                 let _ = writeln!(
                     out,
-                    "{:>17}: precision: {:6.2}%; recall: {:6.2}%; FB1: {:6.2}  {}",
-                    name, prf.precision, prf.recall, prf.f1, c.found
+                    "{pad}{name}: precision: {:6.2}%; recall: {:6.2}%; FB1: {:6.2}  {}",
+                    prf.precision, prf.recall, prf.f1, c.found
                 );
             }
             last = Some(name);
@@ -351,15 +361,81 @@ impl ConllEval {
     }
 }
 
-/// Runs conlleval on text in its input format: one token per line, fields separated by single spaces,
-/// the last two fields = gold and predicted tag; blank lines and lines whose first field is `-X-` are
-/// sentence boundaries. Returns the report.
+/// The first field that makes a line of conlleval input a document boundary.
+pub const BOUNDARY: &str = "-X-";
+
+/// A word as it must be written into conlleval input: the boundary marker `-X-` gets a leading
+/// backslash (`\-X-`) so that the script scores it as a token instead of a document break; every
+/// other word is written as it is.
+pub fn escape_word(word: &str) -> Cow<'_, str> {
+    if word == BOUNDARY {
+        Cow::Owned(format!("\\{word}"))
+    } else {
+        Cow::Borrowed(word)
+    }
+}
+
+/// How conlleval input is read: the script's `-d`, `-o` and `-r` options, plus the tag scheme.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InputOptions {
+    /// Column delimiter (`-d`; default one space). Split on every occurrence, as the script's
+    /// `split` does; trailing empty fields are dropped.
+    pub delimiter: String,
+    /// Outside tag (`-o`; default `O`). As in the script it only matters with `raw`, where it
+    /// is read as `O`.
+    pub outside: String,
+    /// `-r`: tags carry no `B-`/`I-` prefix and every tagged token is a chunk of its own.
+    pub raw: bool,
+    /// Scheme of the tags: BIOES is mapped with [`bioes_to_conlleval`] token by token; IOB1 and
+    /// IOB2 are read as they are (they score the same).
+    pub scheme: TagScheme,
+}
+
+impl Default for InputOptions {
+    fn default() -> Self {
+        Self {
+            delimiter: " ".into(),
+            outside: "O".into(),
+            raw: false,
+            scheme: TagScheme::Iob2,
+        }
+    }
+}
+
+impl InputOptions {
+    /// One tag as the scorer sees it: raw tags get their `B-` prefix (the outside tag becomes
+    /// `O`), BIOES tags their conlleval equivalent.
+    fn tag<'a>(&self, tag: &'a str) -> Cow<'a, str> {
+        if self.raw {
+            return if tag == self.outside || tag == "O" {
+                Cow::Borrowed("O")
+            } else {
+                Cow::Owned(format!("B-{tag}"))
+            };
+        }
+        if self.scheme == TagScheme::Bioes {
+            Cow::Owned(bioes_to_conlleval(&[tag]).remove(0))
+        } else {
+            Cow::Borrowed(tag)
+        }
+    }
+}
+
+/// Runs conlleval on text in its input format with the default options: one token per line,
+/// fields separated by single spaces, the last two fields = gold and predicted tag; blank lines
+/// and lines whose first field is `-X-` are sentence boundaries. Returns the report.
 pub fn report_from_text(input: &str) -> Result<String, ScoreError> {
+    Ok(score_text(input, &InputOptions::default())?.report())
+}
+
+/// Scores text in conlleval's input format read with `options` (see [`report_from_text`]). A
+/// byte-order mark at the start of `input` is skipped.
+pub fn score_text(input: &str, options: &InputOptions) -> Result<ConllEval, ScoreError> {
     let mut eval = ConllEval::new();
     let mut n_fields: Option<usize> = None;
     for (no, line) in crate::text::lines(input) {
         // Perl's split drops trailing empty fields.
-        let mut fields: Vec<&str> = line.split(' ').collect();
+        let mut fields: Vec<&str> = line.split(options.delimiter.as_str()).collect();
         while fields.last() == Some(&"") {
             fields.pop();
         }
@@ -373,7 +449,7 @@ pub fn report_from_text(input: &str) -> Result<String, ScoreError> {
                 });
             }
         }
-        if fields.is_empty() || fields[0] == "-X-" {
+        if fields.is_empty() || fields[0] == BOUNDARY {
             eval.step("O", "O", true);
             continue;
         }
@@ -381,9 +457,13 @@ pub fn report_from_text(input: &str) -> Result<String, ScoreError> {
             return Err(ScoreError::TooFewFields { line: no });
         }
         let n = fields.len();
-        eval.step(fields[n - 2], fields[n - 1], false);
+        eval.step(
+            &options.tag(fields[n - 2]),
+            &options.tag(fields[n - 1]),
+            false,
+        );
     }
-    Ok(eval.report())
+    Ok(eval)
 }
 
 /// Scores whole splits: sentence `i` of `gold` against sentence `i` of `pred`, both in `scheme`
@@ -450,5 +530,46 @@ impl Accuracy {
         } else {
             100.0 * self.correct as f64 / self.total as f64
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escaped_boundary_word_is_scored_as_a_token() {
+        let raw = format!("{BOUNDARY} B-LOC B-LOC\nParis I-LOC I-LOC\n");
+        let unescaped = report_from_text(&raw).unwrap();
+        assert!(unescaped.starts_with("processed 1 tokens"), "{unescaped}");
+        let escaped = format!("{} B-LOC B-LOC\nParis I-LOC I-LOC\n", escape_word(BOUNDARY));
+        let report = report_from_text(&escaped).unwrap();
+        assert!(
+            report.starts_with("processed 2 tokens with 1 phrases; found: 1 phrases; correct: 1."),
+            "{report}"
+        );
+        assert_eq!(escape_word("-X-"), "\\-X-");
+        assert_eq!(escape_word("-X-y"), "-X-y");
+    }
+
+    #[test]
+    fn raw_tags_outside_tag_delimiter_and_bioes() {
+        let raw = InputOptions {
+            raw: true,
+            outside: "NONE".into(),
+            delimiter: "\t".into(),
+            ..InputOptions::default()
+        };
+        // Raw: every tagged token is a one-token chunk; `NONE` is outside.
+        let eval = score_text("a\tNN\tNN\nb\tNN\tNONE\nc\tNONE\tVB\n", &raw).unwrap();
+        let c = eval.counts();
+        assert_eq!((c.gold, c.found, c.correct), (2, 2, 1));
+        let bioes = InputOptions {
+            scheme: TagScheme::Bioes,
+            ..InputOptions::default()
+        };
+        let eval = score_text("a B-X B-X\nb E-X E-X\nc S-Y S-Y\n", &bioes).unwrap();
+        let c = eval.counts();
+        assert_eq!((c.gold, c.found, c.correct), (2, 2, 2));
     }
 }

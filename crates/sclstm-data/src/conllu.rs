@@ -4,7 +4,8 @@
 //! 10 tab-separated fields (spaces inside a field are part of it). Multiword-token ranges (`1-2`) and empty
 //! nodes (`1.1`) are skipped; the remaining word IDs must run 1, 2, 3, … within each sentence. The tag is
 //! UPOS (column 4) by default or XPOS (column 5); a tag of `_` or an empty tag is an error. LF and CRLF
-//! endings are both accepted. A file without sentences is an error.
+//! endings are both accepted, and a UTF-8 byte-order mark at the start of the file is skipped (so a first
+//! line `\u{feff}# sent_id` is still a comment). A file without sentences is an error.
 
 use std::path::Path;
 
@@ -43,6 +44,8 @@ pub fn parse_conllu(
         tags: Vec::new(),
         line: 0,
     };
+    // `lines` drops a leading byte-order mark; said here because a BOM before the first `#` or
+    // word ID would otherwise turn a comment into a bad ID.
     for (no, line) in lines(text) {
         let err = |kind| DataError::new(path, no, kind).in_sentence(sentences.len());
         if is_blank(line) {
@@ -130,6 +133,19 @@ mod tests {
         assert_eq!(s[0].words, ["Do", "n't", "go"]);
         assert_eq!(s[0].tags, ["AUX", "PART", "VERB"]);
         assert_eq!(s[0].line, 4);
+    }
+
+    #[test]
+    fn byte_order_mark_before_a_comment_or_an_id_is_skipped() {
+        let plain = parse_conllu(DOC, Path::new("t"), PosColumn::Upos).unwrap();
+        let bom = format!("\u{feff}{DOC}");
+        assert_eq!(
+            parse_conllu(&bom, Path::new("t"), PosColumn::Upos).unwrap(),
+            plain
+        );
+        let first_word = "\u{feff}1\tDo\tdo\tAUX\tVBP\t_\t0\troot\t_\t_\n";
+        let s = parse_conllu(first_word, Path::new("t"), PosColumn::Upos).unwrap();
+        assert_eq!(s[0].words, ["Do"]);
     }
 
     #[test]

@@ -52,6 +52,11 @@ impl fmt::Display for DataError {
     }
 }
 
+fn join_paths(paths: &[PathBuf]) -> String {
+    let shown: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+    shown.join(", ")
+}
+
 /// What is wrong with a data file.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -59,6 +64,12 @@ pub enum DataErrorKind {
     /// The file could not be opened, read or decompressed.
     #[error("cannot read file: {0}")]
     Io(#[source] std::io::Error),
+    /// A relative data path found nowhere it was looked for ([`crate::shipped::locate`]).
+    #[error("not found; looked in {}", join_paths(looked))]
+    NotFound {
+        /// Every place looked at, in order.
+        looked: Vec<PathBuf>,
+    },
     /// The file holds bytes that are not valid UTF-8.
     #[error("invalid UTF-8 at byte {byte} of the line")]
     NotUtf8 {

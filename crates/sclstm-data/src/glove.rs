@@ -2,7 +2,7 @@
 //! plain or gzipped.
 //!
 //! Fields are separated by runs of ASCII whitespace, so words containing spaces are not supported. Blank
-//! lines are ignored. When a word occurs twice the first vector is kept (GloVe 840B has such duplicates).
+//! lines are ignored, and so is a UTF-8 byte-order mark at the start of the file. When a word occurs twice the first vector is kept (GloVe 840B has such duplicates).
 //! A first line of exactly two integers is a word2vec header and is rejected, as are rows whose length
 //! differs from the first row's and components that are not finite numbers.
 
@@ -123,6 +123,15 @@ mod tests {
         assert_eq!(e.dim, 3);
         assert_eq!(e.row(e.get("of").unwrap()), &[4.0, 5.0, 6.0]);
         assert_eq!(e.row(e.get("the").unwrap()), &[1.0, 2.0, 3.0]);
+    }
+
+    #[test]
+    fn byte_order_mark_does_not_hide_the_first_vector() {
+        let e = Embeddings::parse("\u{feff}the 1 2\nof 3 4\n", Path::new("v"), None).unwrap();
+        assert_eq!(e.words, ["the", "of"]);
+        assert_eq!(e.row(e.get("the").unwrap()), &[1.0, 2.0]);
+        let header = Embeddings::parse("\u{feff}2 3\n", Path::new("v"), None).unwrap_err();
+        assert!(matches!(header.kind, DataErrorKind::GloveHeader { .. }));
     }
 
     #[test]

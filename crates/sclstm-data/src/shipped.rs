@@ -31,6 +31,54 @@ pub const CHUNK_DEV_SIZE: usize = 1000;
 /// The shipped GloVe file, relative to the datasets root.
 pub const GLOVE_FILE: &str = "glove/glove.6B.50d.filtered.txt.gz";
 
+/// Environment variable naming the folder of the shipped datasets, for runs outside the repository.
+pub const DATA_ENV: &str = "SCLSTM_DATA";
+
+/// The places a data path is looked for, in order. An absolute path, or a relative one that exists
+/// from the current directory, is only itself. Otherwise a relative path `datasets/REST` is also looked
+/// for as `$SCLSTM_DATA/REST`, and every relative path relative to the executable as
+/// `<exe>/../../PATH` (`target/release/sclstm` in a checkout) and `<exe>/../share/sclstm/PATH` (an
+/// installed binary).
+pub fn data_candidates(path: &Path) -> Vec<PathBuf> {
+    let mut out = vec![path.to_path_buf()];
+    if path.is_absolute() || path.exists() {
+        return out;
+    }
+    if let Ok(rest) = path.strip_prefix("datasets")
+        && let Some(root) = std::env::var_os(DATA_ENV).filter(|v| !v.is_empty())
+    {
+        out.push(PathBuf::from(root).join(rest));
+    }
+    if let Some(dir) = std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(Path::to_path_buf))
+    {
+        out.push(dir.join("../..").join(path));
+        out.push(dir.join("../share/sclstm").join(path));
+    }
+    out
+}
+
+/// The first of [`data_candidates`] that exists; `path` itself when it exists or is absolute (a missing
+/// absolute path is then reported by whatever reads it).
+///
+/// # Errors
+/// [`DataErrorKind::NotFound`] about `path`, listing every place looked at.
+pub fn locate(path: &Path) -> Result<PathBuf, DataError> {
+    if path.is_absolute() {
+        return Ok(path.to_path_buf());
+    }
+    let candidates = data_candidates(path);
+    match candidates.iter().find(|c| c.exists()) {
+        Some(found) => Ok(found.clone()),
+        None => Err(DataError::new(
+            path,
+            0,
+            DataErrorKind::NotFound { looked: candidates },
+        )),
+    }
+}
+
 /// A shipped task.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum Task {

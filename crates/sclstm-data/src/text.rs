@@ -1,5 +1,5 @@
 //! Reading a data file into text: optional gzip, strict UTF-8 with the failing line reported, and a line
-//! iterator that accepts both LF and CRLF endings.
+//! iterator that accepts both LF and CRLF endings and skips a UTF-8 byte-order mark at the start.
 
 use std::io::Read;
 use std::path::Path;
@@ -44,10 +44,20 @@ pub fn decode_utf8(path: &Path, bytes: Vec<u8>) -> Result<String, DataError> {
     })
 }
 
+/// The UTF-8 byte-order mark (U+FEFF) some editors write at the start of a file.
+pub const BOM: char = '\u{feff}';
+
+/// `text` without a leading byte-order mark.
+pub fn strip_bom(text: &str) -> &str {
+    text.strip_prefix(BOM).unwrap_or(text)
+}
+
 /// Iterates over `(1-based line number, line)` with the line terminator (`\n` or `\r\n`) removed.
 ///
-/// A final line without a terminator is included; the empty remainder after a final `\n` is not.
+/// A byte-order mark at the start of `text` is not part of the first line ([`strip_bom`]). A final
+/// line without a terminator is included; the empty remainder after a final `\n` is not.
 pub fn lines(text: &str) -> impl Iterator<Item = (usize, &str)> {
+    let text = strip_bom(text);
     let body = text.strip_suffix('\n').unwrap_or(text);
     let pieces = if text.is_empty() {
         None
@@ -76,6 +86,18 @@ mod tests {
         let crlf: Vec<_> = lines("a b\r\n\r\nc d\r\n").collect();
         assert_eq!(lf, crlf);
         assert_eq!(lf, vec![(1, "a b"), (2, ""), (3, "c d")]);
+    }
+
+    #[test]
+    fn a_leading_byte_order_mark_is_not_part_of_the_first_line() {
+        let v: Vec<_> = lines("\u{feff}a b\n\u{feff}c\n").collect();
+        assert_eq!(
+            v,
+            vec![(1, "a b"), (2, "\u{feff}c")],
+            "only the file's first BOM"
+        );
+        assert_eq!(lines("\u{feff}").count(), 0);
+        assert_eq!(strip_bom("\u{feff}x"), "x");
     }
 
     #[test]

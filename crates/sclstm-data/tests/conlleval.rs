@@ -204,3 +204,16 @@ fn score_chunks_maps_bioes_and_checks_sentence_counts() -> Result<(), ScoreError
     );
     Ok(())
 }
+
+#[test]
+fn non_ascii_type_names_are_padded_by_bytes_like_perl() -> Result<(), ScoreError> {
+    // `LOCÉ` is 4 characters but 5 bytes: Perl's `%17s` (byte strings) pads it with 12 spaces.
+    let report = report_from_text("Paris B-LOCÉ B-LOCÉ\nis O O\n")?;
+    let expected = "processed 2 tokens with 1 phrases; found: 1 phrases; correct: 1.\n\
+accuracy: 100.00%; precision: 100.00%; recall: 100.00%; FB1: 100.00\n            \
+LOCÉ: precision: 100.00%; recall: 100.00%; FB1: 100.00  1\n";
+    assert_eq!(report, expected);
+    let line = report.lines().nth(2).unwrap_or_default();
+    assert_eq!(line.find("LOC"), Some(12), "12 spaces, not 13");
+    Ok(())
+}

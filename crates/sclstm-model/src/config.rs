@@ -213,6 +213,26 @@ fn dropout() -> f64 {
     0.5
 }
 
+/// Tokens of the batch [`ModelConfig::check_memory`] assumes: 10 sentences (the paper's batch)
+/// of 128 tokens, longer than almost every CoNLL sentence.
+pub const ESTIMATE_BATCH_TOKENS: usize = 10 * 128;
+
+/// Memory this machine can still give the process without swapping, in bytes: `MemAvailable`
+/// of `/proc/meminfo` on Linux, `None` where it is not known.
+pub fn available_memory_bytes() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    parse_mem_available(&text)
+}
+
+/// The `MemAvailable:` line of `/proc/meminfo` text, in bytes.
+fn parse_mem_available(meminfo: &str) -> Option<u64> {
+    let line = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemAvailable:"))?;
+    let kib: u64 = line.trim().strip_suffix("kB")?.trim().parse().ok()?;
+    kib.checked_mul(1024)
+}
+
 /// Everything that fixes the shapes and behaviour of a [`crate::Tagger`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelConfig {
@@ -330,6 +350,133 @@ impl ModelConfig {
         Ok(layer)
     }
 
+    /// Number of scalar parameters of the tagger this configuration builds, or `None` when
+    /// the count overflows `u64`.
+    pub fn parameter_count(&self) -> Option<u64> {
+        let n = |x: usize| u64::try_from(x).ok();
+        let h = n(self.hidden)?;
+        let tasks = n(self.tasks.len())?;
+        let input = n(self.word_dim)?
+            .checked_add(n(self.caps_width())?)?
+            .checked_add(self.char_cnn.as_ref().map_or(Some(0), |c| n(c.channels))?)?;
+        let mut encoder = n(self.word_vocab)?.checked_mul(n(self.word_dim)?)?;
+        if let (true, Some(d)) = (self.caps, self.caps_dim) {
+            encoder = encoder.checked_add(n(crate::NUM_CAPS)?.checked_mul(n(d)?)?)?;
+        }
+        if let Some(c) = &self.char_cnn {
+            let (v, d, k, ch) = (n(c.vocab)?, n(c.dim)?, n(c.kernel)?, n(c.channels)?);
+            let cnn = v
+                .checked_mul(d)?
+                .checked_add(k.checked_mul(d)?.checked_mul(ch)?)?
+                .checked_add(ch)?;
+            encoder = encoder.checked_add(cnn)?;
+        }
+        let h4 = h.checked_mul(4)?;
+        let h2 = h.checked_mul(2)?;
+        for l in 0..self.layers {
+            let d_in = if l == 0 { input } else { h2 };
+            let gated = self.family == Family::ScLstm
+                && (l + 1 == self.layers || self.task_input == TaskInputMode::Chained);
+            let d_k = if self.task_input == TaskInputMode::Chained && l > 0 {
+                h2
+            } else {
+                d_in
+            };
+            let mut dir = h4
+                .checked_mul(d_in)?
+                .checked_add(h4.checked_mul(h)?)?
+                .checked_add(h4)?;
+            if gated {
+                let gate = h
+                    .checked_mul(d_k)?
+                    .checked_add(h.checked_mul(h)?)?
+                    .checked_add(h)?;
+                dir = dir.checked_add(tasks.checked_mul(gate)?)?;
+            }
+            encoder = encoder.checked_add(dir.checked_mul(2)?)?;
+        }
+        let encoders = if self.family == Family::Stl { tasks } else { 1 };
+        let mut total = encoder.checked_mul(encoders)?;
+        let d_s = if self.family == Family::ScLstm {
+            h4
+        } else {
+            h2
+        };
+        for t in &self.tasks {
+            let tags = n(t.tags.len())?;
+            let mut head = d_s.checked_mul(tags)?.checked_add(tags)?;
+            if t.head == HeadKind::Crf {
+                head =
+                    head.checked_add(tags.checked_mul(tags)?.checked_add(tags.checked_mul(2)?)?)?;
+            }
+            total = total.checked_add(head)?;
+        }
+        Some(total)
+    }
+
+    /// A rough upper estimate of the memory, in bytes, that training this tagger with
+    /// `elem_bytes`-byte scalars takes: parameters, gradients and the two Adam moments
+    /// (4 copies of every parameter), plus the activations of a batch of `batch_tokens`
+    /// tokens kept for the backward pass. `None` when the arithmetic overflows `u64`.
+    pub fn estimated_bytes(&self, elem_bytes: usize, batch_tokens: usize) -> Option<u64> {
+        let n = |x: usize| u64::try_from(x).ok();
+        let h = n(self.hidden)?;
+        let tasks = n(self.tasks.len())?;
+        let tags: u64 = self
+            .tasks
+            .iter()
+            .try_fold(0u64, |acc, t| acc.checked_add(n(t.tags.len())?))?;
+        let input = n(self.word_dim)?
+            .checked_add(n(self.caps_width())?)?
+            .checked_add(self.char_cnn.as_ref().map_or(Some(0), |c| n(c.channels))?)?;
+        // Per token and direction of a layer: 4 gates, cell and its tanh, output (8H), and
+        // q, s and two gate values per gated task (4H each).
+        let gated_tasks = if self.family == Family::ScLstm {
+            tasks
+        } else {
+            0
+        };
+        let layer = h.checked_mul(8u64.checked_add(gated_tasks.checked_mul(4)?)?)?;
+        let encoder = n(self.layers)?
+            .checked_mul(2)?
+            .checked_mul(layer)?
+            .checked_add(input)?;
+        let encoders = if self.family == Family::Stl { tasks } else { 1 };
+        let d_s = h.checked_mul(4)?;
+        let heads = tasks.checked_mul(d_s)?.checked_add(tags.checked_mul(2)?)?;
+        let per_token = encoder.checked_mul(encoders)?.checked_add(heads)?;
+        // Forward values and their gradients.
+        let activations = per_token.checked_mul(n(batch_tokens)?)?.checked_mul(2)?;
+        self.parameter_count()?
+            .checked_mul(4)?
+            .checked_add(activations)?
+            .checked_mul(n(elem_bytes)?)
+    }
+
+    /// Checks that a tagger of this configuration fits in memory: [`Self::estimated_bytes`]
+    /// for a batch of [`ESTIMATE_BATCH_TOKENS`] tokens, against the memory this machine has
+    /// available ([`available_memory_bytes`]; skipped where that is unknown).
+    ///
+    /// # Errors
+    /// [`ModelError::SizeOverflow`] when the size overflows 64-bit arithmetic,
+    /// [`ModelError::TooLarge`] when it exceeds the available memory.
+    pub fn check_memory(&self, elem_bytes: usize) -> Result<(), ModelError> {
+        let needed = self
+            .estimated_bytes(elem_bytes, ESTIMATE_BATCH_TOKENS)
+            .ok_or(ModelError::SizeOverflow {
+                word_vocab: self.word_vocab,
+                word_dim: self.word_dim,
+                hidden: self.hidden,
+                layers: self.layers,
+            })?;
+        match available_memory_bytes() {
+            Some(available) if needed > available => {
+                Err(ModelError::TooLarge { needed, available })
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// Checks the configuration for consistency.
     ///
     /// # Errors
@@ -426,6 +573,49 @@ mod tests {
         assert_eq!(back, c);
         let cnn: CharCnnConfig = serde_json::from_str(r#"{"vocab": 80}"#).expect("defaults");
         assert_eq!(cnn, CharCnnConfig::new(80));
+    }
+
+    #[test]
+    fn size_estimate_counts_parameters_and_rejects_overflow_and_huge_models() {
+        let mut c = ModelConfig::new(Family::LstmS, vec![TaskConfig::new("pos", &["N", "V"])], 10);
+        (c.word_dim, c.hidden, c.layers, c.caps) = (3, 2, 1, false);
+        // Embedding 10·3; one layer, two directions of 4H·d_in + 4H·H + 4H; head 2H·2 + 2.
+        assert_eq!(
+            c.parameter_count(),
+            Some(30 + 2 * (8 * 3 + 8 * 2 + 8) + 4 * 2 + 2)
+        );
+        let params = c.parameter_count().unwrap();
+        assert!(c.estimated_bytes(4, 0) == Some(16 * params));
+        assert!(c.estimated_bytes(4, 100).unwrap() > 16 * params);
+        c.check_memory(4).expect("a tiny model fits");
+        c.hidden = 1 << 62;
+        assert_eq!(c.estimated_bytes(4, 1), None);
+        assert!(matches!(
+            c.check_memory(4),
+            Err(ModelError::SizeOverflow { .. })
+        ));
+        c.hidden = 2;
+        c.word_vocab = 20_000;
+        c.word_dim = 1 << 32;
+        match c.check_memory(4) {
+            Err(ModelError::TooLarge { needed, available }) => {
+                assert!(needed > 20_000 << 36 && needed > available);
+                let msg = c.check_memory(4).unwrap_err().to_string();
+                assert!(msg.contains(&needed.to_string()) && msg.contains(&available.to_string()));
+            }
+            other => assert!(
+                available_memory_bytes().is_none() && other.is_ok(),
+                "{other:?}"
+            ),
+        }
+    }
+
+    #[test]
+    fn mem_available_is_read_in_bytes() {
+        let text =
+            "MemTotal:       131072000 kB\nMemFree:         1000 kB\nMemAvailable:   2048 kB\n";
+        assert_eq!(parse_mem_available(text), Some(2048 * 1024));
+        assert_eq!(parse_mem_available("MemTotal: 5 kB\n"), None);
     }
 
     #[test]

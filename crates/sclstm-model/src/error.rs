@@ -13,6 +13,32 @@ pub enum ModelError {
     /// An inconsistent configuration.
     #[error("model config: {0}")]
     Config(String),
+    /// A configuration whose size does not fit in 64-bit arithmetic.
+    #[error(
+        "model config: the model's size overflows 64-bit arithmetic (word_vocab {word_vocab}, word_dim {word_dim}, hidden {hidden}, layers {layers})"
+    )]
+    SizeOverflow {
+        /// Rows of the word embedding table.
+        word_vocab: usize,
+        /// Word embedding size.
+        word_dim: usize,
+        /// Hidden size of each direction.
+        hidden: usize,
+        /// Stacked layers.
+        layers: usize,
+    },
+    /// A model that needs more memory than this machine has available.
+    #[error(
+        "the model needs about {needed} bytes ({:.2} GB) for parameters, gradients, Adam state and a batch's activations, but only {available} bytes ({:.2} GB) of memory are available",
+        *needed as f64 / 1e9,
+        *available as f64 / 1e9
+    )]
+    TooLarge {
+        /// Estimated bytes ([`crate::ModelConfig::estimated_bytes`]).
+        needed: u64,
+        /// Available bytes (`MemAvailable`).
+        available: u64,
+    },
     /// A task name the model does not have.
     #[error("unknown task {name:?} (the model has {known:?})")]
     UnknownTask {

@@ -135,7 +135,10 @@ pub use checkpoint::{
     CheckpointExtras, Metadata, NamedTensors, adam_from_extras, adam_to_extras, read_metadata,
     read_tensors, write_tensors,
 };
-pub use config::{CharCnnConfig, Family, HeadKind, ModelConfig, TaskConfig, TaskInputMode};
+pub use config::{
+    CharCnnConfig, ESTIMATE_BATCH_TOKENS, Family, HeadKind, ModelConfig, TaskConfig, TaskInputMode,
+    available_memory_bytes,
+};
 pub use error::ModelError;
 pub use input::{ModelInput, NUM_CAPS};
 pub use tagger::Tagger;

@@ -246,8 +246,11 @@ impl<B: Backend + 'static> Tagger<B> {
     /// copy gets them).
     ///
     /// # Errors
-    /// [`ModelError::Config`] for an invalid config, [`ModelError::EmbeddingDim`] for a
-    /// pretrained vector of the wrong length or an out-of-range row.
+    /// [`ModelError::Config`] for an invalid config, [`ModelError::SizeOverflow`] or
+    /// [`ModelError::TooLarge`] for a model that does not fit in memory
+    /// ([`ModelConfig::check_memory`], checked before anything is allocated),
+    /// [`ModelError::EmbeddingDim`] for a pretrained vector of the wrong length or an
+    /// out-of-range row.
     pub fn new(
         config: ModelConfig,
         backend: Arc<B>,
@@ -255,6 +258,7 @@ impl<B: Backend + 'static> Tagger<B> {
         pretrained: Option<&[(usize, Vec<f32>)]>,
     ) -> Result<Self, ModelError> {
         config.validate()?;
+        config.check_memory(std::mem::size_of::<B::Elem>())?;
         let mut b = Builder {
             store: ParamStore::new(),
             owners: Vec::new(),

@@ -5,6 +5,7 @@ mod checkpoint;
 mod common;
 mod gradcheck;
 mod isolation;
+mod limits;
 mod overfit;
 mod predict;
 mod threads;

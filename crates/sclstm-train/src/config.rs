@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
 
+use crate::pool::check_threads;
+
 /// Which multi-task architecture to train (paper §2.2 and §3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
@@ -83,6 +85,12 @@ impl std::str::FromStr for DataFile {
         })
     }
 }
+
+/// Largest `hidden` a configuration may ask for (the memory check of the model comes on top).
+pub const MAX_HIDDEN: usize = 1 << 16;
+
+/// Largest `layers` a configuration may ask for.
+pub const MAX_LAYERS: usize = 256;
 
 /// Formats accepted after the colon of `TASK=PATH:FORMAT`.
 pub const FORMATS: [&str; 4] = ["conll", "conll2003", "conll2000", "conllu"];
@@ -184,10 +192,20 @@ impl Default for TrainConfig {
 
 impl TrainConfig {
     /// Reads a TOML configuration; keys missing from the file keep their defaults.
+    ///
+    /// Every value is checked on its own ([`TrainConfig::check_values`]); an error names the
+    /// file. Checks that involve several keys or this machine (tasks named by `lambda`,
+    /// `lstm_d_layer`, `threads`) are left to [`TrainConfig::validate`], since command-line
+    /// flags may still change those keys.
     pub fn from_toml_file(path: &Path) -> anyhow::Result<Self> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("reading config {}", path.display()))?;
-        toml::from_str(&text).with_context(|| format!("parsing config {}", path.display()))
+        let config: Self =
+            toml::from_str(&text).with_context(|| format!("parsing config {}", path.display()))?;
+        config
+            .check_values()
+            .with_context(|| format!("invalid config {}", path.display()))?;
+        Ok(config)
     }
 
     /// The configuration as TOML text.
@@ -200,8 +218,64 @@ impl TrainConfig {
         self.lambda.get(task).copied().unwrap_or(1.0)
     }
 
-    /// Rejects values no run can use, naming the offending key.
+    /// Rejects numeric values no run can use, each key on its own, naming the key and its
+    /// command-line flag: `hidden` in `1..=MAX_HIDDEN`, `layers` in `1..=MAX_LAYERS`,
+    /// `batch_size`, `epochs` and `max_sentences` (when given) at least 1, `lr` and `clip`
+    /// finite and positive, `dropout` in `[0, 1)`, every `lambda` finite and `≥ 0`.
+    /// `patience` and `seed` take any value.
+    pub fn check_values(&self) -> anyhow::Result<()> {
+        let at_least_one = [
+            ("hidden", "--hidden", self.hidden),
+            ("layers", "--layers", self.layers),
+            ("batch_size", "--batch-size", self.batch_size),
+            ("epochs", "--epochs", self.epochs),
+        ];
+        for (key, flag, v) in at_least_one {
+            if v == 0 {
+                bail!("config: `{key}` ({flag}) must be at least 1, got 0");
+            }
+        }
+        if self.hidden > MAX_HIDDEN {
+            bail!(
+                "config: `hidden` (--hidden) must be at most {MAX_HIDDEN}, got {}",
+                self.hidden
+            );
+        }
+        if self.layers > MAX_LAYERS {
+            bail!(
+                "config: `layers` (--layers) must be at most {MAX_LAYERS}, got {}",
+                self.layers
+            );
+        }
+        if self.max_sentences == Some(0) {
+            bail!("config: `max_sentences` (--max-sentences) must be at least 1, got 0");
+        }
+        for (key, flag, v) in [("lr", "--lr", self.lr), ("clip", "--clip", self.clip)] {
+            if !(v.is_finite() && v > 0.0) {
+                bail!("config: `{key}` ({flag}) must be finite and positive, got {v}");
+            }
+        }
+        if !(0.0..1.0).contains(&self.dropout) {
+            bail!(
+                "config: `dropout` (--dropout) must be in [0, 1), got {}",
+                self.dropout
+            );
+        }
+        for (task, &w) in &self.lambda {
+            if !(w.is_finite() && w >= 0.0) {
+                bail!(
+                    "config: `lambda.{task}` (--lambda {task}=W) must be finite and ≥ 0, got {w}"
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Rejects values no run can use, naming the offending key: [`TrainConfig::check_values`],
+    /// then the checks between keys and `threads` against this machine's cores.
     pub fn validate(&self) -> anyhow::Result<()> {
+        self.check_values()?;
+        check_threads(self.threads, "`threads` (--threads)")?;
         if self.tasks.is_empty() {
             bail!("config: `tasks` is empty");
         }
@@ -217,15 +291,6 @@ impl TrainConfig {
                     self.tasks
                 );
             }
-        }
-        if self.hidden == 0 || self.layers == 0 || self.batch_size == 0 {
-            bail!("config: `hidden`, `layers` and `batch_size` must be at least 1");
-        }
-        if !(0.0..1.0).contains(&self.dropout) {
-            bail!("config: `dropout` must be in [0, 1), got {}", self.dropout);
-        }
-        if !(self.lr > 0.0 && self.lr.is_finite()) {
-            bail!("config: `lr` must be positive, got {}", self.lr);
         }
         if self.model == Family::LstmD {
             for t in &self.tasks {
@@ -291,6 +356,173 @@ mod tests {
         );
         assert!("nopath".parse::<DataFile>().is_err());
         assert!("=x".parse::<DataFile>().is_err());
+    }
+
+    #[test]
+    fn every_numeric_key_is_range_checked_and_named() {
+        let bad: Vec<(&str, TrainConfig)> = vec![
+            (
+                "`clip` (--clip)",
+                TrainConfig {
+                    clip: -1.0,
+                    ..Default::default()
+                },
+            ),
+            (
+                "`clip` (--clip)",
+                TrainConfig {
+                    clip: f64::NAN,
+                    ..Default::default()
+                },
+            ),
+            (
+                "`clip` (--clip)",
+                TrainConfig {
+                    clip: 0.0,
+                    ..Default::default()
+                },
+            ),
+            (
+                "`lr` (--lr)",
+                TrainConfig {
+                    lr: f64::INFINITY,
+                    ..Default::default()
+                },
+            ),
+            (
+                "`lr` (--lr)",
+                TrainConfig {
+                    lr: -1e-3,
+                    ..Default::default()
+                },
+            ),
+            (
+                "`epochs` (--epochs)",
+                TrainConfig {
+                    epochs: 0,
+                    ..Default::default()
+                },
+            ),
+            (
+                "`batch_size` (--batch-size)",
+                TrainConfig {
+                    batch_size: 0,
+                    ..Default::default()
+                },
+            ),
+            (
+                "`hidden` (--hidden)",
+                TrainConfig {
+                    hidden: 0,
+                    ..Default::default()
+                },
+            ),
+            (
+                "`hidden` (--hidden)",
+                TrainConfig {
+                    hidden: MAX_HIDDEN + 1,
+                    ..Default::default()
+                },
+            ),
+            (
+                "`layers` (--layers)",
+                TrainConfig {
+                    layers: 0,
+                    ..Default::default()
+                },
+            ),
+            (
+                "`layers` (--layers)",
+                TrainConfig {
+                    layers: MAX_LAYERS + 1,
+                    ..Default::default()
+                },
+            ),
+            (
+                "`dropout` (--dropout)",
+                TrainConfig {
+                    dropout: f64::NAN,
+                    ..Default::default()
+                },
+            ),
+            (
+                "`dropout` (--dropout)",
+                TrainConfig {
+                    dropout: 1.0,
+                    ..Default::default()
+                },
+            ),
+            (
+                "`max_sentences` (--max-sentences)",
+                TrainConfig {
+                    max_sentences: Some(0),
+                    ..Default::default()
+                },
+            ),
+            (
+                "`lambda.ner`",
+                TrainConfig {
+                    lambda: BTreeMap::from([("ner".into(), f64::NAN)]),
+                    ..Default::default()
+                },
+            ),
+            (
+                "`threads` (--threads)",
+                TrainConfig {
+                    threads: crate::pool::cores() + 1,
+                    ..Default::default()
+                },
+            ),
+        ];
+        for (key, c) in bad {
+            let msg = c.validate().unwrap_err().to_string();
+            assert!(msg.contains(key), "{key}: {msg}");
+        }
+        let fine = TrainConfig {
+            patience: usize::MAX,
+            seed: u64::MAX,
+            threads: 0,
+            max_sentences: Some(1),
+            hidden: MAX_HIDDEN,
+            dropout: 0.0,
+            ..Default::default()
+        };
+        fine.validate().unwrap();
+        let msg = TrainConfig {
+            threads: 100_000,
+            ..Default::default()
+        }
+        .validate()
+        .unwrap_err()
+        .to_string();
+        assert!(
+            msg.contains(&format!("{} cores", crate::pool::cores())),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn toml_values_are_checked_with_the_file_named() {
+        let dir = std::env::temp_dir().join(format!("sclstm-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("bad-clip.toml");
+        std::fs::write(&path, "clip = -1\n").unwrap();
+        let msg = format!("{:#}", TrainConfig::from_toml_file(&path).unwrap_err());
+        assert!(
+            msg.contains("bad-clip.toml") && msg.contains("`clip`"),
+            "{msg}"
+        );
+        std::fs::write(&path, "epochs = 0\n").unwrap();
+        let msg = format!("{:#}", TrainConfig::from_toml_file(&path).unwrap_err());
+        assert!(
+            msg.contains("bad-clip.toml") && msg.contains("`epochs`"),
+            "{msg}"
+        );
+        // Keys that flags may still fix are checked by `validate`, not by the reader.
+        std::fs::write(&path, "threads = 100000\nmodel = \"lstm-d\"\nlayers = 2\n").unwrap();
+        let c = TrainConfig::from_toml_file(&path).unwrap();
+        assert!(c.validate().is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -140,7 +140,9 @@ fn read_generic(path: &Path) -> anyhow::Result<Vec<Sentence>> {
     Ok(read_conll(path, &ColumnFormat::word_tag(0, columns - 1))?)
 }
 
-/// Reads the configured tasks' splits (shipped files, or the user's where given).
+/// Reads the configured tasks' splits (shipped files, or the user's where given). A relative
+/// `datasets` folder that does not exist here is looked for elsewhere ([`shipped::locate`]); the
+/// configuration itself keeps the path as given.
 pub fn load_raw(config: &TrainConfig, scheme: TagScheme) -> anyhow::Result<Vec<RawTask>> {
     let mut out = Vec::new();
     for name in &config.tasks {
@@ -149,7 +151,7 @@ pub fn load_raw(config: &TrainConfig, scheme: TagScheme) -> anyhow::Result<Vec<R
         let shipped_task: Option<Task> = name.parse().ok();
         let shipped_data: Option<TaskData> = match shipped_task {
             Some(t) if tr.is_none() || dv.is_none() || te.is_none() => Some(
-                shipped::load_task(&config.datasets, t, scheme)
+                shipped::load_task(&shipped::locate(&config.datasets)?, t, scheme)
                     .with_context(|| format!("loading shipped task `{name}`"))?,
             ),
             _ => None,
@@ -204,11 +206,13 @@ pub fn load_raw(config: &TrainConfig, scheme: TagScheme) -> anyhow::Result<Vec<R
     Ok(out)
 }
 
-/// Loads the configured tasks, builds the vocabularies and encodes every split.
+/// Loads the configured tasks, builds the vocabularies and encodes every split (the embeddings
+/// file is found as the datasets folder is, see [`load_raw`]).
 pub fn prepare(config: &TrainConfig) -> anyhow::Result<Prepared> {
     let scheme = training_scheme(config.scheme);
     let raw = load_raw(config, scheme)?;
-    let glove = Embeddings::load(&config.embeddings, None)
+    let glove = shipped::locate(&config.embeddings)
+        .and_then(|path| Embeddings::load(&path, None))
         .with_context(|| format!("loading embeddings {}", config.embeddings.display()))?;
     let train_words = || {
         raw.iter()

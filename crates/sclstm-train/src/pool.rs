@@ -4,13 +4,26 @@ use std::sync::Arc;
 
 use anyhow::Context;
 
+/// Cores of this machine (1 when unknown).
+pub fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from)
+}
+
+/// Rejects a thread count above this machine's cores; `what` names the flag or key in the
+/// error. 0 (all cores) is always accepted.
+pub fn check_threads(threads: usize, what: &str) -> anyhow::Result<()> {
+    let cores = cores();
+    if threads > cores {
+        anyhow::bail!(
+            "{what} = {threads} is more than the {cores} cores of this machine (0 uses all cores)"
+        );
+    }
+    Ok(())
+}
+
 /// A rayon pool for the tape's host products and Adam (`None` for one thread; 0 = one per core).
 pub fn host_pool(threads: usize) -> anyhow::Result<Option<Arc<rayon::ThreadPool>>> {
-    let threads = if threads == 0 {
-        std::thread::available_parallelism().map_or(1, usize::from)
-    } else {
-        threads
-    };
+    let threads = if threads == 0 { cores() } else { threads };
     if threads <= 1 {
         return Ok(None);
     }
