@@ -975,3 +975,67 @@ fn eval_and_predict_write_boundary_words_escaped_and_survive_a_closed_stdout() {
     let tagged = ok(&["predict", "--run", r, "--input", input.to_str().unwrap()]);
     assert!(tagged.lines().any(|l| l.starts_with("\\-X-\t")), "{tagged}");
 }
+
+#[test]
+fn without_a_terminal_progress_comes_as_lines_and_ctrl_c_saves_and_says_how_to_resume() {
+    use std::io::{BufRead, BufReader};
+    let run = temp_dir("sigint");
+    let mut args: Vec<String> = ["train", "--out", run.to_str().unwrap(), "--epochs", "50"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    args.extend(
+        TINY.iter()
+            .filter(|a| **a != "--quiet")
+            .map(|s| s.to_string()),
+    );
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sclstm"))
+        .args(&args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut seen = Vec::new();
+    let mut lines = stderr.lines();
+    // stderr is a pipe: the first step of an epoch prints a progress line.
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        let progress = line.starts_with("epoch 1: 1/") && line.contains("tokens/s");
+        seen.push(line);
+        if progress {
+            break;
+        }
+    }
+    assert!(
+        seen.last()
+            .is_some_and(|l| l.contains("ner ") && l.contains("ETA")),
+        "{seen:?}"
+    );
+    // SAFETY: sends SIGINT to the child this test started.
+    unsafe {
+        libc::kill(child.id() as libc::pid_t, libc::SIGINT);
+    }
+    seen.extend(lines.map(|l| l.unwrap()));
+    let status = child.wait().unwrap();
+    let err = seen.join("\n");
+    assert!(!status.success(), "{err}");
+    assert!(
+        err.contains("interrupted at epoch")
+            && err.contains(&format!("sclstm train --resume {}", run.display())),
+        "{err}"
+    );
+    assert!(run.join("last.safetensors").exists());
+    let log = std::fs::read_to_string(run.join("train.log")).unwrap();
+    assert!(log.contains("interrupted at epoch"), "{log}");
+    let resumed = ok(&[
+        "train",
+        "--resume",
+        run.to_str().unwrap(),
+        "--epochs",
+        "1",
+        "--quiet",
+    ]);
+    assert!(resumed.contains("best epoch 1 of 1"), "{resumed}");
+}

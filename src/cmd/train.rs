@@ -6,6 +6,9 @@ use std::path::PathBuf;
 use anyhow::{Context, bail};
 
 use crate::backend::{BackendJob, with_backend};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use indicatif::{ProgressBar, ProgressStyle};
 use sclstm_train::config::{BackendKind, DataFile, Family, SchemeChoice, TaskInput, TrainConfig};
 use sclstm_train::rundir::{self, CONFIG_FILE};
@@ -92,9 +95,11 @@ pub struct Args {
     /// Test file of a task: `TASK=PATH[:FORMAT]`.
     #[arg(long)]
     pub test: Vec<DataFile>,
-    /// Run directory. It must be empty or missing, unless `--force`.
-    #[arg(long, default_value = "runs/sc-lstm")]
-    pub out: PathBuf,
+    /// Run directory. It must be empty or missing, unless `--force`. Default:
+    /// `runs/<model>[-cnn][-crf][-<tasks>]` (tasks named when not all three), e.g.
+    /// `runs/sc-lstm`, `runs/lstm-s-ner-chunk`, `runs/sc-lstm-cnn-crf`.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
     /// Replace the run already in `--out`: the new run is built next to it
     /// (`<out>.new-<pid>`) and takes its place at its first checkpoint, when the old run
     /// moves to `<out>.old-<UTC time>`; if it stops before, `--out` is left as it was.
@@ -113,9 +118,12 @@ pub struct Args {
     /// Stop (as if killed) after N optimizer steps, leaving a resumable `last.safetensors`.
     #[arg(long, hide = true)]
     pub stop_after_steps: Option<u64>,
-    /// Hide the progress bar.
+    /// Hide the progress bar (and the progress lines).
     #[arg(long)]
     pub quiet: bool,
+    /// When stderr is not a terminal: seconds between progress lines.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub progress_every: u64,
 }
 
 fn parse_lambda(s: &str) -> Result<(String, f64), String> {
@@ -170,6 +178,7 @@ struct TrainJob<'a> {
     resume: bool,
     options: &'a RunOptions,
     show_progress: bool,
+    progress_every: u64,
 }
 
 impl BackendJob for TrainJob<'_> {
@@ -178,7 +187,7 @@ impl BackendJob for TrainJob<'_> {
         self,
         b: std::sync::Arc<B>,
     ) -> anyhow::Result<TrainSummary> {
-        let mut progress = Progress::new(self.show_progress);
+        let mut progress = Progress::new(self.show_progress, self.progress_every);
         train::train(
             b,
             self.config,
@@ -190,28 +199,65 @@ impl BackendJob for TrainJob<'_> {
     }
 }
 
-/// The terminal side of training: log lines on stderr and a progress bar per epoch.
+/// The terminal side of training: log lines on stderr, and per epoch a progress bar on a
+/// terminal or, when stderr is not one (a pipe, a log file), a progress line every
+/// `every` seconds.
 struct Progress {
     show: bool,
+    every: std::time::Duration,
     bar: ProgressBar,
+    terminal: bool,
+    /// Epoch, its batches, the position it started from and when, and the last line's time
+    /// (none yet: the epoch's first step prints one).
+    epoch: Option<(
+        usize,
+        usize,
+        usize,
+        std::time::Instant,
+        Option<std::time::Instant>,
+    )>,
 }
 
 impl Progress {
-    fn new(show: bool) -> Self {
+    fn new(show: bool, every_s: u64) -> Self {
+        use std::io::IsTerminal;
         Progress {
             show,
+            every: std::time::Duration::from_secs(every_s.max(1)),
             bar: ProgressBar::hidden(),
+            terminal: std::io::stderr().is_terminal(),
+            epoch: None,
         }
+    }
+}
+
+/// `ner 1.234 chunk 0.456 pos 0.321`: the epoch's running mean loss per task.
+fn running_losses(s: &StepReport) -> String {
+    s.running_losses
+        .iter()
+        .map(|(t, l)| format!("{t} {l:.3}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// `1h02m`, `4m05s`, `12s`.
+fn duration_text(secs: f64) -> String {
+    let s = secs.max(0.0).round() as u64;
+    match (s / 3600, s / 60 % 60, s % 60) {
+        (0, 0, sec) => format!("{sec}s"),
+        (0, m, sec) => format!("{m}m{sec:02}s"),
+        (h, m, _) => format!("{h}h{m:02}m"),
     }
 }
 
 impl TrainObserver for Progress {
     fn message(&mut self, line: &str) {
-        eprintln!("{line}");
+        self.bar.suspend(|| eprintln!("{line}"));
     }
 
     fn epoch_started(&mut self, epoch: usize, batches: usize, position: usize) {
-        if !self.show {
+        self.epoch = Some((epoch, batches, position, std::time::Instant::now(), None));
+        if !self.show || !self.terminal {
             return;
         }
         self.bar = ProgressBar::new(batches as u64);
@@ -224,12 +270,37 @@ impl TrainObserver for Progress {
         );
         self.bar.set_prefix(epoch.to_string());
         self.bar.set_position(position as u64);
+        // A resumed epoch starts part-way: the rate (and ETA) counts from here.
+        self.bar.reset_eta();
     }
 
     fn step_done(&mut self, s: &StepReport) {
-        self.bar.set_position(s.position as u64);
-        self.bar
-            .set_message(format!("loss {:.3} | {:.0} tok/s", s.loss, s.tokens_per_s));
+        if self.terminal {
+            self.bar.set_position(s.position as u64);
+            self.bar.set_message(format!(
+                "{} | {:.0} tok/s",
+                running_losses(s),
+                s.tokens_per_s
+            ));
+            return;
+        }
+        let Some((epoch, batches, from, started, last)) = self.epoch.as_mut() else {
+            return;
+        };
+        if !self.show || last.is_some_and(|t| t.elapsed() < self.every) {
+            return;
+        }
+        *last = Some(std::time::Instant::now());
+        let done = s.position.saturating_sub(*from).max(1) as f64;
+        let eta = started.elapsed().as_secs_f64() / done * (*batches - s.position) as f64;
+        eprintln!(
+            "epoch {epoch}: {}/{batches} batches ({:.0}%) | {} | {:.0} tokens/s | epoch ETA {}",
+            s.position,
+            100.0 * s.position as f64 / *batches as f64,
+            running_losses(s),
+            s.tokens_per_s,
+            duration_text(eta)
+        );
     }
 
     fn epoch_finished(&mut self, completed: bool) {
@@ -239,6 +310,37 @@ impl TrainObserver for Progress {
             self.bar.abandon();
         }
     }
+}
+
+/// Set by the first Ctrl-C: training saves after the current step and stops.
+static INTERRUPTED: std::sync::OnceLock<Arc<AtomicBool>> = std::sync::OnceLock::new();
+
+/// The flag a first SIGINT sets; a second SIGINT exits at once (status 130).
+fn interrupt_flag() -> Arc<AtomicBool> {
+    let flag = INTERRUPTED.get_or_init(|| Arc::new(AtomicBool::new(false)));
+    #[cfg(unix)]
+    {
+        extern "C" fn on_sigint(_: libc::c_int) {
+            if let Some(f) = INTERRUPTED.get() {
+                if f.swap(true, Ordering::SeqCst) {
+                    // SAFETY: _exit is async-signal-safe.
+                    unsafe { libc::_exit(130) };
+                }
+                const NOTE: &[u8] =
+                    b"\ninterrupt: saving after the current step (Ctrl-C again to quit now)\n";
+                // SAFETY: write(2) is async-signal-safe; the buffer is a static.
+                unsafe {
+                    libc::write(2, NOTE.as_ptr().cast(), NOTE.len());
+                }
+            }
+        }
+        // SAFETY: installs a handler that only touches an atomic and async-signal-safe calls.
+        unsafe {
+            let handler: extern "C" fn(libc::c_int) = on_sigint;
+            libc::signal(libc::SIGINT, handler as *const () as libc::sighandler_t);
+        }
+    }
+    Arc::clone(flag)
 }
 
 fn print_summary(s: &TrainSummary, out: &std::path::Path) {
@@ -263,6 +365,29 @@ fn print_summary(s: &TrainSummary, out: &std::path::Path) {
     }
 }
 
+/// The default run directory of a configuration: `runs/<model>[-cnn][-crf][-<tasks>]`,
+/// the tasks named when they are not the paper's three.
+pub fn default_out(c: &TrainConfig) -> PathBuf {
+    let model = match c.model {
+        Family::Stl => "stl",
+        Family::LstmS => "lstm-s",
+        Family::LstmD => "lstm-d",
+        Family::ScLstm => "sc-lstm",
+    };
+    let mut name = model.to_string();
+    if c.char_cnn {
+        name.push_str("-cnn");
+    }
+    if c.crf {
+        name.push_str("-crf");
+    }
+    if c.tasks != TrainConfig::default().tasks {
+        name.push('-');
+        name.push_str(&c.tasks.join("-"));
+    }
+    PathBuf::from("runs").join(name)
+}
+
 /// Runs `sclstm train`.
 pub fn run(args: Args) -> anyhow::Result<()> {
     let options = RunOptions {
@@ -270,7 +395,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         checkpoint_steps: args.checkpoint_steps,
         stop_after_steps: args.stop_after_steps,
         replace: args.force,
-        interrupt: None,
+        interrupt: Some(interrupt_flag()),
     };
     let (config, out, resume) = match &args.resume {
         Some(dir) => {
@@ -287,7 +412,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             }
             (c, dir.clone(), true)
         }
-        None => (args.resolve()?, args.out.clone(), false),
+        None => {
+            let c = args.resolve()?;
+            let out = args.out.clone().unwrap_or_else(|| default_out(&c));
+            (c, out, false)
+        }
     };
     if config.model == Family::Stl && config.tasks.len() > 1 {
         if resume {
@@ -317,6 +446,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 resume: false,
                 options: &options,
                 show_progress: !args.quiet,
+                progress_every: args.progress_every,
             };
             let s = with_backend(c.backend, c.threads, job)?;
             print_summary(&s, &dir);
@@ -332,8 +462,46 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         resume,
         options: &options,
         show_progress: !args.quiet,
+        progress_every: args.progress_every,
     };
     let s = with_backend(config.backend, config.threads, job)?;
     print_summary(&s, &out);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_run_directories_name_model_features_and_tasks() {
+        let c = |f: &dyn Fn(&mut TrainConfig)| {
+            let mut c = TrainConfig::default();
+            f(&mut c);
+            default_out(&c)
+        };
+        assert_eq!(c(&|_| {}), PathBuf::from("runs/sc-lstm"));
+        assert_eq!(
+            c(&|c| {
+                c.model = Family::LstmS;
+                c.tasks = vec!["ner".into(), "chunk".into()];
+            }),
+            PathBuf::from("runs/lstm-s-ner-chunk")
+        );
+        assert_eq!(
+            c(&|c| {
+                c.char_cnn = true;
+                c.crf = true;
+            }),
+            PathBuf::from("runs/sc-lstm-cnn-crf")
+        );
+        assert_eq!(c(&|c| c.model = Family::Stl), PathBuf::from("runs/stl"));
+    }
+
+    #[test]
+    fn durations_read_as_a_person_writes_them() {
+        assert_eq!(duration_text(12.4), "12s");
+        assert_eq!(duration_text(245.0), "4m05s");
+        assert_eq!(duration_text(3720.0), "1h02m");
+    }
 }
