@@ -1039,3 +1039,29 @@ fn without_a_terminal_progress_comes_as_lines_and_ctrl_c_saves_and_says_how_to_r
     ]);
     assert!(resumed.contains("best epoch 1 of 1"), "{resumed}");
 }
+
+#[test]
+fn eval_and_plot_take_the_single_task_runs_of_an_stl_parent() {
+    let parent = temp_dir("stl-parent");
+    let out = train(
+        &parent,
+        &["--model", "stl", "--tasks", "ner,pos", "--epochs", "1"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let p = parent.to_str().unwrap();
+    let report = ok(&["eval", "--run", p, "--split", "dev"]);
+    let ner = parent.join("stl-ner");
+    let pos = parent.join("stl-pos");
+    assert!(
+        report.contains(&format!("== {}", ner.display()))
+            && report.contains(&format!("== {}", pos.display())),
+        "{report}"
+    );
+    let figs = parent.join("figs");
+    ok(&["plot", "--run", p, "--out", figs.to_str().unwrap()]);
+    assert!(figs.join("dev_scores.svg").is_file());
+}

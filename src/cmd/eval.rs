@@ -15,7 +15,7 @@ use sclstm_train::runmodel::RunModel;
 use sclstm_train::score::{Scorer, score, tag_names};
 
 /// Arguments of `sclstm eval`.
-#[derive(Debug, clap::Args)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct Args {
     /// Run directory written by `sclstm train`.
     #[arg(long)]
@@ -151,5 +151,18 @@ impl BackendJob for EvalJob<'_> {
 
 /// Runs `sclstm eval`.
 pub fn run(args: Args) -> anyhow::Result<()> {
-    with_backend(args.backend, args.threads, EvalJob(&args))
+    let children = sclstm_train::rundir::stl_children(&args.run);
+    if children.is_empty() {
+        return with_backend(args.backend, args.threads, EvalJob(&args));
+    }
+    // An STL parent directory: each task's run in turn.
+    for child in children {
+        println!("== {}", child.display());
+        let one = Args {
+            run: child,
+            ..args.clone()
+        };
+        with_backend(one.backend, one.threads, EvalJob(&one))?;
+    }
+    Ok(())
 }

@@ -23,7 +23,20 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         Some(out) => out,
         None => args.runs[0].clone(),
     };
-    let report = plot_runs(&args.runs, &out)?;
+    // An STL parent directory stands for its single-task runs.
+    let runs: Vec<PathBuf> = args
+        .runs
+        .iter()
+        .flat_map(|r| {
+            let children = sclstm_train::rundir::stl_children(r);
+            if children.is_empty() {
+                vec![r.clone()]
+            } else {
+                children
+            }
+        })
+        .collect();
+    let report = plot_runs(&runs, &out)?;
     let mut stdout = std::io::stdout().lock();
     for path in &report.written {
         writeln!(stdout, "wrote {}", path.display())?;

@@ -776,3 +776,25 @@ impl RunLog {
         self.steps.flush().context("writing steps.csv")
     }
 }
+
+/// The single-task runs an STL parent directory holds (`<dir>/stl-<task>` with a
+/// `config.toml`, sorted), or none when `dir` is itself a run directory.
+pub fn stl_children(dir: &Path) -> Vec<PathBuf> {
+    if dir.join(CONFIG_FILE).is_file() {
+        return Vec::new();
+    }
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut out: Vec<PathBuf> = entries
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("stl-"))
+                && p.join(CONFIG_FILE).is_file()
+        })
+        .collect();
+    out.sort();
+    out
+}
