@@ -607,8 +607,6 @@ fn check_param_graph() -> Result<Report, NumError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ndarray::array;
-    use rand::RngExt;
 
     #[test]
     fn every_registered_check_passes() {
@@ -635,24 +633,42 @@ mod tests {
     }
 
     #[test]
-    fn f32_sized_step_would_fail_in_f32_but_f64_passes() {
-        // Central differences with eps = 1e-6 are only meaningful in f64: the same
-        // quotient in f32 loses every digit (a reminder why checks run in f64).
-        let x = 0.3f32;
-        let e = 1e-6f32;
-        let num = ((x + e).tanh() - (x - e).tanh()) / (2.0 * e);
-        let exact = 1.0 - x.tanh() * x.tanh();
-        assert!((num - exact).abs() > 1e-3);
-        let r = check_tanh().unwrap();
-        assert!(r.passed());
+    fn worst_element_names_the_wrong_input_and_index() {
+        // Input 0 has a correct gradient, input 1 one half too small everywhere: the
+        // worst element is input 1's largest numeric gradient 2·x·w (the error
+        // |n/2| / (1 + |n|) grows with |n|).
+        let inputs = [sin_matrix(2, 2, 0.1), sin_matrix(3, 2, 0.9)];
+        let r = check("mixed", &inputs, |t, v| {
+            let sq = t.mul(v[0], v[0])?;
+            let good = weighted_sum(t, sq)?;
+            let bad = square_loss(t, v[1], true)?;
+            t.add(good, bad)
+        })
+        .unwrap();
+        assert!(!r.passed(), "{r}");
+        assert_eq!(r.checked, 4 + 6);
+        let w = sin_matrix(3, 2, 0.3) + 0.5;
+        let grad = &inputs[1] * &w * 2.0;
+        let grad = grad.as_slice().unwrap();
+        let largest = (0..6)
+            .max_by(|&a, &b| grad[a].abs().total_cmp(&grad[b].abs()))
+            .unwrap();
+        let worst = r.worst.as_ref().unwrap();
+        assert_eq!(
+            (worst.input, worst.index, worst.shape),
+            (1, largest, (3, 2)),
+            "{r}"
+        );
+        assert!((worst.numeric - grad[largest]).abs() < 1e-8, "{r}");
+        assert!(r.to_string().contains("worst: input 1 (3, 2)"), "{r}");
     }
 
     #[test]
-    fn sin_inputs_are_reproducible() {
-        assert_eq!(sin_matrix(1, 2, 0.0), array![[0.0, 0.7f64.sin()]]);
-        let mut rng = ChaCha8Rng::seed_from_u64(1);
-        let a: f64 = rng.random();
-        let mut rng = ChaCha8Rng::seed_from_u64(1);
-        assert_eq!(a, rng.random::<f64>());
+    fn a_non_scalar_loss_is_an_error() {
+        let err = check("not_a_loss", &[sin_matrix(2, 3, 0.5)], |t, v| t.tanh(v[0])).unwrap_err();
+        assert!(
+            matches!(&err, NumError::NonScalarLoss { shape } if shape == &[2, 3]),
+            "{err}"
+        );
     }
 }

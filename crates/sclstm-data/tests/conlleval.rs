@@ -1,8 +1,9 @@
 //! conlleval reimplementation: a hand-computed report compared byte for byte, chunk rules, IOB1 = IOB2,
-//! BIOES mapping, CRLF input, and a property test against span-set intersection.
+//! BIOES mapping, CRLF input, a property test against span-set intersection, and seqeval's scores
+//! of nasty IOB tag files.
 
 use sclstm_data::batch::seeded_rng;
-use sclstm_data::conlleval::{Accuracy, ConllEval, ScoreError, report_from_text};
+use sclstm_data::conlleval::{Accuracy, ConllEval, ScoreError, TypeCounts, report_from_text};
 use sclstm_data::scheme::{Span, TagScheme, bioes_to_conlleval};
 
 const EDGE: &str = include_str!("fixtures/conlleval/edge_cases.txt");
@@ -215,5 +216,90 @@ LOCÉ: precision: 100.00%; recall: 100.00%; FB1: 100.00  1\n";
     assert_eq!(report, expected);
     let line = report.lines().nth(2).unwrap_or_default();
     assert_eq!(line.find("LOC"), Some(12), "12 spaces, not 13");
+    Ok(())
+}
+
+/// Scores of `fixtures/conlleval/seqeval.json`: tag files (IOB1/IOB2 mixes, `I-` after
+/// `O`, type changes, `B-` splits, single-token chunks, empty and `O`-only sentences,
+/// chunks at sentence boundaries, spurious and missed chunks) scored by seqeval 1.2.2 in
+/// its default, conlleval-compatible mode (`benches/reference/oracle_conlleval.py`).
+///
+/// The conventions agree on every count and score here. They differ elsewhere, so the
+/// fixture leaves out: BIOES tags (seqeval reads `S-`/`E-` itself, the script and this
+/// scorer only after `bioes_to_conlleval`), tags without a `-` other than `O`, and
+/// conlleval's `[`, `]` and `.` chunk markers. seqeval's fractions are compared ×100
+/// with this scorer's percentages.
+#[test]
+fn scores_match_seqeval_on_iob_tag_files() -> Result<(), ScoreError> {
+    let fx: serde_json::Value =
+        serde_json::from_str(include_str!("fixtures/conlleval/seqeval.json")).expect("JSON");
+    let cases = fx["cases"].as_array().expect("cases");
+    assert!(cases.len() >= 10, "{} cases", cases.len());
+    let num = |v: &serde_json::Value, k: &str| {
+        v[k].as_f64()
+            .unwrap_or_else(|| panic!("fixture field {k} is missing"))
+    };
+    let close = |what: String, got: f64, want: f64| {
+        assert!(
+            (got - want).abs() <= 1e-12 * want.abs().max(1.0),
+            "{what}: scorer {got}, seqeval {want}"
+        );
+    };
+    for case in cases {
+        let name = case["name"].as_str().expect("name");
+        let mut eval = ConllEval::new();
+        for (i, pair) in case["sentences"]
+            .as_array()
+            .expect("sentences")
+            .iter()
+            .enumerate()
+        {
+            let tags = |k: usize| -> Vec<String> {
+                pair[k]
+                    .as_str()
+                    .expect("tags")
+                    .split_whitespace()
+                    .map(String::from)
+                    .collect()
+            };
+            eval.add_sentence(i, &tags(0), &tags(1))?;
+        }
+        let check = |what: String, counts: TypeCounts, want: &serde_json::Value| {
+            let got = (counts.gold, counts.found, counts.correct);
+            let expected = ["gold", "found", "correct"].map(|k| num(want, k) as usize);
+            assert_eq!(got, expected.into(), "{what}: gold, found, correct");
+            let prf = counts.prf();
+            close(
+                format!("{what} precision"),
+                prf.precision,
+                100.0 * num(want, "precision"),
+            );
+            close(
+                format!("{what} recall"),
+                prf.recall,
+                100.0 * num(want, "recall"),
+            );
+            close(format!("{what} F1"), prf.f1, 100.0 * num(want, "f1"));
+        };
+        let overall = &case["overall"];
+        check(format!("{name} overall"), eval.counts(), overall);
+        assert_eq!(
+            eval.tokens,
+            num(overall, "tokens") as usize,
+            "{name} tokens"
+        );
+        close(
+            format!("{name} accuracy"),
+            eval.accuracy(),
+            100.0 * num(overall, "accuracy"),
+        );
+        let want_types = case["per_type"].as_object().expect("per_type");
+        let got_types = eval.type_counts();
+        let names: Vec<&String> = got_types.keys().collect();
+        assert_eq!(names, want_types.keys().collect::<Vec<_>>(), "{name} types");
+        for (t, counts) in got_types {
+            check(format!("{name} {t}"), counts, &want_types[&t]);
+        }
+    }
     Ok(())
 }

@@ -449,6 +449,48 @@ fn caches_are_reused_across_batches() {
     assert_eq!(ws.pooled(), 2);
 }
 
+/// Exchanges the input and forget gate blocks (rows `0..H` and `H..2H` of a `(4H, ·)`
+/// matrix, columns of a `(1, 4H)` bias).
+fn swap_i_f(m: &M, h: usize) -> M {
+    let mut out = m.clone();
+    let along_rows = m.nrows() == 4 * h;
+    for k in 0..h {
+        if along_rows {
+            out.row_mut(k).assign(&m.row(h + k));
+            out.row_mut(h + k).assign(&m.row(k));
+        } else {
+            out.column_mut(k).assign(&m.column(h + k));
+            out.column_mut(h + k).assign(&m.column(k));
+        }
+    }
+    out
+}
+
+/// A wrong backward with the right shapes: the exact BPTT of the layer with its input
+/// and forget gates exchanged (a gate-order convention error), its weight gradients
+/// mapped back to the true layout. Inputs `[x, W_ih, W_hh, b]`.
+#[derive(Debug)]
+struct GateSwappedOp {
+    /// The layer recorded on the gate-swapped weights.
+    inner: Box<dyn FusedOp<f64>>,
+    /// Hidden size H.
+    hidden: usize,
+}
+
+impl FusedOp<f64> for GateSwappedOp {
+    fn name(&self) -> &'static str {
+        "lstm_layer_gates_swapped"
+    }
+
+    fn backward(&self, d_out: &M) -> Result<Vec<Option<M>>, NumError> {
+        let mut grads = self.inner.backward(d_out)?;
+        for g in grads.iter_mut().skip(1).flatten() {
+            *g = swap_i_f(g, self.hidden);
+        }
+        Ok(grads)
+    }
+}
+
 #[test]
 fn gradcheck_rejects_a_wrong_backward() {
     let ws = workspace();
@@ -458,19 +500,43 @@ fn gradcheck_rejects_a_wrong_backward() {
         input: 2,
         hidden: 2,
         dirs: 1,
-        tasks: vec![None],
+        tasks: vec![],
     };
     let v = spec.inputs(0.2);
     let names = spec.args(&v).input_names();
     let weights = det(spec.rows(), spec.width(), 3.3, 1.0);
-    let (_, node) = sc_lstm_forward(&ws, &spec.args(&v), true).unwrap();
-    let mut grads = all_some(node.unwrap().backward(&weights).unwrap());
     let numeric = numeric_grads(&v, &|w: &[M]| weighted_sum(&run(&ws, &spec, w), &weights));
+    let (_, node) = sc_lstm_forward(&ws, &spec.args(&v), true).unwrap();
+    let grads = all_some(node.unwrap().backward(&weights).unwrap());
     compare("correct", &names, &grads, &numeric, ABS_TOL, REL_TOL).unwrap();
-    // A backward that forgets the forget-gate path (or any 1e-4 error) must be caught.
-    grads[2][(5, 1)] += 1e-4;
+    // The backward of the layer with i and f exchanged must be caught, although the
+    // forward is unchanged and every gradient has the right shape.
+    let mut swapped = v.clone();
+    for m in &mut swapped[1..] {
+        *m = swap_i_f(m, spec.hidden);
+    }
+    let (out, inner) = sc_lstm_forward(&ws, &spec.args(&swapped), true).unwrap();
+    let wrong = GateSwappedOp {
+        inner: inner.unwrap(),
+        hidden: spec.hidden,
+    };
+    assert_ne!(out, run(&ws, &spec, &v), "the swap changes the function");
+    let grads = all_some(wrong.backward(&weights).unwrap());
     let err = compare("wrong", &names, &grads, &numeric, ABS_TOL, REL_TOL).unwrap_err();
-    assert!(err.contains("w_hh"), "{err}");
+    assert!(err.starts_with("wrong: x"), "{err}");
+    // Each parameter's gradient is wrong on its own, not only the input's.
+    for k in 1..grads.len() {
+        let err = compare(
+            "wrong",
+            &names[k..=k],
+            &grads[k..=k],
+            &numeric[k..=k],
+            ABS_TOL,
+            REL_TOL,
+        )
+        .unwrap_err();
+        assert!(err.contains(&names[k]), "{err}");
+    }
 }
 
 #[test]
