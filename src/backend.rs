@@ -37,6 +37,9 @@ pub fn with_backend<J: BackendJob>(
 fn wgpu_job<J: BackendJob>(job: J) -> anyhow::Result<J::Output> {
     let b = sclstm_wgpu::WgpuBackend::new()?;
     eprintln!("backend: wgpu on {}", b.adapter());
+    if let Some(w) = b.adapter().cpu_warning() {
+        eprintln!("{w}");
+    }
     job.run(Arc::new(b))
 }
 

@@ -514,6 +514,12 @@ fn adapter_is_reported() {
     let shown = summary.to_string();
     eprintln!("adapter: {shown}");
     assert!(shown.contains(&summary.name), "{shown}");
+    // A software adapter says so; a GPU gets no warning.
+    assert_eq!(summary.cpu_warning().is_some(), summary.is_cpu());
+    if summary.name.contains("llvmpipe") {
+        assert!(summary.is_cpu(), "lavapipe is a CPU device: {shown}");
+        assert!(summary.cpu_warning().unwrap().contains("not a GPU"));
+    }
 }
 
 #[test]
