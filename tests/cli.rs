@@ -1065,3 +1065,81 @@ fn eval_and_plot_take_the_single_task_runs_of_an_stl_parent() {
     ok(&["plot", "--run", p, "--out", figs.to_str().unwrap()]);
     assert!(figs.join("dev_scores.svg").is_file());
 }
+
+#[test]
+fn predict_reads_raw_text_on_stdin_whole_and_writes_json_for_chosen_tasks() {
+    use std::io::Write as _;
+    let run = temp_dir("predict-auto");
+    assert!(train(&run, &["--epochs", "1"]).status.success());
+    let predict = |extra: &[&str]| {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_sclstm"))
+            .args(["predict", "--run", run.to_str().unwrap()])
+            .args(extra)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(b"Barack Obama met Angela Merkel in Berlin .\nIt rained.\n")
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (
+            String::from_utf8(out.stdout).unwrap(),
+            String::from_utf8(out.stderr).unwrap(),
+        )
+    };
+    // The default reads space-separated text as text: every word is tagged.
+    let (conll, err) = predict(&[]);
+    assert!(err.contains("input read as `text`"), "{err}");
+    let words: Vec<&str> = conll
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(|l| l.split('\t').next().unwrap())
+        .collect();
+    assert_eq!(
+        words,
+        [
+            "Barack", "Obama", "met", "Angela", "Merkel", "in", "Berlin", ".", "It", "rained", "."
+        ]
+    );
+    assert_eq!(
+        conll.lines().next().unwrap().split('\t').count(),
+        4,
+        "word + 3 tasks"
+    );
+    // JSON: one object per sentence with the chosen tasks' tags and chunk spans.
+    let (json, _) = predict(&["--output", "json", "--tasks", "ner,pos"]);
+    let lines: Vec<serde_json::Value> = json
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2);
+    assert_eq!(lines[1]["tokens"], serde_json::json!(["It", "rained", "."]));
+    let tags = lines[0]["tags"].as_object().unwrap();
+    assert_eq!(tags.keys().collect::<Vec<_>>(), ["ner", "pos"]);
+    assert_eq!(tags["pos"].as_array().unwrap().len(), 8);
+    assert!(lines[0]["spans"]["ner"].is_array(), "{}", lines[0]);
+    assert!(lines[0]["spans"].get("pos").is_none(), "POS has no chunks");
+    let bad = sclstm(&[
+        "predict",
+        "--run",
+        run.to_str().unwrap(),
+        "--tasks",
+        "xyz",
+        "--input",
+        "Cargo.toml",
+        "--format",
+        "text",
+    ]);
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("no task `xyz`"));
+}

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use anyhow::{Context, bail};
 use sclstm_core::Backend;
 use sclstm_data::conlleval::escape_word;
+use sclstm_data::scheme::TagScheme;
 
 use crate::backend::{BackendJob, with_backend};
 use sclstm_train::config::BackendKind;
@@ -21,10 +22,18 @@ pub struct Args {
     /// Input file, or `-` for standard input.
     #[arg(long, default_value = "-")]
     pub input: String,
-    /// Input format: `conll` (word in the first column, blank line between sentences),
-    /// `conllu` (FORM column) or `text` (raw text, tokenized).
-    #[arg(long, default_value = "conll", value_parser = ["conll", "conllu", "text"])]
+    /// Input format: `auto` (from the input itself: a CoNLL-U file, a column file with a
+    /// token per line, or else raw text), `conll` (word in the first column, blank line
+    /// between sentences), `conllu` (FORM column) or `text` (raw text, tokenized).
+    #[arg(long, default_value = "auto", value_parser = ["auto", "conll", "conllu", "text"])]
     pub format: String,
+    /// Output: `conll` (a token per line: word, then one tag column per task) or `json`
+    /// (one object per sentence: tokens, tags and chunk spans per task).
+    #[arg(long, default_value = "conll", value_parser = ["conll", "json"])]
+    pub output: String,
+    /// Only these tasks, in this order (default: every task of the run).
+    #[arg(long, value_delimiter = ',')]
+    pub tasks: Vec<String>,
     /// Checkpoint to load: `best` or `last`.
     #[arg(long, default_value = "best")]
     pub checkpoint: String,
@@ -56,6 +65,39 @@ pub fn read_conll_words(text: &str) -> Vec<Vec<String>> {
         out.push(cur);
     }
     out
+}
+
+/// What `--format auto` reads `text` as: `conllu` when its token lines have CoNLL-U's 10
+/// tab-separated fields, `conll` when some sentence spans several lines that all have the
+/// same number of columns (a token per line), otherwise `text` (raw text: a sentence or a
+/// paragraph per line), so that space-separated text is never cut to its first word.
+pub fn detect_format(text: &str) -> &'static str {
+    let lines: Vec<&str> = text
+        .lines()
+        .map(|l| l.trim_end_matches('\r'))
+        .filter(|l| !l.trim().is_empty() && !l.starts_with("-DOCSTART-"))
+        .collect();
+    let tokens: Vec<&&str> = lines.iter().filter(|l| !l.starts_with('#')).collect();
+    if !tokens.is_empty() && tokens.iter().all(|l| l.split('\t').count() == 10) {
+        return "conllu";
+    }
+    let widths: std::collections::BTreeSet<usize> =
+        lines.iter().map(|l| l.split_whitespace().count()).collect();
+    let mut block = 0;
+    let mut longest = 0;
+    for line in text.lines() {
+        if line.trim().is_empty() {
+            block = 0;
+        } else {
+            block += 1;
+            longest = longest.max(block);
+        }
+    }
+    if widths.len() == 1 && longest > 1 {
+        "conll"
+    } else {
+        "text"
+    }
 }
 
 /// Sentences of a CoNLL-U file (FORM column; comments, ranges and empty nodes skipped).
@@ -102,25 +144,81 @@ impl BackendJob for PredictJob<'_> {
     fn run<B: Backend<Elem = f32> + 'static>(self, b: std::sync::Arc<B>) -> anyhow::Result<()> {
         let rm = RunModel::load(&self.args.run, &self.args.checkpoint, b, self.args.threads)?;
         let encoded: Vec<_> = self.sentences.iter().map(|s| rm.encode_words(s)).collect();
-        let tasks: Vec<usize> = (0..rm.vocab.tasks.len()).collect();
+        let known: Vec<&str> = rm.vocab.tasks.iter().map(|t| t.name.as_str()).collect();
+        let tasks: Vec<usize> = if self.args.tasks.is_empty() {
+            (0..known.len()).collect()
+        } else {
+            self.args
+                .tasks
+                .iter()
+                .map(|t| {
+                    known.iter().position(|k| k == t).with_context(|| {
+                        format!("--tasks: the run has no task `{t}` (it has {known:?})")
+                    })
+                })
+                .collect::<anyhow::Result<_>>()?
+        };
         let tags = tag_sentences(&rm.tagger, &tasks, &encoded)?;
-        let names: Vec<&str> = rm.vocab.tasks.iter().map(|t| t.name.as_str()).collect();
-        eprintln!("columns: word {}", names.join(" "));
+        // tags[j][s][i]: task tasks[j], sentence s, token i, as tag names.
+        let named: Vec<Vec<Vec<&str>>> = tags
+            .iter()
+            .zip(&tasks)
+            .map(|(per_task, &k)| {
+                per_task
+                    .iter()
+                    .map(|ids| {
+                        ids.iter()
+                            .map(|&id| rm.vocab.tasks[k].tags[id as usize].as_str())
+                            .collect()
+                    })
+                    .collect()
+            })
+            .collect();
         let stdout = std::io::stdout();
         let mut w = std::io::BufWriter::new(stdout.lock());
-        for (s, words) in self.sentences.iter().enumerate() {
-            for (i, word) in words.iter().enumerate() {
-                write!(w, "{}", escape_word(word))?;
-                for (k, per_sentence) in tags.iter().enumerate() {
-                    write!(
-                        w,
-                        "\t{}",
-                        rm.vocab.tasks[k].tags[per_sentence[s][i] as usize]
-                    )?;
+        if self.args.output == "json" {
+            for (s, words) in self.sentences.iter().enumerate() {
+                let mut tag_map = serde_json::Map::new();
+                let mut span_map = serde_json::Map::new();
+                for (j, &k) in tasks.iter().enumerate() {
+                    let task = &rm.vocab.tasks[k];
+                    tag_map.insert(task.name.clone(), serde_json::json!(named[j][s]));
+                    let scheme = task
+                        .scheme
+                        .as_deref()
+                        .and_then(|x| x.parse::<TagScheme>().ok());
+                    if let Some(scheme) = scheme {
+                        let spans = scheme.spans(&named[j][s]).unwrap_or_default();
+                        let spans: Vec<serde_json::Value> = spans
+                            .iter()
+                            .map(|sp| {
+                                serde_json::json!({
+                                    "start": sp.start,
+                                    "end": sp.end,
+                                    "type": sp.label,
+                                    "text": words[sp.start..sp.end].join(" "),
+                                })
+                            })
+                            .collect();
+                        span_map.insert(task.name.clone(), serde_json::Value::Array(spans));
+                    }
+                }
+                let line = serde_json::json!({"tokens": words, "tags": tag_map, "spans": span_map});
+                writeln!(w, "{line}")?;
+            }
+        } else {
+            let names: Vec<&str> = tasks.iter().map(|&k| known[k]).collect();
+            eprintln!("columns: word {}", names.join(" "));
+            for (s, words) in self.sentences.iter().enumerate() {
+                for (i, word) in words.iter().enumerate() {
+                    write!(w, "{}", escape_word(word))?;
+                    for per_task in &named {
+                        write!(w, "\t{}", per_task[s][i])?;
+                    }
+                    writeln!(w)?;
                 }
                 writeln!(w)?;
             }
-            writeln!(w)?;
         }
         w.flush()?;
         Ok(())
@@ -139,7 +237,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         text = sclstm_data::text::read_text(&path)?;
     }
     let text = sclstm_data::text::strip_bom(&text);
-    let sentences = match args.format.as_str() {
+    let format = match args.format.as_str() {
+        "auto" => {
+            let f = detect_format(&text);
+            eprintln!("input read as `{f}` (--format auto; give --format to choose)");
+            f
+        }
+        f => f,
+    };
+    let sentences = match format {
         "conllu" => read_conllu_words(text)?,
         "text" => sclstm_data::tokenize::tokenize(text),
         _ => read_conll_words(text),
@@ -160,6 +266,28 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn auto_format_tells_column_files_from_raw_text() {
+        assert_eq!(
+            detect_format("Barack Obama met Angela Merkel in Berlin .\n"),
+            "text"
+        );
+        assert_eq!(
+            detect_format("EU rejects German call .\nPeter Blackburn\n\nBrussels 1996-08-22\n"),
+            "text"
+        );
+        assert_eq!(
+            detect_format("EU NNP\nrejects VBZ\n\nGerman JJ\ncall NN\n"),
+            "conll"
+        );
+        assert_eq!(
+            detect_format("-DOCSTART- -X- O O\n\nEU\nrejects\n"),
+            "conll"
+        );
+        let conllu = "# text = Hi\n1\tHi\thi\tINTJ\t_\t_\t0\troot\t_\t_\n\n";
+        assert_eq!(detect_format(conllu), "conllu");
+    }
 
     #[test]
     fn conll_words_skip_docstart_and_split_on_blank_lines() {
