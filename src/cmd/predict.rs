@@ -239,7 +239,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let text = sclstm_data::text::strip_bom(&text);
     let format = match args.format.as_str() {
         "auto" => {
-            let f = detect_format(&text);
+            let f = detect_format(text);
             eprintln!("input read as `{f}` (--format auto; give --format to choose)");
             f
         }
