@@ -762,13 +762,22 @@ impl<'p, R: Real> Tape<'p, R> {
                 cache,
             } => {
                 let k = self.value(*kernel);
-                // The three inputs are distinct slots only if the vars differ; go one at a time.
-                let d_x = dense_slot(&mut lo[x.index()], shape(*x));
-                char_conv::backward(d, k, cache, Some(d_x), None, None, pool)?;
-                let d_k = dense_slot(&mut lo[kernel.index()], k.dim());
-                char_conv::backward(d, k, cache, None, Some(d_k), None, pool)?;
-                let d_b = dense_slot(&mut lo[bias.index()], shape(*bias));
-                char_conv::backward(d, k, cache, None, None, Some(d_b), pool)?;
+                let (ix, ik, ib) = (x.index(), kernel.index(), bias.index());
+                if let Ok([sx, sk, sb]) = lo.get_disjoint_mut([ix, ik, ib]) {
+                    // Three distinct inputs (always, in a model): one pass.
+                    let d_x = dense_slot(sx, shape(*x));
+                    let d_k = dense_slot(sk, k.dim());
+                    let d_b = dense_slot(sb, shape(*bias));
+                    char_conv::backward(d, k, cache, Some(d_x), Some(d_k), Some(d_b), pool)?;
+                } else {
+                    // A var given twice shares its gradient slot: one input at a time.
+                    let d_x = dense_slot(&mut lo[ix], shape(*x));
+                    char_conv::backward(d, k, cache, Some(d_x), None, None, pool)?;
+                    let d_k = dense_slot(&mut lo[ik], k.dim());
+                    char_conv::backward(d, k, cache, None, Some(d_k), None, pool)?;
+                    let d_b = dense_slot(&mut lo[ib], shape(*bias));
+                    char_conv::backward(d, k, cache, None, None, Some(d_b), pool)?;
+                }
             }
             Op::Dropout { x, mask } => {
                 elementwise::mul_backward(d, mask, dense_slot(&mut lo[x.index()], shape(*x)));
