@@ -43,8 +43,8 @@ pub struct Args {
     /// Compute backend of the recurrent layers.
     #[arg(long, value_enum, default_value = "cpu")]
     pub backend: BackendKind,
-    /// Model family to measure.
-    #[arg(long, value_enum, default_value = "sc-lstm")]
+    /// Model family to measure: stl, lstm-s, lstm-d or sc-lstm.
+    #[arg(long, default_value = "sc-lstm")]
     pub model: config::Family,
     /// Training batch size (sentences per step).
     #[arg(long, default_value_t = 10)]

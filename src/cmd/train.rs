@@ -20,8 +20,8 @@ pub struct Args {
     /// TOML file with training keys (see README); flags override it.
     #[arg(long)]
     pub config: Option<PathBuf>,
-    /// Model family.
-    #[arg(long, value_enum)]
+    /// Model family: stl, lstm-s, lstm-d or sc-lstm.
+    #[arg(long)]
     pub model: Option<Family>,
     /// Comma-separated tasks trained jointly, e.g. `ner,chunk,pos`.
     #[arg(long, value_delimiter = ',')]
@@ -47,8 +47,8 @@ pub struct Args {
     /// Loss weight of a task, e.g. `--lambda ner=3` (repeatable).
     #[arg(long, value_parser = parse_lambda)]
     pub lambda: Vec<(String, f64)>,
-    /// SC-LSTM task gate input above layer 1.
-    #[arg(long, value_enum)]
+    /// SC-LSTM task gate input above layer 1: shared or chained (see README).
+    #[arg(long)]
     pub task_input: Option<TaskInput>,
     /// Tagging scheme for NER and chunking.
     #[arg(long, value_enum)]

@@ -9,19 +9,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::pool::check_threads;
 
-/// Which multi-task architecture to train (paper §2.2 and §3).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "kebab-case")]
-pub enum Family {
-    /// One BiLSTM per task, trained separately (single-task learning).
-    Stl,
-    /// One shared stacked BiLSTM, a classifier per task on its top layer.
-    LstmS,
-    /// One task per layer (LSTM-d), lower layers supervised by easier tasks.
-    LstmD,
-    /// Stacked bidirectional SC-LSTM (the paper's model).
-    ScLstm,
-}
+/// Which multi-task architecture to train (paper §2.2 and §3): the model crate's.
+pub use sclstm_model::Family;
+/// What the task gates of SC-LSTM layers above the first read (the paper leaves it open):
+/// the model crate's.
+pub use sclstm_model::TaskInputMode as TaskInput;
 
 /// Which compute backend runs the recurrent layers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -41,16 +33,6 @@ pub enum SchemeChoice {
     Bio,
     /// BIOES.
     Bioes,
-}
-
-/// What the task gates of SC-LSTM layers above the first read (the paper leaves it open).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "kebab-case")]
-pub enum TaskInput {
-    /// Every layer's task gate reads the layer's shared input; only the top layer's q^k is used.
-    Shared,
-    /// Each layer's task gate reads the lower layer's q^k: a task-specific path through every layer.
-    Chained,
 }
 
 /// A user-supplied data file for one task and split: `TASK=PATH[:FORMAT]`.

@@ -12,9 +12,7 @@ use rayon::ThreadPool;
 use sclstm_autodiff::optim::{Adam, AdamConfig, clip_grad_norm};
 use sclstm_core::{Backend, NumError};
 use sclstm_data::batch::{Batch, BatchConfig, EncodedSentence, epoch_batches, make_batch};
-use sclstm_model::{
-    CharCnnConfig, Family, HeadKind, ModelConfig, ModelInput, Tagger, TaskConfig, TaskInputMode,
-};
+use sclstm_model::{CharCnnConfig, HeadKind, ModelConfig, ModelInput, Tagger, TaskConfig};
 use sclstm_model::{ModelError, adam_from_extras, adam_to_extras};
 use serde::{Deserialize, Serialize};
 
@@ -25,7 +23,7 @@ use super::rundir::{
 };
 use super::schedule::epoch_order;
 use super::score::{TaskScore, score};
-use crate::config::{self, TrainConfig};
+use crate::config::TrainConfig;
 use crate::pool::host_pool;
 use sclstm_model::checkpoint::write_atomic;
 
@@ -206,12 +204,7 @@ fn mix(seed: u64, n: u64) -> u64 {
 
 /// The model configuration a training configuration asks for.
 pub fn model_config(config: &TrainConfig, prepared: &Prepared) -> ModelConfig {
-    let family = match config.model {
-        config::Family::Stl => Family::Stl,
-        config::Family::LstmS => Family::LstmS,
-        config::Family::LstmD => Family::LstmD,
-        config::Family::ScLstm => Family::ScLstm,
-    };
+    let family = config.model;
     let tasks = prepared
         .tasks
         .iter()
@@ -236,10 +229,7 @@ pub fn model_config(config: &TrainConfig, prepared: &Prepared) -> ModelConfig {
     m.hidden = config.hidden;
     m.layers = config.layers;
     m.dropout = config.dropout;
-    m.task_input = match config.task_input {
-        config::TaskInput::Shared => TaskInputMode::Shared,
-        config::TaskInput::Chained => TaskInputMode::Chained,
-    };
+    m.task_input = config.task_input;
     m
 }
 
