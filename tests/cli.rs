@@ -232,17 +232,21 @@ fn bad_flags_are_errors_naming_the_key() {
     let out = sclstm(&["train", "--dropout", "1.5", "--out", "/tmp/never"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("dropout"));
+    let dir = temp_dir("bad-task");
     let out = sclstm(&[
         "train",
         "--tasks",
         "ner,srl",
         "--out",
-        "/tmp/never",
+        dir.to_str().unwrap(),
         "--epochs",
         "1",
     ]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("srl"));
+    // A start that fails before writing anything leaves nothing that blocks the next one.
+    let left: Vec<_> = std::fs::read_dir(&dir).map_or(Vec::new(), |d| d.flatten().collect());
+    assert!(left.is_empty(), "{left:?}");
 }
 
 #[test]

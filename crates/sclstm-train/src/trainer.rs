@@ -470,12 +470,13 @@ impl<B: Backend<Elem = f32> + 'static> Trainer<B> {
                 stale.join(", ")
             ));
         }
-        let mut log = RunLog::open(out)?;
         for line in &early {
-            say(&mut log, observer, line)?;
+            observer.message(line);
         }
         let prepared = prepare(config)?;
-        say(&mut log, observer, &prepared.coverage.to_string())?;
+        // Lines printed before the run writes its first file; they open train.log.
+        early.push(prepared.coverage.to_string());
+        observer.message(&prepared.coverage.to_string());
         for t in &prepared.tasks {
             let line = format!(
                 "task {}: {} tags; train {} sentences / {} tokens, dev {}, test {}",
@@ -486,7 +487,8 @@ impl<B: Backend<Elem = f32> + 'static> Trainer<B> {
                 t.dev.encoded.len(),
                 t.test.encoded.len()
             );
-            say(&mut log, observer, &line)?;
+            observer.message(&line);
+            early.push(line);
         }
         let mconfig = model_config(config, &prepared);
         let (matrix, found) = &prepared.pretrained;
@@ -505,11 +507,10 @@ impl<B: Backend<Elem = f32> + 'static> Trainer<B> {
             ..AdamConfig::default()
         });
         let ntasks = prepared.tasks.len();
-        let state = if resume {
+        let (state, log) = if resume {
             let state = load_last(out, &mut tagger, &mut adam)?;
-            log.flush()?;
             RunLog::truncate_steps(out, state.step)?;
-            log = RunLog::open(out)?;
+            let mut log = open_log(out, &early)?;
             say(
                 &mut log,
                 observer,
@@ -521,14 +522,16 @@ impl<B: Backend<Elem = f32> + 'static> Trainer<B> {
                     state.step
                 ),
             )?;
-            state
+            (state, log)
         } else {
             write_new_run_files(out, config, &prepared)?;
-            TrainState {
+            let log = open_log(out, &early)?;
+            let state = TrainState {
                 loss_sum: vec![0.0; ntasks],
                 loss_batches: vec![0; ntasks],
                 ..TrainState::default()
-            }
+            };
+            (state, log)
         };
         if state.loss_sum.len() != ntasks {
             bail!(
@@ -1035,6 +1038,15 @@ fn write_new_run_files(
         let _ = std::fs::remove_file(out.join(f));
     }
     Ok(())
+}
+
+/// Opens the run's logs, starting `train.log` with the lines already printed.
+fn open_log(out: &Path, early: &[String]) -> anyhow::Result<RunLog> {
+    let mut log = RunLog::open(out)?;
+    for line in early {
+        log.line(line)?;
+    }
+    Ok(log)
 }
 
 /// A line for the observer and for `train.log`.
