@@ -51,33 +51,6 @@ struct CellDims {
 @group(0) @binding(6) var<storage, read_write> bwd_d_c: array<f32>;
 @group(0) @binding(7) var<storage, read_write> bwd_d_gates: array<f32>;
 
-const WG: u32 = 256u;
-
-// σ(x) without overflow for large |x|.
-fn sigmoid(x: f32) -> f32 {
-    if (x >= 0.0) {
-        return 1.0 / (1.0 + exp(-x));
-    }
-    let e = exp(x);
-    return e / (1.0 + e);
-}
-
-// tanh(x) without the inf/inf of the exponential form for large |x|, and with a
-// series near 0 where 1 - e^{-2|x|} would cancel.
-fn tanh_stable(x: f32) -> f32 {
-    let ax = abs(x);
-    if (ax < 0.0625) {
-        let x2 = x * x;
-        return x * (1.0 + x2 * (-1.0 / 3.0 + x2 * (2.0 / 15.0)));
-    }
-    let e = exp(-2.0 * ax);
-    return sign(x) * (1.0 - e) / (1.0 + e);
-}
-
-fn flat_index(wg: vec3<u32>, nwg: vec3<u32>, lid: vec3<u32>) -> u32 {
-    return (wg.y * nwg.x + wg.x) * WG + lid.x;
-}
-
 @compute @workgroup_size(256, 1, 1)
 fn lstm_cell_fwd(
     @builtin(workgroup_id) wg: vec3<u32>,

@@ -72,12 +72,6 @@ struct RowDims {
 @group(0) @binding(2) var<storage, read> scatter_dense: array<f32>;
 @group(0) @binding(3) var<storage, read_write> scatter_table: array<f32>;
 
-const WG: u32 = 256u;
-
-fn flat_index(wg: vec3<u32>, nwg: vec3<u32>, lid: vec3<u32>) -> u32 {
-    return (wg.y * nwg.x + wg.x) * WG + lid.x;
-}
-
 @compute @workgroup_size(256, 1, 1)
 fn gather_rows(
     @builtin(workgroup_id) wg: vec3<u32>,

@@ -47,21 +47,6 @@ struct CellDims {
 @group(0) @binding(5) var<storage, read_write> bwd_d_o_k: array<f32>;
 @group(0) @binding(6) var<storage, read_write> bwd_d_c: array<f32>;
 
-const WG: u32 = 256u;
-
-// σ(x) without overflow for large |x|.
-fn sigmoid(x: f32) -> f32 {
-    if (x >= 0.0) {
-        return 1.0 / (1.0 + exp(-x));
-    }
-    let e = exp(x);
-    return e / (1.0 + e);
-}
-
-fn flat_index(wg: vec3<u32>, nwg: vec3<u32>, lid: vec3<u32>) -> u32 {
-    return (wg.y * nwg.x + wg.x) * WG + lid.x;
-}
-
 @compute @workgroup_size(256, 1, 1)
 fn task_gate_fwd(
     @builtin(workgroup_id) wg: vec3<u32>,

@@ -40,13 +40,24 @@ impl Shader {
         }
     }
 
-    /// WGSL source, embedded at compile time (cargo rebuilds when the file changes).
+    /// WGSL source, embedded at compile time (cargo rebuilds when a file changes). The
+    /// pointwise and row kernels start with `shaders/common.wgsl` (workgroup size, flat
+    /// index, stable activations), so those are written once.
     pub fn source(self) -> &'static str {
+        macro_rules! with_common {
+            ($file:literal) => {
+                concat!(
+                    include_str!("../../../shaders/common.wgsl"),
+                    "\n",
+                    include_str!($file)
+                )
+            };
+        }
         match self {
             Shader::Gemm => include_str!("../../../shaders/gemm.wgsl"),
-            Shader::LstmCell => include_str!("../../../shaders/lstm_cell.wgsl"),
-            Shader::TaskGate => include_str!("../../../shaders/task_gate.wgsl"),
-            Shader::Rows => include_str!("../../../shaders/rows.wgsl"),
+            Shader::LstmCell => with_common!("../../../shaders/lstm_cell.wgsl"),
+            Shader::TaskGate => with_common!("../../../shaders/task_gate.wgsl"),
+            Shader::Rows => with_common!("../../../shaders/rows.wgsl"),
         }
     }
 }
