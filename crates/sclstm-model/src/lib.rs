@@ -129,6 +129,7 @@ mod config;
 mod error;
 pub mod gradcheck;
 mod input;
+pub mod layer_checks;
 mod tagger;
 
 pub use checkpoint::{

@@ -32,3 +32,16 @@ fn every_family_matches_finite_differences() -> Result<(), ModelError> {
     }
     Ok(())
 }
+
+/// The fused layers (one and two directions, both task-input readings) and the CRF as tape
+/// nodes: every check `sclstm gradcheck` runs on them passes, on enough entries.
+#[test]
+fn every_fused_layer_and_crf_check_passes() {
+    let checks = sclstm_model::layer_checks::checks();
+    assert_eq!(checks.len(), 5);
+    for c in checks {
+        let r = (c.run)().unwrap_or_else(|e| panic!("{}: {e}", c.name));
+        assert!(r.passed(), "{r}");
+        assert!(r.checked > 20, "{r}");
+    }
+}
