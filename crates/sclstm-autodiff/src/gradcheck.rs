@@ -7,6 +7,10 @@
 //! and a relative tolerance both equal to `tol` (default 1e-6); the reported error of an
 //! element is `|a − n| / (1 + max(|a|, |n|))`, so "max error ≤ 1e-6" is the pass rule.
 //!
+//! This is the workspace's one finite-difference implementation ([`numeric_gradient`])
+//! and one pass rule ([`fd_error`]): the layer tests, the CRF tests and the whole-model
+//! checks use both.
+//!
 //! [`check`] is the reusable entry point (fused layers call it with their own graph);
 //! [`registry`] lists the checks of every primitive op and of small composed graphs,
 //! run by `sclstm gradcheck` and by this crate's tests.
@@ -100,6 +104,43 @@ where
     Ok(v[[0, 0]])
 }
 
+/// The error of one element under the pass rule of every finite-difference check in the
+/// workspace: `|a − n| / (1 + max(|a|, |n|))` (an element passes when it is ≤ the
+/// tolerance, by default [`TOL`]); NaN counts as infinitely wrong.
+pub fn fd_error(analytic: f64, numeric: f64) -> f64 {
+    let err = (analytic - numeric).abs() / (1.0 + analytic.abs().max(numeric.abs()));
+    if err.is_nan() { f64::INFINITY } else { err }
+}
+
+/// Central differences (step [`EPS`]) of the scalar `f` w.r.t. every element of every
+/// matrix of `inputs`, in the inputs' shapes: the one numeric gradient of the workspace.
+///
+/// # Errors
+/// The first error of `f`.
+pub fn numeric_gradient<E>(
+    inputs: &[Matrix<f64>],
+    mut f: impl FnMut(&[Matrix<f64>]) -> Result<f64, E>,
+) -> Result<Vec<Matrix<f64>>, E> {
+    let mut work = inputs.to_vec();
+    let mut out = Vec::with_capacity(inputs.len());
+    for k in 0..inputs.len() {
+        let mut g = Matrix::zeros(inputs[k].dim());
+        let cols = inputs[k].ncols();
+        for index in 0..inputs[k].len() {
+            let (r, c) = (index / cols, index % cols);
+            let x = inputs[k][[r, c]];
+            work[k][[r, c]] = x + EPS;
+            let up = f(&work)?;
+            work[k][[r, c]] = x - EPS;
+            let down = f(&work)?;
+            work[k][[r, c]] = x;
+            g[[r, c]] = (up - down) / (2.0 * EPS);
+        }
+        out.push(g);
+    }
+    Ok(out)
+}
+
 /// Checks the gradient of the loss `build` computes w.r.t. every element of `inputs`.
 ///
 /// `build` receives a fresh tape and the inputs as leaf vars; it is called `1 + 2·n`
@@ -139,25 +180,19 @@ where
         checked: 0,
         tol,
     };
-    let mut work = inputs.to_vec();
-    for (k, input) in inputs.iter().enumerate() {
+    let numeric_grads = numeric_gradient(inputs, |work| eval_loss(work, &build))?;
+    for (k, (input, numeric_k)) in inputs.iter().zip(&numeric_grads).enumerate() {
         let analytic = grads
             .get(vars[k])
             .map_or_else(|| Matrix::zeros(input.dim()), |g| g.to_dense());
         for index in 0..input.len() {
             let (r, c) = (index / input.ncols(), index % input.ncols());
-            let x = input[[r, c]];
-            work[k][[r, c]] = x + EPS;
-            let up = eval_loss(&work, &build)?;
-            work[k][[r, c]] = x - EPS;
-            let down = eval_loss(&work, &build)?;
-            work[k][[r, c]] = x;
-            let numeric = (up - down) / (2.0 * EPS);
+            let numeric = numeric_k[[r, c]];
             let a = analytic[[r, c]];
-            let err = (a - numeric).abs() / (1.0 + a.abs().max(numeric.abs()));
+            let err = fd_error(a, numeric);
             report.checked += 1;
-            if err > report.max_error || err.is_nan() {
-                report.max_error = if err.is_nan() { f64::INFINITY } else { err };
+            if err > report.max_error {
+                report.max_error = err;
                 report.worst = Some(Worst {
                     input: k,
                     index,

@@ -11,7 +11,7 @@ use sclstm_layers::{
     sc_lstm_forward,
 };
 
-use crate::common::{ABS_TOL, M, REL_TOL, all_some, compare, det, numeric_grads, weighted_sum};
+use crate::common::{M, all_some, compare, compare_fd, det, numeric_grads, weighted_sum};
 
 /// Geometry of one layer under test.
 #[derive(Debug, Clone)]
@@ -198,15 +198,7 @@ fn full_check(spec: &Spec) {
     );
     let loss = |w: &[M]| weighted_sum(&run(&ws, spec, w), &weights);
     let numeric = numeric_grads(&v, &loss);
-    compare(
-        &format!("{spec:?}"),
-        &names,
-        &grads,
-        &numeric,
-        ABS_TOL,
-        REL_TOL,
-    )
-    .unwrap();
+    compare_fd(&format!("{spec:?}"), &names, &grads, &numeric).unwrap();
 
     let bsz = spec.lens.len();
     for r in 0..spec.rows() {
@@ -508,7 +500,7 @@ fn gradcheck_rejects_a_wrong_backward() {
     let numeric = numeric_grads(&v, &|w: &[M]| weighted_sum(&run(&ws, &spec, w), &weights));
     let (_, node) = sc_lstm_forward(&ws, &spec.args(&v), true).unwrap();
     let grads = all_some(node.unwrap().backward(&weights).unwrap());
-    compare("correct", &names, &grads, &numeric, ABS_TOL, REL_TOL).unwrap();
+    compare_fd("correct", &names, &grads, &numeric).unwrap();
     // The backward of the layer with i and f exchanged must be caught, although the
     // forward is unchanged and every gradient has the right shape.
     let mut swapped = v.clone();
@@ -522,19 +514,11 @@ fn gradcheck_rejects_a_wrong_backward() {
     };
     assert_ne!(out, run(&ws, &spec, &v), "the swap changes the function");
     let grads = all_some(wrong.backward(&weights).unwrap());
-    let err = compare("wrong", &names, &grads, &numeric, ABS_TOL, REL_TOL).unwrap_err();
+    let err = compare_fd("wrong", &names, &grads, &numeric).unwrap_err();
     assert!(err.starts_with("wrong: x"), "{err}");
     // Each parameter's gradient is wrong on its own, not only the input's.
     for k in 1..grads.len() {
-        let err = compare(
-            "wrong",
-            &names[k..=k],
-            &grads[k..=k],
-            &numeric[k..=k],
-            ABS_TOL,
-            REL_TOL,
-        )
-        .unwrap_err();
+        let err = compare_fd("wrong", &names[k..=k], &grads[k..=k], &numeric[k..=k]).unwrap_err();
         assert!(err.contains(&names[k]), "{err}");
     }
 }

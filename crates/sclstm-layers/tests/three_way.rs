@@ -12,7 +12,7 @@ use sclstm_autodiff::{Tape, Var};
 use sclstm_core::NumError;
 use sclstm_layers::sc_lstm_forward;
 
-use crate::common::{ABS_TOL, M, REL_TOL, compare, det, numeric_grads};
+use crate::common::{M, compare, compare_fd, det, numeric_grads};
 use crate::lstm_checks::{Spec, workspace};
 
 /// Position of each fused-layout input: what it is and how the composed layer takes it.
@@ -218,22 +218,12 @@ fn three_way(spec: &Spec) {
         1e-10,
     )
     .unwrap();
-    compare(
-        "hand BPTT vs finite differences",
-        &names,
-        &hand,
-        &numeric,
-        ABS_TOL,
-        REL_TOL,
-    )
-    .unwrap();
-    compare(
+    compare_fd("hand BPTT vs finite differences", &names, &hand, &numeric).unwrap();
+    compare_fd(
         "composed tape vs finite differences",
         &names,
         &composed,
         &numeric,
-        ABS_TOL,
-        REL_TOL,
     )
     .unwrap();
 }

@@ -9,7 +9,7 @@
 
 use std::sync::Arc;
 
-use sclstm_autodiff::gradcheck::{EPS, Report, TOL, Worst};
+use sclstm_autodiff::gradcheck::{Report, TOL, Worst, fd_error, numeric_gradient};
 use sclstm_core::{Matrix, Real};
 use sclstm_cpu::CpuBackend;
 
@@ -53,22 +53,26 @@ fn compare(
         tol: TOL,
     };
     let ids: Vec<_> = t.params().iter().map(|(id, _, _)| id).collect();
-    for (i, id) in ids.into_iter().enumerate() {
-        let shape = t.params().get(id).dim();
+    let values: Vec<Matrix<f64>> = ids.iter().map(|&id| t.params().get(id).clone()).collect();
+    let numeric = numeric_gradient(&values, |work| {
+        for (&id, m) in ids.iter().zip(work) {
+            t.params_mut().get_mut(id).assign(m);
+        }
+        loss_value(t, input, task, gold, seed)
+    });
+    for (&id, m) in ids.iter().zip(&values) {
+        t.params_mut().get_mut(id).assign(m);
+    }
+    for (i, numeric_i) in numeric?.iter().enumerate() {
+        let shape = numeric_i.dim();
         for index in 0..shape.0 * shape.1 {
             let rc = (index / shape.1, index % shape.1);
-            let x = t.params().get(id)[rc];
-            t.params_mut().get_mut(id)[rc] = x + EPS;
-            let up = loss_value(t, input, task, gold, seed)?;
-            t.params_mut().get_mut(id)[rc] = x - EPS;
-            let down = loss_value(t, input, task, gold, seed)?;
-            t.params_mut().get_mut(id)[rc] = x;
-            let numeric = (up - down) / (2.0 * EPS);
+            let numeric = numeric_i[rc];
             let a = analytic[i].as_ref().map_or(0.0, |g| g[rc]);
-            let err = (a - numeric).abs() / (1.0 + a.abs().max(numeric.abs()));
+            let err = fd_error(a, numeric);
             report.checked += 1;
-            if err > report.max_error || err.is_nan() {
-                report.max_error = if err.is_nan() { f64::INFINITY } else { err };
+            if err > report.max_error {
+                report.max_error = err;
                 report.worst = Some(Worst {
                     input: i,
                     index,

@@ -228,7 +228,8 @@ fn gradient_matches_enumeration_and_finite_differences() {
                 let num = 2.0 * (up - down) / (2.0 * eps);
                 let got = g[k][(r, col)];
                 assert!(
-                    (got - num).abs() <= 1e-8 + 1e-6 * num.abs(),
+                    sclstm_autodiff::gradcheck::fd_error(got, num)
+                        <= sclstm_autodiff::gradcheck::TOL,
                     "{} {:?} at ({r}, {col}): {got} vs finite difference {num}",
                     names[k],
                     g[k].dim()

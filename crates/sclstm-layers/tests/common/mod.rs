@@ -20,38 +20,54 @@ pub fn weighted_sum(out: &M, weights: &M) -> f64 {
     out.iter().zip(weights.iter()).map(|(a, b)| a * b).sum()
 }
 
-/// Finite-difference step (central differences, f64).
-pub const EPS: f64 = 1e-6;
-
-/// Central-difference gradient of `f` w.r.t. every entry of every matrix in `inputs`.
+/// Central-difference gradient of `f` w.r.t. every entry of every matrix in `inputs`
+/// (the autodiff crate's [`sclstm_autodiff::gradcheck::numeric_gradient`]).
 pub fn numeric_grads(inputs: &[M], f: &dyn Fn(&[M]) -> f64) -> Vec<M> {
-    let mut work = inputs.to_vec();
-    let mut grads = Vec::with_capacity(inputs.len());
-    for i in 0..inputs.len() {
-        let cols = inputs[i].ncols();
-        let mut g = M::zeros(inputs[i].dim());
-        for idx in 0..inputs[i].len() {
-            let (r, c) = (idx / cols, idx % cols);
-            let orig = work[i][(r, c)];
-            work[i][(r, c)] = orig + EPS;
-            let up = f(&work);
-            work[i][(r, c)] = orig - EPS;
-            let down = f(&work);
-            work[i][(r, c)] = orig;
-            g[(r, c)] = (up - down) / (2.0 * EPS);
-        }
-        grads.push(g);
+    let never: Result<Vec<M>, std::convert::Infallible> =
+        sclstm_autodiff::gradcheck::numeric_gradient(inputs, |w| Ok(f(w)));
+    match never {
+        Ok(g) => g,
+        Err(e) => match e {},
     }
-    grads
 }
 
-/// Absolute part of the gradient-check tolerance.
-pub const ABS_TOL: f64 = 1e-8;
-/// Relative part of the gradient-check tolerance (relative error ≤ 1e-6).
-pub const REL_TOL: f64 = 1e-6;
+/// Compares analytic gradients with finite differences under the workspace's one pass
+/// rule ([`sclstm_autodiff::gradcheck::fd_error`] ≤ [`sclstm_autodiff::gradcheck::TOL`]);
+/// on failure the message names the input, the index, both values and the shape.
+pub fn compare_fd(what: &str, names: &[String], got: &[M], numeric: &[M]) -> Result<(), String> {
+    use sclstm_autodiff::gradcheck::{TOL, fd_error};
+    if got.len() != numeric.len() {
+        return Err(format!(
+            "{what}: {} gradients vs {}",
+            got.len(),
+            numeric.len()
+        ));
+    }
+    for (k, (g, n)) in got.iter().zip(numeric).enumerate() {
+        let name = names.get(k).map_or("?", String::as_str);
+        if g.dim() != n.dim() {
+            return Err(format!(
+                "{what}: {name}: shape {:?} vs {:?}",
+                g.dim(),
+                n.dim()
+            ));
+        }
+        for ((idx, &a), &b) in g.indexed_iter().zip(n.iter()) {
+            let err = fd_error(a, b);
+            if err > TOL {
+                return Err(format!(
+                    "{what}: {name} {:?} at {idx:?}: {a:e} vs finite differences {b:e} (error {err:e} > {TOL:e})",
+                    g.dim()
+                ));
+            }
+        }
+    }
+    Ok(())
+}
 
-/// Compares two gradient lists entry by entry with `|a − b| ≤ abs + rel·|b|`; on the
-/// first failure returns a message naming the input, the index, both values and the shape.
+/// Compares two computations of the same values (not finite differences: see
+/// [`compare_fd`]) entry by entry with `|a − b| ≤ abs + rel·|b|`; on the first failure
+/// returns a message naming the input, the index, both values and the shape.
 pub fn compare(
     what: &str,
     names: &[String],
