@@ -1147,3 +1147,26 @@ fn predict_reads_raw_text_on_stdin_whole_and_writes_json_for_chosen_tasks() {
     ]);
     assert!(String::from_utf8_lossy(&bad.stderr).contains("no task `xyz`"));
 }
+
+#[test]
+fn predict_names_the_malformed_conllu_file() {
+    let run = temp_dir("predict-conllu");
+    assert!(train(&run, &["--epochs", "1"]).status.success());
+    let bad = run.join("bad.conllu");
+    std::fs::write(&bad, "# sent\n1\tonly two\n").unwrap();
+    let out = sclstm(&[
+        "predict",
+        "--run",
+        run.to_str().unwrap(),
+        "--input",
+        bad.to_str().unwrap(),
+        "--format",
+        "conllu",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains(&format!("reading {} as CoNLL-U", bad.display())) && err.contains("line 2"),
+        "{err}"
+    );
+}

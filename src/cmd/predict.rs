@@ -246,7 +246,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         f => f,
     };
     let sentences = match format {
-        "conllu" => read_conllu_words(text)?,
+        "conllu" => read_conllu_words(text).with_context(|| {
+            let name = if args.input == "-" {
+                "standard input"
+            } else {
+                args.input.as_str()
+            };
+            format!("reading {name} as CoNLL-U")
+        })?,
         "text" => sclstm_data::tokenize::tokenize(text),
         _ => read_conll_words(text),
     };
@@ -307,5 +314,11 @@ mod tests {
         );
         assert_eq!(read_conllu_words(&text).unwrap(), vec![vec!["do", "n't"]]);
         assert!(read_conllu_words("1\tonly\n").is_err());
+        assert!(
+            read_conllu_words("# c\n1\tonly\n")
+                .unwrap_err()
+                .to_string()
+                .starts_with("line 2:")
+        );
     }
 }
