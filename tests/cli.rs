@@ -1170,3 +1170,85 @@ fn predict_names_the_malformed_conllu_file() {
         "{err}"
     );
 }
+
+#[test]
+fn generic_files_declare_their_scheme_and_tag_column() {
+    // IOB1 tags in the third of four columns: `I-LOC` opens a chunk, as in CoNLL-2003.
+    let dir = temp_dir("formats");
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("ner.txt");
+    let mut text = String::new();
+    for _ in 0..6 {
+        text.push_str("Paris NNP I-LOC x\nis VBZ O x\nnice JJ O x\n\n");
+    }
+    std::fs::write(&file, &text).unwrap();
+    let spec = |fmt: &str| format!("ner={}:{fmt}", file.display());
+    let run = dir.join("run");
+    let f = spec("conll:iob1:tag=3");
+    let out = sclstm(&[
+        "train",
+        "--tasks",
+        "ner",
+        "--train",
+        &f,
+        "--dev",
+        &f,
+        "--test",
+        &f,
+        "--out",
+        run.to_str().unwrap(),
+        "--epochs",
+        "1",
+        "--hidden",
+        "4",
+        "--layers",
+        "1",
+        "--threads",
+        "1",
+        "--quiet",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let vocab = std::fs::read_to_string(run.join("vocab.json")).unwrap();
+    assert!(
+        vocab.contains("\"B-LOC\""),
+        "IOB1 `I-LOC` became IOB2 `B-LOC`: {vocab}"
+    );
+    // Read as IOB2 (the default for chunk-style tags) the same tags are refused: an
+    // IOB2 chunk never starts with I-.
+    let out = sclstm(&[
+        "train",
+        "--tasks",
+        "ner",
+        "--train",
+        &spec("conll:tag=3"),
+        "--dev",
+        &f,
+        "--test",
+        &f,
+        "--out",
+        dir.join("run2").to_str().unwrap(),
+        "--epochs",
+        "1",
+        "--quiet",
+    ]);
+    assert!(!out.status.success());
+    let bad = sclstm(&[
+        "train",
+        "--tasks",
+        "ner",
+        "--train",
+        &spec("conll:tag=9"),
+        "--dev",
+        &f,
+        "--test",
+        &f,
+        "--out",
+        dir.join("run3").to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(err.contains("tag column 9"), "{err}");
+}

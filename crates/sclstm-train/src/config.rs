@@ -53,9 +53,13 @@ impl std::str::FromStr for DataFile {
         let (task, rest) = s
             .split_once('=')
             .ok_or_else(|| format!("expected TASK=PATH[:FORMAT], got `{s}`"))?;
-        let (path, format) = match rest.rsplit_once(':') {
-            Some((p, f)) if FORMATS.contains(&f) => (p, f),
-            _ => (rest, "conll"),
+        // The format is the longest tail of `:`-separated parts that reads as one
+        // (`conll2003`, `conllu`, `conll:iob1:tag=3`, …); a path may hold colons itself.
+        let parts: Vec<&str> = rest.split(':').collect();
+        let split = (1..parts.len()).find(|&i| parse_format(&parts[i..].join(":")).is_ok());
+        let (path, format) = match split {
+            Some(i) => (parts[..i].join(":"), parts[i..].join(":")),
+            None => (rest.to_string(), "conll".to_string()),
         };
         if task.is_empty() || path.is_empty() {
             return Err(format!("expected TASK=PATH[:FORMAT], got `{s}`"));
@@ -63,9 +67,75 @@ impl std::str::FromStr for DataFile {
         Ok(DataFile {
             task: task.to_string(),
             path: PathBuf::from(path),
-            format: format.to_string(),
+            format,
         })
     }
+}
+
+/// How the generic `conll` format reads a file's tags.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ConllOptions {
+    /// The tags' scheme: `None` decides from the tags (chunk-style → IOB2, else labels);
+    /// `Some(None)` reads plain labels; `Some(Some(s))` reads scheme `s`.
+    pub scheme: Option<Option<sclstm_data::scheme::TagScheme>>,
+    /// 1-based column of the tag (default: the last).
+    pub tag_column: Option<usize>,
+}
+
+/// A data-file format: one of the fixed corpus layouts, or the generic `conll` with its
+/// options (`conll:iob1`, `conll:iob2`, `conll:bioes`, `conll:labels`, `conll:tag=N`,
+/// combined as `conll:iob1:tag=4`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileFormat {
+    /// CoNLL-2003 NER (4 columns, IOB1).
+    Conll2003,
+    /// CoNLL-2000 chunking (3 columns, IOB2).
+    Conll2000,
+    /// CoNLL-U (UPOS).
+    Conllu,
+    /// Word in the first column, tag in the last (or the given) column.
+    Conll(ConllOptions),
+}
+
+/// Parses a `FORMAT` of `TASK=PATH:FORMAT`.
+///
+/// # Errors
+/// A message naming the part that is not a format or an option.
+pub fn parse_format(s: &str) -> Result<FileFormat, String> {
+    use sclstm_data::scheme::TagScheme;
+    let mut parts = s.split(':');
+    let head = parts.next().unwrap_or_default();
+    let fixed = match head {
+        "conll2003" => Some(FileFormat::Conll2003),
+        "conll2000" => Some(FileFormat::Conll2000),
+        "conllu" => Some(FileFormat::Conllu),
+        "conll" => None,
+        _ => return Err(format!("unknown format `{head}` (one of {FORMATS:?})")),
+    };
+    if let Some(f) = fixed {
+        return match parts.next() {
+            None => Ok(f),
+            Some(o) => Err(format!("format `{head}` takes no option (got `{o}`)")),
+        };
+    }
+    let mut o = ConllOptions::default();
+    for part in parts {
+        match part {
+            "iob1" => o.scheme = Some(Some(TagScheme::Iob1)),
+            "iob2" | "bio" => o.scheme = Some(Some(TagScheme::Iob2)),
+            "bioes" | "iobes" => o.scheme = Some(Some(TagScheme::Bioes)),
+            "labels" => o.scheme = Some(None),
+            _ => match part.strip_prefix("tag=").map(str::parse::<usize>) {
+                Some(Ok(n)) if n >= 2 => o.tag_column = Some(n),
+                _ => {
+                    return Err(format!(
+                        "unknown conll option `{part}` (iob1, iob2, bioes, labels, tag=N with N ≥ 2)"
+                    ));
+                }
+            },
+        }
+    }
+    Ok(FileFormat::Conll(o))
 }
 
 /// Largest `hidden` a configuration may ask for (the memory check of the model comes on top).
@@ -74,7 +144,8 @@ pub const MAX_HIDDEN: usize = 1 << 16;
 /// Largest `layers` a configuration may ask for.
 pub const MAX_LAYERS: usize = 256;
 
-/// Formats accepted after the colon of `TASK=PATH:FORMAT`.
+/// Formats accepted after the colon of `TASK=PATH:FORMAT` (`conll` takes options, see
+/// [`parse_format`]).
 pub const FORMATS: [&str; 4] = ["conll", "conll2003", "conll2000", "conllu"];
 
 /// Everything that defines a training run. Saved as `config.toml` in the run directory.
@@ -337,6 +408,27 @@ mod tests {
             ("C:/weird:name.conllu", "conll")
         );
         assert!("nopath".parse::<DataFile>().is_err());
+        let d: DataFile = "ner=x:y.txt:conll:iob1:tag=3".parse().unwrap();
+        assert_eq!(
+            (d.path.to_str().unwrap(), d.format.as_str()),
+            ("x:y.txt", "conll:iob1:tag=3")
+        );
+        assert_eq!(
+            parse_format(&d.format),
+            Ok(FileFormat::Conll(ConllOptions {
+                scheme: Some(Some(sclstm_data::scheme::TagScheme::Iob1)),
+                tag_column: Some(3),
+            }))
+        );
+        assert!(parse_format("conll:iob3").unwrap_err().contains("iob3"));
+        assert!(parse_format("conllu:iob1").is_err());
+        assert_eq!(
+            parse_format("conll:labels").unwrap(),
+            FileFormat::Conll(ConllOptions {
+                scheme: Some(None),
+                tag_column: None
+            })
+        );
         assert!("=x".parse::<DataFile>().is_err());
     }
 

@@ -12,7 +12,7 @@ use sclstm_data::scheme::TagScheme;
 use sclstm_data::shipped::{self, Metric, Task, TaskData};
 use sclstm_data::vocab::{CharVocab, Coverage, TagVocab, WordVocab};
 
-use crate::config::{DataFile, SchemeChoice, TrainConfig};
+use crate::config::{DataFile, FileFormat, SchemeChoice, TrainConfig, parse_format};
 
 /// One split of one task, as text (for reports) and as ids (for the model).
 #[derive(Debug, Clone)]
@@ -95,24 +95,29 @@ pub fn read_user_file(
     scheme: TagScheme,
 ) -> anyhow::Result<(Vec<Sentence>, Option<TagScheme>)> {
     let path = f.path.as_path();
-    let (sentences, file_scheme) = match f.format.as_str() {
-        "conll2003" => (
+    let format = parse_format(&f.format)
+        .map_err(|e| anyhow::anyhow!("{}: format `{}`: {e}", path.display(), f.format))?;
+    let (sentences, file_scheme) = match format {
+        FileFormat::Conll2003 => (
             read_conll(path, &ColumnFormat::CONLL2003_NER)?,
             Some(TagScheme::Iob1),
         ),
-        "conll2000" => (
+        FileFormat::Conll2000 => (
             read_conll(path, &ColumnFormat::CONLL2000_CHUNK)?,
             Some(TagScheme::Iob2),
         ),
-        "conllu" => (read_conllu(path, PosColumn::Upos)?, None),
-        _ => {
-            let s = read_generic(path)?;
-            let chunky = s
-                .iter()
-                .flat_map(|s| s.tags.iter())
-                .all(|t| t == "O" || sclstm_data::scheme::split_tag(t).is_some());
-            // Plain word/tag files: chunk-style tags are taken as IOB2, anything else as labels.
-            (s, chunky.then_some(TagScheme::Iob2))
+        FileFormat::Conllu => (read_conllu(path, PosColumn::Upos)?, None),
+        FileFormat::Conll(options) => {
+            let s = read_generic(path, options.tag_column)?;
+            let scheme = options.scheme.unwrap_or_else(|| {
+                let chunky = s
+                    .iter()
+                    .flat_map(|s| s.tags.iter())
+                    .all(|t| t == "O" || sclstm_data::scheme::split_tag(t).is_some());
+                // Chunk-style tags are taken as IOB2 unless declared; anything else as labels.
+                chunky.then_some(TagScheme::Iob2)
+            });
+            (s, scheme)
         }
     };
     let sentences = match file_scheme {
@@ -122,8 +127,9 @@ pub fn read_user_file(
     Ok((sentences, file_scheme.map(|_| scheme)))
 }
 
-/// Reads a whitespace-separated file with the word in the first column and the tag in the last.
-fn read_generic(path: &Path) -> anyhow::Result<Vec<Sentence>> {
+/// Reads a whitespace-separated file with the word in the first column and the tag in
+/// the last (or the 1-based `tag_column`).
+fn read_generic(path: &Path, tag_column: Option<usize>) -> anyhow::Result<Vec<Sentence>> {
     let text = sclstm_data::text::read_text(path)?;
     let first = sclstm_data::text::lines(&text)
         .find(|(_, l)| !sclstm_data::text::is_blank(l))
@@ -137,7 +143,15 @@ fn read_generic(path: &Path) -> anyhow::Result<Vec<Sentence>> {
             path.display()
         );
     }
-    Ok(read_conll(path, &ColumnFormat::word_tag(0, columns - 1))?)
+    let tag = match tag_column {
+        Some(n) if n > columns => bail!(
+            "{}: tag column {n} asked for, but the first line has {columns} columns",
+            path.display()
+        ),
+        Some(n) => n - 1,
+        None => columns - 1,
+    };
+    Ok(read_conll(path, &ColumnFormat::word_tag(0, tag))?)
 }
 
 /// Reads the configured tasks' splits (shipped files, or the user's where given). A relative
