@@ -188,6 +188,10 @@ impl fmt::Display for DataStats {
         )?;
         writeln!(
             f,
+            "tags: distinct tags of the split in its file's scheme, O included; BIO: the same after conversion to BIO (training counts the tags of train, dev and test together)"
+        )?;
+        writeln!(
+            f,
             "coverage: words found in the embeddings by exact, lowercase or digits->0 lookup"
         )
     }

@@ -479,7 +479,7 @@ impl<B: Backend<Elem = f32> + 'static> Trainer<B> {
         observer.message(&prepared.coverage.to_string());
         for t in &prepared.tasks {
             let line = format!(
-                "task {}: {} tags; train {} sentences / {} tokens, dev {}, test {}",
+                "task {}: {} tags (O included, over train, dev and test); train {} sentences / {} tokens, dev {}, test {}",
                 t.name,
                 t.tags.len(),
                 t.train.encoded.len(),
