@@ -1133,6 +1133,15 @@ fn predict_reads_raw_text_on_stdin_whole_and_writes_json_for_chosen_tasks() {
     assert_eq!(tags.keys().collect::<Vec<_>>(), ["ner", "pos"]);
     assert_eq!(tags["pos"].as_array().unwrap().len(), 8);
     assert!(lines[0]["spans"]["ner"].is_array(), "{}", lines[0]);
+    let probs = lines[0]["probabilities"]["ner"].as_array().unwrap();
+    assert_eq!(probs.len(), 8, "{}", lines[0]);
+    assert!(
+        probs
+            .iter()
+            .all(|p| p.as_f64().is_some_and(|p| p > 0.0 && p <= 1.0)),
+        "{}",
+        lines[0]
+    );
     assert!(lines[0]["spans"].get("pos").is_none(), "POS has no chunks");
     let bad = sclstm(&[
         "predict",

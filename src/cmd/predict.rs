@@ -11,7 +11,7 @@ use sclstm_data::scheme::TagScheme;
 use crate::backend::{BackendJob, with_backend};
 use sclstm_train::config::BackendKind;
 use sclstm_train::runmodel::RunModel;
-use sclstm_train::tag_sentences;
+use sclstm_train::{tag_sentences, tag_sentences_scored};
 
 /// Arguments of `sclstm predict`.
 #[derive(Debug, clap::Args)]
@@ -28,7 +28,8 @@ pub struct Args {
     #[arg(long, default_value = "auto", value_parser = ["auto", "conll", "conllu", "text"])]
     pub format: String,
     /// Output: `conll` (a token per line: word, then one tag column per task) or `json`
-    /// (one object per sentence: tokens, tags and chunk spans per task).
+    /// (one object per sentence: tokens, and per task the tags, each tag's probability —
+    /// the softmax probability, or the CRF marginal for a CRF head — and the chunk spans).
     #[arg(long, default_value = "conll", value_parser = ["conll", "json"])]
     pub output: String,
     /// Only these tasks, in this order (default: every task of the run).
@@ -158,7 +159,23 @@ impl BackendJob for PredictJob<'_> {
                 })
                 .collect::<anyhow::Result<_>>()?
         };
-        let tags = tag_sentences(&rm.tagger, &tasks, &encoded)?;
+        // JSON carries each token's probability of its tag; the columns need only the tags.
+        // [task][sentence][token]
+        type PerToken<T> = Vec<Vec<Vec<T>>>;
+        let (tags, probs): (PerToken<u32>, Option<PerToken<f64>>) = if self.args.output == "json" {
+            let scored = tag_sentences_scored(&rm.tagger, &tasks, &encoded)?;
+            let tags = scored
+                .iter()
+                .map(|t| t.iter().map(|(tags, _)| tags.clone()).collect())
+                .collect();
+            let probs = scored
+                .into_iter()
+                .map(|t| t.into_iter().map(|(_, p)| p).collect())
+                .collect();
+            (tags, Some(probs))
+        } else {
+            (tag_sentences(&rm.tagger, &tasks, &encoded)?, None)
+        };
         // tags[j][s][i]: task tasks[j], sentence s, token i, as tag names.
         let named: Vec<Vec<Vec<&str>>> = tags
             .iter()
@@ -180,9 +197,15 @@ impl BackendJob for PredictJob<'_> {
             for (s, words) in self.sentences.iter().enumerate() {
                 let mut tag_map = serde_json::Map::new();
                 let mut span_map = serde_json::Map::new();
+                let mut prob_map = serde_json::Map::new();
                 for (j, &k) in tasks.iter().enumerate() {
                     let task = &rm.vocab.tasks[k];
                     tag_map.insert(task.name.clone(), serde_json::json!(named[j][s]));
+                    if let Some(p) = &probs {
+                        let rounded: Vec<f64> =
+                            p[j][s].iter().map(|x| (x * 1e4).round() / 1e4).collect();
+                        prob_map.insert(task.name.clone(), serde_json::json!(rounded));
+                    }
                     let scheme = task
                         .scheme
                         .as_deref()
@@ -203,7 +226,12 @@ impl BackendJob for PredictJob<'_> {
                         span_map.insert(task.name.clone(), serde_json::Value::Array(spans));
                     }
                 }
-                let line = serde_json::json!({"tokens": words, "tags": tag_map, "spans": span_map});
+                let line = serde_json::json!({
+                    "tokens": words,
+                    "tags": tag_map,
+                    "probabilities": prob_map,
+                    "spans": span_map,
+                });
                 writeln!(w, "{line}")?;
             }
         } else {

@@ -142,4 +142,4 @@ pub use config::{
 };
 pub use error::ModelError;
 pub use input::{ModelInput, NUM_CAPS};
-pub use tagger::Tagger;
+pub use tagger::{ScoredTags, Tagger};

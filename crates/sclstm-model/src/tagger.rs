@@ -10,7 +10,8 @@ use sclstm_autodiff::{DropoutRate, ParamId, ParamStore, Reduction, Tape, Var};
 use sclstm_core::{Backend, Matrix, Real};
 use sclstm_layers::{
     BioConstraint, CrfReduction, CrfWeights, DirectionWeights, LayerWorkspace, LstmWeights,
-    ScLstmArgs, TaskGateWeights, TaskInput, WeightsId, crf_nll, sc_lstm_forward, viterbi_decode,
+    ScLstmArgs, TaskGateWeights, TaskInput, WeightsId, crf_marginals, crf_nll, sc_lstm_forward,
+    viterbi_decode,
 };
 
 use crate::{Family, HeadKind, ModelConfig, ModelError, ModelInput, NUM_CAPS, TaskInputMode};
@@ -80,6 +81,9 @@ struct Dropout {
     rate: DropoutRate,
     rng: ChaCha8Rng,
 }
+
+/// One sentence's tag ids and, per token, the probability the model gives its tag.
+pub type ScoredTags = (Vec<u32>, Vec<f64>);
 
 /// A multi-task sequence tagger: configuration, named parameters and the backend its
 /// recurrent layers run on. See the crate docs for parameter names, initialisation,
@@ -224,6 +228,18 @@ impl<R: Real> Builder<R> {
             layers,
         }
     }
+}
+
+/// Row-wise softmax (max-shifted, so it never overflows).
+fn softmax_rows<R: Real>(z: &Matrix<R>) -> Matrix<R> {
+    let mut out = z.clone();
+    for mut row in out.rows_mut() {
+        let max = row.iter().copied().fold(R::neg_infinity(), R::max);
+        row.mapv_inplace(|v| (v - max).exp());
+        let sum: R = row.iter().copied().sum();
+        row.mapv_inplace(|v| v / sum);
+    }
+    out
 }
 
 /// Index of the largest entry of a row (ties go to the lowest index).
@@ -523,6 +539,45 @@ impl<B: Backend + 'static> Tagger<B> {
         input: &ModelInput<'_>,
         tasks: &[usize],
     ) -> Result<Vec<Vec<Vec<u32>>>, ModelError> {
+        let decoded = self.decode(input, tasks, false)?;
+        Ok(decoded
+            .into_iter()
+            .map(|per_task| per_task.into_iter().map(|(tags, _)| tags).collect())
+            .collect())
+    }
+
+    /// [`Tagger::predict`] with, for every token, the probability the model gives the tag
+    /// it chose: the softmax probability for a softmax head, the CRF's marginal
+    /// `p(y_t = tag | x)` (forward–backward) for a CRF head.
+    ///
+    /// # Errors
+    /// As [`Tagger::predict`].
+    pub fn predict_scored(
+        &self,
+        input: &ModelInput<'_>,
+        tasks: &[usize],
+    ) -> Result<Vec<Vec<ScoredTags>>, ModelError> {
+        Ok(self
+            .decode(input, tasks, true)?
+            .into_iter()
+            .map(|per_task| {
+                per_task
+                    .into_iter()
+                    .map(|(tags, p)| (tags, p.unwrap_or_default()))
+                    .collect()
+            })
+            .collect())
+    }
+
+    /// The decoding of [`Tagger::predict`], with the chosen tags' probabilities when
+    /// `scored`.
+    #[allow(clippy::type_complexity)]
+    fn decode(
+        &self,
+        input: &ModelInput<'_>,
+        tasks: &[usize],
+        scored: bool,
+    ) -> Result<Vec<Vec<(Vec<u32>, Option<Vec<f64>>)>>, ModelError> {
         for &k in tasks {
             self.task(k)?;
         }
@@ -539,27 +594,51 @@ impl<B: Backend + 'static> Tagger<B> {
         for (&k, &repr) in tasks.iter().zip(&reprs) {
             let logits = self.logits(&mut tape, k, repr)?;
             let z = tape.value(logits);
-            let paths = match self.heads[k].crf {
-                None => (0..bsz)
-                    .map(|b| {
-                        (0..input.lens[b])
-                            .map(|t| argmax(z.row(t * bsz + b)))
-                            .collect()
-                    })
-                    .collect(),
+            // Per position (t·B + b), the probability of each tag, when asked.
+            let (paths, probs): (Vec<Vec<u32>>, Option<Matrix<B::Elem>>) = match self.heads[k].crf {
+                None => {
+                    let paths = (0..bsz)
+                        .map(|b| {
+                            (0..input.lens[b])
+                                .map(|t| argmax(z.row(t * bsz + b)))
+                                .collect()
+                        })
+                        .collect();
+                    (paths, scored.then(|| softmax_rows(z)))
+                }
                 Some((ta, st, en)) => {
                     let w = CrfWeights {
                         transitions: self.params.get(ta),
                         start: self.params.get(st),
                         end: self.params.get(en),
                     };
-                    viterbi_decode(z, input.lens, w, self.bio[k].as_ref())?
+                    let paths = viterbi_decode(z, input.lens, w, self.bio[k].as_ref())?
                         .into_iter()
                         .map(|p| p.into_iter().map(|y| y as u32).collect())
-                        .collect()
+                        .collect();
+                    let marginals = if scored {
+                        Some(crf_marginals(z, input.lens, w)?)
+                    } else {
+                        None
+                    };
+                    (paths, marginals)
                 }
             };
-            out.push(paths);
+            out.push(
+                paths
+                    .into_iter()
+                    .enumerate()
+                    .map(|(b, tags): (usize, Vec<u32>)| {
+                        let p = probs.as_ref().map(|m| {
+                            tags.iter()
+                                .enumerate()
+                                .map(|(t, &y)| m[[t * bsz + b, y as usize]].to_f64())
+                                .collect()
+                        });
+                        (tags, p)
+                    })
+                    .collect(),
+            );
         }
         Ok(out)
     }

@@ -301,3 +301,26 @@ fn predictions_follow_parameter_updates() -> Result<(), ModelError> {
     }
     Ok(())
 }
+
+/// `predict_scored` chooses the same tags as `predict`, each with a probability in (0, 1]:
+/// the softmax probability (softmax heads) or the forward–backward marginal (CRF heads).
+#[test]
+fn scored_predictions_give_the_probability_of_each_chosen_tag() -> Result<(), ModelError> {
+    let batch = Batch::new(&[vec![5, 2, 7], vec![4]]);
+    for crf in [false, true] {
+        let t = tagger::<f64>(small_config(Family::ScLstm, crf, false), 3)?;
+        let tags = t.predict(&batch.input(), &[0, 1])?;
+        let scored = t.predict_scored(&batch.input(), &[0, 1])?;
+        for (k, per_task) in scored.iter().enumerate() {
+            for (s, (ids, probs)) in per_task.iter().enumerate() {
+                assert_eq!(ids, &tags[k][s], "crf {crf}: same tags as predict");
+                assert_eq!(probs.len(), ids.len());
+                assert!(
+                    probs.iter().all(|&p| p > 0.0 && p <= 1.0),
+                    "crf {crf}: {probs:?}"
+                );
+            }
+        }
+    }
+    Ok(())
+}

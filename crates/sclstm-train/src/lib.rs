@@ -49,5 +49,5 @@ mod trainer;
 pub use trainer::{
     EVAL_BATCH, EVAL_TOKENS, Epoch, EpochReport, RunOptions, Silent, Split, StepReport, TrainError,
     TrainObserver, TrainSummary, Trainer, evaluate_split, model_config, model_input, tag_sentences,
-    tagging_batches, train,
+    tag_sentences_scored, tagging_batches, train,
 };

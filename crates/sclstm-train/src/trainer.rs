@@ -241,15 +241,40 @@ pub fn tag_sentences<B: Backend + 'static>(
     tasks: &[usize],
     sentences: &[EncodedSentence],
 ) -> anyhow::Result<Vec<Vec<Vec<u32>>>> {
+    in_batches(sentences, tasks.len(), |input| {
+        Ok(tagger.predict(input, tasks)?)
+    })
+}
+
+/// [`tag_sentences`] with each token's probability of its tag ([`Tagger::predict_scored`]):
+/// `[task][sentence]` of (tag ids, probabilities).
+pub fn tag_sentences_scored<B: Backend + 'static>(
+    tagger: &Tagger<B>,
+    tasks: &[usize],
+    sentences: &[EncodedSentence],
+) -> anyhow::Result<Vec<Vec<sclstm_model::ScoredTags>>> {
+    in_batches(sentences, tasks.len(), |input| {
+        Ok(tagger.predict_scored(input, tasks)?)
+    })
+}
+
+/// Runs `per_batch` on length-sorted tagging batches of `sentences` and puts its
+/// `[task][sentence in batch]` results back in input order (`T::default()` for empty
+/// sentences).
+fn in_batches<T: Clone + Default>(
+    sentences: &[EncodedSentence],
+    ntasks: usize,
+    mut per_batch: impl FnMut(&ModelInput<'_>) -> anyhow::Result<Vec<Vec<T>>>,
+) -> anyhow::Result<Vec<Vec<T>>> {
     let mut order: Vec<usize> = (0..sentences.len())
         .filter(|&i| !sentences[i].is_empty())
         .collect();
     order.sort_by_key(|&i| sentences[i].len());
     let lens: Vec<usize> = order.iter().map(|&i| sentences[i].len()).collect();
-    let mut out = vec![vec![Vec::new(); sentences.len()]; tasks.len()];
+    let mut out = vec![vec![T::default(); sentences.len()]; ntasks];
     for range in tagging_batches(&lens) {
         let batch = make_batch(sentences, &order[range]);
-        let pred = tagger.predict(&model_input(&batch), tasks)?;
+        let pred = per_batch(&model_input(&batch))?;
         for (per_task, out_k) in pred.into_iter().zip(&mut out) {
             for (b, tags) in per_task.into_iter().enumerate() {
                 out_k[batch.sentence_ids[b]] = tags;
