@@ -3,7 +3,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-fn sclstm(args: &[&str]) -> Output {
+/// Runs the binary in the repository root.
+pub(crate) fn sclstm(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_sclstm"))
         .args(args)
         .current_dir(env!("CARGO_MANIFEST_DIR"))
@@ -11,7 +12,8 @@ fn sclstm(args: &[&str]) -> Output {
         .expect("the sclstm binary runs")
 }
 
-fn ok(args: &[&str]) -> String {
+/// Runs the binary and returns its stdout, failing the test (with both outputs) on error.
+pub(crate) fn ok(args: &[&str]) -> String {
     let out = sclstm(args);
     assert!(
         out.status.success(),

@@ -3,7 +3,9 @@
 //! task, local runs resuming a partial run, and the report's tables, tests and figures.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
+
+use crate::cli::{ok, sclstm};
 
 const TINY_PLAN: &str = r#"
 name = "tiny"
@@ -39,25 +41,6 @@ against = ["STL"]
 
 fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn sclstm(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_sclstm"))
-        .args(args)
-        .current_dir(repo())
-        .output()
-        .expect("the sclstm binary runs")
-}
-
-fn ok(args: &[&str]) -> String {
-    let out = sclstm(args);
-    assert!(
-        out.status.success(),
-        "sclstm {args:?} failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// A fresh folder holding `plan.toml` (the tiny plan) and an empty runs root `runs/`.

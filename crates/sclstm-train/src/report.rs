@@ -243,6 +243,13 @@ pub fn mean_sd(xs: &[f64]) -> (f64, f64) {
     (mean, var.sqrt())
 }
 
+/// Mean, smallest and largest value of a non-empty sample (a figure's line and band).
+fn mean_min_max(xs: &[f64]) -> (f64, f64, f64) {
+    let lo = xs.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = xs.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    (mean_sd(xs).0, lo, hi)
+}
+
 /// Two-sided p-value of Welch's t-test (unequal variances) between two samples; `None`
 /// with fewer than two values in either, or no variance in both.
 pub fn welch_p(a: &[f64], b: &[f64]) -> Option<f64> {
@@ -762,9 +769,8 @@ impl Report {
                             let at: Vec<f64> =
                                 curves.iter().filter_map(|c| c.get(e)).copied().collect();
                             let x = (e + 1) as f64;
-                            points.push((x, at.iter().sum::<f64>() / at.len() as f64));
-                            let lo = at.iter().copied().fold(f64::INFINITY, f64::min);
-                            let hi = at.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                            let (mean, lo, hi) = mean_min_max(&at);
+                            points.push((x, mean));
                             band.push((x, lo, hi));
                         }
                         let n = curves.len();
@@ -835,13 +841,9 @@ impl Report {
                         continue;
                     }
                     let x = (gi + 1) as f64 + (fi as f64 - 1.0) * width;
-                    let mean = at.iter().sum::<f64>() / at.len() as f64;
+                    let (mean, lo, hi) = mean_min_max(&at);
                     points.push((x, mean));
-                    band.push((
-                        x,
-                        at.iter().copied().fold(f64::INFINITY, f64::min),
-                        at.iter().copied().fold(f64::NEG_INFINITY, f64::max),
-                    ));
+                    band.push((x, lo, hi));
                 }
                 if !points.is_empty() {
                     series.push(Series {
