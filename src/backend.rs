@@ -5,32 +5,39 @@ use std::sync::Arc;
 use sclstm_core::Backend;
 use sclstm_cpu::CpuBackend;
 
-use sclstm_train::config::BackendKind;
+use sclstm_train::config::{BackendKind, Dtype, check_dtype};
 
 /// Work that runs on whichever backend the user picked (generic code, static dispatch).
 pub trait BackendJob {
     /// What the job returns.
     type Output;
     /// Runs the job on backend `b`.
-    fn run<B: Backend<Elem = f32> + 'static>(self, b: Arc<B>) -> anyhow::Result<Self::Output>;
+    fn run<B: Backend + 'static>(self, b: Arc<B>) -> anyhow::Result<Self::Output>;
 }
 
-/// Builds the chosen backend and runs `job` on it; `threads` above this machine's cores is an
-/// error (0 means all cores).
+/// Builds the chosen backend in the chosen precision and runs `job` on it; `threads` above
+/// this machine's cores is an error (0 means all cores), and so is f64 on wgpu.
 pub fn with_backend<J: BackendJob>(
     kind: BackendKind,
+    dtype: Dtype,
     threads: usize,
     job: J,
 ) -> anyhow::Result<J::Output> {
     sclstm_train::pool::check_threads(threads, "--threads")?;
-    match kind {
-        BackendKind::Cpu => {
-            let b = CpuBackend::<f32>::new(threads)?;
-            eprintln!("backend: {}", b.name());
-            job.run(Arc::new(b))
-        }
-        BackendKind::Wgpu => wgpu_job(job),
+    check_dtype(kind, dtype, "--dtype")?;
+    match (kind, dtype) {
+        (BackendKind::Cpu, Dtype::F32) => cpu_job(CpuBackend::<f32>::new(threads)?, job),
+        (BackendKind::Cpu, Dtype::F64) => cpu_job(CpuBackend::<f64>::new(threads)?, job),
+        (BackendKind::Wgpu, _) => wgpu_job(job),
     }
+}
+
+fn cpu_job<R: sclstm_core::Real, J: BackendJob>(
+    b: CpuBackend<R>,
+    job: J,
+) -> anyhow::Result<J::Output> {
+    eprintln!("backend: {}", b.name());
+    job.run(Arc::new(b))
 }
 
 #[cfg(feature = "wgpu")]

@@ -24,7 +24,7 @@ pub(crate) fn ok(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-fn temp_dir(name: &str) -> PathBuf {
+pub(crate) fn temp_dir(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("sclstm-test-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
     d
@@ -45,7 +45,7 @@ const TINY: &[&str] = &[
     "--quiet",
 ];
 
-fn train(out: &Path, extra: &[&str]) -> Output {
+pub(crate) fn train(out: &Path, extra: &[&str]) -> Output {
     let mut args = vec!["train", "--out", out.to_str().unwrap()];
     args.extend_from_slice(TINY);
     if !extra.contains(&"--lr") {
@@ -643,6 +643,11 @@ fn runs_written_without_hashes_still_evaluate_and_resume() {
         for k in ["sclstm.config_sha256", "sclstm.vocab_sha256"] {
             assert!(meta.remove(k).is_some(), "{f} records {k}");
         }
+        // Read widened to f64; written back as the f32 tensors they were.
+        let tensors: Vec<_> = tensors
+            .into_iter()
+            .map(|(n, m)| (n, m.mapv(|x| x as f32)))
+            .collect();
         write_tensors(&run.join(f), &tensors, &meta).unwrap();
     }
     let legacy = eval_dev(&run);
@@ -797,7 +802,7 @@ fn with_closed_stdout(args: &[&str]) -> String {
     err
 }
 
-fn fails_with(args: &[&str], needles: &[&str]) {
+pub(crate) fn fails_with(args: &[&str], needles: &[&str]) {
     let out = sclstm(args);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "sclstm {args:?} succeeded");

@@ -28,12 +28,12 @@ use std::time::Instant;
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use sclstm_autodiff::optim::{Adam, AdamConfig, clip_grad_norm};
-use sclstm_core::{Backend, Gemm};
+use sclstm_core::{Backend, Gemm, Real};
 use sclstm_model::{Family, ModelConfig, ModelError, ModelInput, Tagger, TaskConfig};
 use serde::Serialize;
 
 use crate::backend::{BackendJob, with_backend};
-use sclstm_train::config::{self, BackendKind};
+use sclstm_train::config::{self, BackendKind, Dtype};
 use sclstm_train::pool::host_pool;
 use sclstm_train::{EVAL_BATCH, EVAL_TOKENS, tagging_batches};
 
@@ -132,7 +132,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if args.batch == 0 || args.steps == 0 || args.infer_sentences == 0 {
         anyhow::bail!("--batch, --steps and --infer-sentences must be at least 1");
     }
-    let mut report = with_backend(args.backend, args.threads, BenchJob { args: &args })?;
+    let mut report = with_backend(
+        args.backend,
+        Dtype::F32,
+        args.threads,
+        BenchJob { args: &args },
+    )?;
     report.peak_rss_bytes = crate::alloc::peak_rss_bytes();
     let mut out = std::io::stdout().lock();
     if args.json {
@@ -172,7 +177,7 @@ struct BenchJob<'a> {
 impl BackendJob for BenchJob<'_> {
     type Output = Report;
 
-    fn run<B: Backend<Elem = f32> + 'static>(self, b: Arc<B>) -> anyhow::Result<Report> {
+    fn run<B: Backend + 'static>(self, b: Arc<B>) -> anyhow::Result<Report> {
         let args = self.args;
         let family = match args.model {
             config::Family::Stl => Family::Stl,
@@ -375,9 +380,11 @@ fn forward_flops(cfg: &ModelConfig, tasks: &[usize], rows: usize) -> Result<u64,
 }
 
 /// Best GFLOP/s of a few `PEAK_N`³ products through [`Backend::gemm`].
-fn peak_gflops<B: Backend<Elem = f32>>(b: &B) -> anyhow::Result<f64> {
+fn peak_gflops<B: Backend>(b: &B) -> anyhow::Result<f64> {
     let n = PEAK_N;
-    let fill: Vec<f32> = (0..n * n).map(|i| ((i % 7) as f32 - 3.0) * 0.25).collect();
+    let fill: Vec<B::Elem> = (0..n * n)
+        .map(|i| B::Elem::from_f64(((i % 7) as f64 - 3.0) * 0.25))
+        .collect();
     let a = b.upload(&fill)?;
     let w = b.upload(&fill)?;
     let mut c = b.zeros(n * n)?;

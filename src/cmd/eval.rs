@@ -8,7 +8,7 @@ use sclstm_data::conlleval::escape_word;
 use sclstm_data::scheme::{TagScheme, bioes_to_conlleval};
 
 use crate::backend::{BackendJob, with_backend};
-use sclstm_train::config::{BackendKind, DataFile, TrainConfig};
+use sclstm_train::config::{BackendKind, DataFile, Dtype, TrainConfig};
 use sclstm_train::data::{PreparedSplit, load_raw, read_user_file, training_scheme};
 use sclstm_train::evaluate_split;
 use sclstm_train::runmodel::RunModel;
@@ -67,7 +67,7 @@ pub fn prediction_lines(task: &Scorer<'_>, split: &PreparedSplit, pred: &[Vec<u3
 
 impl BackendJob for EvalJob<'_> {
     type Output = ();
-    fn run<B: Backend<Elem = f32> + 'static>(self, b: std::sync::Arc<B>) -> anyhow::Result<()> {
+    fn run<B: Backend + 'static>(self, b: std::sync::Arc<B>) -> anyhow::Result<()> {
         let args = self.0;
         let rm = RunModel::load(&args.run, &args.checkpoint, b, args.threads)?;
         let names: Vec<String> = match &args.task {
@@ -153,7 +153,7 @@ impl BackendJob for EvalJob<'_> {
 pub fn run(args: Args) -> anyhow::Result<()> {
     let children = sclstm_train::rundir::stl_children(&args.run);
     if children.is_empty() {
-        return with_backend(args.backend, args.threads, EvalJob(&args));
+        return with_backend(args.backend, Dtype::F32, args.threads, EvalJob(&args));
     }
     // An STL parent directory: each task's run in turn.
     for child in children {
@@ -162,7 +162,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             run: child,
             ..args.clone()
         };
-        with_backend(one.backend, one.threads, EvalJob(&one))?;
+        with_backend(one.backend, Dtype::F32, one.threads, EvalJob(&one))?;
     }
     Ok(())
 }

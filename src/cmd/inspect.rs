@@ -7,11 +7,11 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use anyhow::bail;
-use sclstm_core::Backend;
+use sclstm_core::{Backend, Real};
 use sclstm_data::batch::make_batch;
 
 use crate::backend::{BackendJob, with_backend};
-use sclstm_train::config::{BackendKind, DataFile};
+use sclstm_train::config::{BackendKind, DataFile, Dtype};
 use sclstm_train::data::{read_user_file, training_scheme};
 use sclstm_train::model_input;
 use sclstm_train::runmodel::RunModel;
@@ -40,13 +40,18 @@ pub struct Args {
     /// Compute backend.
     #[arg(long, value_enum, default_value = "cpu")]
     pub backend: BackendKind,
+    /// Precision of the inspected forward and backward: `f64` widens the checkpoint's
+    /// parameters (exactly) and dumps every tensor as F64, for comparisons with an
+    /// independent f64 implementation far below f32 rounding (CPU backend only).
+    #[arg(long, value_enum, default_value = "f32")]
+    pub dtype: Dtype,
 }
 
 struct InspectJob<'a>(&'a Args);
 
 impl BackendJob for InspectJob<'_> {
     type Output = usize;
-    fn run<B: Backend<Elem = f32> + 'static>(self, b: std::sync::Arc<B>) -> anyhow::Result<usize> {
+    fn run<B: Backend + 'static>(self, b: std::sync::Arc<B>) -> anyhow::Result<usize> {
         let args = self.0;
         let rm = RunModel::load(&args.run, &args.checkpoint, b, 1)?;
         let name = args
@@ -75,7 +80,7 @@ impl BackendJob for InspectJob<'_> {
         let ids = |name: &str, v: &[u32]| {
             let m = ndarray::Array2::from_shape_vec(
                 (v.len(), 1),
-                v.iter().map(|&x| x as f32).collect(),
+                v.iter().map(|&x| B::Elem::from_f64(f64::from(x))).collect(),
             )
             .expect("internal: column vector shape");
             (name.to_string(), m)
@@ -96,7 +101,7 @@ impl BackendJob for InspectJob<'_> {
 
 /// Runs `sclstm inspect`.
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let n = with_backend(args.backend, 1, InspectJob(&args))?;
+    let n = with_backend(args.backend, args.dtype, 1, InspectJob(&args))?;
     println!("wrote {n} tensors to {}", args.out.display());
     Ok(())
 }

@@ -9,7 +9,7 @@ use sclstm_data::conlleval::escape_word;
 use sclstm_data::scheme::TagScheme;
 
 use crate::backend::{BackendJob, with_backend};
-use sclstm_train::config::BackendKind;
+use sclstm_train::config::{BackendKind, Dtype};
 use sclstm_train::runmodel::RunModel;
 use sclstm_train::{tag_sentences, tag_sentences_scored};
 
@@ -142,7 +142,7 @@ struct PredictJob<'a> {
 
 impl BackendJob for PredictJob<'_> {
     type Output = ();
-    fn run<B: Backend<Elem = f32> + 'static>(self, b: std::sync::Arc<B>) -> anyhow::Result<()> {
+    fn run<B: Backend + 'static>(self, b: std::sync::Arc<B>) -> anyhow::Result<()> {
         let rm = RunModel::load(&self.args.run, &self.args.checkpoint, b, self.args.threads)?;
         let encoded: Vec<_> = self.sentences.iter().map(|s| rm.encode_words(s)).collect();
         let known: Vec<&str> = rm.vocab.tasks.iter().map(|t| t.name.as_str()).collect();
@@ -290,6 +290,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     with_backend(
         args.backend,
+        Dtype::F32,
         args.threads,
         PredictJob {
             args: &args,

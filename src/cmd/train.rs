@@ -10,7 +10,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use indicatif::{ProgressBar, ProgressStyle};
-use sclstm_train::config::{BackendKind, DataFile, Family, SchemeChoice, TaskInput, TrainConfig};
+use sclstm_train::config::{
+    BackendKind, DataFile, Dtype, Family, SchemeChoice, TaskInput, TrainConfig,
+};
 use sclstm_train::rundir::{self, CONFIG_FILE};
 use sclstm_train::{self as train, RunOptions, StepReport, TrainObserver, TrainSummary};
 
@@ -77,6 +79,10 @@ pub struct Args {
     /// Compute backend.
     #[arg(long, value_enum)]
     pub backend: Option<BackendKind>,
+    /// Precision of the whole model: f32 (default) or f64 (CPU backend only; slower, for
+    /// small runs compared with an independent f64 implementation).
+    #[arg(long, value_enum)]
+    pub dtype: Option<Dtype>,
     /// Use only the first N sentences of each split.
     #[arg(long)]
     pub max_sentences: Option<usize>,
@@ -151,7 +157,7 @@ impl Args {
         }
         set!(
             model, tasks, hidden, layers, dropout, task_input, scheme, batch_size, lr, clip,
-            epochs, patience, seed, threads, backend, datasets, embeddings
+            epochs, patience, seed, threads, backend, dtype, datasets, embeddings
         );
         if self.max_sentences.is_some() {
             c.max_sentences = self.max_sentences;
@@ -183,7 +189,7 @@ struct TrainJob<'a> {
 
 impl BackendJob for TrainJob<'_> {
     type Output = TrainSummary;
-    fn run<B: sclstm_core::Backend<Elem = f32> + 'static>(
+    fn run<B: sclstm_core::Backend + 'static>(
         self,
         b: std::sync::Arc<B>,
     ) -> anyhow::Result<TrainSummary> {
@@ -448,7 +454,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 show_progress: !args.quiet,
                 progress_every: args.progress_every,
             };
-            let s = with_backend(c.backend, c.threads, job)?;
+            let s = with_backend(c.backend, c.dtype, c.threads, job)?;
             print_summary(&s, &dir);
         }
         return Ok(());
@@ -464,7 +470,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         show_progress: !args.quiet,
         progress_every: args.progress_every,
     };
-    let s = with_backend(config.backend, config.threads, job)?;
+    let s = with_backend(config.backend, config.dtype, config.threads, job)?;
     print_summary(&s, &out);
     Ok(())
 }

@@ -1,5 +1,7 @@
-//! Checkpoints: every parameter as an f32 safetensors tensor under its store name, plus
-//! optional extra tensors (`extra.<name>`, e.g. optimizer moments) and string metadata.
+//! Checkpoints: every parameter as a safetensors tensor under its store name, in the
+//! model's element type (F32, or F64 for an f64 model), plus optional extra tensors
+//! (`extra.<name>`, e.g. optimizer moments) and string metadata. Either precision loads
+//! into a model of either precision (f32 → f64 is exact; f64 → f32 rounds).
 //! The model configuration is stored as JSON in the metadata key [`CONFIG_KEY`].
 //! Writes are atomic: a temporary file in the same folder, synced, then renamed.
 
@@ -20,8 +22,8 @@ pub const CONFIG_KEY: &str = "sclstm.model_config";
 /// Prefix of extra (non-parameter) tensors inside a checkpoint file.
 pub const EXTRA_PREFIX: &str = "extra.";
 
-/// Named f32 matrices, as written to and read from safetensors files.
-pub type NamedTensors = Vec<(String, Matrix<f32>)>;
+/// Named matrices as read from safetensors files, widened to f64 (exact for F32 tensors).
+pub type NamedTensors = Vec<(String, Matrix<f64>)>;
 
 /// String metadata of a safetensors file.
 pub type Metadata = BTreeMap<String, String>;
@@ -30,7 +32,7 @@ pub type Metadata = BTreeMap<String, String>;
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct CheckpointExtras {
     /// Extra tensors, names without the `extra.` prefix, sorted by name.
-    pub tensors: Vec<(String, Matrix<f32>)>,
+    pub tensors: NamedTensors,
     /// String metadata (includes [`CONFIG_KEY`]).
     pub metadata: BTreeMap<String, String>,
 }
@@ -87,15 +89,16 @@ fn sync_dir(dir: &Path) -> std::io::Result<()> {
     }
 }
 
-/// Writes named 2-D f32 tensors and string metadata as one safetensors file, atomically.
+/// Writes named 2-D tensors (F32 or F64, as `R`) and string metadata as one safetensors
+/// file, atomically.
 ///
 /// # Errors
 /// [`ModelError::CheckpointFormat`] for duplicate names, [`ModelError::NonFiniteTensor`]
 /// for a tensor holding NaN or an infinity (nothing is written), [`ModelError::Io`] on
 /// write failure.
-pub fn write_tensors(
+pub fn write_tensors<R: Real>(
     path: &Path,
-    tensors: &[(String, Matrix<f32>)],
+    tensors: &[(String, Matrix<R>)],
     metadata: &BTreeMap<String, String>,
 ) -> Result<(), ModelError> {
     for (name, m) in tensors {
@@ -107,13 +110,23 @@ pub fn write_tensors(
         if !seen.insert(name.as_str()) {
             return Err(format_err(path, format!("tensor {name:?} given twice")));
         }
-        let data: Vec<u8> = m.iter().flat_map(|x| x.to_le_bytes()).collect();
+        // f32 → f64 → f32 is exact, so an f32 tensor keeps its bits.
+        let data: Vec<u8> = match dtype_of::<R>() {
+            Dtype::F32 => m
+                .iter()
+                .flat_map(|x| (Real::to_f64(*x) as f32).to_le_bytes())
+                .collect(),
+            _ => m
+                .iter()
+                .flat_map(|x| Real::to_f64(*x).to_le_bytes())
+                .collect(),
+        };
         bytes.push((name.as_str(), vec![m.nrows(), m.ncols()], data));
     }
     let views = bytes
         .iter()
         .map(|(name, shape, data)| {
-            TensorView::new(Dtype::F32, shape.clone(), data)
+            TensorView::new(dtype_of::<R>(), shape.clone(), data)
                 .map(|v| (*name, v))
                 .map_err(|e| format_err(path, e))
         })
@@ -124,15 +137,24 @@ pub fn write_tensors(
     write_atomic(path, &buf)
 }
 
+/// The safetensors dtype of `R`.
+fn dtype_of<R: Real>() -> Dtype {
+    if R::NAME == "f32" {
+        Dtype::F32
+    } else {
+        Dtype::F64
+    }
+}
+
 /// [`ModelError::NonFiniteTensor`] for the first NaN or infinity of `m`.
-fn refuse_non_finite(path: &Path, name: &str, m: &Matrix<f32>) -> Result<(), ModelError> {
+fn refuse_non_finite<R: Real>(path: &Path, name: &str, m: &Matrix<R>) -> Result<(), ModelError> {
     match m.iter().position(|x| !x.is_finite()) {
         None => Ok(()),
         Some(index) => Err(ModelError::NonFiniteTensor {
             path: path.to_path_buf(),
             name: name.to_string(),
             index,
-            value: m.iter().nth(index).copied().unwrap_or(f32::NAN),
+            value: m.iter().nth(index).map_or(f64::NAN, |x| Real::to_f64(*x)),
         }),
     }
 }
@@ -157,12 +179,12 @@ fn sort_header_metadata(buf: &mut [u8], metadata: &BTreeMap<String, String>) -> 
     Ok(())
 }
 
-/// Reads every tensor of a safetensors file as a 2-D f32 matrix (1-D tensors as one row,
-/// scalars as 1×1), sorted by name, with the file's metadata.
+/// Reads every tensor of a safetensors file (F32 or F64) as a 2-D f64 matrix (1-D tensors
+/// as one row, scalars as 1×1), sorted by name, with the file's metadata.
 ///
 /// # Errors
 /// [`ModelError::Io`] if unreadable, [`ModelError::CheckpointFormat`] if not safetensors,
-/// [`ModelError::CheckpointShape`] for a tensor that is not f32 or has more than 2 axes,
+/// [`ModelError::CheckpointShape`] for a tensor that is not F32 / F64 or has more than 2 axes,
 /// [`ModelError::NonFiniteTensor`] for one holding NaN or an infinity.
 pub fn read_tensors(path: &Path) -> Result<(NamedTensors, Metadata), ModelError> {
     let buf = std::fs::read(path).map_err(io_err(path))?;
@@ -183,7 +205,7 @@ pub fn read_tensors(path: &Path) -> Result<(NamedTensors, Metadata), ModelError>
             [r, c] => Some((*r, *c)),
             _ => None,
         };
-        let (Some(dims), Dtype::F32) = (dims, view.dtype()) else {
+        let (Some(dims), Dtype::F32 | Dtype::F64) = (dims, view.dtype()) else {
             return Err(ModelError::CheckpointShape {
                 path: path.to_path_buf(),
                 name,
@@ -192,11 +214,17 @@ pub fn read_tensors(path: &Path) -> Result<(NamedTensors, Metadata), ModelError>
                 dtype: format!("{:?}", view.dtype()),
             });
         };
-        let values: Vec<f32> = view
-            .data()
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect();
+        let values: Vec<f64> = if view.dtype() == Dtype::F32 {
+            view.data()
+                .chunks_exact(4)
+                .map(|b| f64::from(f32::from_le_bytes([b[0], b[1], b[2], b[3]])))
+                .collect()
+        } else {
+            view.data()
+                .chunks_exact(8)
+                .map(|b| f64::from_le_bytes(b.try_into().expect("internal: 8-byte chunk")))
+                .collect()
+        };
         let m = Matrix::from_shape_vec(dims, values).map_err(|e| format_err(path, e))?;
         refuse_non_finite(path, &name, &m)?;
         out.push((name, m));
@@ -233,15 +261,19 @@ pub fn read_metadata(path: &Path) -> Result<Metadata, ModelError> {
     Ok(h.metadata.unwrap_or_default())
 }
 
-/// Adam state as checkpoint extras: tensors `adam.m.<param>` and `adam.v.<param>` (f32)
-/// and metadata `adam.step.<param>` (the parameter's step count, exact as text).
-pub fn adam_to_extras<R: Real>(state: &[(String, AdamParamState<R>)]) -> (NamedTensors, Metadata) {
-    let cast = |m: &Matrix<R>| m.mapv(|x| x.to_f64() as f32);
+/// Named matrices of element type `R`, as written to safetensors files.
+pub type NamedMatrices<R> = Vec<(String, Matrix<R>)>;
+
+/// Adam state as checkpoint extras: tensors `adam.m.<param>` and `adam.v.<param>` (in the
+/// model's precision) and metadata `adam.step.<param>` (the step count, exact as text).
+pub fn adam_to_extras<R: Real>(
+    state: &[(String, AdamParamState<R>)],
+) -> (NamedMatrices<R>, Metadata) {
     let mut tensors = Vec::with_capacity(2 * state.len());
     let mut meta = BTreeMap::new();
     for (name, st) in state {
-        tensors.push((format!("adam.m.{name}"), cast(&st.m)));
-        tensors.push((format!("adam.v.{name}"), cast(&st.v)));
+        tensors.push((format!("adam.m.{name}"), st.m.clone()));
+        tensors.push((format!("adam.v.{name}"), st.v.clone()));
         meta.insert(format!("adam.step.{name}"), st.step.to_string());
     }
     (tensors, meta)
@@ -260,7 +292,7 @@ pub fn adam_from_extras<R: Real>(
         path: PathBuf::from("<adam state>"),
         message: m,
     };
-    let cast = |m: &Matrix<f32>| m.mapv(|x| R::from_f64(f64::from(x)));
+    let cast = |m: &Matrix<f64>| m.mapv(R::from_f64);
     let find = |n: &str| extras.tensors.iter().find(|(k, _)| k == n).map(|(_, m)| m);
     let mut out = Vec::new();
     for (key, m) in &extras.tensors {
@@ -288,7 +320,8 @@ pub fn adam_from_extras<R: Real>(
 }
 
 impl<B: Backend + 'static> Tagger<B> {
-    /// Saves every parameter (f32, store names) and the config to `path`, atomically.
+    /// Saves every parameter (in the model's precision, store names) and the config to
+    /// `path`, atomically.
     ///
     /// # Errors
     /// [`ModelError::Io`] on write failure.
@@ -304,7 +337,7 @@ impl<B: Backend + 'static> Tagger<B> {
     pub fn save_with(
         &self,
         path: &Path,
-        extra: &[(String, Matrix<f32>)],
+        extra: &[(String, Matrix<B::Elem>)],
         metadata: &BTreeMap<String, String>,
     ) -> Result<(), ModelError> {
         if metadata.contains_key(CONFIG_KEY) {
@@ -313,10 +346,10 @@ impl<B: Backend + 'static> Tagger<B> {
                 format!("metadata key {CONFIG_KEY:?} is reserved"),
             ));
         }
-        let mut tensors: Vec<(String, Matrix<f32>)> = self
+        let mut tensors: NamedMatrices<B::Elem> = self
             .params()
             .iter()
-            .map(|(_, name, v)| (name.to_string(), v.mapv(|x| x.to_f64() as f32)))
+            .map(|(_, name, v)| (name.to_string(), v.clone()))
             .collect();
         tensors.extend(
             extra
@@ -351,7 +384,7 @@ impl<B: Backend + 'static> Tagger<B> {
                         name,
                         expected: vec![expected.0, expected.1],
                         found: vec![m.nrows(), m.ncols()],
-                        dtype: "F32".into(),
+                        dtype: B::Elem::NAME.to_uppercase(),
                     });
                 }
                 found.push((id, m));
@@ -379,7 +412,7 @@ impl<B: Backend + 'static> Tagger<B> {
             });
         }
         for (id, m) in found {
-            *self.params_mut().get_mut(id) = m.mapv(|x| B::Elem::from_f64(f64::from(x)));
+            *self.params_mut().get_mut(id) = m.mapv(B::Elem::from_f64);
         }
         Ok(CheckpointExtras {
             tensors: extras,

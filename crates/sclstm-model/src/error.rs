@@ -147,7 +147,7 @@ pub enum ModelError {
         /// Flat index of the first non-finite element.
         index: usize,
         /// The value.
-        value: f32,
+        value: f64,
     },
     /// Reading or writing a file failed.
     #[error("{path}: {source}")]

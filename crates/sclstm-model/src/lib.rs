@@ -133,8 +133,8 @@ pub mod layer_checks;
 mod tagger;
 
 pub use checkpoint::{
-    CheckpointExtras, Metadata, NamedTensors, adam_from_extras, adam_to_extras, read_metadata,
-    read_tensors, write_tensors,
+    CheckpointExtras, Metadata, NamedMatrices, NamedTensors, adam_from_extras, adam_to_extras,
+    read_metadata, read_tensors, write_tensors,
 };
 pub use config::{
     CharCnnConfig, ESTIMATE_BATCH_TOKENS, Family, HeadKind, ModelConfig, TaskConfig, TaskInputMode,

@@ -950,7 +950,7 @@ impl<B: Backend + 'static> Tagger<B> {
     }
 
     /// Named tensors of the first-batch forward and backward of task `task` with dropout
-    /// off; see the crate docs for the names.
+    /// off, in the model's precision; see the crate docs for the names.
     ///
     /// # Errors
     /// As [`Tagger::loss`].
@@ -959,23 +959,23 @@ impl<B: Backend + 'static> Tagger<B> {
         input: &ModelInput<'_>,
         task: usize,
         gold: &[u32],
-    ) -> Result<Vec<(String, Matrix<f32>)>, ModelError> {
+    ) -> Result<crate::checkpoint::NamedMatrices<B::Elem>, ModelError> {
         let mut trace = Trace::new();
         let mut tape = self.tape();
         let loss = self.loss_inner(&mut tape, input, task, gold, None, Some(&mut trace))?;
         let n = input.positions();
-        let to_f32 = |v: Vec<f64>, rows: usize, cols: usize| {
-            Matrix::from_shape_vec((rows, cols), v.into_iter().map(|x| x as f32).collect())
+        let as_elem = |v: Vec<f64>, rows: usize, cols: usize| {
+            Matrix::from_shape_vec((rows, cols), v.into_iter().map(B::Elem::from_f64).collect())
                 .expect("internal: length matches shape")
         };
         let mut out = vec![
             (
                 "input.word_ids".to_string(),
-                to_f32(input.word_ids.iter().map(|&x| f64::from(x)).collect(), n, 1),
+                as_elem(input.word_ids.iter().map(|&x| f64::from(x)).collect(), n, 1),
             ),
             (
                 "input.lens".to_string(),
-                to_f32(
+                as_elem(
                     input.lens.iter().map(|&x| x as f64).collect(),
                     input.batch,
                     1,
@@ -983,26 +983,25 @@ impl<B: Backend + 'static> Tagger<B> {
             ),
             (
                 "input.gold".to_string(),
-                to_f32(gold.iter().map(|&x| f64::from(x)).collect(), n, 1),
+                as_elem(gold.iter().map(|&x| f64::from(x)).collect(), n, 1),
             ),
         ];
         if self.config.caps {
             let caps = input.cap_ids.iter().map(|&x| f64::from(x)).collect();
-            out.push(("input.cap_ids".into(), to_f32(caps, n, 1)));
+            out.push(("input.cap_ids".into(), as_elem(caps, n, 1)));
         }
         if self.config.char_cnn.is_some() {
             let w = input.word_len_max;
             let ids = input.char_ids.iter().map(|&x| f64::from(x)).collect();
-            out.push(("input.char_ids".into(), to_f32(ids, n, w)));
+            out.push(("input.char_ids".into(), as_elem(ids, n, w)));
             let lens = input.char_lens.iter().map(|&x| x as f64).collect();
-            out.push(("input.char_lens".into(), to_f32(lens, n, 1)));
+            out.push(("input.char_lens".into(), as_elem(lens, n, 1)));
         }
-        let cast = |m: ndarray::ArrayView2<'_, B::Elem>| m.mapv(|x| x.to_f64() as f32);
         for e in &trace {
             let v = tape.value(e.var);
             let m = match e.cols {
-                Some((start, width)) => cast(v.slice(ndarray::s![.., start..start + width])),
-                None => cast(v.view()),
+                Some((start, width)) => v.slice(ndarray::s![.., start..start + width]).to_owned(),
+                None => v.clone(),
             };
             out.push((e.name.clone(), m));
         }
@@ -1011,7 +1010,7 @@ impl<B: Backend + 'static> Tagger<B> {
         // models) have no gradient and no entry.
         for (id, name, _) in self.params.iter() {
             if let Some(g) = grads.param(id) {
-                out.push((format!("grad.{name}"), cast(g.to_dense().view())));
+                out.push((format!("grad.{name}"), g.to_dense()));
             }
         }
         Ok(out)

@@ -46,7 +46,11 @@ fn save_load_round_trip_gives_identical_predictions() -> Result<(), ModelError> 
     for (id, name, v) in a.params().iter() {
         assert_eq!(v, b.params().get(id), "{name}");
     }
-    assert_eq!(got.tensors, extra);
+    let widened: Vec<_> = extra
+        .iter()
+        .map(|(n, m)| (n.clone(), m.mapv(f64::from)))
+        .collect();
+    assert_eq!(got.tensors, widened);
     assert_eq!(got.metadata.get("step").map(String::as_str), Some("17"));
     assert_eq!(
         sclstm_model::read_metadata(&path)?,
@@ -60,6 +64,41 @@ fn save_load_round_trip_gives_identical_predictions() -> Result<(), ModelError> 
         c.predict(&batch.input(), &[1])?
     );
     std::fs::remove_dir_all(&dir).ok();
+    Ok(())
+}
+
+#[test]
+fn f64_models_round_trip_exactly_and_load_f32_checkpoints() -> Result<(), ModelError> {
+    let dir = temp_dir("f64");
+    let cfg = small_config(Family::ScLstm, true, true);
+    // f64 → file → f64 keeps every bit (an f32 file would round them).
+    let a = tagger::<f64>(cfg.clone(), 1)?;
+    let p64 = dir.join("f64.safetensors");
+    a.save(&p64)?;
+    let mut b = tagger::<f64>(cfg.clone(), 2)?;
+    b.load(&p64)?;
+    for (id, name, v) in a.params().iter() {
+        assert_eq!(v, b.params().get(id), "{name}");
+    }
+    let beyond_f32 = a
+        .params()
+        .iter()
+        .flat_map(|(_, _, v)| v.iter().copied())
+        .filter(|x| f64::from(*x as f32) != *x)
+        .count();
+    assert!(beyond_f32 > 0, "the f64 model holds values f32 cannot");
+    // An f32 checkpoint loads into an f64 model exactly (widening), and an f64 one into
+    // an f32 model rounded to nearest.
+    let c = tagger::<f32>(cfg.clone(), 3)?;
+    let p32 = dir.join("f32.safetensors");
+    c.save(&p32)?;
+    b.load(&p32)?;
+    let mut d = tagger::<f32>(cfg, 4)?;
+    d.load(&p64)?;
+    for ((id, name, v), (_, _, w)) in c.params().iter().zip(a.params().iter()) {
+        assert_eq!(&v.mapv(f64::from), b.params().get(id), "{name}");
+        assert_eq!(&w.mapv(|x| x as f32), d.params().get(id), "{name}");
+    }
     Ok(())
 }
 

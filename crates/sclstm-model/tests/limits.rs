@@ -57,7 +57,7 @@ fn checkpoint_asking_for_a_huge_table_is_refused() -> Result<(), ModelError> {
         CONFIG_KEY.to_string(),
         serde_json::to_string(&c).expect("config serializes"),
     )]);
-    write_tensors(&path, &[], &meta)?;
+    write_tensors::<f32>(&path, &[], &meta)?;
     let err = Tagger::from_checkpoint(&path, Arc::new(CpuBackend::<f32>::new(1)?)).unwrap_err();
     match &err {
         ModelError::TooLarge { needed, available } => {

@@ -25,6 +25,18 @@ pub enum BackendKind {
     Wgpu,
 }
 
+/// Floating-point precision of parameters, activations, gradients and optimizer state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Dtype {
+    /// Single precision: every backend, the default.
+    #[default]
+    F32,
+    /// Double precision (CPU backend only): for comparing gradients and activations with an
+    /// independent f64 implementation far below f32's rounding (≈1e-10 instead of ≈1e-6).
+    F64,
+}
+
 /// Tagging scheme used for training NER and chunking.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
@@ -192,6 +204,8 @@ pub struct TrainConfig {
     pub threads: usize,
     /// Compute backend.
     pub backend: BackendKind,
+    /// Precision of the whole model (f64 needs the CPU backend; for small runs and checks).
+    pub dtype: Dtype,
     /// Use only the first N sentences of each split (quick runs); none: all.
     pub max_sentences: Option<usize>,
     /// Folder holding the shipped corpora.
@@ -233,6 +247,7 @@ impl Default for TrainConfig {
             seed: 1,
             threads: 0,
             backend: BackendKind::Cpu,
+            dtype: Dtype::F32,
             max_sentences: None,
             datasets: PathBuf::from("datasets"),
             embeddings: PathBuf::from("datasets/glove/glove.6B.50d.filtered.txt.gz"),
@@ -329,6 +344,7 @@ impl TrainConfig {
     pub fn validate(&self) -> anyhow::Result<()> {
         self.check_values()?;
         check_threads(self.threads, "`threads` (--threads)")?;
+        check_dtype(self.backend, self.dtype, "`dtype` (--dtype)")?;
         if self.tasks.is_empty() {
             bail!("config: `tasks` is empty");
         }
@@ -361,6 +377,16 @@ impl TrainConfig {
         }
         Ok(())
     }
+}
+
+/// Refuses a precision the backend does not run (wgpu is f32 only), naming `what`.
+pub fn check_dtype(backend: BackendKind, dtype: Dtype, what: &str) -> anyhow::Result<()> {
+    if backend == BackendKind::Wgpu && dtype == Dtype::F64 {
+        bail!(
+            "{what}: f64 runs on the CPU backend only (the wgpu shaders are f32); use --backend cpu"
+        );
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@ use std::time::Instant;
 use anyhow::{Context, bail};
 use rayon::ThreadPool;
 use sclstm_autodiff::optim::{Adam, AdamConfig, clip_grad_norm};
-use sclstm_core::{Backend, NumError};
+use sclstm_core::{Backend, NumError, Real};
 use sclstm_data::batch::{Batch, BatchConfig, EncodedSentence, epoch_batches, make_batch};
 use sclstm_model::{CharCnnConfig, HeadKind, ModelConfig, ModelInput, Tagger, TaskConfig};
 use sclstm_model::{ModelError, adam_from_extras, adam_to_extras};
@@ -303,10 +303,10 @@ fn score_split<B: Backend + 'static>(
     score(&task.scorer(), split, &pred)
 }
 
-fn save_last<B: Backend<Elem = f32> + 'static>(
+fn save_last<B: Backend + 'static>(
     out: &Path,
     tagger: &Tagger<B>,
-    adam: &Adam<f32>,
+    adam: &Adam<B::Elem>,
     state: &TrainState,
     run_files: &RunFiles,
 ) -> anyhow::Result<()> {
@@ -317,10 +317,10 @@ fn save_last<B: Backend<Elem = f32> + 'static>(
     Ok(())
 }
 
-fn load_last<B: Backend<Elem = f32> + 'static>(
+fn load_last<B: Backend + 'static>(
     out: &Path,
     tagger: &mut Tagger<B>,
-    adam: &mut Adam<f32>,
+    adam: &mut Adam<B::Elem>,
 ) -> anyhow::Result<TrainState> {
     let path = out.join(rundir::LAST_FILE);
     let metadata = sclstm_model::read_metadata(&path)
@@ -422,13 +422,13 @@ impl Epoch {
 /// A run being trained: data, model, optimizer and trainer state, advanced by named steps
 /// ([`Trainer::begin_epoch`], [`Trainer::step`], [`Trainer::end_epoch`]) that [`train`]
 /// strings together.
-pub struct Trainer<B: Backend<Elem = f32> + 'static> {
+pub struct Trainer<B: Backend + 'static> {
     config: TrainConfig,
     out: PathBuf,
     options: RunOptions,
     prepared: Prepared,
     tagger: Tagger<B>,
-    adam: Adam<f32>,
+    adam: Adam<B::Elem>,
     pool: Option<Arc<ThreadPool>>,
     state: TrainState,
     bcfg: BatchConfig,
@@ -450,7 +450,7 @@ pub struct Trainer<B: Backend<Elem = f32> + 'static> {
     log: RunLog,
 }
 
-impl<B: Backend<Elem = f32> + 'static> Trainer<B> {
+impl<B: Backend + 'static> Trainer<B> {
     /// Prepares the data and the model of `config` in run directory `out`. A new run writes
     /// its configuration, vocabularies, coverage report and dataset hashes; it refuses a
     /// directory that already holds files ([`rundir::RunDirError::Occupied`]) unless
@@ -707,7 +707,7 @@ impl<B: Backend<Elem = f32> + 'static> Trainer<B> {
                     }
                     other => other.into(),
                 })?;
-            let value = f64::from(tape.value(loss)[[0, 0]]);
+            let value = tape.value(loss)[[0, 0]].to_f64();
             if !value.is_finite() {
                 return Err(TrainError::NonFiniteLoss {
                     task: task.name.clone(),
@@ -796,15 +796,15 @@ impl<B: Backend<Elem = f32> + 'static> Trainer<B> {
 
     /// Appends one `grads.jsonl` line: the probe batches' per-task gradients on the current
     /// parameters and the relative size of the update from `before`.
-    fn log_grads(&self, before: &[ndarray::Array2<f32>]) -> anyhow::Result<()> {
+    fn log_grads(&self, before: &[ndarray::Array2<B::Elem>]) -> anyhow::Result<()> {
         let (mut num, mut den) = (0f64, 0f64);
         for (b, (_, _, a)) in before.iter().zip(self.tagger.params().iter()) {
             num += b
                 .iter()
                 .zip(a.iter())
-                .map(|(x, y)| f64::from(y - x).powi(2))
+                .map(|(x, y)| Real::to_f64(*y - *x).powi(2))
                 .sum::<f64>();
-            den += b.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>();
+            den += b.iter().map(|x| Real::to_f64(*x).powi(2)).sum::<f64>();
         }
         let ratio = if den > 0.0 { (num / den).sqrt() } else { 0.0 };
         let probes: Vec<(ModelInput<'_>, &[u32])> = self
@@ -949,13 +949,13 @@ impl<B: Backend<Elem = f32> + 'static> Trainer<B> {
     /// [`TrainError::Diverged`] naming the first parameter that holds NaN or an infinity.
     fn check_finite(&self) -> anyhow::Result<()> {
         for (_, name, m) in self.tagger.params().iter() {
-            if let Some(i) = m.iter().position(|x| !x.is_finite()) {
+            if let Some(i) = m.iter().position(|x| !Real::to_f64(*x).is_finite()) {
                 return Err(TrainError::Diverged {
                     step: self.state.step,
                     epoch: self.state.epoch + 1,
                     detail: format!(
                         "parameter `{name}` holds {} at index {i}",
-                        m.iter().nth(i).copied().unwrap_or(f32::NAN)
+                        m.iter().nth(i).map_or(f64::NAN, |x| Real::to_f64(*x))
                     ),
                     dir: self.out.display().to_string(),
                 }
@@ -1083,7 +1083,7 @@ fn say(log: &mut RunLog, observer: &mut dyn TrainObserver, line: &str) -> anyhow
 /// Trains a model as configured, writing the run directory `out`. With `resume`, the
 /// configuration and state are read back from `out` and training continues exactly where
 /// `last.safetensors` left it.
-pub fn train<B: Backend<Elem = f32> + 'static>(
+pub fn train<B: Backend + 'static>(
     backend: Arc<B>,
     config: &TrainConfig,
     out: &Path,
@@ -1107,7 +1107,7 @@ pub fn train<B: Backend<Elem = f32> + 'static>(
 }
 
 /// Scores of `best.safetensors` (used when a resumed run had nothing left to train).
-fn best_scores<B: Backend<Elem = f32> + 'static>(
+fn best_scores<B: Backend + 'static>(
     out: &Path,
     prepared: &Prepared,
     tagger: &Tagger<B>,

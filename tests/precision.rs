@@ -1,0 +1,187 @@
+//! `--dtype f64`: training and inspection in double precision, for comparisons with an
+//! independent f64 implementation far below f32's rounding.
+
+use std::path::Path;
+
+use ndarray::Array2;
+use sclstm_model::checkpoint::read_tensors;
+
+use crate::cli::{fails_with, ok, temp_dir, train};
+
+/// The safetensors dtypes (`"F32"`, `"F64"`) of a file's tensors, read from its header.
+fn dtypes(path: &Path) -> std::collections::BTreeSet<String> {
+    let bytes = std::fs::read(path).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    header
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(k, _)| *k != "__metadata__")
+        .map(|(_, v)| v["dtype"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn f64_runs_write_f64_checkpoints_and_resume_exactly() {
+    let (full, cut) = (temp_dir("f64-full"), temp_dir("f64-cut"));
+    assert!(
+        train(&full, &["--epochs", "2", "--dtype", "f64"])
+            .status
+            .success()
+    );
+    let config = std::fs::read_to_string(full.join("config.toml")).unwrap();
+    assert!(config.contains("dtype = \"f64\""), "{config}");
+    for f in ["best.safetensors", "last.safetensors"] {
+        assert_eq!(dtypes(&full.join(f)), ["F64".to_string()].into(), "{f}");
+    }
+    // Parameters and Adam moments must survive the checkpoint at full precision, or the
+    // resumed run drifts from the uninterrupted one.
+    let out = train(
+        &cut,
+        &[
+            "--epochs",
+            "2",
+            "--dtype",
+            "f64",
+            "--stop-after-steps",
+            "17",
+            "--checkpoint-steps",
+            "0",
+        ],
+    );
+    assert!(!out.status.success(), "the interrupted run says it stopped");
+    ok(&["train", "--resume", cut.to_str().unwrap(), "--quiet"]);
+    assert_eq!(
+        std::fs::read(cut.join("best.safetensors")).unwrap(),
+        std::fs::read(full.join("best.safetensors")).unwrap()
+    );
+    // An f64 run evaluates on the default (f32) path too.
+    ok(&["eval", "--run", full.to_str().unwrap(), "--split", "dev"]);
+}
+
+/// Largest deviation between the dumped gradient of the head bias and the one the dumped
+/// logits imply: `Σ_valid (softmax(logits) − onehot(gold)) / B`, and between the dumped
+/// loss and `Σ_valid −log softmax(logits)[gold] / B`, both computed here in f64.
+fn head_bias_and_loss_error(dump: &Path, task: &str) -> f64 {
+    let (tensors, _) = read_tensors(dump).unwrap();
+    let get = |name: &str| -> &Array2<f64> {
+        &tensors
+            .iter()
+            .find(|(n, _)| n == name)
+            .unwrap_or_else(|| panic!("{name} missing from the dump"))
+            .1
+    };
+    let (logits, gold, lens) = (
+        get(&format!("act.logits.{task}")),
+        get("input.gold"),
+        get("input.lens"),
+    );
+    let batch = lens.nrows();
+    let mut grad = vec![0.0f64; logits.ncols()];
+    let mut loss = 0.0f64;
+    for (row, z) in logits.rows().into_iter().enumerate() {
+        let (t, b) = (row / batch, row % batch);
+        if t >= lens[[b, 0]] as usize {
+            continue;
+        }
+        let max = z.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let sum: f64 = z.iter().map(|v| (v - max).exp()).sum();
+        let y = gold[[row, 0]] as usize;
+        loss += -(z[y] - max - sum.ln()) / batch as f64;
+        for (j, g) in grad.iter_mut().enumerate() {
+            let p = (z[j] - max).exp() / sum;
+            *g += (p - f64::from(u8::from(j == y))) / batch as f64;
+        }
+    }
+    let dumped = get(&format!("grad.head.{task}.bias"));
+    let grad_err = dumped
+        .iter()
+        .zip(&grad)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f64::max);
+    grad_err.max((get(&format!("act.loss.{task}"))[[0, 0]] - loss).abs())
+}
+
+#[test]
+fn inspect_in_f64_agrees_with_an_outside_computation_far_below_f32_rounding() {
+    let run = temp_dir("inspect-f64");
+    assert!(train(&run, &["--epochs", "1"]).status.success());
+    let dump = |dtype: &str| {
+        let path = run.join(format!("inspect-{dtype}.safetensors"));
+        ok(&[
+            "inspect",
+            "--run",
+            run.to_str().unwrap(),
+            "--input",
+            "datasets/conll2003/dev.txt:conll2003",
+            "--task",
+            "ner",
+            "--batch-size",
+            "4",
+            "--dtype",
+            dtype,
+            "--out",
+            path.to_str().unwrap(),
+        ]);
+        path
+    };
+    let (d32, d64) = (dump("f32"), dump("f64"));
+    assert_eq!(dtypes(&d64), ["F64".to_string()].into());
+    assert_eq!(dtypes(&d32), ["F32".to_string()].into());
+    let (e32, e64) = (
+        head_bias_and_loss_error(&d32, "ner"),
+        head_bias_and_loss_error(&d64, "ner"),
+    );
+    assert!(e64 < 1e-12, "f64 dump deviates by {e64:e}");
+    assert!(e32 > 1e-10, "f32 dump deviates by only {e32:e}: is it f64?");
+    // The same weights (widened exactly) give the same activations up to f32 rounding.
+    let (t32, _) = read_tensors(&d32).unwrap();
+    let (t64, _) = read_tensors(&d64).unwrap();
+    let logits = |t: &[(String, Array2<f64>)]| {
+        t.iter()
+            .find(|(n, _)| n == "act.logits.ner")
+            .unwrap()
+            .1
+            .clone()
+    };
+    let gap = (&logits(&t32) - &logits(&t64))
+        .mapv(f64::abs)
+        .fold(0.0, |m: f64, v| m.max(*v));
+    assert!(
+        gap > 0.0 && gap < 1e-4,
+        "f32 vs f64 logits differ by {gap:e}"
+    );
+}
+
+#[test]
+fn f64_on_the_wgpu_backend_is_refused_naming_the_flag() {
+    fails_with(
+        &[
+            "train",
+            "--dtype",
+            "f64",
+            "--backend",
+            "wgpu",
+            "--max-sentences",
+            "5",
+        ],
+        &["--dtype", "f64 runs on the CPU backend only"],
+    );
+    fails_with(
+        &[
+            "inspect",
+            "--run",
+            "runs/none",
+            "--input",
+            "x",
+            "--out",
+            "y",
+            "--dtype",
+            "f64",
+            "--backend",
+            "wgpu",
+        ],
+        &["--dtype"],
+    );
+}
