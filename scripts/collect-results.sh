@@ -9,13 +9,16 @@
 # grads.jsonl (when logged), train.log (from RUNS_ROOT/PLAN/logs/<run>-seed-<k>.log, as
 # `sclstm sweep --run` writes it) and provenance.json: the commit of the code that trained it
 # (COMMIT, default: this checkout's HEAD), the CPU model, the threads, and the command that
-# resumes it.
+# resumes it. A run whose copy in RESULTS already holds more epochs (trained elsewhere, or
+# before this run directory was restarted) is kept as it is and named.
 set -euo pipefail
 root=${1:?usage: collect-results.sh RUNS_ROOT PLAN [RESULTS]}
 plan=${2:?usage: collect-results.sh RUNS_ROOT PLAN [RESULTS]}
 results=${3:-results}
 commit=${COMMIT:-$(git -C "$(dirname "$0")" rev-parse --short HEAD)}
 cpu=$(grep -m1 'model name' /proc/cpuinfo | sed 's/.*: //')
+# Epochs recorded in a metrics.jsonl: one dev "average" line per epoch.
+epochs() { if [ -f "$1" ]; then grep -c '"task":"average","split":"dev"' "$1" || true; else echo 0; fi; }
 n=0
 for dir in "$root/$plan"/*/seed-*/; do
     dir=${dir%/}
@@ -23,6 +26,10 @@ for dir in "$root/$plan"/*/seed-*/; do
     seed=${dir##*/}
     run=$(basename "$(dirname "$dir")")
     out="$results/$plan/$run/$seed"
+    if [ "$(epochs "$out/metrics.jsonl")" -gt "$(epochs "$dir/metrics.jsonl")" ]; then
+        echo "kept $out: it holds $(epochs "$out/metrics.jsonl") epochs, $dir $(epochs "$dir/metrics.jsonl")"
+        continue
+    fi
     mkdir -p "$out"
     for f in metrics.jsonl config.toml datasets.json coverage.txt grads.jsonl; do
         if [ -f "$dir/$f" ]; then cp "$dir/$f" "$out/$f"; fi

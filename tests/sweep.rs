@@ -464,3 +464,65 @@ fn the_readme_results_section_is_what_report_renders_from_results() {
         "README.md",
     ]);
 }
+
+/// A `metrics.jsonl` with `epochs` dev-average lines.
+fn metrics_lines(epochs: usize) -> String {
+    (1..=epochs)
+        .map(|e| {
+            format!(
+                "{{\"epoch\":{e},\"task\":\"average\",\"split\":\"dev\",\"score\":{}.0,\"steps\":1}}\n",
+                50 + e
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn collect_results_never_replaces_a_longer_run_with_a_shorter_one() {
+    let tmp = std::env::temp_dir().join(format!("sclstm-collect-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    let (runs, results) = (tmp.join("runs"), tmp.join("results"));
+    for (run, here, there) in [("longer-there", 3, 17), ("longer-here", 5, 2)] {
+        let dir = runs.join("p").join(run).join("seed-1");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("metrics.jsonl"), metrics_lines(here)).unwrap();
+        std::fs::write(dir.join("config.toml"), "threads = 1\n").unwrap();
+        let kept = results.join("p").join(run).join("seed-1");
+        std::fs::create_dir_all(&kept).unwrap();
+        std::fs::write(kept.join("metrics.jsonl"), metrics_lines(there)).unwrap();
+    }
+    let out = Command::new("bash")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/collect-results.sh"))
+        .args([runs.to_str().unwrap(), "p", results.to_str().unwrap()])
+        .env("COMMIT", "abc1234")
+        .output()
+        .expect("bash runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let epochs = |run: &str| {
+        let p = results.join("p").join(run).join("seed-1/metrics.jsonl");
+        std::fs::read_to_string(p).unwrap().lines().count()
+    };
+    assert_eq!(epochs("longer-there"), 17, "the 17-epoch copy is kept");
+    assert!(
+        stdout.contains("kept") && stdout.contains("longer-there"),
+        "{stdout}"
+    );
+    assert_eq!(
+        epochs("longer-here"),
+        5,
+        "the longer run replaces the shorter copy"
+    );
+    let provenance =
+        std::fs::read_to_string(results.join("p/longer-here/seed-1/provenance.json")).unwrap();
+    assert!(provenance.contains("abc1234"), "{provenance}");
+    assert!(
+        !results
+            .join("p/longer-there/seed-1/provenance.json")
+            .exists()
+    );
+}
