@@ -32,6 +32,7 @@
 //! first checkpoint, moves the old run to `<dir>.old-<UTC time>` and the new one to `<dir>`
 //! ([`rundir::Replacement`]).
 
+pub mod claims;
 pub mod config;
 pub mod data;
 pub mod grads;

@@ -20,6 +20,8 @@ use anyhow::{Context, bail};
 use plotters::style::RGBColor;
 use serde::{Deserialize, Serialize};
 
+use crate::claims::{self, Claim};
+
 use crate::config::{Family, TrainConfig};
 use crate::plan::{Plan, RunSpec, config_differences};
 use crate::plot::{self, HLine, Panel, Series, Stroke};
@@ -413,6 +415,8 @@ pub struct Report {
     pub conflicts: Vec<ConflictLine>,
     /// Seeds the plan asks for per run.
     pub seeds: usize,
+    /// The paper's claims and their verdicts on these runs.
+    pub claims: Vec<Claim>,
 }
 
 /// Builds a report from results, with the plan's rows, paper values and comparisons when
@@ -525,7 +529,7 @@ pub fn build(plan: Option<&Plan>, mut runs: Vec<RunResult>) -> Report {
             });
         }
     }
-    Report {
+    let mut report = Report {
         name: plan.map_or("runs".into(), |p| p.name.clone()),
         title: plan.map_or("Run directories".into(), |p| p.title.clone()),
         runs,
@@ -533,7 +537,18 @@ pub fn build(plan: Option<&Plan>, mut runs: Vec<RunResult>) -> Report {
         comparisons,
         conflicts,
         seeds: plan.map_or(1, |p| p.seeds),
-    }
+        claims: Vec::new(),
+    };
+    let compared: Vec<(String, String)> = plan
+        .map(|p| {
+            p.compare
+                .iter()
+                .flat_map(|c| c.against.iter().map(|a| (c.row.clone(), a.clone())))
+                .collect()
+        })
+        .unwrap_or_default();
+    report.claims = claims::claims(&report, &compared);
+    report
 }
 
 /// NER, chunk, POS first (the paper's order in the text), then any other task by name.
@@ -637,6 +652,7 @@ impl Report {
                 );
             }
         }
+        s.push_str(&claims::markdown(&self.claims));
         if !self.conflicts.is_empty() {
             let _ = writeln!(
                 s,
