@@ -185,3 +185,72 @@ fn f64_on_the_wgpu_backend_is_refused_naming_the_flag() {
         &["--dtype"],
     );
 }
+
+/// `sclstm bench --json` with `SCLSTM_KERNELS` set to `kernels`.
+fn bench_json(kernels: &str) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_sclstm"))
+        .args([
+            "bench",
+            "--steps",
+            "1",
+            "--infer-sentences",
+            "4",
+            "--threads",
+            "1",
+            "--json",
+        ])
+        .env("SCLSTM_KERNELS", kernels)
+        .output()
+        .expect("the sclstm binary runs")
+}
+
+#[test]
+fn bench_names_the_cpu_and_the_kernels_and_a_forced_set_is_used_or_refused() {
+    let out = bench_json("auto");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let auto: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(!auto["cpu"].as_str().unwrap().is_empty());
+    let available: Vec<&str> = auto["kernels_available"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        available.first(),
+        auto["kernels"].as_str().as_ref(),
+        "auto is the best"
+    );
+    assert_eq!(available.last(), Some(&"portable"));
+    let products = auto["products"].as_array().unwrap();
+    assert_eq!(products.len(), 3);
+    assert!(products.iter().all(|p| p["gflops"].as_f64().unwrap() > 0.0));
+    // Forcing the portable set runs matrixmultiply everywhere and says so.
+    let out = bench_json("portable");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let portable: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(portable["kernels"], "portable");
+    assert!(
+        portable["backend"]
+            .as_str()
+            .unwrap()
+            .contains("portable kernels")
+    );
+    for p in portable["products"].as_array().unwrap() {
+        assert_eq!(p["kernel"], "matrixmultiply", "{p}");
+    }
+    let out = bench_json("sse9");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("SCLSTM_KERNELS") && !err.contains("panicked"),
+        "{err}"
+    );
+}

@@ -29,6 +29,7 @@ use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use sclstm_autodiff::optim::{Adam, AdamConfig, clip_grad_norm};
 use sclstm_core::{Backend, Gemm, Real};
+use sclstm_cpu::kernels::{KERNELS_ENV, Kernels, cpu_model};
 use sclstm_model::{Family, ModelConfig, ModelError, ModelInput, Tagger, TaskConfig};
 use serde::Serialize;
 
@@ -125,6 +126,87 @@ struct Report {
     fraction_of_peak: f64,
     /// Peak resident memory of the whole run in bytes (`null` where unknown).
     peak_rss_bytes: Option<u64>,
+    /// The CPU's model name.
+    cpu: String,
+    /// The CPU backend's kernel set in use (`SCLSTM_KERNELS` forces one).
+    kernels: &'static str,
+    /// Every kernel set this CPU runs, best first.
+    kernels_available: Vec<&'static str>,
+    /// The paper config's kinds of product: which kernel computes each (CPU backend) and
+    /// its GFLOP/s through the backend.
+    products: Vec<ProductRate>,
+}
+
+/// One kind of matrix product of the paper's model, timed on its own.
+#[derive(Debug, Serialize)]
+struct ProductRate {
+    /// What the product is.
+    kind: &'static str,
+    /// `m × k · k × n`, with `ᵀ` for a transposed stored `B`.
+    shape: String,
+    /// The kernel the CPU backend's kernel set uses for it.
+    kernel: &'static str,
+    /// Best GFLOP/s over a few repetitions.
+    gflops: f64,
+}
+
+/// Times the three kinds of product of a paper-config layer (hidden 300, gates 4·300,
+/// upper-layer input 600) at batch `batch`: the per-step recurrent product `h·W`, its
+/// backward `dG·Wᵀ` (B stored transposed), and the input projection over all steps of a
+/// 25-word batch. Each runs until ~0.1 s or 1,000 calls, best time of 3 rounds.
+fn product_rates<B: Backend>(
+    b: &B,
+    batch: usize,
+    on_cpu: bool,
+) -> anyhow::Result<Vec<ProductRate>> {
+    const H: usize = 300;
+    let products = Kernels::active()
+        .products()
+        .map(|(kind, kernel)| (kind, if on_cpu { kernel } else { "WGSL gemm shader" }));
+    let shapes = [
+        Gemm::new(batch, 4 * H, H),
+        Gemm {
+            trans_b: true,
+            ..Gemm::new(batch, H, 4 * H)
+        },
+        Gemm::new(25 * batch, 4 * H, 2 * H),
+    ];
+    let mut out = Vec::new();
+    for ((kind, kernel), g) in products.into_iter().zip(shapes) {
+        let fill = |n: usize| -> Vec<B::Elem> {
+            (0..n)
+                .map(|i| B::Elem::from_f64(((i % 13) as f64 - 6.0) * 0.01))
+                .collect()
+        };
+        let a = b.upload(&fill(g.m * g.k))?;
+        let w = b.upload(&fill(g.k * g.n))?;
+        let mut c = b.zeros(g.m * g.n)?;
+        let mut best = f64::INFINITY;
+        for _ in 0..3 {
+            let start = Instant::now();
+            let mut calls = 0u32;
+            while calls < 1000 && start.elapsed().as_secs_f64() < 0.1 {
+                b.gemm(&g, &a, &w, None, &mut c)?;
+                calls += 1;
+            }
+            b.sync()?;
+            best = best.min(start.elapsed().as_secs_f64() / f64::from(calls));
+        }
+        out.push(ProductRate {
+            kind,
+            shape: format!(
+                "{}×{} · {}×{}{}",
+                g.m,
+                g.k,
+                g.k,
+                g.n,
+                if g.trans_b { " (Bᵀ stored)" } else { "" }
+            ),
+            kernel,
+            gflops: g.flops() as f64 / best / 1e9,
+        });
+    }
+    Ok(out)
 }
 
 /// Runs `sclstm bench`.
@@ -145,6 +227,20 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     } else {
         writeln!(out, "model      {}", report.model)?;
         writeln!(out, "backend    {}", report.backend)?;
+        writeln!(
+            out,
+            "cpu        {} (kernels {}; this CPU runs {}; {KERNELS_ENV} forces one)",
+            report.cpu,
+            report.kernels,
+            report.kernels_available.join(", ")
+        )?;
+        for p in &report.products {
+            writeln!(
+                out,
+                "product    {:>9.1} GFLOP/s   {}: {} [{}]",
+                p.gflops, p.kind, p.shape, p.kernel
+            )?;
+        }
         writeln!(
             out,
             "training   {:>9.0} tokens/s  (batch {}, {} steps)",
@@ -179,12 +275,7 @@ impl BackendJob for BenchJob<'_> {
 
     fn run<B: Backend + 'static>(self, b: Arc<B>) -> anyhow::Result<Report> {
         let args = self.args;
-        let family = match args.model {
-            config::Family::Stl => Family::Stl,
-            config::Family::LstmS => Family::LstmS,
-            config::Family::LstmD => Family::LstmD,
-            config::Family::ScLstm => Family::ScLstm,
-        };
+        let family = args.model;
         let tasks = TASKS
             .iter()
             .map(|&(name, n)| {
@@ -198,6 +289,8 @@ impl BackendJob for BenchJob<'_> {
         let mut cfg = ModelConfig::new(family, tasks, VOCAB);
         cfg.word_dim = 50;
         let peak = peak_gflops(b.as_ref())?;
+        let on_cpu = args.backend == BackendKind::Cpu;
+        let products = product_rates(b.as_ref(), args.batch, on_cpu)?;
         let backend_name = b.name();
         let mut tagger = Tagger::new(cfg.clone(), b, args.seed, None)?;
         let pool = host_pool(args.threads)?;
@@ -265,6 +358,10 @@ impl BackendJob for BenchJob<'_> {
             peak_gflops: peak,
             fraction_of_peak: gflops / peak,
             peak_rss_bytes: None,
+            cpu: cpu_model(),
+            kernels: Kernels::active().name(),
+            kernels_available: Kernels::available().iter().map(|k| k.name()).collect(),
+            products,
         })
     }
 }

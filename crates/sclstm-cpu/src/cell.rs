@@ -154,6 +154,7 @@ pub fn lstm_cell_fwd<R: Real>(
 /// results and runs stay deterministic whatever the machine picks.
 mod simd {
     use super::{CellStep, NumError, VecF32, cell_bwd, cell_fwd, gate_fwd};
+    use crate::kernels::Kernels;
 
     /// Which compiled copy to run on this machine.
     #[derive(Clone, Copy)]
@@ -166,18 +167,14 @@ mod simd {
         Base,
     }
 
-    /// The widest vector unit of this machine (the detection is a cached atomic load).
+    /// The vector unit of the active kernel set ([`Kernels::active`]: the widest this
+    /// machine has unless `SCLSTM_KERNELS` forces a narrower one).
     fn level() -> Level {
-        #[cfg(target_arch = "x86_64")]
-        {
-            if std::is_x86_feature_detected!("avx512f") {
-                return Level::Avx512;
-            }
-            if std::is_x86_feature_detected!("avx2") {
-                return Level::Avx2;
-            }
+        match Kernels::active() {
+            Kernels::Avx512 => Level::Avx512,
+            Kernels::Avx2 => Level::Avx2,
+            Kernels::Portable => Level::Base,
         }
-        Level::Base
     }
 
     /// [`cell_fwd`] with f32 activations on the widest vector unit.

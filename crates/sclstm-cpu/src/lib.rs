@@ -20,6 +20,7 @@
 
 pub mod cell;
 pub mod gemm;
+pub mod kernels;
 pub mod rows;
 mod small_m;
 
@@ -44,8 +45,14 @@ impl<R: Real> CpuBackend<R> {
     /// A backend using `threads` threads for large products (`0` means one per core).
     ///
     /// # Errors
-    /// [`NumError::Backend`] if the thread pool cannot be created.
+    /// [`NumError::Backend`] if the thread pool cannot be created, or if
+    /// [`kernels::KERNELS_ENV`] names a kernel set this CPU does not run.
     pub fn new(threads: usize) -> Result<Self, NumError> {
+        kernels::Kernels::selected().map_err(|message| NumError::Backend {
+            backend: "cpu".into(),
+            kind: sclstm_core::BackendErrorKind::Unavailable,
+            message,
+        })?;
         let threads = if threads == 0 {
             std::thread::available_parallelism().map_or(1, usize::from)
         } else {
@@ -105,10 +112,11 @@ impl<R: Real> Backend for CpuBackend<R> {
 
     fn name(&self) -> String {
         format!(
-            "cpu ({} thread{}, {})",
+            "cpu ({} thread{}, {}, {} kernels)",
             self.threads,
             if self.threads == 1 { "" } else { "s" },
-            R::NAME
+            R::NAME,
+            kernels::Kernels::active().name()
         )
     }
 
@@ -291,7 +299,13 @@ mod tests {
     #[test]
     fn backend_gemm_roundtrip_f32_two_threads() -> Result<(), NumError> {
         let cpu = CpuBackend::<f32>::new(2)?;
-        assert_eq!(cpu.name(), "cpu (2 threads, f32)");
+        assert_eq!(
+            cpu.name(),
+            format!(
+                "cpu (2 threads, f32, {} kernels)",
+                kernels::Kernels::active().name()
+            )
+        );
         backend_gemm_roundtrip(&cpu)
     }
 

@@ -16,12 +16,12 @@
 //!   `k`, then across lanes. About half the speed of [`gemm`], so the layers keep `Wᵀ`
 //!   as a plain matrix instead.
 //!
-//! The caller picks the kernel with [`Isa::detect`] (run-time feature detection) and
+//! The caller picks the kernel with [`Isa::detect`] (the active [`Kernels`] set) and
 //! [`usable_t`], and falls back to matrixmultiply where neither applies.
 
-use std::sync::OnceLock;
-
 use sclstm_core::Real;
+
+use crate::kernels::Kernels;
 
 /// Largest `m` of a "tiny-m" product (a per-step product at batch size): the most rows
 /// the transposed-`B` kernel ([`gemm_t`]) and the AVX2 tile kernel serve.
@@ -37,25 +37,27 @@ pub(crate) enum Isa {
 }
 
 impl Isa {
-    /// The best kernel this CPU runs, if any (detected once per process).
+    /// The kernel of the active set ([`Kernels::active`]: the best this CPU runs, or the
+    /// one `SCLSTM_KERNELS` forces); `None` for the portable set.
     pub(crate) fn detect() -> Option<Isa> {
-        static BEST: OnceLock<Option<Isa>> = OnceLock::new();
-        *BEST.get_or_init(|| Isa::available().into_iter().next())
+        Isa::of(Kernels::active())
     }
 
-    /// Every kernel this CPU runs, best first.
+    /// Every kernel this CPU runs, best first (the tests check each one).
+    #[cfg(test)]
     pub(crate) fn available() -> Vec<Isa> {
-        let mut out = Vec::new();
-        #[cfg(target_arch = "x86_64")]
-        {
-            if std::is_x86_feature_detected!("avx512f") {
-                out.push(Isa::Avx512);
-            }
-            if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-                out.push(Isa::Avx2);
-            }
+        Kernels::available()
+            .into_iter()
+            .filter_map(Isa::of)
+            .collect()
+    }
+
+    fn of(k: Kernels) -> Option<Isa> {
+        match k {
+            Kernels::Avx512 => Some(Isa::Avx512),
+            Kernels::Avx2 => Some(Isa::Avx2),
+            Kernels::Portable => None,
         }
-        out
     }
 
     /// Most rows of `A` one call of [`gemm`] takes (its register tile's height).
@@ -81,7 +83,7 @@ impl Isa {
 pub(crate) fn usable_t(m: usize, csa: isize, rsb: isize) -> bool {
     #[cfg(target_arch = "x86_64")]
     {
-        (1..=MAX_M).contains(&m) && csa == 1 && rsb == 1 && std::is_x86_feature_detected!("avx512f")
+        (1..=MAX_M).contains(&m) && csa == 1 && rsb == 1 && Kernels::active() == Kernels::Avx512
     }
     #[cfg(not(target_arch = "x86_64"))]
     {

@@ -1,0 +1,162 @@
+//! Which instruction set the hand-written kernels (the register-tile gemm of `small_m`
+//! and the fused cell kernels of [`crate::cell`]) run with: the best this CPU has, or
+//! the one the environment variable [`KERNELS_ENV`] forces, so that a slower path (the
+//! AVX2 fallback, or matrixmultiply alone) can be measured on a machine that has a
+//! faster one. Resolved once per process.
+
+use std::sync::OnceLock;
+
+/// Environment variable forcing the kernel set: `avx512`, `avx2`, `portable`, or `auto`
+/// (the default: the best this CPU runs).
+pub const KERNELS_ENV: &str = "SCLSTM_KERNELS";
+
+/// A set of hand-written kernels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kernels {
+    /// AVX-512F: 12-row register tiles for small-`m` and tall products, dot-product
+    /// kernels for transposed `B`, 16-lane cell kernels.
+    Avx512,
+    /// AVX2 + FMA: 6-row register tiles for small-`m` products (matrixmultiply for the
+    /// rest), 8-lane cell kernels.
+    Avx2,
+    /// No hand-written SIMD: matrixmultiply for every product, scalar cell kernels.
+    Portable,
+}
+
+impl Kernels {
+    /// The name [`KERNELS_ENV`] takes and reports print.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kernels::Avx512 => "avx512",
+            Kernels::Avx2 => "avx2",
+            Kernels::Portable => "portable",
+        }
+    }
+
+    /// Every set this CPU runs, best first (`Portable` always, last).
+    pub fn available() -> Vec<Kernels> {
+        let mut out = Vec::new();
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::is_x86_feature_detected!("avx512f") {
+                out.push(Kernels::Avx512);
+            }
+            if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+                out.push(Kernels::Avx2);
+            }
+        }
+        out.push(Kernels::Portable);
+        out
+    }
+
+    /// The set in use: [`KERNELS_ENV`]'s choice when it names one this CPU runs, else the
+    /// best available ([`Kernels::selected`] reports a bad choice as an error).
+    pub fn active() -> Kernels {
+        Kernels::selected().unwrap_or_else(|_| Kernels::available()[0])
+    }
+
+    /// The set [`KERNELS_ENV`] asks for (the best available when unset or `auto`).
+    ///
+    /// # Errors
+    /// A message naming the variable when its value is unknown or names a set this CPU
+    /// lacks.
+    pub fn selected() -> Result<Kernels, String> {
+        static SELECTED: OnceLock<Result<Kernels, String>> = OnceLock::new();
+        SELECTED
+            .get_or_init(|| Kernels::resolve(std::env::var(KERNELS_ENV).ok().as_deref()))
+            .clone()
+    }
+
+    /// [`Kernels::selected`] for a given value of the variable.
+    fn resolve(value: Option<&str>) -> Result<Kernels, String> {
+        let available = Kernels::available();
+        let wanted = match value.map(str::trim) {
+            None | Some("" | "auto") => return Ok(available[0]),
+            Some("avx512") => Kernels::Avx512,
+            Some("avx2") => Kernels::Avx2,
+            Some("portable") => Kernels::Portable,
+            Some(other) => {
+                return Err(format!(
+                    "{KERNELS_ENV}={other:?} is not a kernel set: use avx512, avx2, portable or auto"
+                ));
+            }
+        };
+        if available.contains(&wanted) {
+            Ok(wanted)
+        } else {
+            Err(format!(
+                "{KERNELS_ENV}={}: this CPU does not run it (it runs {})",
+                wanted.name(),
+                available
+                    .iter()
+                    .map(|k| k.name())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))
+        }
+    }
+
+    /// Which kernel computes each kind of product with this set, one line per kind.
+    pub fn products(self) -> [(&'static str, &'static str); 3] {
+        let kinds = [
+            "per-step h·W (m = batch ≤ 12)",
+            "per-step dG·Wᵀ (m = batch ≤ 12)",
+            "tall products (inputs, weight gradients)",
+        ];
+        let kernels = match self {
+            Kernels::Avx512 => [
+                "AVX-512 register tile, B unpacked",
+                "AVX-512 dot products",
+                "AVX-512 register tile over row chunks",
+            ],
+            Kernels::Avx2 => [
+                "AVX2 register tile (6 rows), B unpacked",
+                "matrixmultiply",
+                "matrixmultiply",
+            ],
+            Kernels::Portable => ["matrixmultiply", "matrixmultiply", "matrixmultiply"],
+        };
+        [
+            (kinds[0], kernels[0]),
+            (kinds[1], kernels[1]),
+            (kinds[2], kernels[2]),
+        ]
+    }
+}
+
+/// The CPU's model name (`/proc/cpuinfo`), or `"unknown CPU"`.
+pub fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, v)| v.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_variable_picks_any_available_set_and_names_itself_otherwise() {
+        let available = Kernels::available();
+        assert_eq!(available.last(), Some(&Kernels::Portable));
+        assert_eq!(Kernels::resolve(None), Ok(available[0]));
+        assert_eq!(Kernels::resolve(Some("auto")), Ok(available[0]));
+        for k in &available {
+            assert_eq!(Kernels::resolve(Some(k.name())), Ok(*k));
+        }
+        let err = Kernels::resolve(Some("sse9")).unwrap_err();
+        assert!(err.contains(KERNELS_ENV) && err.contains("sse9"), "{err}");
+        for k in [Kernels::Avx512, Kernels::Avx2] {
+            if !available.contains(&k) {
+                let err = Kernels::resolve(Some(k.name())).unwrap_err();
+                assert!(err.contains("does not run"), "{err}");
+            }
+        }
+    }
+}
