@@ -323,6 +323,7 @@ impl SyntheticBatch {
             char_ids: &[],
             char_lens: &[],
             word_len_max: 0,
+            contextual: &[],
         }
     }
 }

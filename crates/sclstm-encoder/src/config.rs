@@ -92,7 +92,7 @@ impl BertConfig {
         if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
             return Err(format!("{name} must be positive"));
         }
-        if self.hidden_size % self.num_attention_heads != 0 {
+        if !self.hidden_size.is_multiple_of(self.num_attention_heads) {
             return Err(format!(
                 "hidden_size {} is not a multiple of num_attention_heads {}",
                 self.hidden_size, self.num_attention_heads
@@ -116,7 +116,7 @@ impl BertConfig {
                 self.position_embedding_type
             ));
         }
-        if !(self.layer_norm_eps > 0.0) {
+        if !(self.layer_norm_eps.is_finite() && self.layer_norm_eps > 0.0) {
             return Err(format!(
                 "layer_norm_eps must be positive, got {}",
                 self.layer_norm_eps

@@ -191,6 +191,7 @@ pub fn model_input(batch: &Batch) -> ModelInput<'_> {
         char_ids: &batch.char_ids,
         char_lens: &batch.char_lens,
         word_len_max: batch.max_word_len,
+        contextual: &[],
     }
 }
 

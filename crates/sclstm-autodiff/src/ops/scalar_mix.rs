@@ -36,7 +36,7 @@ pub fn forward<R: Real>(
     gamma: &Matrix<R>,
 ) -> Result<(Matrix<R>, ScalarMixCache<R>), NumError> {
     let layers = w.ncols();
-    if w.nrows() != 1 || layers == 0 || h.ncols() % layers != 0 {
+    if w.nrows() != 1 || layers == 0 || !h.ncols().is_multiple_of(layers) {
         return Err(mismatch("scalar_mix", h.dim(), w.dim()));
     }
     if gamma.dim() != (1, 1) {
