@@ -4,4 +4,5 @@ mod atomic;
 #[cfg(feature = "wgpu")]
 mod backends;
 mod cli;
+mod encoder;
 mod sweep;

@@ -49,10 +49,11 @@ pub enum EncoderError {
         /// The tokenizer's message.
         message: String,
     },
-    /// A sentence the encoder cannot take (a single word longer than a window).
-    #[error("sentence {sentence}: {message}")]
+    /// A token sequence the encoder cannot take (empty, longer than its positions, or
+    /// with an id outside its vocabulary).
+    #[error("sequence {sentence}: {message}")]
     Input {
-        /// Index of the sentence in its batch.
+        /// Index of the sequence in its call.
         sentence: usize,
         /// What is wrong.
         message: String,

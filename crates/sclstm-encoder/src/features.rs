@@ -121,13 +121,13 @@ impl FeatureExtractor {
     /// The features of each sentence: (n_words, [`FeatureExtractor::width`]) row-major,
     /// state `l` of word `i` at `[i·width + l·H ..][..H]`, pooled from the word's
     /// sub-words. A sentence longer than the encoder's positions is encoded in
-    /// overlapping windows ([`windows`]); every word gets a vector, and a sentence with
-    /// no word gets an empty matrix. Sentences are encoded together in one packed batch,
-    /// so callers pass a few dozen at a time.
+    /// overlapping windows ([`windows`]); every word gets a vector (a word with more
+    /// sub-words than a window holds, from its first ones), and a sentence with no word
+    /// gets an empty matrix. Sentences are encoded together in one packed batch, so
+    /// callers pass a few dozen at a time.
     ///
     /// # Errors
-    /// [`EncoderError::Tokenizer`] if a sentence cannot be tokenized,
-    /// [`EncoderError::Input`] for a word with more sub-words than a window holds.
+    /// [`EncoderError::Tokenizer`] if a sentence cannot be tokenized.
     pub fn extract(&self, sentences: &[Vec<&str>]) -> Result<Vec<Vec<f32>>, EncoderError> {
         let cfg = self.config();
         let capacity = cfg.max_position_embeddings - 2;
@@ -135,24 +135,19 @@ impl FeatureExtractor {
         // token, token count) of each word, in word order.
         let mut seqs: Vec<Vec<u32>> = Vec::new();
         let mut spans: Vec<Vec<(usize, usize, usize)>> = Vec::with_capacity(sentences.len());
-        for (s, words) in sentences.iter().enumerate() {
+        for words in sentences {
             let pieces = self.wordpiece.word_pieces(words)?;
             let counts: Vec<usize> = pieces.iter().map(Vec::len).collect();
-            let ws = windows(&counts, capacity).map_err(|w| EncoderError::Input {
-                sentence: s,
-                message: format!(
-                    "word {w} ({:?}) has {} sub-words, more than a window of {capacity}",
-                    words[w], counts[w]
-                ),
-            })?;
             let mut word_spans = Vec::with_capacity(words.len());
-            for win in ws {
+            for win in windows(&counts, capacity) {
                 let mut seq = vec![self.wordpiece.cls];
                 for w in win.words.clone() {
+                    // Only a word longer than a window alone is cut, to its first sub-words.
+                    let count = counts[w].min(capacity);
                     if win.keep.contains(&w) {
-                        word_spans.push((seqs.len(), seq.len(), counts[w]));
+                        word_spans.push((seqs.len(), seq.len(), count));
                     }
-                    seq.extend(&pieces[w]);
+                    seq.extend(&pieces[w][..count]);
                 }
                 seq.push(self.wordpiece.sep);
                 seqs.push(seq);

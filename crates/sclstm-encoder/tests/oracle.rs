@@ -213,9 +213,13 @@ fn a_word_without_sub_words_gets_unk_and_long_sentences_keep_every_word() -> Res
         .cycle()
         .take(40)
         .collect();
-    let feats = enc.extract(&[long.clone(), vec!["lamb"]])?;
+    // A word of 30 sub-words (one per "="), longer than a window, keeps a vector too.
+    let rule = "=".repeat(30);
+    let feats = enc.extract(&[long.clone(), vec!["lamb"], vec!["the", &rule, "lamb"]])?;
     assert_eq!(feats[0].len(), 40 * enc.width());
     assert_eq!(feats[1].len(), enc.width());
+    assert_eq!(feats[2].len(), 3 * enc.width());
+    assert!(feats[2].iter().all(|v| v.is_finite()));
     assert!(feats[0].iter().all(|v| v.is_finite()));
     // The first words lie in the first window alone: equal to encoding them by themselves.
     let head = enc.extract(&[long[..14].to_vec()])?;

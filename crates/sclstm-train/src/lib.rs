@@ -33,6 +33,7 @@
 //! ([`rundir::Replacement`]).
 
 pub mod config;
+pub mod contextual;
 pub mod data;
 pub mod grads;
 pub mod plan;
