@@ -469,6 +469,7 @@ fn train_step_group(c: &mut Criterion, threads: usize) {
         char_ids: &[],
         char_lens: &[],
         word_len_max: 0,
+        contextual: &[],
     };
     let mut adam = Adam::new(AdamConfig::default());
     let mut group = c.benchmark_group("cpu_train_step");

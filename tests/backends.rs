@@ -72,6 +72,7 @@ impl Data {
             char_ids: &self.chars,
             char_lens: &self.char_lens,
             word_len_max: W,
+            contextual: &[],
         }
     }
 }

@@ -4,5 +4,6 @@ mod atomic;
 #[cfg(feature = "wgpu")]
 mod backends;
 mod cli;
+mod encoder;
 mod precision;
 mod sweep;

@@ -425,6 +425,7 @@ impl SyntheticBatch {
             char_ids: &[],
             char_lens: &[],
             word_len_max: 0,
+            contextual: &[],
         }
     }
 }

@@ -10,9 +10,9 @@ use sclstm_data::scheme::{TagScheme, bioes_to_conlleval};
 use crate::backend::{BackendJob, with_backend};
 use sclstm_train::config::{BackendKind, DataFile, Dtype, TrainConfig};
 use sclstm_train::data::{PreparedSplit, load_raw, read_user_file, training_scheme};
-use sclstm_train::evaluate_split;
 use sclstm_train::runmodel::RunModel;
 use sclstm_train::score::{Scorer, score, tag_names};
+use sclstm_train::{contextual, evaluate_split};
 
 /// Arguments of `sclstm eval`.
 #[derive(Debug, Clone, clap::Args)]
@@ -125,12 +125,20 @@ impl BackendJob for EvalJob<'_> {
                 scheme: task_scheme,
                 tags: &tags,
             };
+            let words: Vec<Vec<&str>> = sentences
+                .iter()
+                .map(|s| s.words.iter().map(String::as_str).collect())
+                .collect();
+            let contextual = contextual::for_sentences(&rm.config, name, &words, &mut |line| {
+                eprintln!("{line}")
+            })?;
             let split = PreparedSplit {
                 path: path.clone(),
                 sentences,
                 encoded,
+                contextual,
             };
-            let pred = evaluate_split(&rm.tagger, k, &split.encoded)?;
+            let pred = evaluate_split(&rm.tagger, k, &split)?;
             let s = score(&task, &split, &pred)?;
             println!(
                 "== {name} ({}, {} sentences): {} {:.2}",

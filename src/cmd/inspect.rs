@@ -13,8 +13,8 @@ use sclstm_data::batch::make_batch;
 use crate::backend::{BackendJob, with_backend};
 use sclstm_train::config::{BackendKind, DataFile, Dtype};
 use sclstm_train::data::{read_user_file, training_scheme};
-use sclstm_train::model_input;
 use sclstm_train::runmodel::RunModel;
+use sclstm_train::{contextual, model_input};
 
 /// Arguments of `sclstm inspect`.
 #[derive(Debug, clap::Args)]
@@ -76,7 +76,17 @@ impl BackendJob for InspectJob<'_> {
             &tags,
         )?;
         let batch = make_batch(&encoded, &(0..n).collect::<Vec<_>>());
-        let mut tensors = rm.tagger.inspect(&model_input(&batch), k, &batch.tag_ids)?;
+        let words: Vec<Vec<&str>> = sentences[..n]
+            .iter()
+            .map(|s| s.words.iter().map(String::as_str).collect())
+            .collect();
+        let features = contextual::for_sentences(&rm.config, "input", &words, &mut |line| {
+            eprintln!("{line}")
+        })?;
+        let rows = contextual::batch_rows(&batch, features.as_ref());
+        let mut tensors = rm
+            .tagger
+            .inspect(&model_input(&batch, &rows), k, &batch.tag_ids)?;
         let ids = |name: &str, v: &[u32]| {
             let m = ndarray::Array2::from_shape_vec(
                 (v.len(), 1),

@@ -11,7 +11,7 @@ use sclstm_data::scheme::TagScheme;
 use crate::backend::{BackendJob, with_backend};
 use sclstm_train::config::{BackendKind, Dtype};
 use sclstm_train::runmodel::RunModel;
-use sclstm_train::{tag_sentences, tag_sentences_scored};
+use sclstm_train::{contextual, tag_sentences, tag_sentences_scored};
 
 /// Arguments of `sclstm predict`.
 #[derive(Debug, clap::Args)]
@@ -145,6 +145,14 @@ impl BackendJob for PredictJob<'_> {
     fn run<B: Backend + 'static>(self, b: std::sync::Arc<B>) -> anyhow::Result<()> {
         let rm = RunModel::load(&self.args.run, &self.args.checkpoint, b, self.args.threads)?;
         let encoded: Vec<_> = self.sentences.iter().map(|s| rm.encode_words(s)).collect();
+        let words: Vec<Vec<&str>> = self
+            .sentences
+            .iter()
+            .map(|s| s.iter().map(String::as_str).collect())
+            .collect();
+        let features = contextual::for_sentences(&rm.config, "input", &words, &mut |line| {
+            eprintln!("{line}")
+        })?;
         let known: Vec<&str> = rm.vocab.tasks.iter().map(|t| t.name.as_str()).collect();
         let tasks: Vec<usize> = if self.args.tasks.is_empty() {
             (0..known.len()).collect()
@@ -163,7 +171,7 @@ impl BackendJob for PredictJob<'_> {
         // [task][sentence][token]
         type PerToken<T> = Vec<Vec<Vec<T>>>;
         let (tags, probs): (PerToken<u32>, Option<PerToken<f64>>) = if self.args.output == "json" {
-            let scored = tag_sentences_scored(&rm.tagger, &tasks, &encoded)?;
+            let scored = tag_sentences_scored(&rm.tagger, &tasks, &encoded, features.as_ref())?;
             let tags = scored
                 .iter()
                 .map(|t| t.iter().map(|(tags, _)| tags.clone()).collect())
@@ -174,7 +182,10 @@ impl BackendJob for PredictJob<'_> {
                 .collect();
             (tags, Some(probs))
         } else {
-            (tag_sentences(&rm.tagger, &tasks, &encoded)?, None)
+            (
+                tag_sentences(&rm.tagger, &tasks, &encoded, features.as_ref())?,
+                None,
+            )
         };
         // tags[j][s][i]: task tasks[j], sentence s, token i, as tag names.
         let named: Vec<Vec<Vec<&str>>> = tags

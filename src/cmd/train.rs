@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use indicatif::{ProgressBar, ProgressStyle};
 use sclstm_train::config::{
-    BackendKind, DataFile, Dtype, Family, SchemeChoice, TaskInput, TrainConfig,
+    BackendKind, DataFile, Dtype, EncoderPool, Family, SchemeChoice, TaskInput, TrainConfig,
 };
 use sclstm_train::rundir::{self, CONFIG_FILE};
 use sclstm_train::{self as train, RunOptions, StepReport, TrainObserver, TrainSummary};
@@ -101,8 +101,16 @@ pub struct Args {
     /// Test file of a task: `TASK=PATH[:FORMAT]`.
     #[arg(long)]
     pub test: Vec<DataFile>,
+    /// Folder of a frozen BERT-architecture encoder whose hidden states join the input
+    /// through a learned scalar mix (SC-LSTM-LM-CNN), e.g.
+    /// `datasets/encoders/all-MiniLM-L6-v2` (fetched by `scripts/fetch-encoder.sh`).
+    #[arg(long)]
+    pub encoder: Option<PathBuf>,
+    /// How a word's encoder vector is made from its sub-words': first or mean.
+    #[arg(long, value_enum)]
+    pub encoder_pool: Option<EncoderPool>,
     /// Run directory. It must be empty or missing, unless `--force`. Default:
-    /// `runs/<model>[-cnn][-crf][-<tasks>]` (tasks named when not all three), e.g.
+    /// `runs/<model>[-lm][-cnn][-crf][-<tasks>]` (`-lm` with an encoder, tasks named when not all three), e.g.
     /// `runs/sc-lstm`, `runs/lstm-s-ner-chunk`, `runs/sc-lstm-cnn-crf`.
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -156,9 +164,29 @@ impl Args {
             ($($field:ident),*) => { $( if let Some(v) = self.$field.clone() { c.$field = v; } )* };
         }
         set!(
-            model, tasks, hidden, layers, dropout, task_input, scheme, batch_size, lr, clip,
-            epochs, patience, seed, threads, backend, dtype, datasets, embeddings
+            model,
+            tasks,
+            hidden,
+            layers,
+            dropout,
+            task_input,
+            scheme,
+            batch_size,
+            lr,
+            clip,
+            epochs,
+            patience,
+            seed,
+            threads,
+            backend,
+            dtype,
+            datasets,
+            embeddings,
+            encoder_pool
         );
+        if self.encoder.is_some() {
+            c.encoder = self.encoder.clone();
+        }
         if self.max_sentences.is_some() {
             c.max_sentences = self.max_sentences;
         }
@@ -371,7 +399,8 @@ fn print_summary(s: &TrainSummary, out: &std::path::Path) {
     }
 }
 
-/// The default run directory of a configuration: `runs/<model>[-cnn][-crf][-<tasks>]`,
+/// The default run directory of a configuration: `runs/<model>[-lm][-cnn][-crf][-<tasks>]`
+/// (`-lm` with an encoder),
 /// the tasks named when they are not the paper's three.
 pub fn default_out(c: &TrainConfig) -> PathBuf {
     let model = match c.model {
@@ -381,6 +410,9 @@ pub fn default_out(c: &TrainConfig) -> PathBuf {
         Family::ScLstm => "sc-lstm",
     };
     let mut name = model.to_string();
+    if c.encoder.is_some() {
+        name.push_str("-lm");
+    }
     if c.char_cnn {
         name.push_str("-cnn");
     }
@@ -502,6 +534,14 @@ mod tests {
             PathBuf::from("runs/sc-lstm-cnn-crf")
         );
         assert_eq!(c(&|c| c.model = Family::Stl), PathBuf::from("runs/stl"));
+        assert_eq!(
+            c(&|c| {
+                c.encoder = Some(PathBuf::from("datasets/encoders/all-MiniLM-L6-v2"));
+                c.char_cnn = true;
+                c.crf = true;
+            }),
+            PathBuf::from("runs/sc-lstm-lm-cnn-crf")
+        );
     }
 
     #[test]

@@ -294,6 +294,10 @@ pub fn registry() -> Vec<GradCheck> {
             run: check_cross_entropy_sum,
         },
         GradCheck {
+            name: "scalar_mix",
+            run: check_scalar_mix,
+        },
+        GradCheck {
             name: "sum",
             run: check_sum,
         },
@@ -478,6 +482,27 @@ fn check_cross_entropy_sum() -> Result<Report, NumError> {
     check("cross_entropy_sum", &[sin_matrix(3, 3, 0.8)], |t, v| {
         t.cross_entropy(v[0], &[2, 0, 1], &[true; 3], Reduction::Sum)
     })
+}
+
+fn check_scalar_mix() -> Result<Report, NumError> {
+    // Three layers of width 2 for four positions; non-uniform mixing logits, γ ≠ 1.
+    check(
+        "scalar_mix",
+        &[
+            sin_matrix(4, 6, 0.2),
+            array_row(&[0.3, -0.8, 0.5]),
+            array_row(&[1.7]),
+        ],
+        |t, v| {
+            let y = t.scalar_mix(v[0], v[1], v[2])?;
+            weighted_sum(t, y)
+        },
+    )
+}
+
+/// A (1, n) matrix.
+fn array_row(values: &[f64]) -> Matrix<f64> {
+    Matrix::from_shape_vec((1, values.len()), values.to_vec()).expect("internal: one row")
 }
 
 fn check_sum() -> Result<Report, NumError> {

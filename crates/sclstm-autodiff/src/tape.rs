@@ -14,7 +14,7 @@ use sclstm_core::{FusedOp, Matrix, NumError, Real};
 
 use crate::grads::{Grad, Grads, add_into, dense_slot};
 use crate::ops::{
-    char_conv, concat, cross_entropy, dropout, elementwise, embedding, matmul, reduce,
+    char_conv, concat, cross_entropy, dropout, elementwise, embedding, matmul, reduce, scalar_mix,
 };
 use crate::{ParamId, ParamStore};
 
@@ -135,6 +135,17 @@ pub enum Op<R> {
         /// Probabilities, labels, mask, reduction factor.
         cache: cross_entropy::CrossEntropyCache<R>,
     },
+    /// ELMo scalar mix `γ Σ_j softmax(w)_j H_j` of layers stored side by side.
+    ScalarMix {
+        /// Layers (N, L·D).
+        h: Var,
+        /// Mixing logits (1, L).
+        w: Var,
+        /// Scale (1, 1).
+        gamma: Var,
+        /// Softmax weights and the unscaled mix.
+        cache: scalar_mix::ScalarMixCache<R>,
+    },
     /// `Σ X` (scalar).
     Sum {
         /// Input.
@@ -174,6 +185,7 @@ impl<R: Real> Op<R> {
             Op::CharConv { .. } => "char_conv_maxpool",
             Op::Dropout { .. } => "dropout",
             Op::CrossEntropy { .. } => "cross_entropy",
+            Op::ScalarMix { .. } => "scalar_mix",
             Op::Sum { .. } => "sum",
             Op::Mean { .. } => "mean",
             Op::Fused { op, .. } => op.name(),
@@ -199,6 +211,7 @@ impl<R: Real> Op<R> {
                 x, kernel, bias, ..
             } => vec![*x, *kernel, *bias],
             Op::CrossEntropy { logits, .. } => vec![*logits],
+            Op::ScalarMix { h, w, gamma, .. } => vec![*h, *w, *gamma],
             Op::Fused { inputs, .. } => inputs.clone(),
         }
     }
@@ -373,6 +386,22 @@ impl<'p, R: Real> Tape<'p, R> {
             value.as_standard_layout().into_owned()
         };
         self.push(Op::Input, value)
+    }
+
+    /// Adds a leaf no gradient is wanted for (fixed features such as a frozen encoder's
+    /// outputs): recorded as [`Op::Constant`], so ops that read it skip its gradient.
+    pub fn constant(&mut self, value: Matrix<R>) -> Var {
+        let value = if value.is_standard_layout() {
+            value
+        } else {
+            value.as_standard_layout().into_owned()
+        };
+        let v = Var(u32::try_from(self.nodes.len()).expect("internal: < 2^32 nodes"));
+        self.nodes.push(Node {
+            op: Op::Constant,
+            value: Value::Owned(value),
+        });
+        v
     }
 
     /// Puts a parameter on the tape by id, without copying it. Asking twice returns the
@@ -605,6 +634,17 @@ impl<'p, R: Real> Tape<'p, R> {
         Ok(self.push(Op::CrossEntropy { logits, cache }, loss))
     }
 
+    /// ELMo's scalar mix `γ Σ_j softmax(w)_j H_j` of the `L` layers stored side by side
+    /// in `h` (N, L·D), with `w` (1, L) and `gamma` (1, 1): (N, D). See [`scalar_mix`].
+    ///
+    /// # Errors
+    /// Shape mismatch or a foreign var.
+    pub fn scalar_mix(&mut self, h: Var, w: Var, gamma: Var) -> Result<Var, NumError> {
+        self.check("scalar_mix", &[h, w, gamma])?;
+        let (y, cache) = scalar_mix::forward(self.value(h), self.value(w), self.value(gamma))?;
+        Ok(self.push(Op::ScalarMix { h, w, gamma, cache }, y))
+    }
+
     /// `Σ X` as a (1, 1) scalar.
     ///
     /// # Errors
@@ -786,6 +826,20 @@ impl<'p, R: Real> Tape<'p, R> {
                 let d_z = dense_slot(&mut lo[logits.index()], shape(*logits));
                 cross_entropy::backward(d, cache, d_z);
             }
+            Op::ScalarMix { h, w, gamma, cache } => {
+                let (vh, vg) = (self.value(*h), self.value(*gamma));
+                let mut d_w = Matrix::zeros(shape(*w));
+                let mut d_g = Matrix::zeros((1, 1));
+                // Constant features (a frozen encoder's) get no gradient: it would be
+                // (N, L·D) of work and memory for nothing.
+                let d_h = match self.nodes[h.index()].op {
+                    Op::Constant => None,
+                    _ => Some(dense_slot(&mut lo[h.index()], vh.dim())),
+                };
+                scalar_mix::backward(d, vh, vg, cache, d_h, &mut d_w, &mut d_g);
+                add_into(&mut lo[w.index()], Grad::Dense(d_w))?;
+                add_into(&mut lo[gamma.index()], Grad::Dense(d_g))?;
+            }
             Op::Sum { x } => {
                 reduce::backward(d, R::one(), dense_slot(&mut lo[x.index()], shape(*x)));
             }
@@ -837,6 +891,36 @@ mod tests {
         let loss = t.sum(y)?;
         let g = t.backward(loss)?;
         assert_eq!(g.get(x).map(Grad::to_dense), Some(array![[11.0, 3.0]]));
+        Ok(())
+    }
+
+    /// Two layers mixed with equal logits: s = (½, ½), so Y = γ (H_0 + H_1) / 2 and, for
+    /// loss = Σ Y, dγ = Σ (H_0 + H_1) / 2 and dw = 0 (by symmetry g_0 − g_1 is all that
+    /// matters: dw_0 = s_0 s_1 (g_0 − g_1) = ¼ γ Σ (H_0 − H_1)).
+    #[test]
+    fn hand_derived_scalar_mix_and_constant_features() -> Result<(), NumError> {
+        let mut t = Tape::<f64>::new();
+        // Columns [H_0 | H_1], D = 2.
+        let h = t.constant(array![[1.0, 2.0, 3.0, 6.0], [0.0, -2.0, 1.0, 0.0]]);
+        let w = t.leaf(array![[0.0, 0.0]]);
+        let gamma = t.leaf(array![[2.0]]);
+        let y = t.scalar_mix(h, w, gamma)?;
+        assert_eq!(t.value(y), &array![[4.0, 8.0], [1.0, -2.0]]);
+        let loss = t.sum(y)?;
+        let g = t.backward(loss)?;
+        // Σ (H_0 + H_1) / 2 = (1 + 2 + 0 − 2 + 3 + 6 + 1 + 0) / 2 = 5.5.
+        assert_eq!(g.get(gamma).map(Grad::to_dense), Some(array![[5.5]]));
+        // Σ H_0 = 1, Σ H_1 = 10: dw_0 = ¼ · 2 · (1 − 10) = −4.5, dw_1 = +4.5.
+        assert_eq!(g.get(w).map(Grad::to_dense), Some(array![[-4.5, 4.5]]));
+        assert!(g.get(h).is_none(), "constant features get no gradient");
+        let bad = t.leaf(array![[0.0, 0.0, 0.0]]);
+        assert!(matches!(
+            t.scalar_mix(h, bad, gamma),
+            Err(NumError::ShapeMismatch {
+                op: "scalar_mix",
+                ..
+            })
+        ));
         Ok(())
     }
 

@@ -367,6 +367,9 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// The folder under the data root that holds fetched encoders; not part of the shipped data.
+pub const ENCODERS_DIR: &str = "encoders";
+
 /// SHA-256 of bytes, as lowercase hex.
 pub fn sha256_hex(bytes: &[u8]) -> String {
     hex(&Sha256::digest(bytes))
@@ -379,7 +382,9 @@ pub fn sha256_file(path: &Path) -> Result<String, DataError> {
 }
 
 /// Verifies `root/SHA256SUMS` (`sha256sum` format) and that it lists every file under `root` except
-/// `README.md` and `SHA256SUMS` themselves. Returns the number of files verified.
+/// `README.md` and `SHA256SUMS` themselves and the folder `encoders/` (pretrained encoders and
+/// their feature caches, fetched by `scripts/fetch-encoder.sh` and git-ignored). Returns the number
+/// of files verified.
 pub fn verify_checksums(root: &Path) -> Result<usize, DataError> {
     let sums_path = root.join("SHA256SUMS");
     let text = crate::text::read_text(&sums_path)?;
@@ -417,7 +422,9 @@ pub fn verify_checksums(root: &Path) -> Result<usize, DataError> {
         for entry in std::fs::read_dir(&dir).map_err(io)? {
             let p = entry.map_err(io)?.path();
             if p.is_dir() {
-                stack.push(p);
+                if p != root.join(ENCODERS_DIR) {
+                    stack.push(p);
+                }
                 continue;
             }
             let rel = p

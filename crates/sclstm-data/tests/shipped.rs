@@ -27,6 +27,23 @@ fn checksums_cover_and_match_every_shipped_file() -> Result<(), DataError> {
     Ok(())
 }
 
+#[test]
+fn checksums_skip_fetched_encoders_but_refuse_other_unlisted_files() -> Result<(), DataError> {
+    let dir = std::env::temp_dir().join(format!("sclstm-data-sums-{}", std::process::id()));
+    let io = |e| DataError::new(&dir, 0, sclstm_data::DataErrorKind::Io(e));
+    std::fs::create_dir_all(dir.join("encoders/some-model")).map_err(io)?;
+    std::fs::write(dir.join("a.txt"), "a\n").map_err(io)?;
+    std::fs::write(dir.join("encoders/some-model/model.safetensors"), "w").map_err(io)?;
+    let sums = format!("{}  a.txt\n", sclstm_data::shipped::sha256_hex(b"a\n"));
+    std::fs::write(dir.join("SHA256SUMS"), sums).map_err(io)?;
+    assert_eq!(verify_checksums(&dir)?, 1);
+    std::fs::write(dir.join("b.txt"), "b").map_err(io)?;
+    let err = verify_checksums(&dir).unwrap_err();
+    assert!(err.to_string().contains("b.txt"), "{err}");
+    std::fs::remove_dir_all(&dir).map_err(io)?;
+    Ok(())
+}
+
 /// (task, split, sentences, tokens, tags, chunks).
 type Row<'a> = (&'a str, &'a str, usize, usize, usize, Option<usize>);
 

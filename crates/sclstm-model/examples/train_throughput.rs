@@ -71,6 +71,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             char_ids: &[],
             char_lens: &[],
             word_len_max: 0,
+            contextual: &[],
         };
         let start = Instant::now();
         let mut grads = {

@@ -169,6 +169,18 @@ fn channels() -> usize {
     128
 }
 
+/// Contextual word features from a frozen pretrained encoder (the SC-LSTM-LM-CNN
+/// variant): `states` hidden states of width `dim` at each word (the encoder's embedding
+/// output and each of its layers), mixed by a learned scalar mix and appended to the
+/// input representation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContextualConfig {
+    /// Hidden states per word `L + 1` (7 for MiniLM-L6).
+    pub states: usize,
+    /// Width of each state `D` (384 for MiniLM-L6), the columns the mix adds.
+    pub dim: usize,
+}
+
 /// The character CNN of paper Table 2.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CharCnnConfig {
@@ -273,6 +285,9 @@ pub struct ModelConfig {
     /// CRF heads: decode under BIO constraints (`I-X` only after `B-X`/`I-X`; default false).
     #[serde(default)]
     pub bio_constrained: bool,
+    /// Contextual features from a frozen encoder (default none).
+    #[serde(default)]
+    pub contextual: Option<ContextualConfig>,
 }
 
 impl ModelConfig {
@@ -291,6 +306,7 @@ impl ModelConfig {
             dropout: dropout(),
             task_input: TaskInputMode::Shared,
             bio_constrained: false,
+            contextual: None,
         }
     }
 
@@ -317,9 +333,13 @@ impl ModelConfig {
         }
     }
 
-    /// Width of the input representation: word dim + caps width + CNN channels.
+    /// Width of the input representation: word dim + caps width + CNN channels +
+    /// contextual width.
     pub fn input_dim(&self) -> usize {
-        self.word_dim + self.caps_width() + self.char_cnn.as_ref().map_or(0, |c| c.channels)
+        self.word_dim
+            + self.caps_width()
+            + self.char_cnn.as_ref().map_or(0, |c| c.channels)
+            + self.contextual.as_ref().map_or(0, |c| c.dim)
     }
 
     /// LSTM-d: the 1-based layer task `k`'s head reads (explicit `layer`, else the default
@@ -358,10 +378,15 @@ impl ModelConfig {
         let tasks = n(self.tasks.len())?;
         let input = n(self.word_dim)?
             .checked_add(n(self.caps_width())?)?
-            .checked_add(self.char_cnn.as_ref().map_or(Some(0), |c| n(c.channels))?)?;
+            .checked_add(self.char_cnn.as_ref().map_or(Some(0), |c| n(c.channels))?)?
+            .checked_add(self.contextual.as_ref().map_or(Some(0), |c| n(c.dim))?)?;
         let mut encoder = n(self.word_vocab)?.checked_mul(n(self.word_dim)?)?;
         if let (true, Some(d)) = (self.caps, self.caps_dim) {
             encoder = encoder.checked_add(n(crate::NUM_CAPS)?.checked_mul(n(d)?)?)?;
+        }
+        if let Some(c) = &self.contextual {
+            // Mixing weights and γ.
+            encoder = encoder.checked_add(n(c.states)?.checked_add(1)?)?;
         }
         if let Some(c) = &self.char_cnn {
             let (v, d, k, ch) = (n(c.vocab)?, n(c.dim)?, n(c.kernel)?, n(c.channels)?);
@@ -428,7 +453,8 @@ impl ModelConfig {
             .try_fold(0u64, |acc, t| acc.checked_add(n(t.tags.len())?))?;
         let input = n(self.word_dim)?
             .checked_add(n(self.caps_width())?)?
-            .checked_add(self.char_cnn.as_ref().map_or(Some(0), |c| n(c.channels))?)?;
+            .checked_add(self.char_cnn.as_ref().map_or(Some(0), |c| n(c.channels))?)?
+            .checked_add(self.contextual.as_ref().map_or(Some(0), |c| n(c.dim))?)?;
         // Per token and direction of a layer: 4 gates, cell and its tanh, output (8H), and
         // q, s and two gate values per gated task (4H each).
         let gated_tasks = if self.family == Family::ScLstm {
@@ -531,6 +557,11 @@ impl ModelConfig {
             if c.vocab == 0 || c.dim == 0 || c.channels == 0 {
                 return bad("char_cnn vocab, dim and channels must be positive".into());
             }
+        }
+        if let Some(c) = &self.contextual
+            && (c.states == 0 || c.dim == 0)
+        {
+            return bad("contextual states and dim must be positive".into());
         }
         if self.family == Family::LstmD {
             for k in 0..self.tasks.len() {

@@ -14,8 +14,8 @@ use sclstm_core::{Matrix, Real};
 use sclstm_cpu::CpuBackend;
 
 use crate::{
-    CharCnnConfig, Family, HeadKind, ModelConfig, ModelError, ModelInput, Tagger, TaskConfig,
-    TaskInputMode,
+    CharCnnConfig, ContextualConfig, Family, HeadKind, ModelConfig, ModelError, ModelInput, Tagger,
+    TaskConfig, TaskInputMode,
 };
 
 /// The f64 CPU tagger the checks run on.
@@ -125,12 +125,20 @@ pub fn check_tagger(
     compare(&name, t, input, task, gold, dropout_seed, &grads)
 }
 
+/// Contextual features of [`TinyBatch`]: 3 states of width 2 per position.
+const TINY_CONTEXTUAL: ContextualConfig = ContextualConfig { states: 3, dim: 2 };
+
 /// A tiny SC-LSTM with a CRF `ner` head and a softmax `pos` head, char-CNN and caps,
-/// 2 layers of hidden size 2, non-zero CRF transitions.
+/// 2 layers of hidden size 2, non-zero CRF transitions; with `contextual`, also a scalar
+/// mix of [`TINY_CONTEXTUAL`] features with non-uniform weights and `γ ≠ 1`.
 ///
 /// # Errors
 /// Construction errors (none for this fixed config).
-pub fn tiny_sc_lstm_crf(mode: TaskInputMode, dropout: f64) -> Result<CheckTagger, ModelError> {
+pub fn tiny_sc_lstm_crf(
+    mode: TaskInputMode,
+    dropout: f64,
+    contextual: bool,
+) -> Result<CheckTagger, ModelError> {
     let mut ner = TaskConfig::new("ner", &["O", "B-X", "I-X"]);
     ner.head = HeadKind::Crf;
     let mut cfg = ModelConfig::new(
@@ -146,11 +154,12 @@ pub fn tiny_sc_lstm_crf(mode: TaskInputMode, dropout: f64) -> Result<CheckTagger
         kernel: 3,
         channels: 3,
     });
+    cfg.contextual = contextual.then_some(TINY_CONTEXTUAL);
     let mut t = Tagger::new(cfg, Arc::new(CpuBackend::new(1)?), 11, None)?;
     let crf: Vec<_> = t
         .params()
         .iter()
-        .filter(|(_, n, _)| n.contains(".crf."))
+        .filter(|(_, n, _)| n.contains(".crf.") || n.contains(".mix."))
         .map(|(id, _, _)| id)
         .collect();
     for id in crf {
@@ -172,6 +181,7 @@ struct TinyBatch {
     chars: Vec<u32>,
     char_lens: Vec<usize>,
     gold: [Vec<u32>; 2],
+    contextual: Vec<f32>,
 }
 
 impl TinyBatch {
@@ -191,6 +201,17 @@ impl TinyBatch {
                 vec![1, 0, 1, 2, 0, 2, 0, 0, 0],
                 vec![0, 1, 1, 1, 0, 0, 0, 0, 0],
             ],
+            // sin(0.9·k + 0.1), zero on the padding positions 4, 7 and 8.
+            contextual: (0..9 * TINY_CONTEXTUAL.states * TINY_CONTEXTUAL.dim)
+                .map(|k| {
+                    let p = k / (TINY_CONTEXTUAL.states * TINY_CONTEXTUAL.dim);
+                    if [4, 7, 8].contains(&p) {
+                        0.0
+                    } else {
+                        (k as f32 * 0.9 + 0.1).sin()
+                    }
+                })
+                .collect(),
         }
     }
 
@@ -204,21 +225,24 @@ impl TinyBatch {
             char_ids: &self.chars,
             char_lens: &self.char_lens,
             word_len_max: 3,
+            contextual: &self.contextual,
         }
     }
 }
 
 /// The whole-model checks of `sclstm gradcheck`: the tiny SC-LSTM-CRF with char-CNN and
-/// caps, shared and chained readings (the chained one also with dropout 0.3), each task.
+/// caps, shared and chained readings (the chained one also with dropout 0.3), and the
+/// shared one with contextual features (scalar mix), each task.
 pub fn run_all() -> Vec<Result<Report, ModelError>> {
     let batch = TinyBatch::new();
     let mut out = Vec::new();
-    for (mode, dropout) in [
-        (TaskInputMode::Shared, 0.0),
-        (TaskInputMode::Chained, 0.0),
-        (TaskInputMode::Chained, 0.3),
+    for (mode, dropout, contextual) in [
+        (TaskInputMode::Shared, 0.0, false),
+        (TaskInputMode::Chained, 0.0, false),
+        (TaskInputMode::Chained, 0.3, false),
+        (TaskInputMode::Shared, 0.0, true),
     ] {
-        let mut t = match tiny_sc_lstm_crf(mode, dropout) {
+        let mut t = match tiny_sc_lstm_crf(mode, dropout, contextual) {
             Ok(t) => t,
             Err(e) => {
                 out.push(Err(e));
@@ -228,7 +252,8 @@ pub fn run_all() -> Vec<Result<Report, ModelError>> {
         for task in 0..2 {
             let r =
                 check_tagger(&mut t, &batch.input(), task, &batch.gold[task], 3).map(|mut r| {
-                    r.name = format!("{} ({mode:?}, dropout {dropout})", r.name);
+                    let ctx = if contextual { ", contextual" } else { "" };
+                    r.name = format!("{} ({mode:?}, dropout {dropout}{ctx})", r.name);
                     r
                 });
             out.push(r);
@@ -244,7 +269,7 @@ mod tests {
     #[test]
     fn whole_model_checks_pass() -> Result<(), ModelError> {
         let reports = run_all();
-        assert_eq!(reports.len(), 6);
+        assert_eq!(reports.len(), 8);
         for r in reports {
             let r = r?;
             assert!(r.checked > 300, "{r}");
@@ -257,7 +282,7 @@ mod tests {
     #[test]
     fn checker_rejects_a_wrong_gradient() -> Result<(), ModelError> {
         let batch = TinyBatch::new();
-        let mut t = tiny_sc_lstm_crf(TaskInputMode::Shared, 0.0)?;
+        let mut t = tiny_sc_lstm_crf(TaskInputMode::Shared, 0.0, false)?;
         let input = batch.input();
         let mut grads = analytic(&t, &input, 0, &batch.gold[0], 0)?;
         let i = t

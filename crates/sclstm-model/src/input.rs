@@ -27,6 +27,11 @@ pub struct ModelInput<'a> {
     pub char_lens: &'a [usize],
     /// Character slots per token `W`.
     pub word_len_max: usize,
+    /// Contextual features (`T·B·S·D` for `S` states of width `D`): position `p` owns
+    /// `contextual[p·S·D ..][..S·D]`, state `j` at offset `j·D`; padding rows are never
+    /// read by the loss (zeros by convention). Ignored without contextual features (may
+    /// be empty).
+    pub contextual: &'a [f32],
 }
 
 impl ModelInput<'_> {
@@ -45,11 +50,17 @@ impl ModelInput<'_> {
         (0..self.positions()).map(|p| self.is_real(p)).collect()
     }
 
-    /// Checks lengths and slice sizes (ids against tables are checked by the model).
+    /// Checks lengths and slice sizes (ids against tables are checked by the model);
+    /// `contextual` is the width `S·D` of a position's contextual features, if any.
     ///
     /// # Errors
     /// [`ModelError::Input`] naming the inconsistent field.
-    pub fn validate(&self, caps: bool, chars: bool) -> Result<(), ModelError> {
+    pub fn validate(
+        &self,
+        caps: bool,
+        chars: bool,
+        contextual: Option<usize>,
+    ) -> Result<(), ModelError> {
         let bad = |m: String| Err(ModelError::Input(m));
         let n = self.positions();
         if self.steps == 0 || self.batch == 0 {
@@ -91,6 +102,14 @@ impl ModelInput<'_> {
                     self.cap_ids[p]
                 ));
             }
+        }
+        if let Some(width) = contextual
+            && self.contextual.len() != n * width
+        {
+            return bad(format!(
+                "{} contextual features for T·B = {n} positions of {width}",
+                self.contextual.len()
+            ));
         }
         if chars {
             let w = self.word_len_max;

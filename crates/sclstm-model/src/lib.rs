@@ -22,7 +22,7 @@
 //! let input = ModelInput {
 //!     steps: 2, batch: 2, lens: &[2, 1],
 //!     word_ids: &[3, 4, 5, 0], cap_ids: &[1, 0, 0, 0],
-//!     char_ids: &[], char_lens: &[], word_len_max: 0,
+//!     char_ids: &[], char_lens: &[], word_len_max: 0, contextual: &[],
 //! };
 //! let mut tape = tagger.tape();
 //! let loss = tagger.loss(&mut tape, &input, 0, &[1, 0, 0, 0], 42).unwrap();
@@ -44,6 +44,12 @@
 //!   `embed.char`, convolved (kernel 3, padding 1, stride 1) and max-pooled over the word
 //!   (`channels` features). Padding tokens and empty words are convolved as one character
 //!   (their first slot); padding rows never reach the loss.
+//! - `contextual` (if `contextual`, the SC-LSTM-LM-CNN variant): the `S` hidden states
+//!   `H_j` (width `D`) a frozen pretrained encoder gives the word (`ModelInput::contextual`,
+//!   computed outside the model, e.g. by `sclstm-encoder`), combined as ELMo does
+//!   (Peters et al., 2018, Eq. 1): `γ Σ_j softmax(w)_j H_j` with learned `w`
+//!   (`embed.mix.weights`) and `γ` (`embed.mix.gamma`). The features are a constant on the
+//!   tape (no gradient flows into the encoder).
 //!
 //! # Families
 //! - **STL** (`stl`): every task has its own complete model (word/char embeddings, CNN,
@@ -85,6 +91,8 @@
 //! | `embed.word` | (V, Dw) | pretrained rows where given, else U(±√(3/Dw)); row 0 (padding) zero |
 //! | `embed.caps` | (8, d) | U(±√(3/d)); only with `caps_dim = d` |
 //! | `embed.char` | (Vc, Dc) | U(±0.1) |
+//! | `embed.mix.weights` | (1, S) | 0 (uniform mix); only with `contextual` |
+//! | `embed.mix.gamma` | (1, 1) | 1; only with `contextual` |
 //! | `char_cnn.weight` | (3·Dc, C) | U(±1/√(3·Dc)); rows `[x_{t−1}; x_t; x_{t+1}]` blocks |
 //! | `char_cnn.bias` | (1, C) | U(±1/√(3·Dc)) |
 //! | `encoder.layer<l>.<d>.w_ih` | (4H, D_l) | U(±1/√H) (PyTorch) |
@@ -107,7 +115,7 @@
 //! [`Tagger::inspect`] returns, for one batch and task (dropout off), as f32 matrices:
 //! `input.word_ids` (T·B, 1), `input.lens` (B, 1), `input.gold` (T·B, 1),
 //! `input.cap_ids` (T·B, 1), `input.char_ids` (T·B, W), `input.char_lens` (T·B, 1);
-//! `act.embed.word`, `act.embed.caps`, `act.embed.char`, `act.input` (the concatenated
+//! `act.embed.word`, `act.embed.caps`, `act.embed.char`, `act.embed.contextual`, `act.input` (the concatenated
 //! representation); `act.layer<l>.h` (T·B, 2H, `[h_fwd ⊕ h_bwd]`) for each computed
 //! layer of the task's path; `act.layer<l>.q.<task>` (T·B, 2H) for SC-LSTM layers with
 //! gates; `act.logits.<task>` (T·B, L); `act.loss.<task>` (1, 1), the value of
@@ -137,8 +145,8 @@ pub use checkpoint::{
     read_metadata, read_tensors, write_tensors,
 };
 pub use config::{
-    CharCnnConfig, ESTIMATE_BATCH_TOKENS, Family, HeadKind, ModelConfig, TaskConfig, TaskInputMode,
-    available_memory_bytes,
+    CharCnnConfig, ContextualConfig, ESTIMATE_BATCH_TOKENS, Family, HeadKind, ModelConfig,
+    TaskConfig, TaskInputMode, available_memory_bytes,
 };
 pub use error::ModelError;
 pub use input::{ModelInput, NUM_CAPS};

@@ -54,6 +54,8 @@ struct EncoderIds {
     /// Learned capitalization embedding (`caps_dim` set).
     caps: Option<ParamId>,
     chars: Option<CharIds>,
+    /// Scalar mix of contextual features: `(weights (1, S), γ (1, 1))`.
+    mix: Option<(ParamId, ParamId)>,
     layers: Vec<LayerIds>,
 }
 
@@ -177,6 +179,21 @@ impl<R: Real> Builder<R> {
                 bias,
             }
         });
+        // Constants, not draws: uniform mixing (w = 0) and γ = 1, as ELMo starts, so
+        // adding the mix leaves every other parameter's initial value unchanged.
+        let mix = cfg.contextual.as_ref().map(|c| {
+            let w = self.add(
+                format!("{prefix}embed.mix.weights"),
+                Matrix::zeros((1, c.states)),
+                owner,
+            );
+            let g = self.add(
+                format!("{prefix}embed.mix.gamma"),
+                Matrix::ones((1, 1)),
+                owner,
+            );
+            (w, g)
+        });
         let h = cfg.hidden;
         let a = 1.0 / (h as f64).sqrt();
         let top = cfg.layers - 1;
@@ -225,6 +242,7 @@ impl<R: Real> Builder<R> {
             word,
             caps,
             chars,
+            mix,
             layers,
         }
     }
@@ -644,7 +662,11 @@ impl<B: Backend + 'static> Tagger<B> {
     }
 
     fn validate_input(&self, input: &ModelInput<'_>) -> Result<(), ModelError> {
-        input.validate(self.config.caps, self.config.char_cnn.is_some())
+        input.validate(
+            self.config.caps,
+            self.config.char_cnn.is_some(),
+            self.config.contextual.as_ref().map(|c| c.states * c.dim),
+        )
     }
 
     /// `logits = repr · W + b` of task `k`'s head.
@@ -668,7 +690,8 @@ impl<B: Backend + 'static> Tagger<B> {
         }
     }
 
-    /// The input representation `[word ⊕ caps ⊕ char-CNN]` (before dropout), (T·B, D).
+    /// The input representation `[word ⊕ caps ⊕ char-CNN ⊕ contextual]` (before
+    /// dropout), (T·B, D).
     fn embed(
         &self,
         tape: &mut Tape<'_, B::Elem>,
@@ -714,6 +737,16 @@ impl<B: Backend + 'static> Tagger<B> {
             let bias = tape.param(c.bias)?;
             let y = tape.char_conv_maxpool(x, kernel, bias, w, &lens)?;
             parts.push(("act.embed.char", y));
+        }
+        if let Some((w, g)) = enc.mix {
+            let width = input.contextual.len() / n.max(1);
+            let h = Matrix::<B::Elem>::from_shape_fn((n, width), |(p, j)| {
+                <B::Elem as Real>::from_f64(f64::from(input.contextual[p * width + j]))
+            });
+            // The encoder is frozen: its features are a constant, with no gradient.
+            let h = tape.constant(h);
+            let (w, g) = (tape.param(w)?, tape.param(g)?);
+            parts.push(("act.embed.contextual", tape.scalar_mix(h, w, g)?));
         }
         let vars: Vec<Var> = parts.iter().map(|&(_, v)| v).collect();
         let x0 = if vars.len() == 1 {

@@ -125,6 +125,7 @@ impl Batch {
             char_ids: &self.chars,
             char_lens: &self.char_lens,
             word_len_max: W,
+            contextual: &[],
         }
     }
 

@@ -85,6 +85,7 @@ fn lstm_s_softmax_loss_and_gradients_match_pytorch() {
         char_ids: &[],
         char_lens: &[],
         word_len_max: 0,
+        contextual: &[],
     };
     let mut tape = tagger.tape();
     let loss = tagger.loss(&mut tape, &input, 0, &gold, 0).unwrap();

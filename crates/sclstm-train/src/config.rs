@@ -37,6 +37,26 @@ pub enum Dtype {
     F64,
 }
 
+/// How a word's encoder vector is made from its sub-words' (with `encoder`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum EncoderPool {
+    /// The first sub-word's vector.
+    #[default]
+    First,
+    /// The mean of the word's sub-word vectors.
+    Mean,
+}
+
+impl From<EncoderPool> for sclstm_encoder::Pool {
+    fn from(p: EncoderPool) -> Self {
+        match p {
+            EncoderPool::First => sclstm_encoder::Pool::First,
+            EncoderPool::Mean => sclstm_encoder::Pool::Mean,
+        }
+    }
+}
+
 /// Tagging scheme used for training NER and chunking.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
@@ -218,6 +238,12 @@ pub struct TrainConfig {
     pub dev: Vec<DataFile>,
     /// User test files, per task.
     pub test: Vec<DataFile>,
+    /// Folder of a frozen BERT-architecture encoder (`config.json`, `model.safetensors`,
+    /// `tokenizer.json`) whose hidden states join the input through a scalar mix (the
+    /// SC-LSTM-LM-CNN variant); none: no contextual features.
+    pub encoder: Option<PathBuf>,
+    /// How a word's encoder vector is pooled from its sub-words.
+    pub encoder_pool: EncoderPool,
 }
 
 impl Default for TrainConfig {
@@ -254,6 +280,8 @@ impl Default for TrainConfig {
             train: Vec::new(),
             dev: Vec::new(),
             test: Vec::new(),
+            encoder: None,
+            encoder_pool: EncoderPool::First,
         }
     }
 }

@@ -23,6 +23,8 @@ pub struct PreparedSplit {
     pub sentences: Vec<Sentence>,
     /// The same sentences as ids.
     pub encoded: Vec<EncodedSentence>,
+    /// Their contextual features (with an encoder, see [`crate::contextual`]).
+    pub contextual: Option<sclstm_encoder::Features>,
 }
 
 impl PreparedSplit {
@@ -66,6 +68,9 @@ pub struct Prepared {
     pub embedding_dim: usize,
     /// Coverage of the training words by the embedding file.
     pub coverage: Coverage,
+    /// Shape of the contextual features (with an encoder, set by
+    /// [`crate::contextual::attach`]).
+    pub contextual: Option<sclstm_model::ContextualConfig>,
 }
 
 /// The tag scheme a `scheme` setting trains with.
@@ -257,6 +262,7 @@ pub fn prepare(config: &TrainConfig) -> anyhow::Result<Prepared> {
                 path,
                 sentences,
                 encoded,
+                contextual: None,
             })
         };
         tasks.push(PreparedTask {
@@ -276,5 +282,6 @@ pub fn prepare(config: &TrainConfig) -> anyhow::Result<Prepared> {
         pretrained,
         embedding_dim: glove.dim,
         coverage,
+        contextual: None,
     })
 }

@@ -34,6 +34,7 @@
 
 pub mod claims;
 pub mod config;
+pub mod contextual;
 pub mod data;
 pub mod grads;
 pub mod plan;

@@ -24,7 +24,9 @@ use super::rundir::{
 use super::schedule::epoch_order;
 use super::score::{TaskScore, score};
 use crate::config::TrainConfig;
+use crate::contextual::{self, batch_rows};
 use crate::pool::host_pool;
+use sclstm_encoder::Features;
 use sclstm_model::checkpoint::write_atomic;
 
 /// Metadata key of the trainer state inside `last.safetensors`.
@@ -180,8 +182,9 @@ struct TrainState {
     elapsed: f64,
 }
 
-/// The model input view of a data batch.
-pub fn model_input(batch: &Batch) -> ModelInput<'_> {
+/// The model input view of a data batch and its contextual features (the
+/// [`crate::contextual::batch_rows`] of the batch; empty without an encoder).
+pub fn model_input<'a>(batch: &'a Batch, contextual: &'a [f32]) -> ModelInput<'a> {
     ModelInput {
         steps: batch.seq_len,
         batch: batch.batch_size,
@@ -191,6 +194,7 @@ pub fn model_input(batch: &Batch) -> ModelInput<'_> {
         char_ids: &batch.char_ids,
         char_lens: &batch.char_lens,
         word_len_max: batch.max_word_len,
+        contextual,
     }
 }
 
@@ -230,18 +234,21 @@ pub fn model_config(config: &TrainConfig, prepared: &Prepared) -> ModelConfig {
     m.layers = config.layers;
     m.dropout = config.dropout;
     m.task_input = config.task_input;
+    m.contextual = prepared.contextual.clone();
     m
 }
 
 /// Tags `sentences` for every task in `tasks` in one pass per batch (length-sorted
 /// batches, see [`tagging_batches`]: little padding). Returns `[task][sentence]` tag ids
-/// in input order; empty sentences get no tags.
+/// in input order; empty sentences get no tags. `features` are the sentences'
+/// contextual features (required by a tagger with contextual input).
 pub fn tag_sentences<B: Backend + 'static>(
     tagger: &Tagger<B>,
     tasks: &[usize],
     sentences: &[EncodedSentence],
+    features: Option<&Features>,
 ) -> anyhow::Result<Vec<Vec<Vec<u32>>>> {
-    in_batches(sentences, tasks.len(), |input| {
+    in_batches(sentences, features, tasks.len(), |input| {
         Ok(tagger.predict(input, tasks)?)
     })
 }
@@ -252,8 +259,9 @@ pub fn tag_sentences_scored<B: Backend + 'static>(
     tagger: &Tagger<B>,
     tasks: &[usize],
     sentences: &[EncodedSentence],
+    features: Option<&Features>,
 ) -> anyhow::Result<Vec<Vec<sclstm_model::ScoredTags>>> {
-    in_batches(sentences, tasks.len(), |input| {
+    in_batches(sentences, features, tasks.len(), |input| {
         Ok(tagger.predict_scored(input, tasks)?)
     })
 }
@@ -263,6 +271,7 @@ pub fn tag_sentences_scored<B: Backend + 'static>(
 /// sentences).
 fn in_batches<T: Clone + Default>(
     sentences: &[EncodedSentence],
+    features: Option<&Features>,
     ntasks: usize,
     mut per_batch: impl FnMut(&ModelInput<'_>) -> anyhow::Result<Vec<Vec<T>>>,
 ) -> anyhow::Result<Vec<Vec<T>>> {
@@ -274,7 +283,8 @@ fn in_batches<T: Clone + Default>(
     let mut out = vec![vec![T::default(); sentences.len()]; ntasks];
     for range in tagging_batches(&lens) {
         let batch = make_batch(sentences, &order[range]);
-        let pred = per_batch(&model_input(&batch))?;
+        let rows = batch_rows(&batch, features);
+        let pred = per_batch(&model_input(&batch, &rows))?;
         for (per_task, out_k) in pred.into_iter().zip(&mut out) {
             for (b, tags) in per_task.into_iter().enumerate() {
                 out_k[batch.sentence_ids[b]] = tags;
@@ -288,9 +298,9 @@ fn in_batches<T: Clone + Default>(
 pub fn evaluate_split<B: Backend + 'static>(
     tagger: &Tagger<B>,
     k: usize,
-    split: &[EncodedSentence],
+    split: &PreparedSplit,
 ) -> anyhow::Result<Vec<Vec<u32>>> {
-    Ok(tag_sentences(tagger, &[k], split)?.swap_remove(0))
+    Ok(tag_sentences(tagger, &[k], &split.encoded, split.contextual.as_ref())?.swap_remove(0))
 }
 
 fn score_split<B: Backend + 'static>(
@@ -299,7 +309,7 @@ fn score_split<B: Backend + 'static>(
     task: &PreparedTask,
     split: &PreparedSplit,
 ) -> anyhow::Result<TaskScore> {
-    let pred = evaluate_split(tagger, k, &split.encoded)?;
+    let pred = evaluate_split(tagger, k, split)?;
     score(&task.scorer(), split, &pred)
 }
 
@@ -433,7 +443,8 @@ pub struct Trainer<B: Backend + 'static> {
     state: TrainState,
     bcfg: BatchConfig,
     task_names: Vec<String>,
-    probe_batches: Vec<Batch>,
+    /// One batch per task for gradient logging, with its contextual features.
+    probe_batches: Vec<(Batch, Vec<f32>)>,
     steps_this_process: u64,
     throughput: (u64, f64),
     last_scores: Option<(Vec<TaskScore>, Vec<TaskScore>)>,
@@ -498,7 +509,11 @@ impl<B: Backend + 'static> Trainer<B> {
         for line in &early {
             observer.message(line);
         }
-        let prepared = prepare(config)?;
+        let mut prepared = prepare(config)?;
+        contextual::attach(config, &mut prepared, &mut |line: &str| {
+            observer.message(line);
+            early.push(line.to_string());
+        })?;
         // Lines printed before the run writes its first file; they open train.log.
         early.push(prepared.coverage.to_string());
         observer.message(&prepared.coverage.to_string());
@@ -574,14 +589,16 @@ impl<B: Backend + 'static> Trainer<B> {
             bucket_pool: 0,
         };
         let task_names: Vec<String> = prepared.tasks.iter().map(|t| t.name.clone()).collect();
-        let probe_batches: Vec<Batch> = prepared
+        let probe_batches: Vec<(Batch, Vec<f32>)> = prepared
             .tasks
             .iter()
             .map(|t| {
-                make_batch(
+                let batch = make_batch(
                     &t.train.encoded,
                     &(0..t.train.encoded.len().min(config.batch_size)).collect::<Vec<_>>(),
-                )
+                );
+                let rows = batch_rows(&batch, t.train.contextual.as_ref());
+                (batch, rows)
             })
             .collect();
         Ok(Trainer {
@@ -682,7 +699,8 @@ impl<B: Backend + 'static> Trainer<B> {
         let ids = &epoch.batches[k][epoch.cursor[k]];
         let task = &self.prepared.tasks[k];
         let batch = make_batch(&task.train.encoded, ids);
-        let input = model_input(&batch);
+        let rows = batch_rows(&batch, task.train.contextual.as_ref());
+        let input = model_input(&batch, &rows);
         let (loss_value, mut grads) = {
             let mut tape = self.tagger.tape();
             let loss = self
@@ -810,7 +828,7 @@ impl<B: Backend + 'static> Trainer<B> {
         let probes: Vec<(ModelInput<'_>, &[u32])> = self
             .probe_batches
             .iter()
-            .map(|b| (model_input(b), b.tag_ids.as_slice()))
+            .map(|(b, rows)| (model_input(b, rows), b.tag_ids.as_slice()))
             .collect();
         let line: GradsLine = grads::measure(
             &self.tagger,

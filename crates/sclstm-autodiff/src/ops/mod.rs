@@ -14,6 +14,7 @@ pub mod elementwise;
 pub mod embedding;
 pub mod matmul;
 pub mod reduce;
+pub mod scalar_mix;
 
 use sclstm_core::{Matrix, NumError};
 
