@@ -470,7 +470,15 @@ impl ModelConfig {
         let encoders = if self.family == Family::Stl { tasks } else { 1 };
         let d_s = h.checked_mul(4)?;
         let heads = tasks.checked_mul(d_s)?.checked_add(tags.checked_mul(2)?)?;
-        let per_token = encoder.checked_mul(encoders)?.checked_add(heads)?;
+        // The encoder's states a token brings (a constant input, counted once per encoder).
+        let contextual = match &self.contextual {
+            Some(c) => n(c.states)?.checked_mul(n(c.dim)?)?,
+            None => 0,
+        };
+        let per_token = encoder
+            .checked_add(contextual)?
+            .checked_mul(encoders)?
+            .checked_add(heads)?;
         // Forward values and their gradients.
         let activations = per_token.checked_mul(n(batch_tokens)?)?.checked_mul(2)?;
         self.parameter_count()?
@@ -575,6 +583,33 @@ impl ModelConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn contextual_features_widen_the_input_and_add_the_mix_parameters() {
+        let mut c = ModelConfig::new(Family::ScLstm, vec![TaskConfig::new("pos", &["A"])], 10);
+        let (dim, params, bytes) = (
+            c.input_dim(),
+            c.parameter_count().unwrap(),
+            c.estimated_bytes(4, 100).unwrap(),
+        );
+        c.contextual = Some(ContextualConfig {
+            states: 7,
+            dim: 384,
+        });
+        assert_eq!(c.input_dim(), dim + 384);
+        // The first layer's 2 directions × 4H rows read 384 more columns, and the SC-LSTM
+        // top layer (the third) is not the first; plus 7 weights and γ.
+        assert_eq!(c.parameter_count().unwrap(), params + 2 * 4 * 300 * 384 + 8);
+        assert!(c.estimated_bytes(4, 100).unwrap() > bytes + 4 * 100 * 7 * 384);
+        let json = serde_json::to_string(&c).unwrap();
+        let back: ModelConfig = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, c);
+        c.contextual = Some(ContextualConfig {
+            states: 0,
+            dim: 384,
+        });
+        assert!(c.validate().is_err());
+    }
 
     #[test]
     fn minimal_json_gets_paper_defaults_and_names_are_stable() {

@@ -7,7 +7,8 @@ use std::sync::Arc;
 use sclstm_cpu::CpuBackend;
 use sclstm_model::checkpoint::CONFIG_KEY;
 use sclstm_model::{
-    Family, ModelConfig, ModelError, Tagger, TaskInputMode, available_memory_bytes, write_tensors,
+    ContextualConfig, Family, ModelConfig, ModelError, Tagger, TaskInputMode,
+    available_memory_bytes, write_tensors,
 };
 
 use crate::common::small_config;
@@ -20,6 +21,7 @@ fn parameter_count_matches_every_built_family() -> Result<(), ModelError> {
                 let mut c = small_config(family, crf, chars);
                 c.task_input = input;
                 c.caps_dim = chars.then_some(2);
+                c.contextual = chars.then_some(ContextualConfig { states: 3, dim: 5 });
                 let t = Tagger::new(c.clone(), Arc::new(CpuBackend::<f32>::new(1)?), 0, None)?;
                 assert_eq!(
                     c.parameter_count(),
