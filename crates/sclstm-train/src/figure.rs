@@ -45,7 +45,7 @@ const AXIS_PT: f64 = 7.5;
 /// Tick labels and legend labels.
 const LABEL_PT: f64 = 7.5;
 /// Most ticks on a y axis: more labels than this crowd a panel's height.
-const MAX_Y_TICKS: usize = 6;
+const MAX_Y_TICKS: usize = 5;
 /// The smallest text drawn (labels of reference lines, titles shrunk to fit).
 const SMALL_PT: f64 = 7.0;
 /// Width of data lines.
@@ -689,8 +689,8 @@ fn linear_ticks(lo: f64, hi: f64, max: usize) -> (Vec<f64>, f64) {
 /// The candidates, coarsest first: the powers of ten; 1, 3 × 10^k; 1, 2, 5 × 10^k; the
 /// linear ticks of the values up to where they crowd (for ranges under a decade); every
 /// m × 10^k (m = 1..9).
-/// Of those with at most [`MAX_Y_TICKS`] ticks, no two closer than an eighth of the axis
-/// (a label's height), the one with the most ticks wins.
+/// Of those with at most [`MAX_Y_TICKS`] ticks, no two closer than a sixth of the axis
+/// (a label's height and a gap), the one with the most ticks wins.
 fn log_ticks(lo: f64, hi: f64) -> Vec<f64> {
     let at = |mantissas: &[f64]| -> Vec<f64> {
         let (first, last) = (lo.floor() as i32, hi.ceil() as i32);
@@ -699,7 +699,7 @@ fn log_ticks(lo: f64, hi: f64) -> Vec<f64> {
             .filter(|e| (lo..=hi).contains(e))
             .collect()
     };
-    let min_gap = (hi - lo) / 8.0;
+    let min_gap = (hi - lo) / 6.0;
     // Linear ticks crowd towards the top of a log axis: keep them up to where they do.
     let mut linear: Vec<f64> = Vec::new();
     for v in linear_ticks(10f64.powf(lo), 10f64.powf(hi), MAX_Y_TICKS).0 {
@@ -1215,18 +1215,13 @@ pub(crate) mod tests {
         assert_eq!(values(0.5, 2000.0), ["1", "10", "100", "1000"]);
         // Two decades: 1, 3 × 10^k.
         assert_eq!(values(0.5, 80.0), ["1", "3", "10", "30"]);
-        // Under a decade the linear ticks give the most; every m × 10^k would give seven.
-        assert_eq!(
-            values(3.9e-4, 1.25e-3),
-            ["4e-4", "6e-4", "8e-4", "1e-3", "1.2e-3"]
-        );
-        // Linear ticks 6, 8, …, 14 rather than 6, 7, 8, 9, 10, whose 9 and 10 would touch;
-        // at the top of 3.7e-4..1.42e-3 the linear tick 1.4e-3 would touch 1.2e-3.
-        assert_eq!(
-            values(3.7e-4, 1.42e-3),
-            ["4e-4", "6e-4", "8e-4", "1e-3", "1.2e-3"]
-        );
-        assert_eq!(values(5.8, 15.0), ["6", "8", "10", "12", "14"]);
+        // Under a decade the linear ticks give the most, up to where they would crowd
+        // (1.2e-3 is too close to 1e-3); every m × 10^k would give seven.
+        assert_eq!(values(3.9e-4, 1.25e-3), ["4e-4", "6e-4", "8e-4", "1e-3"]);
+        // Linear ticks 6, 8, 10, 12 rather than 6, 7, 8, 9, 10, whose 9 and 10 would touch.
+        assert_eq!(values(5.8, 15.0), ["6", "8", "10", "12"]);
+        // A wider span gives the linear ticks a coarser step: two ticks, as 1, 2, 5 give.
+        assert_eq!(values(3.7e-4, 1.42e-3), ["5e-4", "1e-3"]);
         assert_eq!(values(1.6, 3.7), ["2", "2.5", "3", "3.5"]);
         assert_eq!(values(2.9e-3, 6.5e-3), ["3e-3", "4e-3", "5e-3", "6e-3"]);
     }
