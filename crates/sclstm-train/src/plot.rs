@@ -1299,6 +1299,38 @@ mod tests {
     }
 
     #[test]
+    fn a_fifth_run_repeats_the_first_line_style_and_says_so() {
+        let root = temp_dir("fiveruns");
+        let dirs: Vec<PathBuf> = (0..5).map(|i| root.join(format!("r{i}"))).collect();
+        for dir in &dirs {
+            write_run(dir, 1, 0.0, None);
+        }
+        let report = plot_runs(&dirs, &root, SVG).unwrap();
+        assert!(
+            report
+                .notes
+                .iter()
+                .any(|n| n == "5 runs but 4 line styles: runs 5 on repeat them"),
+            "{:?}",
+            report.notes
+        );
+        let runs: Vec<Run> = dirs.iter().map(|d| load_run(d).unwrap()).collect();
+        let fig = dev_score_figure(&runs, &Colors::new(&runs));
+        let strokes: Vec<Stroke> = fig.panels[0].series.iter().map(|s| s.stroke).collect();
+        assert_eq!(
+            strokes,
+            [
+                Stroke::Solid,
+                Stroke::Dashed,
+                Stroke::Dotted,
+                Stroke::LongDash,
+                Stroke::Solid
+            ]
+        );
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
     fn moving_mean_matches_hand_computed_values() {
         // Window of 3, cut at the ends: (1+2)/2, (1+2+3)/3, (2+3+10)/3, (3+10)/2.
         assert_eq!(moving_mean(&[1.0, 2.0, 3.0, 10.0], 1), [1.5, 2.0, 5.0, 6.5]);

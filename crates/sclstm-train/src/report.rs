@@ -1174,9 +1174,14 @@ against = ["STL"]
         assert_eq!(labels, ["LSTM-s", "SC-LSTM"]);
         assert_eq!(p.series[1].points.len(), 2, "SC-LSTM in both groups");
         let dir = std::env::temp_dir().join(format!("sclstm-report-fig-{}", std::process::id()));
-        let written = r.figures(Some(&plan), &dir, &[FigureFormat::Svg]).unwrap();
-        assert_eq!(written.len(), 2);
-        let svg = std::fs::read_to_string(&written[1]).unwrap();
+        let written = r
+            .figures(Some(&plan), &dir, &[FigureFormat::Svg, FigureFormat::Png])
+            .unwrap();
+        assert_eq!(written.len(), 4);
+        assert!(written[3].ends_with("p-task-groups.png"), "{written:?}");
+        let png = resvg::tiny_skia::Pixmap::load_png(&written[3]).unwrap();
+        assert_eq!(png.width(), figure::WIDTH);
+        let svg = std::fs::read_to_string(&written[2]).unwrap();
         assert!(
             svg.contains("STL (paper)") && svg.contains("ner+pos"),
             "{svg}"
