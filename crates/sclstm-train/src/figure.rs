@@ -129,7 +129,7 @@ pub enum FigureError {
     /// plotters failed to lay out or draw a figure.
     #[error("drawing {path}: {message}")]
     Draw {
-        /// The figure being drawn.
+        /// The figure being drawn (its files' path without the extension).
         path: PathBuf,
         /// What plotters reported.
         message: String,
@@ -322,7 +322,7 @@ pub(crate) fn render(
         PathBuf::from(name)
     };
     let svg = draw_svg(figure).map_err(|message| FigureError::Draw {
-        path: path_of(FigureFormat::Svg),
+        path: stem.to_path_buf(),
         message,
     })?;
     let mut tree = None;
@@ -384,6 +384,7 @@ fn parse_svg(svg: &str) -> Result<usvg::Tree, String> {
     parse_svg_with(svg, font_database())
 }
 
+/// Parses an SVG with the fonts of `fonts`, whose `sans-serif` is also the default family.
 fn parse_svg_with(svg: &str, fonts: Arc<usvg::fontdb::Database>) -> Result<usvg::Tree, String> {
     let options = usvg::Options {
         font_family: EMBEDDED_FAMILY.to_string(),
@@ -625,7 +626,7 @@ fn draw_legend(
 /// Tick label with at most as many decimals as the tick spacing needs, without trailing
 /// zeros, `0` rather than `-0` (rounding noise on a tick at zero), and thousands as `k`
 /// when ticks are at least a thousand apart (step counts).
-pub(crate) fn tick_label(value: f64, step: f64) -> String {
+fn tick_label(value: f64, step: f64) -> String {
     if step >= 1000.0 && value.abs() >= 1000.0 {
         return format!("{}k", tick_label(value / 1000.0, step / 1000.0));
     }
@@ -746,11 +747,7 @@ fn log_tick_label(exponent: f64) -> String {
 }
 
 /// Smallest and largest value, widened so that a single value still spans a range.
-pub(crate) fn padded_range(
-    values: impl Iterator<Item = f64>,
-    min_span: f64,
-    pad_frac: f64,
-) -> (f64, f64) {
+fn padded_range(values: impl Iterator<Item = f64>, min_span: f64, pad_frac: f64) -> (f64, f64) {
     let (lo, hi) = values.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
         (lo.min(v), hi.max(v))
     });
@@ -781,6 +778,8 @@ fn draw_title(area: &Area<'_>, title: &str) -> DrawResult {
     Ok(())
 }
 
+/// One panel: its title strip, axes and ticks, reference lines, then raw lines under the
+/// series, each with its dots and best-epoch ring.
 fn draw_panel(area: &Area<'_>, panel: &Panel) -> DrawResult {
     let (title_area, body) = area.split_vertically(title_height());
     draw_title(&title_area, &panel.title)?;
