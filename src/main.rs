@@ -28,7 +28,7 @@ enum Command {
     Inspect(cmd::inspect::Args),
     /// Tag text for every task of a trained run in one pass.
     Predict(cmd::predict::Args),
-    /// Draw SVG figures of training runs: dev scores, training loss, gradient conflicts.
+    /// Draw figures of training runs (SVG, PNG, PDF): dev scores, training loss, gradients.
     Plot(cmd::plot::Args),
     /// Expand an experiment plan into runs: status, GNU parallel / Slurm job lists, or run here.
     Sweep(cmd::sweep::Args),

@@ -340,10 +340,31 @@ fn predict_tags_every_task_and_plot_draws_the_run() {
         "--out",
         figs.to_str().unwrap(),
     ]);
-    for f in ["dev_scores.svg", "train_loss.svg", "grad_conflict.svg"] {
-        let svg = std::fs::read_to_string(figs.join(f)).unwrap();
+    for f in ["dev_scores", "train_loss", "grad_conflict"] {
+        let svg = std::fs::read_to_string(figs.join(format!("{f}.svg"))).unwrap();
         assert!(svg.contains("<svg") && svg.contains("polyline"), "{f}");
+        let png = std::fs::read(figs.join(format!("{f}.png"))).unwrap();
+        assert!(png.starts_with(b"\x89PNG"), "{f}");
     }
+    let pdfs = run.join("pdfs");
+    ok(&[
+        "plot",
+        "--run",
+        run.to_str().unwrap(),
+        "--out",
+        pdfs.to_str().unwrap(),
+        "--format",
+        "pdf",
+    ]);
+    let mut names: Vec<String> = std::fs::read_dir(&pdfs)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        ["dev_scores.pdf", "grad_conflict.pdf", "train_loss.pdf"]
+    );
 }
 
 #[test]

@@ -3,6 +3,7 @@
 use std::io::Write;
 use std::path::PathBuf;
 
+use sclstm_train::figure::{DEFAULT_FORMATS, FigureFormat};
 use sclstm_train::plot::plot_runs;
 
 /// Arguments of `sclstm plot`.
@@ -11,13 +12,17 @@ pub struct Args {
     /// Run directory written by `sclstm train` (repeat to overlay several runs).
     #[arg(long = "run", value_name = "DIR", required = true)]
     pub runs: Vec<PathBuf>,
-    /// Folder for the SVG figures (default: the first run directory).
+    /// Folder for the figures (default: the first run directory).
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
+    /// File formats to write, comma-separated.
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = DEFAULT_FORMATS)]
+    pub format: Vec<FigureFormat>,
 }
 
-/// Runs `sclstm plot`: writes `dev_scores.svg`, `train_loss.svg` and, when a run has
-/// `grads.jsonl`, `grad_conflict.svg`, then lists what was written and what was skipped.
+/// Runs `sclstm plot`: writes `dev_scores`, `train_loss` and, when a run has `grads.jsonl`,
+/// `grad_conflict` in each format asked for, then lists what was written and notes what
+/// was skipped or left out.
 pub fn run(args: Args) -> anyhow::Result<()> {
     let out = match args.out {
         Some(out) => out,
@@ -36,12 +41,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             }
         })
         .collect();
-    let report = plot_runs(&runs, &out)?;
+    let report = plot_runs(&runs, &out, &args.format)?;
     let mut stdout = std::io::stdout().lock();
     for path in &report.written {
         writeln!(stdout, "wrote {}", path.display())?;
     }
-    for note in &report.skipped {
+    for note in &report.notes {
         writeln!(stdout, "note: {note}")?;
     }
     Ok(())
@@ -49,7 +54,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::{Args, run};
+    use super::{Args, FigureFormat, run};
 
     #[test]
     fn figures_go_to_the_first_run_by_default() {
@@ -66,6 +71,7 @@ mod tests {
         run(Args {
             runs: vec![first.clone(), second.clone()],
             out: None,
+            format: vec![FigureFormat::Svg],
         })
         .unwrap();
         assert!(first.join("dev_scores.svg").is_file());

@@ -4,6 +4,7 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::{Context, bail};
+use sclstm_train::figure::{DEFAULT_FORMATS, FigureFormat};
 use sclstm_train::plan::{Overrides, Plan};
 use sclstm_train::report::{self, Report};
 
@@ -39,9 +40,12 @@ pub struct Args {
     /// Table format.
     #[arg(long, value_enum, default_value_t = Format::Markdown)]
     pub format: Format,
-    /// Write the figures (SVG) into this folder.
+    /// Write the figures into this folder.
     #[arg(long)]
     pub figures: Option<PathBuf>,
+    /// File formats of the figures, comma-separated.
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = DEFAULT_FORMATS)]
+    pub figure_format: Vec<FigureFormat>,
     /// Rewrite the README's generated "Results against the paper" section (with `--plan`).
     #[arg(long, requires = "plans")]
     pub readme: Option<PathBuf>,
@@ -75,7 +79,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     if let Some(dir) = &args.figures {
         for (plan, r) in &reports {
-            for path in r.figures(plan.as_ref(), dir)? {
+            for path in r.figures(plan.as_ref(), dir, &args.figure_format)? {
                 eprintln!("wrote {}", path.display());
             }
         }

@@ -11,7 +11,8 @@
 //!   each epoch end and every `checkpoint_steps` steps, from which `--resume` continues;
 //! - `metrics.jsonl`: one line per epoch per task and split, plus the dev average;
 //! - `coverage.txt`: the embedding-coverage report; `datasets.json`: SHA-256 of every data file;
-//! - `grads.jsonl` (with `--log-grads N`): per-task gradient statistics.
+//! - `grads.jsonl` (with `--log-grads N`): per-task gradient statistics;
+//! - `train.log` and `steps.csv`: everything printed, and the loss of every step.
 //!
 //! Every file is written atomically (temporary file, fsync, rename, fsync of the
 //! directory); temporary files a killed process left behind are removed when the next
@@ -36,6 +37,7 @@ pub mod claims;
 pub mod config;
 pub mod contextual;
 pub mod data;
+pub mod figure;
 pub mod grads;
 pub mod plan;
 pub mod plot;

@@ -23,8 +23,8 @@ use serde::{Deserialize, Serialize};
 use crate::claims::{self, Claim};
 
 use crate::config::{Family, TrainConfig};
+use crate::figure::{self, Figure, FigureFormat, HLine, Panel, Series, Stroke};
 use crate::plan::{Plan, RunSpec, config_differences};
-use crate::plot::{self, HLine, Panel, Series, Stroke};
 use crate::rundir::{self, CONFIG_FILE, GRADS_FILE, METRICS_FILE};
 use crate::sweep::epochs_done;
 
@@ -730,23 +730,26 @@ impl Report {
         s
     }
 
-    /// Draws the report's figures into `dir`: `<name>-dev-curves.svg` (Figure 3 style)
-    /// and, when some task was trained in two or more task groups, `<name>-task-groups.svg`
-    /// (Figure 4 style). Returns the files written.
-    pub fn figures(&self, plan: Option<&Plan>, dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    /// Draws the report's figures into `dir` in each of `formats`: `<name>-dev-curves`
+    /// (Figure 3 style) and, when some task was trained in two or more task groups,
+    /// `<name>-task-groups` (Figure 4 style). Returns the files written.
+    pub fn figures(
+        &self,
+        plan: Option<&Plan>,
+        dir: &Path,
+        formats: &[FigureFormat],
+    ) -> anyhow::Result<Vec<PathBuf>> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         let mut written = Vec::new();
-        let curves = self.curve_panels();
-        if !curves.is_empty() {
-            let path = dir.join(format!("{}-dev-curves.svg", self.name));
-            plot::render(&path, &curves)?;
-            written.push(path);
-        }
-        let groups = self.group_panels(plan);
-        if !groups.is_empty() {
-            let path = dir.join(format!("{}-task-groups.svg", self.name));
-            plot::render(&path, &groups)?;
-            written.push(path);
+        for (suffix, panels) in [
+            ("dev-curves", self.curve_panels()),
+            ("task-groups", self.group_panels(plan)),
+        ] {
+            if !panels.is_empty() {
+                let stem = dir.join(format!("{}-{suffix}", self.name));
+                let figure = Figure::legend_from_series(panels);
+                written.extend(figure::render(&stem, &figure, formats)?);
+            }
         }
         Ok(written)
     }
@@ -791,21 +794,24 @@ impl Report {
                         }
                         let n = curves.len();
                         let (color, stroke) = family_style(family);
+                        let label = format!("{row} ({n} seed{})", if n == 1 { "" } else { "s" });
                         Series {
-                            label: format!("{row} ({n} seed{})", if n == 1 { "" } else { "s" }),
-                            color,
-                            points,
                             stroke,
                             band: if n > 1 { band } else { Vec::new() },
+                            dots: true,
+                            ..Series::line(label, color, points)
                         }
                     })
                     .collect();
-                Panel::lines(
-                    format!("dev average: {}", tasks.join(" + ")),
-                    "epoch",
-                    "mean dev F1 / accuracy (%)".into(),
-                    series,
-                )
+                Panel {
+                    integer_x: true,
+                    ..Panel::lines(
+                        format!("dev average: {}", tasks.join(" + ")),
+                        "epoch",
+                        "dev score (%)".into(),
+                        series,
+                    )
+                }
             })
             .collect()
     }
@@ -863,11 +869,13 @@ impl Report {
                 }
                 if !points.is_empty() {
                     series.push(Series {
-                        label: family_label(*family).into(),
-                        color: family_style(*family).0,
-                        points,
                         stroke: Stroke::Markers,
                         band,
+                        ..Series::line(
+                            family_label(*family).into(),
+                            family_style(*family).0,
+                            points,
+                        )
                     });
                 }
             }
@@ -903,7 +911,7 @@ impl Report {
                 ..Panel::lines(
                     format!("{task}: test"),
                     "task group",
-                    "test F1 / accuracy (%)".into(),
+                    "test score (%)".into(),
                     series,
                 )
             });
@@ -1182,9 +1190,14 @@ against = ["STL"]
         assert_eq!(labels, ["LSTM-s", "SC-LSTM"]);
         assert_eq!(p.series[1].points.len(), 2, "SC-LSTM in both groups");
         let dir = std::env::temp_dir().join(format!("sclstm-report-fig-{}", std::process::id()));
-        let written = r.figures(Some(&plan), &dir).unwrap();
-        assert_eq!(written.len(), 2);
-        let svg = std::fs::read_to_string(&written[1]).unwrap();
+        let written = r
+            .figures(Some(&plan), &dir, &[FigureFormat::Svg, FigureFormat::Png])
+            .unwrap();
+        assert_eq!(written.len(), 4);
+        assert!(written[3].ends_with("p-task-groups.png"), "{written:?}");
+        let png = resvg::tiny_skia::Pixmap::load_png(&written[3]).unwrap();
+        assert_eq!(png.width(), figure::WIDTH);
+        let svg = std::fs::read_to_string(&written[2]).unwrap();
         assert!(
             svg.contains("STL (paper)") && svg.contains("ner+pos"),
             "{svg}"

@@ -698,7 +698,7 @@ pub const LOG_FILE: &str = "train.log";
 /// One line per optimizer step: `step,epoch,task,loss,tokens_per_s`.
 pub const STEPS_FILE: &str = "steps.csv";
 /// Header line of [`STEPS_FILE`].
-const STEPS_HEADER: &str = "step,epoch,task,loss,tokens_per_s";
+pub const STEPS_HEADER: &str = "step,epoch,task,loss,tokens_per_s";
 
 /// The run's own log files, appended as training goes (`train.log`, `steps.csv`). They
 /// are written whether or not a terminal shows the progress, and survive the directory
