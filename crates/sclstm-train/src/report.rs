@@ -204,24 +204,78 @@ pub fn plan_results(specs: &[RunSpec]) -> anyhow::Result<Vec<RunResult>> {
     Ok(out)
 }
 
-/// Results of run directories given by hand: rows are `model [task+task]`, seeds their
-/// `seed` key.
+/// Results of run directories given by hand. Directories whose configurations differ
+/// only in `seed` (and the machine keys `threads`, `backend`) are seeds of one row, named
+/// after the model as the paper names its variants plus the tasks
+/// (`SC-LSTM-LM-CNN-CRF [ner+chunk+pos]`); rows that would share a name get the keys that
+/// tell them apart (`… (hidden = 100)`).
 pub fn dir_results(dirs: &[PathBuf]) -> anyhow::Result<Vec<RunResult>> {
-    let mut out = Vec::new();
+    let mut configs = Vec::new();
     for dir in dirs {
         let config = TrainConfig::from_toml_file(&dir.join(CONFIG_FILE))
             .with_context(|| format!("{} is not a run directory", dir.display()))?;
-        let row = format!(
-            "{} [{}]",
-            family_label(config.model),
-            config.tasks.join("+")
-        );
-        match read_run(dir, &row, &row, config.seed)? {
+        configs.push(config);
+    }
+    // The configuration that makes a row: everything but the seed and the machine.
+    let row_key = |c: &TrainConfig| -> toml::Table {
+        let neutral = TrainConfig {
+            seed: 0,
+            threads: 0,
+            backend: crate::config::BackendKind::Cpu,
+            ..c.clone()
+        };
+        toml::Table::try_from(&neutral).expect("internal: a config serializes to TOML")
+    };
+    let keys: Vec<toml::Table> = configs.iter().map(row_key).collect();
+    let names: Vec<String> = configs
+        .iter()
+        .map(|c| format!("{} [{}]", model_label(c), c.tasks.join("+")))
+        .collect();
+    let mut out = Vec::new();
+    for (i, dir) in dirs.iter().enumerate() {
+        // Keys on which this row differs from another row of the same name.
+        let mut differing: Vec<String> = Vec::new();
+        for (j, other) in keys.iter().enumerate() {
+            if names[j] != names[i] || other == &keys[i] {
+                continue;
+            }
+            for (k, v) in &keys[i] {
+                if other.get(k) != Some(v) && !differing.iter().any(|d| d.starts_with(k.as_str())) {
+                    differing.push(format!("{k} = {v}"));
+                }
+            }
+        }
+        let row = if differing.is_empty() {
+            names[i].clone()
+        } else {
+            format!("{} ({})", names[i], differing.join(", "))
+        };
+        match read_run(dir, &row, &row, configs[i].seed)? {
             Some(r) => out.push(r),
             None => bail!("{}: no finished epoch yet", dir.display()),
         }
     }
     Ok(out)
+}
+
+/// The paper's name of a trained variant: the family with `-LM` (contextual encoder),
+/// `-CNN` (character CNN) and `-CRF` (CRF heads), e.g. `SC-LSTM-LM-CNN-CRF`,
+/// `LSTM-CNN-CRF (STL)`.
+pub fn model_label(c: &TrainConfig) -> String {
+    let mut suffix = String::new();
+    for (on, part) in [
+        (c.encoder.is_some(), "-LM"),
+        (c.char_cnn, "-CNN"),
+        (c.crf, "-CRF"),
+    ] {
+        if on {
+            suffix.push_str(part);
+        }
+    }
+    match c.model {
+        Family::Stl => format!("LSTM{suffix} (STL)"),
+        f => format!("{}{suffix}", family_label(f)),
+    }
 }
 
 /// The paper's name of a family.
@@ -1214,5 +1268,54 @@ against = ["STL"]
         );
         assert_eq!(readme_current(&new), Some("new table\n"));
         assert!(splice_readme("no markers", "x").is_err());
+    }
+
+    /// A copy of a committed run's logs in `dir`, with `config.toml` edited by `edit`.
+    fn copy_run(from: &str, dir: &Path, edit: impl Fn(String) -> String) {
+        let src = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../results/quick")
+            .join(from);
+        std::fs::create_dir_all(dir).unwrap();
+        for f in ["metrics.jsonl", "config.toml"] {
+            let text = std::fs::read_to_string(src.join(f)).unwrap();
+            let text = if f == "config.toml" { edit(text) } else { text };
+            std::fs::write(dir.join(f), text).unwrap();
+        }
+    }
+
+    #[test]
+    fn run_directories_are_seeds_of_one_row_only_when_their_configs_agree() {
+        let tmp = std::env::temp_dir().join(format!("sclstm-dir-rows-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&tmp);
+        let plain = "sc-lstm-cnn-crf/seed-1";
+        let dirs: Vec<PathBuf> = ["a", "b", "lm", "small"]
+            .iter()
+            .map(|d| tmp.join(d))
+            .collect();
+        copy_run(plain, &dirs[0], |t| t);
+        copy_run(plain, &dirs[1], |t| {
+            t.replace("seed = 1", "seed = 2")
+                .replace("threads = 1", "threads = 2")
+        });
+        copy_run("sc-lstm-lm-cnn-crf/seed-1", &dirs[2], |t| t);
+        copy_run(plain, &dirs[3], |t| {
+            t.replace("hidden = 300", "hidden = 100")
+        });
+        let r = build(None, dir_results(&dirs).unwrap());
+        let rows: Vec<(&str, usize)> = r
+            .table
+            .iter()
+            .filter(|l| l.task == "ner")
+            .map(|l| (l.row.as_str(), l.scores.len()))
+            .collect();
+        assert_eq!(
+            rows,
+            [
+                ("SC-LSTM-CNN-CRF [ner+chunk+pos] (hidden = 100)", 1),
+                ("SC-LSTM-CNN-CRF [ner+chunk+pos] (hidden = 300)", 2),
+                ("SC-LSTM-LM-CNN-CRF [ner+chunk+pos]", 1),
+            ]
+        );
+        let _ = std::fs::remove_dir_all(&tmp);
     }
 }
