@@ -227,7 +227,7 @@ fn bench_names_the_cpu_and_the_kernels_and_a_forced_set_is_used_or_refused() {
     );
     assert_eq!(available.last(), Some(&"portable"));
     let products = auto["products"].as_array().unwrap();
-    assert_eq!(products.len(), 3);
+    assert_eq!(products.len(), 4);
     assert!(products.iter().all(|p| p["gflops"].as_f64().unwrap() > 0.0));
     // Forcing the portable set runs matrixmultiply everywhere and says so.
     let out = bench_json("portable");

@@ -13,7 +13,8 @@
 #   --criterion     also run the criterion `cpu_crf` group each round (CRF ratios)
 #   --quick         fewer batches per script (a smoke run, not a measurement)
 #   --out FILE      keep the raw JSON lines in FILE (default: a temporary file)
-# The environment reaches every script, e.g. OMP_WAIT_POLICY=PASSIVE on a busy machine.
+# The environment reaches every script, e.g. OMP_WAIT_POLICY=PASSIVE on a busy machine
+# (on a quiet one it slows PyTorch's multi-thread runs; the default is the fair baseline).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -35,7 +36,7 @@ while [[ $# -gt 0 ]]; do
     --criterion) CRITERION=1; shift ;;
     --quick) QUICK=(--warmup 2 --train-batches 5 --infer-batches 5); shift ;;
     --out) OUT="$2"; shift 2 ;;
-    -h|--help) sed -n '2,16p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,17p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "compare.sh: unknown option '$1' (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -61,6 +62,7 @@ RESULTS="${OUT:-$(mktemp -t sclstm-compare.XXXXXX)}"
 : > "$RESULTS"
 echo "compare.sh: $ROUNDS round(s), $THREADS thread(s); raw results in $RESULTS"
 echo "compare.sh: timings on a shared or busy machine are noisy; compare medians, not single runs."
+echo "compare.sh: OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-unset, the PyTorch default: threads spin between operations}${SCLSTM_KERNELS:+; SCLSTM_KERNELS=$SCLSTM_KERNELS}"
 
 # Appends the JSON lines of stdin to the results, tagged with the round and extra fields.
 tag() {

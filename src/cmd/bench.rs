@@ -142,7 +142,7 @@ struct Report {
 struct ProductRate {
     /// What the product is.
     kind: &'static str,
-    /// `m × k · k × n`, with `ᵀ` for a transposed stored `B`.
+    /// `m × k · k × n`, noting a transposed stored `A`.
     shape: String,
     /// The kernel the CPU backend's kernel set uses for it.
     kernel: &'static str,
@@ -150,26 +150,31 @@ struct ProductRate {
     gflops: f64,
 }
 
-/// Times the three kinds of product of a paper-config layer (hidden 300, gates 4·300,
-/// upper-layer input 600) at batch `batch`: the per-step recurrent product `h·W`, its
-/// backward `dG·Wᵀ` (B stored transposed), and the input projection over all steps of a
-/// 25-word batch. Each runs until ~0.1 s or 1,000 calls, best time of 3 rounds.
+/// Times the four kinds of product of a paper-config layer's training step (hidden 300,
+/// gates 4·300, upper-layer input 600) at batch `batch`, with the operand layouts the
+/// layer uses: the per-step recurrent product `h·W` (`W` stored transposed once per
+/// step, so row-major here), its backward `dG·W` (`W` as stored, row-major), the input
+/// projection over all steps of a 25-word batch, and the weight gradient `dGᵀ·X` over
+/// the same rows (`dG` read transposed). Each runs until ~0.1 s or 1,000 calls, best
+/// time of 3 rounds.
 fn product_rates<B: Backend>(
     b: &B,
     batch: usize,
     on_cpu: bool,
 ) -> anyhow::Result<Vec<ProductRate>> {
     const H: usize = 300;
+    let rows = 25 * batch;
     let products = Kernels::active()
         .products()
         .map(|(kind, kernel)| (kind, if on_cpu { kernel } else { "WGSL gemm shader" }));
     let shapes = [
         Gemm::new(batch, 4 * H, H),
+        Gemm::new(batch, H, 4 * H),
+        Gemm::new(rows, 4 * H, 2 * H),
         Gemm {
-            trans_b: true,
-            ..Gemm::new(batch, H, 4 * H)
+            trans_a: true,
+            ..Gemm::new(4 * H, 2 * H, rows)
         },
-        Gemm::new(25 * batch, 4 * H, 2 * H),
     ];
     let mut out = Vec::new();
     for ((kind, kernel), g) in products.into_iter().zip(shapes) {
@@ -200,7 +205,11 @@ fn product_rates<B: Backend>(
                 g.k,
                 g.k,
                 g.n,
-                if g.trans_b { " (Bᵀ stored)" } else { "" }
+                if g.trans_a {
+                    " (A stored transposed)"
+                } else {
+                    ""
+                }
             ),
             kernel,
             gflops: g.flops() as f64 / best / 1e9,

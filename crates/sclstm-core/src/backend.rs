@@ -191,6 +191,26 @@ pub trait Backend: Send + Sync {
     /// Overwrites the start of an existing buffer with host data (no allocation).
     fn write(&self, buf: &mut Self::Buf, data: &[Self::Elem]) -> Result<(), NumError>;
 
+    /// Overwrites the first `len` elements of a buffer with what `fill` writes into a
+    /// host slice of that length (every element, e.g. a weight transposed on the way
+    /// in). The default stages the slice in host memory and [`Backend::write`]s it; a
+    /// backend whose buffers are host memory hands `fill` the buffer itself, saving the
+    /// copy.
+    ///
+    /// # Errors
+    /// [`NumError::BufferTooSmall`] when the buffer holds fewer than `len` elements, and
+    /// the errors of [`Backend::write`].
+    fn write_with(
+        &self,
+        buf: &mut Self::Buf,
+        len: usize,
+        fill: &mut dyn FnMut(&mut [Self::Elem]),
+    ) -> Result<(), NumError> {
+        let mut staged = vec![<Self::Elem as num_traits::Zero>::zero(); len];
+        fill(&mut staged);
+        self.write(buf, &staged)
+    }
+
     /// Copies a whole device buffer back to the host, waiting for pending work.
     fn download(&self, buf: &Self::Buf) -> Result<Vec<Self::Elem>, NumError>;
 

@@ -96,31 +96,37 @@ impl Kernels {
         }
     }
 
-    /// Which kernel computes each kind of product with this set, one line per kind.
-    pub fn products(self) -> [(&'static str, &'static str); 3] {
+    /// Which kernel computes each kind of product an LSTM layer's training step runs
+    /// with this set, one line per kind (the recurrent backward reads the weights as
+    /// stored, so every per-step product has a row-major `B`).
+    pub fn products(self) -> [(&'static str, &'static str); 4] {
         let kinds = [
-            "per-step h·W (m = batch ≤ 12)",
-            "per-step dG·Wᵀ (m = batch ≤ 12)",
-            "tall products (inputs, weight gradients)",
+            "per-step forward h·W (m = batch ≤ 12)",
+            "per-step backward dG·W (m = batch ≤ 12)",
+            "input projection over all steps",
+            "weight gradient dGᵀ·X over all steps",
         ];
         let kernels = match self {
             Kernels::Avx512 => [
                 "AVX-512 register tile, B unpacked",
-                "AVX-512 dot products",
+                "AVX-512 register tile, B unpacked",
                 "AVX-512 register tile over row chunks",
+                "matrixmultiply",
             ],
             Kernels::Avx2 => [
+                "AVX2 register tile (6 rows), B unpacked",
                 "AVX2 register tile (6 rows), B unpacked",
                 "matrixmultiply",
                 "matrixmultiply",
             ],
-            Kernels::Portable => ["matrixmultiply", "matrixmultiply", "matrixmultiply"],
+            Kernels::Portable => [
+                "matrixmultiply",
+                "matrixmultiply",
+                "matrixmultiply",
+                "matrixmultiply",
+            ],
         };
-        [
-            (kinds[0], kernels[0]),
-            (kinds[1], kernels[1]),
-            (kinds[2], kernels[2]),
-        ]
+        std::array::from_fn(|i| (kinds[i], kernels[i]))
     }
 }
 

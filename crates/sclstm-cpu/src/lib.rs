@@ -136,6 +136,23 @@ impl<R: Real> Backend for CpuBackend<R> {
         Ok(())
     }
 
+    fn write_with(
+        &self,
+        buf: &mut Vec<R>,
+        len: usize,
+        fill: &mut dyn FnMut(&mut [R]),
+    ) -> Result<(), NumError> {
+        let Some(dst) = buf.get_mut(..len) else {
+            return Err(NumError::BufferTooSmall {
+                op: "write_with",
+                len: buf.len(),
+                needed: len,
+            });
+        };
+        fill(dst);
+        Ok(())
+    }
+
     fn download(&self, buf: &Vec<R>) -> Result<Vec<R>, NumError> {
         Ok(buf.clone())
     }
@@ -289,6 +306,14 @@ mod tests {
         assert_eq!(b.download(&c)?, vec![four, four]);
         let mut small = b.zeros(1)?;
         assert!(b.write(&mut small, &[one, one]).is_err());
+        assert!(b.write_with(&mut small, 2, &mut |_| ()).is_err());
+        // `write_with` fills exactly the first `len` elements and leaves the rest.
+        let mut three = b.upload(&[two, two, two])?;
+        b.write_with(&mut three, 2, &mut |dst| {
+            assert_eq!(dst.len(), 2);
+            dst.fill(one);
+        })?;
+        assert_eq!(b.download(&three)?, vec![one, one, two]);
         b.fill_zero(&mut c)?;
         assert_eq!(b.download(&c)?, vec![B::Elem::zero(); 2]);
         Ok(())

@@ -144,18 +144,20 @@ pub(crate) fn row_major<R: Real>(m: &Matrix<R>) -> Cow<'_, [R]> {
     }
 }
 
-/// `mᵀ` in row-major order (a `(cols, rows)` matrix). Works in `TILE × TILE` blocks
-/// staged through a small local array, so both the reads from `m` and the writes to the
-/// result are contiguous runs of `TILE` elements (a plain element-by-element transpose
+/// Writes `mᵀ` in row-major order (a `(cols, rows)` matrix) into `out`, which must hold
+/// exactly `rows · cols` elements; every one is overwritten. Works in `TILE × TILE`
+/// blocks staged through a small local array, so both the reads from `m` and the writes
+/// to `out` are contiguous runs of `TILE` elements (a plain element-by-element transpose
 /// writes with a stride of a whole row and misses the cache on almost every store).
-/// The result is written into `out` (resized), so a caller that keeps `out` allocates
-/// nothing after the first call.
-pub(crate) fn transposed_into<R: Real>(m: &Matrix<R>, out: &mut Vec<R>) {
+pub(crate) fn transpose_into<R: Real>(m: &Matrix<R>, out: &mut [R]) {
     const TILE: usize = 16;
     let (rows, cols) = m.dim();
+    assert_eq!(
+        out.len(),
+        rows * cols,
+        "internal: transpose_into's output size"
+    );
     let src = row_major(m);
-    out.clear();
-    out.resize(rows * cols, R::zero());
     let mut tile = [[R::zero(); TILE]; TILE];
     for r0 in (0..rows).step_by(TILE) {
         let nr = TILE.min(rows - r0);
@@ -223,9 +225,8 @@ mod tests {
     fn transposed_matches_the_definition_on_ragged_tiles() {
         for (r, c) in [(1, 1), (3, 17), (33, 16), (40, 45)] {
             let m = ndarray::Array2::from_shape_fn((r, c), |(i, j)| (i * 100 + j) as f64);
-            let mut t = vec![7.0; 3];
-            super::transposed_into(&m, &mut t);
-            assert_eq!(t.len(), r * c);
+            let mut t = vec![f64::NAN; r * c];
+            super::transpose_into(&m, &mut t);
             for i in 0..r {
                 for j in 0..c {
                     assert_eq!(t[j * r + i], m[(i, j)], "({i}, {j}) of {r}×{c}");

@@ -338,10 +338,8 @@ impl<B: Backend> WeightBufs<B> {
         // row-major `Wᵀ`): the CPU backend's unpacked kernels stream a plain `B` about
         // twice as fast as a transposed one. The backward reads the weights as stored.
         self.stamp = None;
-        let mut scratch = Vec::new();
-        let mut write_t = |buf: &mut B::Buf, m: &Matrix<B::Elem>| {
-            transposed_into(m, &mut scratch);
-            be.write(buf, &scratch)
+        let write_t = |buf: &mut B::Buf, m: &Matrix<B::Elem>| {
+            be.write_with(buf, m.len(), &mut |dst| transpose_into(m, dst))
         };
         write_t(&mut self.w_ih_t, dir.cell.w_ih)?;
         write_t(&mut self.w_hh_t, dir.cell.w_hh)?;

@@ -110,7 +110,7 @@ use num_traits::{One, Zero};
 use sclstm_core::{Backend, CellStep, FusedOp, Gemm, Matrix, NumError, Real, RowCopy};
 
 use crate::Recorded;
-use crate::seq::{SeqShape, row_major, transposed_into};
+use crate::seq::{SeqShape, row_major, transpose_into};
 
 mod caches;
 mod planner;
