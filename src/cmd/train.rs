@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use indicatif::{ProgressBar, ProgressStyle};
 use sclstm_train::config::{
-    BackendKind, DataFile, Dtype, EncoderPool, Family, SchemeChoice, TaskInput, TrainConfig,
+    BackendKind, DataFile, Dtype, Family, Pool, SchemeChoice, TaskInput, TrainConfig,
 };
 use sclstm_train::rundir::{self, CONFIG_FILE};
 use sclstm_train::{self as train, RunOptions, StepReport, TrainObserver, TrainSummary};
@@ -107,8 +107,8 @@ pub struct Args {
     #[arg(long)]
     pub encoder: Option<PathBuf>,
     /// How a word's encoder vector is made from its sub-words': first or mean.
-    #[arg(long, value_enum)]
-    pub encoder_pool: Option<EncoderPool>,
+    #[arg(long, value_parser = parse_pool)]
+    pub encoder_pool: Option<Pool>,
     /// Run directory. It must be empty or missing, unless `--force`. Default:
     /// `runs/<model>[-lm][-cnn][-crf][-<tasks>]` (`-lm` with an encoder, tasks named when not all three), e.g.
     /// `runs/sc-lstm`, `runs/lstm-s-ner-chunk`, `runs/sc-lstm-cnn-crf`.
@@ -138,6 +138,11 @@ pub struct Args {
     /// When stderr is not a terminal: seconds between progress lines.
     #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub progress_every: u64,
+}
+
+/// Parses `--encoder-pool`.
+fn parse_pool(s: &str) -> Result<Pool, String> {
+    Pool::parse(s).ok_or_else(|| format!("`{s}` is not a pooling: use first or mean"))
 }
 
 fn parse_lambda(s: &str) -> Result<(String, f64), String> {

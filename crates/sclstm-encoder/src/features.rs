@@ -9,8 +9,10 @@ use crate::error::io_err;
 use crate::tokenize::{WordPiece, windows};
 use crate::{Bert, BertConfig, EncoderError, weights::BertWeights};
 
-/// How a word's vector is made from its sub-words' vectors.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// How a word's vector is made from its sub-words' vectors (`first` or `mean` on the
+/// command line and in `config.toml`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Pool {
     /// The first sub-word's vector (as BERT's tagging experiments do).
     #[default]

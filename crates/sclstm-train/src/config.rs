@@ -8,6 +8,7 @@ use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
 
 use crate::pool::check_threads;
+pub use sclstm_encoder::Pool;
 
 /// Which multi-task architecture to train (paper §2.2 and §3): the model crate's.
 pub use sclstm_model::Family;
@@ -35,26 +36,6 @@ pub enum Dtype {
     /// Double precision (CPU backend only): for comparing gradients and activations with an
     /// independent f64 implementation far below f32's rounding (≈1e-10 instead of ≈1e-6).
     F64,
-}
-
-/// How a word's encoder vector is made from its sub-words' (with `encoder`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "kebab-case")]
-pub enum EncoderPool {
-    /// The first sub-word's vector.
-    #[default]
-    First,
-    /// The mean of the word's sub-word vectors.
-    Mean,
-}
-
-impl From<EncoderPool> for sclstm_encoder::Pool {
-    fn from(p: EncoderPool) -> Self {
-        match p {
-            EncoderPool::First => sclstm_encoder::Pool::First,
-            EncoderPool::Mean => sclstm_encoder::Pool::Mean,
-        }
-    }
 }
 
 /// Tagging scheme used for training NER and chunking.
@@ -243,7 +224,7 @@ pub struct TrainConfig {
     /// SC-LSTM-LM-CNN variant); none: no contextual features.
     pub encoder: Option<PathBuf>,
     /// How a word's encoder vector is pooled from its sub-words.
-    pub encoder_pool: EncoderPool,
+    pub encoder_pool: Pool,
 }
 
 impl Default for TrainConfig {
@@ -281,7 +262,7 @@ impl Default for TrainConfig {
             dev: Vec::new(),
             test: Vec::new(),
             encoder: None,
-            encoder_pool: EncoderPool::First,
+            encoder_pool: Pool::First,
         }
     }
 }

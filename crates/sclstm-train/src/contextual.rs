@@ -29,7 +29,7 @@ pub fn open_encoder(config: &TrainConfig) -> anyhow::Result<Option<FeatureExtrac
         return Ok(None);
     };
     let cpu = CpuBackend::new(config.threads)?;
-    let ex = FeatureExtractor::open(dir, config.encoder_pool.into(), cpu)
+    let ex = FeatureExtractor::open(dir, config.encoder_pool, cpu)
         .with_context(|| format!("opening the encoder {}", dir.display()))?;
     Ok(Some(ex))
 }
