@@ -166,8 +166,8 @@ fn sc_lstm_crf_training_step_matches_cpu() {
 }
 
 /// One bidirectional SC-LSTM layer call with two task gates on sentences of lengths 8
-/// and 1 (split into two length groups: four units, twelve state buffers on the
-/// device) on `be`: its output and its input gradient for an all-ones output gradient.
+/// and 1 (two units in the packed layout, sentences finishing at different steps) on
+/// `be`: its output and its input gradient for an all-ones output gradient.
 fn layer_call<Bk: Backend<Elem = f32> + 'static>(be: Arc<Bk>) -> (Matrix<f32>, Matrix<f32>) {
     let (d, h) = (5, 6);
     let lens = [8, 1, 8, 1];

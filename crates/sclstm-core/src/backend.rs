@@ -6,26 +6,30 @@
 //! whole time loop is a sequence of calls on buffers that stay on the device;
 //! [`Backend::download`] is the only way back to the host.
 //!
-//! # Buffer layouts (shared by every backend)
-//! All buffers are flat, row-major, time-major. For one direction of one layer with
-//! `T` steps, batch `B`, hidden size `H`, gate order **i, f, g (= ĉ), o** (PyTorch's):
+//! # Buffer layouts (shared by every backend): packed sequences
+//! All buffers are flat and row-major. One direction of one layer runs `T` steps over a
+//! batch of `B` sentences ordered longest first, so the sentences still running at step
+//! `t` are the first `n_t` of the batch (`n_0 ≥ n_1 ≥ … ≥ n_{T-1}`, hidden size `H`,
+//! gate order **i, f, g (= ĉ), o**, PyTorch's). Only real tokens have rows: there is no
+//! padding and no mask. Step `t` owns rows `[p_t, p_t + n_t)` of the *step buffers*,
+//! with `p_t = n_0 + … + n_{t-1}` (so `N = Σ n_t` rows in all, one per token); the
+//! *state buffers* hold the initial state (zeros) in rows `[0, B)` and the state after
+//! step `t` in rows `[B + p_t, B + p_t + n_t)`. A [`CellStep`] names the three row
+//! offsets a step kernel touches.
 //!
-//! | buffer    | shape          | contents                                                        |
+//! | buffer    | rows           | contents                                                        |
 //! |-----------|----------------|-----------------------------------------------------------------|
-//! | `gates`   | (T, B, 4H)     | pre-activations `U x_t + b + W h_{t-1}`; the cell forward overwrites step `t` with the activations `[i, f, g, o]` |
-//! | `c`, `h`  | (T+1, B, H)    | slot 0 is the initial state (zeros); `c_t`, `h_t` live in slot `t+1` |
-//! | `tanh_c`  | (T, B, H)      | `tanh(c_t)`, saved for the backward and the task gates           |
-//! | `mask`    | (T, B)         | 1 where step `t` is inside sentence `b`, else 0                 |
-//! | `d_gates` | (T, B, 4H)     | gradient w.r.t. the gate pre-activations                        |
-//! | `d_h`, `d_c` | (T+1, B, H) | gradient w.r.t. the slot of the same index in `h` / `c`          |
-//! | `o_k`     | (T, B, H)      | task gate pre-activations `U_k x_t + b_k + W_k q_{t-1}`, overwritten by `σ(·)` |
-//! | `q_k`     | (T+1, B, H)    | task outputs, slot 0 = 0, `q^k_t` in slot `t+1`                  |
-//! | `d_o_k`   | (T, B, H)      | gradient w.r.t. the task gate pre-activations                   |
-//! | `d_q_k`   | (T+1, B, H)    | gradient w.r.t. the slot of the same index in `q_k`              |
+//! | `gates`   | step, 4H wide  | pre-activations `U x_t + b + W h_{t-1}`; the cell forward overwrites them with the activations `[i, f, g, o]` |
+//! | `c`, `h`  | state, H wide  | `c_t`, `h_t` after each step, initial state first                |
+//! | `tanh_c`  | step, H wide   | `tanh(c_t)`, saved for the backward and the task gates           |
+//! | `d_gates` | step, 4H wide  | gradient w.r.t. the gate pre-activations                        |
+//! | `d_h`, `d_c` | state, H wide | gradient w.r.t. the row of the same index in `h` / `c`          |
+//! | `o_k`     | step, H wide   | task gate pre-activations `U_k x_t + b_k + W_k q_{t-1}`, overwritten by `σ(·)` |
+//! | `q_k`     | state, H wide  | task outputs `q^k_t`, initial state (zeros) first                |
+//! | `d_o_k`   | step, H wide   | gradient w.r.t. the task gate pre-activations                   |
+//! | `d_q_k`   | state, H wide  | gradient w.r.t. the row of the same index in `q_k`               |
 //!
-//! Masked steps (mask 0) produce zero gates, states and outputs, and zero gradients,
-//! so padding never leaks into states or gradients. Sentences are packed at the start
-//! of the time axis; the reverse direction is run on per-sentence reversed input.
+//! The reverse direction runs on per-sentence reversed input, so it has the same `n_t`.
 
 use crate::{NumError, Real};
 
@@ -160,15 +164,45 @@ impl RowCopy {
     }
 }
 
-/// Which step of a layer's time loop a pointwise kernel works on.
+/// The rows one step of a layer's time loop works on (packed layout, module docs): a
+/// pointwise kernel touches `rows` rows from each of the three offsets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CellStep {
-    /// Time step `t` in `0..T`.
-    pub t: usize,
-    /// Batch size `B`.
-    pub batch: usize,
+    /// Sentences running at this step (`n_t`).
+    pub rows: usize,
     /// Hidden size `H`.
     pub hidden: usize,
+    /// First row of the step in the step buffers (`p_t`).
+    pub step: usize,
+    /// First row of the state before the step in the state buffers (`c_{t-1}`, `h_{t-1}`,
+    /// `q_{t-1}` and their gradients).
+    pub prev: usize,
+    /// First row of the state after the step (`c_t`, `h_t`, `q_t` and their gradients);
+    /// at least `prev + rows`, so the two regions never overlap.
+    pub next: usize,
+}
+
+impl CellStep {
+    /// Checks that the state regions do not overlap (`next ≥ prev + rows`); every
+    /// backend calls it first, so they fail alike.
+    ///
+    /// # Errors
+    /// [`NumError::ShapeMismatch`] when they overlap.
+    pub fn check(&self, op: &'static str) -> Result<(), NumError> {
+        if self.next < self.prev + self.rows {
+            return Err(NumError::ShapeMismatch {
+                op,
+                lhs: vec![self.prev, self.rows],
+                rhs: vec![self.next],
+            });
+        }
+        Ok(())
+    }
+
+    /// Elements a buffer needs to hold this step's rows at `first`, `width` wide.
+    pub fn needs(&self, first: usize, width: usize) -> usize {
+        (first + self.rows) * width
+    }
 }
 
 /// The kernels a compute device offers to the layers. See the module docs for layouts.
@@ -240,9 +274,10 @@ pub trait Backend: Send + Sync {
         c: &mut Self::Buf,
     ) -> Result<(), NumError>;
 
-    /// LSTM cell forward at step `t` (paper Eq. 1). Reads the pre-activations
-    /// `gates[t]` and `c[t]` (= c_{t-1}); writes the activations back into `gates[t]`,
-    /// `c[t+1] = i*g + f*c_{t-1}`, `tanh_c[t]`, and `h[t+1] = o*tanh(c_t)`, all times `mask[t]`.
+    /// LSTM cell forward at one step (paper Eq. 1). Reads the pre-activations at
+    /// `s.step` and `c_{t-1}` at `s.prev`; writes the activations back over the
+    /// pre-activations, `c_t = i*g + f*c_{t-1}` and `h_t = o*tanh(c_t)` at `s.next` and
+    /// `tanh(c_t)` at `s.step`.
     fn lstm_cell_fwd(
         &self,
         s: CellStep,
@@ -250,13 +285,12 @@ pub trait Backend: Send + Sync {
         c: &mut Self::Buf,
         h: &mut Self::Buf,
         tanh_c: &mut Self::Buf,
-        mask: &Self::Buf,
     ) -> Result<(), NumError>;
 
-    /// LSTM cell backward at step `t`. Reads `d_h[t+1]` and `d_c[t+1]` (complete
-    /// gradients w.r.t. h_t and c_t), the saved activations, `c[t]` and `tanh_c[t]`;
-    /// writes `d_gates[t]` (pre-activation gradients) and adds `f * dc_t` to `d_c[t]`.
-    /// Masked entries write zeros and add nothing.
+    /// LSTM cell backward at one step. Reads `d_h` and `d_c` at `s.next` (complete
+    /// gradients w.r.t. h_t and every other path into c_t), the saved activations and
+    /// `tanh_c` at `s.step`, `c_{t-1}` at `s.prev`; writes `d_gates` at `s.step`
+    /// (pre-activation gradients) and adds `f * dc_t` to `d_c` at `s.prev`.
     #[allow(clippy::too_many_arguments)]
     fn lstm_cell_bwd(
         &self,
@@ -264,32 +298,30 @@ pub trait Backend: Send + Sync {
         gates: &Self::Buf,
         c: &Self::Buf,
         tanh_c: &Self::Buf,
-        mask: &Self::Buf,
         d_h: &Self::Buf,
         d_c: &mut Self::Buf,
         d_gates: &mut Self::Buf,
     ) -> Result<(), NumError>;
 
-    /// SC-LSTM task gate forward at step `t` (paper Eq. 2): `o_k[t] = σ(o_k[t])` in place,
-    /// `q_k[t+1] = o_k[t] * tanh_c[t]`, times `mask[t]`.
+    /// SC-LSTM task gate forward at one step (paper Eq. 2): `o_k = σ(o_k)` in place at
+    /// `s.step`, `q_k` at `s.next` = `o_k * tanh_c` (both at `s.step`).
     fn task_gate_fwd(
         &self,
         s: CellStep,
         o_k: &mut Self::Buf,
         q_k: &mut Self::Buf,
         tanh_c: &Self::Buf,
-        mask: &Self::Buf,
     ) -> Result<(), NumError>;
 
-    /// SC-LSTM task gate backward at step `t`. Reads `d_q_k[t+1]`; writes
-    /// `d_o_k[t] = d_q · tanh_c · o(1-o)` and adds `d_q · o · (1 - tanh_c²)` to `d_c[t+1]`.
+    /// SC-LSTM task gate backward at one step. Reads `d_q_k` at `s.next`; writes
+    /// `d_o_k = d_q · tanh_c · o(1-o)` at `s.step` and adds `d_q · o · (1 - tanh_c²)` to
+    /// `d_c` at `s.next`.
     #[allow(clippy::too_many_arguments)]
     fn task_gate_bwd(
         &self,
         s: CellStep,
         o_k: &Self::Buf,
         tanh_c: &Self::Buf,
-        mask: &Self::Buf,
         d_q_k: &Self::Buf,
         d_o_k: &mut Self::Buf,
         d_c: &mut Self::Buf,

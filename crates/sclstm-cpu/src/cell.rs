@@ -1,27 +1,25 @@
 //! Pointwise LSTM / SC-LSTM step kernels over host slices (paper Eq. 1–2).
 //!
-//! Layouts are those of `sclstm_core::Backend` (flat, row-major, time-major, gate order
-//! **i, f, g (= ĉ), o**). Each function works on one time step `s.t` for the whole batch:
+//! Layouts are those of `sclstm_core::Backend` (flat, row-major, packed sequences, gate
+//! order **i, f, g (= ĉ), o**). Each function works on the `s.rows` rows of one step:
 //!
-//! | buffer            | shape        | step `t` region                         |
-//! |-------------------|--------------|-----------------------------------------|
-//! | `gates`, `d_gates`| (T, B, 4H)   | `[t·B·4H, (t+1)·B·4H)`                  |
-//! | `c`, `h`, `d_c`, `d_h`, `q_k`, `d_q_k` | (T+1, B, H) | slot `t` = state before step `t`, slot `t+1` = after |
-//! | `tanh_c`, `o_k`, `d_o_k` | (T, B, H) | `[t·B·H, (t+1)·B·H)`                |
-//! | `mask`            | (T, B)       | `[t·B, (t+1)·B)`                        |
+//! | buffer                     | width | rows touched                                    |
+//! |----------------------------|-------|-------------------------------------------------|
+//! | `gates`, `d_gates`         | 4H    | `[s.step, s.step + s.rows)`                     |
+//! | `tanh_c`, `o_k`, `d_o_k`   | H     | `[s.step, s.step + s.rows)`                     |
+//! | `c`, `d_c`                 | H     | state before at `s.prev`, state after at `s.next` |
+//! | `h`, `d_h`, `q_k`, `d_q_k` | H     | `[s.next, s.next + s.rows)`                     |
+//!
+//! Every row is a real token: there is no padding and no mask.
 //!
 //! The functions at the top level are the fast kernels: they cut every buffer into the
-//! exact per-row slices of step `t` once, then loop over equal-length slices, so the
-//! inner loops carry no bounds checks and no branches, and allocate nothing. In f32 the
-//! forward kernels use branch-free activations built on a polynomial `exp` (no libm
-//! call), so the compiler vectorizes the whole loop; in f64 (gradient checks) they call
-//! the library `exp`/`tanh`. [`reference`](mod@reference) holds the naive indexed
-//! loops that define the semantics; the tests check the fast kernels against them in
-//! both precisions.
-//!
-//! Masked entries (`mask[t, b] = 0`, padding after a sentence's end) produce zero gates,
-//! states and outputs in the forward, and write zero gradients / add nothing in the
-//! backward, so padding never leaks into states or gradients.
+//! exact slices of the step once, then loop over equal-length rows, so the inner loops
+//! carry no bounds checks and no branches, and allocate nothing. In f32 the forward
+//! kernels use branch-free activations built on a polynomial `exp` (no libm call), so
+//! the compiler vectorizes the whole loop; in f64 (gradient checks) they call the
+//! library `exp`/`tanh`. [`reference`](mod@reference) holds the naive indexed loops that
+//! define the semantics; the tests check the fast kernels against them in both
+//! precisions.
 
 use sclstm_core::{CellStep, NumError, Real};
 
@@ -107,41 +105,39 @@ fn exp_f32(x: f32) -> f32 {
     e_r * two_n
 }
 
-/// LSTM cell forward at step `t` (paper Eq. 1, no peepholes):
+/// LSTM cell forward at one step (paper Eq. 1, no peepholes):
 ///
 /// ```text
-/// i = σ(a_i)   f = σ(a_f)   g = ĉ = tanh(a_g)   o = σ(a_o)     (a = gates[t], pre-activations)
-/// c_t = i·g + f·c_{t-1}      h_t = o·tanh(c_t)                  (all times mask[t])
+/// i = σ(a_i)   f = σ(a_f)   g = ĉ = tanh(a_g)   o = σ(a_o)     (a = the step's gates, pre-activations)
+/// c_t = i·g + f·c_{t-1}      h_t = o·tanh(c_t)
 /// ```
 ///
 /// # Arguments
-/// * `gates` (T, B, 4H): pre-activations `U x_t + b + W h_{t-1}` at step `t` on entry,
+/// * `gates` (4H wide): pre-activations `U x_t + b + W h_{t-1}` at `s.step` on entry,
 ///   overwritten with the activations `[i, f, g, o]`.
-/// * `c` (T+1, B, H): reads slot `t` (`c_{t-1}`), writes slot `t+1` (`c_t`).
-/// * `h` (T+1, B, H): writes slot `t+1` (`h_t`).
-/// * `tanh_c` (T, B, H): writes `tanh(c_t)` at step `t`.
-/// * `mask` (T, B): 1 inside a sentence, 0 on padding.
+/// * `c` (H wide): reads `c_{t-1}` at `s.prev`, writes `c_t` at `s.next`.
+/// * `h` (H wide): writes `h_t` at `s.next`.
+/// * `tanh_c` (H wide): writes `tanh(c_t)` at `s.step`.
 ///
 /// # Errors
-/// [`NumError::BufferTooSmall`] if a buffer does not hold step `t`.
+/// [`NumError::ShapeMismatch`] if the state regions overlap ([`CellStep::check`]);
+/// [`NumError::BufferTooSmall`] if a buffer does not hold the step's rows.
 pub fn lstm_cell_fwd<R: Real>(
     s: CellStep,
     gates: &mut [R],
     c: &mut [R],
     h: &mut [R],
     tanh_c: &mut [R],
-    mask: &[R],
 ) -> Result<(), NumError> {
-    if let (Some(g), Some(c), Some(h), Some(tc), Some(m)) = (
+    if let (Some(g), Some(c), Some(h), Some(tc)) = (
         R::as_f32_mut(gates),
         R::as_f32_mut(c),
         R::as_f32_mut(h),
         R::as_f32_mut(tanh_c),
-        R::as_f32(mask),
     ) {
-        return simd::cell_fwd_f32(s, g, c, h, tc, m);
+        return simd::cell_fwd_f32(s, g, c, h, tc);
     }
-    cell_fwd::<R, Libm>(s, gates, c, h, tanh_c, mask)
+    cell_fwd::<R, Libm>(s, gates, c, h, tanh_c)
 }
 
 /// Runtime dispatch of the f32 kernels to copies compiled for wider vector units.
@@ -184,16 +180,15 @@ mod simd {
         c: &mut [f32],
         h: &mut [f32],
         tanh_c: &mut [f32],
-        mask: &[f32],
     ) -> Result<(), NumError> {
         match level() {
             // SAFETY: AVX-512F was detected at run time.
             #[cfg(target_arch = "x86_64")]
-            Level::Avx512 => unsafe { x86::cell_fwd_avx512(s, gates, c, h, tanh_c, mask) },
+            Level::Avx512 => unsafe { x86::cell_fwd_avx512(s, gates, c, h, tanh_c) },
             // SAFETY: AVX2 was detected at run time.
             #[cfg(target_arch = "x86_64")]
-            Level::Avx2 => unsafe { x86::cell_fwd_avx2(s, gates, c, h, tanh_c, mask) },
-            _ => cell_fwd::<f32, VecF32>(s, gates, c, h, tanh_c, mask),
+            Level::Avx2 => unsafe { x86::cell_fwd_avx2(s, gates, c, h, tanh_c) },
+            _ => cell_fwd::<f32, VecF32>(s, gates, c, h, tanh_c),
         }
     }
 
@@ -203,16 +198,15 @@ mod simd {
         o_k: &mut [f32],
         q_k: &mut [f32],
         tanh_c: &[f32],
-        mask: &[f32],
     ) -> Result<(), NumError> {
         match level() {
             // SAFETY: AVX-512F was detected at run time.
             #[cfg(target_arch = "x86_64")]
-            Level::Avx512 => unsafe { x86::gate_fwd_avx512(s, o_k, q_k, tanh_c, mask) },
+            Level::Avx512 => unsafe { x86::gate_fwd_avx512(s, o_k, q_k, tanh_c) },
             // SAFETY: AVX2 was detected at run time.
             #[cfg(target_arch = "x86_64")]
-            Level::Avx2 => unsafe { x86::gate_fwd_avx2(s, o_k, q_k, tanh_c, mask) },
-            _ => gate_fwd::<f32, VecF32>(s, o_k, q_k, tanh_c, mask),
+            Level::Avx2 => unsafe { x86::gate_fwd_avx2(s, o_k, q_k, tanh_c) },
+            _ => gate_fwd::<f32, VecF32>(s, o_k, q_k, tanh_c),
         }
     }
 
@@ -223,7 +217,6 @@ mod simd {
         gates: &[f32],
         c: &[f32],
         tanh_c: &[f32],
-        mask: &[f32],
         d_h: &[f32],
         d_c: &mut [f32],
         d_gates: &mut [f32],
@@ -232,14 +225,12 @@ mod simd {
             // SAFETY: AVX-512F was detected at run time.
             #[cfg(target_arch = "x86_64")]
             Level::Avx512 => unsafe {
-                x86::cell_bwd_avx512(s, gates, c, tanh_c, mask, d_h, d_c, d_gates)
+                x86::cell_bwd_avx512(s, gates, c, tanh_c, d_h, d_c, d_gates)
             },
             // SAFETY: AVX2 was detected at run time.
             #[cfg(target_arch = "x86_64")]
-            Level::Avx2 => unsafe {
-                x86::cell_bwd_avx2(s, gates, c, tanh_c, mask, d_h, d_c, d_gates)
-            },
-            _ => cell_bwd::<f32>(s, gates, c, tanh_c, mask, d_h, d_c, d_gates),
+            Level::Avx2 => unsafe { x86::cell_bwd_avx2(s, gates, c, tanh_c, d_h, d_c, d_gates) },
+            _ => cell_bwd::<f32>(s, gates, c, tanh_c, d_h, d_c, d_gates),
         }
     }
 
@@ -256,9 +247,8 @@ mod simd {
             c: &mut [f32],
             h: &mut [f32],
             tanh_c: &mut [f32],
-            mask: &[f32],
         ) -> Result<(), NumError> {
-            cell_fwd::<f32, VecF32>(s, gates, c, h, tanh_c, mask)
+            cell_fwd::<f32, VecF32>(s, gates, c, h, tanh_c)
         }
 
         /// [`cell_fwd`] compiled for AVX2.
@@ -269,9 +259,8 @@ mod simd {
             c: &mut [f32],
             h: &mut [f32],
             tanh_c: &mut [f32],
-            mask: &[f32],
         ) -> Result<(), NumError> {
-            cell_fwd::<f32, VecF32>(s, gates, c, h, tanh_c, mask)
+            cell_fwd::<f32, VecF32>(s, gates, c, h, tanh_c)
         }
 
         /// [`gate_fwd`] compiled for AVX-512F.
@@ -281,9 +270,8 @@ mod simd {
             o_k: &mut [f32],
             q_k: &mut [f32],
             tanh_c: &[f32],
-            mask: &[f32],
         ) -> Result<(), NumError> {
-            gate_fwd::<f32, VecF32>(s, o_k, q_k, tanh_c, mask)
+            gate_fwd::<f32, VecF32>(s, o_k, q_k, tanh_c)
         }
 
         /// [`gate_fwd`] compiled for AVX2.
@@ -293,9 +281,8 @@ mod simd {
             o_k: &mut [f32],
             q_k: &mut [f32],
             tanh_c: &[f32],
-            mask: &[f32],
         ) -> Result<(), NumError> {
-            gate_fwd::<f32, VecF32>(s, o_k, q_k, tanh_c, mask)
+            gate_fwd::<f32, VecF32>(s, o_k, q_k, tanh_c)
         }
 
         /// [`cell_bwd`] compiled for AVX-512F.
@@ -306,12 +293,11 @@ mod simd {
             gates: &[f32],
             c: &[f32],
             tanh_c: &[f32],
-            mask: &[f32],
             d_h: &[f32],
             d_c: &mut [f32],
             d_gates: &mut [f32],
         ) -> Result<(), NumError> {
-            cell_bwd::<f32>(s, gates, c, tanh_c, mask, d_h, d_c, d_gates)
+            cell_bwd::<f32>(s, gates, c, tanh_c, d_h, d_c, d_gates)
         }
 
         /// [`cell_bwd`] compiled for AVX2.
@@ -322,14 +308,18 @@ mod simd {
             gates: &[f32],
             c: &[f32],
             tanh_c: &[f32],
-            mask: &[f32],
             d_h: &[f32],
             d_c: &mut [f32],
             d_gates: &mut [f32],
         ) -> Result<(), NumError> {
-            cell_bwd::<f32>(s, gates, c, tanh_c, mask, d_h, d_c, d_gates)
+            cell_bwd::<f32>(s, gates, c, tanh_c, d_h, d_c, d_gates)
         }
     }
+}
+
+/// Elements of the step's rows from row `first` of a buffer `width` wide.
+fn span(s: &CellStep, first: usize, width: usize) -> std::ops::Range<usize> {
+    first * width..(first + s.rows) * width
 }
 
 /// The body of [`lstm_cell_fwd`] for one choice of activations.
@@ -340,54 +330,52 @@ fn cell_fwd<R: Real, A: Activations<R>>(
     c: &mut [R],
     h: &mut [R],
     tanh_c: &mut [R],
-    mask: &[R],
 ) -> Result<(), NumError> {
-    let (t, bsz, hd) = (s.t, s.batch, s.hidden);
+    let hd = s.hidden;
     let op = "lstm_cell_fwd";
-    let (bh, g4) = (bsz * hd, 4 * hd);
-    need(op, gates.len(), (t + 1) * bsz * g4)?;
-    need(op, c.len(), (t + 2) * bh)?;
-    need(op, h.len(), (t + 2) * bh)?;
-    need(op, tanh_c.len(), (t + 1) * bh)?;
-    need(op, mask.len(), (t + 1) * bsz)?;
-    if hd == 0 {
+    let g4 = 4 * hd;
+    s.check(op)?;
+    need(op, gates.len(), s.needs(s.step, g4))?;
+    need(op, c.len(), s.needs(s.next, hd))?;
+    need(op, h.len(), s.needs(s.next, hd))?;
+    need(op, tanh_c.len(), s.needs(s.step, hd))?;
+    if hd == 0 || s.rows == 0 {
         return Ok(());
     }
-    let gates_t = &mut gates[t * bsz * g4..(t + 1) * bsz * g4];
-    let (c_lo, c_hi) = c.split_at_mut((t + 1) * bh);
-    let c_prev = &c_lo[t * bh..];
-    let c_next = &mut c_hi[..bh];
-    let h_next = &mut h[(t + 1) * bh..(t + 2) * bh];
-    let tc_t = &mut tanh_c[t * bh..(t + 1) * bh];
-    let mask_t = &mask[t * bsz..(t + 1) * bsz];
+    let gates_t = &mut gates[span(&s, s.step, g4)];
+    // `check` puts the state before entirely below the state after.
+    let (c_lo, c_hi) = c.split_at_mut(s.next * hd);
+    let c_prev = &c_lo[span(&s, s.prev, hd)];
+    let c_next = &mut c_hi[..s.rows * hd];
+    let h_next = &mut h[span(&s, s.next, hd)];
+    let tc_t = &mut tanh_c[span(&s, s.step, hd)];
 
     let rows = gates_t
         .chunks_exact_mut(g4)
         .zip(c_prev.chunks_exact(hd))
         .zip(c_next.chunks_exact_mut(hd))
         .zip(h_next.chunks_exact_mut(hd))
-        .zip(tc_t.chunks_exact_mut(hd))
-        .zip(mask_t);
-    for (((((row, cp), cn), hn), tc), &m) in rows {
+        .zip(tc_t.chunks_exact_mut(hd));
+    for ((((row, cp), cn), hn), tc) in rows {
         // One simple loop per activation: each compiles to full-width SIMD, where a
         // single loop computing all five activations per element does not vectorize.
         let (i_f, rest) = row.split_at_mut(2 * hd);
         let (g_g, o_g) = rest.split_at_mut(hd);
         for v in i_f.iter_mut() {
-            *v = A::sigmoid(*v) * m;
+            *v = A::sigmoid(*v);
         }
         for v in g_g.iter_mut() {
-            *v = A::tanh(*v) * m;
+            *v = A::tanh(*v);
         }
         for v in o_g.iter_mut() {
-            *v = A::sigmoid(*v) * m;
+            *v = A::sigmoid(*v);
         }
         let (i_g, f_g) = i_f.split_at(hd);
         // Equal-length views: the indexed loop below then carries no bounds checks.
         let (i_g, f_g, g_g, o_g) = (&i_g[..hd], &f_g[..hd], &g_g[..hd], &o_g[..hd]);
         let (cp, cn, hn, tc) = (&cp[..hd], &mut cn[..hd], &mut hn[..hd], &mut tc[..hd]);
         for j in 0..hd {
-            let cv = (i_g[j] * g_g[j] + f_g[j] * cp[j]) * m;
+            let cv = i_g[j] * g_g[j] + f_g[j] * cp[j];
             let tv = A::tanh(cv);
             cn[j] = cv;
             tc[j] = tv;
@@ -397,88 +385,85 @@ fn cell_fwd<R: Real, A: Activations<R>>(
     Ok(())
 }
 
-/// LSTM cell backward at step `t`, the derivative of [`lstm_cell_fwd`].
+/// LSTM cell backward at one step, the derivative of [`lstm_cell_fwd`].
 ///
-/// On entry `d_h[t+1]` is the complete gradient w.r.t. `h_t` and `d_c[t+1]` the gradient
-/// reaching `c_t` by every path except `h_t` (the next step's forget path and the task
-/// gates). With `m = mask[t]` and the saved activations `i, f, g, o` and `tanh(c_t)`:
+/// On entry `d_h` at `s.next` is the complete gradient w.r.t. `h_t` and `d_c` at
+/// `s.next` the gradient reaching `c_t` by every path except `h_t` (the next step's
+/// forget path and the task gates). With the saved activations `i, f, g, o` and
+/// `tanh(c_t)`:
 ///
 /// ```text
-/// dc    = (d_c[t+1] + d_h[t+1]·o·(1 − tanh²c_t))·m     total gradient w.r.t. c_t
+/// dc    = d_c_t + d_h_t·o·(1 − tanh²c_t)     total gradient w.r.t. c_t
 /// d_a_i = dc·g·i(1−i)           (σ' = σ(1−σ))
 /// d_a_f = dc·c_{t-1}·f(1−f)
 /// d_a_g = dc·i·(1−g²)           (tanh' = 1 − tanh²)
-/// d_a_o = d_h[t+1]·m·tanh(c_t)·o(1−o)
-/// d_c[t] += f·dc                (c_{t-1} feeds c_t through f)
+/// d_a_o = d_h_t·tanh(c_t)·o(1−o)
+/// d_c_{t-1} += f·dc             (c_{t-1} feeds c_t through f)
 /// ```
 ///
-/// `d_gates[t]` (T, B, 4H) is **written** (the pre-activation gradients, order i, f, g,
-/// o); `d_c[t]` is **accumulated**. `c` (T+1, B, H) is read at slot `t` (`c_{t-1}`).
-/// Masked entries write zeros and add nothing.
+/// `d_gates` (4H wide) is **written** at `s.step` (the pre-activation gradients, order
+/// i, f, g, o); `d_c` at `s.prev` is **accumulated**. `c` is read at `s.prev`
+/// (`c_{t-1}`), `gates` and `tanh_c` at `s.step`.
 ///
 /// # Errors
-/// [`NumError::BufferTooSmall`] if a buffer does not hold step `t`.
+/// [`NumError::ShapeMismatch`] if the state regions overlap ([`CellStep::check`]);
+/// [`NumError::BufferTooSmall`] if a buffer does not hold the step's rows.
 #[allow(clippy::too_many_arguments)]
 pub fn lstm_cell_bwd<R: Real>(
     s: CellStep,
     gates: &[R],
     c: &[R],
     tanh_c: &[R],
-    mask: &[R],
     d_h: &[R],
     d_c: &mut [R],
     d_gates: &mut [R],
 ) -> Result<(), NumError> {
-    if let (Some(g), Some(cc), Some(tc), Some(m), Some(dh), Some(dc), Some(dg)) = (
+    if let (Some(g), Some(cc), Some(tc), Some(dh), Some(dc), Some(dg)) = (
         R::as_f32(gates),
         R::as_f32(c),
         R::as_f32(tanh_c),
-        R::as_f32(mask),
         R::as_f32(d_h),
         R::as_f32_mut(d_c),
         R::as_f32_mut(d_gates),
     ) {
-        return simd::cell_bwd_f32(s, g, cc, tc, m, dh, dc, dg);
+        return simd::cell_bwd_f32(s, g, cc, tc, dh, dc, dg);
     }
-    cell_bwd(s, gates, c, tanh_c, mask, d_h, d_c, d_gates)
+    cell_bwd(s, gates, c, tanh_c, d_h, d_c, d_gates)
 }
 
 /// The body of [`lstm_cell_bwd`].
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
 fn cell_bwd<R: Real>(
     s: CellStep,
     gates: &[R],
     c: &[R],
     tanh_c: &[R],
-    mask: &[R],
     d_h: &[R],
     d_c: &mut [R],
     d_gates: &mut [R],
 ) -> Result<(), NumError> {
-    let (t, bsz, hd) = (s.t, s.batch, s.hidden);
+    let hd = s.hidden;
     let op = "lstm_cell_bwd";
-    let (bh, g4) = (bsz * hd, 4 * hd);
-    need(op, gates.len(), (t + 1) * bsz * g4)?;
-    need(op, c.len(), (t + 1) * bh)?;
-    need(op, tanh_c.len(), (t + 1) * bh)?;
-    need(op, mask.len(), (t + 1) * bsz)?;
-    need(op, d_h.len(), (t + 2) * bh)?;
-    need(op, d_c.len(), (t + 2) * bh)?;
-    need(op, d_gates.len(), (t + 1) * bsz * g4)?;
-    if hd == 0 {
+    let g4 = 4 * hd;
+    s.check(op)?;
+    need(op, gates.len(), s.needs(s.step, g4))?;
+    need(op, c.len(), s.needs(s.prev, hd))?;
+    need(op, tanh_c.len(), s.needs(s.step, hd))?;
+    need(op, d_h.len(), s.needs(s.next, hd))?;
+    need(op, d_c.len(), s.needs(s.next, hd))?;
+    need(op, d_gates.len(), s.needs(s.step, g4))?;
+    if hd == 0 || s.rows == 0 {
         return Ok(());
     }
     let one = R::one();
-    let gates_t = &gates[t * bsz * g4..(t + 1) * bsz * g4];
-    let d_gates_t = &mut d_gates[t * bsz * g4..(t + 1) * bsz * g4];
-    let c_prev = &c[t * bh..(t + 1) * bh];
-    let tc_t = &tanh_c[t * bh..(t + 1) * bh];
-    let dh_t = &d_h[(t + 1) * bh..(t + 2) * bh];
-    let (dc_lo, dc_hi) = d_c.split_at_mut((t + 1) * bh);
-    let dc_prev = &mut dc_lo[t * bh..];
-    let dc_next = &dc_hi[..bh];
-    let mask_t = &mask[t * bsz..(t + 1) * bsz];
+    let gates_t = &gates[span(&s, s.step, g4)];
+    let d_gates_t = &mut d_gates[span(&s, s.step, g4)];
+    let c_prev = &c[span(&s, s.prev, hd)];
+    let tc_t = &tanh_c[span(&s, s.step, hd)];
+    let dh_t = &d_h[span(&s, s.next, hd)];
+    let (dc_lo, dc_hi) = d_c.split_at_mut(s.next * hd);
+    let dc_prev = &mut dc_lo[span(&s, s.prev, hd)];
+    let dc_next = &dc_hi[..s.rows * hd];
 
     let rows = gates_t
         .chunks_exact(g4)
@@ -487,9 +472,8 @@ fn cell_bwd<R: Real>(
         .zip(tc_t.chunks_exact(hd))
         .zip(dh_t.chunks_exact(hd))
         .zip(dc_next.chunks_exact(hd))
-        .zip(dc_prev.chunks_exact_mut(hd))
-        .zip(mask_t);
-    for (((((((row, drow), cp), tc), dh), dcn), dcp), &m) in rows {
+        .zip(dc_prev.chunks_exact_mut(hd));
+    for ((((((row, drow), cp), tc), dh), dcn), dcp) in rows {
         let (i_g, rest) = row.split_at(hd);
         let (f_g, rest) = rest.split_at(hd);
         let (g_g, o_g) = rest.split_at(hd);
@@ -508,46 +492,42 @@ fn cell_bwd<R: Real>(
         let dcp = &mut dcp[..hd];
         for j in 0..hd {
             let (i, f, g, o, tv) = (i_g[j], f_g[j], g_g[j], o_g[j], tc[j]);
-            let dhm = dh[j] * m;
-            let dc = dcn[j] * m + dhm * o * (one - tv * tv);
+            let dc = dcn[j] + dh[j] * o * (one - tv * tv);
             d_i[j] = dc * g * i * (one - i);
             d_f[j] = dc * cp[j] * f * (one - f);
             d_g[j] = dc * i * (one - g * g);
-            d_o[j] = dhm * tv * o * (one - o);
+            d_o[j] = dh[j] * tv * o * (one - o);
             dcp[j] += f * dc;
         }
     }
     Ok(())
 }
 
-/// SC-LSTM task gate forward at step `t` (paper Eq. 2):
+/// SC-LSTM task gate forward at one step (paper Eq. 2):
 ///
 /// ```text
-/// o^k_t = σ(a)·m        (a = o_k[t] = W_k q^k_{t-1} + U_k x^k_t + b_k, overwritten in place)
+/// o^k_t = σ(a)          (a = W_k q^k_{t-1} + U_k x^k_t + b_k, overwritten in place)
 /// q^k_t = o^k_t·tanh(c_t)
 /// ```
 ///
-/// `o_k` (T, B, H) step `t` is overwritten; `q_k` (T+1, B, H) slot `t+1` is written;
-/// `tanh_c` (T, B, H) and `mask` (T, B) are read.
+/// `o_k` (H wide) is overwritten at `s.step`; `q_k` (H wide) is written at `s.next`;
+/// `tanh_c` is read at `s.step`.
 ///
 /// # Errors
-/// [`NumError::BufferTooSmall`] if a buffer does not hold step `t`.
+/// [`NumError::ShapeMismatch`] if the state regions overlap ([`CellStep::check`]);
+/// [`NumError::BufferTooSmall`] if a buffer does not hold the step's rows.
 pub fn task_gate_fwd<R: Real>(
     s: CellStep,
     o_k: &mut [R],
     q_k: &mut [R],
     tanh_c: &[R],
-    mask: &[R],
 ) -> Result<(), NumError> {
-    if let (Some(o), Some(q), Some(tc), Some(m)) = (
-        R::as_f32_mut(o_k),
-        R::as_f32_mut(q_k),
-        R::as_f32(tanh_c),
-        R::as_f32(mask),
-    ) {
-        return simd::gate_fwd_f32(s, o, q, tc, m);
+    if let (Some(o), Some(q), Some(tc)) =
+        (R::as_f32_mut(o_k), R::as_f32_mut(q_k), R::as_f32(tanh_c))
+    {
+        return simd::gate_fwd_f32(s, o, q, tc);
     }
-    gate_fwd::<R, Libm>(s, o_k, q_k, tanh_c, mask)
+    gate_fwd::<R, Libm>(s, o_k, q_k, tanh_c)
 }
 
 /// The body of [`task_gate_fwd`] for one choice of activations.
@@ -557,96 +537,73 @@ fn gate_fwd<R: Real, A: Activations<R>>(
     o_k: &mut [R],
     q_k: &mut [R],
     tanh_c: &[R],
-    mask: &[R],
 ) -> Result<(), NumError> {
-    let (t, bsz, hd) = (s.t, s.batch, s.hidden);
+    let hd = s.hidden;
     let op = "task_gate_fwd";
-    let bh = bsz * hd;
-    need(op, o_k.len(), (t + 1) * bh)?;
-    need(op, q_k.len(), (t + 2) * bh)?;
-    need(op, tanh_c.len(), (t + 1) * bh)?;
-    need(op, mask.len(), (t + 1) * bsz)?;
-    if hd == 0 {
+    s.check(op)?;
+    need(op, o_k.len(), s.needs(s.step, hd))?;
+    need(op, q_k.len(), s.needs(s.next, hd))?;
+    need(op, tanh_c.len(), s.needs(s.step, hd))?;
+    if hd == 0 || s.rows == 0 {
         return Ok(());
     }
-    let o_t = &mut o_k[t * bh..(t + 1) * bh];
-    let q_next = &mut q_k[(t + 1) * bh..(t + 2) * bh];
-    let tc_t = &tanh_c[t * bh..(t + 1) * bh];
-    let mask_t = &mask[t * bsz..(t + 1) * bsz];
-    let rows = o_t
-        .chunks_exact_mut(hd)
-        .zip(q_next.chunks_exact_mut(hd))
-        .zip(tc_t.chunks_exact(hd))
-        .zip(mask_t);
-    for (((orow, qrow), tcrow), &m) in rows {
-        for ((o, q), &tv) in orow.iter_mut().zip(qrow.iter_mut()).zip(tcrow) {
-            let ov = A::sigmoid(*o) * m;
-            *o = ov;
-            *q = ov * tv;
-        }
+    let o_t = &mut o_k[span(&s, s.step, hd)];
+    let q_next = &mut q_k[span(&s, s.next, hd)];
+    let tc_t = &tanh_c[span(&s, s.step, hd)];
+    for ((o, q), &tv) in o_t.iter_mut().zip(q_next.iter_mut()).zip(tc_t) {
+        let ov = A::sigmoid(*o);
+        *o = ov;
+        *q = ov * tv;
     }
     Ok(())
 }
 
-/// SC-LSTM task gate backward at step `t`, the derivative of [`task_gate_fwd`]. With
-/// `d_q = d_q_k[t+1]·m` (complete gradient w.r.t. `q^k_t`) and the saved `o = o^k_t`:
+/// SC-LSTM task gate backward at one step, the derivative of [`task_gate_fwd`]. With
+/// `d_q` = `d_q_k` at `s.next` (complete gradient w.r.t. `q^k_t`) and the saved
+/// `o = o^k_t`:
 ///
 /// ```text
-/// d_o_k[t]  = d_q·tanh(c_t)·o(1−o)          written (pre-activation gradient)
-/// d_c[t+1] += d_q·o·(1 − tanh²c_t)          accumulated (q^k_t depends on c_t)
+/// d_o_k  = d_q·tanh(c_t)·o(1−o)          written at s.step (pre-activation gradient)
+/// d_c_t += d_q·o·(1 − tanh²c_t)          accumulated at s.next (q^k_t depends on c_t)
 /// ```
 ///
-/// Masked entries write zeros and add nothing.
-///
 /// # Errors
-/// [`NumError::BufferTooSmall`] if a buffer does not hold step `t`.
+/// [`NumError::ShapeMismatch`] if the state regions overlap ([`CellStep::check`]);
+/// [`NumError::BufferTooSmall`] if a buffer does not hold the step's rows.
 pub fn task_gate_bwd<R: Real>(
     s: CellStep,
     o_k: &[R],
     tanh_c: &[R],
-    mask: &[R],
     d_q_k: &[R],
     d_o_k: &mut [R],
     d_c: &mut [R],
 ) -> Result<(), NumError> {
-    let (t, bsz, hd) = (s.t, s.batch, s.hidden);
+    let hd = s.hidden;
     let op = "task_gate_bwd";
-    let bh = bsz * hd;
-    need(op, o_k.len(), (t + 1) * bh)?;
-    need(op, tanh_c.len(), (t + 1) * bh)?;
-    need(op, mask.len(), (t + 1) * bsz)?;
-    need(op, d_q_k.len(), (t + 2) * bh)?;
-    need(op, d_o_k.len(), (t + 1) * bh)?;
-    need(op, d_c.len(), (t + 2) * bh)?;
-    if hd == 0 {
+    s.check(op)?;
+    need(op, o_k.len(), s.needs(s.step, hd))?;
+    need(op, tanh_c.len(), s.needs(s.step, hd))?;
+    need(op, d_q_k.len(), s.needs(s.next, hd))?;
+    need(op, d_o_k.len(), s.needs(s.step, hd))?;
+    need(op, d_c.len(), s.needs(s.next, hd))?;
+    if hd == 0 || s.rows == 0 {
         return Ok(());
     }
     let one = R::one();
-    let o_t = &o_k[t * bh..(t + 1) * bh];
-    let tc_t = &tanh_c[t * bh..(t + 1) * bh];
-    let dq_t = &d_q_k[(t + 1) * bh..(t + 2) * bh];
-    let do_t = &mut d_o_k[t * bh..(t + 1) * bh];
-    let dc_t = &mut d_c[(t + 1) * bh..(t + 2) * bh];
-    let mask_t = &mask[t * bsz..(t + 1) * bsz];
-    let rows = o_t
-        .chunks_exact(hd)
-        .zip(tc_t.chunks_exact(hd))
-        .zip(dq_t.chunks_exact(hd))
-        .zip(do_t.chunks_exact_mut(hd))
-        .zip(dc_t.chunks_exact_mut(hd))
-        .zip(mask_t);
-    for (((((orow, tcrow), dqrow), dorow), dcrow), &m) in rows {
-        let lanes = orow
-            .iter()
-            .zip(tcrow)
-            .zip(dqrow)
-            .zip(dorow.iter_mut())
-            .zip(dcrow.iter_mut());
-        for ((((&o, &tv), &dqv), d_o), d_c) in lanes {
-            let dq = dqv * m;
-            *d_o = dq * tv * o * (one - o);
-            *d_c += dq * o * (one - tv * tv);
-        }
+    let o_t = &o_k[span(&s, s.step, hd)];
+    let tc_t = &tanh_c[span(&s, s.step, hd)];
+    let dq_t = &d_q_k[span(&s, s.next, hd)];
+    let do_t = &mut d_o_k[span(&s, s.step, hd)];
+    let dc_t = &mut d_c[span(&s, s.next, hd)];
+    let lanes = o_t
+        .iter()
+        .zip(tc_t)
+        .zip(dq_t)
+        .zip(do_t.iter_mut())
+        .zip(dc_t.iter_mut());
+    for ((((&o, &tv), &dq), d_o), d_c) in lanes {
+        *d_o = dq * tv * o * (one - o);
+        *d_c += dq * o * (one - tv * tv);
     }
     Ok(())
 }
@@ -661,37 +618,36 @@ pub mod reference {
     /// Reference for [`super::lstm_cell_fwd`] (paper Eq. 1).
     ///
     /// # Errors
-    /// [`NumError::BufferTooSmall`] if a buffer does not hold step `t`.
+    /// As [`super::lstm_cell_fwd`].
     pub fn lstm_cell_fwd<R: Real>(
         s: CellStep,
         gates: &mut [R],
         c: &mut [R],
         h: &mut [R],
         tanh_c: &mut [R],
-        mask: &[R],
     ) -> Result<(), NumError> {
-        let (t, b, hd) = (s.t, s.batch, s.hidden);
+        let hd = s.hidden;
         let op = "lstm_cell_fwd";
-        need(op, gates.len(), (t + 1) * b * 4 * hd)?;
-        need(op, c.len(), (t + 2) * b * hd)?;
-        need(op, h.len(), (t + 2) * b * hd)?;
-        need(op, tanh_c.len(), (t + 1) * b * hd)?;
-        need(op, mask.len(), (t + 1) * b)?;
-        for bi in 0..b {
-            let m = mask[t * b + bi];
-            let g0 = (t * b + bi) * 4 * hd;
-            let cur = (t * b + bi) * hd;
-            let next = ((t + 1) * b + bi) * hd;
+        s.check(op)?;
+        need(op, gates.len(), s.needs(s.step, 4 * hd))?;
+        need(op, c.len(), s.needs(s.next, hd))?;
+        need(op, h.len(), s.needs(s.next, hd))?;
+        need(op, tanh_c.len(), s.needs(s.step, hd))?;
+        for r in 0..s.rows {
+            let g0 = (s.step + r) * 4 * hd;
+            let cur = (s.step + r) * hd;
+            let prev = (s.prev + r) * hd;
+            let next = (s.next + r) * hd;
             for j in 0..hd {
-                let i_g = gates[g0 + j].sigmoid() * m;
-                let f_g = gates[g0 + hd + j].sigmoid() * m;
-                let g_g = gates[g0 + 2 * hd + j].tanh() * m;
-                let o_g = gates[g0 + 3 * hd + j].sigmoid() * m;
+                let i_g = gates[g0 + j].sigmoid();
+                let f_g = gates[g0 + hd + j].sigmoid();
+                let g_g = gates[g0 + 2 * hd + j].tanh();
+                let o_g = gates[g0 + 3 * hd + j].sigmoid();
                 gates[g0 + j] = i_g;
                 gates[g0 + hd + j] = f_g;
                 gates[g0 + 2 * hd + j] = g_g;
                 gates[g0 + 3 * hd + j] = o_g;
-                let c_t = (i_g * g_g + f_g * c[cur + j]) * m;
+                let c_t = i_g * g_g + f_g * c[prev + j];
                 c[next + j] = c_t;
                 tanh_c[cur + j] = c_t.tanh();
                 h[next + j] = o_g * c_t.tanh();
@@ -703,44 +659,42 @@ pub mod reference {
     /// Reference for [`super::lstm_cell_bwd`].
     ///
     /// # Errors
-    /// [`NumError::BufferTooSmall`] if a buffer does not hold step `t`.
-    #[allow(clippy::too_many_arguments)]
+    /// As [`super::lstm_cell_bwd`].
     pub fn lstm_cell_bwd<R: Real>(
         s: CellStep,
         gates: &[R],
         c: &[R],
         tanh_c: &[R],
-        mask: &[R],
         d_h: &[R],
         d_c: &mut [R],
         d_gates: &mut [R],
     ) -> Result<(), NumError> {
-        let (t, b, hd) = (s.t, s.batch, s.hidden);
+        let hd = s.hidden;
         let op = "lstm_cell_bwd";
-        need(op, gates.len(), (t + 1) * b * 4 * hd)?;
-        need(op, c.len(), (t + 1) * b * hd)?;
-        need(op, tanh_c.len(), (t + 1) * b * hd)?;
-        need(op, mask.len(), (t + 1) * b)?;
-        need(op, d_h.len(), (t + 2) * b * hd)?;
-        need(op, d_c.len(), (t + 2) * b * hd)?;
-        need(op, d_gates.len(), (t + 1) * b * 4 * hd)?;
+        s.check(op)?;
+        need(op, gates.len(), s.needs(s.step, 4 * hd))?;
+        need(op, c.len(), s.needs(s.prev, hd))?;
+        need(op, tanh_c.len(), s.needs(s.step, hd))?;
+        need(op, d_h.len(), s.needs(s.next, hd))?;
+        need(op, d_c.len(), s.needs(s.next, hd))?;
+        need(op, d_gates.len(), s.needs(s.step, 4 * hd))?;
         let one = R::one();
-        for bi in 0..b {
-            let m = mask[t * b + bi];
-            let g0 = (t * b + bi) * 4 * hd;
-            let cur = (t * b + bi) * hd;
-            let next = ((t + 1) * b + bi) * hd;
+        for r in 0..s.rows {
+            let g0 = (s.step + r) * 4 * hd;
+            let cur = (s.step + r) * hd;
+            let prev = (s.prev + r) * hd;
+            let next = (s.next + r) * hd;
             for j in 0..hd {
                 let (i_g, f_g) = (gates[g0 + j], gates[g0 + hd + j]);
                 let (g_g, o_g) = (gates[g0 + 2 * hd + j], gates[g0 + 3 * hd + j]);
                 let tc = tanh_c[cur + j];
-                let dh = d_h[next + j] * m;
-                let dc = d_c[next + j] * m + dh * o_g * (one - tc * tc);
+                let dh = d_h[next + j];
+                let dc = d_c[next + j] + dh * o_g * (one - tc * tc);
                 d_gates[g0 + j] = dc * g_g * i_g * (one - i_g);
-                d_gates[g0 + hd + j] = dc * c[cur + j] * f_g * (one - f_g);
+                d_gates[g0 + hd + j] = dc * c[prev + j] * f_g * (one - f_g);
                 d_gates[g0 + 2 * hd + j] = dc * i_g * (one - g_g * g_g);
                 d_gates[g0 + 3 * hd + j] = dh * tc * o_g * (one - o_g);
-                d_c[cur + j] += f_g * dc;
+                d_c[prev + j] += f_g * dc;
             }
         }
         Ok(())
@@ -749,26 +703,24 @@ pub mod reference {
     /// Reference for [`super::task_gate_fwd`] (paper Eq. 2).
     ///
     /// # Errors
-    /// [`NumError::BufferTooSmall`] if a buffer does not hold step `t`.
+    /// As [`super::task_gate_fwd`].
     pub fn task_gate_fwd<R: Real>(
         s: CellStep,
         o_k: &mut [R],
         q_k: &mut [R],
         tanh_c: &[R],
-        mask: &[R],
     ) -> Result<(), NumError> {
-        let (t, b, hd) = (s.t, s.batch, s.hidden);
+        let hd = s.hidden;
         let op = "task_gate_fwd";
-        need(op, o_k.len(), (t + 1) * b * hd)?;
-        need(op, q_k.len(), (t + 2) * b * hd)?;
-        need(op, tanh_c.len(), (t + 1) * b * hd)?;
-        need(op, mask.len(), (t + 1) * b)?;
-        for bi in 0..b {
-            let m = mask[t * b + bi];
-            let cur = (t * b + bi) * hd;
-            let next = ((t + 1) * b + bi) * hd;
+        s.check(op)?;
+        need(op, o_k.len(), s.needs(s.step, hd))?;
+        need(op, q_k.len(), s.needs(s.next, hd))?;
+        need(op, tanh_c.len(), s.needs(s.step, hd))?;
+        for r in 0..s.rows {
+            let cur = (s.step + r) * hd;
+            let next = (s.next + r) * hd;
             for j in 0..hd {
-                let o = o_k[cur + j].sigmoid() * m;
+                let o = o_k[cur + j].sigmoid();
                 o_k[cur + j] = o;
                 q_k[next + j] = o * tanh_c[cur + j];
             }
@@ -779,32 +731,30 @@ pub mod reference {
     /// Reference for [`super::task_gate_bwd`].
     ///
     /// # Errors
-    /// [`NumError::BufferTooSmall`] if a buffer does not hold step `t`.
+    /// As [`super::task_gate_bwd`].
     pub fn task_gate_bwd<R: Real>(
         s: CellStep,
         o_k: &[R],
         tanh_c: &[R],
-        mask: &[R],
         d_q_k: &[R],
         d_o_k: &mut [R],
         d_c: &mut [R],
     ) -> Result<(), NumError> {
-        let (t, b, hd) = (s.t, s.batch, s.hidden);
+        let hd = s.hidden;
         let op = "task_gate_bwd";
-        need(op, o_k.len(), (t + 1) * b * hd)?;
-        need(op, tanh_c.len(), (t + 1) * b * hd)?;
-        need(op, mask.len(), (t + 1) * b)?;
-        need(op, d_q_k.len(), (t + 2) * b * hd)?;
-        need(op, d_o_k.len(), (t + 1) * b * hd)?;
-        need(op, d_c.len(), (t + 2) * b * hd)?;
+        s.check(op)?;
+        need(op, o_k.len(), s.needs(s.step, hd))?;
+        need(op, tanh_c.len(), s.needs(s.step, hd))?;
+        need(op, d_q_k.len(), s.needs(s.next, hd))?;
+        need(op, d_o_k.len(), s.needs(s.step, hd))?;
+        need(op, d_c.len(), s.needs(s.next, hd))?;
         let one = R::one();
-        for bi in 0..b {
-            let m = mask[t * b + bi];
-            let cur = (t * b + bi) * hd;
-            let next = ((t + 1) * b + bi) * hd;
+        for r in 0..s.rows {
+            let cur = (s.step + r) * hd;
+            let next = (s.next + r) * hd;
             for j in 0..hd {
                 let (o, tc) = (o_k[cur + j], tanh_c[cur + j]);
-                let dq = d_q_k[next + j] * m;
+                let dq = d_q_k[next + j];
                 d_o_k[cur + j] = dq * tc * o * (one - o);
                 d_c[next + j] += dq * o * (one - tc * tc);
             }
@@ -830,96 +780,91 @@ mod tests {
             .collect()
     }
 
-    /// Mask (T, B) where sentence `b` has length `lens[b]`.
-    fn mask<R: Real>(t_len: usize, lens: &[usize]) -> Vec<R> {
-        let b = lens.len();
-        (0..t_len * b)
-            .map(|k| {
-                if k / b < lens[k % b] {
-                    R::one()
-                } else {
-                    R::zero()
-                }
+    /// The packed steps of a batch with these lengths (longest first): per step the
+    /// rows running and the three offsets, as the layers compute them.
+    fn steps(lens: &[usize], hd: usize) -> Vec<CellStep> {
+        let batch = lens.len();
+        let t_len = lens.iter().copied().max().unwrap_or(0);
+        let mut at = 0;
+        let mut prev = 0;
+        (0..t_len)
+            .map(|t| {
+                let rows = lens.iter().filter(|&&l| l > t).count();
+                let s = CellStep {
+                    rows,
+                    hidden: hd,
+                    step: at,
+                    prev,
+                    next: batch + at,
+                };
+                prev = batch + at;
+                at += rows;
+                s
             })
             .collect()
     }
 
-    /// Asserts element-wise closeness (`|g − w| ≤ tol·(1 + |w|)`), printing index and dims.
-    fn assert_close<R: Real>(
-        what: &str,
-        dims: (usize, usize, usize),
-        got: &[R],
-        want: &[R],
-        tol: f64,
-    ) {
+    /// Asserts element-wise closeness (`|g − w| ≤ tol·(1 + |w|)`), printing the index.
+    fn assert_close<R: Real>(what: &str, lens: &[usize], got: &[R], want: &[R], tol: f64) {
         assert_eq!(got.len(), want.len(), "{what}: length");
         for (k, (&g, &w)) in got.iter().zip(want).enumerate() {
             let (g, w) = (g.to_f64(), w.to_f64());
             let ok = (g - w).abs() <= tol * (1.0 + w.abs());
             assert!(
                 ok,
-                "{what} {} (T,B,H)={dims:?} index {k}: fast {g} vs reference {w}",
+                "{what} {} lens {lens:?} index {k}: fast {g} vs reference {w}",
                 R::NAME
             );
         }
     }
 
-    /// Runs a whole sequence forward and backward with both kernel sets and compares
-    /// every buffer; outputs start as NaN so an unwritten element fails. f64 checks the
-    /// library-precision path (tolerance 1e-12), f32 the vectorized activations.
-    fn compare(t_len: usize, lens: &[usize], hd: usize) {
-        compare_as::<f64>(t_len, lens, hd, 1e-12);
-        compare_as::<f32>(t_len, lens, hd, 2e-6);
+    /// Runs a whole packed batch forward and backward with both kernel sets and
+    /// compares every buffer; outputs start as NaN so an unwritten element fails. f64
+    /// checks the library-precision path (tolerance 1e-12), f32 the vectorized
+    /// activations.
+    fn compare(lens: &[usize], hd: usize) {
+        compare_as::<f64>(lens, hd, 1e-12);
+        compare_as::<f32>(lens, hd, 2e-6);
     }
 
-    fn compare_as<R: Real>(t_len: usize, lens: &[usize], hd: usize, tol: f64) {
+    fn compare_as<R: Real>(lens: &[usize], hd: usize, tol: f64) {
         let bsz = lens.len();
-        let dims = (t_len, bsz, hd);
-        let m = mask::<R>(t_len, lens);
-        let pre = fill::<R>(t_len * bsz * 4 * hd, 0.3);
-        let pre_k = fill::<R>(t_len * bsz * hd, 1.1);
-        let d_h = fill::<R>((t_len + 1) * bsz * hd, 2.3);
-        let d_q = fill::<R>((t_len + 1) * bsz * hd, 3.7);
+        let n: usize = lens.iter().sum();
+        let plan = steps(lens, hd);
+        let pre = fill::<R>(n * 4 * hd, 0.3);
+        let pre_k = fill::<R>(n * hd, 1.1);
+        let d_h = fill::<R>((bsz + n) * hd, 2.3);
+        let d_q = fill::<R>((bsz + n) * hd, 3.7);
         let nan = R::nan();
         let run = |fast: bool| {
             let mut gates = pre.clone();
             let mut o_k = pre_k.clone();
-            let mut c = vec![nan; (t_len + 1) * bsz * hd];
-            let mut h = vec![nan; (t_len + 1) * bsz * hd];
-            let mut q = vec![nan; (t_len + 1) * bsz * hd];
+            let mut c = vec![nan; (bsz + n) * hd];
+            let mut h = vec![nan; (bsz + n) * hd];
+            let mut q = vec![nan; (bsz + n) * hd];
             c[..bsz * hd].fill(R::zero());
             h[..bsz * hd].fill(R::zero());
             q[..bsz * hd].fill(R::zero());
-            let mut tc = vec![nan; t_len * bsz * hd];
-            for t in 0..t_len {
-                let s = CellStep {
-                    t,
-                    batch: bsz,
-                    hidden: hd,
-                };
+            let mut tc = vec![nan; n * hd];
+            for &s in &plan {
                 if fast {
-                    lstm_cell_fwd(s, &mut gates, &mut c, &mut h, &mut tc, &m).unwrap();
-                    task_gate_fwd(s, &mut o_k, &mut q, &tc, &m).unwrap();
+                    lstm_cell_fwd(s, &mut gates, &mut c, &mut h, &mut tc).unwrap();
+                    task_gate_fwd(s, &mut o_k, &mut q, &tc).unwrap();
                 } else {
-                    reference::lstm_cell_fwd(s, &mut gates, &mut c, &mut h, &mut tc, &m).unwrap();
-                    reference::task_gate_fwd(s, &mut o_k, &mut q, &tc, &m).unwrap();
+                    reference::lstm_cell_fwd(s, &mut gates, &mut c, &mut h, &mut tc).unwrap();
+                    reference::task_gate_fwd(s, &mut o_k, &mut q, &tc).unwrap();
                 }
             }
-            let mut d_c = fill::<R>((t_len + 1) * bsz * hd, 5.1);
-            let mut d_gates = vec![nan; t_len * bsz * 4 * hd];
-            let mut d_o = vec![nan; t_len * bsz * hd];
-            for t in (0..t_len).rev() {
-                let s = CellStep {
-                    t,
-                    batch: bsz,
-                    hidden: hd,
-                };
+            let mut d_c = fill::<R>((bsz + n) * hd, 5.1);
+            let mut d_gates = vec![nan; n * 4 * hd];
+            let mut d_o = vec![nan; n * hd];
+            for &s in plan.iter().rev() {
                 if fast {
-                    task_gate_bwd(s, &o_k, &tc, &m, &d_q, &mut d_o, &mut d_c).unwrap();
-                    lstm_cell_bwd(s, &gates, &c, &tc, &m, &d_h, &mut d_c, &mut d_gates).unwrap();
+                    task_gate_bwd(s, &o_k, &tc, &d_q, &mut d_o, &mut d_c).unwrap();
+                    lstm_cell_bwd(s, &gates, &c, &tc, &d_h, &mut d_c, &mut d_gates).unwrap();
                 } else {
-                    reference::task_gate_bwd(s, &o_k, &tc, &m, &d_q, &mut d_o, &mut d_c).unwrap();
-                    reference::lstm_cell_bwd(s, &gates, &c, &tc, &m, &d_h, &mut d_c, &mut d_gates)
+                    reference::task_gate_bwd(s, &o_k, &tc, &d_q, &mut d_o, &mut d_c).unwrap();
+                    reference::lstm_cell_bwd(s, &gates, &c, &tc, &d_h, &mut d_c, &mut d_gates)
                         .unwrap();
                 }
             }
@@ -933,53 +878,77 @@ mod tests {
         for ((name, g), w) in names.iter().zip(&fast).zip(&want) {
             assert!(
                 g.iter().all(|v| v.is_finite()),
-                "{name} {dims:?}: unwritten (NaN) entry"
+                "{name} lens {lens:?}: unwritten (NaN) entry"
             );
-            assert_close(name, dims, g, w, tol);
-        }
-        // Masked steps: zero activations, states, task outputs and gradients.
-        let [gates, c, h, tc, o_k, q, _, d_gates, d_o] = &fast;
-        for t in 0..t_len {
-            for (b, &len) in lens.iter().enumerate() {
-                if t < len {
-                    continue;
-                }
-                let r = t * bsz + b;
-                let r1 = (t + 1) * bsz + b;
-                assert!(
-                    gates[r * 4 * hd..(r + 1) * 4 * hd]
-                        .iter()
-                        .all(|&v| v == R::zero())
-                );
-                assert!(
-                    d_gates[r * 4 * hd..(r + 1) * 4 * hd]
-                        .iter()
-                        .all(|&v| v == R::zero())
-                );
-                for buf in [tc, o_k, d_o] {
-                    assert!(buf[r * hd..(r + 1) * hd].iter().all(|&v| v == R::zero()));
-                }
-                for buf in [c, h, q] {
-                    assert!(buf[r1 * hd..(r1 + 1) * hd].iter().all(|&v| v == R::zero()));
-                }
-            }
+            assert_close(name, lens, g, w, tol);
         }
     }
 
     #[test]
     fn fast_matches_reference_size_one() {
-        compare(1, &[1], 1);
+        compare(&[1], 1);
     }
 
     #[test]
-    fn fast_matches_reference_odd_sizes_with_padding() {
-        compare(3, &[3, 1, 2], 3);
-        compare(5, &[5, 0, 4], 7);
+    fn fast_matches_reference_odd_sizes_with_finished_sentences() {
+        compare(&[3, 2, 1], 3);
+        compare(&[5, 4, 0], 7);
     }
 
     #[test]
     fn fast_matches_reference_larger() {
-        compare(9, &[9, 7, 2, 9, 5], 33);
+        compare(&[9, 9, 7, 5, 2], 33);
+    }
+
+    #[test]
+    fn a_step_touches_only_its_rows() {
+        // Step 1 of lengths [3, 2, 1]: 2 rows at step row 3, state before at 3, after at 6.
+        let hd = 5;
+        let s = steps(&[3, 2, 1], hd)[1];
+        assert_eq!((s.rows, s.step, s.prev, s.next), (2, 3, 3, 6));
+        let (n, states) = (6, 9);
+        let mut gates = fill::<f64>(n * 4 * hd, 0.5);
+        let mut c = vec![f64::NAN; states * hd];
+        c[s.prev * hd..(s.prev + 2) * hd].fill(0.25);
+        let mut h = vec![f64::NAN; states * hd];
+        let mut tc = vec![f64::NAN; n * hd];
+        let mut o_k = fill::<f64>(n * hd, 0.9);
+        let mut q = vec![f64::NAN; states * hd];
+        lstm_cell_fwd(s, &mut gates, &mut c, &mut h, &mut tc).unwrap();
+        task_gate_fwd(s, &mut o_k, &mut q, &tc).unwrap();
+        // Rows holding numbers: the ones the step wrote (and, for `c`, the state before).
+        let written = |buf: &[f64]| -> Vec<usize> {
+            (0..buf.len() / hd)
+                .filter(|&r| buf[r * hd..(r + 1) * hd].iter().all(|v| !v.is_nan()))
+                .collect()
+        };
+        assert_eq!(written(&h), vec![6, 7]);
+        assert_eq!(written(&q), vec![6, 7]);
+        assert_eq!(written(&tc), vec![3, 4]);
+        assert_eq!(written(&c), vec![3, 4, 6, 7]);
+        let mut d_gates = vec![f64::NAN; n * 4 * hd];
+        let mut d_c = vec![f64::NAN; states * hd];
+        d_c[s.prev * hd..(s.next + 2) * hd].fill(0.0);
+        let d_h = vec![1.0; states * hd];
+        lstm_cell_bwd(s, &gates, &c, &tc, &d_h, &mut d_c, &mut d_gates).unwrap();
+        let rows: Vec<usize> = (0..n)
+            .filter(|&r| {
+                d_gates[r * 4 * hd..(r + 1) * 4 * hd]
+                    .iter()
+                    .all(|v| !v.is_nan())
+            })
+            .collect();
+        assert_eq!(rows, vec![3, 4]);
+        assert!(
+            d_c[s.prev * hd..(s.prev + 2) * hd]
+                .iter()
+                .all(|&v| v != 0.0)
+        );
+        assert!(
+            d_c[(s.prev + 2) * hd..s.next * hd]
+                .iter()
+                .all(|&v| v == 0.0)
+        );
     }
 
     #[test]
@@ -999,11 +968,13 @@ mod tests {
         let mut gates = vec![1e4f32, -1e4, 1e4, -1e4, -1e4, 1e4, -1e4, 1e4];
         let (mut c, mut h, mut tc) = (vec![0.0f32; 4], vec![0.0f32; 4], vec![0.0f32; 2]);
         let s = CellStep {
-            t: 0,
-            batch: 1,
+            rows: 1,
             hidden: 2,
+            step: 0,
+            prev: 0,
+            next: 1,
         };
-        lstm_cell_fwd(s, &mut gates, &mut c, &mut h, &mut tc, &[1.0]).unwrap();
+        lstm_cell_fwd(s, &mut gates, &mut c, &mut h, &mut tc).unwrap();
         // i = [1, 0], f = [1, 0], g = [-1, 1], o = [0, 1]  ⇒  c_t = [-1, 0], h_t = [0, 0.76…]
         let close =
             |got: &[f32], want: &[f32]| got.iter().zip(want).all(|(g, w)| (g - w).abs() < 1e-30);
@@ -1019,38 +990,64 @@ mod tests {
     fn cell_forward_matches_equation_one_by_hand() {
         // One unit, all pre-activations 0: i = f = o = 1/2, g = 0, so c_t = c_{t-1}/2.
         let s = CellStep {
-            t: 0,
-            batch: 1,
+            rows: 1,
             hidden: 1,
+            step: 0,
+            prev: 0,
+            next: 1,
         };
         let mut gates = vec![0.0f64; 4];
         let mut c = vec![0.8, f64::NAN];
         let mut h = vec![0.0, f64::NAN];
         let mut tc = vec![f64::NAN];
-        lstm_cell_fwd(s, &mut gates, &mut c, &mut h, &mut tc, &[1.0]).unwrap();
+        lstm_cell_fwd(s, &mut gates, &mut c, &mut h, &mut tc).unwrap();
         assert_eq!(gates, vec![0.5, 0.5, 0.0, 0.5]);
         assert!((c[1] - 0.4).abs() < 1e-15);
         assert!((h[1] - 0.5 * 0.4f64.tanh()).abs() < 1e-15);
     }
 
     #[test]
+    fn overlapping_states_are_rejected() {
+        let s = CellStep {
+            rows: 3,
+            hidden: 2,
+            step: 0,
+            prev: 0,
+            next: 2,
+        };
+        let mut buf = vec![0.0f64; 100];
+        let (mut c, mut h, mut tc) = (buf.clone(), buf.clone(), buf.clone());
+        let err = lstm_cell_fwd(s, &mut buf, &mut c, &mut h, &mut tc);
+        assert!(matches!(
+            err,
+            Err(NumError::ShapeMismatch {
+                op: "lstm_cell_fwd",
+                ..
+            })
+        ));
+        let err = reference::lstm_cell_bwd(s, &buf, &c, &tc, &h, &mut c.clone(), &mut buf.clone());
+        assert!(matches!(
+            err,
+            Err(NumError::ShapeMismatch {
+                op: "lstm_cell_bwd",
+                ..
+            })
+        ));
+    }
+
+    #[test]
     fn short_buffers_are_rejected() {
         let s = CellStep {
-            t: 1,
-            batch: 2,
+            rows: 2,
             hidden: 3,
+            step: 2,
+            prev: 2,
+            next: 4,
         };
         let mut small = vec![0.0f64; 5];
         let mut other = vec![0.0f64; 100];
         let mut tc = vec![0.0f64; 100];
-        let err = lstm_cell_fwd(
-            s,
-            &mut small,
-            &mut other,
-            &mut vec![0.0; 100],
-            &mut tc,
-            &[1.0; 4],
-        );
+        let err = lstm_cell_fwd(s, &mut small, &mut other, &mut vec![0.0; 100], &mut tc);
         assert!(matches!(
             err,
             Err(NumError::BufferTooSmall {
@@ -1058,7 +1055,7 @@ mod tests {
                 ..
             })
         ));
-        let err = task_gate_fwd(s, &mut other, &mut small, &tc, &[1.0; 4]);
+        let err = task_gate_fwd(s, &mut other, &mut small, &tc);
         assert!(matches!(
             err,
             Err(NumError::BufferTooSmall {
@@ -1067,7 +1064,7 @@ mod tests {
             })
         ));
         let mut d = vec![0.0f64; 100];
-        let err = task_gate_bwd(s, &tc, &tc, &[1.0; 4], &small, &mut d, &mut other);
+        let err = task_gate_bwd(s, &tc, &tc, &small, &mut d, &mut other);
         assert!(matches!(
             err,
             Err(NumError::BufferTooSmall {
@@ -1076,7 +1073,7 @@ mod tests {
             })
         ));
         let mut dg = vec![0.0f64; 100];
-        let err = lstm_cell_bwd(s, &tc, &tc, &tc, &[1.0; 2], &tc, &mut d, &mut dg);
+        let err = lstm_cell_bwd(s, &tc, &small, &tc, &tc, &mut d, &mut dg);
         assert!(matches!(
             err,
             Err(NumError::BufferTooSmall {

@@ -204,9 +204,8 @@ impl<R: Real> Backend for CpuBackend<R> {
         c: &mut Vec<R>,
         h: &mut Vec<R>,
         tanh_c: &mut Vec<R>,
-        mask: &Vec<R>,
     ) -> Result<(), NumError> {
-        cell::lstm_cell_fwd(s, gates, c, h, tanh_c, mask)
+        cell::lstm_cell_fwd(s, gates, c, h, tanh_c)
     }
 
     fn lstm_cell_bwd(
@@ -215,12 +214,11 @@ impl<R: Real> Backend for CpuBackend<R> {
         gates: &Vec<R>,
         c: &Vec<R>,
         tanh_c: &Vec<R>,
-        mask: &Vec<R>,
         d_h: &Vec<R>,
         d_c: &mut Vec<R>,
         d_gates: &mut Vec<R>,
     ) -> Result<(), NumError> {
-        cell::lstm_cell_bwd(s, gates, c, tanh_c, mask, d_h, d_c, d_gates)
+        cell::lstm_cell_bwd(s, gates, c, tanh_c, d_h, d_c, d_gates)
     }
 
     fn task_gate_fwd(
@@ -229,9 +227,8 @@ impl<R: Real> Backend for CpuBackend<R> {
         o_k: &mut Vec<R>,
         q_k: &mut Vec<R>,
         tanh_c: &Vec<R>,
-        mask: &Vec<R>,
     ) -> Result<(), NumError> {
-        cell::task_gate_fwd(s, o_k, q_k, tanh_c, mask)
+        cell::task_gate_fwd(s, o_k, q_k, tanh_c)
     }
 
     fn task_gate_bwd(
@@ -239,12 +236,11 @@ impl<R: Real> Backend for CpuBackend<R> {
         s: CellStep,
         o_k: &Vec<R>,
         tanh_c: &Vec<R>,
-        mask: &Vec<R>,
         d_q_k: &Vec<R>,
         d_o_k: &mut Vec<R>,
         d_c: &mut Vec<R>,
     ) -> Result<(), NumError> {
-        cell::task_gate_bwd(s, o_k, tanh_c, mask, d_q_k, d_o_k, d_c)
+        cell::task_gate_bwd(s, o_k, tanh_c, d_q_k, d_o_k, d_c)
     }
 
     fn gather_rows(

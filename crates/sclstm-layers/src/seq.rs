@@ -1,5 +1,5 @@
-//! Batch geometry shared by the layers and the CRF: time-major rows, lengths, masks and
-//! the per-sentence reversal used by the reverse direction.
+//! Batch geometry shared by the layers and the CRF: time-major rows, lengths, the
+//! longest-first order and the per-sentence reversal used by the reverse direction.
 //!
 //! A batch of `B` sentences padded to `T` steps is stored time-major: row `t·B + b` holds
 //! step `t` of sentence `b`. Sentences are packed at the start of the time axis, so
@@ -66,20 +66,6 @@ impl SeqShape {
         self.steps * self.lens.len()
     }
 
-    /// The (T, B) mask: 1 where step `t` is inside sentence `b`, else 0.
-    pub fn mask<R: Real>(&self) -> Vec<R> {
-        let b = self.batch();
-        (0..self.rows())
-            .map(|r| {
-                if r / b < self.lens[r % b] {
-                    R::one()
-                } else {
-                    R::zero()
-                }
-            })
-            .collect()
-    }
-
     /// Batch positions sorted by length, longest first (ties keep batch order). The layers
     /// run a batch in this order, so at every step the sentences still running are a
     /// prefix of the batch (see [`SeqShape::active`]).
@@ -96,28 +82,6 @@ impl SeqShape {
         (0..self.steps)
             .map(|t| self.lens.iter().filter(|&&l| l > t).count())
             .collect()
-    }
-
-    /// The batch split into at most two groups of sentences, each longest first, that a
-    /// layer runs as separate (T_g, B_g) problems: the long sentences, and the short
-    /// ones with their own, smaller padded length. A random batch of 10 pads about half
-    /// of its `T·B` rows; the split skips most of them in the large input-projection and
-    /// weight-gradient products, at the price of a second, smaller time loop. The batch
-    /// is split where that minimises the padded rows `T_1·B_1 + T_2·B_2`, and only when
-    /// this saves at least a quarter of `T·B` (so a length-sorted batch stays whole).
-    pub fn groups(&self) -> Vec<Vec<usize>> {
-        let order = self.longest_first();
-        let len = |j: usize| self.lens[order[j]].max(1);
-        let b = order.len();
-        let whole = len(0) * b;
-        let best = (1..b)
-            .map(|k| (len(0) * k + len(k) * (b - k), k))
-            .min()
-            .filter(|&(rows, _)| 4 * rows <= 3 * whole);
-        match best {
-            Some((_, k)) => vec![order[..k].to_vec(), order[k..].to_vec()],
-            None => vec![order],
-        }
     }
 
     /// The per-sentence reversal as a row permutation: entry `t·B + b` is the row that
@@ -193,10 +157,6 @@ mod tests {
         for (r, &q) in p.iter().enumerate() {
             assert_eq!(p[q], r);
         }
-        assert_eq!(
-            s.mask::<f64>(),
-            vec![1.0, 1.0, 1.0, 1.0, 1.0, 0.0, 1.0, 0.0]
-        );
     }
 
     #[test]
@@ -204,20 +164,6 @@ mod tests {
         let seq = SeqShape::new("t", 16, &[2, 4, 1, 4])?;
         assert_eq!(seq.longest_first(), vec![1, 3, 0, 2]);
         assert_eq!(seq.active(), vec![4, 3, 2, 2]);
-        Ok(())
-    }
-
-    #[test]
-    fn groups_split_only_when_it_saves_a_quarter_of_the_rows() -> Result<(), NumError> {
-        // Rows 4·4 = 16 whole; split after the two 4s: 4·2 + 2·2 = 12 ≤ 12.
-        let seq = SeqShape::new("t", 16, &[2, 4, 1, 4])?;
-        assert_eq!(seq.groups(), vec![vec![1, 3], vec![0, 2]]);
-        // Nearly equal lengths: no split.
-        let seq = SeqShape::new("t", 12, &[3, 3, 2])?;
-        assert_eq!(seq.groups(), vec![vec![0, 1, 2]]);
-        // Zero-length sentences count as length 1.
-        let seq = SeqShape::new("t", 8, &[0, 4])?;
-        assert_eq!(seq.groups(), vec![vec![1], vec![0]]);
         Ok(())
     }
 

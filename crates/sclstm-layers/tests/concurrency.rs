@@ -64,11 +64,11 @@ fn concurrent_directions_match_sequential_bit_for_bit() {
 }
 
 #[test]
-fn one_unit_never_uses_the_join_and_two_groups_do_forward() {
-    // One direction, lengths close enough to stay one group: a single unit.
-    let whole = Spec {
-        steps: 3,
-        lens: vec![3, 3],
+fn one_direction_never_uses_the_join_and_two_do() {
+    // One direction: a single unit, run on this thread.
+    let one = Spec {
+        steps: 4,
+        lens: vec![1, 4],
         input: 2,
         hidden: 2,
         dirs: 1,
@@ -77,28 +77,23 @@ fn one_unit_never_uses_the_join_and_two_groups_do_forward() {
     let join = Arc::new(ThreadJoin::default());
     let mut ws = workspace();
     ws.set_join(Some(Arc::clone(&join) as Arc<dyn Join>));
-    let v = whole.inputs(0.2);
-    let (out, _) = forward_backward(&ws, &whole, &v);
+    let v = one.inputs(0.2);
+    let single = forward_backward(&ws, &one, &v);
     assert_eq!(join.calls.load(Ordering::Relaxed), 0);
-    assert_eq!(out, forward_backward(&workspace(), &whole, &v).0);
-    // Lengths 4 and 1 split into two groups: two units, whose forward runs through the
-    // join, with the same result as one after the other. Their backward runs in group
-    // order on one thread (the second group adds to the first one's weight gradients).
-    let split = Spec {
-        steps: 4,
-        lens: vec![1, 4],
-        ..whole
-    };
-    let v = split.inputs(0.7);
-    let concurrent = forward_backward(&ws, &split, &v);
-    assert_eq!(join.calls.load(Ordering::Relaxed), 1);
-    assert_eq!(concurrent, forward_backward(&workspace(), &split, &v));
+    assert_eq!(single, forward_backward(&workspace(), &one, &v));
+    // Two directions: the forward and the backward each run the two units through the
+    // join, with the same result as one after the other.
+    let two = Spec { dirs: 2, ..one };
+    let v = two.inputs(0.7);
+    let concurrent = forward_backward(&ws, &two, &v);
+    assert_eq!(join.calls.load(Ordering::Relaxed), 3);
+    assert_eq!(concurrent, forward_backward(&workspace(), &two, &v));
 }
 
 #[test]
 fn caches_come_in_row_buckets_and_the_best_fit_is_reused() {
     let ws = workspace();
-    // (T+1)·B = 6 rows → a bucket of 8; (5+1)·2 = 12 → 16.
+    // B + N = 2 + 4 = 6 rows → a bucket of 8; 2 + 10 = 12 → 16.
     let short = Spec {
         steps: 2,
         lens: vec![2, 2],

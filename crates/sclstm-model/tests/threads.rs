@@ -22,7 +22,7 @@ fn train(threads: usize, family: Family, steps: usize) -> Result<Vec<Vec<f64>>, 
     );
     let mut adam = Adam::new(AdamConfig::default());
     for step in 0..steps {
-        // Lengths 2..=6 in batches of 5: some batches split into two length groups.
+        // Lengths 2..=6 in batches of 5: sentences finish at different steps.
         let batch = Batch::new(&sentences(5, 100 + step as u64));
         let task = step % 2;
         let mut grads = {

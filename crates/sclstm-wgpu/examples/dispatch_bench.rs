@@ -60,7 +60,6 @@ fn values(len: usize, seed: u32) -> Vec<f32> {
 /// The buffers of the per-step workloads: one direction's recurrent state and weights.
 struct StepBufs {
     w_hh_t: WgpuBuf,
-    mask: WgpuBuf,
     gates: WgpuBuf,
     c: WgpuBuf,
     h: WgpuBuf,
@@ -68,16 +67,29 @@ struct StepBufs {
 }
 
 impl StepBufs {
+    /// Buffers of `T` steps of `B` rows each (every sentence runs all `T` steps): `T·B`
+    /// step rows, `(T + 1)·B` state rows.
     fn new(be: &WgpuBackend) -> Result<Self, NumError> {
-        let rows = (T + 1) * B;
         Ok(StepBufs {
             w_hh_t: be.upload(&values(4 * H * H, 4))?,
-            mask: be.upload(&vec![1.0; rows])?,
-            gates: be.zeros(rows * 4 * H)?,
-            c: be.zeros(rows * H)?,
-            h: be.zeros(rows * H)?,
-            tanh_c: be.zeros(rows * H)?,
+            gates: be.zeros(T * B * 4 * H)?,
+            c: be.zeros((T + 1) * B * H)?,
+            h: be.zeros((T + 1) * B * H)?,
+            tanh_c: be.zeros(T * B * H)?,
         })
+    }
+}
+
+/// Step `t` of a batch of `rows` sentences that all run every step: step rows
+/// `[t·rows, (t + 1)·rows)`, the state before it at row `t·rows` (the initial state at
+/// `t = 0`), the state after it at row `(t + 1)·rows`.
+fn step(t: usize, rows: usize, hidden: usize) -> CellStep {
+    CellStep {
+        rows,
+        hidden,
+        step: t * rows,
+        prev: t * rows,
+        next: (t + 1) * rows,
     }
 }
 
@@ -229,13 +241,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     bench.run("gate_step", "30 × (product + cell forward)", || {
         let l = &mut layers[0];
         for t in 0..T {
-            let s = CellStep {
-                t,
-                batch: B,
-                hidden: H,
-            };
             be.gemm(&rec(t), &l.h, &l.w_hh_t, None, &mut l.gates)?;
-            be.lstm_cell_fwd(s, &mut l.gates, &mut l.c, &mut l.h, &mut l.tanh_c, &l.mask)?;
+            be.lstm_cell_fwd(
+                step(t, B, H),
+                &mut l.gates,
+                &mut l.c,
+                &mut l.h,
+                &mut l.tanh_c,
+            )?;
         }
         be.sync()
     })?;
@@ -252,7 +265,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let w = be.upload(&values(16 * 4, 99))?;
     let mut gates = be.zeros(1000 * 16)?;
     let (mut c, mut h) = (be.zeros(1001 * 4)?, be.zeros(1001 * 4)?);
-    let (mut tanh_c, mask) = (be.zeros(1000 * 4)?, be.upload(&vec![1.0; 1000])?);
+    let mut tanh_c = be.zeros(1000 * 4)?;
     bench.run(
         "tiny_dispatches",
         "2000 dispatches on 1 × 4 operands",
@@ -265,12 +278,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     ..Gemm::new(1, 16, 4)
                 };
                 be.gemm(&g, &h, &w, None, &mut gates)?;
-                let s = CellStep {
-                    t,
-                    batch: 1,
-                    hidden: 4,
-                };
-                be.lstm_cell_fwd(s, &mut gates, &mut c, &mut h, &mut tanh_c, &mask)?;
+                be.lstm_cell_fwd(step(t, 1, 4), &mut gates, &mut c, &mut h, &mut tanh_c)?;
             }
             be.sync()
         },

@@ -165,8 +165,8 @@ struct Pending {
 /// Per-dispatch host cost is kept to recording: consecutive dispatches share one
 /// compute pass (wgpu begins a new command buffer for every pass), and bind groups are
 /// cached by (kernel, buffer identities), so a time loop that binds the same buffers at
-/// every step creates its bind groups once. What changes from step to step (`t`, the
-/// gemm offsets) travels in the uniform.
+/// every step creates its bind groups once. What changes from step to step (the
+/// step's rows and offsets, the gemm offsets) travels in the uniform.
 ///
 /// Per-dispatch uniforms live in one arena buffer, one aligned slot per dispatch of
 /// the pending encoder, bound with a dynamic offset. The slots are written with a
@@ -718,13 +718,30 @@ impl WgpuBackend {
         Ok(out)
     }
 
-    fn cell_dims(s: &CellStep) -> Result<CellDims, WgpuError> {
-        Ok(CellDims {
-            t: to_u32("cell step t", s.t)?,
-            batch: to_u32("cell step batch", s.batch)?,
+    /// Records one pointwise step kernel on the checked buffers `storage`: one
+    /// invocation per element of the step's `rows × hidden` region, none when it is empty.
+    fn dispatch_cell(
+        &self,
+        kernel: Kernel,
+        s: &CellStep,
+        storage: &[&WgpuBuf],
+    ) -> Result<(), WgpuError> {
+        let count = s.rows * s.hidden;
+        if count == 0 {
+            return Ok(());
+        }
+        let dims = CellDims {
+            rows: to_u32("cell step rows", s.rows)?,
             hidden: to_u32("cell step hidden", s.hidden)?,
+            step: to_u32("cell step first row", s.step)?,
+            prev: to_u32("cell step prev", s.prev)?,
+            next: to_u32("cell step next", s.next)?,
             pad0: 0,
-        })
+            pad1: 0,
+            pad2: 0,
+        };
+        let groups = self.pointwise_groups(kernel.entry(), count)?;
+        self.dispatch(kernel, bytemuck::bytes_of(&dims), storage, groups)
     }
 }
 
@@ -968,24 +985,16 @@ impl Backend for WgpuBackend {
         c: &mut WgpuBuf,
         h: &mut WgpuBuf,
         tanh_c: &mut WgpuBuf,
-        mask: &WgpuBuf,
     ) -> Result<(), NumError> {
-        let bh = s.batch * s.hidden;
-        need("lstm_cell_fwd", gates, (s.t + 1) * 4 * bh)?;
-        need("lstm_cell_fwd", c, (s.t + 2) * bh)?;
-        need("lstm_cell_fwd", h, (s.t + 2) * bh)?;
-        need("lstm_cell_fwd", tanh_c, (s.t + 1) * bh)?;
-        need("lstm_cell_fwd", mask, (s.t + 1) * s.batch)?;
-        if bh == 0 {
-            return Ok(());
-        }
-        let groups = self.pointwise_groups("lstm_cell_fwd", bh)?;
-        self.dispatch(
-            Kernel::LstmCellFwd,
-            bytemuck::bytes_of(&Self::cell_dims(&s)?),
-            &[&*gates, &*c, &*h, &*tanh_c, mask],
-            groups,
-        )?;
+        let op = "lstm_cell_fwd";
+        s.check(op)?;
+        let hd = s.hidden;
+        need(op, gates, s.needs(s.step, 4 * hd))?;
+        // `c` is read at `prev` and written at `next`, which lies past it.
+        need(op, c, s.needs(s.next, hd))?;
+        need(op, h, s.needs(s.next, hd))?;
+        need(op, tanh_c, s.needs(s.step, hd))?;
+        self.dispatch_cell(Kernel::LstmCellFwd, &s, &[&*gates, &*c, &*h, &*tanh_c])?;
         Ok(())
     }
 
@@ -995,28 +1004,24 @@ impl Backend for WgpuBackend {
         gates: &WgpuBuf,
         c: &WgpuBuf,
         tanh_c: &WgpuBuf,
-        mask: &WgpuBuf,
         d_h: &WgpuBuf,
         d_c: &mut WgpuBuf,
         d_gates: &mut WgpuBuf,
     ) -> Result<(), NumError> {
-        let bh = s.batch * s.hidden;
-        need("lstm_cell_bwd", gates, (s.t + 1) * 4 * bh)?;
-        need("lstm_cell_bwd", c, (s.t + 1) * bh)?;
-        need("lstm_cell_bwd", tanh_c, (s.t + 1) * bh)?;
-        need("lstm_cell_bwd", mask, (s.t + 1) * s.batch)?;
-        need("lstm_cell_bwd", d_h, (s.t + 2) * bh)?;
-        need("lstm_cell_bwd", d_c, (s.t + 2) * bh)?;
-        need("lstm_cell_bwd", d_gates, (s.t + 1) * 4 * bh)?;
-        if bh == 0 {
-            return Ok(());
-        }
-        let groups = self.pointwise_groups("lstm_cell_bwd", bh)?;
-        self.dispatch(
+        let op = "lstm_cell_bwd";
+        s.check(op)?;
+        let hd = s.hidden;
+        need(op, gates, s.needs(s.step, 4 * hd))?;
+        need(op, c, s.needs(s.prev, hd))?;
+        need(op, tanh_c, s.needs(s.step, hd))?;
+        need(op, d_h, s.needs(s.next, hd))?;
+        // `d_c` is read at `next` and added to at `prev`, which lies before it.
+        need(op, d_c, s.needs(s.next, hd))?;
+        need(op, d_gates, s.needs(s.step, 4 * hd))?;
+        self.dispatch_cell(
             Kernel::LstmCellBwd,
-            bytemuck::bytes_of(&Self::cell_dims(&s)?),
-            &[gates, c, tanh_c, mask, d_h, &*d_c, &*d_gates],
-            groups,
+            &s,
+            &[gates, c, tanh_c, d_h, &*d_c, &*d_gates],
         )?;
         Ok(())
     }
@@ -1027,23 +1032,14 @@ impl Backend for WgpuBackend {
         o_k: &mut WgpuBuf,
         q_k: &mut WgpuBuf,
         tanh_c: &WgpuBuf,
-        mask: &WgpuBuf,
     ) -> Result<(), NumError> {
-        let bh = s.batch * s.hidden;
-        need("task_gate_fwd", o_k, (s.t + 1) * bh)?;
-        need("task_gate_fwd", q_k, (s.t + 2) * bh)?;
-        need("task_gate_fwd", tanh_c, (s.t + 1) * bh)?;
-        need("task_gate_fwd", mask, (s.t + 1) * s.batch)?;
-        if bh == 0 {
-            return Ok(());
-        }
-        let groups = self.pointwise_groups("task_gate_fwd", bh)?;
-        self.dispatch(
-            Kernel::TaskGateFwd,
-            bytemuck::bytes_of(&Self::cell_dims(&s)?),
-            &[&*o_k, &*q_k, tanh_c, mask],
-            groups,
-        )?;
+        let op = "task_gate_fwd";
+        s.check(op)?;
+        let hd = s.hidden;
+        need(op, o_k, s.needs(s.step, hd))?;
+        need(op, q_k, s.needs(s.next, hd))?;
+        need(op, tanh_c, s.needs(s.step, hd))?;
+        self.dispatch_cell(Kernel::TaskGateFwd, &s, &[&*o_k, &*q_k, tanh_c])?;
         Ok(())
     }
 
@@ -1052,27 +1048,22 @@ impl Backend for WgpuBackend {
         s: CellStep,
         o_k: &WgpuBuf,
         tanh_c: &WgpuBuf,
-        mask: &WgpuBuf,
         d_q_k: &WgpuBuf,
         d_o_k: &mut WgpuBuf,
         d_c: &mut WgpuBuf,
     ) -> Result<(), NumError> {
-        let bh = s.batch * s.hidden;
-        need("task_gate_bwd", o_k, (s.t + 1) * bh)?;
-        need("task_gate_bwd", tanh_c, (s.t + 1) * bh)?;
-        need("task_gate_bwd", mask, (s.t + 1) * s.batch)?;
-        need("task_gate_bwd", d_q_k, (s.t + 2) * bh)?;
-        need("task_gate_bwd", d_o_k, (s.t + 1) * bh)?;
-        need("task_gate_bwd", d_c, (s.t + 2) * bh)?;
-        if bh == 0 {
-            return Ok(());
-        }
-        let groups = self.pointwise_groups("task_gate_bwd", bh)?;
-        self.dispatch(
+        let op = "task_gate_bwd";
+        s.check(op)?;
+        let hd = s.hidden;
+        need(op, o_k, s.needs(s.step, hd))?;
+        need(op, tanh_c, s.needs(s.step, hd))?;
+        need(op, d_q_k, s.needs(s.next, hd))?;
+        need(op, d_o_k, s.needs(s.step, hd))?;
+        need(op, d_c, s.needs(s.next, hd))?;
+        self.dispatch_cell(
             Kernel::TaskGateBwd,
-            bytemuck::bytes_of(&Self::cell_dims(&s)?),
-            &[o_k, tanh_c, mask, d_q_k, &*d_o_k, &*d_c],
-            groups,
+            &s,
+            &[o_k, tanh_c, d_q_k, &*d_o_k, &*d_c],
         )?;
         Ok(())
     }

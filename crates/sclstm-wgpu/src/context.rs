@@ -91,8 +91,8 @@ pub enum Kernel {
     ScatterAddRows,
 }
 
-/// Most storage bindings of any kernel (`lstm_cell_bwd`: 7).
-pub const MAX_STORAGE_BINDINGS: usize = 7;
+/// Most storage bindings of any kernel (`lstm_cell_bwd`: 6).
+pub const MAX_STORAGE_BINDINGS: usize = 6;
 
 impl Kernel {
     /// Every kernel the backend launches.
@@ -153,14 +153,14 @@ impl Kernel {
         match self {
             // a, b, bias, c
             Kernel::Gemm | Kernel::GemmSmallM => &[R, R, R, RW],
-            // gates, c, h, tanh_c, mask
-            Kernel::LstmCellFwd => &[RW, RW, RW, RW, R],
-            // gates, c, tanh_c, mask, d_h, d_c, d_gates
-            Kernel::LstmCellBwd => &[R, R, R, R, R, RW, RW],
-            // o_k, q_k, tanh_c, mask
-            Kernel::TaskGateFwd => &[RW, RW, R, R],
-            // o_k, tanh_c, mask, d_q_k, d_o_k, d_c
-            Kernel::TaskGateBwd => &[R, R, R, R, RW, RW],
+            // gates, c, h, tanh_c
+            Kernel::LstmCellFwd => &[RW, RW, RW, RW],
+            // gates, c, tanh_c, d_h, d_c, d_gates
+            Kernel::LstmCellBwd => &[R, R, R, R, RW, RW],
+            // o_k, q_k, tanh_c
+            Kernel::TaskGateFwd => &[RW, RW, R],
+            // o_k, tanh_c, d_q_k, d_o_k, d_c
+            Kernel::TaskGateBwd => &[R, R, R, RW, RW],
             // index arena, table, dense
             Kernel::GatherRows => &[R, R, RW],
             // index arena, dense, table

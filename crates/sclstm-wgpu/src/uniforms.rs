@@ -39,19 +39,30 @@ pub struct GemmDims {
     pub pad1: u32,
 }
 
-/// Step and sizes of one pointwise cell dispatch: `CellDims` in `shaders/lstm_cell.wgsl`
-/// and `shaders/task_gate.wgsl`.
+/// Rows and offsets of one pointwise cell dispatch (a [`sclstm_core::CellStep`]):
+/// `CellDims` in `shaders/lstm_cell.wgsl` and `shaders/task_gate.wgsl`.
+///
+/// Offsets are in rows (of `4·hidden` elements in `gates` / `d_gates`, `hidden` in
+/// every other buffer), so one bind group serves every step on the same buffers.
 #[repr(C, align(16))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Pod, Zeroable)]
 pub struct CellDims {
-    /// Time step `t`.
-    pub t: u32,
-    /// Batch size `B`.
-    pub batch: u32,
+    /// Rows of the step (`n_t`, the sentences still running).
+    pub rows: u32,
     /// Hidden size `H`.
     pub hidden: u32,
-    /// Padding to 16 bytes.
+    /// First row of the step in the step buffers (`p_t`).
+    pub step: u32,
+    /// First row of the state before the step in the state buffers.
+    pub prev: u32,
+    /// First row of the state after the step in the state buffers.
+    pub next: u32,
+    /// Padding to 32 bytes.
     pub pad0: u32,
+    /// Padding to 32 bytes.
+    pub pad1: u32,
+    /// Padding to 32 bytes.
+    pub pad2: u32,
 }
 
 /// Layout of one row gather or scatter-add dispatch: `RowDims` in `shaders/rows.wgsl`.
@@ -89,7 +100,7 @@ mod tests {
         assert_eq!(std::mem::size_of::<GemmDims>(), 48);
         assert_eq!(std::mem::size_of::<GemmDims>() % 16, 0);
         assert_eq!(std::mem::align_of::<GemmDims>(), 16);
-        assert_eq!(std::mem::size_of::<CellDims>(), 16);
+        assert_eq!(std::mem::size_of::<CellDims>(), 32);
         assert_eq!(std::mem::size_of::<CellDims>() % 16, 0);
         assert_eq!(std::mem::align_of::<CellDims>(), 16);
         assert_eq!(std::mem::size_of::<RowDims>(), 32);

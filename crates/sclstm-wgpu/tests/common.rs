@@ -4,6 +4,7 @@ use std::sync::OnceLock;
 
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use sclstm_core::CellStep;
 use sclstm_cpu::CpuBackend;
 use sclstm_wgpu::{WgpuBackend, WgpuContext};
 
@@ -88,17 +89,27 @@ pub fn small_ints(r: &mut ChaCha8Rng, len: usize) -> Vec<f32> {
     (0..len).map(|_| r.random_range(-4i32..=4) as f32).collect()
 }
 
-/// Mask (T, B) for sentences of the given lengths, packed at the start of the time axis.
-pub fn mask(t_len: usize, lens: &[usize]) -> Vec<f32> {
-    let mut m = vec![0.0; t_len * lens.len()];
-    for t in 0..t_len {
-        for (b, &len) in lens.iter().enumerate() {
-            if t < len {
-                m[t * lens.len() + b] = 1.0;
-            }
-        }
+/// The steps of one direction of a layer over a batch whose step `t` runs the first
+/// `running[t]` sentences (`n_t`, non-increasing), in the packed layout of
+/// `sclstm_core::backend`: step `t` owns step rows `[p_t, p_t + n_t)` with
+/// `p_t = n_0 + … + n_{t-1}`, reads the state at `prev` (the initial state, row 0, at
+/// `t = 0`, else `B + p_{t-1}`) and writes it at `next = B + p_t`, with `B = n_0`.
+pub fn packed_steps(running: &[usize], hidden: usize) -> Vec<CellStep> {
+    let batch = running.first().copied().unwrap_or(0);
+    let mut steps: Vec<CellStep> = Vec::with_capacity(running.len());
+    let mut p = 0;
+    for &rows in running {
+        let prev = steps.last().map_or(0, |last| last.next);
+        steps.push(CellStep {
+            rows,
+            hidden,
+            step: p,
+            prev,
+            next: batch + p,
+        });
+        p += rows;
     }
-    m
+    steps
 }
 
 /// Asserts `|got - want| <= abs + rel·|want|` element-wise (NaN always fails) and

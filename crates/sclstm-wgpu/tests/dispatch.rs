@@ -4,10 +4,10 @@
 //! downloads.
 //! Each test uses a backend of its own ([`own_gpu`]) so the counters are its own.
 
-use sclstm_core::{Backend, CellStep, Gemm, NumError, RowCopy};
+use sclstm_core::{Backend, Gemm, NumError, RowCopy};
 use sclstm_wgpu::{BIND_GROUP_CACHE_MAX, SMALL_M_MAX};
 
-use crate::common::{TestResult, assert_close, cpu, mask, own_gpu, rng, uniform};
+use crate::common::{TestResult, assert_close, cpu, own_gpu, packed_steps, rng, uniform};
 
 #[test]
 fn gemm_kernel_follows_m() -> TestResult {
@@ -38,65 +38,65 @@ fn gemm_kernel_follows_m() -> TestResult {
     Ok(())
 }
 
-const T: usize = 6;
-const B: usize = 3;
+/// Sentences running at each step (lengths 6, 4 and 1, longest first): `T` steps over
+/// a batch of `B`, `TOKENS` rows in the step buffers.
+const RUNNING: [usize; 6] = [3, 2, 2, 2, 1, 1];
+const T: usize = RUNNING.len();
+const B: usize = RUNNING[0];
+const TOKENS: usize = 11;
 const H: usize = 5;
 
-/// Records `T` steps of `gates[t] += h_{t-1} · W; cell forward` (one submission).
+/// Records the `T` steps of `gates[step] += h_{t-1} · W; cell forward` (one submission).
 fn gate_loop<Bk: Backend<Elem = f32>>(
     be: &Bk,
     w: &Bk::Buf,
     gates: &mut Bk::Buf,
     bufs: &mut [Bk::Buf; 3],
-    m: &Bk::Buf,
 ) -> TestResult {
     let [c, h, tanh_c] = bufs;
-    for t in 0..T {
+    for s in packed_steps(&RUNNING, H) {
         let rec = Gemm {
-            a_off: t * B * H,
-            c_off: t * B * 4 * H,
+            a_off: s.prev * H,
+            c_off: s.step * 4 * H,
             accumulate: true,
-            ..Gemm::new(B, 4 * H, H)
+            ..Gemm::new(s.rows, 4 * H, H)
         };
         be.gemm(&rec, h, w, None, gates)?;
-        let s = CellStep {
-            t,
-            batch: B,
-            hidden: H,
-        };
-        be.lstm_cell_fwd(s, gates, c, h, tanh_c, m)?;
+        be.lstm_cell_fwd(s, gates, c, h, tanh_c)?;
     }
     Ok(())
 }
 
 /// The second pass over a time loop creates no bind group: every step binds the same
-/// buffers and only the uniform (step, offsets) changes. The whole loop is one compute
+/// buffers and only the uniform (rows, offsets) changes. The whole loop is one compute
 /// pass and one submit, and the results still match the CPU at every step.
 #[test]
 fn time_loop_reuses_bind_groups() -> TestResult {
+    assert_eq!(RUNNING.iter().sum::<usize>(), TOKENS);
     let gpu = own_gpu();
     let mut r = rng(31);
     let w_host = uniform(&mut r, H * 4 * H, 0.8);
-    let x_host = uniform(&mut r, T * B * 4 * H, 1.0);
-    let m_host = mask(T, &[6, 4, 1]);
+    let x_host = uniform(&mut r, TOKENS * 4 * H, 1.0);
+    // c, h and tanh_c, all as long as the state buffers (B + TOKENS rows).
+    let state_len = (B + TOKENS) * H;
     let run = |first: bool| -> Result<Vec<f32>, Box<dyn std::error::Error>> {
         let cpu = cpu();
         let mut out = Vec::new();
         for on_gpu in [true, false] {
             let h = if on_gpu {
-                let (w, m) = (gpu.upload(&w_host)?, gpu.upload(&m_host)?);
+                let w = gpu.upload(&w_host)?;
                 let mut gates = gpu.upload(&x_host)?;
-                let mut bufs = [0; 3].map(|_| gpu.zeros((T + 1) * B * H).expect("zeros"));
+                let mut bufs = [0; 3].map(|_| gpu.zeros(state_len).expect("zeros"));
                 gpu.sync()?;
                 let before = gpu.stats();
-                gate_loop(&gpu, &w, &mut gates, &mut bufs, &m)?;
+                gate_loop(&gpu, &w, &mut gates, &mut bufs)?;
                 // Same buffers again, restarted from the same state: no new bind group.
                 gpu.write(&mut gates, &x_host)?;
                 for buf in &mut bufs {
                     gpu.fill_zero(buf)?;
                 }
                 let middle = gpu.stats();
-                gate_loop(&gpu, &w, &mut gates, &mut bufs, &m)?;
+                gate_loop(&gpu, &w, &mut gates, &mut bufs)?;
                 gpu.sync()?;
                 let after = gpu.stats();
                 let created = middle.bind_groups_created - before.bind_groups_created;
@@ -107,10 +107,10 @@ fn time_loop_reuses_bind_groups() -> TestResult {
                 assert_eq!(after.submits - middle.submits, 1);
                 gpu.download(&bufs[1])?
             } else {
-                let (w, m) = (cpu.upload(&w_host)?, cpu.upload(&m_host)?);
+                let w = cpu.upload(&w_host)?;
                 let mut gates = cpu.upload(&x_host)?;
-                let mut bufs = [0; 3].map(|_| cpu.zeros((T + 1) * B * H).expect("zeros"));
-                gate_loop(&cpu, &w, &mut gates, &mut bufs, &m)?;
+                let mut bufs = [0; 3].map(|_| cpu.zeros(state_len).expect("zeros"));
+                gate_loop(&cpu, &w, &mut gates, &mut bufs)?;
                 cpu.download(&bufs[1])?
             };
             out.push(h);

@@ -4,8 +4,11 @@
 //! for `gemm_small_m`, 256 lanes for the pointwise kernels), and more than one workgroup
 //! along every grid dimension. The gemm kernel is chosen by m (`SMALL_M_MAX`), so the
 //! small-m sweep covers m = 1, 10, 16, 17 and 32, the large sweep m > 32.
+//! The step kernels run the time loop of a packed batch ([`packed_steps`]: rows shrinking
+//! from step to step, state rows at `prev` / `next`) with odd hidden sizes.
 //! Outputs start as NaN so an unwritten element fails; regions a kernel must not touch
-//! hold [`PAD`] and are checked bit for bit.
+//! (other steps' rows included) hold [`PAD`] or the NaN of a later step and are checked
+//! bit for bit.
 //!
 //! Tolerances (abs + rel·|cpu|):
 //! * gemm on integer inputs in -4..=4: exact (every partial sum is an integer < 2^24).
@@ -17,7 +20,9 @@
 use sclstm_core::{Backend, BackendErrorKind, CellStep, Gemm, NumError};
 use sclstm_wgpu::{SMALL_M_MAX, WgpuBackend, WgpuContext, WgpuError};
 
-use crate::common::{PAD, TestResult, assert_close, cpu, gpu, mask, rng, small_ints, uniform};
+use crate::common::{
+    PAD, TestResult, assert_close, cpu, gpu, own_gpu, packed_steps, rng, small_ints, uniform,
+};
 
 const CELL_ABS: f32 = 2e-6;
 const CELL_REL: f32 = 2e-5;
@@ -193,33 +198,83 @@ fn gemm_rejects_short_buffers_like_the_cpu() -> TestResult {
     Ok(())
 }
 
-/// (B, H): 1; odd; B·H = 259 (2 workgroups, not a multiple of 256); B·H = 1500.
-const CELL_SIZES: [(usize, usize); 4] = [(1, 1), (3, 5), (7, 37), (5, 300)];
-const T_LEN: usize = 3;
-/// The step under test: the middle one, so slots before and after must stay untouched.
-const STEP: usize = 1;
+/// Sentences running at each step of the packed test sequence (`n_t`, longest first):
+/// the rows shrink, so from step 1 on `next` lies past `prev + rows` wherever a
+/// sentence ended at the step before.
+const RUNNING: [usize; 5] = [5, 4, 4, 2, 1];
+/// Batch size `B = n_0`: rows of the initial state.
+const BATCH: usize = RUNNING[0];
+/// Rows of the step buffers: one per token, `Σ n_t`.
+const TOKENS: usize = 16;
+/// Rows of [`PAD`] after the last row of every buffer, which no step may touch.
+const EXTRA_ROWS: usize = 2;
+/// Hidden sizes: 1; odd; 5·53 = 265 lanes at the widest step (two workgroups, not a
+/// multiple of 256); 5·301 = 1505 (six workgroups) down to 301 at the last step.
+const HIDDEN: [usize; 4] = [1, 5, 53, 301];
 
-/// Sentence lengths cycling 3, 1, 2: the batch entries of length 1 are masked at STEP.
-fn lens(batch: usize) -> Vec<usize> {
-    (0..batch).map(|b| [3, 1, 2][b % 3]).collect()
+/// `n` copies of NaN: an output region, so an element left unwritten fails.
+fn nan(n: usize) -> Vec<f32> {
+    vec![f32::NAN; n]
 }
 
-/// `len` copies of [`PAD`] with `[start, start + n)` replaced by `fill`.
-fn slot_buffer(len: usize, start: usize, fill: &[f32]) -> Vec<f32> {
-    let mut v = vec![PAD; len];
-    v[start..start + fill.len()].copy_from_slice(fill);
-    v
+/// `n` copies of [`PAD`]: a region the kernels must not touch.
+fn pad(n: usize) -> Vec<f32> {
+    vec![PAD; n]
+}
+
+/// Checks one output of a step kernel against the CPU: the `s.rows` rows (`width`
+/// wide) from row `first` of `got` are close to `want`'s, and every other element is
+/// `input`'s, bit for bit (other steps' rows, the initial state, the rows after the end).
+fn check_rows(
+    what: &str,
+    s: &CellStep,
+    (first, width): (usize, usize),
+    got: &[f32],
+    want: &[f32],
+    input: &[f32],
+) {
+    let written = first * width..(first + s.rows) * width;
+    assert_untouched(what, got, input, written.clone());
+    assert_close(
+        what,
+        &got[written.clone()],
+        &want[written],
+        CELL_ABS,
+        CELL_REL,
+    );
+}
+
+#[test]
+fn packed_test_steps_follow_the_core_layout() {
+    assert_eq!(RUNNING.iter().sum::<usize>(), TOKENS);
+    let steps = packed_steps(&RUNNING, 3);
+    let at = |s: &CellStep| (s.rows, s.step, s.prev, s.next);
+    let got: Vec<_> = steps.iter().map(at).collect();
+    assert_eq!(
+        got,
+        [
+            (5, 0, 0, 5),
+            (4, 5, 5, 10),
+            (4, 9, 10, 14),
+            (2, 13, 14, 18),
+            (1, 15, 18, 20)
+        ]
+    );
+    for s in &steps {
+        s.check("packed_steps")
+            .expect("the state regions never overlap");
+    }
 }
 
 fn lstm_fwd_on<B: Backend<Elem = f32>>(
     be: &B,
     s: CellStep,
-    host: [&[f32]; 5],
+    host: [&[f32]; 4],
 ) -> Result<[Vec<f32>; 4], NumError> {
-    let [gates, c, h, tanh_c, m] = host;
-    let (mut gates, mut c, mut h) = (be.upload(gates)?, be.upload(c)?, be.upload(h)?);
-    let (mut tanh_c, m) = (be.upload(tanh_c)?, be.upload(m)?);
-    be.lstm_cell_fwd(s, &mut gates, &mut c, &mut h, &mut tanh_c, &m)?;
+    let [gates, c, h, tanh_c] = host;
+    let (mut gates, mut c) = (be.upload(gates)?, be.upload(c)?);
+    let (mut h, mut tanh_c) = (be.upload(h)?, be.upload(tanh_c)?);
+    be.lstm_cell_fwd(s, &mut gates, &mut c, &mut h, &mut tanh_c)?;
     Ok([
         be.download(&gates)?,
         be.download(&c)?,
@@ -228,35 +283,33 @@ fn lstm_fwd_on<B: Backend<Elem = f32>>(
     ])
 }
 
+/// The forward time loop over the packed sequence, one step at a time on the same host
+/// state for both backends (the CPU's result feeds the next step): each step reads the
+/// state its predecessor wrote at `prev` and writes only its own rows.
 #[test]
 fn lstm_cell_fwd_parity() -> TestResult {
-    for (seed, (batch, hidden)) in CELL_SIZES.into_iter().enumerate() {
+    for (seed, hd) in HIDDEN.into_iter().enumerate() {
         let mut r = rng(200 + seed as u64);
-        let s = CellStep {
-            t: STEP,
-            batch,
-            hidden,
-        };
-        let bh = batch * hidden;
-        let gates = uniform(&mut r, T_LEN * 4 * bh, 3.0);
-        let mut c = slot_buffer((T_LEN + 1) * bh, STEP * bh, &uniform(&mut r, bh, 2.0));
-        c[(STEP + 1) * bh..(STEP + 2) * bh].fill(f32::NAN);
-        let h = slot_buffer((T_LEN + 1) * bh, (STEP + 1) * bh, &vec![f32::NAN; bh]);
-        let tanh_c = slot_buffer(T_LEN * bh, STEP * bh, &vec![f32::NAN; bh]);
-        let m = mask(T_LEN, &lens(batch));
-        let inputs = [&gates[..], &c, &h, &tanh_c, &m];
-        let want = lstm_fwd_on(&cpu(), s, inputs)?;
-        let got = lstm_fwd_on(gpu(), s, inputs)?;
-        let written = [
-            STEP * 4 * bh..(STEP + 1) * 4 * bh,
-            (STEP + 1) * bh..(STEP + 2) * bh,
-            (STEP + 1) * bh..(STEP + 2) * bh,
-            STEP * bh..(STEP + 1) * bh,
-        ];
-        for (k, name) in ["gates", "c", "h", "tanh_c"].into_iter().enumerate() {
-            let what = format!("lstm_cell_fwd {name} B={batch} H={hidden}");
-            assert_untouched(&what, &got[k], inputs[k], written[k].clone());
-            assert_close(&what, &got[k], &want[k], CELL_ABS, CELL_REL);
+        let mut gates = [
+            uniform(&mut r, TOKENS * 4 * hd, 3.0),
+            pad(EXTRA_ROWS * 4 * hd),
+        ]
+        .concat();
+        // The initial state c_0 is read; h_0 is not (the cell leaves it alone).
+        let c0 = uniform(&mut r, BATCH * hd, 2.0);
+        let mut c = [c0, nan(TOKENS * hd), pad(EXTRA_ROWS * hd)].concat();
+        let mut h = [pad(BATCH * hd), nan(TOKENS * hd), pad(EXTRA_ROWS * hd)].concat();
+        let mut tanh_c = [nan(TOKENS * hd), pad(EXTRA_ROWS * hd)].concat();
+        for (t, s) in packed_steps(&RUNNING, hd).into_iter().enumerate() {
+            let inputs = [&gates[..], &c, &h, &tanh_c];
+            let want = lstm_fwd_on(&cpu(), s, inputs)?;
+            let got = lstm_fwd_on(gpu(), s, inputs)?;
+            let rows = [(s.step, 4 * hd), (s.next, hd), (s.next, hd), (s.step, hd)];
+            for (k, name) in ["gates", "c", "h", "tanh_c"].into_iter().enumerate() {
+                let what = format!("lstm_cell_fwd {name} H={hd} t={t} {s:?}");
+                check_rows(&what, &s, rows[k], &got[k], &want[k], inputs[k]);
+            }
+            [gates, c, h, tanh_c] = want;
         }
     }
     Ok(())
@@ -265,58 +318,48 @@ fn lstm_cell_fwd_parity() -> TestResult {
 fn lstm_bwd_on<B: Backend<Elem = f32>>(
     be: &B,
     s: CellStep,
-    host: [&[f32]; 7],
+    host: [&[f32]; 6],
 ) -> Result<[Vec<f32>; 2], NumError> {
-    let [gates, c, tanh_c, m, d_h, d_c, d_gates] = host;
+    let [gates, c, tanh_c, d_h, d_c, d_gates] = host;
     let (gates, c, tanh_c) = (be.upload(gates)?, be.upload(c)?, be.upload(tanh_c)?);
-    let (m, d_h) = (be.upload(m)?, be.upload(d_h)?);
+    let d_h = be.upload(d_h)?;
     let (mut d_c, mut d_gates) = (be.upload(d_c)?, be.upload(d_gates)?);
-    be.lstm_cell_bwd(s, &gates, &c, &tanh_c, &m, &d_h, &mut d_c, &mut d_gates)?;
+    be.lstm_cell_bwd(s, &gates, &c, &tanh_c, &d_h, &mut d_c, &mut d_gates)?;
     Ok([be.download(&d_c)?, be.download(&d_gates)?])
 }
 
+/// BPTT over the packed sequence, last step first: each step overwrites its own rows
+/// of `d_gates` and adds into `d_c` at `prev` the gradient the next step backward reads
+/// at its `next`.
 #[test]
 fn lstm_cell_bwd_parity() -> TestResult {
-    for (seed, (batch, hidden)) in CELL_SIZES.into_iter().enumerate() {
+    for (seed, hd) in HIDDEN.into_iter().enumerate() {
         let mut r = rng(300 + seed as u64);
-        let s = CellStep {
-            t: STEP,
-            batch,
-            hidden,
-        };
-        let bh = batch * hidden;
         // Saved activations: i, f, o in (0, 1), g and tanh(c) in (-1, 1).
-        let gates: Vec<f32> = uniform(&mut r, T_LEN * 4 * bh, 1.0)
+        let acts: Vec<f32> = uniform(&mut r, TOKENS * 4 * hd, 1.0)
             .into_iter()
             .enumerate()
-            .map(|(i, v)| if (i / hidden) % 4 == 2 { v } else { v.abs() })
+            .map(|(i, v)| if (i / hd) % 4 == 2 { v } else { v.abs() })
             .collect();
-        let c = uniform(&mut r, (T_LEN + 1) * bh, 2.0);
-        let tanh_c = uniform(&mut r, T_LEN * bh, 1.0);
-        let m = mask(T_LEN, &lens(batch));
-        let d_h = uniform(&mut r, (T_LEN + 1) * bh, 1.0);
-        let d_c = uniform(&mut r, (T_LEN + 1) * bh, 1.0);
-        let d_gates = slot_buffer(T_LEN * 4 * bh, STEP * 4 * bh, &vec![f32::NAN; 4 * bh]);
-        let inputs = [&gates[..], &c, &tanh_c, &m, &d_h, &d_c, &d_gates];
-        let want = lstm_bwd_on(&cpu(), s, inputs)?;
-        let got = lstm_bwd_on(gpu(), s, inputs)?;
-        let what = format!("lstm_cell_bwd B={batch} H={hidden}");
-        assert_untouched(&what, &got[0], &d_c, STEP * bh..(STEP + 1) * bh);
-        assert_untouched(&what, &got[1], &d_gates, STEP * 4 * bh..(STEP + 1) * 4 * bh);
-        assert_close(
-            &format!("{what} d_c"),
-            &got[0],
-            &want[0],
-            CELL_ABS,
-            CELL_REL,
-        );
-        assert_close(
-            &format!("{what} d_gates"),
-            &got[1],
-            &want[1],
-            CELL_ABS,
-            CELL_REL,
-        );
+        let gates = [acts, pad(EXTRA_ROWS * 4 * hd)].concat();
+        let state = BATCH + TOKENS;
+        let c = [uniform(&mut r, state * hd, 2.0), pad(EXTRA_ROWS * hd)].concat();
+        let tanh_c = [uniform(&mut r, TOKENS * hd, 1.0), pad(EXTRA_ROWS * hd)].concat();
+        let d_h = [uniform(&mut r, state * hd, 1.0), pad(EXTRA_ROWS * hd)].concat();
+        let mut d_c = [uniform(&mut r, state * hd, 1.0), pad(EXTRA_ROWS * hd)].concat();
+        let mut d_gates = [nan(TOKENS * 4 * hd), pad(EXTRA_ROWS * 4 * hd)].concat();
+        for (t, s) in packed_steps(&RUNNING, hd).into_iter().enumerate().rev() {
+            let inputs = [&gates[..], &c, &tanh_c, &d_h, &d_c, &d_gates];
+            let want = lstm_bwd_on(&cpu(), s, inputs)?;
+            let got = lstm_bwd_on(gpu(), s, inputs)?;
+            let what = format!("lstm_cell_bwd H={hd} t={t} {s:?}");
+            let rows = [(s.prev, hd), (s.step, 4 * hd)];
+            for (k, name) in ["d_c", "d_gates"].into_iter().enumerate() {
+                let what = format!("{what} {name}");
+                check_rows(&what, &s, rows[k], &got[k], &want[k], inputs[4 + k]);
+            }
+            [d_c, d_gates] = want;
+        }
     }
     Ok(())
 }
@@ -324,49 +367,35 @@ fn lstm_cell_bwd_parity() -> TestResult {
 fn task_fwd_on<B: Backend<Elem = f32>>(
     be: &B,
     s: CellStep,
-    host: [&[f32]; 4],
+    host: [&[f32]; 3],
 ) -> Result<[Vec<f32>; 2], NumError> {
-    let [o_k, q_k, tanh_c, m] = host;
+    let [o_k, q_k, tanh_c] = host;
     let (mut o_k, mut q_k) = (be.upload(o_k)?, be.upload(q_k)?);
-    let (tanh_c, m) = (be.upload(tanh_c)?, be.upload(m)?);
-    be.task_gate_fwd(s, &mut o_k, &mut q_k, &tanh_c, &m)?;
+    let tanh_c = be.upload(tanh_c)?;
+    be.task_gate_fwd(s, &mut o_k, &mut q_k, &tanh_c)?;
     Ok([be.download(&o_k)?, be.download(&q_k)?])
 }
 
 #[test]
 fn task_gate_fwd_parity() -> TestResult {
-    for (seed, (batch, hidden)) in CELL_SIZES.into_iter().enumerate() {
+    for (seed, hd) in HIDDEN.into_iter().enumerate() {
         let mut r = rng(400 + seed as u64);
-        let s = CellStep {
-            t: STEP,
-            batch,
-            hidden,
-        };
-        let bh = batch * hidden;
-        let o_k = uniform(&mut r, T_LEN * bh, 4.0);
-        let q_k = slot_buffer((T_LEN + 1) * bh, (STEP + 1) * bh, &vec![f32::NAN; bh]);
-        let tanh_c = uniform(&mut r, T_LEN * bh, 1.0);
-        let m = mask(T_LEN, &lens(batch));
-        let inputs = [&o_k[..], &q_k, &tanh_c, &m];
-        let want = task_fwd_on(&cpu(), s, inputs)?;
-        let got = task_fwd_on(gpu(), s, inputs)?;
-        let what = format!("task_gate_fwd B={batch} H={hidden}");
-        assert_untouched(&what, &got[0], &o_k, STEP * bh..(STEP + 1) * bh);
-        assert_untouched(&what, &got[1], &q_k, (STEP + 1) * bh..(STEP + 2) * bh);
-        assert_close(
-            &format!("{what} o_k"),
-            &got[0],
-            &want[0],
-            CELL_ABS,
-            CELL_REL,
-        );
-        assert_close(
-            &format!("{what} q_k"),
-            &got[1],
-            &want[1],
-            CELL_ABS,
-            CELL_REL,
-        );
+        let mut o_k = [uniform(&mut r, TOKENS * hd, 4.0), pad(EXTRA_ROWS * hd)].concat();
+        // The gate never reads q_{t-1}: the initial state must stay as it is.
+        let mut q_k = [pad(BATCH * hd), nan(TOKENS * hd), pad(EXTRA_ROWS * hd)].concat();
+        let tanh_c = [uniform(&mut r, TOKENS * hd, 1.0), pad(EXTRA_ROWS * hd)].concat();
+        for (t, s) in packed_steps(&RUNNING, hd).into_iter().enumerate() {
+            let inputs = [&o_k[..], &q_k, &tanh_c];
+            let want = task_fwd_on(&cpu(), s, inputs)?;
+            let got = task_fwd_on(gpu(), s, inputs)?;
+            let what = format!("task_gate_fwd H={hd} t={t} {s:?}");
+            let rows = [(s.step, hd), (s.next, hd)];
+            for (k, name) in ["o_k", "q_k"].into_iter().enumerate() {
+                let what = format!("{what} {name}");
+                check_rows(&what, &s, rows[k], &got[k], &want[k], inputs[k]);
+            }
+            [o_k, q_k] = want;
+        }
     }
     Ok(())
 }
@@ -374,81 +403,223 @@ fn task_gate_fwd_parity() -> TestResult {
 fn task_bwd_on<B: Backend<Elem = f32>>(
     be: &B,
     s: CellStep,
-    host: [&[f32]; 6],
+    host: [&[f32]; 5],
 ) -> Result<[Vec<f32>; 2], NumError> {
-    let [o_k, tanh_c, m, d_q_k, d_o_k, d_c] = host;
-    let (o_k, tanh_c, m) = (be.upload(o_k)?, be.upload(tanh_c)?, be.upload(m)?);
-    let d_q_k = be.upload(d_q_k)?;
+    let [o_k, tanh_c, d_q_k, d_o_k, d_c] = host;
+    let (o_k, tanh_c, d_q_k) = (be.upload(o_k)?, be.upload(tanh_c)?, be.upload(d_q_k)?);
     let (mut d_o_k, mut d_c) = (be.upload(d_o_k)?, be.upload(d_c)?);
-    be.task_gate_bwd(s, &o_k, &tanh_c, &m, &d_q_k, &mut d_o_k, &mut d_c)?;
+    be.task_gate_bwd(s, &o_k, &tanh_c, &d_q_k, &mut d_o_k, &mut d_c)?;
     Ok([be.download(&d_o_k)?, be.download(&d_c)?])
 }
 
 #[test]
 fn task_gate_bwd_parity() -> TestResult {
-    for (seed, (batch, hidden)) in CELL_SIZES.into_iter().enumerate() {
+    for (seed, hd) in HIDDEN.into_iter().enumerate() {
         let mut r = rng(500 + seed as u64);
-        let s = CellStep {
-            t: STEP,
-            batch,
-            hidden,
-        };
-        let bh = batch * hidden;
-        let o_k: Vec<f32> = uniform(&mut r, T_LEN * bh, 1.0)
+        let state = BATCH + TOKENS;
+        let o_k: Vec<f32> = uniform(&mut r, TOKENS * hd, 1.0)
             .iter()
             .map(|v| v.abs())
+            .chain(pad(EXTRA_ROWS * hd))
             .collect();
-        let tanh_c = uniform(&mut r, T_LEN * bh, 1.0);
-        let m = mask(T_LEN, &lens(batch));
-        let d_q_k = uniform(&mut r, (T_LEN + 1) * bh, 1.0);
-        let d_o_k = slot_buffer(T_LEN * bh, STEP * bh, &vec![f32::NAN; bh]);
-        let d_c = uniform(&mut r, (T_LEN + 1) * bh, 1.0);
-        let inputs = [&o_k[..], &tanh_c, &m, &d_q_k, &d_o_k, &d_c];
-        let want = task_bwd_on(&cpu(), s, inputs)?;
-        let got = task_bwd_on(gpu(), s, inputs)?;
-        let what = format!("task_gate_bwd B={batch} H={hidden}");
-        assert_untouched(&what, &got[0], &d_o_k, STEP * bh..(STEP + 1) * bh);
-        assert_untouched(&what, &got[1], &d_c, (STEP + 1) * bh..(STEP + 2) * bh);
-        assert_close(
-            &format!("{what} d_o_k"),
-            &got[0],
-            &want[0],
-            CELL_ABS,
-            CELL_REL,
-        );
-        assert_close(
-            &format!("{what} d_c"),
-            &got[1],
-            &want[1],
-            CELL_ABS,
-            CELL_REL,
-        );
+        let tanh_c = [uniform(&mut r, TOKENS * hd, 1.0), pad(EXTRA_ROWS * hd)].concat();
+        let d_q_k = [uniform(&mut r, state * hd, 1.0), pad(EXTRA_ROWS * hd)].concat();
+        let mut d_o_k = [nan(TOKENS * hd), pad(EXTRA_ROWS * hd)].concat();
+        let mut d_c = [uniform(&mut r, state * hd, 1.0), pad(EXTRA_ROWS * hd)].concat();
+        for (t, s) in packed_steps(&RUNNING, hd).into_iter().enumerate().rev() {
+            let inputs = [&o_k[..], &tanh_c, &d_q_k, &d_o_k, &d_c];
+            let want = task_bwd_on(&cpu(), s, inputs)?;
+            let got = task_bwd_on(gpu(), s, inputs)?;
+            let what = format!("task_gate_bwd H={hd} t={t} {s:?}");
+            let rows = [(s.step, hd), (s.next, hd)];
+            for (k, name) in ["d_o_k", "d_c"].into_iter().enumerate() {
+                let what = format!("{what} {name}");
+                check_rows(&what, &s, rows[k], &got[k], &want[k], inputs[3 + k]);
+            }
+            [d_o_k, d_c] = want;
+        }
     }
     Ok(())
 }
 
-#[test]
-fn cell_kernels_reject_short_buffers() -> TestResult {
-    let be = gpu();
-    let s = CellStep {
-        t: 2,
-        batch: 2,
-        hidden: 3,
-    };
-    let (mut gates, mut c, mut h) = (be.zeros(24)?, be.zeros(18)?, be.zeros(18)?);
-    let (mut tanh_c, m) = (be.zeros(18)?, be.zeros(6)?);
-    // Step 2 needs (t + 1)·4·B·H = 72 gate elements.
-    let err = be
-        .lstm_cell_fwd(s, &mut gates, &mut c, &mut h, &mut tanh_c, &m)
-        .unwrap_err();
-    assert_eq!(
-        err,
-        NumError::BufferTooSmall {
-            op: "lstm_cell_fwd",
-            len: 24,
-            needed: 72
+/// Buffer lengths for [`cell_kernel_errors`], in each kernel's argument order.
+#[derive(Debug, Clone, Copy)]
+struct CellLens {
+    lstm_fwd: [usize; 4],
+    lstm_bwd: [usize; 6],
+    task_fwd: [usize; 3],
+    task_bwd: [usize; 5],
+}
+
+impl CellLens {
+    /// Every buffer exactly as long as `s` needs: `gates` / `d_gates` to the step's last
+    /// row, 4H wide; the other step buffers H wide; the state buffers to row `next + rows`
+    /// (`c` in the backward to `prev + rows`, the only rows it reads).
+    fn fitting(s: &CellStep) -> Self {
+        let (hd, rows) = (s.hidden, s.rows);
+        let step4 = (s.step + rows) * 4 * hd;
+        let step1 = (s.step + rows) * hd;
+        let prev = (s.prev + rows) * hd;
+        let next = (s.next + rows) * hd;
+        CellLens {
+            lstm_fwd: [step4, next, next, step1],
+            lstm_bwd: [step4, prev, step1, next, next, step4],
+            task_fwd: [step1, next, step1],
+            task_bwd: [step1, step1, next, step1, next],
         }
-    );
+    }
+}
+
+/// `N` zero buffers of the given lengths.
+fn zero_bufs<B: Backend<Elem = f32>, const N: usize>(
+    be: &B,
+    lens: [usize; N],
+) -> Result<[B::Buf; N], NumError> {
+    let bufs = lens
+        .iter()
+        .map(|&n| be.zeros(n))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(bufs.try_into().ok().expect("one buffer per length"))
+}
+
+/// Runs the four step kernels on zero buffers of the given lengths and returns their
+/// errors (`None` where one succeeded).
+fn cell_kernel_errors<B: Backend<Elem = f32>>(
+    be: &B,
+    s: CellStep,
+    lens: &CellLens,
+) -> Result<[Option<NumError>; 4], NumError> {
+    let [mut gates, mut c, mut h, mut tanh_c] = zero_bufs(be, lens.lstm_fwd)?;
+    let fwd = be.lstm_cell_fwd(s, &mut gates, &mut c, &mut h, &mut tanh_c);
+    let [gates, c, tanh_c, d_h, mut d_c, mut d_gates] = zero_bufs(be, lens.lstm_bwd)?;
+    let bwd = be.lstm_cell_bwd(s, &gates, &c, &tanh_c, &d_h, &mut d_c, &mut d_gates);
+    let [mut o_k, mut q_k, tanh_c] = zero_bufs(be, lens.task_fwd)?;
+    let task_fwd = be.task_gate_fwd(s, &mut o_k, &mut q_k, &tanh_c);
+    let [o_k, tanh_c, d_q_k, mut d_o_k, mut d_c] = zero_bufs(be, lens.task_bwd)?;
+    let task_bwd = be.task_gate_bwd(s, &o_k, &tanh_c, &d_q_k, &mut d_o_k, &mut d_c);
+    be.sync()?;
+    Ok([fwd, bwd, task_fwd, task_bwd].map(Result::err))
+}
+
+const CELL_OPS: [&str; 4] = [
+    "lstm_cell_fwd",
+    "lstm_cell_bwd",
+    "task_gate_fwd",
+    "task_gate_bwd",
+];
+
+/// Overlapping state regions (`next < prev + rows`) are refused with `ShapeMismatch`
+/// before any buffer length is looked at; buffers of exactly the needed length are
+/// accepted, one element less is `BufferTooSmall`. The CPU backend fails alike.
+#[test]
+fn cell_kernels_reject_overlapping_steps_and_short_buffers() -> TestResult {
+    let cpu = cpu();
+    let overlapping = CellStep {
+        rows: 3,
+        hidden: 2,
+        step: 0,
+        prev: 1,
+        next: 3,
+    };
+    let empty = CellLens {
+        lstm_fwd: [0; 4],
+        lstm_bwd: [0; 6],
+        task_fwd: [0; 3],
+        task_bwd: [0; 5],
+    };
+    for lens in [CellLens::fitting(&overlapping), empty] {
+        let got = cell_kernel_errors(gpu(), overlapping, &lens)?;
+        let want = CELL_OPS.map(|op| {
+            Some(NumError::ShapeMismatch {
+                op,
+                lhs: vec![1, 3],
+                rhs: vec![3],
+            })
+        });
+        assert_eq!(got, want, "{lens:?}");
+        assert_eq!(
+            cell_kernel_errors(&cpu, overlapping, &lens)?,
+            got,
+            "{lens:?}"
+        );
+    }
+
+    // Adjacent regions (next = prev + rows) are fine, and so is a gap after `prev`.
+    let s = CellStep {
+        rows: 2,
+        hidden: 3,
+        step: 4,
+        prev: 1,
+        next: 3,
+    };
+    for s in [s, CellStep { next: 6, ..s }] {
+        let fitting = CellLens::fitting(&s);
+        assert_eq!(
+            cell_kernel_errors(gpu(), s, &fitting)?,
+            [None, None, None, None]
+        );
+        // One buffer per kernel one element short, the others fitting: a step buffer
+        // (gates, d_gates, o_k) or the state the kernel writes (h, d_c, q_k, d_c).
+        for (k, short) in [
+            (0, 0),
+            (0, 2),
+            (1, 5),
+            (1, 4),
+            (2, 0),
+            (2, 1),
+            (3, 3),
+            (3, 4),
+        ] {
+            let mut lens = fitting;
+            let len = match k {
+                0 => &mut lens.lstm_fwd[short],
+                1 => &mut lens.lstm_bwd[short],
+                2 => &mut lens.task_fwd[short],
+                _ => &mut lens.task_bwd[short],
+            };
+            *len -= 1;
+            let needed = *len + 1;
+            let got = cell_kernel_errors(gpu(), s, &lens)?;
+            let mut want = [None, None, None, None];
+            want[k] = Some(NumError::BufferTooSmall {
+                op: CELL_OPS[k],
+                len: needed - 1,
+                needed,
+            });
+            assert_eq!(got, want, "{s:?}, buffer {short} of {}", CELL_OPS[k]);
+            assert_eq!(cell_kernel_errors(&cpu, s, &lens)?, got, "{s:?}");
+        }
+    }
+    Ok(())
+}
+
+/// A step with no rows (or no hidden units) checks its buffers and records nothing.
+#[test]
+fn empty_cell_steps_dispatch_nothing() -> TestResult {
+    let be = own_gpu();
+    for s in [
+        CellStep {
+            rows: 0,
+            hidden: 3,
+            step: 2,
+            prev: 1,
+            next: 4,
+        },
+        CellStep {
+            rows: 2,
+            hidden: 0,
+            step: 2,
+            prev: 1,
+            next: 4,
+        },
+    ] {
+        let before = be.stats().dispatches;
+        assert_eq!(
+            cell_kernel_errors(&be, s, &CellLens::fitting(&s))?,
+            [None, None, None, None]
+        );
+        assert_eq!(be.stats().dispatches, before, "{s:?}");
+    }
     Ok(())
 }
 

@@ -148,10 +148,14 @@ fn uniform_structs_mirror_the_rust_side() {
         (gemm, size_of::<GemmDims>())
     );
     let cell = fields(&[
-        ("t", offset_of!(CellDims, t)),
-        ("batch", offset_of!(CellDims, batch)),
+        ("rows", offset_of!(CellDims, rows)),
         ("hidden", offset_of!(CellDims, hidden)),
+        ("step", offset_of!(CellDims, step)),
+        ("prev", offset_of!(CellDims, prev)),
+        ("next", offset_of!(CellDims, next)),
         ("pad0", offset_of!(CellDims, pad0)),
+        ("pad1", offset_of!(CellDims, pad1)),
+        ("pad2", offset_of!(CellDims, pad2)),
     ]);
     for shader in [Shader::LstmCell, Shader::TaskGate] {
         assert_eq!(

@@ -15,10 +15,12 @@ pub(super) const MAX_SLACK: usize = 4;
 /// Sizes of one direction's computation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct DirGeometry {
-    /// Steps `T`.
+    /// Steps `T` of the caller's (time-major, padded) matrices.
     pub(super) steps: usize,
     /// Batch `B`.
     pub(super) batch: usize,
+    /// Real tokens `N` (the rows of the packed step buffers).
+    pub(super) tokens: usize,
     /// Shared input width `D`.
     pub(super) input: usize,
     /// Hidden size `H`.
@@ -27,57 +29,61 @@ pub(super) struct DirGeometry {
     pub(super) tasks: Vec<(usize, bool)>,
 }
 
-/// Device buffers of one task gate of one direction. Shapes name the capacity
-/// `rows ≥ (T+1)·B`; a call uses the prefix its (T, B) needs.
+/// Device buffers of one task gate of one direction, in the packed layout
+/// (`sclstm_core::backend`): step buffers (N, ·), state buffers (B + N, ·) with the
+/// initial state first. Shapes name what a call uses; the capacity is `rows ≥ B + N`.
 pub(super) struct TaskCache<B: Backend> {
-    /// Separate task input `x^k` (T, B, D_k); `None` when the gate reads `x`.
+    /// Separate task input `x^k` (N, D_k); `None` when the gate reads `x`.
     pub(super) x_k: Option<B::Buf>,
-    /// Task gate pre-activations, then `o^k_t` (T, B, H).
+    /// Task gate pre-activations, then `o^k_t` (N, H).
     pub(super) o_k: B::Buf,
-    /// Task outputs, slot 0 = 0, `q^k_t` in slot t+1 (T+1, B, H).
+    /// Task outputs, initial zeros then `q^k_t` (B + N, H).
     pub(super) q_k: B::Buf,
-    /// Gradient w.r.t. the task gate pre-activations (T, B, H).
+    /// Gradient w.r.t. the task gate pre-activations (N, H).
     pub(super) d_o_k: B::Buf,
-    /// Gradient w.r.t. `q_k` slots (T+1, B, H).
+    /// Gradient w.r.t. the rows of `q_k` (B + N, H).
     pub(super) d_q_k: B::Buf,
-    /// Gradient w.r.t. `x^k` (T, B, D_k); `None` when the gate reads `x`.
+    /// Gradient w.r.t. `x^k` (N, D_k); `None` when the gate reads `x`.
     pub(super) d_x_k: Option<B::Buf>,
 }
 
-/// Device buffers of one direction of one layer (llm.c-style activation cache). Shapes
-/// name the capacity `rows ≥ (T+1)·B`; a call uses the prefix its (T, B) needs.
+/// Device buffers of one direction of one layer (llm.c-style activation cache), in the
+/// packed layout (`sclstm_core::backend`): step buffers (N, ·), state buffers (B + N, ·)
+/// with the initial state first. Shapes name what a call uses; the capacity is
+/// `rows ≥ B + N`.
 pub(super) struct DirCache<B: Backend> {
     /// Sizes of the call currently using the cache (set on every take from the pool).
     pub(super) geo: DirGeometry,
-    /// Row capacity: `(T+1)·B` of the batch that allocated it, rounded up to a power of two.
+    /// Row capacity: `B + N` of the batch that allocated it, rounded up to a power of two.
     pub(super) rows: usize,
     /// Elements in all its buffers together.
     pub(super) elems: usize,
     /// Whether it has the backward's buffers (every gradient); a forward-only cache
     /// holds 1-element placeholders there.
     pub(super) backward: bool,
-    /// Input in this direction's time order (T, B, D).
+    /// Input in this direction's time order (N, D).
     pub(super) x: B::Buf,
-    /// All ones (T·B): column sums (bias gradients) as a gemm.
+    /// All ones (N): column sums (bias gradients) as a gemm.
     pub(super) ones: B::Buf,
-    /// 1 inside a sentence, 0 on padding (T, B).
-    pub(super) mask: B::Buf,
-    /// Gate pre-activations, then activations `[i, f, g, o]` (T, B, 4H).
+    /// Gate pre-activations, then activations `[i, f, g, o]` (N, 4H).
     pub(super) gates: B::Buf,
-    /// Cell states, slot 0 = 0, `c_t` in slot t+1 (T+1, B, H).
+    /// Cell states, initial zeros then `c_t` (B + N, H).
     pub(super) c: B::Buf,
-    /// Hidden states, slot 0 = 0, `h_t` in slot t+1 (T+1, B, H).
+    /// Hidden states, initial zeros then `h_t` (B + N, H).
     pub(super) h: B::Buf,
-    /// `tanh(c_t)` (T, B, H).
+    /// `tanh(c_t)` (N, H).
     pub(super) tanh_c: B::Buf,
-    /// Gradient w.r.t. the gate pre-activations (T, B, 4H).
+    /// Gradient w.r.t. the gate pre-activations (N, 4H).
     pub(super) d_gates: B::Buf,
-    /// Gradient w.r.t. `h` slots (T+1, B, H).
+    /// Gradient w.r.t. the rows of `h` (B + N, H).
     pub(super) d_h: B::Buf,
-    /// Gradient w.r.t. `c` slots (T+1, B, H).
+    /// Gradient w.r.t. the rows of `c` (B + N, H).
     pub(super) d_c: B::Buf,
-    /// Gradient w.r.t. `x` (T, B, D), including shared-input task gates.
+    /// Gradient w.r.t. `x` (N, D), including shared-input task gates.
     pub(super) d_x: B::Buf,
+    /// The state each token's step read (`h_{t-1}`, then each task's `q^k_{t-1}`),
+    /// lined up with the step rows (N, H), for the recurrent weight gradients.
+    pub(super) prev_state: B::Buf,
     /// One per requested task, in request order.
     pub(super) tasks: Vec<TaskCache<B>>,
 }
@@ -95,7 +101,7 @@ impl<B: Backend> DirCache<B> {
     /// Allocates zeroed buffers for `geo`, with room for the next power of two of the
     /// rows it needs; the backward's buffers only when `backward`.
     pub(super) fn new(be: &B, geo: &DirGeometry, backward: bool) -> Result<Self, NumError> {
-        let rows = ((geo.steps + 1) * geo.batch).next_power_of_two();
+        let rows = (geo.batch + geo.tokens).next_power_of_two();
         let (d, h) = (geo.input, geo.hidden);
         let alloc = Counted::new(be);
         let z = |n: usize| alloc.zeros(n);
@@ -124,7 +130,6 @@ impl<B: Backend> DirCache<B> {
             backward,
             x: z(rows * d)?,
             ones,
-            mask: z(rows)?,
             gates: z(rows * 4 * h)?,
             c: z(rows * h)?,
             h: z(rows * h)?,
@@ -133,6 +138,7 @@ impl<B: Backend> DirCache<B> {
             d_h: zb(rows * h)?,
             d_c: zb(rows * h)?,
             d_x: zb(rows * d)?,
+            prev_state: zb(rows * h)?,
             tasks,
         };
         cache.elems = alloc.elems.get();
@@ -143,7 +149,7 @@ impl<B: Backend> DirCache<B> {
     /// sizes, enough rows, at most [`MAX_SLACK`] times the rows it needs, and the
     /// backward's buffers if asked for.
     pub(super) fn fits(&self, geo: &DirGeometry, backward: bool) -> bool {
-        let need = (geo.steps + 1) * geo.batch;
+        let need = geo.batch + geo.tokens;
         self.same_layer(geo)
             && self.rows >= need
             && self.rows <= MAX_SLACK * need
@@ -235,7 +241,7 @@ pub(super) struct GateWeightBufs<B: Backend> {
     pub(super) u: B::Buf,
     /// `U_kᵀ` (D_k, H): the forward's input projection `x·U_kᵀ` with a plain `B`.
     pub(super) u_t: B::Buf,
-    /// `W_k` (H, H), for the backward's `d_q_k[t] += d_o_k[t]·W_k` (backward only).
+    /// `W_k` (H, H), for the backward's `d q^k_{t-1} += d_o_k[t]·W_k` (backward only).
     pub(super) w: B::Buf,
     /// `W_kᵀ` (H, H): the forward's `q^k_{t-1}·W_kᵀ` with a plain `B`.
     pub(super) w_t: B::Buf,
@@ -244,10 +250,10 @@ pub(super) struct GateWeightBufs<B: Backend> {
 }
 
 /// Device copies of one direction's weights, written once per layer call and read by
-/// every unit (length group) of that direction. Their sizes do not depend on the batch,
-/// so any pooled set of the same layer sizes serves.
+/// the direction's unit. Their sizes do not depend on the batch, so any pooled set of the
+/// same layer sizes serves.
 pub(super) struct WeightBufs<B: Backend> {
-    /// Layer sizes it was made for (`steps`, `batch` unused).
+    /// Layer sizes it was made for (`steps`, `batch`, `tokens` unused).
     pub(super) geo: DirGeometry,
     /// Elements in all its buffers together.
     pub(super) elems: usize,
@@ -263,7 +269,7 @@ pub(super) struct WeightBufs<B: Backend> {
     pub(super) w_ih: B::Buf,
     /// `W_ihᵀ` (D, 4H): the forward's input projection `x·W_ihᵀ` with a plain `B`.
     pub(super) w_ih_t: B::Buf,
-    /// `W_hh` (4H, H), for the backward's `d_h[t] += d_gates[t]·W_hh` (backward only).
+    /// `W_hh` (4H, H), for the backward's `d h_{t-1} += d_gates[t]·W_hh` (backward only).
     pub(super) w_hh: B::Buf,
     /// `W_hhᵀ` (H, 4H): the forward's `h_{t-1}·W_hhᵀ` with a plain (not transposed) `B`,
     /// the faster layout for the per-step product (see the CPU backend's small-m kernels).
@@ -274,9 +280,8 @@ pub(super) struct WeightBufs<B: Backend> {
     pub(super) tasks: Vec<GateWeightBufs<B>>,
     /// Every weight gradient of the direction, packed in gradient order
     /// ([`param_sizes`]): `W_ih` (4H, D), `W_hh` (4H, H), `b` (4H), then per task `U_k`
-    /// (H, D_k), `W_k` (H, H), `b_k` (H) (backward only). The direction's units add into
-    /// it in group order (one after the other: they run on the same side of the
-    /// [`Join`], so the lock is never contended), and it is downloaded once.
+    /// (H, D_k), `W_k` (H, H), `b_k` (H) (backward only). The direction's unit writes it
+    /// (the lock is never contended: one unit per direction) and it is downloaded once.
     pub(super) d_params: Mutex<B::Buf>,
 }
 

@@ -33,39 +33,37 @@
 //! # One layer call
 //! Inputs are time-major `(T·B, D)` matrices with sentence lengths (see [`crate::SeqShape`]).
 //! The call uploads `x` (and any separate `x^k`) once, in the caller's row order, into a
-//! call cache shared by the directions. Each direction:
-//! 1. gathers its rows of the input on the device ([`Backend::gather_rows`], per-sentence
-//!    reversed for the reverse direction) and uploads its mask and weights (one transfer
-//!    per layer call, never per step);
-//! 2. computes the input projection of **all** steps as one gemm with `T·B` rows and the
+//! call cache shared by the directions. Each direction (a *unit*, with its own cache):
+//! 1. gathers its rows of the input on the device ([`Backend::gather_rows`]) into the
+//!    packed layout of `sclstm_core::backend`: the batch longest sentence first, step `t`
+//!    holding only the `n_t` sentences still running, one row per real token (`N` rows in
+//!    all), each sentence reversed for the reverse direction; and uploads its weights (one
+//!    transfer per layer call, never per step);
+//! 2. computes the input projection of **all** tokens as one gemm with `N` rows and the
 //!    bias fused: `gates = x·W_ihᵀ + b`, and likewise `o_k = x^k·U_kᵀ + b_k`;
-//! 3. for `t = 0..T`: `gates[t] += h_{t-1}·W_hhᵀ` (gemm over the sentences still
-//!    running at `t`, see below), the cell kernel, then per task `o_k[t] += q^k_{t-1}·W_kᵀ`
-//!    and the task gate kernel;
+//! 3. for `t = 0..T`: `gates[t] += h_{t-1}·W_hhᵀ` (a gemm over the `n_t` running
+//!    sentences), the cell kernel, then per task `o_k[t] += q^k_{t-1}·W_kᵀ` and the task
+//!    gate kernel;
 //! 4. scatter-adds its `h` (and `q^k`) rows into the call's output at its columns
 //!    ([`Backend::scatter_add_rows`]; rows back in the caller's order), which is then
 //!    downloaded once for all directions.
 //!
-//! Inside the layer the batch runs longest sentence first, so the sentences still running
-//! at step `t` are the first `active[t]` rows of that step and the per-step products skip
-//! the finished ones (their gates are masked to zero anyway, and their gradients are
-//! zero, so the result is the same). When lengths differ a lot the batch is also split
-//! into two groups (long and short sentences, [`SeqShape::groups`]) that run as separate
-//! (T_g, B_g) problems, so the large products over all rows skip most padding; each
-//! (group, direction) pair is a *unit* with its own cache, and the weight gradients of
-//! the groups are summed in group order. The forward's weights are uploaded transposed
+//! No product and no kernel touches padding: the large products run over the `N` real
+//! tokens, the per-step ones over the running sentences, and padding rows of the output
+//! stay zero. The forward's weights are uploaded transposed
 //! (`W_ihᵀ`, `W_hhᵀ`, `U_kᵀ`, `W_kᵀ`) so that every forward product reads a plain
 //! row-major `B`; the backward's products (`d_gates·W_hh`, `d_gates·W_ih`) read the
 //! weights as stored, uploaded only when the call records for a backward. With a [`Join`]
 //! in the [`LayerWorkspace`] the two directions run concurrently (forward and backward).
 //!
-//! The backward uploads `d_out` once; each direction gathers its columns and rows of it
-//! into `d_h` (and `d_q_k`), runs the step kernels in reverse, pushing `d_gates[t]·W_hh` into
-//! `d_h[t]` and `d_o_k[t]·W_k` into `d_q_k[t]`, and computes all weight gradients after
-//! the loop as big gemms over `T·B` rows: `dW_ih = d_gatesᵀ·x`, `dW_hh = d_gatesᵀ·h[0..T]`,
-//! `db = 1ᵀ·d_gates` (a gemm with a ones vector), `d_x = d_gates·W_ih`; the directions'
-//! `d_x` rows are scatter-added, in unit order, into the call's input buffer (its input
-//! is no longer needed) and downloaded once.
+//! The backward uploads `d_out` once; each direction gathers its columns and token rows
+//! of it into `d_h` (and `d_q_k`), runs the step kernels in reverse, pushing
+//! `d_gates[t]·W_hh` into the gradient of `h_{t-1}` and `d_o_k[t]·W_k` into that of
+//! `q^k_{t-1}`, and computes all weight gradients after the loop as big gemms over the
+//! `N` token rows: `dW_ih = d_gatesᵀ·x`, `dW_hh = d_gatesᵀ·h_prev` (the previous states
+//! gathered in line with the steps), `db = 1ᵀ·d_gates` (a gemm with a ones vector),
+//! `d_x = d_gates·W_ih`; the directions' `d_x` rows are scatter-added, in unit order,
+//! into the call's input buffer (its input is no longer needed) and downloaded once.
 //! The derivation is in `BACKWARD.md`.
 //!
 //! # Output columns
@@ -94,7 +92,7 @@
 //! # Caches
 //! Device buffers of one direction live in a `DirCache` (llm.c-style activation cache with a
 //! shape comment on every field), allocated for a capacity of the next power of two of
-//! `(T+1)·B` rows and kept in the [`LayerWorkspace`] pool when the op is dropped. A later
+//! `B + N` rows and kept in the [`LayerWorkspace`] pool when the op is dropped. A later
 //! call with the same layer geometry takes the smallest pooled cache with enough rows
 //! (and not more than 4× too many, since downloads copy whole buffers): no allocation
 //! per step, and none per batch once every row bucket has been seen. The call's shared
@@ -270,11 +268,12 @@ fn validate<R: Real>(
     args: &ScLstmArgs<'_, R>,
 ) -> Result<(SeqShape, DirGeometry), NumError> {
     let seq = SeqShape::new(op, args.x.nrows(), args.lens)?;
-    if u32::try_from(seq.rows()).is_err() {
-        // Rows are addressed by 32-bit ids in the backends' row gathers.
+    if u32::try_from(seq.rows() + seq.batch()).is_err() {
+        // Rows (caller rows, and state rows B + N ≤ B + T·B) are addressed by 32-bit ids
+        // in the backends' row gathers.
         return Err(NumError::ShapeMismatch {
             op,
-            lhs: vec![seq.rows()],
+            lhs: vec![seq.rows() + seq.batch()],
             rhs: vec![u32::MAX as usize],
         });
     }
@@ -318,6 +317,7 @@ fn validate<R: Real>(
     let geo = DirGeometry {
         steps: seq.steps,
         batch: seq.batch(),
+        tokens: seq.lens.iter().sum(),
         input: d,
         hidden: hd,
         tasks,
@@ -343,7 +343,7 @@ pub fn sc_lstm_forward<B: Backend + 'static>(
     let op = "sc_lstm_forward";
     let (seq, geo) = validate(op, args)?;
     let nd = args.directions.len();
-    let units = plan::<B::Elem>(&seq, &geo, nd);
+    let units = plan(&seq, &geo, nd);
     let stamps: Vec<Option<Stamp>> = args
         .directions
         .iter()
@@ -391,7 +391,7 @@ pub fn sc_lstm_forward<B: Backend + 'static>(
 fn forward_units<B: Backend>(
     ws: &LayerWorkspace<B>,
     args: &ScLstmArgs<'_, B::Elem>,
-    units: &[Unit<B::Elem>],
+    units: &[Unit],
     held: &mut HeldCaches<B>,
     stamps: &[Option<Stamp>],
     record: bool,
@@ -449,10 +449,11 @@ fn forward_units<B: Backend>(
                 be.gather_rows(&caller_rows(rows, dk, 0, dk, 0), &unit.ids, src, x_k)?;
             }
         }
-        dir_forward(be, dc, &weights[unit.dir], &unit.mask, &unit.active)
+        dir_forward(be, dc, &weights[unit.dir], &unit.steps)
     });
     results.into_iter().collect::<Result<Vec<()>, _>>()?;
-    // Slot t+1, row j of a unit's state buffer → its caller row, at the block's columns.
+    // A unit's state rows after the B initial ones → their caller rows, at the block's
+    // columns (padding rows stay zero).
     for (unit, dc) in units.iter().zip(caches.iter()) {
         let place = |col: usize| caller_rows(rows, width, col, hd, unit.geo.batch);
         be.scatter_add_rows(&place(unit.dir * hd), &unit.ids, &dc.h, &mut call.out)?;
@@ -532,8 +533,8 @@ pub struct ScLstmOp<B: Backend> {
     caches: Mutex<HeldCaches<B>>,
     /// Sizes of the whole call (`steps` and `batch` of the caller's matrices).
     geo: DirGeometry,
-    /// The (group, direction) pieces of the call, one cache each (same order).
-    units: Vec<Unit<B::Elem>>,
+    /// The directions of the call, one cache each (same order).
+    units: Vec<Unit>,
     /// Per task: reads a separate input.
     separate: Vec<bool>,
     /// Number of directions.
@@ -610,31 +611,19 @@ impl<B: Backend> FusedOp<B::Elem> for ScLstmOp<B> {
         let call_in = &*call;
         let run = |i: usize, dc: &mut DirCache<B>| {
             let unit = &self.units[i];
-            // Output columns → (T_g+1, B_g, H) gradients from slot 1 (slot 0 is never read).
+            // Output columns → the state gradient rows after the B initial ones.
             let take = |col: usize| caller_rows(rows, width, col, hd, unit.geo.batch);
             be.gather_rows(&take(unit.dir * hd), &unit.ids, &call_in.out, &mut dc.d_h)?;
             for (j, tc) in dc.tasks.iter_mut().enumerate() {
                 let col = (nd * (1 + j) + unit.dir) * hd;
                 be.gather_rows(&take(col), &unit.ids, &call_in.out, &mut tc.d_q_k)?;
             }
-            dir_backward(be, dc, &weights[unit.dir], i < nd, &unit.active)
+            dir_backward(be, dc, &weights[unit.dir], unit)
         };
-        // A direction's units must run in group order (the first overwrites the
-        // direction's weight gradients, later ones add): with two directions the join
-        // keeps each direction on one side; with one, every unit runs on this thread.
-        let results: Vec<Result<(), NumError>> = if nd == 2 {
-            self.ws.each_unit(caches, run)
-        } else {
-            caches
-                .iter_mut()
-                .enumerate()
-                .map(|(i, dc)| run(i, dc))
-                .collect()
-        };
-        // Units are group-major: the first group's weight gradients start each
-        // direction's sums, later groups add to them in group order (a fixed order:
-        // deterministic). The input gradients are added into the call's buffers in the
-        // same unit order.
+        // The directions run on the two sides of the join.
+        let results = self.ws.each_unit(caches, run);
+        // The input gradients are added into the call's buffers in unit order (a fixed
+        // order: deterministic).
         for ((unit, dc), done) in self.units.iter().zip(caches.iter()).zip(results) {
             done?;
             be.scatter_add_rows(

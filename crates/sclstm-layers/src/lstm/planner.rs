@@ -1,76 +1,76 @@
-//! How a layer call is cut into units: one direction over one length group of sentences,
-//! each its own (T_g, B_g) problem, and the row moves between a unit and the call's buffers.
+//! How a layer call runs: one unit per direction over the whole batch in the packed
+//! layout (longest sentence first, one row per real token, see `sclstm_core::backend`),
+//! and the row moves between a unit and the call's buffers.
 
 use super::*;
 
-/// One piece of a layer call: one direction over one group of sentences
-/// ([`SeqShape::groups`]), run as its own (T_g, B_g) problem with its own cache.
-pub(super) struct Unit<R> {
+/// One direction of a layer call, run in the packed layout with its own cache.
+pub(super) struct Unit {
     /// 0 = forward, 1 = reverse.
     pub(super) dir: usize,
-    /// Sizes: `steps` = the group's longest sentence, `batch` = its sentence count.
+    /// Sizes of the call (`tokens` = the packed rows `N`).
     pub(super) geo: DirGeometry,
-    /// Internal row `t·B_g + j` → row of the caller's `(T·B, ·)` matrices: the ids of
-    /// the row gathers and scatter-adds between the call cache and the unit's cache.
+    /// Packed row `p` → row of the caller's `(T·B, ·)` matrices: the ids of the row
+    /// gathers and scatter-adds between the call cache and the unit's cache. Step `t`'s
+    /// rows are the sentences still running, longest first; the reverse direction reads
+    /// each sentence backwards.
     pub(super) ids: Vec<u32>,
-    /// Per step: sentences of the group still running (a prefix: the group is longest
-    /// first), so the per-step products skip the finished ones.
-    pub(super) active: Vec<usize>,
-    /// The (T_g, B_g) mask (the same for both directions: reversal keeps padding last).
-    pub(super) mask: Vec<R>,
+    /// Packed row `p` → the state row its step reads (`h_{t-1}`, `q_{t-1}`): the ids of
+    /// the gathers that line the previous states up with the steps for the recurrent
+    /// weight gradients.
+    pub(super) prev_ids: Vec<u32>,
+    /// The steps in time order: rows running and their offsets.
+    pub(super) steps: Vec<CellStep>,
 }
 
-/// Splits a layer call into units: for each group of sentences, each direction (units
-/// are ordered group-major). Inside a group the sentences run longest first and the
-/// reverse direction reverses each sentence.
-pub(super) fn plan<R: Real>(seq: &SeqShape, geo: &DirGeometry, nd: usize) -> Vec<Unit<R>> {
+/// Plans a layer call: one unit per direction (forward first), both over the batch
+/// longest first, the reverse direction reversing each sentence.
+pub(super) fn plan(seq: &SeqShape, geo: &DirGeometry, nd: usize) -> Vec<Unit> {
     let batch = seq.batch();
     let rev = seq.reversal();
-    let groups = seq.groups();
-    let mut units = Vec::with_capacity(groups.len() * nd);
-    for members in &groups {
-        let lens: Vec<usize> = members.iter().map(|&b| seq.lens[b]).collect();
-        let steps = lens.iter().copied().max().unwrap_or(0).max(1);
-        let bg = members.len();
-        let mask = (0..steps * bg)
-            .map(|r| {
-                if r / bg < lens[r % bg] {
-                    R::one()
-                } else {
-                    R::zero()
-                }
-            })
-            .collect::<Vec<R>>();
-        let active: Vec<usize> = (0..steps)
-            .map(|t| lens.iter().filter(|&&l| l > t).count())
-            .collect();
-        for dir in 0..nd {
-            let to_caller = |r: usize| {
-                let row = (r / bg) * batch + members[r % bg];
-                let row = if dir == 1 { rev[row] } else { row };
-                u32::try_from(row).expect("internal: validate bounds the rows to u32")
-            };
-            let ids = (0..steps * bg).map(to_caller).collect();
-            units.push(Unit {
-                dir,
-                geo: DirGeometry {
-                    steps,
-                    batch: bg,
-                    ..geo.clone()
-                },
-                ids,
-                active: active.clone(),
-                mask: mask.clone(),
-            });
-        }
+    let order = seq.longest_first();
+    let to_u32 =
+        |row: usize| u32::try_from(row).expect("internal: validate bounds the rows to u32");
+    let mut steps = Vec::with_capacity(seq.steps);
+    let mut prev_ids = Vec::with_capacity(geo.tokens);
+    let (mut at, mut prev) = (0, 0);
+    // Trailing steps past the longest sentence have no rows and are skipped.
+    for rows in seq.active().into_iter().take_while(|&rows| rows > 0) {
+        let s = CellStep {
+            rows,
+            hidden: geo.hidden,
+            step: at,
+            prev,
+            next: batch + at,
+        };
+        prev_ids.extend((s.prev..s.prev + rows).map(to_u32));
+        steps.push(s);
+        prev = s.next;
+        at += rows;
     }
-    units
+    (0..nd)
+        .map(|dir| {
+            let ids = steps
+                .iter()
+                .enumerate()
+                .flat_map(|(t, s)| order[..s.rows].iter().map(move |&b| t * batch + b))
+                .map(|row| to_u32(if dir == 1 { rev[row] } else { row }))
+                .collect();
+            Unit {
+                dir,
+                geo: geo.clone(),
+                ids,
+                prev_ids: prev_ids.clone(),
+                steps: steps.clone(),
+            }
+        })
+        .collect()
 }
 
 /// Rows of `width` values at column `col` of a caller-order `(rows, stride)` buffer (the
 /// table side, addressed by the unit's ids) paired with the rows of a packed unit buffer
-/// (the dense side: unit row `r` after `skip` leading rows, e.g. a state buffer's zero
-/// slot).
+/// (the dense side: unit row `r` after `skip` leading rows, e.g. a state buffer's
+/// initial rows).
 pub(super) fn caller_rows(
     rows: usize,
     stride: usize,

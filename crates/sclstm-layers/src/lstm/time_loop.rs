@@ -1,5 +1,5 @@
 //! One direction's time loop: the forward of paper Eq. 1–3 and its hand-written BPTT
-//! (derived in `BACKWARD.md`).
+//! (derived in `BACKWARD.md`), on the packed layout of `sclstm_core::backend`.
 
 use super::*;
 
@@ -10,120 +10,95 @@ pub(super) fn dir_forward<B: Backend>(
     be: &B,
     dc: &mut DirCache<B>,
     wb: &WeightBufs<B>,
-    mask: &[B::Elem],
-    active: &[usize],
+    steps: &[CellStep],
 ) -> Result<(), NumError> {
     let DirGeometry {
-        steps,
         batch,
+        tokens,
         input: d,
         hidden: hd,
         ..
     } = dc.geo.clone();
-    let rows = steps * batch;
+    // The initial state: the first B rows of every state buffer.
     let zeros = vec![B::Elem::zero(); batch * hd];
-
-    be.write(&mut dc.mask, mask)?;
     be.write(&mut dc.c, &zeros)?;
     be.write(&mut dc.h, &zeros)?;
-    // gates = x · W_ihᵀ + b for all T·B rows at once.
-    let proj = Gemm::new(rows, 4 * hd, d);
+    // gates = x · W_ihᵀ + b for every token at once.
+    let proj = Gemm::new(tokens, 4 * hd, d);
     be.gemm(&proj, &dc.x, &wb.w_ih_t, Some(&wb.b), &mut dc.gates)?;
 
     for (j, (tc, gb)) in dc.tasks.iter_mut().zip(&wb.tasks).enumerate() {
         be.write(&mut tc.q_k, &zeros)?;
         let dk = dc.geo.tasks[j].0;
-        // o_k = x^k · U_kᵀ + b_k for all rows.
-        let proj = Gemm::new(rows, hd, dk);
+        // o_k = x^k · U_kᵀ + b_k for every token.
+        let proj = Gemm::new(tokens, hd, dk);
         let xk = tc.x_k.as_ref().unwrap_or(&dc.x);
         be.gemm(&proj, xk, &gb.u_t, Some(&gb.b), &mut tc.o_k)?;
     }
 
-    for (t, &running) in active.iter().enumerate().take(steps) {
-        let s = CellStep {
-            t,
-            batch,
-            hidden: hd,
-        };
+    for &s in steps {
         // gates[t] += h_{t-1} · W_hhᵀ
         let rec = Gemm {
-            a_off: t * batch * hd,
-            c_off: t * batch * 4 * hd,
+            a_off: s.prev * hd,
+            c_off: s.step * 4 * hd,
             accumulate: true,
-            ..Gemm::new(running, 4 * hd, hd)
+            ..Gemm::new(s.rows, 4 * hd, hd)
         };
         be.gemm(&rec, &dc.h, &wb.w_hh_t, None, &mut dc.gates)?;
-        be.lstm_cell_fwd(
-            s,
-            &mut dc.gates,
-            &mut dc.c,
-            &mut dc.h,
-            &mut dc.tanh_c,
-            &dc.mask,
-        )?;
+        be.lstm_cell_fwd(s, &mut dc.gates, &mut dc.c, &mut dc.h, &mut dc.tanh_c)?;
         for (tc, gb) in dc.tasks.iter_mut().zip(&wb.tasks) {
             // o_k[t] += q^k_{t-1} · W_kᵀ
             let rec = Gemm {
-                a_off: t * batch * hd,
-                c_off: t * batch * hd,
+                a_off: s.prev * hd,
+                c_off: s.step * hd,
                 accumulate: true,
-                ..Gemm::new(running, hd, hd)
+                ..Gemm::new(s.rows, hd, hd)
             };
             be.gemm(&rec, &tc.q_k, &gb.w_t, None, &mut tc.o_k)?;
-            be.task_gate_fwd(s, &mut tc.o_k, &mut tc.q_k, &dc.tanh_c, &dc.mask)?;
+            be.task_gate_fwd(s, &mut tc.o_k, &mut tc.q_k, &dc.tanh_c)?;
         }
     }
     Ok(())
 }
 
 /// Runs one direction's BPTT on the device. The caller has gathered the output
-/// gradients into `d_h` and each task's `d_q_k` ((T+1, B, H), slot 0 ignored) in this
-/// unit's row order. The input gradients `d_x` (and `d_x_k`) stay in the cache for the
-/// caller to collect; the weight gradients go to the direction's `wb.d_params`
-/// (overwritten by the `first` group, added to by later ones).
+/// gradients into `d_h` and each task's `d_q_k` (state rows, after the B initial ones)
+/// in this unit's row order. The input gradients `d_x` (and `d_x_k`) stay in the cache
+/// for the caller to collect; the weight gradients overwrite the direction's
+/// `wb.d_params`.
 pub(super) fn dir_backward<B: Backend>(
     be: &B,
     dc: &mut DirCache<B>,
     wb: &WeightBufs<B>,
-    first: bool,
-    active: &[usize],
+    unit: &Unit,
 ) -> Result<(), NumError> {
     let DirGeometry {
-        steps,
-        batch,
+        tokens,
         input: d,
         hidden: hd,
         ..
     } = dc.geo.clone();
-    let rows = steps * batch;
-    let (bh, bg) = (batch * hd, batch * 4 * hd);
 
     be.fill_zero(&mut dc.d_c)?;
 
-    for t in (0..steps).rev() {
-        let s = CellStep {
-            t,
-            batch,
-            hidden: hd,
-        };
+    for (t, &s) in unit.steps.iter().enumerate().rev() {
         for (tc, gb) in dc.tasks.iter_mut().zip(&wb.tasks) {
-            // d_o_k[t] from d_q_k[t+1]; d_c[t+1] += d_q·o·(1 − tanh²c_t).
+            // d_o_k[t] from d_q_k_t; d_c_t += d_q·o·(1 − tanh²c_t).
             be.task_gate_bwd(
                 s,
                 &tc.o_k,
                 &dc.tanh_c,
-                &dc.mask,
                 &tc.d_q_k,
                 &mut tc.d_o_k,
                 &mut dc.d_c,
             )?;
             if t > 0 {
-                // d_q_k[t] (= d q^k_{t-1}) += d_o_k[t] · W_k
+                // d q^k_{t-1} += d_o_k[t] · W_k
                 let g = Gemm {
-                    a_off: t * bh,
-                    c_off: t * bh,
+                    a_off: s.step * hd,
+                    c_off: s.prev * hd,
                     accumulate: true,
-                    ..Gemm::new(active[t], hd, hd)
+                    ..Gemm::new(s.rows, hd, hd)
                 };
                 be.gemm(&g, &tc.d_o_k, &gb.w, None, &mut tc.d_q_k)?;
             }
@@ -133,28 +108,27 @@ pub(super) fn dir_backward<B: Backend>(
             &dc.gates,
             &dc.c,
             &dc.tanh_c,
-            &dc.mask,
             &dc.d_h,
             &mut dc.d_c,
             &mut dc.d_gates,
         )?;
         if t > 0 {
-            // d_h[t] (= d h_{t-1}) += d_gates[t] · W_hh
+            // d h_{t-1} += d_gates[t] · W_hh
             let g = Gemm {
-                a_off: t * bg,
-                c_off: t * bh,
+                a_off: s.step * 4 * hd,
+                c_off: s.prev * hd,
                 accumulate: true,
-                ..Gemm::new(active[t], hd, 4 * hd)
+                ..Gemm::new(s.rows, hd, 4 * hd)
             };
             be.gemm(&g, &dc.d_gates, &wb.w_hh, None, &mut dc.d_h)?;
         }
     }
 
-    // Weight gradients: one gemm each over all T·B rows, into their packed slots of the
-    // direction's buffer; the first group overwrites, later ones add.
+    // Weight gradients: one gemm each over all N token rows, into their packed slots of
+    // the direction's buffer. The recurrent ones read the previous states lined up with
+    // the steps (gathered into `prev_state`).
     let mut d_params = lock(&wb.d_params);
     let d_params = &mut *d_params;
-    let accumulate = !first;
     let sizes = param_sizes(&dc.geo);
     let offsets: Vec<usize> = sizes
         .iter()
@@ -163,11 +137,11 @@ pub(super) fn dir_backward<B: Backend>(
             Some(*at - n)
         })
         .collect();
+    let states = RowCopy::packed(dc.geo.batch + tokens, hd);
     let d_gates_t = |n: usize, c_off: usize| Gemm {
         trans_a: true,
         c_off,
-        accumulate,
-        ..Gemm::new(4 * hd, n, rows)
+        ..Gemm::new(4 * hd, n, tokens)
     };
     be.gemm(
         &d_gates_t(d, offsets[0]),
@@ -176,21 +150,21 @@ pub(super) fn dir_backward<B: Backend>(
         None,
         d_params,
     )?;
+    be.gather_rows(&states, &unit.prev_ids, &dc.h, &mut dc.prev_state)?;
     be.gemm(
         &d_gates_t(hd, offsets[1]),
         &dc.d_gates,
-        &dc.h,
+        &dc.prev_state,
         None,
         d_params,
     )?;
     let bias = Gemm {
         c_off: offsets[2],
-        accumulate,
-        ..Gemm::new(1, 4 * hd, rows)
+        ..Gemm::new(1, 4 * hd, tokens)
     };
     be.gemm(&bias, &dc.ones, &dc.d_gates, None, d_params)?;
     be.gemm(
-        &Gemm::new(rows, d, 4 * hd),
+        &Gemm::new(tokens, d, 4 * hd),
         &dc.d_gates,
         &wb.w_ih,
         None,
@@ -202,19 +176,18 @@ pub(super) fn dir_backward<B: Backend>(
         let d_o_t = |n: usize, c_off: usize| Gemm {
             trans_a: true,
             c_off,
-            accumulate,
-            ..Gemm::new(hd, n, rows)
+            ..Gemm::new(hd, n, tokens)
         };
         let xk = tc.x_k.as_ref().unwrap_or(&dc.x);
         be.gemm(&d_o_t(dk, at[0]), &tc.d_o_k, xk, None, d_params)?;
-        be.gemm(&d_o_t(hd, at[1]), &tc.d_o_k, &tc.q_k, None, d_params)?;
+        be.gather_rows(&states, &unit.prev_ids, &tc.q_k, &mut dc.prev_state)?;
+        be.gemm(&d_o_t(hd, at[1]), &tc.d_o_k, &dc.prev_state, None, d_params)?;
         let bias = Gemm {
             c_off: at[2],
-            accumulate,
-            ..Gemm::new(1, hd, rows)
+            ..Gemm::new(1, hd, tokens)
         };
         be.gemm(&bias, &dc.ones, &tc.d_o_k, None, d_params)?;
-        let back = Gemm::new(rows, dk, hd);
+        let back = Gemm::new(tokens, dk, hd);
         match &mut tc.d_x_k {
             Some(dxk) => be.gemm(&back, &tc.d_o_k, &gb.u, None, dxk)?,
             None => {

@@ -56,7 +56,7 @@ pub(super) const POOL_LIMIT: usize = 32;
 
 /// Elements (all buffers together) the pooled caches may hold; past it the oldest are
 /// dropped. 128 Mi elements is 512 MiB in f32: the caches of a paper-config training
-/// step (batch 10, up to 12 units of 2–10 M elements each) in its usual row buckets, so
+/// step (batch 10, up to 6 units of 2–10 M elements each) in its usual row buckets, so
 /// that steps reuse them, while long batches (evaluation, outliers) do not pin more for
 /// the rest of the run.
 pub(super) const POOL_ELEMS: usize = 128 << 20;
@@ -185,7 +185,7 @@ impl<B: Backend> LayerWorkspace<B> {
     }
 
     /// A call cache for a call of geometry `geo` with `nd` directions, pooled or new
-    /// (bucketed by powers of two of `T·B` like the direction caches).
+    /// (bucketed by powers of two of `T·B`, as the direction caches are by `B + N`).
     pub(super) fn take_call(&self, geo: &DirGeometry, nd: usize) -> Result<CallCache<B>, NumError> {
         match self.calls.take(|c| c.fits(geo, nd)) {
             Some(c) => Ok(c),
