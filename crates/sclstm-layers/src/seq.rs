@@ -110,11 +110,12 @@ pub(crate) fn row_major<R: Real>(m: &Matrix<R>) -> Cow<'_, [R]> {
 
 /// Writes `mᵀ` in row-major order (a `(cols, rows)` matrix) into `out`, which must hold
 /// exactly `rows · cols` elements; every one is overwritten. Works in `TILE × TILE`
-/// blocks staged through a small local array, so both the reads from `m` and the writes
-/// to `out` are contiguous runs of `TILE` elements (a plain element-by-element transpose
-/// writes with a stride of a whole row and misses the cache on almost every store).
+/// blocks, so both the reads from `m` and the writes to `out` are contiguous runs of
+/// `TILE` elements (a plain element-by-element transpose writes with a stride of a whole
+/// row and misses the cache on almost every store): in f32 on a CPU with AVX-512F each
+/// block is transposed in registers, otherwise staged through a small local array. Both
+/// only move values, so the result is the same on every path.
 pub(crate) fn transpose_into<R: Real>(m: &Matrix<R>, out: &mut [R]) {
-    const TILE: usize = 16;
     let (rows, cols) = m.dim();
     assert_eq!(
         out.len(),
@@ -122,14 +123,50 @@ pub(crate) fn transpose_into<R: Real>(m: &Matrix<R>, out: &mut [R]) {
         "internal: transpose_into's output size"
     );
     let src = row_major(m);
+    #[cfg(target_arch = "x86_64")]
+    if let (Some(src), Some(dst)) = (R::as_f32(&src), R::as_f32_mut(out))
+        && std::arch::is_x86_feature_detected!("avx512f")
+    {
+        // SAFETY: AVX-512F was detected at run time.
+        unsafe { x86::transpose_f32_avx512(src, rows, cols, dst) };
+        return;
+    }
+    transpose_tiles(&src, rows, cols, out, 0, 0);
+}
+
+/// Side of the square tiles [`transpose_tiles`] moves through the stack.
+const TILE: usize = 16;
+
+/// Transposes the `(rows, cols)` row-major `src` into `out` (`(cols, rows)` row-major)
+/// tile by tile, so that both sides are read and written in cache lines, except the
+/// block of the first `done_rows` rows and `done_cols` columns (both multiples of
+/// [`TILE`]), which a vector kernel has already moved.
+fn transpose_tiles<R: Real>(
+    src: &[R],
+    rows: usize,
+    cols: usize,
+    out: &mut [R],
+    done_rows: usize,
+    done_cols: usize,
+) {
     let mut tile = [[R::zero(); TILE]; TILE];
     for r0 in (0..rows).step_by(TILE) {
         let nr = TILE.min(rows - r0);
-        for c0 in (0..cols).step_by(TILE) {
+        let c_start = if r0 + nr <= done_rows { done_cols } else { 0 };
+        for c0 in (c_start..cols).step_by(TILE) {
             let nc = TILE.min(cols - c0);
             for (i, line) in tile.iter_mut().enumerate().take(nr) {
                 let start = (r0 + i) * cols + c0;
-                line[..nc].copy_from_slice(&src[start..start + nc]);
+                if nc == TILE {
+                    // A fixed-length copy compiles to vector moves (a variable-length
+                    // one to a `memcpy` call per 16 values).
+                    let full: &[R; TILE] = src[start..start + TILE]
+                        .try_into()
+                        .expect("internal: a full tile line has TILE values");
+                    *line = *full;
+                } else {
+                    line[..nc].copy_from_slice(&src[start..start + nc]);
+                }
             }
             for (j, column) in out[c0 * rows..(c0 + nc) * rows]
                 .chunks_exact_mut(rows)
@@ -140,6 +177,83 @@ pub(crate) fn transpose_into<R: Real>(m: &Matrix<R>, out: &mut [R]) {
                 }
             }
         }
+    }
+}
+
+/// The f32 transpose on AVX-512: whole 16 × 16 blocks transposed in registers.
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::{
+        __m512, _mm512_castpd_ps, _mm512_castps_pd, _mm512_loadu_ps, _mm512_setzero_ps,
+        _mm512_shuffle_f32x4, _mm512_storeu_ps, _mm512_unpackhi_pd, _mm512_unpackhi_ps,
+        _mm512_unpacklo_pd, _mm512_unpacklo_ps,
+    };
+
+    /// [`super::transpose_into`] for f32: every whole 16 × 16 block in registers (16
+    /// loads, 64 shuffles, 16 stores), the ragged right and bottom edges by the tiles.
+    ///
+    /// # Safety
+    /// The CPU must support AVX-512F; `src` and `out` hold `rows · cols` values.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn transpose_f32_avx512(
+        src: &[f32],
+        rows: usize,
+        cols: usize,
+        out: &mut [f32],
+    ) {
+        assert!(src.len() >= rows * cols && out.len() >= rows * cols);
+        let (full_r, full_c) = (rows / 16 * 16, cols / 16 * 16);
+        for r0 in (0..full_r).step_by(16) {
+            for c0 in (0..full_c).step_by(16) {
+                let mut v = [_mm512_setzero_ps(); 16];
+                for (i, reg) in v.iter_mut().enumerate() {
+                    // SAFETY: row r0 + i < rows and columns c0..c0 + 16 ≤ cols.
+                    *reg = unsafe { _mm512_loadu_ps(src.as_ptr().add((r0 + i) * cols + c0)) };
+                }
+                let t = transpose16(v);
+                for (j, reg) in t.iter().enumerate() {
+                    // SAFETY: output row c0 + j < cols, columns r0..r0 + 16 ≤ rows.
+                    unsafe { _mm512_storeu_ps(out.as_mut_ptr().add((c0 + j) * rows + r0), *reg) };
+                }
+            }
+        }
+        // The ragged right columns of the full rows, and the ragged bottom rows.
+        super::transpose_tiles(src, rows, cols, out, full_r, full_c);
+    }
+
+    /// Transposes 16 rows of 16 values: 32-bit, then 64-bit interleaves, then two
+    /// rounds of 128-bit lane shuffles.
+    #[target_feature(enable = "avx512f")]
+    fn transpose16(r: [__m512; 16]) -> [__m512; 16] {
+        let pd = _mm512_castps_pd;
+        let ps = _mm512_castpd_ps;
+        let mut t = r;
+        for k in 0..8 {
+            t[2 * k] = _mm512_unpacklo_ps(r[2 * k], r[2 * k + 1]);
+            t[2 * k + 1] = _mm512_unpackhi_ps(r[2 * k], r[2 * k + 1]);
+        }
+        let mut u = t;
+        for k in 0..4 {
+            let (a, b, c, d) = (t[4 * k], t[4 * k + 1], t[4 * k + 2], t[4 * k + 3]);
+            u[4 * k] = ps(_mm512_unpacklo_pd(pd(a), pd(c)));
+            u[4 * k + 1] = ps(_mm512_unpackhi_pd(pd(a), pd(c)));
+            u[4 * k + 2] = ps(_mm512_unpacklo_pd(pd(b), pd(d)));
+            u[4 * k + 3] = ps(_mm512_unpackhi_pd(pd(b), pd(d)));
+        }
+        let mut w = u;
+        for k in 0..2 {
+            for j in 0..4 {
+                let (a, b) = (u[8 * k + j], u[8 * k + 4 + j]);
+                w[8 * k + j] = _mm512_shuffle_f32x4::<0x88>(a, b);
+                w[8 * k + 4 + j] = _mm512_shuffle_f32x4::<0xdd>(a, b);
+            }
+        }
+        let mut out = w;
+        for j in 0..8 {
+            out[j] = _mm512_shuffle_f32x4::<0x88>(w[j], w[8 + j]);
+            out[8 + j] = _mm512_shuffle_f32x4::<0xdd>(w[j], w[8 + j]);
+        }
+        out
     }
 }
 
@@ -169,13 +283,28 @@ mod tests {
 
     #[test]
     fn transposed_matches_the_definition_on_ragged_tiles() {
-        for (r, c) in [(1, 1), (3, 17), (33, 16), (40, 45)] {
-            let m = ndarray::Array2::from_shape_fn((r, c), |(i, j)| (i * 100 + j) as f64);
+        // f64 takes the tiles; f32 the vector kernel where the CPU has one, with ragged
+        // edges of every kind (none, right, bottom, both) and sizes below one block.
+        let sizes = [
+            (1, 1),
+            (3, 17),
+            (33, 16),
+            (40, 45),
+            (16, 32),
+            (48, 20),
+            (300, 1200),
+        ];
+        for (r, c) in sizes {
+            let m = ndarray::Array2::from_shape_fn((r, c), |(i, j)| (i * 10_000 + j) as f64);
             let mut t = vec![f64::NAN; r * c];
             super::transpose_into(&m, &mut t);
+            let m32 = m.mapv(|v| v as f32);
+            let mut t32 = vec![f32::NAN; r * c];
+            super::transpose_into(&m32, &mut t32);
             for i in 0..r {
                 for j in 0..c {
-                    assert_eq!(t[j * r + i], m[(i, j)], "({i}, {j}) of {r}×{c}");
+                    assert_eq!(t[j * r + i], m[(i, j)], "f64 ({i}, {j}) of {r}×{c}");
+                    assert_eq!(t32[j * r + i], m32[(i, j)], "f32 ({i}, {j}) of {r}×{c}");
                 }
             }
         }
