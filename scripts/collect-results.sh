@@ -10,7 +10,9 @@
 # `sclstm sweep --run` writes it) and provenance.json: the commit of the code that trained it
 # (COMMIT, default: this checkout's HEAD), the CPU model, the threads, and the command that
 # resumes it. A run whose copy in RESULTS already holds more epochs (trained elsewhere, or
-# before this run directory was restarted) is kept as it is and named.
+# before this run directory was restarted) is kept as it is and named. RUNS (space-separated
+# run names, default: every run of the plan) limits the copy to those runs, so that runs
+# trained by different commits each get their own COMMIT.
 set -euo pipefail
 root=${1:?usage: collect-results.sh RUNS_ROOT PLAN [RESULTS]}
 plan=${2:?usage: collect-results.sh RUNS_ROOT PLAN [RESULTS]}
@@ -25,6 +27,7 @@ for dir in "$root/$plan"/*/seed-*/; do
     [ -f "$dir/metrics.jsonl" ] || continue
     seed=${dir##*/}
     run=$(basename "$(dirname "$dir")")
+    if [ -n "${RUNS:-}" ] && [[ " $RUNS " != *" $run "* ]]; then continue; fi
     out="$results/$plan/$run/$seed"
     if [ "$(epochs "$out/metrics.jsonl")" -gt "$(epochs "$dir/metrics.jsonl")" ]; then
         echo "kept $out: it holds $(epochs "$out/metrics.jsonl") epochs, $dir $(epochs "$dir/metrics.jsonl")"

@@ -526,3 +526,32 @@ fn collect_results_never_replaces_a_longer_run_with_a_shorter_one() {
             .exists()
     );
 }
+
+#[test]
+fn collect_results_copies_only_the_runs_named_in_runs() {
+    let tmp = std::env::temp_dir().join(format!("sclstm-collect-runs-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    let (runs, results) = (tmp.join("runs"), tmp.join("results"));
+    for run in ["lstm-s", "lstm-d", "sc-lstm"] {
+        let dir = runs.join("p").join(run).join("seed-1");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("metrics.jsonl"), metrics_lines(2)).unwrap();
+        std::fs::write(dir.join("config.toml"), "threads = 1\n").unwrap();
+    }
+    let out = Command::new("bash")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/collect-results.sh"))
+        .args([runs.to_str().unwrap(), "p", results.to_str().unwrap()])
+        .env("COMMIT", "def5678")
+        .env("RUNS", "sc-lstm lstm-s")
+        .output()
+        .expect("bash runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let copied = |run: &str| results.join("p").join(run).join("seed-1/provenance.json");
+    assert!(copied("sc-lstm").exists() && copied("lstm-s").exists());
+    assert!(!copied("lstm-d").exists(), "lstm-d is not in RUNS");
+    let _ = std::fs::remove_dir_all(&tmp);
+}

@@ -394,35 +394,8 @@ impl<R: Real> Coefs<R> {
         }
     }
 
-    /// Updates contiguous runs of parameters and moments (vectorizes; in f32 on the
-    /// widest vector unit, see [`wide`]).
+    /// Updates contiguous runs of parameters and moments (vectorizes).
     fn update_slices(&self, p: &mut [R], m: &mut [R], v: &mut [R], g: Option<&[R]>) {
-        let g32 = g.map(R::as_f32);
-        if let (Some(p), Some(m), Some(v), None | Some(Some(_))) =
-            (R::as_f32_mut(p), R::as_f32_mut(m), R::as_f32_mut(v), g32)
-        {
-            return wide::update_f32(&self.to_f32(), p, m, v, g32.flatten());
-        }
-        self.update_plain(p, m, v, g);
-    }
-
-    /// The same constants in f32 (exact when `R` is f32).
-    fn to_f32(&self) -> Coefs<f32> {
-        let f = |x: R| x.to_f64() as f32;
-        Coefs {
-            beta1: f(self.beta1),
-            beta2: f(self.beta2),
-            one_minus_beta1: f(self.one_minus_beta1),
-            one_minus_beta2: f(self.one_minus_beta2),
-            step_size: f(self.step_size),
-            bc2_sqrt: f(self.bc2_sqrt),
-            eps: f(self.eps),
-        }
-    }
-
-    /// The body of [`Coefs::update_slices`].
-    #[inline(always)]
-    fn update_plain(&self, p: &mut [R], m: &mut [R], v: &mut [R], g: Option<&[R]>) {
         match g {
             Some(g) => {
                 for (((p, m), v), &g) in p.iter_mut().zip(m).zip(v).zip(g) {
@@ -447,92 +420,11 @@ impl<R: Real> Coefs<R> {
     }
 }
 
-/// The f32 Adam update compiled again for wider vector units and chosen at run time
-/// ([`Kernels::active`]): the same IEEE operations in the same order on every path
-/// (no fused multiply-add is formed), so the parameters come out bit for bit the same
-/// whichever unit runs them.
-mod wide {
-    use super::Coefs;
-    use sclstm_cpu::kernels::Kernels;
-
-    /// [`Coefs::update_slices`] in f32 on the active kernel set's vector unit.
-    pub(super) fn update_f32(
-        k: &Coefs<f32>,
-        p: &mut [f32],
-        m: &mut [f32],
-        v: &mut [f32],
-        g: Option<&[f32]>,
-    ) {
-        match Kernels::active() {
-            // SAFETY: AVX-512F was detected at run time.
-            #[cfg(target_arch = "x86_64")]
-            Kernels::Avx512 => unsafe { x86::avx512(k, p, m, v, g) },
-            // SAFETY: AVX2 was detected at run time.
-            #[cfg(target_arch = "x86_64")]
-            Kernels::Avx2 => unsafe { x86::avx2(k, p, m, v, g) },
-            _ => k.update_plain(p, m, v, g),
-        }
-    }
-
-    /// The update body compiled with AVX-512F and with AVX2 enabled.
-    #[cfg(target_arch = "x86_64")]
-    mod x86 {
-        use super::Coefs;
-
-        /// [`Coefs::update_plain`] compiled for AVX-512F.
-        #[target_feature(enable = "avx512f")]
-        pub(super) fn avx512(
-            k: &Coefs<f32>,
-            p: &mut [f32],
-            m: &mut [f32],
-            v: &mut [f32],
-            g: Option<&[f32]>,
-        ) {
-            k.update_plain(p, m, v, g);
-        }
-
-        /// [`Coefs::update_plain`] compiled for AVX2.
-        #[target_feature(enable = "avx2")]
-        pub(super) fn avx2(
-            k: &Coefs<f32>,
-            p: &mut [f32],
-            m: &mut [f32],
-            v: &mut [f32],
-            g: Option<&[f32]>,
-        ) {
-            k.update_plain(p, m, v, g);
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::RowGrad;
     use ndarray::array;
-
-    #[test]
-    fn f32_update_on_the_vector_unit_matches_the_plain_loop_bit_for_bit() {
-        let k = Coefs::<f32>::new(&AdamConfig::default(), 3);
-        // 1,000 values: whole vectors and a ragged tail on every unit width.
-        let fill = |seed: f32| -> Vec<f32> {
-            (0..1000)
-                .map(|i| (i as f32 * 0.37 + seed).sin() * 3.0)
-                .collect()
-        };
-        let g = fill(0.5);
-        for grad in [Some(g.as_slice()), None] {
-            let (mut p1, mut m1) = (fill(0.1), fill(0.2));
-            let mut v1: Vec<f32> = fill(0.3).iter().map(|x| x * x).collect();
-            let (mut p2, mut m2, mut v2) = (p1.clone(), m1.clone(), v1.clone());
-            wide::update_f32(&k, &mut p1, &mut m1, &mut v1, grad);
-            k.update_plain(&mut p2, &mut m2, &mut v2, grad);
-            for (a, b) in [(&p1, &p2), (&m1, &m2), (&v1, &v2)] {
-                assert!(a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits()));
-            }
-            assert_ne!(p1, fill(0.1), "the update moved the parameters");
-        }
-    }
 
     fn one_param(v: Matrix<f64>) -> (ParamStore<f64>, ParamId) {
         let mut s = ParamStore::new();
