@@ -283,6 +283,29 @@ fn sc_lstm_shared_bidirectional_gradcheck() {
     });
 }
 
+#[test]
+fn an_empty_sentence_has_no_rows_and_zero_outputs_and_gradients() {
+    // Length 0 in the middle of the batch, and T past the longest: in the packed layout
+    // the empty sentence has no token row at all, the trailing step no rows.
+    full_check(&Spec {
+        steps: 4,
+        lens: vec![3, 0, 2],
+        input: 2,
+        hidden: 3,
+        dirs: 2,
+        tasks: vec![None, Some(2)],
+    });
+    // No token at all: every output and gradient is zero, weight gradients included.
+    full_check(&Spec {
+        steps: 2,
+        lens: vec![0, 0],
+        input: 2,
+        hidden: 2,
+        dirs: 2,
+        tasks: vec![None],
+    });
+}
+
 /// More than 12 sentences: the forward's per-step products read the recurrent weights
 /// as stored (transposed by strides) instead of a transposed copy.
 #[test]
