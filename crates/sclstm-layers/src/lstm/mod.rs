@@ -98,7 +98,7 @@
 //! per step, and none per batch once every row bucket has been seen. The call's shared
 //! inputs, output and input gradients live in a `CallCache`, pooled the same way, and
 //! each direction's weights in a `WeightBufs` set, written once per call and read by the
-//! direction's units (pooled by layer sizes alone).
+//! direction's unit (pooled by layer sizes alone).
 
 use std::cell::Cell;
 use std::fmt;

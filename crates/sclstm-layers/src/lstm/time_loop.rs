@@ -124,8 +124,8 @@ pub(super) fn dir_backward<B: Backend>(
         }
     }
 
-    // Weight gradients: one gemm each over all N token rows, into their packed slots of
-    // the direction's buffer. The recurrent ones read the previous states lined up with
+    // Weight gradients: one gemm each over all N token rows, into their places in the
+    // direction's buffer. The recurrent ones read the previous states lined up with
     // the steps (gathered into `prev_state`).
     let mut d_params = lock(&wb.d_params);
     let d_params = &mut *d_params;

@@ -50,8 +50,8 @@ impl<B: Backend> fmt::Debug for LayerWorkspace<B> {
 }
 
 /// Direction caches kept for reuse at most; past it the oldest pooled cache is dropped.
-/// Enough for every unit of a three-layer model (2 groups × 2 directions × 3 layers) in
-/// two or three row buckets.
+/// Enough for every unit of a three-layer model (2 directions × 3 layers, with and
+/// without a backward) in two or three row buckets.
 pub(super) const POOL_LIMIT: usize = 32;
 
 /// Elements (all buffers together) the pooled caches may hold; past it the oldest are
@@ -113,9 +113,8 @@ impl<B: Backend> LayerWorkspace<B> {
 
     /// Runs `f(i, item)` for every unit's cache (or every direction's weight set) and
     /// returns the results in order. With a [`Join`] the items are dealt to its two sides
-    /// by parity: units are group-major, so for a bidirectional layer one side runs every
-    /// forward direction and the other every reverse one (equal work, and a direction's
-    /// units run one after the other).
+    /// by parity: for a bidirectional layer one side runs the forward direction and the
+    /// other the reverse one (equal work).
     pub(super) fn each_unit<C: Send, T: Send>(
         &self,
         caches: &mut [C],
