@@ -776,7 +776,7 @@ fn a_live_train_holds_its_directory_and_dead_processes_leave_nothing_behind() {
 }
 
 /// Runs sclstm in `dir` with extra environment variables.
-fn sclstm_in(dir: &Path, env: &[(&str, &str)], args: &[&str]) -> Output {
+pub(crate) fn sclstm_in(dir: &Path, env: &[(&str, &str)], args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_sclstm"))
         .args(args)
         .current_dir(dir)

@@ -254,3 +254,108 @@ fn bench_names_the_cpu_and_the_kernels_and_a_forced_set_is_used_or_refused() {
         "{err}"
     );
 }
+
+/// The predicted tags (third column) of a `--write-predictions` file.
+fn predicted_tags(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(2).map(str::to_string))
+        .collect()
+}
+
+#[test]
+fn bf16_products_tag_like_f32_or_are_refused_naming_the_flag() {
+    let run = temp_dir("bf16");
+    assert!(
+        train(&run, &["--epochs", "1", "--tasks", "ner,pos"])
+            .status
+            .success()
+    );
+    let r = run.to_str().unwrap();
+    let eval = |precision: &str, preds: &Path| {
+        crate::cli::sclstm(&[
+            "eval",
+            "--run",
+            r,
+            "--split",
+            "dev",
+            "--threads",
+            "2",
+            "--precision",
+            precision,
+            "--write-predictions",
+            preds.to_str().unwrap(),
+        ])
+    };
+    let (f32_preds, bf16_preds) = (run.join("f32.txt"), run.join("bf16.txt"));
+    assert!(eval("f32", &f32_preds).status.success());
+    let out = eval("bf16", &bf16_preds);
+    let err = String::from_utf8_lossy(&out.stderr);
+    if out.status.success() {
+        let (a, b) = (predicted_tags(&f32_preds), predicted_tags(&bf16_preds));
+        assert_eq!(a.len(), b.len());
+        assert!(a.len() > 50_000, "every dev token of both tasks");
+        let same = a.iter().zip(&b).filter(|(x, y)| x == y).count();
+        assert!(
+            same as f64 >= 0.98 * a.len() as f64,
+            "bf16 changes {} of {} tags",
+            a.len() - same,
+            a.len()
+        );
+    } else {
+        assert!(
+            err.contains("--precision bf16") && err.contains("AVX512_BF16"),
+            "{err}"
+        );
+        assert!(!err.contains("panicked"), "{err}");
+    }
+    // The bench measures inference in the precision asked for, or refuses it alike.
+    let out = crate::cli::sclstm(&[
+        "bench",
+        "--steps",
+        "1",
+        "--infer-sentences",
+        "4",
+        "--threads",
+        "1",
+        "--precision",
+        "bf16",
+        "--json",
+    ]);
+    if out.status.success() {
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(report["infer_precision"], "bf16");
+        let products = report["products"].as_array().unwrap();
+        assert_eq!(products.len(), 6, "the two forward products again in bf16");
+        assert!(products.iter().all(|p| p["gflops"].as_f64().unwrap() > 0.0));
+    } else {
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("--precision bf16"), "{err}");
+    }
+    // Without the AVX-512 kernel set (forced here) bf16 products are refused alike.
+    let out = crate::cli::sclstm_in(
+        Path::new(env!("CARGO_MANIFEST_DIR")),
+        &[("SCLSTM_KERNELS", "portable")],
+        &["eval", "--run", r, "--split", "dev", "--precision", "bf16"],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "bf16 with the portable kernels ran");
+    assert!(
+        err.contains("--precision bf16") && err.contains("AVX512_BF16") && err.contains("portable"),
+        "{err}"
+    );
+    // wgpu has no bf16 products.
+    fails_with(
+        &[
+            "eval",
+            "--run",
+            r,
+            "--backend",
+            "wgpu",
+            "--precision",
+            "bf16",
+        ],
+        &["--precision bf16", "no bf16 products"],
+    );
+}

@@ -22,6 +22,8 @@
 //! * Memory: the process's peak resident memory at the end (training, then inference).
 
 use std::io::Write;
+
+use anyhow::Context;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -34,7 +36,7 @@ use sclstm_model::{Family, ModelConfig, ModelError, ModelInput, Tagger, TaskConf
 use serde::Serialize;
 
 use crate::backend::{BackendJob, with_backend};
-use sclstm_train::config::{self, BackendKind, Dtype};
+use sclstm_train::config::{self, BackendKind, Dtype, Precision};
 use sclstm_train::pool::host_pool;
 use sclstm_train::{EVAL_BATCH, EVAL_TOKENS, tagging_batches};
 
@@ -63,6 +65,10 @@ pub struct Args {
     /// Seed of the weights, the synthetic data and the task order.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// Precision of the weight products in the inference measurement: `f32`, or `bf16`
+    /// (CPU with AVX512_BF16 only; training is always f32).
+    #[arg(long, value_enum, default_value = "f32")]
+    pub precision: Precision,
     /// Print one JSON object instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -118,6 +124,8 @@ struct Report {
     train_tokens_per_s: f64,
     /// Real tokens per second tagging all three tasks.
     infer_tokens_per_s: f64,
+    /// Precision of the weight products in the inference measurement.
+    infer_precision: Precision,
     /// Useful matmul GFLOP/s in training (real tokens only).
     gflops: f64,
     /// Best measured 1024³ sgemm GFLOP/s.
@@ -155,12 +163,14 @@ struct ProductRate {
 /// layer uses: the per-step recurrent product `h·W` (`W` stored transposed once per
 /// step, so row-major here), its backward `dG·W` (`W` as stored, row-major), the input
 /// projection over all steps of a 25-word batch, and the weight gradient `dGᵀ·X` over
-/// the same rows (`dG` read transposed). Each runs until ~0.1 s or 1,000 calls, best
-/// time of 3 rounds.
+/// the same rows (`dG` read transposed). With bf16 inference, the two forward products
+/// again with bf16 weights ([`Backend::gemm_bf16`]). Each runs until ~0.1 s or 1,000
+/// calls, best time of 3 rounds.
 fn product_rates<B: Backend>(
     b: &B,
     batch: usize,
     on_cpu: bool,
+    precision: Precision,
 ) -> anyhow::Result<Vec<ProductRate>> {
     const H: usize = 300;
     let rows = 25 * batch;
@@ -176,46 +186,84 @@ fn product_rates<B: Backend>(
             ..Gemm::new(4 * H, 2 * H, rows)
         },
     ];
+    let fill = |n: usize| -> Vec<B::Elem> {
+        (0..n)
+            .map(|i| B::Elem::from_f64(((i % 13) as f64 - 6.0) * 0.01))
+            .collect()
+    };
     let mut out = Vec::new();
     for ((kind, kernel), g) in products.into_iter().zip(shapes) {
-        let fill = |n: usize| -> Vec<B::Elem> {
-            (0..n)
-                .map(|i| B::Elem::from_f64(((i % 13) as f64 - 6.0) * 0.01))
-                .collect()
-        };
         let a = b.upload(&fill(g.m * g.k))?;
         let w = b.upload(&fill(g.k * g.n))?;
         let mut c = b.zeros(g.m * g.n)?;
-        let mut best = f64::INFINITY;
-        for _ in 0..3 {
-            let start = Instant::now();
-            let mut calls = 0u32;
-            while calls < 1000 && start.elapsed().as_secs_f64() < 0.1 {
-                b.gemm(&g, &a, &w, None, &mut c)?;
-                calls += 1;
-            }
-            b.sync()?;
-            best = best.min(start.elapsed().as_secs_f64() / f64::from(calls));
-        }
+        let gflops = best_gflops(b, &g, &mut || b.gemm(&g, &a, &w, None, &mut c))?;
         out.push(ProductRate {
             kind,
-            shape: format!(
-                "{}×{} · {}×{}{}",
-                g.m,
-                g.k,
-                g.k,
-                g.n,
-                if g.trans_a {
-                    " (A stored transposed)"
-                } else {
-                    ""
-                }
-            ),
+            shape: shape_of(&g),
             kernel,
-            gflops: g.flops() as f64 / best / 1e9,
+            gflops,
         });
     }
+    if precision == Precision::Bf16 {
+        let kinds = [
+            (
+                "per-step forward h·W (m = batch ≤ 12), bf16 weights",
+                shapes[0],
+            ),
+            ("input projection over all steps, bf16 weights", shapes[2]),
+        ];
+        for (kind, g) in kinds {
+            let a = b.upload(&fill(g.m * g.k))?;
+            let mut w = b.zeros(g.k * g.n)?;
+            let values = fill(g.k * g.n);
+            b.write_bf16(&mut w, g.k, g.n, &mut |dst| dst.copy_from_slice(&values))?;
+            let mut c = b.zeros(g.m * g.n)?;
+            let gflops = best_gflops(b, &g, &mut || b.gemm_bf16(&g, &a, &w, None, &mut c))?;
+            out.push(ProductRate {
+                kind,
+                shape: shape_of(&g),
+                kernel: "AVX512_BF16 register tile (vdpbf16ps), B in bf16 pairs",
+                gflops,
+            });
+        }
+    }
     Ok(out)
+}
+
+/// `m×k · k×n`, noting a transposed stored `A`.
+fn shape_of(g: &Gemm) -> String {
+    format!(
+        "{}×{} · {}×{}{}",
+        g.m,
+        g.k,
+        g.k,
+        g.n,
+        if g.trans_a {
+            " (A stored transposed)"
+        } else {
+            ""
+        }
+    )
+}
+
+/// GFLOP/s of `g` run by `product`: calls for ~0.1 s (at most 1,000), best of 3 rounds.
+fn best_gflops<B: Backend>(
+    b: &B,
+    g: &Gemm,
+    product: &mut dyn FnMut() -> Result<(), sclstm_core::NumError>,
+) -> anyhow::Result<f64> {
+    let mut best = f64::INFINITY;
+    for _ in 0..3 {
+        let start = Instant::now();
+        let mut calls = 0u32;
+        while calls < 1000 && start.elapsed().as_secs_f64() < 0.1 {
+            product()?;
+            calls += 1;
+        }
+        b.sync()?;
+        best = best.min(start.elapsed().as_secs_f64() / f64::from(calls));
+    }
+    Ok(g.flops() as f64 / best / 1e9)
 }
 
 /// Runs `sclstm bench`.
@@ -257,8 +305,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         )?;
         writeln!(
             out,
-            "inference  {:>9.0} tokens/s  (batch ≤ {EVAL_BATCH}, ≤ {EVAL_TOKENS} tokens, length-sorted, 3 tasks)",
-            report.infer_tokens_per_s
+            "inference  {:>9.0} tokens/s  (batch ≤ {EVAL_BATCH}, ≤ {EVAL_TOKENS} tokens, length-sorted, 3 tasks, {} products)",
+            report.infer_tokens_per_s,
+            match report.infer_precision {
+                Precision::F32 => "f32",
+                Precision::Bf16 => "bf16",
+            }
         )?;
         writeln!(
             out,
@@ -297,11 +349,16 @@ impl BackendJob for BenchJob<'_> {
             .collect();
         let mut cfg = ModelConfig::new(family, tasks, VOCAB);
         cfg.word_dim = 50;
+        if args.precision == Precision::Bf16 {
+            b.bf16_products().context("--precision bf16")?;
+        }
         let peak = peak_gflops(b.as_ref())?;
         let on_cpu = args.backend == BackendKind::Cpu;
-        let products = product_rates(b.as_ref(), args.batch, on_cpu)?;
+        let products = product_rates(b.as_ref(), args.batch, on_cpu, args.precision)?;
         let backend_name = b.name();
         let mut tagger = Tagger::new(cfg.clone(), b, args.seed, None)?;
+        // Training records every call, so only the inference measurement runs in bf16.
+        args.precision.apply(&mut tagger, "--precision")?;
         let pool = host_pool(args.threads)?;
         tagger.set_thread_pool(pool.clone());
 
@@ -363,6 +420,7 @@ impl BackendJob for BenchJob<'_> {
             steps: args.steps,
             train_tokens_per_s,
             infer_tokens_per_s,
+            infer_precision: args.precision,
             gflops,
             peak_gflops: peak,
             fraction_of_peak: gflops / peak,

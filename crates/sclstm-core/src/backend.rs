@@ -30,8 +30,16 @@
 //! | `d_q_k`   | state, H wide  | gradient w.r.t. the row of the same index in `q_k`               |
 //!
 //! The reverse direction runs on per-sentence reversed input, so it has the same `n_t`.
+//!
+//! # The bf16 pair layout (inference products)
+//! [`Backend::write_bf16`] stores a `k × n` matrix `M` as `⌈k/2⌉ × n` row-major 32-bit
+//! words: word `(p, j)` holds `M[2p, j]` in its low 16 bits and `M[2p + 1, j]` in its
+//! high 16 bits (0 past the last row), each rounded to bf16 (the upper half of an f32,
+//! to nearest, ties to even). A buffer of 32-bit elements holds the words bit for bit.
+//! It is the operand layout of AVX512_BF16's `vdpbf16ps` and of AMX's bf16 tiles: one
+//! pair along `k` per 32-bit lane.
 
-use crate::{NumError, Real};
+use crate::{BackendErrorKind, NumError, Real};
 
 /// One matrix product `C[c_off..] (+)= op(A[a_off..]) · op(B[b_off..]) (+ bias)`.
 ///
@@ -205,6 +213,15 @@ impl CellStep {
     }
 }
 
+/// The error of a backend without bf16 products.
+fn no_bf16(backend: &str) -> NumError {
+    NumError::Backend {
+        backend: backend.to_string(),
+        kind: BackendErrorKind::Unavailable,
+        message: "this backend has no bf16 products; use f32".into(),
+    }
+}
+
 /// The kernels a compute device offers to the layers. See the module docs for layouts.
 ///
 /// Every method checks that its buffers are large enough for the region it touches and
@@ -347,6 +364,53 @@ pub trait Backend: Send + Sync {
         dense: &Self::Buf,
         table: &mut Self::Buf,
     ) -> Result<(), NumError>;
+
+    /// Whether this backend runs bf16 products ([`Backend::write_bf16`],
+    /// [`Backend::gemm_bf16`]); the default refuses.
+    ///
+    /// # Errors
+    /// [`NumError::Backend`] of kind [`BackendErrorKind::Unavailable`] saying why not.
+    fn bf16_products(&self) -> Result<(), NumError> {
+        Err(no_bf16(&self.name()))
+    }
+
+    /// Overwrites the start of `buf` with a `k × n` matrix in the bf16 pair layout
+    /// (module docs): `fill` writes the matrix, row-major in `Elem`, into a host
+    /// slice of `k·n`, and the backend rounds and packs it into `⌈k/2⌉·n` elements.
+    ///
+    /// # Errors
+    /// As [`Backend::bf16_products`]; [`NumError::BufferTooSmall`] when `buf` holds fewer
+    /// than `⌈k/2⌉·n` elements.
+    fn write_bf16(
+        &self,
+        buf: &mut Self::Buf,
+        k: usize,
+        n: usize,
+        fill: &mut dyn FnMut(&mut [Self::Elem]),
+    ) -> Result<(), NumError> {
+        let _ = (buf, k, n, fill);
+        Err(no_bf16(&self.name()))
+    }
+
+    /// `C (+)= A·B (+ bias)` as [`Backend::gemm`], with `B` written by
+    /// [`Backend::write_bf16`] (`g.b_off` counts its elements) and `A` rounded to bf16 on
+    /// the way in: products of bf16 values, summed in f32. Neither operand may be stored
+    /// transposed. For inference only: gradients stay f32.
+    ///
+    /// # Errors
+    /// As [`Backend::bf16_products`]; [`NumError::ShapeMismatch`] for a transposed
+    /// operand; [`NumError::BufferTooSmall`] when an operand does not fit.
+    fn gemm_bf16(
+        &self,
+        g: &Gemm,
+        a: &Self::Buf,
+        b: &Self::Buf,
+        bias: Option<&Self::Buf>,
+        c: &mut Self::Buf,
+    ) -> Result<(), NumError> {
+        let _ = (g, a, b, bias, c);
+        Err(no_bf16(&self.name()))
+    }
 
     /// Waits until all submitted work has finished (a no-op on the CPU).
     fn sync(&self) -> Result<(), NumError>;

@@ -36,7 +36,7 @@ const SPLIT_ALIGN: usize = 32;
 /// widths): 256 columns × k = 408 rows of f32 is 418 KB, inside a 1 MB L2, so every
 /// row chunk finds the block in cache. Unpacked and unblocked along `k` this beats
 /// matrixmultiply by 10–20% at the layers' shapes (`gemm_gflops` example).
-const TALL_COL_BLOCK: usize = 256;
+pub(crate) const TALL_COL_BLOCK: usize = 256;
 
 /// Checks that every operand of `g` fits its buffer.
 ///
@@ -130,15 +130,28 @@ pub fn gemm_fast<R: Real>(
         return Ok(());
     }
     let view = GemmView::new(g, a, b, bias, c);
+    // SAFETY: the blocks are disjoint and inside `m × n`; bounds were checked above.
+    split_output(g, pool, |r0, r1, c0, c1| unsafe {
+        view.block(r0, r1, c0, c1)
+    });
+    Ok(())
+}
+
+/// Runs `block(r0, r1, c0, c1)` on disjoint blocks `C[r0..r1, c0..c1]` that together
+/// cover the `m × n` output of `g`: one block on the calling thread for a product below
+/// [`PAR_MIN_FLOPS`] (or without a pool), else one per thread of `pool`, split along
+/// rows when there are enough of them and along columns otherwise (recurrent products:
+/// `m` = batch, `n` = 4H), aligned to whole tiles.
+pub(crate) fn split_output(
+    g: &Gemm,
+    pool: Option<&ThreadPool>,
+    block: impl Fn(usize, usize, usize, usize) + Sync,
+) {
     let threads = pool.map_or(1, ThreadPool::current_num_threads);
-    if threads <= 1 || g.flops() < PAR_MIN_FLOPS {
-        // SAFETY: the whole output block belongs to this call; bounds were checked.
-        unsafe { view.block(0, g.m, 0, g.n) };
-        return Ok(());
-    }
-    let pool = pool.expect("internal: threads > 1 implies a pool");
-    // Split the axis of C that gives every thread whole tiles: rows when there are
-    // enough of them, else columns (recurrent products: m = batch, n = 4H).
+    let Some(pool) = pool.filter(|_| threads > 1 && g.flops() >= PAR_MIN_FLOPS) else {
+        block(0, g.m, 0, g.n);
+        return;
+    };
     let by_rows = g.m >= SPLIT_ALIGN * threads && g.m >= g.n / 4;
     let len = if by_rows { g.m } else { g.n };
     let chunk = len.div_ceil(threads).div_ceil(SPLIT_ALIGN) * SPLIT_ALIGN;
@@ -147,18 +160,40 @@ pub fn gemm_fast<R: Real>(
         (0..blocks).into_par_iter().for_each(|blk| {
             let lo = blk * chunk;
             let hi = (lo + chunk).min(len);
-            // SAFETY: blocks are disjoint ranges of rows (or columns) of C, so no two
-            // threads write the same element; bounds were checked above.
-            unsafe {
-                if by_rows {
-                    view.block(lo, hi, 0, g.n)
-                } else {
-                    view.block(0, g.m, lo, hi)
-                }
+            if by_rows {
+                block(lo, hi, 0, g.n);
+            } else {
+                block(0, g.m, lo, hi);
             }
         });
     });
-    Ok(())
+}
+
+/// Writes the bias into a `rows × cols` block of `C` (row stride `rsc`), added to it when
+/// `accumulate`: the product is then accumulated onto it (`beta = 1`). `bias` points at
+/// the block's first column.
+///
+/// # Safety
+/// `c` and `bias` must be valid for the block; no other thread may touch it.
+pub(crate) unsafe fn seed_bias<R: Real>(
+    c: *mut R,
+    rsc: isize,
+    rows: usize,
+    cols: usize,
+    bias: *const R,
+    accumulate: bool,
+) {
+    // SAFETY: the caller's contract.
+    unsafe {
+        for i in 0..rows {
+            let row = c.offset(i as isize * rsc);
+            for j in 0..cols {
+                let bj = *bias.add(j);
+                let cij = row.add(j);
+                *cij = if accumulate { *cij + bj } else { bj };
+            }
+        }
+    }
 }
 
 /// The fast product without the small-m kernel: matrixmultiply alone, on the calling
@@ -243,15 +278,7 @@ impl<R: Real> GemmView<R> {
             let c = self.c.offset(r0 as isize * n + c0 as isize);
             let mut beta = if self.accumulate { R::one() } else { R::zero() };
             if let Some(bias) = self.bias {
-                // The bias enters C first; the product is then accumulated onto it.
-                for i in 0..rows {
-                    let row = c.offset(i as isize * n);
-                    for j in 0..cols {
-                        let bj = *bias.add(c0 + j);
-                        let cij = row.add(j);
-                        *cij = if self.accumulate { *cij + bj } else { bj };
-                    }
-                }
+                seed_bias(c, n, rows, cols, bias.add(c0), self.accumulate);
                 beta = R::one();
             }
             let a = self.a.offset(r0 as isize * self.rsa);

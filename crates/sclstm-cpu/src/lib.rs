@@ -2,7 +2,7 @@
 //! [`sclstm_core::Backend`]: unpacked AVX-512 / AVX2 register-tile gemm kernels chosen
 //! at run time, matrixmultiply's packed microkernels where they do not apply, rayon
 //! across the output, fused AVX-512 / AVX2 cell kernels ([`cell`]) and row gather /
-//! scatter-add ([`rows`]).
+//! scatter-add ([`rows`]), and bf16 products for inference on AVX512_BF16 ([`bf16`]).
 //!
 //! Buffers are plain `Vec<R>`; `R` is `f32` for training and `f64` for gradient checks.
 //!
@@ -18,6 +18,7 @@
 //! assert_eq!(cpu.download(&c).unwrap(), vec![1.0, 2.0, 3.0, 4.0]);
 //! ```
 
+pub mod bf16;
 pub mod cell;
 pub mod gemm;
 pub mod kernels;
@@ -261,6 +262,65 @@ impl<R: Real> Backend for CpuBackend<R> {
         table: &mut Vec<R>,
     ) -> Result<(), NumError> {
         rows::scatter_add_rows(r, ids, dense, table)
+    }
+
+    fn bf16_products(&self) -> Result<(), NumError> {
+        let message = if R::NAME != "f32" {
+            format!(
+                "bf16 products need f32 buffers; this backend is {}",
+                R::NAME
+            )
+        } else {
+            match bf16::unavailable_reason() {
+                None => return Ok(()),
+                Some(reason) => reason,
+            }
+        };
+        Err(NumError::Backend {
+            backend: self.name(),
+            kind: sclstm_core::BackendErrorKind::Unavailable,
+            message,
+        })
+    }
+
+    fn write_bf16(
+        &self,
+        buf: &mut Vec<R>,
+        k: usize,
+        n: usize,
+        fill: &mut dyn FnMut(&mut [R]),
+    ) -> Result<(), NumError> {
+        self.bf16_products()?;
+        let words = bf16::pair_words(k, n);
+        let Some(dst) = buf.get_mut(..words).and_then(R::as_f32_mut) else {
+            return Err(NumError::BufferTooSmall {
+                op: "write_bf16",
+                len: buf.len(),
+                needed: words,
+            });
+        };
+        let mut staged = vec![R::zero(); k * n];
+        fill(&mut staged);
+        let src = R::as_f32(&staged).expect("internal: bf16_products() vouches for f32");
+        bf16::pack_pairs(k, n, src, bytemuck::cast_slice_mut(dst))
+    }
+
+    fn gemm_bf16(
+        &self,
+        g: &Gemm,
+        a: &Vec<R>,
+        b: &Vec<R>,
+        bias: Option<&Vec<R>>,
+        c: &mut Vec<R>,
+    ) -> Result<(), NumError> {
+        self.bf16_products()?;
+        fn f32s<R: Real>(v: &[R]) -> &[f32] {
+            R::as_f32(v).expect("internal: bf16_products() vouches for f32")
+        }
+        let bias = bias.map(|v| f32s(v));
+        let (a, b) = (f32s(a), bytemuck::cast_slice(f32s(b)));
+        let c = R::as_f32_mut(c).expect("internal: bf16_products() vouches for f32");
+        bf16::gemm_bf16_fast(g, a, b, bias, c, self.pool())
     }
 
     fn sync(&self) -> Result<(), NumError> {

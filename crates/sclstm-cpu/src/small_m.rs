@@ -308,7 +308,7 @@ struct Panel {
 /// The AVX-512 panels. `M` is a constant so that the row loop unrolls and the
 /// `2·M` accumulators stay in registers (`M ≤ 12` uses at most 24 of the 32).
 #[cfg(target_arch = "x86_64")]
-mod x86 {
+pub(crate) mod x86 {
     use std::arch::x86_64::{
         __m512, __m512d, _mm512_add_pd, _mm512_add_ps, _mm512_fmadd_pd, _mm512_fmadd_ps,
         _mm512_loadu_pd, _mm512_loadu_ps, _mm512_mask_storeu_pd, _mm512_mask_storeu_ps,
@@ -583,11 +583,33 @@ mod x86 {
                     acc_i[1] = _mm512_fmadd_ps(av, b1, acc_i[1]);
                 }
             }
+            store_tile_f32(acc, c.offset(j0), x.rsc, m0, m1, x.accumulate);
+        }
+    }
+
+    /// Stores an `M × 32` f32 tile held in registers (`acc[i]`: row `i`, two halves) at
+    /// `c` (row stride `rsc`), added to what is there when `accumulate`; `m0` / `m1`
+    /// mask the columns of the two halves.
+    ///
+    /// # Safety
+    /// AVX-512F available; the unmasked columns of the `M` rows lie inside `C`, and no
+    /// other thread touches them.
+    #[target_feature(enable = "avx512f")]
+    pub(crate) unsafe fn store_tile_f32<const M: usize>(
+        acc: [[__m512; 2]; M],
+        c: *mut f32,
+        rsc: isize,
+        m0: u16,
+        m1: u16,
+        accumulate: bool,
+    ) {
+        // SAFETY (whole body): masked lanes are not accessed; the rest is in bounds.
+        unsafe {
             for (i, acc_i) in acc.iter().enumerate() {
-                let cp = c.offset(i as isize * x.rsc + j0);
+                let cp = c.offset(i as isize * rsc);
                 for (h, (&v, mask)) in acc_i.iter().zip([m0, m1]).enumerate() {
                     let dst = cp.add(16 * h);
-                    let v = if x.accumulate {
+                    let v = if accumulate {
                         _mm512_add_ps(_mm512_maskz_loadu_ps(mask, dst), v)
                     } else {
                         v

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use ndarray::{Array1, ArrayView1, s};
+use ndarray::{Array1, Array2, ArrayView1, s};
 use sclstm_core::{FusedOp, NumError};
 use sclstm_cpu::CpuBackend;
 use sclstm_layers::{
@@ -66,8 +66,8 @@ impl Spec {
         v
     }
 
-    /// The layer arguments reading `v` (in gradient order).
-    pub fn args<'a>(&'a self, v: &'a [M]) -> ScLstmArgs<'a, f64> {
+    /// The layer arguments reading `v` (in gradient order), in any element type.
+    pub fn args<'a, R>(&'a self, v: &'a [Array2<R>]) -> ScLstmArgs<'a, R> {
         let mut k = 1;
         let mut task_inputs = Vec::new();
         for t in &self.tasks {

@@ -375,6 +375,16 @@ impl<B: Backend + 'static> Tagger<B> {
         self.pool = pool;
     }
 
+    /// Runs the recurrent layers' weight products in bf16 when tagging (calls that do not
+    /// record a backward; training stays in the model's precision), or in f32 again with
+    /// `false`. See [`LayerWorkspace::set_bf16_products`].
+    ///
+    /// # Errors
+    /// [`ModelError::Num`] when the backend has no bf16 products.
+    pub fn set_bf16_products(&mut self, on: bool) -> Result<(), ModelError> {
+        Ok(self.ws.set_bf16_products(on)?)
+    }
+
     /// The configuration.
     pub fn config(&self) -> &ModelConfig {
         &self.config

@@ -38,6 +38,33 @@ pub enum Dtype {
     F64,
 }
 
+/// Precision of the recurrent layers' weight products when tagging (`predict`, `eval`,
+/// `bench`'s inference). Training always runs in the model's [`Dtype`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Precision {
+    /// f32 products, the default: the scores `train` reports.
+    #[default]
+    F32,
+    /// bf16 products (weights and layer inputs rounded to bf16, sums in f32) on the CPU
+    /// backend of a CPU with AVX512_BF16: about twice the product speed; refused elsewhere.
+    Bf16,
+}
+
+impl Precision {
+    /// Sets `tagger`'s products to this precision, naming `flag` in the error of a
+    /// backend or CPU without bf16 products.
+    pub fn apply<B: sclstm_core::Backend + 'static>(
+        self,
+        tagger: &mut sclstm_model::Tagger<B>,
+        flag: &str,
+    ) -> anyhow::Result<()> {
+        tagger
+            .set_bf16_products(self == Precision::Bf16)
+            .with_context(|| format!("{flag} bf16"))
+    }
+}
+
 /// Tagging scheme used for training NER and chunking.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]

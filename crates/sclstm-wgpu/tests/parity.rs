@@ -774,3 +774,30 @@ fn uniform_arena_wraps_without_mixing_dispatches() -> TestResult {
     assert_eq!(be.download(&c)?, values);
     Ok(())
 }
+
+#[test]
+fn bf16_products_are_refused_with_a_typed_error() -> TestResult {
+    let be = own_gpu();
+    let err = be.bf16_products().unwrap_err();
+    assert!(
+        matches!(
+            err,
+            NumError::Backend {
+                kind: BackendErrorKind::Unavailable,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    let mut w = be.zeros(4)?;
+    assert!(
+        be.write_bf16(&mut w, 2, 2, &mut |dst| dst.fill(1.0))
+            .is_err()
+    );
+    let (a, mut c) = (be.zeros(4)?, be.zeros(4)?);
+    assert!(
+        be.gemm_bf16(&Gemm::new(2, 2, 2), &a, &w, None, &mut c)
+            .is_err()
+    );
+    Ok(())
+}

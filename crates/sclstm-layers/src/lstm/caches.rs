@@ -265,6 +265,10 @@ pub(super) struct WeightBufs<B: Backend> {
     pub(super) stamp: Option<Stamp>,
     /// Whether the stamped write included the backward's copies.
     pub(super) stamp_has_backward: bool,
+    /// Whether the forward's copies (`w_ih_t`, `w_hh_t`, `u_t`, `w_t`) hold bf16 pairs
+    /// (`sclstm_core::backend`'s bf16 pair layout) for [`Backend::gemm_bf16`] instead of
+    /// f32: written so by a call that does not record, on a workspace with bf16 products.
+    pub(super) bf16: bool,
     /// `W_ih` (4H, D), for the backward's `d_x = d_gates·W_ih` (backward only).
     pub(super) w_ih: B::Buf,
     /// `W_ihᵀ` (D, 4H): the forward's input projection `x·W_ihᵀ` with a plain `B`.
@@ -309,6 +313,7 @@ impl<B: Backend> WeightBufs<B> {
             backward,
             stamp: None,
             stamp_has_backward: false,
+            bf16: false,
             w_ih: zb(4 * h * d)?,
             w_ih_t: z(4 * h * d)?,
             w_hh: zb(4 * h * h)?,
@@ -330,21 +335,30 @@ impl<B: Backend> WeightBufs<B> {
             && (self.backward || !backward)
     }
 
-    /// Writes one direction's weights: the forward's transposes, and the weights as
-    /// stored when `record` (the backward reads them). Stamps the set with `stamp`.
+    /// Writes one direction's weights: the forward's transposes (as bf16 pairs when
+    /// `bf16`, which excludes `record`), and the weights as stored when `record` (the
+    /// backward reads them). Stamps the set with `stamp`.
     pub(super) fn write(
         &mut self,
         be: &B,
         dir: &DirectionWeights<'_, B::Elem>,
         record: bool,
         stamp: Option<Stamp>,
+        bf16: bool,
     ) -> Result<(), NumError> {
+        debug_assert!(!(bf16 && record), "internal: bf16 copies are forward-only");
         // The forward reads every weight transposed into a plain matrix (`x·Wᵀ` with a
         // row-major `Wᵀ`): the CPU backend's unpacked kernels stream a plain `B` about
         // twice as fast as a transposed one. The backward reads the weights as stored.
         self.stamp = None;
+        self.bf16 = bf16;
         let write_t = |buf: &mut B::Buf, m: &Matrix<B::Elem>| {
-            be.write_with(buf, m.len(), &mut |dst| transpose_into(m, dst))
+            let fill = &mut |dst: &mut [B::Elem]| transpose_into(m, dst);
+            if bf16 {
+                be.write_bf16(buf, m.ncols(), m.nrows(), fill)
+            } else {
+                be.write_with(buf, m.len(), fill)
+            }
         };
         write_t(&mut self.w_ih_t, dir.cell.w_ih)?;
         write_t(&mut self.w_hh_t, dir.cell.w_hh)?;
@@ -370,9 +384,13 @@ impl<B: Backend> WeightBufs<B> {
     }
 
     /// Whether the set already holds the weights stamped `stamp` (never for `None`),
-    /// including the backward's copies when `record`.
-    pub(super) fn holds(&self, stamp: &Option<Stamp>, record: bool) -> bool {
-        stamp.is_some() && self.stamp == *stamp && (self.stamp_has_backward || !record)
+    /// including the backward's copies when `record`, with the forward's copies in bf16
+    /// exactly when `bf16`.
+    pub(super) fn holds(&self, stamp: &Option<Stamp>, record: bool, bf16: bool) -> bool {
+        stamp.is_some()
+            && self.stamp == *stamp
+            && (self.stamp_has_backward || !record)
+            && self.bf16 == bf16
     }
 }
 

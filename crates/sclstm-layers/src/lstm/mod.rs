@@ -423,11 +423,12 @@ fn forward_units<B: Backend>(
     be.fill_zero(&mut call.out)?;
     // Each direction's weights (on the two sides of the join), unless the set already
     // holds them under the same stamp.
+    let bf16 = ws.bf16_for(record);
     let written = ws.each_unit(weights, |i, wb| {
-        if wb.holds(&stamps[i], record) {
+        if wb.holds(&stamps[i], record, bf16) {
             return Ok(());
         }
-        wb.write(be, &args.directions[i], record, stamps[i].clone())
+        wb.write(be, &args.directions[i], record, stamps[i].clone(), bf16)
     });
     written.into_iter().collect::<Result<Vec<()>, _>>()?;
     let (call_in, weights) = (&*call, &*weights);

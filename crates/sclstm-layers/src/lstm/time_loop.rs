@@ -25,7 +25,7 @@ pub(super) fn dir_forward<B: Backend>(
     be.write(&mut dc.h, &zeros)?;
     // gates = x · W_ihᵀ + b for every token at once.
     let proj = Gemm::new(tokens, 4 * hd, d);
-    be.gemm(&proj, &dc.x, &wb.w_ih_t, Some(&wb.b), &mut dc.gates)?;
+    weight_gemm(be, wb, &proj, &dc.x, &wb.w_ih_t, Some(&wb.b), &mut dc.gates)?;
 
     for (j, (tc, gb)) in dc.tasks.iter_mut().zip(&wb.tasks).enumerate() {
         be.write(&mut tc.q_k, &zeros)?;
@@ -33,7 +33,7 @@ pub(super) fn dir_forward<B: Backend>(
         // o_k = x^k · U_kᵀ + b_k for every token.
         let proj = Gemm::new(tokens, hd, dk);
         let xk = tc.x_k.as_ref().unwrap_or(&dc.x);
-        be.gemm(&proj, xk, &gb.u_t, Some(&gb.b), &mut tc.o_k)?;
+        weight_gemm(be, wb, &proj, xk, &gb.u_t, Some(&gb.b), &mut tc.o_k)?;
     }
 
     for &s in steps {
@@ -44,7 +44,7 @@ pub(super) fn dir_forward<B: Backend>(
             accumulate: true,
             ..Gemm::new(s.rows, 4 * hd, hd)
         };
-        be.gemm(&rec, &dc.h, &wb.w_hh_t, None, &mut dc.gates)?;
+        weight_gemm(be, wb, &rec, &dc.h, &wb.w_hh_t, None, &mut dc.gates)?;
         be.lstm_cell_fwd(s, &mut dc.gates, &mut dc.c, &mut dc.h, &mut dc.tanh_c)?;
         for (tc, gb) in dc.tasks.iter_mut().zip(&wb.tasks) {
             // o_k[t] += q^k_{t-1} · W_kᵀ
@@ -54,11 +54,30 @@ pub(super) fn dir_forward<B: Backend>(
                 accumulate: true,
                 ..Gemm::new(s.rows, hd, hd)
             };
-            be.gemm(&rec, &tc.q_k, &gb.w_t, None, &mut tc.o_k)?;
+            weight_gemm(be, wb, &rec, &tc.q_k, &gb.w_t, None, &mut tc.o_k)?;
             be.task_gate_fwd(s, &mut tc.o_k, &mut tc.q_k, &dc.tanh_c)?;
         }
     }
     Ok(())
+}
+
+/// A forward product `x·Wᵀ` reading one of `wb`'s forward copies: in bf16 when the set
+/// holds them as bf16 pairs, else in f32.
+#[allow(clippy::too_many_arguments)]
+fn weight_gemm<B: Backend>(
+    be: &B,
+    wb: &WeightBufs<B>,
+    g: &Gemm,
+    x: &B::Buf,
+    w_t: &B::Buf,
+    bias: Option<&B::Buf>,
+    out: &mut B::Buf,
+) -> Result<(), NumError> {
+    if wb.bf16 {
+        be.gemm_bf16(g, x, w_t, bias, out)
+    } else {
+        be.gemm(g, x, w_t, bias, out)
+    }
 }
 
 /// Runs one direction's BPTT on the device. The caller has gathered the output
