@@ -180,6 +180,12 @@ def base_parser(description):
     p.add_argument("--train-batches", type=int, default=60, help="timed training batches (default 60)")
     p.add_argument("--infer-batches", type=int, default=100, help="timed inference batches (default 100)")
     p.add_argument("--seed", type=int, default=1, help="seed of the batch draws and the weights")
+    p.add_argument(
+        "--bf16",
+        action="store_true",
+        help="also time inference under torch.autocast('cpu', dtype=torch.bfloat16) "
+        "(figures infer_bf16_tokens_per_s, infer_sorted_bf16_tokens_per_s)",
+    )
     return p
 
 
@@ -289,6 +295,10 @@ def run(model, args, corpus, record):
     for key, sort in (("infer_tokens_per_s", False), ("infer_sorted_tokens_per_s", True)):
         batches = inference_batches(corpus, args.warmup + args.infer_batches, args.seed, sort)
         record[key] = time_inference(model.tag, batches, args.warmup)
+        if args.bf16:
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                bf16 = time_inference(model.tag, batches, args.warmup)
+            record[key.replace("_tokens", "_bf16_tokens")] = round(bf16, 1)
     record["train_batches"] = args.train_batches
     record["infer_batches"] = args.infer_batches
     record["corpus"] = corpus.describe()

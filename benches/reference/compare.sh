@@ -11,6 +11,8 @@
 #   --sclstm BIN    the sclstm binary (default: $SCLSTM or target/release/sclstm)
 #   --threads N     threads on both sides (default 2)
 #   --criterion     also run the criterion `cpu_crf` group each round (CRF ratios)
+#   --precision P   sclstm's inference products, f32 (default) or bf16; with bf16 the
+#                   PyTorch scripts also time inference under bf16 autocast (extra rows)
 #   --quick         fewer batches per script (a smoke run, not a measurement)
 #   --out FILE      keep the raw JSON lines in FILE (default: a temporary file)
 # The environment reaches every script, e.g. OMP_WAIT_POLICY=PASSIVE on a busy machine
@@ -24,6 +26,7 @@ PY="${PYTHON:-python3}"
 SCLSTM="${SCLSTM:-$ROOT/target/release/sclstm}"
 THREADS=2
 CRITERION=0
+PRECISION=f32
 QUICK=()
 OUT=""
 
@@ -34,9 +37,10 @@ while [[ $# -gt 0 ]]; do
     --sclstm) SCLSTM="$2"; shift 2 ;;
     --threads) THREADS="$2"; shift 2 ;;
     --criterion) CRITERION=1; shift ;;
+    --precision) PRECISION="$2"; shift 2 ;;
     --quick) QUICK=(--warmup 2 --train-batches 5 --infer-batches 5); shift ;;
     --out) OUT="$2"; shift 2 ;;
-    -h|--help) sed -n '2,17p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,19p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "compare.sh: unknown option '$1' (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -56,6 +60,12 @@ else
   echo "  subcommand). Build it with 'cargo build --release' or pass --sclstm BIN."
   echo "  Measuring the PyTorch side only; the ratio column stays empty."
 fi
+
+case "$PRECISION" in
+  f32) BF16=() ;;
+  bf16) BF16=(--bf16) ;;
+  *) echo "compare.sh: --precision must be f32 or bf16, not '$PRECISION'" >&2; exit 2 ;;
+esac
 
 export PYTHONDONTWRITEBYTECODE=1
 RESULTS="${OUT:-$(mktemp -t sclstm-compare.XXXXXX)}"
@@ -90,6 +100,7 @@ ours() {
   echo "--- round $round: sclstm bench --model $model" >&2
   # Only the last JSON line counts: the command may print progress before it.
   if ! "$SCLSTM" bench --json --backend cpu --model "$model" --batch 10 --threads "$THREADS" \
+      --precision "$PRECISION" \
       | grep '^{' | tail -n 1 \
       | tag "{\"round\": $round, \"source\": \"sclstm\", \"model\": \"$model\"}"; then
     echo "compare.sh: 'sclstm bench --model $model' failed; continuing" >&2
@@ -118,10 +129,10 @@ EOF
 }
 
 for ((r = 1; r <= ROUNDS; r++)); do
-  reference "$r" "$REF/lstm_s.py" --variant packed "${QUICK[@]}"
+  reference "$r" "$REF/lstm_s.py" --variant packed "${QUICK[@]}" "${BF16[@]}"
   ours "$r" lstm-s
-  reference "$r" "$REF/lstm_s.py" --variant padded "${QUICK[@]}"
-  reference "$r" "$REF/sc_lstm.py" "${QUICK[@]}"
+  reference "$r" "$REF/lstm_s.py" --variant padded "${QUICK[@]}" "${BF16[@]}"
+  reference "$r" "$REF/sc_lstm.py" "${QUICK[@]}" "${BF16[@]}"
   ours "$r" sc-lstm
   reference "$r" "$REF/crf.py"
   if [[ $CRITERION -eq 1 ]]; then criterion_crf "$r"; fi

@@ -259,8 +259,10 @@ mod x86 {
         pub(super) unsafe fn block(&self, r0: usize, r1: usize, c0: usize, c1: usize) {
             let (rows, kp, n) = (r1 - r0, self.k.div_ceil(2), self.n);
             A_PAIRS.with_borrow_mut(|pairs| {
-                pairs.clear();
-                pairs.resize(rows * kp, 0);
+                // `round_row` writes every word of the rows, so old contents never show.
+                if pairs.len() < rows * kp {
+                    pairs.resize(rows * kp, 0);
+                }
                 // SAFETY (whole body): offsets stay inside the checked operands.
                 unsafe {
                     for i in 0..rows {

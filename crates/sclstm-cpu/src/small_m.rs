@@ -594,6 +594,7 @@ pub(crate) mod x86 {
     /// # Safety
     /// AVX-512F available; the unmasked columns of the `M` rows lie inside `C`, and no
     /// other thread touches them.
+    #[inline]
     #[target_feature(enable = "avx512f")]
     pub(crate) unsafe fn store_tile_f32<const M: usize>(
         acc: [[__m512; 2]; M],
