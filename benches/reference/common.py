@@ -158,17 +158,17 @@ def training_batches(corpus, n, seed):
     return out
 
 
-def inference_batches(corpus, n, seed, sort):
-    """`n` batches of sentences drawn from all three corpora, in draw order or
+def inference_batches(corpus, n, seed, sort, size=BATCH):
+    """`n` batches of `size` sentences drawn from all three corpora, in draw order or
     length-sorted (`sort`), each tagged for all three tasks."""
     rng = random.Random(seed + 1)
     gen = torch.Generator().manual_seed(seed + 1)
-    lens = [rng.choice(corpus.lengths[rng.choice(TASKS)]) for _ in range(n * BATCH)]
+    lens = [rng.choice(corpus.lengths[rng.choice(TASKS)]) for _ in range(n * size)]
     if sort:
         lens.sort(reverse=True)
     return [
-        Batch("all", lens[i : i + BATCH], corpus.vocab, 1, gen)
-        for i in range(0, len(lens), BATCH)
+        Batch("all", lens[i : i + size], corpus.vocab, 1, gen)
+        for i in range(0, len(lens), size)
     ]
 
 
@@ -180,6 +180,13 @@ def base_parser(description):
     p.add_argument("--train-batches", type=int, default=60, help="timed training batches (default 60)")
     p.add_argument("--infer-batches", type=int, default=100, help="timed inference batches (default 100)")
     p.add_argument("--seed", type=int, default=1, help="seed of the batch draws and the weights")
+    p.add_argument(
+        "--infer-batch",
+        type=int,
+        default=BATCH,
+        help=f"sentences per inference batch (default {BATCH}, the training batch; "
+        "sclstm tags in batches of up to 64 sentences and 2,048 tokens)",
+    )
     p.add_argument(
         "--bf16",
         action="store_true",
@@ -293,7 +300,9 @@ def run(model, args, corpus, record):
     record["train_tokens_per_s"] = time_training(train_step(model, opt, params), train, args.warmup)
     model.eval()
     for key, sort in (("infer_tokens_per_s", False), ("infer_sorted_tokens_per_s", True)):
-        batches = inference_batches(corpus, args.warmup + args.infer_batches, args.seed, sort)
+        batches = inference_batches(
+            corpus, args.warmup + args.infer_batches, args.seed, sort, args.infer_batch
+        )
         record[key] = time_inference(model.tag, batches, args.warmup)
         if args.bf16:
             with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -301,6 +310,7 @@ def run(model, args, corpus, record):
             record[key.replace("_tokens", "_bf16_tokens")] = round(bf16, 1)
     record["train_batches"] = args.train_batches
     record["infer_batches"] = args.infer_batches
+    record["infer_batch"] = args.infer_batch
     record["corpus"] = corpus.describe()
     record["params"] = sum(p.numel() for p in params)
     for key in ("train_tokens_per_s", "infer_tokens_per_s", "infer_sorted_tokens_per_s"):

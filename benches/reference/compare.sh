@@ -13,6 +13,8 @@
 #   --criterion     also run the criterion `cpu_crf` group each round (CRF ratios)
 #   --precision P   sclstm's inference products, f32 (default) or bf16; with bf16 the
 #                   PyTorch scripts also time inference under bf16 autocast (extra rows)
+#   --infer-batch N sentences per inference batch of the PyTorch scripts (default 10;
+#                   sclstm tags in batches of up to 64 sentences and 2,048 tokens)
 #   --quick         fewer batches per script (a smoke run, not a measurement)
 #   --out FILE      keep the raw JSON lines in FILE (default: a temporary file)
 # The environment reaches every script, e.g. OMP_WAIT_POLICY=PASSIVE on a busy machine
@@ -27,6 +29,7 @@ SCLSTM="${SCLSTM:-$ROOT/target/release/sclstm}"
 THREADS=2
 CRITERION=0
 PRECISION=f32
+MODEL_OPTS=()
 QUICK=()
 OUT=""
 
@@ -38,9 +41,10 @@ while [[ $# -gt 0 ]]; do
     --threads) THREADS="$2"; shift 2 ;;
     --criterion) CRITERION=1; shift ;;
     --precision) PRECISION="$2"; shift 2 ;;
+    --infer-batch) MODEL_OPTS+=(--infer-batch "$2"); shift 2 ;;
     --quick) QUICK=(--warmup 2 --train-batches 5 --infer-batches 5); shift ;;
     --out) OUT="$2"; shift 2 ;;
-    -h|--help) sed -n '2,19p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,21p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "compare.sh: unknown option '$1' (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -62,8 +66,8 @@ else
 fi
 
 case "$PRECISION" in
-  f32) BF16=() ;;
-  bf16) BF16=(--bf16) ;;
+  f32) ;;
+  bf16) MODEL_OPTS+=(--bf16) ;;
   *) echo "compare.sh: --precision must be f32 or bf16, not '$PRECISION'" >&2; exit 2 ;;
 esac
 
@@ -129,10 +133,10 @@ EOF
 }
 
 for ((r = 1; r <= ROUNDS; r++)); do
-  reference "$r" "$REF/lstm_s.py" --variant packed "${QUICK[@]}" "${BF16[@]}"
+  reference "$r" "$REF/lstm_s.py" --variant packed "${QUICK[@]}" "${MODEL_OPTS[@]}"
   ours "$r" lstm-s
-  reference "$r" "$REF/lstm_s.py" --variant padded "${QUICK[@]}" "${BF16[@]}"
-  reference "$r" "$REF/sc_lstm.py" "${QUICK[@]}" "${BF16[@]}"
+  reference "$r" "$REF/lstm_s.py" --variant padded "${QUICK[@]}" "${MODEL_OPTS[@]}"
+  reference "$r" "$REF/sc_lstm.py" "${QUICK[@]}" "${MODEL_OPTS[@]}"
   ours "$r" sc-lstm
   reference "$r" "$REF/crf.py"
   if [[ $CRITERION -eq 1 ]]; then criterion_crf "$r"; fi

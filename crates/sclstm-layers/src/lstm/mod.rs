@@ -98,7 +98,10 @@
 //! per step, and none per batch once every row bucket has been seen. The call's shared
 //! inputs, output and input gradients live in a `CallCache`, pooled the same way, and
 //! each direction's weights in a `WeightBufs` set, written once per call and read by the
-//! direction's unit (pooled by layer sizes alone).
+//! direction's unit (pooled by layer sizes alone). On a workspace with bf16 products
+//! ([`LayerWorkspace::set_bf16_products`]) a call that does not record writes the
+//! forward's weight copies as bf16 pairs and runs its weight products with
+//! [`Backend::gemm_bf16`]; a recording call always writes and reads f32.
 
 use std::cell::Cell;
 use std::fmt;
