@@ -193,10 +193,12 @@ pub fn gemm_bf16_fast(
         let view = x86::View {
             k: g.k,
             n: g.n,
-            a: a[g.a_off..].as_ptr(),
-            b: b[g.b_off..].as_ptr(),
+            // Offsets as pointer arithmetic: with `k = 0` nothing is read, and an offset
+            // past the end is then no error.
+            a: a.as_ptr().wrapping_add(g.a_off),
+            b: b.as_ptr().wrapping_add(g.b_off),
             bias: bias.map(<[f32]>::as_ptr),
-            c: c[g.c_off..].as_mut_ptr(),
+            c: c.as_mut_ptr().wrapping_add(g.c_off),
             accumulate: g.accumulate,
         };
         // SAFETY: `available()` vouches for the instructions; the operands were checked
@@ -204,13 +206,13 @@ pub fn gemm_bf16_fast(
         crate::gemm::split_output(g, pool, |r0, r1, c0, c1| unsafe {
             view.block(r0, r1, c0, c1)
         });
+        Ok(())
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
         let _ = pool;
         unreachable!("internal: available() is false off x86_64")
     }
-    Ok(())
 }
 
 /// The AVX512_BF16 kernels.
@@ -627,5 +629,14 @@ mod tests {
         }
         // Per element, one thread sums in one order: the same result at both counts.
         assert_eq!(one, two);
+        // An empty inner dimension reads nothing, whatever the offsets: C = bias.
+        let empty = Gemm {
+            a_off: 9,
+            b_off: 9,
+            ..Gemm::new(2, 3, 0)
+        };
+        let mut c = vec![f32::NAN; 6];
+        gemm_bf16_fast(&empty, &[], &[], Some(&[1.0, 2.0, 3.0]), &mut c, None).unwrap();
+        assert_eq!(c, [1.0, 2.0, 3.0, 1.0, 2.0, 3.0]);
     }
 }
