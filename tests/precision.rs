@@ -186,8 +186,8 @@ fn f64_on_the_wgpu_backend_is_refused_naming_the_flag() {
     );
 }
 
-/// `sclstm bench --json` with `SCLSTM_KERNELS` set to `kernels`.
-fn bench_json(kernels: &str) -> std::process::Output {
+/// `sclstm bench --json --precision P` with `SCLSTM_KERNELS` set to `kernels`.
+fn bench_json(kernels: &str, precision: &str) -> std::process::Output {
     std::process::Command::new(env!("CARGO_BIN_EXE_sclstm"))
         .args([
             "bench",
@@ -197,6 +197,8 @@ fn bench_json(kernels: &str) -> std::process::Output {
             "4",
             "--threads",
             "1",
+            "--precision",
+            precision,
             "--json",
         ])
         .env("SCLSTM_KERNELS", kernels)
@@ -206,7 +208,7 @@ fn bench_json(kernels: &str) -> std::process::Output {
 
 #[test]
 fn bench_names_the_cpu_and_the_kernels_and_a_forced_set_is_used_or_refused() {
-    let out = bench_json("auto");
+    let out = bench_json("auto", "f32");
     assert!(
         out.status.success(),
         "{}",
@@ -230,7 +232,7 @@ fn bench_names_the_cpu_and_the_kernels_and_a_forced_set_is_used_or_refused() {
     assert_eq!(products.len(), 4);
     assert!(products.iter().all(|p| p["gflops"].as_f64().unwrap() > 0.0));
     // Forcing the portable set runs matrixmultiply everywhere and says so.
-    let out = bench_json("portable");
+    let out = bench_json("portable", "f32");
     assert!(
         out.status.success(),
         "{}",
@@ -247,7 +249,7 @@ fn bench_names_the_cpu_and_the_kernels_and_a_forced_set_is_used_or_refused() {
     for p in portable["products"].as_array().unwrap() {
         assert_eq!(p["kernel"], "matrixmultiply", "{p}");
     }
-    let out = bench_json("sse9");
+    let out = bench_json("sse9", "f32");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         !out.status.success() && err.contains("SCLSTM_KERNELS") && !err.contains("panicked"),
@@ -311,18 +313,7 @@ fn bf16_products_tag_like_f32_or_are_refused_naming_the_flag() {
         assert!(!err.contains("panicked"), "{err}");
     }
     // The bench measures inference in the precision asked for, or refuses it alike.
-    let out = crate::cli::sclstm(&[
-        "bench",
-        "--steps",
-        "1",
-        "--infer-sentences",
-        "4",
-        "--threads",
-        "1",
-        "--precision",
-        "bf16",
-        "--json",
-    ]);
+    let out = bench_json("auto", "bf16");
     if out.status.success() {
         let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         assert_eq!(report["infer_precision"], "bf16");
