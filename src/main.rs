@@ -4,7 +4,10 @@ mod alloc;
 mod backend;
 mod cmd;
 
+use std::process::ExitCode;
+
 use clap::{Parser, Subcommand};
+use sclstm_train::TrainError;
 
 /// Command-line interface of sclstm.
 #[derive(Debug, Parser)]
@@ -52,11 +55,11 @@ fn die_quietly_on_closed_pipe() {
     }
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> ExitCode {
     die_quietly_on_closed_pipe();
     alloc::keep_freed_blocks();
     let cli = Cli::parse();
-    match cli.command {
+    let done = match cli.command {
         Command::Train(args) => cmd::train::run(*args),
         Command::Bench(args) => cmd::bench::run(args),
         Command::Eval(args) => cmd::eval::run(args),
@@ -68,5 +71,23 @@ fn main() -> anyhow::Result<()> {
         Command::Stats(args) => cmd::stats::run(args),
         Command::Sweep(args) => cmd::sweep::run(args),
         Command::Report(args) => cmd::report::run(args),
+    };
+    match done {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => exit_with(&e),
     }
+}
+
+/// Prints a failed command's error and its causes, one per line, and picks the exit status:
+/// 130 (the shell's status for SIGINT) for training stopped by Ctrl-C, whose message the
+/// trainer already printed and logged, and 1 for everything else.
+fn exit_with(e: &anyhow::Error) -> ExitCode {
+    if let Some(TrainError::Interrupted { .. }) = e.downcast_ref::<TrainError>() {
+        return ExitCode::from(130);
+    }
+    eprintln!("error: {e}");
+    for cause in e.chain().skip(1) {
+        eprintln!("  caused by: {cause}");
+    }
+    ExitCode::FAILURE
 }

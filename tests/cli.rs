@@ -231,9 +231,19 @@ fn unwritable_run_directory_fails_before_training() {
 
 #[test]
 fn bad_flags_are_errors_naming_the_key() {
-    let out = sclstm(&["train", "--dropout", "1.5", "--out", "/tmp/never"]);
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("dropout"));
+    // A user's RUST_BACKTRACE does not turn an input error into a stack dump.
+    let out = sclstm_in(
+        Path::new(env!("CARGO_MANIFEST_DIR")),
+        &[("RUST_BACKTRACE", "1")],
+        &["train", "--dropout", "1.5", "--out", "/tmp/never"],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.starts_with("error: ") && err.contains("dropout"),
+        "{err}"
+    );
+    assert!(!err.to_lowercase().contains("backtrace"), "{err}");
     let dir = temp_dir("bad-task");
     let out = sclstm(&[
         "train",
@@ -1052,7 +1062,16 @@ fn without_a_terminal_progress_comes_as_lines_and_ctrl_c_saves_and_says_how_to_r
     seen.extend(lines.map(|l| l.unwrap()));
     let status = child.wait().unwrap();
     let err = seen.join("\n");
-    assert!(!status.success(), "{err}");
+    assert_eq!(
+        status.code(),
+        Some(130),
+        "the shell's status for SIGINT: {err}"
+    );
+    assert_eq!(
+        err.matches("interrupted at epoch").count(),
+        1,
+        "said once, not again as an error: {err}"
+    );
     assert!(
         err.contains("interrupted at epoch")
             && err.contains(&format!("sclstm train --resume {}", run.display())),
