@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use criterion::{
     BenchmarkId, Criterion, SamplingMode, Throughput, criterion_group, criterion_main,
 };
-use sclstm_autodiff::optim::{Adam, AdamConfig, clip_grad_norm};
+use sclstm_autodiff::optim::{Adam, AdamConfig, clip_coef};
 use sclstm_core::{Backend, Gemm, Matrix, RowCopy};
 use sclstm_cpu::CpuBackend;
 use sclstm_cpu::gemm::gemm_naive;
@@ -482,7 +482,7 @@ fn train_step_group(c: &mut Criterion, threads: usize) {
                 // Gold ids below 9 are valid for every task's tag set.
                 let task = (step % TASKS as u64) as usize;
                 step += 1;
-                let mut grads = {
+                let grads = {
                     let mut tape = tagger.tape();
                     let loss = tagger
                         .loss(&mut tape, &input, task, &gold, step)
@@ -491,9 +491,14 @@ fn train_step_group(c: &mut Criterion, threads: usize) {
                         .expect("internal: scalar loss")
                         .into_param_grads()
                 };
-                clip_grad_norm(&mut grads, 5.0);
-                adam.step_with_pool(tagger.params_mut(), &grads, pool.as_deref())
-                    .expect("internal: gradients match the parameters");
+                let norm = f64::from(grads.global_norm(pool.as_deref()));
+                adam.step_scaled(
+                    tagger.params_mut(),
+                    &grads,
+                    clip_coef(norm, 5.0),
+                    pool.as_deref(),
+                )
+                .expect("internal: gradients match the parameters");
             });
         },
     );

@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use sclstm_autodiff::optim::{Adam, AdamConfig, clip_grad_norm};
+use sclstm_autodiff::optim::{Adam, AdamConfig, clip_coef};
 use sclstm_core::{Backend, Matrix};
 use sclstm_cpu::CpuBackend;
 use sclstm_layers::{
@@ -287,7 +287,7 @@ trait Train {
 
 impl<Bk: Backend<Elem = f32> + 'static> Train for Tagger<Bk> {
     fn train_step(&mut self, data: &Data, k: usize, opt: &mut Adam<f32>) -> f32 {
-        let (value, mut grads) = {
+        let (value, grads) = {
             let mut tape = self.tape();
             let loss = self
                 .loss(&mut tape, &data.input(), k, &data.gold[k], 0)
@@ -297,8 +297,9 @@ impl<Bk: Backend<Elem = f32> + 'static> Train for Tagger<Bk> {
                 tape.backward(loss).unwrap().into_param_grads(),
             )
         };
-        clip_grad_norm(&mut grads, 5.0);
-        opt.step(self.params_mut(), &grads).unwrap();
+        let coef = clip_coef(f64::from(grads.global_norm(None)), 5.0);
+        opt.step_scaled(self.params_mut(), &grads, coef, None)
+            .unwrap();
         value
     }
 }

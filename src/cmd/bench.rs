@@ -29,7 +29,7 @@ use std::time::Instant;
 
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use sclstm_autodiff::optim::{Adam, AdamConfig, clip_grad_norm};
+use sclstm_autodiff::optim::{Adam, AdamConfig, clip_coef};
 use sclstm_core::{Backend, Gemm, Real};
 use sclstm_cpu::kernels::{KERNELS_ENV, Kernels, cpu_model};
 use sclstm_model::{Family, ModelConfig, ModelError, ModelInput, Tagger, TaskConfig};
@@ -370,7 +370,7 @@ impl BackendJob for BenchJob<'_> {
             let lens: Vec<usize> = (0..args.batch).map(|_| draw_length(&mut rng)).collect();
             let batch = SyntheticBatch::new(&mut rng, lens, TASKS[task].1);
             let start = Instant::now();
-            let mut grads = {
+            let grads = {
                 let mut tape = tagger.tape();
                 let loss =
                     tagger.loss(&mut tape, &batch.input(), task, &batch.gold, step as u64)?;
@@ -378,8 +378,13 @@ impl BackendJob for BenchJob<'_> {
                     .map_err(ModelError::from)?
                     .into_param_grads()
             };
-            clip_grad_norm(&mut grads, 5.0);
-            adam.step_with_pool(tagger.params_mut(), &grads, pool.as_deref())?;
+            let norm = grads.global_norm(pool.as_deref()).to_f64();
+            adam.step_scaled(
+                tagger.params_mut(),
+                &grads,
+                clip_coef(norm, 5.0),
+                pool.as_deref(),
+            )?;
             if step >= WARMUP_STEPS {
                 elapsed += start.elapsed().as_secs_f64();
                 let real = batch.lens.iter().sum::<usize>();

@@ -1,6 +1,8 @@
 //! Gradients: dense matrices, or sparse row sets for embedding tables.
 
 use ndarray::{Array2, Axis};
+use rayon::ThreadPool;
+use rayon::prelude::*;
 use sclstm_core::{Matrix, NumError, Real};
 
 use crate::{ParamId, Var};
@@ -136,14 +138,6 @@ impl<R: Real> Grad<R> {
         match v.as_slice() {
             Some(xs) => sum_of_squares(xs),
             None => v.iter().map(|&x| x * x).sum(),
-        }
-    }
-
-    /// Multiplies every element by `s`.
-    pub fn scale(&mut self, s: R) {
-        match self {
-            Grad::Dense(m) => m.mapv_inplace(|x| x * s),
-            Grad::Rows(r) => r.values.mapv_inplace(|x| x * s),
         }
     }
 
@@ -304,10 +298,16 @@ impl<R: Real> ParamGrads<R> {
             .filter_map(|(i, g)| g.as_mut().map(|g| (ParamId(i as u32), g)))
     }
 
-    /// Euclidean norm of all gradients taken together (sparse rows count once each).
-    pub fn global_norm(&self) -> R {
-        let sq: f64 = self.iter().map(|(_, g)| g.sq_norm().to_f64()).sum();
-        R::from_f64(sq.sqrt())
+    /// Euclidean norm of all gradients taken together (sparse rows count once each). With
+    /// `pool`, the parameters' sums of squares are taken on its threads; they are added in
+    /// parameter order either way, so the result does not depend on it.
+    pub fn global_norm(&self, pool: Option<&ThreadPool>) -> R {
+        let grads: Vec<&Grad<R>> = self.iter().map(|(_, g)| g).collect();
+        let squares: Vec<f64> = match pool {
+            Some(pool) => pool.install(|| grads.par_iter().map(|g| g.sq_norm().to_f64()).collect()),
+            None => grads.iter().map(|g| g.sq_norm().to_f64()).collect(),
+        };
+        R::from_f64(squares.iter().sum::<f64>().sqrt())
     }
 }
 
@@ -357,7 +357,7 @@ mod tests {
             ParamId(2),
             Grad::Rows(RowGrad::from_ids(9, &[4], &array![[4.0]])),
         );
-        assert_eq!(pg.global_norm(), 5.0);
+        assert_eq!(pg.global_norm(None), 5.0);
         assert!(pg.get(ParamId(1)).is_none());
     }
 }

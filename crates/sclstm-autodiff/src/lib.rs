@@ -64,7 +64,7 @@ pub enum AutodiffError {
 
 #[cfg(test)]
 mod tests {
-    use super::optim::{Adam, AdamConfig, clip_grad_norm};
+    use super::optim::{Adam, AdamConfig, clip_coef};
     use super::*;
     use ndarray::Array2;
     use sclstm_core::{Matrix, NumError};
@@ -95,7 +95,7 @@ mod tests {
         });
         let mut losses = Vec::new();
         for _ in 0..30 {
-            let mut grads = {
+            let grads = {
                 let mut t = Tape::with_params(&store).with_pool(pool);
                 let (e, wv, bv) = (t.param(emb)?, t.param(w)?, t.param(b)?);
                 let x = t.embedding(e, &ids)?;
@@ -105,8 +105,9 @@ mod tests {
                 losses.push(t.value(loss)[[0, 0]]);
                 t.backward(loss)?.into_param_grads()
             };
-            clip_grad_norm(&mut grads, 5.0);
-            adam.step(&mut store, &grads).expect("shapes match");
+            let coef = clip_coef(f64::from(grads.global_norm(None)), 5.0);
+            adam.step_scaled(&mut store, &grads, coef, None)
+                .expect("shapes match");
         }
         let params = store.iter().map(|(_, _, v)| v.clone()).collect();
         Ok((losses, params))

@@ -24,20 +24,13 @@ use crate::{AutodiffError, Grad, ParamGrads, ParamId, ParamStore};
 /// Elements per task when a dense Adam update is split across threads.
 const PAR_CHUNK: usize = 1 << 15;
 
-/// Scales all gradients so their global Euclidean norm is at most `max_norm`, like
-/// `torch.nn.utils.clip_grad_norm_`: `total = ‖all grads‖₂`, `coef = max_norm /
-/// (total + 1e-6)`, and every gradient is multiplied by `coef` when `coef < 1`.
-/// Returns `total` (before clipping).
-pub fn clip_grad_norm<R: Real>(grads: &mut ParamGrads<R>, max_norm: f64) -> f64 {
-    let total = grads.global_norm().to_f64();
+/// The factor `torch.nn.utils.clip_grad_norm_` multiplies every gradient by, given their
+/// global norm `total` ([`ParamGrads::global_norm`]): `max_norm / (total + 1e-6)` when that
+/// is below 1, else 1. Pass it to [`Adam::step_scaled`], which applies it as it reads each
+/// gradient.
+pub fn clip_coef(total: f64, max_norm: f64) -> f64 {
     let coef = max_norm / (total + 1e-6);
-    if coef < 1.0 {
-        let c = R::from_f64(coef);
-        for (_, g) in grads.iter_mut() {
-            g.scale(c);
-        }
-    }
-    total
+    coef.min(1.0)
 }
 
 /// Plain stochastic gradient descent: `p ← p − lr · g`.
@@ -138,6 +131,17 @@ pub struct AdamParamState<R> {
     pub v: Matrix<R>,
 }
 
+/// What one row of a parameter takes in a step with a row gradient.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum RowSource {
+    /// Not updated.
+    Skip,
+    /// Updated with a zero gradient (its moments decay, it moves by its momentum).
+    Zero,
+    /// Updated with this row of the gradient.
+    Grad(usize),
+}
+
 /// Internal per-parameter state.
 #[derive(Debug, Clone)]
 struct Slot<R> {
@@ -178,18 +182,22 @@ impl<R: Real> Adam<R> {
         params: &mut ParamStore<R>,
         grads: &ParamGrads<R>,
     ) -> Result<(), AutodiffError> {
-        self.step_with_pool(params, grads, None)
+        self.step_scaled(params, grads, 1.0, None)
     }
 
-    /// [`Adam::step`] with dense updates split over `pool` in fixed chunks (the update
-    /// is elementwise, so the result is the same for any thread count).
+    /// [`Adam::step`] on the gradients multiplied by `scale` (a clipping coefficient,
+    /// [`clip_coef`]: each gradient element is multiplied as it is read, exactly as a
+    /// separate scaling pass would, without that pass), with dense updates split over `pool`
+    /// in fixed chunks (the update is elementwise, so the result is the same for any thread
+    /// count).
     ///
     /// # Errors
     /// [`AutodiffError::Shape`] if a gradient's shape differs from its parameter's.
-    pub fn step_with_pool(
+    pub fn step_scaled(
         &mut self,
         params: &mut ParamStore<R>,
         grads: &ParamGrads<R>,
+        scale: f64,
         pool: Option<&ThreadPool>,
     ) -> Result<(), AutodiffError> {
         if self.slots.len() < params.len() {
@@ -208,7 +216,7 @@ impl<R: Real> Adam<R> {
                 live_rows: Vec::new(),
             });
             slot.state.step += 1;
-            let k = Coefs::new(&self.config, slot.state.step);
+            let k = Coefs::new(&self.config, slot.state.step, scale);
             match g {
                 Grad::Dense(d) => {
                     slot.last_touch = None;
@@ -241,35 +249,70 @@ impl<R: Real> Adam<R> {
                 }
                 Grad::Rows(rows) => {
                     let step = slot.state.step;
-                    let st = &mut slot.state;
-                    for (i, &r) in rows.rows.iter().enumerate() {
-                        k.update_row(p, &mut st.m, &mut st.v, r, Some(rows.values.row(i)));
-                        if let Some(touch) = &mut slot.last_touch {
+                    if let Some(touch) = &mut slot.last_touch {
+                        for &r in &rows.rows {
                             if touch[r] == 0 {
                                 slot.live_rows.push(r);
                             }
                             touch[r] = step;
                         }
                     }
-                    if self.config.sparse == SparseMode::Lazy {
-                        continue;
-                    }
-                    match &slot.last_touch {
-                        // Live rows not in this gradient see g = 0.
-                        Some(touch) => {
-                            for &r in &slot.live_rows {
-                                if touch[r] != step {
-                                    k.update_row(p, &mut st.m, &mut st.v, r, None);
+                    // What each parameter row takes this step: its gradient row, a zero
+                    // gradient (live rows missing from it, unless lazy), or nothing.
+                    let mut source = vec![RowSource::Skip; p.nrows()];
+                    if self.config.sparse == SparseMode::DenseEquivalent {
+                        match &slot.last_touch {
+                            Some(_) => {
+                                for &r in &slot.live_rows {
+                                    source[r] = RowSource::Zero;
                                 }
                             }
+                            None => source.fill(RowSource::Zero),
                         }
-                        None => {
-                            let mut in_grad = vec![false; p.nrows()];
-                            for &r in &rows.rows {
-                                in_grad[r] = true;
-                            }
-                            for r in (0..p.nrows()).filter(|&r| !in_grad[r]) {
-                                k.update_row(p, &mut st.m, &mut st.v, r, None);
+                    }
+                    for (i, &r) in rows.rows.iter().enumerate() {
+                        source[r] = RowSource::Grad(i);
+                    }
+                    let st = &mut slot.state;
+                    let g = rows.values.as_slice();
+                    let dim = p.ncols();
+                    let flat = (p.as_slice_mut(), st.m.as_slice_mut(), st.v.as_slice_mut());
+                    match (flat, g, pool) {
+                        // Rows are independent: split them over the pool in runs of rows.
+                        ((Some(ps), Some(ms), Some(vs)), Some(g), Some(pool)) if dim > 0 => {
+                            let rows_per_task = PAR_CHUNK.div_ceil(dim);
+                            pool.install(|| {
+                                ps.par_chunks_mut(rows_per_task * dim)
+                                    .zip(ms.par_chunks_mut(rows_per_task * dim))
+                                    .zip(vs.par_chunks_mut(rows_per_task * dim))
+                                    .zip(source.par_chunks(rows_per_task))
+                                    .for_each(|(((p, m), v), source)| {
+                                        let runs = p
+                                            .chunks_mut(dim)
+                                            .zip(m.chunks_mut(dim))
+                                            .zip(v.chunks_mut(dim))
+                                            .zip(source);
+                                        for (((p, m), v), src) in runs {
+                                            let g = match *src {
+                                                RowSource::Skip => continue,
+                                                RowSource::Zero => None,
+                                                RowSource::Grad(i) => {
+                                                    Some(&g[i * dim..(i + 1) * dim])
+                                                }
+                                            };
+                                            k.update_slices(p, m, v, g);
+                                        }
+                                    });
+                            });
+                        }
+                        _ => {
+                            for (r, src) in source.iter().enumerate() {
+                                let g = match *src {
+                                    RowSource::Skip => continue,
+                                    RowSource::Zero => None,
+                                    RowSource::Grad(i) => Some(rows.values.row(i)),
+                                };
+                                k.update_row(p, &mut st.m, &mut st.v, r, g);
                             }
                         }
                     }
@@ -347,10 +390,11 @@ struct Coefs<R> {
     step_size: R,
     bc2_sqrt: R,
     eps: R,
+    grad_scale: R,
 }
 
 impl<R: Real> Coefs<R> {
-    fn new(c: &AdamConfig, step: u64) -> Self {
+    fn new(c: &AdamConfig, step: u64, grad_scale: f64) -> Self {
         let t = step as f64;
         let bc1 = 1.0 - c.beta1.powf(t);
         let bc2 = 1.0 - c.beta2.powf(t);
@@ -362,6 +406,7 @@ impl<R: Real> Coefs<R> {
             step_size: R::from_f64(c.lr / bc1),
             bc2_sqrt: R::from_f64(bc2.sqrt()),
             eps: R::from_f64(c.eps),
+            grad_scale: R::from_f64(grad_scale),
         }
     }
 
@@ -413,6 +458,8 @@ impl<R: Real> Coefs<R> {
     /// One element, in the order `torch.optim.Adam` computes it.
     #[inline(always)]
     fn update_one(&self, p: &mut R, m: &mut R, v: &mut R, g: R) {
+        // × 1 when not clipping: exact.
+        let g = g * self.grad_scale;
         *m = self.beta1 * *m + self.one_minus_beta1 * g;
         *v = self.beta2 * *v + self.one_minus_beta2 * g * g;
         let denom = v.sqrt() / self.bc2_sqrt + self.eps;
@@ -484,7 +531,7 @@ mod tests {
         let mut a2 = Adam::new(AdamConfig::default());
         for _ in 0..2 {
             a1.step(&mut s1, &dense(id, g.clone())).unwrap();
-            a2.step_with_pool(&mut s2, &dense(id, g.clone()), Some(&pool))
+            a2.step_scaled(&mut s2, &dense(id, g.clone()), 1.0, Some(&pool))
                 .unwrap();
         }
         assert_eq!(s1.get(id), s2.get(id));
@@ -591,14 +638,55 @@ mod tests {
         let mut pg = ParamGrads::<f64>::new();
         pg.set(ParamId(0), Grad::Dense(array![[3.0, 4.0]]));
         pg.set(ParamId(1), Grad::Dense(array![[12.0]]));
-        let keep = pg.clone();
-        assert_eq!(clip_grad_norm(&mut pg, 20.0), 13.0);
-        assert_eq!(pg.get(ParamId(0)), keep.get(ParamId(0)));
-        let total = clip_grad_norm(&mut pg, 5.0);
-        assert_eq!(total, 13.0);
-        let c = 5.0 / (13.0 + 1e-6);
-        assert_eq!(pg.get(ParamId(1)).unwrap().to_dense(), array![[12.0 * c]]);
-        assert!((pg.global_norm() - 5.0).abs() < 1e-6);
+        assert_eq!(pg.global_norm(None), 13.0);
+        assert_eq!(clip_coef(13.0, 20.0), 1.0);
+        assert_eq!(clip_coef(13.0, 5.0), 5.0 / (13.0 + 1e-6));
+    }
+
+    /// Scaling inside the update is bit for bit a scaling pass followed by a plain step,
+    /// on dense and row gradients, in both sparse modes, serial and on a pool.
+    #[test]
+    fn a_scaled_step_equals_scaling_then_stepping() {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .unwrap();
+        for sparse in [SparseMode::DenseEquivalent, SparseMode::Lazy] {
+            let config = AdamConfig {
+                sparse,
+                ..AdamConfig::default()
+            };
+            let mut store = ParamStore::<f32>::new();
+            let w = Matrix::from_shape_fn((300, 250), |(i, j)| ((i * 250 + j) as f32).sin());
+            // Enough rows that the pool splits them into several runs.
+            let e = Matrix::from_shape_fn((12_000, 6), |(i, j)| ((i + 7 * j) as f32).cos());
+            let (w_id, e_id) = (store.add("w", w).unwrap(), store.add("e", e).unwrap());
+            let (mut fused, mut passes) = (store.clone(), store);
+            let (mut a1, mut a2) = (Adam::new(config), Adam::new(config));
+            for step in 0..3 {
+                let mut pg = ParamGrads::<f32>::new();
+                let gw =
+                    Matrix::from_shape_fn((300, 250), |(i, j)| ((i + 3 * j + step) as f32).cos());
+                pg.set(w_id, Grad::Dense(gw));
+                let rows = [step, 5 + step, 11_000 - step];
+                let ge = Matrix::from_shape_fn((3, 6), |(i, j)| (i as f32 - j as f32) * 0.7);
+                pg.set(e_id, Grad::Rows(RowGrad::from_ids(12_000, &rows, &ge)));
+                let coef = clip_coef(pg.global_norm(Some(&pool)).to_f64(), 1.0);
+                assert!(coef < 1.0);
+                a1.step_scaled(&mut fused, &pg, coef, Some(&pool)).unwrap();
+                for (_, g) in pg.iter_mut() {
+                    let values = match g {
+                        Grad::Dense(m) => m,
+                        Grad::Rows(r) => &mut r.values,
+                    };
+                    values.mapv_inplace(|x| x * coef as f32);
+                }
+                a2.step(&mut passes, &pg).unwrap();
+            }
+            assert_eq!(fused.get(w_id), passes.get(w_id));
+            assert_eq!(fused.get(e_id), passes.get(e_id));
+            assert_eq!(a1.export(&fused), a2.export(&passes));
+        }
     }
 
     #[test]

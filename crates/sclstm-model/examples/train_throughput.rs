@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use sclstm_autodiff::optim::{Adam, AdamConfig, clip_grad_norm};
+use sclstm_autodiff::optim::{Adam, AdamConfig, clip_coef};
 use sclstm_cpu::CpuBackend;
 use sclstm_model::{Family, ModelConfig, ModelError, ModelInput, Tagger, TaskConfig};
 
@@ -74,15 +74,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             contextual: &[],
         };
         let start = Instant::now();
-        let mut grads = {
+        let grads = {
             let mut tape = tagger.tape();
             let loss = tagger.loss(&mut tape, &input, task, &gold, step as u64)?;
             tape.backward(loss)
                 .map_err(ModelError::from)?
                 .into_param_grads()
         };
-        clip_grad_norm(&mut grads, 5.0);
-        adam.step(tagger.params_mut(), &grads)?;
+        let coef = clip_coef(f64::from(grads.global_norm(None)), 5.0);
+        adam.step_scaled(tagger.params_mut(), &grads, coef, None)?;
         // The first steps allocate the layer caches; time the rest.
         if step >= 3 {
             elapsed += start.elapsed().as_secs_f64();

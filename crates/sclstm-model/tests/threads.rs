@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use sclstm_autodiff::optim::{Adam, AdamConfig, clip_grad_norm};
+use sclstm_autodiff::optim::{Adam, AdamConfig, clip_coef};
 use sclstm_cpu::CpuBackend;
 use sclstm_model::{Family, ModelError, Tagger};
 
@@ -25,7 +25,7 @@ fn train(threads: usize, family: Family, steps: usize) -> Result<Vec<Vec<f64>>, 
         // Lengths 2..=6 in batches of 5: sentences finish at different steps.
         let batch = Batch::new(&sentences(5, 100 + step as u64));
         let task = step % 2;
-        let mut grads = {
+        let grads = {
             let mut tape = tagger.tape();
             let loss = tagger.loss(
                 &mut tape,
@@ -38,8 +38,8 @@ fn train(threads: usize, family: Family, steps: usize) -> Result<Vec<Vec<f64>>, 
                 .map_err(ModelError::from)?
                 .into_param_grads()
         };
-        clip_grad_norm(&mut grads, 5.0);
-        adam.step(tagger.params_mut(), &grads)
+        let coef = clip_coef(grads.global_norm(None), 5.0);
+        adam.step_scaled(tagger.params_mut(), &grads, coef, None)
             .map_err(ModelError::from)?;
     }
     Ok(tagger

@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use anyhow::{Context, bail};
 use rayon::ThreadPool;
-use sclstm_autodiff::optim::{Adam, AdamConfig, clip_grad_norm};
+use sclstm_autodiff::optim::{Adam, AdamConfig, clip_coef};
 use sclstm_core::{Backend, NumError, Real};
 use sclstm_data::batch::{Batch, BatchConfig, EncodedSentence, epoch_batches, make_batch};
 use sclstm_model::{CharCnnConfig, HeadKind, ModelConfig, ModelInput, Tagger, TaskConfig};
@@ -701,7 +701,7 @@ impl<B: Backend + 'static> Trainer<B> {
         let batch = make_batch(&task.train.encoded, ids);
         let rows = batch_rows(&batch, task.train.contextual.as_ref());
         let input = model_input(&batch, &rows);
-        let (loss_value, mut grads) = {
+        let (loss_value, grads) = {
             let mut tape = self.tagger.tape();
             let loss = self
                 .tagger
@@ -737,7 +737,7 @@ impl<B: Backend + 'static> Trainer<B> {
             }
             (value, tape.backward(loss)?.into_param_grads())
         };
-        let norm = clip_grad_norm(&mut grads, self.config.clip);
+        let norm = grads.global_norm(self.pool.as_deref()).to_f64();
         if !norm.is_finite() {
             return Err(TrainError::NonFiniteGradient {
                 task: task.name.clone(),
@@ -756,8 +756,12 @@ impl<B: Backend + 'static> Trainer<B> {
                 .map(|(_, _, m)| m.clone())
                 .collect::<Vec<_>>()
         });
-        self.adam
-            .step_with_pool(self.tagger.params_mut(), &grads, self.pool.as_deref())?;
+        self.adam.step_scaled(
+            self.tagger.params_mut(),
+            &grads,
+            clip_coef(norm, self.config.clip),
+            self.pool.as_deref(),
+        )?;
         drop(grads);
         let state = &mut self.state;
         state.step += 1;

@@ -613,6 +613,8 @@ impl<B: Backend> FusedOp<B::Elem> for ScLstmOp<B> {
         }
 
         let call_in = &*call;
+        // Each direction's weight gradients (one unit per direction), in one transfer.
+        let sizes = param_sizes(&self.geo);
         let run = |i: usize, dc: &mut DirCache<B>| {
             let unit = &self.units[i];
             // Output columns → the state gradient rows after the B initial ones.
@@ -622,14 +624,31 @@ impl<B: Backend> FusedOp<B::Elem> for ScLstmOp<B> {
                 let col = (nd * (1 + j) + unit.dir) * hd;
                 be.gather_rows(&take(col), &unit.ids, &call_in.out, &mut tc.d_q_k)?;
             }
-            dir_backward(be, dc, &weights[unit.dir], unit)
+            let wb = &weights[unit.dir];
+            dir_backward(be, dc, wb, unit)?;
+            be.download_parts(&lock(&wb.d_params), &sizes)
         };
-        // The directions run on the two sides of the join.
+        // The directions run on the two sides of the join, each copying out its own weight
+        // gradients.
         let results = self.ws.each_unit(caches, run);
+        let mut shapes = vec![(4 * hd, d), (4 * hd, hd), (1, 4 * hd)];
+        for &(dk, _) in &self.geo.tasks {
+            shapes.extend([(hd, dk), (hd, hd), (1, hd)]);
+        }
+        let mut per_dir: Vec<Vec<Option<Matrix<B::Elem>>>> = vec![Vec::new(); nd];
         // The input gradients are added into the call's buffers in unit order (a fixed
         // order: deterministic).
         for ((unit, dc), done) in self.units.iter().zip(caches.iter()).zip(results) {
-            done?;
+            per_dir[unit.dir] = done?
+                .into_iter()
+                .zip(&shapes)
+                .map(|(v, &shape)| {
+                    Some(
+                        Matrix::from_shape_vec(shape, v)
+                            .expect("internal: gradient length matches its shape"),
+                    )
+                })
+                .collect();
             be.scatter_add_rows(
                 &caller_rows(rows, d, 0, d, 0),
                 &unit.ids,
@@ -656,28 +675,6 @@ impl<B: Backend> FusedOp<B::Elem> for ScLstmOp<B> {
             .zip(self.geo.tasks.iter().filter(|t| t.1))
             .map(|(buf, &(dk, _))| fetch(buf, dk));
 
-        let mut shapes = vec![(4 * hd, d), (4 * hd, hd), (1, 4 * hd)];
-        for &(dk, _) in &self.geo.tasks {
-            shapes.extend([(hd, dk), (hd, hd), (1, hd)]);
-        }
-        // Each direction's weight gradients in one transfer.
-        let sizes = param_sizes(&self.geo);
-        let mut per_dir: Vec<Vec<Option<Matrix<B::Elem>>>> = weights
-            .iter()
-            .map(|wb| {
-                let parts = be.download_parts(&lock(&wb.d_params), &sizes)?;
-                Ok(parts
-                    .into_iter()
-                    .zip(&shapes)
-                    .map(|(v, &shape)| {
-                        Some(
-                            Matrix::from_shape_vec(shape, v)
-                                .expect("internal: gradient length matches its shape"),
-                        )
-                    })
-                    .collect())
-            })
-            .collect::<Result<_, NumError>>()?;
         let mut grads = vec![Some(d_x)];
         for _ in self.separate.iter().filter(|&&s| s) {
             let m = d_x_k
