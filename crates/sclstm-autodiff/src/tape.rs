@@ -591,7 +591,8 @@ impl<'p, R: Real> Tape<'p, R> {
         ))
     }
 
-    /// Inverted dropout with a mask drawn from `rng`; the identity on a no-grad tape.
+    /// Inverted dropout with a mask drawn from `rng` (on the tape's pool when it has one; the
+    /// same mask either way); the identity on a no-grad tape.
     ///
     /// # Errors
     /// A foreign var.
@@ -599,7 +600,7 @@ impl<'p, R: Real> Tape<'p, R> {
         &mut self,
         x: Var,
         rate: DropoutRate,
-        rng: &mut impl rand::Rng,
+        rng: &mut rand_chacha::ChaCha8Rng,
     ) -> Result<Var, NumError> {
         self.check("dropout", &[x])?;
         if !self.recording || rate.get() == 0.0 {
@@ -612,8 +613,7 @@ impl<'p, R: Real> Tape<'p, R> {
                 y,
             ));
         }
-        let mask = dropout::mask(self.shape(x), rate, rng);
-        let y = self.value(x) * &mask;
+        let (y, mask) = dropout::forward(self.value(x), rate, rng, self.pool);
         Ok(self.push(Op::Dropout { x, mask }, y))
     }
 
@@ -820,7 +820,8 @@ impl<'p, R: Real> Tape<'p, R> {
                 }
             }
             Op::Dropout { x, mask } => {
-                elementwise::mul_backward(d, mask, dense_slot(&mut lo[x.index()], shape(*x)));
+                let d_x = dense_slot(&mut lo[x.index()], shape(*x));
+                dropout::backward(d, mask, d_x, pool);
             }
             Op::CrossEntropy { logits, cache } => {
                 let d_z = dense_slot(&mut lo[logits.index()], shape(*logits));
@@ -1155,7 +1156,8 @@ mod tests {
         assert!((100..300).contains(&kept), "kept {kept} of 400");
         // The drop frequency follows p (odd element count exercises the last draw).
         let mut rng = ChaCha8Rng::seed_from_u64(9);
-        let m = dropout::mask::<f64>((101, 99), DropoutRate::new(0.2).expect("valid"), &mut rng);
+        let ones = Matrix::<f64>::ones((101, 99));
+        let (_, m) = dropout::forward(&ones, DropoutRate::new(0.2).expect("valid"), &mut rng, None);
         let dropped = m.iter().filter(|&&v| v == 0.0).count() as f64 / m.len() as f64;
         assert!((dropped - 0.2).abs() < 0.02, "dropped {dropped}");
         assert!(m.iter().all(|&v| v == 0.0 || v == 1.25));

@@ -3,8 +3,13 @@
 //! The mask is drawn from a caller-supplied seeded generator, so a run is reproducible.
 //! Backward: `dX += dY ⊙ M`.
 
+use rand::Rng;
+use rand_chacha::ChaCha8Rng;
+use rayon::ThreadPool;
+use rayon::prelude::*;
 use sclstm_core::{Matrix, Real};
 
+use super::elementwise;
 use crate::AutodiffError;
 
 /// A dropout probability in `[0, 1)`.
@@ -30,32 +35,89 @@ impl DropoutRate {
     }
 }
 
-/// Draws the scaled keep mask of shape `shape`: each element is dropped when a fresh
-/// 32-bit draw is below `p · 2³²` (the generator's 32-bit words in order, row-major: two
-/// per 64-bit output), so the mask is a pure function of the generator's state.
-pub fn mask<R: Real>(shape: (usize, usize), p: DropoutRate, rng: &mut impl rand::Rng) -> Matrix<R> {
+/// Mask elements drawn by one task when the masks are drawn on a pool.
+const PAR_WORDS: usize = 1 << 14;
+
+/// `Y = X ⊙ M` and the scaled keep mask `M`: element `i` (row-major) is dropped when the
+/// generator's 32-bit word `i` from where it stands (two per 64-bit output, low half first)
+/// is below `p · 2³²`, and the generator is left after the last word used. The mask is a
+/// pure function of the generator's state: with `pool`, runs of words are drawn on its
+/// threads from copies of the generator set to their offsets in the stream, so the result
+/// does not depend on the pool.
+pub fn forward<R: Real>(
+    x: &Matrix<R>,
+    p: DropoutRate,
+    rng: &mut ChaCha8Rng,
+    pool: Option<&ThreadPool>,
+) -> (Matrix<R>, Matrix<R>) {
     let keep = R::from_f64(1.0 / (1.0 - p.0));
     // p < 1, so p · 2³² < 2³² and the threshold fits in 32 bits.
     let threshold = (p.0 * 4_294_967_296.0) as u32;
-    let mut draws = vec![0u32; shape.0 * shape.1];
-    fill_words(rng, &mut draws);
-    // A branch-free select: a drop is a coin flip the branch predictor cannot learn.
-    let values = draws
-        .iter()
-        .map(|&draw| if draw < threshold { R::zero() } else { keep })
-        .collect();
-    Matrix::from_shape_vec(shape, values).expect("internal: the shape holds the draws")
+    let shape = x.dim();
+    let xs = x.as_standard_layout();
+    let xs = xs
+        .as_slice()
+        .expect("internal: a standard-layout matrix is contiguous");
+    let (mut y, mut mask) = (vec![R::zero(); xs.len()], vec![R::zero(); xs.len()]);
+    let start = rng.get_word_pos();
+    let base = &*rng;
+    let draw = |offset: usize, x: &[R], y: &mut [R], mask: &mut [R]| {
+        let mut rng = base.clone();
+        rng.set_word_pos(start + offset as u128);
+        let mut words = [0u8; 4096];
+        let chunks = x
+            .chunks(1024)
+            .zip(y.chunks_mut(1024))
+            .zip(mask.chunks_mut(1024));
+        for ((x, y), mask) in chunks {
+            let words = &mut words[..4 * x.len()];
+            rng.fill_bytes(words);
+            for (((&x, y), m), w) in x.iter().zip(y).zip(mask).zip(words.chunks_exact(4)) {
+                let draw = u32::from_le_bytes([w[0], w[1], w[2], w[3]]);
+                // A branch-free select: a drop is a coin flip no predictor can learn.
+                *m = if draw < threshold { R::zero() } else { keep };
+                *y = x * *m;
+            }
+        }
+    };
+    match pool {
+        Some(pool) if xs.len() >= 2 * PAR_WORDS => pool.install(|| {
+            xs.par_chunks(PAR_WORDS)
+                .zip(y.par_chunks_mut(PAR_WORDS))
+                .zip(mask.par_chunks_mut(PAR_WORDS))
+                .enumerate()
+                .for_each(|(i, ((x, y), mask))| draw(i * PAR_WORDS, x, y, mask));
+        }),
+        _ => draw(0, xs, &mut y, &mut mask),
+    }
+    rng.set_word_pos(start + xs.len() as u128);
+    let y = Matrix::from_shape_vec(shape, y).expect("internal: the shape holds the values");
+    let mask = Matrix::from_shape_vec(shape, mask).expect("internal: the shape holds the mask");
+    (y, mask)
 }
 
-/// Fills `words` with the generator's next 32-bit words, in the order `next_u32` returns them.
-fn fill_words(rng: &mut impl rand::Rng, words: &mut [u32]) {
-    let mut bytes = [0u8; 4096];
-    for chunk in words.chunks_mut(bytes.len() / 4) {
-        let bytes = &mut bytes[..4 * chunk.len()];
-        rng.fill_bytes(bytes);
-        for (w, b) in chunk.iter_mut().zip(bytes.chunks_exact(4)) {
-            *w = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+/// Backward: `dX += dY ⊙ M`, in runs on `pool` when it has one (elementwise, so the same
+/// result either way).
+pub fn backward<R: Real>(
+    d_y: &Matrix<R>,
+    mask: &Matrix<R>,
+    d_x: &mut Matrix<R>,
+    pool: Option<&ThreadPool>,
+) {
+    match (d_x.as_slice_mut(), d_y.as_slice(), mask.as_slice(), pool) {
+        (Some(dx), Some(dy), Some(m), Some(pool)) if dx.len() >= 2 * PAR_WORDS => {
+            pool.install(|| {
+                dx.par_chunks_mut(PAR_WORDS)
+                    .zip(dy.par_chunks(PAR_WORDS))
+                    .zip(m.par_chunks(PAR_WORDS))
+                    .for_each(|((dx, dy), m)| {
+                        for ((dx, &dy), &m) in dx.iter_mut().zip(dy).zip(m) {
+                            *dx += dy * m;
+                        }
+                    });
+            });
         }
+        _ => elementwise::mul_backward(d_y, mask, d_x),
     }
 }
 
@@ -89,30 +151,44 @@ mod tests {
     }
 
     #[test]
-    fn mask_follows_the_documented_draws_and_leaves_the_generator_where_they_end() {
-        // Sizes around the 1024-word fill chunk and the 16-word ChaCha block, odd and even,
-        // from a generator already part-way into a block.
-        for (shape, p, skip) in [
+    fn masks_follow_the_documented_draws_on_any_pool_and_leave_the_generator_after_them() {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .expect("pool");
+        // Sizes around the 1024-word fill run, the 16-word ChaCha block and the pool's runs,
+        // odd and even, from a generator already part-way into a block.
+        let cases = [
             ((1, 1), 0.5, 0),
             ((3, 5), 0.3, 1),
             ((32, 32), 0.5, 7),
             ((41, 53), 0.1, 3),
             ((7, 293), 0.9, 0),
-        ] {
-            let mut a = ChaCha8Rng::seed_from_u64(17);
-            for _ in 0..skip {
-                a.next_u32();
+            ((5, 13_107), 0.5, 5),
+        ];
+        for (shape, p, skip) in cases {
+            for pool in [None, Some(&pool)] {
+                let mut a = ChaCha8Rng::seed_from_u64(17);
+                for _ in 0..skip {
+                    a.next_u32();
+                }
+                let mut b = a.clone();
+                let x = Matrix::from_shape_fn(shape, |(i, j)| (i * 3 + j) as f64 * 0.25 - 2.0);
+                let rate = DropoutRate::new(p).expect("valid");
+                let (y, m) = forward(&x, rate, &mut a, pool);
+                let want = one_by_one(shape.0 * shape.1, p, &mut b);
+                assert_eq!(m.dim(), shape);
+                assert_eq!(m.iter().copied().collect::<Vec<_>>(), want, "{shape:?}");
+                assert_eq!(y, &x * &m, "{shape:?}");
+                let mut d_x = Matrix::from_elem(shape, 0.5);
+                backward(&x, &m, &mut d_x, pool);
+                assert_eq!(d_x, (&x * &m).mapv(|v| v + 0.5), "{shape:?}");
+                assert_eq!(
+                    a.next_u64(),
+                    b.next_u64(),
+                    "{shape:?}: the generators part in step"
+                );
             }
-            let mut b = a.clone();
-            let m = mask::<f64>(shape, DropoutRate::new(p).expect("valid"), &mut a);
-            let want = one_by_one(shape.0 * shape.1, p, &mut b);
-            assert_eq!(m.dim(), shape);
-            assert_eq!(m.iter().copied().collect::<Vec<_>>(), want, "{shape:?}");
-            assert_eq!(
-                a.next_u64(),
-                b.next_u64(),
-                "{shape:?}: the generators part in step"
-            );
         }
     }
 }

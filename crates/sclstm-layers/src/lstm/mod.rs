@@ -466,8 +466,8 @@ fn forward_units<B: Backend>(
             be.scatter_add_rows(&place(col), &unit.ids, &tc.q_k, &mut call.out)?;
         }
     }
-    let mut flat = be.download(&call.out)?;
-    flat.truncate(rows * width);
+    // Only the call's rows: a pooled buffer may be longer.
+    let flat = be.download_parts(&call.out, &[rows * width])?.remove(0);
     Ok(Matrix::from_shape_vec((rows, width), flat).expect("internal: output length matches"))
 }
 
@@ -664,8 +664,7 @@ impl<B: Backend> FusedOp<B::Elem> for ScLstmOp<B> {
             }
         }
         let fetch = |buf: &B::Buf, cols: usize| -> Result<Matrix<B::Elem>, NumError> {
-            let mut v = be.download(buf)?;
-            v.truncate(rows * cols);
+            let v = be.download_parts(buf, &[rows * cols])?.remove(0);
             Ok(Matrix::from_shape_vec((rows, cols), v).expect("internal: gradient length matches"))
         };
         let d_x = fetch(&call.x, d)?;
