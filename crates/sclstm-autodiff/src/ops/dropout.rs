@@ -3,7 +3,7 @@
 //! The mask is drawn from a caller-supplied seeded generator, so a run is reproducible.
 //! Backward: `dX += dY ⊙ M`.
 
-use rand::Rng;
+use rand::RngExt;
 use rand_chacha::ChaCha8Rng;
 use rayon::ThreadPool;
 use rayon::prelude::*;
@@ -64,16 +64,16 @@ pub fn forward<R: Real>(
     let draw = |offset: usize, x: &[R], y: &mut [R], mask: &mut [R]| {
         let mut rng = base.clone();
         rng.set_word_pos(start + offset as u128);
-        let mut words = [0u8; 4096];
+        let mut words = [0u32; 1024];
         let chunks = x
             .chunks(1024)
             .zip(y.chunks_mut(1024))
             .zip(mask.chunks_mut(1024));
         for ((x, y), mask) in chunks {
-            let words = &mut words[..4 * x.len()];
-            rng.fill_bytes(words);
-            for (((&x, y), m), w) in x.iter().zip(y).zip(mask).zip(words.chunks_exact(4)) {
-                let draw = u32::from_le_bytes([w[0], w[1], w[2], w[3]]);
+            let words = &mut words[..x.len()];
+            // The generator's words in order (its bytes, read little-endian).
+            rng.fill(words);
+            for (((&x, y), m), &draw) in x.iter().zip(y).zip(mask).zip(&*words) {
                 // A branch-free select: a drop is a coin flip no predictor can learn.
                 *m = if draw < threshold { R::zero() } else { keep };
                 *y = x * *m;
