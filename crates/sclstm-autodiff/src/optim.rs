@@ -8,7 +8,9 @@
 //!   `torch.optim.Adam` on the dense gradient. Rows not in this step's gradient still
 //!   decay their moments and move by their momentum. Rows whose moments are still zero
 //!   (never touched) provably do not move, so only rows touched at least once are
-//!   visited: the cost is `O(#rows ever touched · dim)` per step, not `O(V · dim)`.
+//!   updated: the arithmetic is `O(#rows ever touched · dim)` per step, not `O(V · dim)`
+//!   (plus one flag per row saying what it takes). With a pool, runs of rows are updated
+//!   on its threads.
 //! - [`SparseMode::Lazy`]: only the rows in this step's gradient are updated (like
 //!   `torch.optim.SparseAdam`); untouched rows keep their moments unchanged.
 //!
