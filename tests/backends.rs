@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use sclstm_autodiff::optim::{Adam, AdamConfig, clip_coef};
+use sclstm_autodiff::optim::{Adam, AdamConfig};
 use sclstm_core::{Backend, Matrix};
 use sclstm_cpu::CpuBackend;
 use sclstm_layers::{
@@ -297,8 +297,7 @@ impl<Bk: Backend<Elem = f32> + 'static> Train for Tagger<Bk> {
                 tape.backward(loss).unwrap().into_param_grads(),
             )
         };
-        let coef = clip_coef(f64::from(grads.global_norm(None)), 5.0);
-        opt.step_scaled(self.params_mut(), &grads, coef, None)
+        opt.step_clipped(self.params_mut(), &grads, 5.0, None)
             .unwrap();
         value
     }

@@ -29,7 +29,7 @@ use std::time::Instant;
 
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use sclstm_autodiff::optim::{Adam, AdamConfig, clip_coef};
+use sclstm_autodiff::optim::{Adam, AdamConfig};
 use sclstm_core::{Backend, Gemm, Real};
 use sclstm_cpu::kernels::{KERNELS_ENV, Kernels, cpu_model};
 use sclstm_model::{Family, ModelConfig, ModelError, ModelInput, Tagger, TaskConfig};
@@ -378,13 +378,7 @@ impl BackendJob for BenchJob<'_> {
                     .map_err(ModelError::from)?
                     .into_param_grads()
             };
-            let norm = grads.global_norm(pool.as_deref()).to_f64();
-            adam.step_scaled(
-                tagger.params_mut(),
-                &grads,
-                clip_coef(norm, 5.0),
-                pool.as_deref(),
-            )?;
+            adam.step_clipped(tagger.params_mut(), &grads, 5.0, pool.as_deref())?;
             if step >= WARMUP_STEPS {
                 elapsed += start.elapsed().as_secs_f64();
                 let real = batch.lens.iter().sum::<usize>();

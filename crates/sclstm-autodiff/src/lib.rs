@@ -64,7 +64,7 @@ pub enum AutodiffError {
 
 #[cfg(test)]
 mod tests {
-    use super::optim::{Adam, AdamConfig, clip_coef};
+    use super::optim::{Adam, AdamConfig};
     use super::*;
     use ndarray::Array2;
     use sclstm_core::{Matrix, NumError};
@@ -105,8 +105,7 @@ mod tests {
                 losses.push(t.value(loss)[[0, 0]]);
                 t.backward(loss)?.into_param_grads()
             };
-            let coef = clip_coef(f64::from(grads.global_norm(None)), 5.0);
-            adam.step_scaled(&mut store, &grads, coef, None)
+            adam.step_clipped(&mut store, &grads, 5.0, None)
                 .expect("shapes match");
         }
         let params = store.iter().map(|(_, _, v)| v.clone()).collect();

@@ -187,6 +187,29 @@ impl<R: Real> Adam<R> {
         self.step_scaled(params, grads, 1.0, None)
     }
 
+    /// Clips the gradients to the global norm `max_norm` and takes a step, as
+    /// `torch.nn.utils.clip_grad_norm_` followed by `torch.optim.Adam.step` do: the norm is
+    /// summed on `pool` ([`ParamGrads::global_norm`]) and the coefficient ([`clip_coef`])
+    /// applied as Adam reads each gradient ([`Adam::step_scaled`]). Returns the norm before
+    /// clipping; when it is not finite nothing is updated, so the caller can stop with the
+    /// parameters as they were.
+    ///
+    /// # Errors
+    /// [`AutodiffError::Shape`] if a gradient's shape differs from its parameter's.
+    pub fn step_clipped(
+        &mut self,
+        params: &mut ParamStore<R>,
+        grads: &ParamGrads<R>,
+        max_norm: f64,
+        pool: Option<&ThreadPool>,
+    ) -> Result<f64, AutodiffError> {
+        let norm = grads.global_norm(pool).to_f64();
+        if norm.is_finite() {
+            self.step_scaled(params, grads, clip_coef(norm, max_norm), pool)?;
+        }
+        Ok(norm)
+    }
+
     /// [`Adam::step`] on the gradients multiplied by `scale` (a clipping coefficient,
     /// [`clip_coef`]: each gradient element is multiplied as it is read, exactly as a
     /// separate scaling pass would, without that pass), with dense updates split over `pool`

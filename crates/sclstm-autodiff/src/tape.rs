@@ -765,9 +765,9 @@ impl<'p, R: Real> Tape<'p, R> {
             }
             Op::Mul { a, b } => {
                 let d_a = dense_slot(&mut lo[a.index()], shape(*a));
-                elementwise::mul_backward(d, self.value(*b), d_a);
+                elementwise::mul_backward(d, self.value(*b), d_a, pool);
                 let d_b = dense_slot(&mut lo[b.index()], shape(*b));
-                elementwise::mul_backward(d, self.value(*a), d_b);
+                elementwise::mul_backward(d, self.value(*a), d_b, pool);
             }
             Op::Sigmoid { x } => {
                 elementwise::sigmoid_backward(d, y, dense_slot(&mut lo[x.index()], shape(*x)));
@@ -821,7 +821,7 @@ impl<'p, R: Real> Tape<'p, R> {
             }
             Op::Dropout { x, mask } => {
                 let d_x = dense_slot(&mut lo[x.index()], shape(*x));
-                dropout::backward(d, mask, d_x, pool);
+                elementwise::mul_backward(d, mask, d_x, pool);
             }
             Op::CrossEntropy { logits, cache } => {
                 let d_z = dense_slot(&mut lo[logits.index()], shape(*logits));

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use sclstm_autodiff::optim::{Adam, AdamConfig, clip_coef};
+use sclstm_autodiff::optim::{Adam, AdamConfig};
 use sclstm_cpu::CpuBackend;
 use sclstm_model::{Family, ModelError, Tagger};
 
@@ -38,8 +38,7 @@ fn train(threads: usize, family: Family, steps: usize) -> Result<Vec<Vec<f64>>, 
                 .map_err(ModelError::from)?
                 .into_param_grads()
         };
-        let coef = clip_coef(grads.global_norm(None), 5.0);
-        adam.step_scaled(tagger.params_mut(), &grads, coef, None)
+        adam.step_clipped(tagger.params_mut(), &grads, 5.0, None)
             .map_err(ModelError::from)?;
     }
     Ok(tagger

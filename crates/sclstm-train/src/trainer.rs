@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use anyhow::{Context, bail};
 use rayon::ThreadPool;
-use sclstm_autodiff::optim::{Adam, AdamConfig, clip_coef};
+use sclstm_autodiff::optim::{Adam, AdamConfig};
 use sclstm_core::{Backend, NumError, Real};
 use sclstm_data::batch::{Batch, BatchConfig, EncodedSentence, epoch_batches, make_batch};
 use sclstm_model::{CharCnnConfig, HeadKind, ModelConfig, ModelInput, Tagger, TaskConfig};
@@ -737,16 +737,6 @@ impl<B: Backend + 'static> Trainer<B> {
             }
             (value, tape.backward(loss)?.into_param_grads())
         };
-        let norm = grads.global_norm(self.pool.as_deref()).to_f64();
-        if !norm.is_finite() {
-            return Err(TrainError::NonFiniteGradient {
-                task: task.name.clone(),
-                step: self.state.step,
-                epoch: self.state.epoch + 1,
-                norm,
-            }
-            .into());
-        }
         let log_now = self.options.log_grads > 0
             && (self.state.step + 1).is_multiple_of(self.options.log_grads);
         let before = log_now.then(|| {
@@ -756,12 +746,22 @@ impl<B: Backend + 'static> Trainer<B> {
                 .map(|(_, _, m)| m.clone())
                 .collect::<Vec<_>>()
         });
-        self.adam.step_scaled(
+        // A non-finite norm updates nothing: the parameters stay as they were.
+        let norm = self.adam.step_clipped(
             self.tagger.params_mut(),
             &grads,
-            clip_coef(norm, self.config.clip),
+            self.config.clip,
             self.pool.as_deref(),
         )?;
+        if !norm.is_finite() {
+            return Err(TrainError::NonFiniteGradient {
+                task: task.name.clone(),
+                step: self.state.step,
+                epoch: self.state.epoch + 1,
+                norm,
+            }
+            .into());
+        }
         drop(grads);
         let state = &mut self.state;
         state.step += 1;

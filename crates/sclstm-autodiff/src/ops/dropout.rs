@@ -1,7 +1,7 @@
 //! Inverted dropout: `Y = X ⊙ M` with `M = 1/(1−p)` where kept, `0` where dropped.
 //!
 //! The mask is drawn from a caller-supplied seeded generator, so a run is reproducible.
-//! Backward: `dX += dY ⊙ M`.
+//! Backward: `dX += dY ⊙ M` ([`super::elementwise::mul_backward`]).
 
 use rand::RngExt;
 use rand_chacha::ChaCha8Rng;
@@ -9,7 +9,6 @@ use rayon::ThreadPool;
 use rayon::prelude::*;
 use sclstm_core::{Matrix, Real};
 
-use super::elementwise;
 use crate::AutodiffError;
 
 /// A dropout probability in `[0, 1)`.
@@ -96,36 +95,12 @@ pub fn forward<R: Real>(
     (y, mask)
 }
 
-/// Backward: `dX += dY ⊙ M`, in runs on `pool` when it has one (elementwise, so the same
-/// result either way).
-pub fn backward<R: Real>(
-    d_y: &Matrix<R>,
-    mask: &Matrix<R>,
-    d_x: &mut Matrix<R>,
-    pool: Option<&ThreadPool>,
-) {
-    match (d_x.as_slice_mut(), d_y.as_slice(), mask.as_slice(), pool) {
-        (Some(dx), Some(dy), Some(m), Some(pool)) if dx.len() >= 2 * PAR_WORDS => {
-            pool.install(|| {
-                dx.par_chunks_mut(PAR_WORDS)
-                    .zip(dy.par_chunks(PAR_WORDS))
-                    .zip(m.par_chunks(PAR_WORDS))
-                    .for_each(|((dx, dy), m)| {
-                        for ((dx, &dy), &m) in dx.iter_mut().zip(dy).zip(m) {
-                            *dx += dy * m;
-                        }
-                    });
-            });
-        }
-        _ => elementwise::mul_backward(d_y, mask, d_x),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use rand::{Rng, SeedableRng};
     use rand_chacha::ChaCha8Rng;
 
+    use super::super::elementwise;
     use super::*;
 
     /// The documented draw order, one element at a time: the low then the high half of each
@@ -181,7 +156,7 @@ mod tests {
                 assert_eq!(m.iter().copied().collect::<Vec<_>>(), want, "{shape:?}");
                 assert_eq!(y, &x * &m, "{shape:?}");
                 let mut d_x = Matrix::from_elem(shape, 0.5);
-                backward(&x, &m, &mut d_x, pool);
+                elementwise::mul_backward(&x, &m, &mut d_x, pool);
                 assert_eq!(d_x, (&x * &m).mapv(|v| v + 0.5), "{shape:?}");
                 assert_eq!(
                     a.next_u64(),
