@@ -90,6 +90,26 @@ fn same_seed_and_threads_give_identical_metrics() {
         test >= 3 && test % 3 == 0,
         "3 test lines per improving epoch: {sa:?}"
     );
+    // Every task's own best dev epoch has test scores (`sclstm report`'s per-task reading).
+    for task in ["ner", "chunk", "pos"] {
+        let dev_score = |l: &(u64, String, String, String)| -> f64 {
+            l.3.split(' ').next().unwrap().parse().unwrap()
+        };
+        let best = sa
+            .iter()
+            .filter(|l| l.1 == task && l.2 == "dev")
+            .fold(None::<(u64, f64)>, |b, l| match b {
+                Some((_, s)) if dev_score(l) <= s => b,
+                _ => Some((l.0, dev_score(l))),
+            })
+            .unwrap();
+        assert!(
+            sa.iter()
+                .any(|l| l.0 == best.0 && l.1 == task && l.2 == "test"),
+            "{task}: no test score at its best dev epoch {}: {sa:?}",
+            best.0
+        );
+    }
     assert_eq!(sa, scores(&b));
     assert_eq!(
         std::fs::read(a.join("best.safetensors")).unwrap(),

@@ -79,6 +79,9 @@ pub struct RunResult {
     pub test: BTreeMap<String, f64>,
     /// Dev score per task at the best epoch.
     pub dev: BTreeMap<String, f64>,
+    /// Per task: the epoch of that task's own best dev score, and the scores there (the
+    /// per-task reading of model selection, [`PerTaskLine`]).
+    pub per_task: BTreeMap<String, TaskBest>,
     /// Dev average per finished epoch.
     pub curve: Vec<f64>,
     /// Hours of training (excluding evaluation).
@@ -88,6 +91,37 @@ pub struct RunResult {
     pub cosines: BTreeMap<String, Vec<f64>>,
     /// Commit and CPU, when recorded.
     pub provenance: Option<Provenance>,
+}
+
+/// One task's own best dev epoch in a run: the first epoch with that task's highest dev
+/// score, and its dev and test scores there.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct TaskBest {
+    /// 1-based epoch.
+    pub epoch: usize,
+    /// The task's dev score there.
+    pub dev: f64,
+    /// The task's test score there.
+    pub test: f64,
+}
+
+/// Each task's [`TaskBest`] in a run's metrics lines (tasks without a test score at their
+/// best dev epoch are left out).
+fn task_bests(lines: &[rundir::MetricsLine], tasks: &[String]) -> BTreeMap<String, TaskBest> {
+    tasks
+        .iter()
+        .filter_map(|task| {
+            let dev = rundir::scores(lines, task, "dev");
+            let epoch = rundir::best_epoch(&dev)?;
+            let test = *rundir::scores(lines, task, "test").get(epoch - 1)?;
+            let best = TaskBest {
+                epoch,
+                dev: dev[epoch - 1],
+                test,
+            };
+            (best.dev.is_finite() && test.is_finite()).then(|| (task.clone(), best))
+        })
+        .collect()
 }
 
 /// Reads one run directory. `None` when it holds no finished epoch yet.
@@ -170,6 +204,7 @@ pub fn read_run(dir: &Path, row: &str, run: &str, seed: u64) -> anyhow::Result<O
         best_epoch,
         test,
         dev,
+        per_task: task_bests(&lines, &config.tasks),
         curve,
         hours,
         cosines,
@@ -410,10 +445,38 @@ pub struct TableLine {
     pub best: (u64, f64),
     /// Epochs each seed trained.
     pub epochs: Vec<usize>,
+    /// Each seed's epoch with the best dev average (the one scored).
+    pub best_epochs: Vec<usize>,
     /// Epochs the plan asks for.
     pub planned_epochs: usize,
     /// Whether some seed is still partial.
     pub partial: bool,
+    /// The paper's value and where it is from.
+    pub paper: Option<(f64, String)>,
+}
+
+/// A multi-task row's task with each seed's test score taken at that task's own best dev
+/// epoch ([`TaskBest`]) instead of the one epoch with the best dev average: the reading
+/// behind the paper's LSTM-s and LSTM-d lines of Table 3 ("the best performance we could
+/// obtain for each task", §5.1).
+#[derive(Debug, Clone, Serialize)]
+pub struct PerTaskLine {
+    /// Plan row.
+    pub row: String,
+    /// Task.
+    pub task: String,
+    /// Test score of each seed at the task's best dev epoch.
+    pub scores: Vec<f64>,
+    /// Seeds, in the order of `scores`.
+    pub seeds: Vec<u64>,
+    /// The epoch chosen for each seed.
+    pub epochs: Vec<usize>,
+    /// Mean over seeds.
+    pub mean: f64,
+    /// Sample standard deviation over seeds (0 for one seed).
+    pub sd: f64,
+    /// The row's mean with one epoch for all tasks (the [`TableLine`]'s).
+    pub one_epoch: f64,
     /// The paper's value and where it is from.
     pub paper: Option<(f64, String)>,
 }
@@ -463,6 +526,8 @@ pub struct Report {
     pub runs: Vec<RunResult>,
     /// Row × task lines.
     pub table: Vec<TableLine>,
+    /// The multi-task rows' lines with each task selected at its own best dev epoch.
+    pub per_task: Vec<PerTaskLine>,
     /// Significance tests.
     pub comparisons: Vec<ComparisonLine>,
     /// Gradient-conflict distributions.
@@ -534,6 +599,7 @@ pub fn build(plan: Option<&Plan>, mut runs: Vec<RunResult>) -> Report {
                 sd,
                 best,
                 epochs: with.iter().map(|r| r.epochs).collect(),
+                best_epochs: with.iter().map(|r| r.best_epoch).collect(),
                 planned_epochs: with.iter().map(|r| r.planned_epochs).max().unwrap_or(0),
                 partial: with.iter().any(|r| !r.done),
                 scores,
@@ -542,6 +608,7 @@ pub fn build(plan: Option<&Plan>, mut runs: Vec<RunResult>) -> Report {
             });
         }
     }
+    let per_task = per_task_lines(&runs, &table);
     let mut comparisons = Vec::new();
     for c in plan.map(|p| p.compare.as_slice()).unwrap_or(&[]) {
         for other in &c.against {
@@ -588,6 +655,7 @@ pub fn build(plan: Option<&Plan>, mut runs: Vec<RunResult>) -> Report {
         title: plan.map_or("Run directories".into(), |p| p.title.clone()),
         runs,
         table,
+        per_task,
         comparisons,
         conflicts,
         seeds: plan.map_or(1, |p| p.seeds),
@@ -603,6 +671,45 @@ pub fn build(plan: Option<&Plan>, mut runs: Vec<RunResult>) -> Report {
         .unwrap_or_default();
     report.claims = claims::claims(&report, &compared);
     report
+}
+
+/// [`PerTaskLine`]s for the table's lines whose runs trained several tasks together.
+fn per_task_lines(runs: &[RunResult], table: &[TableLine]) -> Vec<PerTaskLine> {
+    table
+        .iter()
+        .filter_map(|l| {
+            let with: Vec<(u64, TaskBest)> = runs
+                .iter()
+                .filter(|r| r.row == l.row && r.tasks.len() > 1)
+                .filter_map(|r| Some((r.seed, *r.per_task.get(&l.task)?)))
+                .collect();
+            if with.is_empty() {
+                return None;
+            }
+            let scores: Vec<f64> = with.iter().map(|(_, b)| b.test).collect();
+            let (mean, sd) = mean_sd(&scores);
+            Some(PerTaskLine {
+                row: l.row.clone(),
+                task: l.task.clone(),
+                seeds: with.iter().map(|(seed, _)| *seed).collect(),
+                epochs: with.iter().map(|(_, b)| b.epoch).collect(),
+                scores,
+                mean,
+                sd,
+                one_epoch: l.mean,
+                paper: l.paper.clone(),
+            })
+        })
+        .collect()
+}
+
+/// A mean with its sample standard deviation when there are several seeds.
+fn mean_cell(mean: f64, sd: f64, n: usize) -> String {
+    if n > 1 {
+        format!("{mean:.2} ± {sd:.2}")
+    } else {
+        format!("{mean:.2}")
+    }
 }
 
 /// NER, chunk, POS first (the paper's order in the text), then any other task by name.
@@ -660,11 +767,7 @@ impl Report {
         );
         let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|");
         for l in &self.table {
-            let ours = if l.scores.len() > 1 {
-                format!("{:.2} ± {:.2}", l.mean, l.sd)
-            } else {
-                format!("{:.2}", l.mean)
-            };
+            let ours = mean_cell(l.mean, l.sd, l.scores.len());
             let (paper, delta, source) = match &l.paper {
                 Some((v, src)) => (
                     format!("{v:.2}"),
@@ -684,6 +787,36 @@ impl Report {
                 l.best.0,
                 epochs_cell(l),
             );
+        }
+        if !self.per_task.is_empty() {
+            let _ = writeln!(
+                s,
+                "\nThe multi-task rows again, each task's test score taken at that task's own best dev epoch \
+                 instead of one epoch for all tasks. The paper reports its LSTM-s and LSTM-d lines this way \
+                 (\"the best performance we could obtain for each task\", §5.1, from one run per main task; \
+                 ours come from the one joint run); a deployed multi-task model is one epoch, as above.\n"
+            );
+            let _ = writeln!(
+                s,
+                "| model | task | ours, per task | best dev epoch | Δ vs one epoch | paper | Δ |"
+            );
+            let _ = writeln!(s, "|---|---|---|---|---|---|---|");
+            for l in &self.per_task {
+                let epochs: Vec<String> = l.epochs.iter().map(usize::to_string).collect();
+                let (paper, delta) = match &l.paper {
+                    Some((v, _)) => (format!("{v:.2}"), format!("{:+.2}", l.mean - v)),
+                    None => ("–".into(), "–".into()),
+                };
+                let _ = writeln!(
+                    s,
+                    "| {} | {} | {} | {} | {:+.2} | {paper} | {delta} |",
+                    l.row,
+                    l.task,
+                    mean_cell(l.mean, l.sd, l.scores.len()),
+                    epochs.join(", "),
+                    l.mean - l.one_epoch,
+                );
+            }
         }
         if !self.comparisons.is_empty() {
             let _ = writeln!(
@@ -760,25 +893,43 @@ impl Report {
         s
     }
 
-    /// The results table as CSV (one line per row × task × seed).
+    /// The results as CSV, one line per row × task × seed × selection: `dev-average` (the
+    /// table's one epoch for all tasks) or `per-task` (each task at its own best dev epoch,
+    /// multi-task rows only); `epoch` is the epoch scored.
     pub fn csv(&self) -> String {
-        let mut s =
-            String::from("model,task,seed,test,epochs,planned_epochs,partial,paper,paper_source\n");
+        let mut s = String::from(
+            "model,task,seed,selection,epoch,test,epochs,planned_epochs,partial,paper,paper_source\n",
+        );
+        let mut line = |l: &TableLine, selection: &str, i: usize, epoch: usize, score: f64| {
+            let (paper, src) = match &l.paper {
+                Some((v, src)) => (format!("{v}"), src.replace('"', "\"\"")),
+                None => (String::new(), String::new()),
+            };
+            let _ = writeln!(
+                s,
+                "\"{}\",{},{},{selection},{epoch},{score},{},{},{},{paper},\"{src}\"",
+                l.row.replace('"', "\"\""),
+                l.task,
+                l.seeds[i],
+                l.epochs[i],
+                l.planned_epochs,
+                l.partial
+            );
+        };
         for l in &self.table {
-            for (i, (seed, score)) in l.seeds.iter().zip(&l.scores).enumerate() {
-                let (paper, src) = match &l.paper {
-                    Some((v, src)) => (format!("{v}"), src.replace('"', "\"\"")),
-                    None => (String::new(), String::new()),
-                };
-                let _ = writeln!(
-                    s,
-                    "\"{}\",{},{seed},{score},{},{},{},{paper},\"{src}\"",
-                    l.row.replace('"', "\"\""),
-                    l.task,
-                    l.epochs[i],
-                    l.planned_epochs,
-                    l.partial
-                );
+            for (i, score) in l.scores.iter().enumerate() {
+                line(l, "dev-average", i, l.best_epochs[i], *score);
+            }
+            let per_task = self
+                .per_task
+                .iter()
+                .find(|p| p.row == l.row && p.task == l.task);
+            if let Some(p) = per_task {
+                for (seed, (epoch, score)) in p.seeds.iter().zip(p.epochs.iter().zip(&p.scores)) {
+                    if let Some(i) = l.seeds.iter().position(|x| x == seed) {
+                        line(l, "per-task", i, *epoch, *score);
+                    }
+                }
             }
         }
         s
@@ -1110,6 +1261,7 @@ mod tests {
                 .map(|(t, v)| (t.to_string(), *v))
                 .collect(),
             dev: BTreeMap::new(),
+            per_task: BTreeMap::new(),
             curve: vec![50.0, 60.0 + seed as f64, 55.0],
             hours: 0.5,
             cosines: BTreeMap::from([("ner/pos".to_string(), vec![-0.5, 0.1, 0.2, 0.3])]),
@@ -1188,6 +1340,10 @@ against = ["STL"]
         );
         let csv = r.csv();
         assert_eq!(csv.lines().count(), 1 + 2 + 2 + 2);
+        assert!(
+            r.per_task.is_empty(),
+            "these results carry no per-task epochs"
+        );
         // Figures: the SC-LSTM curve panel (two seeds, band) and no task-group panel (one group).
         let curves = r.curve_panels();
         assert_eq!(curves.len(), 1);
@@ -1316,6 +1472,74 @@ against = ["STL"]
                 ("SC-LSTM-LM-CNN-CRF [ner+chunk+pos]", 1),
             ]
         );
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
+
+    #[test]
+    fn each_task_can_be_scored_at_its_own_best_dev_epoch() {
+        let tmp = std::env::temp_dir().join(format!("sclstm-per-task-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&tmp);
+        copy_run("sc-lstm-cnn-crf/seed-1", &tmp, |t| t);
+        // (task, dev per epoch, test per epoch): NER peaks on dev at epoch 2, chunking at
+        // 3, POS ties at 2 and 3 (the first counts); the dev average peaks at epoch 3.
+        let scores = [
+            ("ner", [80.0, 85.0, 84.0], [70.0, 75.0, 79.0]),
+            ("chunk", [90.0, 89.0, 91.0], [88.0, 87.0, 90.0]),
+            ("pos", [95.0, 96.0, 96.0], [94.0, 95.0, 97.0]),
+        ];
+        let mut metrics = String::new();
+        for e in 0..3 {
+            let mut sum = 0.0;
+            for (task, dev, test) in &scores {
+                sum += dev[e];
+                for (split, v) in [("dev", dev[e]), ("test", test[e])] {
+                    let _ = writeln!(
+                        metrics,
+                        r#"{{"epoch":{},"task":"{task}","split":"{split}","score":{v}}}"#,
+                        e + 1
+                    );
+                }
+            }
+            let _ = writeln!(
+                metrics,
+                r#"{{"epoch":{},"task":"average","split":"dev","score":{}}}"#,
+                e + 1,
+                sum / 3.0
+            );
+        }
+        std::fs::write(tmp.join("metrics.jsonl"), metrics).unwrap();
+        let run = read_run(&tmp, "SC", "sc", 1).unwrap().unwrap();
+        assert_eq!(run.best_epoch, 3);
+        let bests: Vec<(&str, usize, f64, f64)> = ["ner", "chunk", "pos"]
+            .iter()
+            .map(|t| {
+                let b = run.per_task[*t];
+                (*t, b.epoch, b.dev, b.test)
+            })
+            .collect();
+        assert_eq!(
+            bests,
+            [
+                ("ner", 2, 85.0, 75.0),
+                ("chunk", 3, 91.0, 90.0),
+                ("pos", 2, 96.0, 95.0)
+            ]
+        );
+        let r = build(None, vec![run]);
+        let ner = r.per_task.iter().find(|l| l.task == "ner").unwrap();
+        assert_eq!(
+            (ner.mean, ner.one_epoch, ner.epochs.clone()),
+            (75.0, 79.0, vec![2])
+        );
+        let md = r.markdown("##");
+        assert!(
+            md.contains("| SC | ner | 75.00 | 2 | -4.00 | – | – |"),
+            "{md}"
+        );
+        let csv = r.csv();
+        assert!(csv.contains("\"SC\",pos,1,dev-average,3,97,"), "{csv}");
+        assert!(csv.contains("\"SC\",pos,1,per-task,2,95,"), "{csv}");
+        assert_eq!(csv.lines().count(), 1 + 3 * 2);
         let _ = std::fs::remove_dir_all(&tmp);
     }
 }

@@ -230,9 +230,16 @@ pub const AVERAGE_TASK: &str = "average";
 /// The dev average of each finished epoch, in epoch order (index 0 = epoch 1); a resumed
 /// run that logged an epoch twice keeps the last line.
 pub fn dev_averages(lines: &[MetricsLine]) -> Vec<f64> {
+    scores(lines, AVERAGE_TASK, "dev")
+}
+
+/// One task's (or the average's) score on `split` per epoch, in epoch order (index 0 =
+/// epoch 1; NaN for an epoch without that line); a resumed run that logged an epoch twice
+/// keeps the last line.
+pub fn scores(lines: &[MetricsLine], task: &str, split: &str) -> Vec<f64> {
     let mut out: Vec<f64> = Vec::new();
     for l in lines {
-        if l.task == AVERAGE_TASK && l.split == "dev" && l.epoch >= 1 {
+        if l.task == task && l.split == split && l.epoch >= 1 {
             if out.len() < l.epoch {
                 out.resize(l.epoch, f64::NAN);
             }

@@ -862,8 +862,10 @@ impl<B: Backend + 'static> Trainer<B> {
     }
 
     /// Closes an epoch whose batches are all done: dev scores, model selection on their
-    /// average (test scores and `best.safetensors` when it improved), the epoch's
-    /// `metrics.jsonl` lines and the epoch-end checkpoint.
+    /// average (`best.safetensors` when it improved), test scores when the average or some
+    /// task's own dev score improved (so that `sclstm report` can also score each task at
+    /// its own best dev epoch), the epoch's `metrics.jsonl` lines and the epoch-end
+    /// checkpoint.
     pub fn end_epoch(
         &mut self,
         epoch: Epoch,
@@ -880,6 +882,7 @@ impl<B: Backend + 'static> Trainer<B> {
         let dev = self.evaluate(Split::Dev)?;
         let average = dev.iter().map(|s| s.score).sum::<f64>() / dev.len() as f64;
         let improved = self.state.best.is_none_or(|(b, _)| average > b);
+        let task_improved = self.some_task_improved(e, &dev)?;
         let mut lines: Vec<MetricsLine> = Vec::new();
         for (k, s) in dev.iter().enumerate() {
             lines.push(metrics_line(e, s, "dev", Some(&self.state), k, tok_s));
@@ -910,11 +913,16 @@ impl<B: Backend + 'static> Trainer<B> {
         );
         say(&mut self.log, observer, &line)?;
         let mut test_scores = None;
-        if improved {
+        if improved || task_improved {
             let test = self.evaluate(Split::Test)?;
             for (k, s) in test.iter().enumerate() {
                 lines.push(metrics_line(e, s, "test", None, k, tok_s));
             }
+            if improved {
+                test_scores = Some(test);
+            }
+        }
+        if let Some(test) = &test_scores {
             self.tagger.save_with(
                 &self.out.join(rundir::BEST_FILE),
                 &[],
@@ -923,7 +931,6 @@ impl<B: Backend + 'static> Trainer<B> {
             self.state.best = Some((average, e));
             self.state.bad_epochs = 0;
             self.last_scores = Some((dev.clone(), test.clone()));
-            test_scores = Some(test);
         } else {
             self.state.bad_epochs += 1;
         }
@@ -943,6 +950,25 @@ impl<B: Backend + 'static> Trainer<B> {
             test: test_scores,
             tokens_per_s: tok_s,
         })
+    }
+
+    /// Whether some task's dev score in epoch `epoch` beats that task's best dev score of
+    /// the earlier epochs, as `metrics.jsonl` records them.
+    fn some_task_improved(&self, epoch: usize, dev: &[TaskScore]) -> anyhow::Result<bool> {
+        let path = self.out.join(rundir::METRICS_FILE);
+        let mut lines = if path.is_file() {
+            rundir::read_metrics(&path)?
+        } else {
+            Vec::new()
+        };
+        lines.retain(|l| l.epoch < epoch);
+        Ok(dev.iter().any(|s| {
+            let best = rundir::scores(&lines, &s.task, "dev")
+                .into_iter()
+                .filter(|x| x.is_finite())
+                .fold(f64::NEG_INFINITY, f64::max);
+            s.score > best
+        }))
     }
 
     /// Writes `last.safetensors`: parameters, Adam's moments and the trainer state. Refuses
