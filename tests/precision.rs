@@ -231,6 +231,19 @@ fn bench_names_the_cpu_and_the_kernels_and_a_forced_set_is_used_or_refused() {
     let products = auto["products"].as_array().unwrap();
     assert_eq!(products.len(), 4);
     assert!(products.iter().all(|p| p["gflops"].as_f64().unwrap() > 0.0));
+    // The peak is at least every f32 product's rate, so the fraction is never flattered.
+    let peak = auto["peak_gflops"].as_f64().unwrap();
+    assert!(
+        products
+            .iter()
+            .all(|p| p["precision"] == "f32" && p["gflops"].as_f64().unwrap() <= peak),
+        "{auto}"
+    );
+    let fraction = auto["gflops"].as_f64().unwrap() / peak;
+    assert!(
+        (auto["fraction_of_peak"].as_f64().unwrap() - fraction).abs() < 1e-12,
+        "{auto}"
+    );
     // Forcing the portable set runs matrixmultiply everywhere and says so.
     let out = bench_json("portable", "f32");
     assert!(
@@ -320,6 +333,18 @@ fn bf16_products_tag_like_f32_or_are_refused_naming_the_flag() {
         let products = report["products"].as_array().unwrap();
         assert_eq!(products.len(), 6, "the two forward products again in bf16");
         assert!(products.iter().all(|p| p["gflops"].as_f64().unwrap() > 0.0));
+        let precisions: Vec<&str> = products
+            .iter()
+            .map(|p| p["precision"].as_str().unwrap())
+            .collect();
+        assert_eq!(precisions, ["f32", "f32", "f32", "f32", "bf16", "bf16"]);
+        // The bf16 products do not count towards the f32 peak.
+        let peak = report["peak_gflops"].as_f64().unwrap();
+        assert!(
+            products[..4]
+                .iter()
+                .all(|p| p["gflops"].as_f64().unwrap() <= peak)
+        );
     } else {
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains("--precision bf16"), "{err}");
