@@ -90,6 +90,47 @@ fn parallel_job_list_runs_through_gnu_parallel_and_a_second_sweep_has_nothing_le
     ]);
     let lines: Vec<&str> = jobs.lines().collect();
     assert_eq!(lines.len(), 4, "{jobs}");
+    // `--only` keeps the named runs, in the order given.
+    let only = |names: &str| {
+        sclstm(&[
+            "sweep",
+            &plan,
+            "--root",
+            &root,
+            "--emit",
+            "parallel",
+            "--max-sentences",
+            "20",
+            "--only",
+            names,
+        ])
+    };
+    let out = only("sc,stl-ner");
+    let reordered = String::from_utf8_lossy(&out.stdout);
+    let dirs: Vec<&str> = reordered
+        .lines()
+        .map(|l| {
+            l.split(" --out ")
+                .nth(1)
+                .unwrap()
+                .split(' ')
+                .next()
+                .unwrap()
+        })
+        .collect();
+    assert!(
+        dirs.len() == 4 && dirs[0].ends_with("sc/seed-1") && dirs[3].ends_with("stl-ner/seed-2"),
+        "{reordered}"
+    );
+    let out = only("sc,lstm-x");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && err.contains("--only")
+            && err.contains("`lstm-x`")
+            && err.contains("stl-ner, sc"),
+        "{err}"
+    );
     assert!(lines[0].contains(" train --config ") && lines[0].contains("stl-ner/seed-1.toml"));
     assert!(
         lines[2].contains("--log-grads 2"),
@@ -172,8 +213,8 @@ fn parallel_job_list_runs_through_gnu_parallel_and_a_second_sweep_has_nothing_le
     ]);
     assert_eq!(
         csv.lines().count(),
-        1 + 2 + 2 * 2,
-        "header, STL ner × 2 seeds, SC ner/chunk × 2: {csv}"
+        1 + 2 + 2 * 2 * 2,
+        "header, STL ner × 2 seeds, SC ner/chunk × 2 seeds × 2 selections: {csv}"
     );
     let json = ok(&[
         "report",

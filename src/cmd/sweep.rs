@@ -28,6 +28,10 @@ pub struct Args {
     /// Seeds per run (default: the plan's).
     #[arg(long)]
     pub seeds: Option<usize>,
+    /// Only these runs of the plan, in this order (comma-separated names), e.g. to train
+    /// one model's further seeds first.
+    #[arg(long, value_delimiter = ',')]
+    pub only: Vec<String>,
     /// Train every run on the first N sentences of each split (a quick look at a plan).
     #[arg(long)]
     pub max_sentences: Option<usize>,
@@ -62,7 +66,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let overrides = Overrides {
         max_sentences: args.max_sentences,
     };
-    let specs = plan.expand(&args.root, args.seeds, &overrides)?;
+    let specs = plan.only(plan.expand(&args.root, args.seeds, &overrides)?, &args.only)?;
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
     if args.jobs == 0 || args.jobs > cores * 4 {
         bail!("--jobs must be between 1 and {} (4 per core)", cores * 4);

@@ -285,6 +285,29 @@ impl Plan {
         Ok(out)
     }
 
+    /// The specs of the runs named in `names`, in that order (every spec when `names` is
+    /// empty). Refuses a name the plan does not have, listing the ones it has.
+    pub fn only(&self, specs: Vec<RunSpec>, names: &[String]) -> anyhow::Result<Vec<RunSpec>> {
+        if names.is_empty() {
+            return Ok(specs);
+        }
+        if let Some(unknown) = names.iter().find(|n| self.run(n).is_none()) {
+            let known: Vec<&str> = self.runs.iter().map(|r| r.name.as_str()).collect();
+            anyhow::bail!(
+                "--only: plan `{}` has no run `{unknown}` (its runs: {})",
+                self.name,
+                known.join(", ")
+            );
+        }
+        let mut out: Vec<RunSpec> = Vec::new();
+        for name in names {
+            if !out.iter().any(|s| &s.run == name) {
+                out.extend(specs.iter().filter(|s| &s.run == name).cloned());
+            }
+        }
+        Ok(out)
+    }
+
     /// The run named `name`.
     pub fn run(&self, name: &str) -> Option<&PlanRun> {
         self.runs.iter().find(|r| r.name == name)
