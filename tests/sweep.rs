@@ -78,33 +78,27 @@ fn parallel_job_list_runs_through_gnu_parallel_and_a_second_sweep_has_nothing_le
         before.contains("0 done, 0 partial, 4 missing of 4 runs"),
         "{before}"
     );
-    let jobs = ok(&[
-        "sweep",
-        &plan,
-        "--root",
-        &root,
-        "--emit",
-        "parallel",
-        "--max-sentences",
-        "20",
-    ]);
-    let lines: Vec<&str> = jobs.lines().collect();
-    assert_eq!(lines.len(), 4, "{jobs}");
-    // `--only` keeps the named runs, in the order given.
-    let only = |names: &str| {
-        sclstm(&[
+    let emit = |extra: &[&str]| {
+        let mut args = vec![
             "sweep",
-            &plan,
+            plan.as_str(),
             "--root",
-            &root,
+            root.as_str(),
             "--emit",
             "parallel",
             "--max-sentences",
             "20",
-            "--only",
-            names,
-        ])
+        ];
+        args.extend_from_slice(extra);
+        sclstm(&args)
     };
+    let out = emit(&[]);
+    assert!(out.status.success(), "{out:?}");
+    let jobs = String::from_utf8_lossy(&out.stdout).into_owned();
+    let lines: Vec<&str> = jobs.lines().collect();
+    assert_eq!(lines.len(), 4, "{jobs}");
+    // `--only` keeps the named runs, in the order given.
+    let only = |names: &str| emit(&["--only", names]);
     let out = only("sc,stl-ner");
     let reordered = String::from_utf8_lossy(&out.stdout);
     let dirs: Vec<&str> = reordered
