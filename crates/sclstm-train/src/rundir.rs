@@ -249,6 +249,21 @@ pub fn scores(lines: &[MetricsLine], task: &str, split: &str) -> Vec<f64> {
     out
 }
 
+/// Whether some task's dev score in `epoch` (`dev`: task and score) beats that task's best
+/// dev score of the earlier epochs in `lines` (lines of `epoch` or later are ignored, so a
+/// resumed run that logs an epoch again decides as it did the first time).
+pub fn improves_some_task(lines: &[MetricsLine], epoch: usize, dev: &[(&str, f64)]) -> bool {
+    dev.iter().any(|&(task, score)| {
+        let best = lines
+            .iter()
+            .filter(|l| l.epoch < epoch && l.task == task && l.split == "dev")
+            .map(|l| l.score)
+            .filter(|x| x.is_finite())
+            .fold(f64::NEG_INFINITY, f64::max);
+        score > best
+    })
+}
+
 /// The 1-based epoch the trainer keeps as best: the first with the highest dev average
 /// (a later epoch must be strictly better). `None` before any epoch.
 pub fn best_epoch(averages: &[f64]) -> Option<usize> {
@@ -558,6 +573,52 @@ pub fn utc_stamp(t: std::time::SystemTime) -> String {
 mod tests {
     use super::*;
     use std::time::{Duration, UNIX_EPOCH};
+
+    #[test]
+    fn a_task_improves_only_on_its_own_earlier_dev_scores() {
+        let line = |epoch: usize, task: &str, split: &str, score: f64| MetricsLine {
+            epoch,
+            task: task.into(),
+            split: split.into(),
+            metric: None,
+            score,
+            precision: None,
+            recall: None,
+            accuracy: None,
+            train_loss: None,
+            steps: None,
+            tokens_per_s: None,
+            elapsed_s: None,
+        };
+        let lines = vec![
+            line(1, "ner", "dev", 80.0),
+            line(1, "pos", "dev", 90.0),
+            line(1, "ner", "test", 99.0),
+            line(2, "ner", "dev", 85.0),
+            line(2, "pos", "dev", f64::NAN),
+            // A line of the epoch being decided (logged before a resume) is ignored.
+            line(3, "pos", "dev", 95.0),
+        ];
+        assert!(improves_some_task(&[], 1, &[("ner", 1.0)]), "a first epoch");
+        assert!(!improves_some_task(
+            &lines,
+            3,
+            &[("ner", 85.0), ("pos", 90.0)]
+        ));
+        assert!(improves_some_task(
+            &lines,
+            3,
+            &[("ner", 84.0), ("pos", 90.5)]
+        ));
+        assert!(
+            improves_some_task(&lines, 3, &[("chunk", 1.0)]),
+            "a task never logged"
+        );
+        assert!(
+            !improves_some_task(&lines, 2, &[("ner", 80.0)]),
+            "test lines do not count"
+        );
+    }
 
     #[test]
     fn utc_stamps_of_known_times() {

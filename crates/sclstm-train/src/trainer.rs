@@ -956,19 +956,13 @@ impl<B: Backend + 'static> Trainer<B> {
     /// the earlier epochs, as `metrics.jsonl` records them.
     fn some_task_improved(&self, epoch: usize, dev: &[TaskScore]) -> anyhow::Result<bool> {
         let path = self.out.join(rundir::METRICS_FILE);
-        let mut lines = if path.is_file() {
+        let lines = if path.is_file() {
             rundir::read_metrics(&path)?
         } else {
             Vec::new()
         };
-        lines.retain(|l| l.epoch < epoch);
-        Ok(dev.iter().any(|s| {
-            let best = rundir::scores(&lines, &s.task, "dev")
-                .into_iter()
-                .filter(|x| x.is_finite())
-                .fold(f64::NEG_INFINITY, f64::max);
-            s.score > best
-        }))
+        let dev: Vec<(&str, f64)> = dev.iter().map(|s| (s.task.as_str(), s.score)).collect();
+        Ok(rundir::improves_some_task(&lines, epoch, &dev))
     }
 
     /// Writes `last.safetensors`: parameters, Adam's moments and the trainer state. Refuses
