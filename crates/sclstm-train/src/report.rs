@@ -4,7 +4,9 @@
 //! epoch `best.safetensors` holds), the epochs trained, the dev average per epoch and the
 //! gradient statistics. Runs are grouped into the plan's table rows; each row × task gives
 //! the mean ± sample standard deviation over seeds, the best seed, the paper's value and the
-//! difference. Rows the plan compares get Welch's t-test over seeds; rows with gradient logs
+//! difference. Multi-task rows are also scored with each task at its own best dev epoch
+//! ([`PerTaskLine`], the paper's reading for its LSTM-s and LSTM-d lines). Rows the plan
+//! compares get Welch's t-test over seeds; rows with gradient logs
 //! get the distribution of the cosine similarity between task gradients on the shared
 //! parameters (the paper's "optimisation conflicts", §2.2 and §6.1, measured).
 //!
