@@ -912,28 +912,31 @@ impl<B: Backend + 'static> Trainer<B> {
             self.state.seconds
         );
         say(&mut self.log, observer, &line)?;
-        let mut test_scores = None;
-        if improved || task_improved {
-            let test = self.evaluate(Split::Test)?;
-            for (k, s) in test.iter().enumerate() {
-                lines.push(metrics_line(e, s, "test", None, k, tok_s));
-            }
-            if improved {
-                test_scores = Some(test);
-            }
-        }
-        if let Some(test) = &test_scores {
-            self.tagger.save_with(
-                &self.out.join(rundir::BEST_FILE),
-                &[],
-                &self.run_files.metadata(),
-            )?;
-            self.state.best = Some((average, e));
-            self.state.bad_epochs = 0;
-            self.last_scores = Some((dev.clone(), test.clone()));
+        let test = if improved || task_improved {
+            Some(self.evaluate(Split::Test)?)
         } else {
-            self.state.bad_epochs += 1;
+            None
+        };
+        for (k, s) in test.iter().flatten().enumerate() {
+            lines.push(metrics_line(e, s, "test", None, k, tok_s));
         }
+        let test_scores = match test {
+            Some(test) if improved => {
+                self.tagger.save_with(
+                    &self.out.join(rundir::BEST_FILE),
+                    &[],
+                    &self.run_files.metadata(),
+                )?;
+                self.state.best = Some((average, e));
+                self.state.bad_epochs = 0;
+                self.last_scores = Some((dev.clone(), test.clone()));
+                Some(test)
+            }
+            _ => {
+                self.state.bad_epochs += 1;
+                None
+            }
+        };
         rundir::append_jsonl(&self.out.join(rundir::METRICS_FILE), &lines)?;
         let state = &mut self.state;
         state.epoch += 1;
