@@ -239,6 +239,21 @@ fn bench_names_the_cpu_and_the_kernels_and_a_forced_set_is_used_or_refused() {
             .all(|p| p["precision"] == "f32" && p["gflops"].as_f64().unwrap() <= peak),
         "{auto}"
     );
+    // The phases cover the timed steps: their sum gives back the training throughput.
+    let phases = &auto["phases"];
+    let ms: Vec<f64> = ["forward_ms", "backward_ms", "optimizer_ms"]
+        .iter()
+        .map(|k| phases[k].as_f64().unwrap())
+        .collect();
+    assert!(ms.iter().all(|&t| t > 0.0), "{auto}");
+    let seconds = ms.iter().sum::<f64>() / 1e3 * auto["steps"].as_f64().unwrap();
+    let rate = auto["train_tokens"].as_f64().unwrap() / seconds;
+    let reported = auto["train_tokens_per_s"].as_f64().unwrap();
+    assert!((rate - reported).abs() <= 1e-9 * reported, "{auto}");
+    assert!(
+        auto["grad_elems_per_step"].as_f64().unwrap() > 0.0,
+        "{auto}"
+    );
     let fraction = auto["gflops"].as_f64().unwrap() / peak;
     assert!(
         (auto["fraction_of_peak"].as_f64().unwrap() - fraction).abs() < 1e-12,

@@ -122,6 +122,8 @@ struct Report {
     batch: usize,
     /// Timed training steps.
     steps: usize,
+    /// Real (unpadded) tokens of the timed training steps.
+    train_tokens: usize,
     /// Real (unpadded) tokens per second in training.
     train_tokens_per_s: f64,
     /// Real tokens per second tagging all three tasks.
@@ -134,6 +136,10 @@ struct Report {
     peak_gflops: f64,
     /// `gflops / peak_gflops`.
     fraction_of_peak: f64,
+    /// Where a timed training step's time goes, in milliseconds per step.
+    phases: Phases,
+    /// Gradient elements a step hands Adam, on average: dense parameters and embedding rows.
+    grad_elems_per_step: f64,
     /// Peak resident memory of the whole run in bytes (`null` where unknown).
     peak_rss_bytes: Option<u64>,
     /// The CPU's model name.
@@ -145,6 +151,17 @@ struct Report {
     /// The paper config's kinds of product: which kernel computes each (CPU backend) and
     /// its GFLOP/s through the backend.
     products: Vec<ProductRate>,
+}
+
+/// Mean milliseconds per timed training step in each phase.
+#[derive(Debug, Default, Serialize)]
+struct Phases {
+    /// Building the tape: the loss of the batch (every layer's forward).
+    forward_ms: f64,
+    /// The tape's backward pass, down to the parameter gradients.
+    backward_ms: f64,
+    /// Gradient clipping and the Adam update.
+    optimizer_ms: f64,
 }
 
 /// One kind of matrix product of the paper's model, timed on its own.
@@ -309,6 +326,16 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             "training   {:>9.0} tokens/s  (batch {}, {} steps)",
             report.train_tokens_per_s, report.batch, report.steps
         )?;
+        let ph = &report.phases;
+        writeln!(
+            out,
+            "step       {:>9.2} ms         forward {:.2} + backward {:.2} + clip and Adam {:.2} ms ({:.1} M gradient elements)",
+            ph.forward_ms + ph.backward_ms + ph.optimizer_ms,
+            ph.forward_ms,
+            ph.backward_ms,
+            ph.optimizer_ms,
+            report.grad_elems_per_step / 1e6
+        )?;
         writeln!(
             out,
             "inference  {:>9.0} tokens/s  (batch ≤ {EVAL_BATCH}, ≤ {EVAL_TOKENS} tokens, length-sorted, 3 tasks, {} products)",
@@ -375,28 +402,38 @@ impl BackendJob for BenchJob<'_> {
         let mut rng = ChaCha8Rng::seed_from_u64(args.seed ^ 0x5eed);
         let mut adam = Adam::new(AdamConfig::default());
         let (mut tokens, mut flops, mut elapsed) = (0usize, 0u64, 0.0f64);
+        let (mut phases, mut grad_elems) = (Phases::default(), 0usize);
         for step in 0..WARMUP_STEPS + args.steps {
             let task = rng.random_range(0..TASKS.len());
             let lens: Vec<usize> = (0..args.batch).map(|_| draw_length(&mut rng)).collect();
             let batch = SyntheticBatch::new(&mut rng, lens, TASKS[task].1);
             let start = Instant::now();
-            let grads = {
-                let mut tape = tagger.tape();
-                let loss =
-                    tagger.loss(&mut tape, &batch.input(), task, &batch.gold, step as u64)?;
-                tape.backward(loss)
-                    .map_err(ModelError::from)?
-                    .into_param_grads()
-            };
+            let mut tape = tagger.tape();
+            let loss = tagger.loss(&mut tape, &batch.input(), task, &batch.gold, step as u64)?;
+            let forward = start.elapsed().as_secs_f64();
+            let grads = tape
+                .backward(loss)
+                .map_err(ModelError::from)?
+                .into_param_grads();
+            let backward = start.elapsed().as_secs_f64();
             adam.step_clipped(tagger.params_mut(), &grads, 5.0, pool.as_deref())?;
             if step >= WARMUP_STEPS {
-                elapsed += start.elapsed().as_secs_f64();
+                let total = start.elapsed().as_secs_f64();
+                elapsed += total;
+                phases.forward_ms += forward * 1e3;
+                phases.backward_ms += (backward - forward) * 1e3;
+                phases.optimizer_ms += (total - backward) * 1e3;
+                grad_elems += grads.iter().map(|(_, g)| g.values().len()).sum::<usize>();
                 let real = batch.lens.iter().sum::<usize>();
                 tokens += real;
                 flops += 3 * forward_flops(&cfg, &[task], real)?;
             }
         }
         let train_tokens_per_s = tokens as f64 / elapsed;
+        let per_step = args.steps as f64;
+        phases.forward_ms /= per_step;
+        phases.backward_ms /= per_step;
+        phases.optimizer_ms /= per_step;
         let gflops = flops as f64 / elapsed / 1e9;
 
         let mut lens: Vec<usize> = (0..args.infer_sentences)
@@ -427,12 +464,15 @@ impl BackendJob for BenchJob<'_> {
             threads: args.threads,
             batch: args.batch,
             steps: args.steps,
+            train_tokens: tokens,
             train_tokens_per_s,
             infer_tokens_per_s,
             infer_precision: args.precision,
             gflops,
             peak_gflops: peak,
             fraction_of_peak: gflops / peak,
+            phases,
+            grad_elems_per_step: grad_elems as f64 / per_step,
             peak_rss_bytes: None,
             cpu: cpu_model(),
             kernels: Kernels::active().name(),

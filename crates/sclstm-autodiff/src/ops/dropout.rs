@@ -8,6 +8,7 @@ use rand_chacha::ChaCha8Rng;
 use rayon::ThreadPool;
 use rayon::prelude::*;
 use sclstm_core::{Matrix, Real};
+use sclstm_cpu::kernels::Kernels;
 
 use crate::AutodiffError;
 
@@ -72,11 +73,7 @@ pub fn forward<R: Real>(
             let words = &mut words[..x.len()];
             // The generator's words in order (its bytes, read little-endian).
             rng.fill(words);
-            for (((&x, y), m), &draw) in x.iter().zip(y).zip(mask).zip(&*words) {
-                // A branch-free select: a drop is a coin flip no predictor can learn.
-                *m = if draw < threshold { R::zero() } else { keep };
-                *y = x * *m;
-            }
+            apply_mask(x, y, mask, words, threshold, keep);
         }
     };
     match pool {
@@ -93,6 +90,95 @@ pub fn forward<R: Real>(
     let y = Matrix::from_shape_vec(shape, y).expect("internal: the shape holds the values");
     let mask = Matrix::from_shape_vec(shape, mask).expect("internal: the shape holds the mask");
     (y, mask)
+}
+
+/// `mask[i] = 0` where `words[i] < threshold`, else `keep`; `y = x ⊙ mask`, on the widest
+/// vector unit of the active kernel set ([`Kernels::active`]).
+fn apply_mask<R: Real>(
+    x: &[R],
+    y: &mut [R],
+    mask: &mut [R],
+    words: &[u32],
+    threshold: u32,
+    keep: R,
+) {
+    apply_mask_on(Kernels::active(), x, y, mask, words, threshold, keep);
+}
+
+/// [`apply_mask`] on the vector unit of `kernels`, a set this CPU runs.
+fn apply_mask_on<R: Real>(
+    kernels: Kernels,
+    x: &[R],
+    y: &mut [R],
+    mask: &mut [R],
+    words: &[u32],
+    threshold: u32,
+    keep: R,
+) {
+    assert!(
+        Kernels::available().contains(&kernels),
+        "internal: {} kernels on a CPU without them",
+        kernels.name()
+    );
+    match kernels {
+        // SAFETY: this CPU runs the set (checked above).
+        #[cfg(target_arch = "x86_64")]
+        Kernels::Avx512 => unsafe { wide::apply_mask_avx512(x, y, mask, words, threshold, keep) },
+        // SAFETY: as above.
+        #[cfg(target_arch = "x86_64")]
+        Kernels::Avx2 => unsafe { wide::apply_mask_avx2(x, y, mask, words, threshold, keep) },
+        _ => mask_runs(x, y, mask, words, threshold, keep),
+    }
+}
+
+/// The body of [`apply_mask`], compiled again by each wrapper of [`wide`].
+#[inline(always)]
+fn mask_runs<R: Real>(
+    x: &[R],
+    y: &mut [R],
+    mask: &mut [R],
+    words: &[u32],
+    threshold: u32,
+    keep: R,
+) {
+    for (((&x, y), m), &draw) in x.iter().zip(y).zip(mask).zip(words) {
+        // A branch-free select: a drop is a coin flip no predictor can learn.
+        *m = if draw < threshold { R::zero() } else { keep };
+        *y = x * *m;
+    }
+}
+
+/// [`mask_runs`] compiled with wider vector units enabled (a select and a product per
+/// element: the same result on every copy).
+#[cfg(target_arch = "x86_64")]
+mod wide {
+    use super::{Real, mask_runs};
+
+    /// [`mask_runs`] compiled for AVX-512F.
+    #[target_feature(enable = "avx512f")]
+    pub(super) fn apply_mask_avx512<R: Real>(
+        x: &[R],
+        y: &mut [R],
+        mask: &mut [R],
+        words: &[u32],
+        threshold: u32,
+        keep: R,
+    ) {
+        mask_runs(x, y, mask, words, threshold, keep);
+    }
+
+    /// [`mask_runs`] compiled for AVX2.
+    #[target_feature(enable = "avx2")]
+    pub(super) fn apply_mask_avx2<R: Real>(
+        x: &[R],
+        y: &mut [R],
+        mask: &mut [R],
+        words: &[u32],
+        threshold: u32,
+        keep: R,
+    ) {
+        mask_runs(x, y, mask, words, threshold, keep);
+    }
 }
 
 #[cfg(test)]
@@ -123,6 +209,38 @@ mod tests {
             out.push(pick(rng.next_u32()));
         }
         out
+    }
+
+    #[test]
+    fn every_vector_unit_masks_bit_for_bit_like_the_scalar_loop() {
+        // An odd length (a ragged tail on every lane width), words on both sides of the
+        // threshold and equal to it, and inputs with signed zeros and infinities.
+        let n = 1029;
+        let words: Vec<u32> = (0..n as u32)
+            .map(|i| i.wrapping_mul(2_654_435_761))
+            .collect();
+        let threshold = words[5];
+        let x: Vec<f32> = (0..n)
+            .map(|i| match i % 7 {
+                0 => -0.0,
+                1 => f32::INFINITY,
+                _ => (i as f32 * 0.31).sin() * 1e3,
+            })
+            .collect();
+        let run = |kernels: Option<Kernels>| {
+            let (mut y, mut mask) = (vec![f32::NAN; n], vec![f32::NAN; n]);
+            match kernels {
+                Some(k) => apply_mask_on(k, &x, &mut y, &mut mask, &words, threshold, 1.25),
+                None => mask_runs(&x, &mut y, &mut mask, &words, threshold, 1.25),
+            }
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            (bits(&y), bits(&mask))
+        };
+        let scalar = run(None);
+        assert!(scalar.1.contains(&0) && scalar.1.contains(&1.25f32.to_bits()));
+        for kernels in Kernels::available() {
+            assert_eq!(run(Some(kernels)), scalar, "{}", kernels.name());
+        }
     }
 
     #[test]
