@@ -481,7 +481,7 @@ impl<R: Real> Coefs<R> {
         g: Option<&[R]>,
     ) {
         assert!(
-            Kernels::available().contains(&kernels),
+            kernels.runs_here(),
             "internal: {} kernels on a CPU without them",
             kernels.name()
         );

@@ -35,18 +35,26 @@ impl Kernels {
 
     /// Every set this CPU runs, best first (`Portable` always, last).
     pub fn available() -> Vec<Kernels> {
-        let mut out = Vec::new();
-        #[cfg(target_arch = "x86_64")]
-        {
-            if std::is_x86_feature_detected!("avx512f") {
-                out.push(Kernels::Avx512);
+        [Kernels::Avx512, Kernels::Avx2, Kernels::Portable]
+            .into_iter()
+            .filter(|k| k.runs_here())
+            .collect()
+    }
+
+    /// Whether this CPU has the set's instructions (the detection is cached by `std`:
+    /// cheap enough for a check before every call of a wide kernel).
+    pub fn runs_here(self) -> bool {
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            Kernels::Avx512 => std::is_x86_feature_detected!("avx512f"),
+            #[cfg(target_arch = "x86_64")]
+            Kernels::Avx2 => {
+                std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
             }
-            if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-                out.push(Kernels::Avx2);
-            }
+            Kernels::Portable => true,
+            #[cfg(not(target_arch = "x86_64"))]
+            _ => false,
         }
-        out.push(Kernels::Portable);
-        out
     }
 
     /// The set in use: [`KERNELS_ENV`]'s choice when it names one this CPU runs, else the

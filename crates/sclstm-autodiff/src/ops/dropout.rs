@@ -116,7 +116,7 @@ fn apply_mask_on<R: Real>(
     keep: R,
 ) {
     assert!(
-        Kernels::available().contains(&kernels),
+        kernels.runs_here(),
         "internal: {} kernels on a CPU without them",
         kernels.name()
     );
