@@ -130,7 +130,7 @@ const TINY_CONTEXTUAL: ContextualConfig = ContextualConfig { states: 3, dim: 2 }
 
 /// A tiny SC-LSTM with a CRF `ner` head and a softmax `pos` head, char-CNN and caps,
 /// 2 layers of hidden size 2, non-zero CRF transitions; with `contextual`, also a scalar
-/// mix of [`TINY_CONTEXTUAL`] features with non-uniform weights and `γ ≠ 1`.
+/// mix of `TINY_CONTEXTUAL` features (3 states of width 2) with non-uniform weights and `γ ≠ 1`.
 ///
 /// # Errors
 /// Construction errors (none for this fixed config).

@@ -44,7 +44,7 @@ pub fn contextual_config(ex: &FeatureExtractor) -> ContextualConfig {
 
 /// The features of `sentences` (called `name` in messages), from the cache under
 /// `encoder_dir` or computed, saying how fast (words per second) every
-/// [`PROGRESS_EVERY`] and at the end.
+/// 10 seconds (`PROGRESS_EVERY`) and at the end.
 ///
 /// # Errors
 /// The encoder's and the cache's errors.

@@ -3,7 +3,7 @@
 //!
 //! Every figure is drawn for one column of a two-column paper, [`COLUMN_INCHES`] wide, on a
 //! canvas of [`WIDTH`] px, that is 300 px per inch. Sizes are given in points at that
-//! print size ([`pt`]): text is 7–8.5 pt and lines 1 pt when the figure is scaled to the
+//! print size (`pt`): text is 7–8.5 pt and lines 1 pt when the figure is scaled to the
 //! column. Panels are about 4:3, two per row (one per row when the figure has a single
 //! panel, or categorical x axes whose labels need the width). Every panel title starts at
 //! the same offset from its panel's left edge. One legend serves the whole figure: under
@@ -11,7 +11,7 @@
 //! cell.
 //!
 //! The callers follow one style rule: colour names a task (or a pair of tasks), line style
-//! names a run ([`RUN_STROKES`]).
+//! names a run (`RUN_STROKES`).
 //!
 //! The SVG comes from plotters. PNG (resvg) and PDF (svg2pdf) are rendered from that SVG by
 //! usvg, whose font database holds the system fonts plus DejaVu Sans, embedded in the binary
