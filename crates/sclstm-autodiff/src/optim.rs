@@ -468,35 +468,11 @@ impl<R: Real> Coefs<R> {
     /// Updates contiguous runs of parameters and moments, on the widest vector unit of the
     /// active kernel set ([`Kernels::active`]).
     fn update_slices(&self, p: &mut [R], m: &mut [R], v: &mut [R], g: Option<&[R]>) {
-        self.update_slices_on(Kernels::active(), p, m, v, g);
+        update_on(Kernels::active(), self, p, m, v, g);
     }
 
-    /// [`Coefs::update_slices`] on the vector unit of `kernels`, a set this CPU runs.
-    fn update_slices_on(
-        &self,
-        kernels: Kernels,
-        p: &mut [R],
-        m: &mut [R],
-        v: &mut [R],
-        g: Option<&[R]>,
-    ) {
-        assert!(
-            kernels.runs_here(),
-            "internal: {} kernels on a CPU without them",
-            kernels.name()
-        );
-        match kernels {
-            // SAFETY: this CPU runs the set (checked above).
-            #[cfg(target_arch = "x86_64")]
-            Kernels::Avx512 => unsafe { wide::update_avx512(self, p, m, v, g) },
-            // SAFETY: as above.
-            #[cfg(target_arch = "x86_64")]
-            Kernels::Avx2 => unsafe { wide::update_avx2(self, p, m, v, g) },
-            _ => self.update_runs(p, m, v, g),
-        }
-    }
-
-    /// The body of [`Coefs::update_slices`], compiled again by each wrapper of [`wide`].
+    /// The element loop of [`Coefs::update_slices`], inlined into each vector unit's copy
+    /// by [`update_on`].
     #[inline(always)]
     fn update_runs(&self, p: &mut [R], m: &mut [R], v: &mut [R], g: Option<&[R]>) {
         match g {
@@ -525,28 +501,9 @@ impl<R: Real> Coefs<R> {
     }
 }
 
-/// [`Coefs::update_runs`] compiled with wider vector units enabled (16 or 8 lanes instead
-/// of the baseline's 4). The same IEEE operations in the same order (Rust never contracts
-/// `a·b + c` into an FMA), so every copy gives bit-identical results.
-#[cfg(target_arch = "x86_64")]
-mod wide {
-    use super::{Coefs, Real};
-
-    /// [`Coefs::update_runs`] compiled for AVX-512F.
-    #[target_feature(enable = "avx512f")]
-    pub(super) fn update_avx512<R: Real>(
-        k: &Coefs<R>,
-        p: &mut [R],
-        m: &mut [R],
-        v: &mut [R],
-        g: Option<&[R]>,
-    ) {
-        k.update_runs(p, m, v, g);
-    }
-
-    /// [`Coefs::update_runs`] compiled for AVX2.
-    #[target_feature(enable = "avx2")]
-    pub(super) fn update_avx2<R: Real>(
+sclstm_cpu::on_vector_unit! {
+    /// [`Coefs::update_runs`] on the vector unit of `kernels`.
+    fn update_on<R: Real>(
         k: &Coefs<R>,
         p: &mut [R],
         m: &mut [R],
@@ -648,7 +605,7 @@ mod tests {
         for g in [Some(&g0[..]), None] {
             let run = |kernels: Kernels| {
                 let (mut p, mut m, mut v) = (p0.clone(), m0.clone(), v0.clone());
-                k.update_slices_on(kernels, &mut p, &mut m, &mut v, g);
+                update_on(kernels, &k, &mut p, &mut m, &mut v, g);
                 (p, m, v)
             };
             let scalar = {

@@ -138,6 +138,62 @@ impl Kernels {
     }
 }
 
+/// Defines `fn NAME<R: BOUND>(kernels: Kernels, args…)` running the given body compiled for
+/// the vector unit of `kernels` (a set this CPU runs, asserted): with AVX-512F enabled (16
+/// f32 lanes), with AVX2 (8), or as the baseline build (4). For element loops of host code
+/// (the Adam update, dropout masks): the compiler keeps the IEEE operations and their order
+/// on every copy (it never contracts `a·b + c` into an FMA on its own), so all copies give
+/// bit-identical results.
+///
+/// ```
+/// sclstm_cpu::on_vector_unit! {
+///     /// Doubles every element.
+///     fn double<R: sclstm_core::Real>(xs: &mut [R]) {
+///         xs.iter_mut().for_each(|x| *x = *x + *x);
+///     }
+/// }
+/// let mut xs = [1.0f32, 2.5];
+/// double(sclstm_cpu::kernels::Kernels::active(), &mut xs);
+/// assert_eq!(xs, [2.0, 5.0]);
+/// ```
+#[macro_export]
+macro_rules! on_vector_unit {
+    (
+        $(#[$doc:meta])*
+        $vis:vis fn $name:ident<$r:ident: $bound:path>($($arg:ident: $ty:ty),* $(,)?) $body:block
+    ) => {
+        $(#[$doc])*
+        $vis fn $name<$r: $bound>(kernels: $crate::kernels::Kernels, $($arg: $ty),*) {
+            #[inline(always)]
+            fn body<$r: $bound>($($arg: $ty),*) $body
+            #[cfg(target_arch = "x86_64")]
+            #[target_feature(enable = "avx512f")]
+            fn avx512<$r: $bound>($($arg: $ty),*) {
+                body($($arg),*)
+            }
+            #[cfg(target_arch = "x86_64")]
+            #[target_feature(enable = "avx2")]
+            fn avx2<$r: $bound>($($arg: $ty),*) {
+                body($($arg),*)
+            }
+            assert!(
+                kernels.runs_here(),
+                "internal: {} kernels on a CPU without them",
+                kernels.name()
+            );
+            match kernels {
+                // SAFETY: this CPU runs the set (asserted above).
+                #[cfg(target_arch = "x86_64")]
+                $crate::kernels::Kernels::Avx512 => unsafe { avx512($($arg),*) },
+                // SAFETY: as above.
+                #[cfg(target_arch = "x86_64")]
+                $crate::kernels::Kernels::Avx2 => unsafe { avx2($($arg),*) },
+                _ => body($($arg),*),
+            }
+        }
+    };
+}
+
 /// The CPU's model name (`/proc/cpuinfo`), or `"unknown CPU"`.
 pub fn cpu_model() -> String {
     std::fs::read_to_string("/proc/cpuinfo")

@@ -73,7 +73,7 @@ pub fn forward<R: Real>(
             let words = &mut words[..x.len()];
             // The generator's words in order (its bytes, read little-endian).
             rng.fill(words);
-            apply_mask(x, y, mask, words, threshold, keep);
+            apply_mask_on(Kernels::active(), x, y, mask, words, threshold, keep);
         }
     };
     match pool {
@@ -92,71 +92,10 @@ pub fn forward<R: Real>(
     (y, mask)
 }
 
-/// `mask[i] = 0` where `words[i] < threshold`, else `keep`; `y = x ⊙ mask`, on the widest
-/// vector unit of the active kernel set ([`Kernels::active`]).
-fn apply_mask<R: Real>(
-    x: &[R],
-    y: &mut [R],
-    mask: &mut [R],
-    words: &[u32],
-    threshold: u32,
-    keep: R,
-) {
-    apply_mask_on(Kernels::active(), x, y, mask, words, threshold, keep);
-}
-
-/// [`apply_mask`] on the vector unit of `kernels`, a set this CPU runs.
-fn apply_mask_on<R: Real>(
-    kernels: Kernels,
-    x: &[R],
-    y: &mut [R],
-    mask: &mut [R],
-    words: &[u32],
-    threshold: u32,
-    keep: R,
-) {
-    assert!(
-        kernels.runs_here(),
-        "internal: {} kernels on a CPU without them",
-        kernels.name()
-    );
-    match kernels {
-        // SAFETY: this CPU runs the set (checked above).
-        #[cfg(target_arch = "x86_64")]
-        Kernels::Avx512 => unsafe { wide::apply_mask_avx512(x, y, mask, words, threshold, keep) },
-        // SAFETY: as above.
-        #[cfg(target_arch = "x86_64")]
-        Kernels::Avx2 => unsafe { wide::apply_mask_avx2(x, y, mask, words, threshold, keep) },
-        _ => mask_runs(x, y, mask, words, threshold, keep),
-    }
-}
-
-/// The body of [`apply_mask`], compiled again by each wrapper of [`wide`].
-#[inline(always)]
-fn mask_runs<R: Real>(
-    x: &[R],
-    y: &mut [R],
-    mask: &mut [R],
-    words: &[u32],
-    threshold: u32,
-    keep: R,
-) {
-    for (((&x, y), m), &draw) in x.iter().zip(y).zip(mask).zip(words) {
-        // A branch-free select: a drop is a coin flip no predictor can learn.
-        *m = if draw < threshold { R::zero() } else { keep };
-        *y = x * *m;
-    }
-}
-
-/// [`mask_runs`] compiled with wider vector units enabled (a select and a product per
-/// element: the same result on every copy).
-#[cfg(target_arch = "x86_64")]
-mod wide {
-    use super::{Real, mask_runs};
-
-    /// [`mask_runs`] compiled for AVX-512F.
-    #[target_feature(enable = "avx512f")]
-    pub(super) fn apply_mask_avx512<R: Real>(
+sclstm_cpu::on_vector_unit! {
+    /// `mask[i] = 0` where `words[i] < threshold`, else `keep`; `y = x ⊙ mask`, on the
+    /// vector unit of `kernels`.
+    fn apply_mask_on<R: Real>(
         x: &[R],
         y: &mut [R],
         mask: &mut [R],
@@ -164,20 +103,11 @@ mod wide {
         threshold: u32,
         keep: R,
     ) {
-        mask_runs(x, y, mask, words, threshold, keep);
-    }
-
-    /// [`mask_runs`] compiled for AVX2.
-    #[target_feature(enable = "avx2")]
-    pub(super) fn apply_mask_avx2<R: Real>(
-        x: &[R],
-        y: &mut [R],
-        mask: &mut [R],
-        words: &[u32],
-        threshold: u32,
-        keep: R,
-    ) {
-        mask_runs(x, y, mask, words, threshold, keep);
+        for (((&x, y), m), &draw) in x.iter().zip(y).zip(mask).zip(words) {
+            // A branch-free select: a drop is a coin flip no predictor can learn.
+            *m = if draw < threshold { R::zero() } else { keep };
+            *y = x * *m;
+        }
     }
 }
 
@@ -227,19 +157,17 @@ mod tests {
                 _ => (i as f32 * 0.31).sin() * 1e3,
             })
             .collect();
-        let run = |kernels: Option<Kernels>| {
+        let run = |kernels: Kernels| {
             let (mut y, mut mask) = (vec![f32::NAN; n], vec![f32::NAN; n]);
-            match kernels {
-                Some(k) => apply_mask_on(k, &x, &mut y, &mut mask, &words, threshold, 1.25),
-                None => mask_runs(&x, &mut y, &mut mask, &words, threshold, 1.25),
-            }
+            apply_mask_on(kernels, &x, &mut y, &mut mask, &words, threshold, 1.25);
             let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
             (bits(&y), bits(&mask))
         };
-        let scalar = run(None);
+        // The baseline build's loop is the reference.
+        let scalar = run(Kernels::Portable);
         assert!(scalar.1.contains(&0) && scalar.1.contains(&1.25f32.to_bits()));
         for kernels in Kernels::available() {
-            assert_eq!(run(Some(kernels)), scalar, "{}", kernels.name());
+            assert_eq!(run(kernels), scalar, "{}", kernels.name());
         }
     }
 
