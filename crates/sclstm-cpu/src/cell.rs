@@ -21,6 +21,7 @@
 //! define the semantics; the tests check the fast kernels against them in both
 //! precisions.
 
+use crate::kernels::Kernels;
 use sclstm_core::{CellStep, NumError, Real};
 
 /// Fails with [`NumError::BufferTooSmall`] when `len` is below `needed`.
@@ -135,113 +136,20 @@ pub fn lstm_cell_fwd<R: Real>(
         R::as_f32_mut(h),
         R::as_f32_mut(tanh_c),
     ) {
-        return simd::cell_fwd_f32(s, g, c, h, tc);
+        return simd::cell_fwd_f32(Kernels::active(), s, g, c, h, tc);
     }
     cell_fwd::<R, Libm>(s, gates, c, h, tanh_c)
 }
 
-/// Runtime dispatch of the f32 kernels to copies compiled for wider vector units.
-///
-/// The kernel bodies are `#[inline(always)]` generics; each `#[target_feature]` wrapper
-/// below compiles them again with AVX-512 (16 lanes) or AVX2 (8 lanes) enabled, so the
-/// polynomial activations run on full-width registers instead of the baseline SSE2 (4
-/// lanes). The arithmetic is the same IEEE operations in the same order (Rust never
-/// contracts `a·b + c` into an FMA on its own), so every path gives bit-identical
-/// results and runs stay deterministic whatever the machine picks.
+/// The f32 kernels on the vector unit of the active kernel set ([`Kernels::active`]): the
+/// polynomial activations run on full-width registers (16 lanes with AVX-512, 8 with AVX2)
+/// instead of the baseline SSE2's 4, with bit-identical results.
 mod simd {
     use super::{CellStep, NumError, VecF32, cell_bwd, cell_fwd, gate_fwd};
-    use crate::kernels::Kernels;
 
-    /// Which compiled copy to run on this machine.
-    #[derive(Clone, Copy)]
-    enum Level {
-        /// AVX-512F present.
-        Avx512,
-        /// AVX2 present (no AVX-512F).
-        Avx2,
-        /// Baseline x86-64 or another architecture.
-        Base,
-    }
-
-    /// The vector unit of the active kernel set ([`Kernels::active`]: the widest this
-    /// machine has unless `SCLSTM_KERNELS` forces a narrower one).
-    fn level() -> Level {
-        match Kernels::active() {
-            Kernels::Avx512 => Level::Avx512,
-            Kernels::Avx2 => Level::Avx2,
-            Kernels::Portable => Level::Base,
-        }
-    }
-
-    /// [`cell_fwd`] with f32 activations on the widest vector unit.
-    pub(super) fn cell_fwd_f32(
-        s: CellStep,
-        gates: &mut [f32],
-        c: &mut [f32],
-        h: &mut [f32],
-        tanh_c: &mut [f32],
-    ) -> Result<(), NumError> {
-        match level() {
-            // SAFETY: AVX-512F was detected at run time.
-            #[cfg(target_arch = "x86_64")]
-            Level::Avx512 => unsafe { x86::cell_fwd_avx512(s, gates, c, h, tanh_c) },
-            // SAFETY: AVX2 was detected at run time.
-            #[cfg(target_arch = "x86_64")]
-            Level::Avx2 => unsafe { x86::cell_fwd_avx2(s, gates, c, h, tanh_c) },
-            _ => cell_fwd::<f32, VecF32>(s, gates, c, h, tanh_c),
-        }
-    }
-
-    /// [`gate_fwd`] with f32 activations on the widest vector unit.
-    pub(super) fn gate_fwd_f32(
-        s: CellStep,
-        o_k: &mut [f32],
-        q_k: &mut [f32],
-        tanh_c: &[f32],
-    ) -> Result<(), NumError> {
-        match level() {
-            // SAFETY: AVX-512F was detected at run time.
-            #[cfg(target_arch = "x86_64")]
-            Level::Avx512 => unsafe { x86::gate_fwd_avx512(s, o_k, q_k, tanh_c) },
-            // SAFETY: AVX2 was detected at run time.
-            #[cfg(target_arch = "x86_64")]
-            Level::Avx2 => unsafe { x86::gate_fwd_avx2(s, o_k, q_k, tanh_c) },
-            _ => gate_fwd::<f32, VecF32>(s, o_k, q_k, tanh_c),
-        }
-    }
-
-    /// [`cell_bwd`] in f32 on the widest vector unit.
-    #[allow(clippy::too_many_arguments)]
-    pub(super) fn cell_bwd_f32(
-        s: CellStep,
-        gates: &[f32],
-        c: &[f32],
-        tanh_c: &[f32],
-        d_h: &[f32],
-        d_c: &mut [f32],
-        d_gates: &mut [f32],
-    ) -> Result<(), NumError> {
-        match level() {
-            // SAFETY: AVX-512F was detected at run time.
-            #[cfg(target_arch = "x86_64")]
-            Level::Avx512 => unsafe {
-                x86::cell_bwd_avx512(s, gates, c, tanh_c, d_h, d_c, d_gates)
-            },
-            // SAFETY: AVX2 was detected at run time.
-            #[cfg(target_arch = "x86_64")]
-            Level::Avx2 => unsafe { x86::cell_bwd_avx2(s, gates, c, tanh_c, d_h, d_c, d_gates) },
-            _ => cell_bwd::<f32>(s, gates, c, tanh_c, d_h, d_c, d_gates),
-        }
-    }
-
-    /// The kernel bodies compiled with wider vector units enabled.
-    #[cfg(target_arch = "x86_64")]
-    mod x86 {
-        use super::super::{CellStep, NumError, VecF32, cell_bwd, cell_fwd, gate_fwd};
-
-        /// [`cell_fwd`] compiled for AVX-512F.
-        #[target_feature(enable = "avx512f")]
-        pub(super) fn cell_fwd_avx512(
+    crate::on_vector_unit! {
+        /// [`cell_fwd`] with f32 activations.
+        pub(super) fn cell_fwd_f32(
             s: CellStep,
             gates: &mut [f32],
             c: &mut [f32],
@@ -250,22 +158,11 @@ mod simd {
         ) -> Result<(), NumError> {
             cell_fwd::<f32, VecF32>(s, gates, c, h, tanh_c)
         }
+    }
 
-        /// [`cell_fwd`] compiled for AVX2.
-        #[target_feature(enable = "avx2")]
-        pub(super) fn cell_fwd_avx2(
-            s: CellStep,
-            gates: &mut [f32],
-            c: &mut [f32],
-            h: &mut [f32],
-            tanh_c: &mut [f32],
-        ) -> Result<(), NumError> {
-            cell_fwd::<f32, VecF32>(s, gates, c, h, tanh_c)
-        }
-
-        /// [`gate_fwd`] compiled for AVX-512F.
-        #[target_feature(enable = "avx512f")]
-        pub(super) fn gate_fwd_avx512(
+    crate::on_vector_unit! {
+        /// [`gate_fwd`] with f32 activations.
+        pub(super) fn gate_fwd_f32(
             s: CellStep,
             o_k: &mut [f32],
             q_k: &mut [f32],
@@ -273,37 +170,12 @@ mod simd {
         ) -> Result<(), NumError> {
             gate_fwd::<f32, VecF32>(s, o_k, q_k, tanh_c)
         }
+    }
 
-        /// [`gate_fwd`] compiled for AVX2.
-        #[target_feature(enable = "avx2")]
-        pub(super) fn gate_fwd_avx2(
-            s: CellStep,
-            o_k: &mut [f32],
-            q_k: &mut [f32],
-            tanh_c: &[f32],
-        ) -> Result<(), NumError> {
-            gate_fwd::<f32, VecF32>(s, o_k, q_k, tanh_c)
-        }
-
-        /// [`cell_bwd`] compiled for AVX-512F.
-        #[target_feature(enable = "avx512f")]
+    crate::on_vector_unit! {
+        /// [`cell_bwd`] in f32.
         #[allow(clippy::too_many_arguments)]
-        pub(super) fn cell_bwd_avx512(
-            s: CellStep,
-            gates: &[f32],
-            c: &[f32],
-            tanh_c: &[f32],
-            d_h: &[f32],
-            d_c: &mut [f32],
-            d_gates: &mut [f32],
-        ) -> Result<(), NumError> {
-            cell_bwd::<f32>(s, gates, c, tanh_c, d_h, d_c, d_gates)
-        }
-
-        /// [`cell_bwd`] compiled for AVX2.
-        #[target_feature(enable = "avx2")]
-        #[allow(clippy::too_many_arguments)]
-        pub(super) fn cell_bwd_avx2(
+        pub(super) fn cell_bwd_f32(
             s: CellStep,
             gates: &[f32],
             c: &[f32],
@@ -426,7 +298,7 @@ pub fn lstm_cell_bwd<R: Real>(
         R::as_f32_mut(d_c),
         R::as_f32_mut(d_gates),
     ) {
-        return simd::cell_bwd_f32(s, g, cc, tc, dh, dc, dg);
+        return simd::cell_bwd_f32(Kernels::active(), s, g, cc, tc, dh, dc, dg);
     }
     cell_bwd(s, gates, c, tanh_c, d_h, d_c, d_gates)
 }
@@ -525,7 +397,7 @@ pub fn task_gate_fwd<R: Real>(
     if let (Some(o), Some(q), Some(tc)) =
         (R::as_f32_mut(o_k), R::as_f32_mut(q_k), R::as_f32(tanh_c))
     {
-        return simd::gate_fwd_f32(s, o, q, tc);
+        return simd::gate_fwd_f32(Kernels::active(), s, o, q, tc);
     }
     gate_fwd::<R, Libm>(s, o_k, q_k, tanh_c)
 }
@@ -765,7 +637,10 @@ pub mod reference {
 
 #[cfg(test)]
 mod tests {
-    use super::{exp_f32, lstm_cell_bwd, lstm_cell_fwd, reference, task_gate_bwd, task_gate_fwd};
+    use super::{
+        exp_f32, lstm_cell_bwd, lstm_cell_fwd, reference, simd, task_gate_bwd, task_gate_fwd,
+    };
+    use crate::kernels::Kernels;
     use sclstm_core::{CellStep, NumError, Real};
 
     /// Deterministic pseudo-random values in about [-4, 4] (no RNG dependency needed).
@@ -881,6 +756,40 @@ mod tests {
                 "{name} lens {lens:?}: unwritten (NaN) entry"
             );
             assert_close(name, lens, g, w, tol);
+        }
+    }
+
+    #[test]
+    fn every_vector_unit_gives_the_same_f32_bits() {
+        let (lens, hd) = ([9usize, 7, 4, 1], 37);
+        let (bsz, n) = (lens.len(), lens.iter().sum::<usize>());
+        let plan = steps(&lens, hd);
+        let run = |kernels: Kernels| {
+            let mut gates = fill::<f32>(n * 4 * hd, 0.3);
+            let mut o_k = fill::<f32>(n * hd, 1.1);
+            let mut c = vec![f32::NAN; (bsz + n) * hd];
+            let mut h = vec![f32::NAN; (bsz + n) * hd];
+            let mut q = vec![f32::NAN; (bsz + n) * hd];
+            c[..bsz * hd].fill(0.0);
+            h[..bsz * hd].fill(0.0);
+            let mut tc = vec![f32::NAN; n * hd];
+            for &s in &plan {
+                simd::cell_fwd_f32(kernels, s, &mut gates, &mut c, &mut h, &mut tc).unwrap();
+                simd::gate_fwd_f32(kernels, s, &mut o_k, &mut q, &tc).unwrap();
+            }
+            let d_h = fill::<f32>((bsz + n) * hd, 2.3);
+            let mut d_c = fill::<f32>((bsz + n) * hd, 5.1);
+            let mut d_gates = vec![f32::NAN; n * 4 * hd];
+            for &s in plan.iter().rev() {
+                simd::cell_bwd_f32(kernels, s, &gates, &c, &tc, &d_h, &mut d_c, &mut d_gates)
+                    .unwrap();
+            }
+            [gates, c, h, tc, o_k, q, d_c, d_gates]
+                .map(|v| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>())
+        };
+        let baseline = run(Kernels::Portable);
+        for kernels in Kernels::available() {
+            assert!(run(kernels) == baseline, "{}", kernels.name());
         }
     }
 

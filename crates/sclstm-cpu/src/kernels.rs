@@ -138,12 +138,13 @@ impl Kernels {
     }
 }
 
-/// Defines `fn NAME<R: BOUND>(kernels: Kernels, args…)` running the given body compiled for
-/// the vector unit of `kernels` (a set this CPU runs, asserted): with AVX-512F enabled (16
-/// f32 lanes), with AVX2 (8), or as the baseline build (4). For element loops of host code
-/// (the Adam update, dropout masks): the compiler keeps the IEEE operations and their order
-/// on every copy (it never contracts `a·b + c` into an FMA on its own), so all copies give
-/// bit-identical results.
+/// Defines `fn NAME[<R: BOUND>](kernels: Kernels, args…) [-> RET]` running the given body
+/// compiled for the vector unit of `kernels` (a set this CPU runs, asserted): with AVX-512F
+/// enabled (16 f32 lanes), with AVX2 (8), or as the baseline build (4). For element loops
+/// (the cell kernels, the Adam update, dropout masks): the compiler keeps the IEEE
+/// operations and their order on every copy (it never contracts `a·b + c` into an FMA on
+/// its own), so all copies give bit-identical results and runs stay deterministic whatever
+/// the machine picks.
 ///
 /// ```
 /// sclstm_cpu::on_vector_unit! {
@@ -159,21 +160,25 @@ impl Kernels {
 #[macro_export]
 macro_rules! on_vector_unit {
     (
-        $(#[$doc:meta])*
-        $vis:vis fn $name:ident<$r:ident: $bound:path>($($arg:ident: $ty:ty),* $(,)?) $body:block
+        $(#[$attr:meta])*
+        $vis:vis fn $name:ident $(<$r:ident: $bound:path>)? ($($arg:ident: $ty:ty),* $(,)?)
+            $(-> $ret:ty)? $body:block
     ) => {
-        $(#[$doc])*
-        $vis fn $name<$r: $bound>(kernels: $crate::kernels::Kernels, $($arg: $ty),*) {
+        $(#[$attr])*
+        $vis fn $name $(<$r: $bound>)? (
+            kernels: $crate::kernels::Kernels,
+            $($arg: $ty),*
+        ) $(-> $ret)? {
             #[inline(always)]
-            fn body<$r: $bound>($($arg: $ty),*) $body
+            fn body $(<$r: $bound>)? ($($arg: $ty),*) $(-> $ret)? $body
             #[cfg(target_arch = "x86_64")]
             #[target_feature(enable = "avx512f")]
-            fn avx512<$r: $bound>($($arg: $ty),*) {
+            fn avx512 $(<$r: $bound>)? ($($arg: $ty),*) $(-> $ret)? {
                 body($($arg),*)
             }
             #[cfg(target_arch = "x86_64")]
             #[target_feature(enable = "avx2")]
-            fn avx2<$r: $bound>($($arg: $ty),*) {
+            fn avx2 $(<$r: $bound>)? ($($arg: $ty),*) $(-> $ret)? {
                 body($($arg),*)
             }
             assert!(
