@@ -417,6 +417,8 @@ struct Coefs<R> {
     bc2_sqrt: R,
     eps: R,
     grad_scale: R,
+    /// The kernel set whose vector unit runs the update, resolved once per step.
+    kernels: Kernels,
 }
 
 impl<R: Real> Coefs<R> {
@@ -433,6 +435,7 @@ impl<R: Real> Coefs<R> {
             bc2_sqrt: R::from_f64(bc2.sqrt()),
             eps: R::from_f64(c.eps),
             grad_scale: R::from_f64(grad_scale),
+            kernels: Kernels::active(),
         }
     }
 
@@ -466,9 +469,9 @@ impl<R: Real> Coefs<R> {
     }
 
     /// Updates contiguous runs of parameters and moments, on the widest vector unit of the
-    /// active kernel set ([`Kernels::active`]).
+    /// active kernel set ([`Kernels::active`], resolved in [`Coefs::new`]).
     fn update_slices(&self, p: &mut [R], m: &mut [R], v: &mut [R], g: Option<&[R]>) {
-        update_on(Kernels::active(), self, p, m, v, g);
+        update_on(self.kernels, self, p, m, v, g);
     }
 
     /// The element loop of [`Coefs::update_slices`], inlined into each vector unit's copy
