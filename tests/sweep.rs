@@ -512,6 +512,76 @@ fn metrics_lines(epochs: usize) -> String {
         .collect()
 }
 
+/// The `config.toml` lines `collect-results.sh` reads, for a run planned for `epochs`.
+fn finished_config(epochs: usize) -> String {
+    format!("epochs = {epochs}\npatience = 0\nthreads = 1\n")
+}
+
+/// Runs `scripts/collect-results.sh RUNS p RESULTS` with `COMMIT` and extra variables;
+/// returns its standard output.
+fn collect(runs: &Path, results: &Path, commit: &str, env: &[(&str, &str)]) -> String {
+    let out = Command::new("bash")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/collect-results.sh"))
+        .args([runs.to_str().unwrap(), "p", results.to_str().unwrap()])
+        .env("COMMIT", commit)
+        .envs(env.iter().copied())
+        .output()
+        .expect("bash runs");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+#[test]
+fn collect_results_copies_finished_runs_once_and_partial_ones_on_request() {
+    let tmp = std::env::temp_dir().join(format!("sclstm-collect-done-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    let (runs, results) = (tmp.join("runs"), tmp.join("results"));
+    // (run, dev averages logged, config): 2 of 5 epochs; 5 of 5; 4 of 30 stopped by
+    // patience 2 (metrics_lines rises every epoch, so a flat tail is appended).
+    let stopped = format!(
+        "{}{}",
+        metrics_lines(2),
+        "{\"epoch\":3,\"task\":\"average\",\"split\":\"dev\",\"score\":51.0}\n\
+         {\"epoch\":4,\"task\":\"average\",\"split\":\"dev\",\"score\":52.0}\n"
+    );
+    let cases = [
+        ("partial", metrics_lines(2), finished_config(5)),
+        ("done", metrics_lines(5), finished_config(5)),
+        (
+            "stopped",
+            stopped,
+            "epochs = 30\npatience = 2\nthreads = 1\n".to_string(),
+        ),
+    ];
+    for (run, metrics, config) in &cases {
+        let dir = runs.join("p").join(run).join("seed-1");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("metrics.jsonl"), metrics).unwrap();
+        std::fs::write(dir.join("config.toml"), config).unwrap();
+    }
+    let provenance = |run: &str| {
+        std::fs::read_to_string(results.join("p").join(run).join("seed-1/provenance.json"))
+            .unwrap_or_default()
+    };
+    let first = collect(&runs, &results, "aaa1111", &[]);
+    assert!(first.contains("skipped") && first.contains("partial (2 of 5 epochs"), "{first}");
+    assert!(provenance("partial").is_empty(), "a partial run is not copied");
+    assert!(provenance("done").contains("aaa1111"), "{first}");
+    assert!(provenance("stopped").contains("aaa1111"), "patience ended it: {first}");
+    // Collecting again under another commit leaves the unchanged copies as they are.
+    let again = collect(&runs, &results, "bbb2222", &[]);
+    assert!(again.contains("unchanged"), "{again}");
+    assert!(provenance("done").contains("aaa1111"), "{}", provenance("done"));
+    let partial = collect(&runs, &results, "ccc3333", &[("PARTIAL", "1")]);
+    assert!(provenance("partial").contains("ccc3333"), "{partial}");
+    let _ = std::fs::remove_dir_all(&tmp);
+}
+
 #[test]
 fn collect_results_never_replaces_a_longer_run_with_a_shorter_one() {
     let tmp = std::env::temp_dir().join(format!("sclstm-collect-{}", std::process::id()));
@@ -521,7 +591,7 @@ fn collect_results_never_replaces_a_longer_run_with_a_shorter_one() {
         let dir = runs.join("p").join(run).join("seed-1");
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("metrics.jsonl"), metrics_lines(here)).unwrap();
-        std::fs::write(dir.join("config.toml"), "threads = 1\n").unwrap();
+        std::fs::write(dir.join("config.toml"), finished_config(here)).unwrap();
         let kept = results.join("p").join(run).join("seed-1");
         std::fs::create_dir_all(&kept).unwrap();
         std::fs::write(kept.join("metrics.jsonl"), metrics_lines(there)).unwrap();
@@ -571,7 +641,7 @@ fn collect_results_copies_only_the_runs_named_in_runs() {
         let dir = runs.join("p").join(run).join("seed-1");
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("metrics.jsonl"), metrics_lines(2)).unwrap();
-        std::fs::write(dir.join("config.toml"), "threads = 1\n").unwrap();
+        std::fs::write(dir.join("config.toml"), finished_config(2)).unwrap();
     }
     let out = Command::new("bash")
         .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/collect-results.sh"))
