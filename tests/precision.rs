@@ -229,7 +229,7 @@ fn bench_names_the_cpu_and_the_kernels_and_a_forced_set_is_used_or_refused() {
     );
     assert_eq!(available.last(), Some(&"portable"));
     let products = auto["products"].as_array().unwrap();
-    assert_eq!(products.len(), 4);
+    assert_eq!(products.len(), 5, "four kinds and the ragged per-step line");
     assert!(products.iter().all(|p| p["gflops"].as_f64().unwrap() > 0.0));
     // The peak is at least every f32 product's rate, so the fraction is never flattered.
     let peak = auto["peak_gflops"].as_f64().unwrap();
@@ -346,17 +346,20 @@ fn bf16_products_tag_like_f32_or_are_refused_naming_the_flag() {
         let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         assert_eq!(report["infer_precision"], "bf16");
         let products = report["products"].as_array().unwrap();
-        assert_eq!(products.len(), 6, "the two forward products again in bf16");
+        assert_eq!(products.len(), 7, "the two forward products again in bf16");
         assert!(products.iter().all(|p| p["gflops"].as_f64().unwrap() > 0.0));
         let precisions: Vec<&str> = products
             .iter()
             .map(|p| p["precision"].as_str().unwrap())
             .collect();
-        assert_eq!(precisions, ["f32", "f32", "f32", "f32", "bf16", "bf16"]);
+        assert_eq!(
+            precisions,
+            ["f32", "f32", "f32", "f32", "f32", "bf16", "bf16"]
+        );
         // The bf16 products do not count towards the f32 peak.
         let peak = report["peak_gflops"].as_f64().unwrap();
         assert!(
-            products[..4]
+            products[..5]
                 .iter()
                 .all(|p| p["gflops"].as_f64().unwrap() <= peak)
         );

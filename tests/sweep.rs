@@ -569,14 +569,27 @@ fn collect_results_copies_finished_runs_once_and_partial_ones_on_request() {
             .unwrap_or_default()
     };
     let first = collect(&runs, &results, "aaa1111", &[]);
-    assert!(first.contains("skipped") && first.contains("partial (2 of 5 epochs"), "{first}");
-    assert!(provenance("partial").is_empty(), "a partial run is not copied");
+    assert!(
+        first.contains("skipped") && first.contains("partial (2 of 5 epochs"),
+        "{first}"
+    );
+    assert!(
+        provenance("partial").is_empty(),
+        "a partial run is not copied"
+    );
     assert!(provenance("done").contains("aaa1111"), "{first}");
-    assert!(provenance("stopped").contains("aaa1111"), "patience ended it: {first}");
+    assert!(
+        provenance("stopped").contains("aaa1111"),
+        "patience ended it: {first}"
+    );
     // Collecting again under another commit leaves the unchanged copies as they are.
     let again = collect(&runs, &results, "bbb2222", &[]);
     assert!(again.contains("unchanged"), "{again}");
-    assert!(provenance("done").contains("aaa1111"), "{}", provenance("done"));
+    assert!(
+        provenance("done").contains("aaa1111"),
+        "{}",
+        provenance("done")
+    );
     let partial = collect(&runs, &results, "ccc3333", &[("PARTIAL", "1")]);
     assert!(provenance("partial").contains("ccc3333"), "{partial}");
     let _ = std::fs::remove_dir_all(&tmp);

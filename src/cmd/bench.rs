@@ -21,6 +21,10 @@
 //!   backend and thread count, or of the layer's own product shapes (the product lines)
 //!   where one of those runs faster: a peak below a rate the machine reaches would flatter
 //!   the fraction.
+//! * Products: the paper config's kinds of product timed on their own (see
+//!   [`product_rates`]), among them the per-step `h·W` at the rows a real batch runs at
+//!   each step: fewer than the batch once its shorter sentences have ended, where the
+//!   product streams the same weights for less work.
 //! * Memory: the process's peak resident memory at the end (training, then inference).
 
 use std::io::Write;
@@ -109,6 +113,11 @@ const WARMUP_STEPS: usize = 3;
 /// Side of the square product that measures the sgemm peak.
 const PEAK_N: usize = 1024;
 
+/// Batches whose per-step row counts the ragged product line runs ([`ragged_rows`]).
+const RAGGED_BATCHES: usize = 16;
+/// Seed of those batches' lengths (fixed: every run times the same steps).
+const RAGGED_SEED: u64 = 0x7a66;
+
 /// What `sclstm bench --json` prints.
 #[derive(Debug, Serialize)]
 struct Report {
@@ -184,9 +193,10 @@ struct ProductRate {
 /// layer uses: the per-step recurrent product `h·W` (`W` stored transposed once per
 /// step, so row-major here), its backward `dG·W` (`W` as stored, row-major), the input
 /// projection over all steps of a 25-word batch, and the weight gradient `dGᵀ·X` over
-/// the same rows (`dG` read transposed). With bf16 inference, the two forward products
-/// again with bf16 weights ([`Backend::gemm_bf16`]). Each runs until ~0.1 s or 1,000
-/// calls, best time of 3 rounds.
+/// the same rows (`dG` read transposed). Then the per-step `h·W` again at the rows a real
+/// batch runs at each step ([`ragged_rows`]). With bf16 inference, the two forward
+/// products again with bf16 weights ([`Backend::gemm_bf16`]). Each runs until ~0.1 s or
+/// 1,000 calls, best time of 3 rounds.
 fn product_rates<B: Backend>(
     b: &B,
     batch: usize,
@@ -217,7 +227,7 @@ fn product_rates<B: Backend>(
         let a = b.upload(&fill(g.m * g.k))?;
         let w = b.upload(&fill(g.k * g.n))?;
         let mut c = b.zeros(g.m * g.n)?;
-        let gflops = best_gflops(b, &g, &mut || b.gemm(&g, &a, &w, None, &mut c))?;
+        let gflops = best_gflops(b, g.flops(), &mut || b.gemm(&g, &a, &w, None, &mut c))?;
         out.push(ProductRate {
             kind,
             shape: shape_of(&g),
@@ -226,6 +236,27 @@ fn product_rates<B: Backend>(
             precision: Precision::F32,
         });
     }
+    let rows = ragged_rows(batch);
+    let per_step = |m: usize| Gemm::new(m, 4 * H, H);
+    let (a, w) = (b.upload(&fill(batch * H))?, b.upload(&fill(H * 4 * H))?);
+    let mut c = b.zeros(batch * 4 * H)?;
+    let flops = rows.iter().map(|&m| per_step(m).flops()).sum();
+    let gflops = best_gflops(b, flops, &mut || {
+        rows.iter()
+            .try_for_each(|&m| b.gemm(&per_step(m), &a, &w, None, &mut c))
+    })?;
+    out.push(ProductRate {
+        kind: "per-step forward h·W at the rows still running (ragged batches)",
+        shape: format!(
+            "m = {batch}…1, mean {:.1} · {H}×{} ({} steps of {RAGGED_BATCHES} batches)",
+            rows.iter().sum::<usize>() as f64 / rows.len() as f64,
+            4 * H,
+            rows.len()
+        ),
+        kernel: out[0].kernel,
+        gflops,
+        precision: Precision::F32,
+    });
     if precision == Precision::Bf16 {
         let kinds = [
             (
@@ -240,7 +271,7 @@ fn product_rates<B: Backend>(
             let values = fill(g.k * g.n);
             b.write_bf16(&mut w, g.k, g.n, &mut |dst| dst.copy_from_slice(&values))?;
             let mut c = b.zeros(g.m * g.n)?;
-            let gflops = best_gflops(b, &g, &mut || b.gemm_bf16(&g, &a, &w, None, &mut c))?;
+            let gflops = best_gflops(b, g.flops(), &mut || b.gemm_bf16(&g, &a, &w, None, &mut c))?;
             out.push(ProductRate {
                 kind,
                 shape: shape_of(&g),
@@ -269,10 +300,24 @@ fn shape_of(g: &Gemm) -> String {
     )
 }
 
-/// GFLOP/s of `g` run by `product`: calls for ~0.1 s (at most 1,000), best of 3 rounds.
+/// Rows of the per-step products of [`RAGGED_BATCHES`] batches of `batch` sentences with
+/// lengths drawn from [`LENGTH_HISTOGRAM`]: at step `t` of a batch, the sentences longer
+/// than `t` (the layers' packed layout runs no padding rows).
+fn ragged_rows(batch: usize) -> Vec<usize> {
+    let mut rng = ChaCha8Rng::seed_from_u64(RAGGED_SEED);
+    let mut rows = Vec::new();
+    for _ in 0..RAGGED_BATCHES {
+        let lens: Vec<usize> = (0..batch).map(|_| draw_length(&mut rng)).collect();
+        let steps = lens.iter().copied().max().unwrap_or(0);
+        rows.extend((0..steps).map(|t| lens.iter().filter(|&&l| l > t).count()));
+    }
+    rows
+}
+
+/// GFLOP/s of `product` doing `flops`: calls for ~0.1 s (at most 1,000), best of 3 rounds.
 fn best_gflops<B: Backend>(
     b: &B,
-    g: &Gemm,
+    flops: u64,
     product: &mut dyn FnMut() -> Result<(), sclstm_core::NumError>,
 ) -> anyhow::Result<f64> {
     let mut best = f64::INFINITY;
@@ -286,7 +331,7 @@ fn best_gflops<B: Backend>(
         b.sync()?;
         best = best.min(start.elapsed().as_secs_f64() / f64::from(calls));
     }
-    Ok(g.flops() as f64 / best / 1e9)
+    Ok(flops as f64 / best / 1e9)
 }
 
 /// Runs `sclstm bench`.
@@ -648,6 +693,27 @@ mod tests {
         // Rows scale linearly.
         assert_eq!(forward_flops(&sc, &[0], 7)?, 7 * want_sc);
         Ok(())
+    }
+
+    #[test]
+    fn ragged_rows_run_every_token_once_longest_sentences_last() {
+        let rows = ragged_rows(10);
+        let mut rng = ChaCha8Rng::seed_from_u64(RAGGED_SEED);
+        let mut at = 0;
+        for _ in 0..RAGGED_BATCHES {
+            let lens: Vec<usize> = (0..10).map(|_| draw_length(&mut rng)).collect();
+            let steps = *lens.iter().max().unwrap();
+            let batch = &rows[at..at + steps];
+            at += steps;
+            assert_eq!(batch.iter().sum::<usize>(), lens.iter().sum::<usize>());
+            assert_eq!(batch[0], 10, "every sentence runs at the first step");
+            assert!(batch.windows(2).all(|w| w[1] <= w[0]), "{batch:?}");
+            assert_eq!(
+                *batch.last().unwrap(),
+                lens.iter().filter(|&&l| l == steps).count()
+            );
+        }
+        assert_eq!(at, rows.len());
     }
 
     #[test]
