@@ -116,6 +116,23 @@ fn parallel_job_list_runs_through_gnu_parallel_and_a_second_sweep_has_nothing_le
         dirs.len() == 4 && dirs[0].ends_with("sc/seed-1") && dirs[3].ends_with("stl-ner/seed-2"),
         "{reordered}"
     );
+    // `--only-seeds` keeps the named seeds of each run; a seed the plan lacks is refused.
+    let out = emit(&["--only", "sc,stl-ner", "--only-seeds", "2"]);
+    let seed_two = String::from_utf8_lossy(&out.stdout);
+    let outs: Vec<&str> = seed_two
+        .lines()
+        .map(|l| l.split(" --out ").nth(1).unwrap())
+        .collect();
+    assert!(
+        outs.len() == 2 && outs.iter().all(|o| o.contains("/seed-2 ")),
+        "{seed_two}"
+    );
+    let out = emit(&["--only-seeds", "3"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("--only-seeds") && err.contains("seeds 1 to 2"),
+        "{err}"
+    );
     let out = only("sc,lstm-x");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(

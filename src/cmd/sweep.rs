@@ -32,6 +32,10 @@ pub struct Args {
     /// one model's further seeds first.
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
+    /// Only these seeds of each run (comma-separated, 1-based), e.g. `--only-seeds 3` to
+    /// train the third seed where the first two were trained elsewhere.
+    #[arg(long, value_delimiter = ',')]
+    pub only_seeds: Vec<u64>,
     /// Train every run on the first N sentences of each split (a quick look at a plan).
     #[arg(long)]
     pub max_sentences: Option<usize>,
@@ -67,6 +71,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         max_sentences: args.max_sentences,
     };
     let specs = plan.only(plan.expand(&args.root, args.seeds, &overrides)?, &args.only)?;
+    let specs = plan.only_seeds(specs, &args.only_seeds)?;
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
     if args.jobs == 0 || args.jobs > cores * 4 {
         bail!("--jobs must be between 1 and {} (4 per core)", cores * 4);

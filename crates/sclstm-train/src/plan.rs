@@ -308,6 +308,26 @@ impl Plan {
         Ok(out)
     }
 
+    /// Keeps the specs of the given seeds (all when `seeds` is empty), e.g. to train only
+    /// the seeds another machine has not.
+    ///
+    /// # Errors
+    /// A seed of no spec (0, or beyond the seeds expanded), naming the flag.
+    pub fn only_seeds(&self, specs: Vec<RunSpec>, seeds: &[u64]) -> anyhow::Result<Vec<RunSpec>> {
+        if let Some(missing) = seeds.iter().find(|&&k| !specs.iter().any(|s| s.seed == k)) {
+            let most = specs.iter().map(|s| s.seed).max().unwrap_or(0);
+            anyhow::bail!(
+                "--only-seeds: plan `{}` has no seed {missing} here (seeds 1 to {most}; \
+                 --seeds raises the count)",
+                self.name
+            );
+        }
+        Ok(specs
+            .into_iter()
+            .filter(|s| seeds.is_empty() || seeds.contains(&s.seed))
+            .collect())
+    }
+
     /// The run named `name`.
     pub fn run(&self, name: &str) -> Option<&PlanRun> {
         self.runs.iter().find(|r| r.name == name)
