@@ -626,18 +626,7 @@ fn collect_results_never_replaces_a_longer_run_with_a_shorter_one() {
         std::fs::create_dir_all(&kept).unwrap();
         std::fs::write(kept.join("metrics.jsonl"), metrics_lines(there)).unwrap();
     }
-    let out = Command::new("bash")
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/collect-results.sh"))
-        .args([runs.to_str().unwrap(), "p", results.to_str().unwrap()])
-        .env("COMMIT", "abc1234")
-        .output()
-        .expect("bash runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = collect(&runs, &results, "abc1234", &[]);
     let epochs = |run: &str| {
         let p = results.join("p").join(run).join("seed-1/metrics.jsonl");
         std::fs::read_to_string(p).unwrap().lines().count()
@@ -673,18 +662,7 @@ fn collect_results_copies_only_the_runs_named_in_runs() {
         std::fs::write(dir.join("metrics.jsonl"), metrics_lines(2)).unwrap();
         std::fs::write(dir.join("config.toml"), finished_config(2)).unwrap();
     }
-    let out = Command::new("bash")
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/collect-results.sh"))
-        .args([runs.to_str().unwrap(), "p", results.to_str().unwrap()])
-        .env("COMMIT", "def5678")
-        .env("RUNS", "sc-lstm lstm-s")
-        .output()
-        .expect("bash runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    collect(&runs, &results, "def5678", &[("RUNS", "sc-lstm lstm-s")]);
     let copied = |run: &str| results.join("p").join(run).join("seed-1/provenance.json");
     assert!(copied("sc-lstm").exists() && copied("lstm-s").exists());
     assert!(!copied("lstm-d").exists(), "lstm-d is not in RUNS");
