@@ -3,6 +3,7 @@
 mod alloc;
 mod backend;
 mod cmd;
+mod timed;
 
 use std::process::ExitCode;
 

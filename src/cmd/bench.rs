@@ -42,6 +42,7 @@ use sclstm_model::{Family, ModelConfig, ModelError, ModelInput, Tagger, TaskConf
 use serde::Serialize;
 
 use crate::backend::{BackendJob, with_backend};
+use crate::timed::{CallGroup, TimedBackend};
 use sclstm_train::config::{self, BackendKind, Dtype, Precision};
 use sclstm_train::pool::host_pool;
 use sclstm_train::{EVAL_BATCH, EVAL_TOKENS, tagging_batches};
@@ -75,6 +76,11 @@ pub struct Args {
     /// (CPU with AVX512_BF16 only; training is always f32).
     #[arg(long, value_enum, default_value = "f32")]
     pub precision: Precision,
+    /// Also time every backend call of the timed training steps, grouped by kind: each
+    /// kind of product's GFLOP/s inside a real step (next to the product lines, timed on
+    /// their own) and each other kernel's milliseconds per step.
+    #[arg(long)]
+    pub in_situ: bool,
     /// Print one JSON object instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -160,6 +166,9 @@ struct Report {
     /// The paper config's kinds of product: which kernel computes each (CPU backend) and
     /// its GFLOP/s through the backend.
     products: Vec<ProductRate>,
+    /// With `--in-situ`: every backend call of the timed training steps by kind, largest
+    /// time first (empty otherwise).
+    in_situ: Vec<CallGroup>,
 }
 
 /// Mean milliseconds per timed training step in each phase.
@@ -191,7 +200,8 @@ struct ProductRate {
 /// Times the four kinds of product of a paper-config layer's training step (hidden 300,
 /// gates 4·300, upper-layer input 600) at batch `batch`, with the operand layouts the
 /// layer uses: the per-step recurrent product `h·W` (`W` stored transposed once per
-/// step, so row-major here), its backward `dG·W` (`W` as stored, row-major), the input
+/// step, so row-major here), its backward `dG·W` (`W` as stored, row-major), both in the
+/// strip layout where the backend asks for it ([`Backend::strip_weights`]), the input
 /// projection over all steps of a 25-word batch, and the weight gradient `dGᵀ·X` over
 /// the same rows (`dG` read transposed). Then the per-step `h·W` again at the rows a real
 /// batch runs at each step ([`ragged_rows`]). With bf16 inference, the two forward
@@ -208,10 +218,21 @@ fn product_rates<B: Backend>(
     let products = Kernels::active()
         .products()
         .map(|(kind, kernel)| (kind, if on_cpu { kernel } else { "WGSL gemm shader" }));
+    // Weights in the layout the layers write for this backend.
+    let (step, tall) = (b.strip_weights(true), b.strip_weights(false));
     let shapes = [
-        Gemm::new(batch, 4 * H, H),
-        Gemm::new(batch, H, 4 * H),
-        Gemm::new(rows, 4 * H, 2 * H),
+        Gemm {
+            b_strips: step,
+            ..Gemm::new(batch, 4 * H, H)
+        },
+        Gemm {
+            b_strips: step,
+            ..Gemm::new(batch, H, 4 * H)
+        },
+        Gemm {
+            b_strips: tall,
+            ..Gemm::new(rows, 4 * H, 2 * H)
+        },
         Gemm {
             trans_a: true,
             ..Gemm::new(4 * H, 2 * H, rows)
@@ -225,7 +246,7 @@ fn product_rates<B: Backend>(
     let mut out = Vec::new();
     for ((kind, kernel), g) in products.into_iter().zip(shapes) {
         let a = b.upload(&fill(g.m * g.k))?;
-        let w = b.upload(&fill(g.k * g.n))?;
+        let w = b.upload(&fill(g.b_len()))?;
         let mut c = b.zeros(g.m * g.n)?;
         let gflops = best_gflops(b, g.flops(), &mut || b.gemm(&g, &a, &w, None, &mut c))?;
         out.push(ProductRate {
@@ -237,8 +258,14 @@ fn product_rates<B: Backend>(
         });
     }
     let rows = ragged_rows(batch);
-    let per_step = |m: usize| Gemm::new(m, 4 * H, H);
-    let (a, w) = (b.upload(&fill(batch * H))?, b.upload(&fill(H * 4 * H))?);
+    let per_step = |m: usize| Gemm {
+        b_strips: step,
+        ..Gemm::new(m, 4 * H, H)
+    };
+    let (a, w) = (
+        b.upload(&fill(batch * H))?,
+        b.upload(&fill(per_step(batch).b_len()))?,
+    );
     let mut c = b.zeros(batch * 4 * H)?;
     let flops = rows.iter().map(|&m| per_step(m).flops()).sum();
     let gflops = best_gflops(b, flops, &mut || {
@@ -266,6 +293,11 @@ fn product_rates<B: Backend>(
             ("input projection over all steps, bf16 weights", shapes[2]),
         ];
         for (kind, g) in kinds {
+            // bf16 weights are in the pair layout, never in strips.
+            let g = Gemm {
+                b_strips: false,
+                ..g
+            };
             let a = b.upload(&fill(g.m * g.k))?;
             let mut w = b.zeros(g.k * g.n)?;
             let values = fill(g.k * g.n);
@@ -400,6 +432,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         if let Some(b) = report.peak_rss_bytes {
             writeln!(out, "memory     {:>9.2} GB peak resident", b as f64 / 1e9)?;
         }
+        write_in_situ(&mut out, &report)?;
     }
     Ok(())
 }
@@ -413,118 +446,168 @@ impl BackendJob for BenchJob<'_> {
     type Output = Report;
 
     fn run<B: Backend + 'static>(self, b: Arc<B>) -> anyhow::Result<Report> {
-        let args = self.args;
-        let family = args.model;
-        let tasks = TASKS
-            .iter()
-            .map(|&(name, n)| {
-                let tags: Vec<String> = (0..n).map(|i| format!("T{i}")).collect();
-                TaskConfig {
-                    tags,
-                    ..TaskConfig::new(name, &[])
-                }
-            })
-            .collect();
-        let mut cfg = ModelConfig::new(family, tasks, VOCAB);
-        cfg.word_dim = 50;
-        if args.precision == Precision::Bf16 {
-            b.bf16_products().context("--precision bf16")?;
+        if !self.args.in_situ {
+            return measure(self.args, b, &Vec::new);
         }
-        let on_cpu = args.backend == BackendKind::Cpu;
-        let products = product_rates(b.as_ref(), args.batch, on_cpu, args.precision)?;
-        let peak = products
-            .iter()
-            .filter(|p| p.precision == Precision::F32)
-            .map(|p| p.gflops)
-            .fold(square_gflops(b.as_ref())?, f64::max);
-        let backend_name = b.name();
-        let mut tagger = Tagger::new(cfg.clone(), b, args.seed, None)?;
-        // Training records every call, so only the inference measurement runs in bf16.
-        args.precision.apply(&mut tagger, "--precision")?;
-        let pool = host_pool(args.threads)?;
-        tagger.set_thread_pool(pool.clone());
-
-        let mut rng = ChaCha8Rng::seed_from_u64(args.seed ^ 0x5eed);
-        let mut adam = Adam::new(AdamConfig::default());
-        let (mut tokens, mut flops, mut elapsed) = (0usize, 0u64, 0.0f64);
-        let (mut phases, mut grad_elems) = (Phases::default(), 0usize);
-        for step in 0..WARMUP_STEPS + args.steps {
-            let task = rng.random_range(0..TASKS.len());
-            let lens: Vec<usize> = (0..args.batch).map(|_| draw_length(&mut rng)).collect();
-            let batch = SyntheticBatch::new(&mut rng, lens, TASKS[task].1);
-            let start = Instant::now();
-            let mut tape = tagger.tape();
-            let loss = tagger.loss(&mut tape, &batch.input(), task, &batch.gold, step as u64)?;
-            let forward = start.elapsed().as_secs_f64();
-            let grads = tape
-                .backward(loss)
-                .map_err(ModelError::from)?
-                .into_param_grads();
-            let backward = start.elapsed().as_secs_f64();
-            adam.step_clipped(tagger.params_mut(), &grads, 5.0, pool.as_deref())?;
-            if step >= WARMUP_STEPS {
-                let total = start.elapsed().as_secs_f64();
-                elapsed += total;
-                phases.forward_ms += forward * 1e3;
-                phases.backward_ms += (backward - forward) * 1e3;
-                phases.optimizer_ms += (total - backward) * 1e3;
-                grad_elems += grads.iter().map(|(_, g)| g.values().len()).sum::<usize>();
-                let real = batch.lens.iter().sum::<usize>();
-                tokens += real;
-                flops += 3 * forward_flops(&cfg, &[task], real)?;
-            }
-        }
-        let train_tokens_per_s = tokens as f64 / elapsed;
-        let per_step = args.steps as f64;
-        phases.forward_ms /= per_step;
-        phases.backward_ms /= per_step;
-        phases.optimizer_ms /= per_step;
-        let gflops = flops as f64 / elapsed / 1e9;
-
-        let mut lens: Vec<usize> = (0..args.infer_sentences)
-            .map(|_| draw_length(&mut rng))
-            .collect();
-        lens.sort_unstable();
-        let batches: Vec<SyntheticBatch> = tagging_batches(&lens)
-            .into_iter()
-            .map(|r| SyntheticBatch::new(&mut rng, lens[r].to_vec(), 1))
-            .collect();
-        let all: Vec<usize> = (0..TASKS.len()).collect();
-        // One untimed pass: the layer cache pool then holds a cache for every row bucket
-        // the batches need, as it does in steady state (e.g. evaluating every epoch).
-        for batch in &batches {
-            tagger.predict(&batch.input(), &all)?;
-        }
-        let start = Instant::now();
-        let mut infer_tokens = 0usize;
-        for batch in &batches {
-            let tags = tagger.predict(&batch.input(), &all)?;
-            infer_tokens += tags.first().map_or(0, |t| t.iter().map(Vec::len).sum());
-        }
-        let infer_tokens_per_s = infer_tokens as f64 / start.elapsed().as_secs_f64();
-
-        Ok(Report {
-            model: family.name(),
-            backend: backend_name,
-            threads: args.threads,
-            batch: args.batch,
-            steps: args.steps,
-            train_tokens: tokens,
-            train_tokens_per_s,
-            infer_tokens_per_s,
-            infer_precision: args.precision,
-            gflops,
-            peak_gflops: peak,
-            fraction_of_peak: gflops / peak,
-            phases,
-            grad_elems_per_step: grad_elems as f64 / per_step,
-            peak_rss_bytes: None,
-            cpu: cpu_model(),
-            kernels: Kernels::active().name(),
-            kernels_available: Kernels::available().iter().map(|k| k.name()).collect(),
-            products,
-        })
+        let timed = Arc::new(TimedBackend::new(b, self.args.batch));
+        measure(self.args, timed.clone(), &|| timed.take())
     }
+}
+
+/// The whole benchmark on backend `b`. `calls` returns the backend calls made since it
+/// was last called (nothing for an untimed backend): it is called when the timed training
+/// steps start and when they end.
+fn measure<B: Backend + 'static>(
+    args: &Args,
+    b: Arc<B>,
+    calls: &dyn Fn() -> Vec<CallGroup>,
+) -> anyhow::Result<Report> {
+    let family = args.model;
+    let tasks = TASKS
+        .iter()
+        .map(|&(name, n)| {
+            let tags: Vec<String> = (0..n).map(|i| format!("T{i}")).collect();
+            TaskConfig {
+                tags,
+                ..TaskConfig::new(name, &[])
+            }
+        })
+        .collect();
+    let mut cfg = ModelConfig::new(family, tasks, VOCAB);
+    cfg.word_dim = 50;
+    if args.precision == Precision::Bf16 {
+        b.bf16_products().context("--precision bf16")?;
+    }
+    let on_cpu = args.backend == BackendKind::Cpu;
+    let products = product_rates(b.as_ref(), args.batch, on_cpu, args.precision)?;
+    let peak = products
+        .iter()
+        .filter(|p| p.precision == Precision::F32)
+        .map(|p| p.gflops)
+        .fold(square_gflops(b.as_ref())?, f64::max);
+    let backend_name = b.name();
+    let mut tagger = Tagger::new(cfg.clone(), b, args.seed, None)?;
+    // Training records every call, so only the inference measurement runs in bf16.
+    args.precision.apply(&mut tagger, "--precision")?;
+    let pool = host_pool(args.threads)?;
+    tagger.set_thread_pool(pool.clone());
+
+    let mut rng = ChaCha8Rng::seed_from_u64(args.seed ^ 0x5eed);
+    let mut adam = Adam::new(AdamConfig::default());
+    let (mut tokens, mut flops, mut elapsed) = (0usize, 0u64, 0.0f64);
+    let (mut phases, mut grad_elems) = (Phases::default(), 0usize);
+    for step in 0..WARMUP_STEPS + args.steps {
+        if step == WARMUP_STEPS {
+            calls();
+        }
+        let task = rng.random_range(0..TASKS.len());
+        let lens: Vec<usize> = (0..args.batch).map(|_| draw_length(&mut rng)).collect();
+        let batch = SyntheticBatch::new(&mut rng, lens, TASKS[task].1);
+        let start = Instant::now();
+        let mut tape = tagger.tape();
+        let loss = tagger.loss(&mut tape, &batch.input(), task, &batch.gold, step as u64)?;
+        let forward = start.elapsed().as_secs_f64();
+        let grads = tape
+            .backward(loss)
+            .map_err(ModelError::from)?
+            .into_param_grads();
+        let backward = start.elapsed().as_secs_f64();
+        adam.step_clipped(tagger.params_mut(), &grads, 5.0, pool.as_deref())?;
+        if step >= WARMUP_STEPS {
+            let total = start.elapsed().as_secs_f64();
+            elapsed += total;
+            phases.forward_ms += forward * 1e3;
+            phases.backward_ms += (backward - forward) * 1e3;
+            phases.optimizer_ms += (total - backward) * 1e3;
+            grad_elems += grads.iter().map(|(_, g)| g.values().len()).sum::<usize>();
+            let real = batch.lens.iter().sum::<usize>();
+            tokens += real;
+            flops += 3 * forward_flops(&cfg, &[task], real)?;
+        }
+    }
+    let in_situ = calls();
+    let train_tokens_per_s = tokens as f64 / elapsed;
+    let per_step = args.steps as f64;
+    phases.forward_ms /= per_step;
+    phases.backward_ms /= per_step;
+    phases.optimizer_ms /= per_step;
+    let gflops = flops as f64 / elapsed / 1e9;
+
+    let mut lens: Vec<usize> = (0..args.infer_sentences)
+        .map(|_| draw_length(&mut rng))
+        .collect();
+    lens.sort_unstable();
+    let batches: Vec<SyntheticBatch> = tagging_batches(&lens)
+        .into_iter()
+        .map(|r| SyntheticBatch::new(&mut rng, lens[r].to_vec(), 1))
+        .collect();
+    let all: Vec<usize> = (0..TASKS.len()).collect();
+    // One untimed pass: the layer cache pool then holds a cache for every row bucket
+    // the batches need, as it does in steady state (e.g. evaluating every epoch).
+    for batch in &batches {
+        tagger.predict(&batch.input(), &all)?;
+    }
+    let start = Instant::now();
+    let mut infer_tokens = 0usize;
+    for batch in &batches {
+        let tags = tagger.predict(&batch.input(), &all)?;
+        infer_tokens += tags.first().map_or(0, |t| t.iter().map(Vec::len).sum());
+    }
+    let infer_tokens_per_s = infer_tokens as f64 / start.elapsed().as_secs_f64();
+
+    Ok(Report {
+        model: family.name(),
+        backend: backend_name,
+        threads: args.threads,
+        batch: args.batch,
+        steps: args.steps,
+        train_tokens: tokens,
+        train_tokens_per_s,
+        infer_tokens_per_s,
+        infer_precision: args.precision,
+        gflops,
+        peak_gflops: peak,
+        fraction_of_peak: gflops / peak,
+        phases,
+        grad_elems_per_step: grad_elems as f64 / per_step,
+        peak_rss_bytes: None,
+        cpu: cpu_model(),
+        kernels: Kernels::active().name(),
+        kernels_available: Kernels::available().iter().map(|k| k.name()).collect(),
+        products,
+        in_situ,
+    })
+}
+
+/// With `--in-situ`: the backend calls of a training step by kind, in milliseconds per
+/// step (summed over the threads that made them) and, for products, GFLOP/s.
+fn write_in_situ(out: &mut impl Write, report: &Report) -> std::io::Result<()> {
+    if report.in_situ.is_empty() {
+        return Ok(());
+    }
+    let steps = report.steps as f64;
+    let total: f64 = report.in_situ.iter().map(|g| g.totals.seconds).sum();
+    writeln!(
+        out,
+        "in situ    {:>9.2} ms per step inside backend calls (summed over threads), by kind:",
+        total / steps * 1e3
+    )?;
+    for g in &report.in_situ {
+        let t = &g.totals;
+        let rate = if t.flops > 0 {
+            format!("{:>6.1} GFLOP/s", t.flops as f64 / t.seconds / 1e9)
+        } else {
+            " ".repeat(14)
+        };
+        writeln!(
+            out,
+            "  {:>8.2} ms  {rate}  {:>7.0} calls  {}",
+            t.seconds / steps * 1e3,
+            t.calls as f64 / steps,
+            g.kind
+        )?;
+    }
+    Ok(())
 }
 
 /// One sentence length drawn from [`LENGTH_HISTOGRAM`].

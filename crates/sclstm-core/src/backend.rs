@@ -38,13 +38,33 @@
 //! to nearest, ties to even). A buffer of 32-bit elements holds the words bit for bit.
 //! It is the operand layout of AVX512_BF16's `vdpbf16ps` and of AMX's bf16 tiles: one
 //! pair along `k` per 32-bit lane.
+//!
+//! # The strip layout (weights a time loop reads again and again)
+//! A `k × n` right operand `B` of a product with [`Gemm::b_strips`] is stored in column
+//! strips of [`STRIP`] columns: strip `s` (columns `STRIP·s ..`) is a `k × STRIP`
+//! row-major block starting at element `STRIP·k·s`, the last strip padded with zeros to
+//! [`STRIP`] columns ([`strip_len`] elements in all). A kernel that computes `C` a few
+//! columns at a time then streams each strip as one contiguous run instead of reading a
+//! short piece of every row of `B` (a page apart for the layers' weights), which matters
+//! most for the per-step products, whose few rows reuse each weight only a few times.
+//! Only backends that say so ([`Backend::strip_weights`]) take it.
 
 use crate::{BackendErrorKind, NumError, Real};
+
+/// Columns per strip of the strip layout (module docs): 32 f32 values are two AVX-512
+/// registers, the width of the CPU's register tiles.
+pub const STRIP: usize = 32;
+
+/// Elements of a `k × n` matrix in the strip layout: `k · STRIP · ⌈n / STRIP⌉`.
+pub fn strip_len(k: usize, n: usize) -> usize {
+    k * STRIP * n.div_ceil(STRIP)
+}
 
 /// One matrix product `C[c_off..] (+)= op(A[a_off..]) · op(B[b_off..]) (+ bias)`.
 ///
 /// All operands are dense row-major: `op(A)` is `m × k` (stored `k × m` when
-/// `trans_a`), `op(B)` is `k × n` (stored `n × k` when `trans_b`), `C` is `m × n`.
+/// `trans_a`), `op(B)` is `k × n` (stored `n × k` when `trans_b`, or in the strip layout
+/// when `b_strips`), `C` is `m × n`.
 /// With `accumulate` the product is added to `C`, otherwise `C` is overwritten.
 /// The optional bias (length `n`) is added to every row of the product.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,6 +79,9 @@ pub struct Gemm {
     pub trans_a: bool,
     /// `B` is stored transposed (`n × k`).
     pub trans_b: bool,
+    /// `B` is stored in the strip layout (module docs; never with `trans_b`, and only on
+    /// a backend whose [`Backend::strip_weights`] says so).
+    pub b_strips: bool,
     /// Element offset of `A` in its buffer.
     pub a_off: usize,
     /// Element offset of `B` in its buffer.
@@ -78,6 +101,7 @@ impl Gemm {
             k,
             trans_a: false,
             trans_b: false,
+            b_strips: false,
             a_off: 0,
             b_off: 0,
             c_off: 0,
@@ -88,6 +112,16 @@ impl Gemm {
     /// Floating-point operations of this product (`2·m·n·k`).
     pub fn flops(&self) -> u64 {
         2 * self.m as u64 * self.n as u64 * self.k as u64
+    }
+
+    /// Elements of `B` the product reads from `b_off` on: `k·n`, or [`strip_len`] in the
+    /// strip layout.
+    pub fn b_len(&self) -> usize {
+        if self.b_strips {
+            strip_len(self.k, self.n)
+        } else {
+            self.k * self.n
+        }
     }
 }
 
@@ -410,6 +444,15 @@ pub trait Backend: Send + Sync {
     ) -> Result<(), NumError> {
         let _ = (g, a, b, bias, c);
         Err(no_bf16(&self.name()))
+    }
+
+    /// Whether the layers should write the weight copies that products of this kind read
+    /// in the strip layout ([`Gemm::b_strips`]): the per-step products (`per_step`, a
+    /// batch of rows) or those over all tokens. The default (and any backend without
+    /// strip-reading kernels): never.
+    fn strip_weights(&self, per_step: bool) -> bool {
+        let _ = per_step;
+        false
     }
 
     /// Waits until all submitted work has finished (a no-op on the CPU).

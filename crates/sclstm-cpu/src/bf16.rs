@@ -77,9 +77,9 @@ pub fn check_gemm_bf16(
     bias_len: Option<usize>,
     c_len: usize,
 ) -> Result<(), NumError> {
-    if g.trans_a || g.trans_b {
+    if g.trans_a || g.trans_b || g.b_strips {
         return Err(NumError::ShapeMismatch {
-            op: "gemm_bf16 (operands must be stored plain, not transposed)",
+            op: "gemm_bf16 (operands must be stored plain, not transposed or in strips)",
             lhs: vec![usize::from(g.trans_a)],
             rhs: vec![usize::from(g.trans_b)],
         });

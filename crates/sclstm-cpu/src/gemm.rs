@@ -8,7 +8,9 @@
 //! `C[c_off..][i, j] (+)= Σ_p op(A)[i, p] · op(B)[p, j]  (+ bias[j])`
 //!
 //! Transposes are expressed as strides, never as copies: `A` stored `k × m` is read
-//! with row stride 1 and column stride `m`.
+//! with row stride 1 and column stride `m`. A `B` in the strip layout
+//! ([`Gemm::b_strips`]) is a row of `k × STRIP` blocks: the register tiles read each
+//! tile's columns from its strip, matrixmultiply runs once per strip.
 //!
 //! # Determinism
 //! The fast kernel splits the output `C` into disjoint blocks (rows when `C` is tall,
@@ -19,7 +21,7 @@
 
 use rayon::ThreadPool;
 use rayon::prelude::*;
-use sclstm_core::{Gemm, NumError, Real};
+use sclstm_core::{Gemm, NumError, Real, STRIP};
 
 use crate::small_m::{self, Isa, MAX_M};
 
@@ -38,9 +40,11 @@ const SPLIT_ALIGN: usize = 32;
 /// matrixmultiply by 10–20% at the layers' shapes (`gemm_gflops` example).
 pub(crate) const TALL_COL_BLOCK: usize = 256;
 
-/// Checks that every operand of `g` fits its buffer.
+/// Checks that every operand of `g` fits its buffer (`B` in its plain or strip layout)
+/// and that `B` is not both transposed and in strips.
 ///
 /// # Errors
+/// [`NumError::ShapeMismatch`] for a transposed `B` in strips;
 /// [`NumError::BufferTooSmall`] naming the first operand that does not fit.
 pub fn check_gemm(
     g: &Gemm,
@@ -57,8 +61,15 @@ pub fn check_gemm(
             Ok(())
         }
     };
+    if g.trans_b && g.b_strips {
+        return Err(NumError::ShapeMismatch {
+            op: "gemm (b is either stored transposed or in strips)",
+            lhs: vec![usize::from(g.trans_b)],
+            rhs: vec![usize::from(g.b_strips)],
+        });
+    }
     fits("gemm (a)", a_len, g.a_off, g.m * g.k)?;
-    fits("gemm (b)", b_len, g.b_off, g.k * g.n)?;
+    fits("gemm (b)", b_len, g.b_off, g.b_len())?;
     fits("gemm (c)", c_len, g.c_off, g.m * g.n)?;
     if let Some(len) = bias_len {
         fits("gemm (bias)", len, 0, g.n)?;
@@ -93,6 +104,8 @@ pub fn gemm_naive<R: Real>(
                 };
                 let bv = if g.trans_b {
                     b[g.b_off + j * k + p]
+                } else if g.b_strips {
+                    b[g.b_off + (j / STRIP) * STRIP * k + p * STRIP + j % STRIP]
                 } else {
                     b[g.b_off + p * n + j]
                 };
@@ -231,6 +244,8 @@ struct GemmView<R> {
     b: *const R,
     rsb: isize,
     csb: isize,
+    /// Elements from one strip of `B` to the next when `B` is in the strip layout, else 0.
+    strip_k: usize,
     c: *mut R,
     bias: Option<*const R>,
     accumulate: bool,
@@ -249,7 +264,11 @@ impl<R: Real> GemmView<R> {
     fn new(g: &Gemm, a: &[R], b: &[R], bias: Option<&[R]>, c: &mut [R]) -> Self {
         let (m, n, k) = (g.m, g.n, g.k);
         let (rsa, csa) = if g.trans_a { (1, m) } else { (k, 1) };
-        let (rsb, csb) = if g.trans_b { (1, k) } else { (n, 1) };
+        let (rsb, csb) = match (g.trans_b, g.b_strips) {
+            (true, _) => (1, k),
+            (false, true) => (STRIP, 1),
+            (false, false) => (n, 1),
+        };
         GemmView {
             n,
             k,
@@ -259,6 +278,7 @@ impl<R: Real> GemmView<R> {
             b: b.as_ptr().wrapping_add(g.b_off),
             rsb: rsb as isize,
             csb: csb as isize,
+            strip_k: if g.b_strips { STRIP * k } else { 0 },
             c: c.as_mut_ptr().wrapping_add(g.c_off),
             bias: bias.map(<[R]>::as_ptr),
             accumulate: g.accumulate,
@@ -282,7 +302,7 @@ impl<R: Real> GemmView<R> {
                 beta = R::one();
             }
             let a = self.a.offset(r0 as isize * self.rsa);
-            let b = self.b.offset(c0 as isize * self.csb);
+            let b = b_columns(self.b, c0, self.csb, self.strip_k);
             strided_gemm(
                 self.kernel,
                 rows,
@@ -294,6 +314,7 @@ impl<R: Real> GemmView<R> {
                 b,
                 self.rsb,
                 self.csb,
+                self.strip_k,
                 beta,
                 c,
                 n,
@@ -303,14 +324,40 @@ impl<R: Real> GemmView<R> {
     }
 }
 
+/// `B` from column `j` on: `j` columns along a strided `B`, or the start of the strip
+/// holding column `j` (a strip boundary: blocks and column blocks are multiples of
+/// [`STRIP`]) when `strip_k > 0`.
+///
+/// # Safety
+/// The result must stay inside `B`.
+unsafe fn b_columns<R>(b: *const R, j: usize, csb: isize, strip_k: usize) -> *const R {
+    // SAFETY: the caller's contract.
+    unsafe {
+        if strip_k == 0 {
+            b.offset(j as isize * csb)
+        } else {
+            debug_assert_eq!(
+                j % STRIP,
+                0,
+                "internal: a strip-layout block starts mid-strip"
+            );
+            b.add(j / STRIP * strip_k)
+        }
+    }
+}
+
 /// `C = A·B + beta·C` on strided operands: the register-tile kernel `kernel` where it
 /// applies (row-major `B` and `C`; tall products only with AVX-512) or the transposed-`B`
 /// AVX-512 kernel for tiny-m products, else matrixmultiply's `sgemm` /
 /// `dgemm` for f32 / f64 (any other `Real` falls back to a plain loop). With
-/// `beta = 0`, `C` is never read (so NaN there does not propagate).
+/// `beta = 0`, `C` is never read (so NaN there does not propagate). With `strip_k > 0`,
+/// `B` is in the strip layout from its first column on (`rsb` = [`STRIP`], `csb` = 1,
+/// `strip_k` elements per strip); where no register tile serves it, matrixmultiply runs
+/// once per strip.
 ///
 /// # Safety
-/// Every pointer must be valid for the strided `m × k`, `k × n`, `m × n` regions.
+/// Every pointer must be valid for the strided `m × k`, `k × n`, `m × n` regions (`B`'s
+/// strips for a strip-layout `B`).
 #[allow(clippy::too_many_arguments)]
 unsafe fn strided_gemm<R: Real>(
     kernel: Option<Isa>,
@@ -323,6 +370,7 @@ unsafe fn strided_gemm<R: Real>(
     b: *const R,
     rsb: isize,
     csb: isize,
+    strip_k: usize,
     beta: R,
     c: *mut R,
     rsc: isize,
@@ -356,8 +404,9 @@ unsafe fn strided_gemm<R: Real>(
                         a.offset(i0 as isize * rsa),
                         rsa,
                         csa,
-                        b.offset(j0 as isize * csb),
+                        b_columns(b, j0, csb, strip_k),
                         rsb,
+                        strip_k,
                         beta,
                         c.offset(i0 as isize * rsc + j0 as isize),
                         rsc,
@@ -365,6 +414,16 @@ unsafe fn strided_gemm<R: Real>(
                     i0 += h;
                 }
                 j0 += w;
+            }
+            return;
+        }
+        if strip_k > 0 {
+            // Each strip is a plain k × STRIP matrix.
+            for j0 in (0..n).step_by(STRIP) {
+                let b = b_columns(b, j0, csb, strip_k);
+                let c = c.offset(j0 as isize * csc);
+                let w = STRIP.min(n - j0);
+                strided_gemm_mm(m, k, w, a, rsa, csa, b, rsb, csb, beta, c, rsc, csc);
             }
             return;
         }
@@ -466,16 +525,29 @@ mod tests {
             .collect()
     }
 
-    /// Fast vs naive for every transpose / accumulate / bias combination at one size.
+    /// `b` (`k × n`, row-major) in the strip layout, written out from its definition.
+    fn to_strips<R: Real>(b: &[R], k: usize, n: usize) -> Vec<R> {
+        let mut out = vec![R::zero(); sclstm_core::strip_len(k, n)];
+        for p in 0..k {
+            for j in 0..n {
+                out[(j / STRIP) * STRIP * k + p * STRIP + j % STRIP] = b[p * n + j];
+            }
+        }
+        out
+    }
+
+    /// Fast vs naive for every transpose / B layout / accumulate / bias combination at
+    /// one size.
     fn compare<R: Real>(m: usize, n: usize, k: usize, pool: Option<&ThreadPool>, tol: f64) {
         let mut rng = ChaCha8Rng::seed_from_u64((m * 131 + n * 17 + k) as u64);
         for trans_a in [false, true] {
-            for trans_b in [false, true] {
+            for (trans_b, b_strips) in [(false, false), (true, false), (false, true)] {
                 for accumulate in [false, true] {
                     for with_bias in [false, true] {
                         let g = Gemm {
                             trans_a,
                             trans_b,
+                            b_strips,
                             accumulate,
                             a_off: 3,
                             b_off: 1,
@@ -484,6 +556,23 @@ mod tests {
                         };
                         let a = random::<R>(&mut rng, 3 + m * k);
                         let b = random::<R>(&mut rng, 1 + k * n + 5);
+                        // The strip layout holds the same matrix: the plain product of
+                        // `b` is the reference for both.
+                        let (g_ref, b_ref) = (
+                            Gemm {
+                                b_strips: false,
+                                ..g
+                            },
+                            b.clone(),
+                        );
+                        let b = if b_strips {
+                            let mut strips = vec![b[0]];
+                            strips.extend(to_strips(&b[1..1 + k * n], k, n));
+                            strips.extend(&b[1 + k * n..]);
+                            strips
+                        } else {
+                            b
+                        };
                         let bias = random::<R>(&mut rng, n);
                         let init: Vec<R> = if accumulate {
                             random(&mut rng, 2 + m * n + 4)
@@ -492,8 +581,11 @@ mod tests {
                         };
                         let mut c_ref = init.clone();
                         let bias = with_bias.then_some(bias.as_slice());
-                        gemm_naive(&g, &a, &b, bias, &mut c_ref).unwrap();
+                        gemm_naive(&g_ref, &a, &b_ref, bias, &mut c_ref).unwrap();
                         let mut results = Vec::new();
+                        let mut c_naive = init.clone();
+                        gemm_naive(&g, &a, &b, bias, &mut c_naive).unwrap();
+                        results.push(("naive".to_string(), c_naive));
                         let mut c_fast = init.clone();
                         gemm_fast(&g, &a, &b, bias, &mut c_fast, pool).unwrap();
                         results.push(("fast".to_string(), c_fast));
@@ -519,8 +611,8 @@ mod tests {
                                     assert!(
                                         (x - y).abs() <= tol * (1.0 + x.abs()),
                                         "{name} {m}x{n}x{k} ta={trans_a} tb={trans_b} \
-                                         acc={accumulate} bias={with_bias} idx={idx}: \
-                                         naive {x} got {y}"
+                                         strips={b_strips} acc={accumulate} \
+                                         bias={with_bias} idx={idx}: naive {x} got {y}"
                                     );
                                 } else {
                                     // Padding around C must be untouched.
@@ -594,6 +686,68 @@ mod tests {
         gemm_fast(&g, &a, &b, None, &mut c1, Some(&pool)).unwrap();
         gemm_fast(&g, &a, &b, None, &mut c2, Some(&pool)).unwrap();
         assert_eq!(c1, c2);
+    }
+
+    #[test]
+    fn strip_layout_gives_the_plain_layouts_bits() {
+        // The register tiles sum every element over `k` in the same order whatever the
+        // layout of B, so moving the layers' weights into strips changes no result.
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .unwrap();
+        let mut rng = ChaCha8Rng::seed_from_u64(11);
+        for (m, n, k) in [
+            (10, 1200, 300),
+            (4, 300, 1200),
+            (1, 300, 300),
+            (172, 1200, 600),
+        ] {
+            let a = random::<f32>(&mut rng, m * k);
+            let b = random::<f32>(&mut rng, k * n);
+            let strips = to_strips(&b, k, n);
+            let plain = Gemm {
+                accumulate: true,
+                ..Gemm::new(m, n, k)
+            };
+            let striped = Gemm {
+                b_strips: true,
+                ..plain
+            };
+            for p in [None, Some(&pool)] {
+                let init = random::<f32>(&mut rng, m * n);
+                let (mut c1, mut c2) = (init.clone(), init);
+                gemm_fast(&plain, &a, &b, None, &mut c1, p).unwrap();
+                gemm_fast(&striped, &a, &strips, None, &mut c2, p).unwrap();
+                assert!(
+                    c1.iter().zip(&c2).all(|(x, y)| x.to_bits() == y.to_bits()),
+                    "{m}×{k}·{k}×{n}, pool {}",
+                    p.is_some()
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn strips_are_refused_with_a_transposed_b_or_a_short_buffer() {
+        let g = Gemm {
+            b_strips: true,
+            ..Gemm::new(2, 33, 3)
+        };
+        let (a, mut c) = (vec![0.0f32; 6], vec![0.0f32; 66]);
+        // 33 columns take two strips: 3 · 64 elements, not 3 · 33.
+        let err = gemm_fast(&g, &a, &[0.0; 99], None, &mut c, None).unwrap_err();
+        assert_eq!(
+            err,
+            NumError::BufferTooSmall {
+                op: "gemm (b)",
+                len: 99,
+                needed: 192
+            }
+        );
+        let t = Gemm { trans_b: true, ..g };
+        let err = gemm_fast(&t, &a, &[0.0; 192], None, &mut c, None).unwrap_err();
+        assert!(matches!(err, NumError::ShapeMismatch { .. }), "{err:?}");
     }
 
     #[test]

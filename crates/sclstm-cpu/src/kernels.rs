@@ -106,7 +106,8 @@ impl Kernels {
 
     /// Which kernel computes each kind of product an LSTM layer's training step runs
     /// with this set, one line per kind (the recurrent backward reads the weights as
-    /// stored, so every per-step product has a row-major `B`).
+    /// stored, so every per-step product has a row-major `B`; the layers write the
+    /// weights a register tile reads in 32-column strips).
     pub fn products(self) -> [(&'static str, &'static str); 4] {
         let kinds = [
             "per-step forward h·W (m = batch ≤ 12)",
@@ -116,14 +117,14 @@ impl Kernels {
         ];
         let kernels = match self {
             Kernels::Avx512 => [
-                "AVX-512 register tile, B unpacked",
-                "AVX-512 register tile, B unpacked",
-                "AVX-512 register tile over row chunks",
+                "AVX-512 register tile, B in strips",
+                "AVX-512 register tile, B in strips",
+                "AVX-512 register tile over row chunks, B in strips",
                 "matrixmultiply",
             ],
             Kernels::Avx2 => [
-                "AVX2 register tile (6 rows), B unpacked",
-                "AVX2 register tile (6 rows), B unpacked",
+                "AVX2 register tile (6 rows), B in strips",
+                "AVX2 register tile (6 rows), B in strips",
                 "matrixmultiply",
                 "matrixmultiply",
             ],

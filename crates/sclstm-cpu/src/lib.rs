@@ -323,6 +323,13 @@ impl<R: Real> Backend for CpuBackend<R> {
         bf16::gemm_bf16_fast(g, a, b, bias, c, self.pool())
     }
 
+    /// Per-step products take strips wherever a register tile serves them (AVX-512 or
+    /// AVX2), products over all tokens only where the tile also serves tall products
+    /// (AVX-512; elsewhere matrixmultiply would run once per strip).
+    fn strip_weights(&self, per_step: bool) -> bool {
+        small_m::Isa::detect().is_some_and(|isa| per_step || isa.tall())
+    }
+
     fn sync(&self) -> Result<(), NumError> {
         Ok(())
     }

@@ -187,7 +187,10 @@ struct PanelT {
 /// Computes all `n` columns of `C = A·B + beta·C` for `B` with column stride 1;
 /// `beta` is 0 (C not read) or 1. Columns go in tiles of two vector registers (AVX-512:
 /// 32 f32 or 16 f64; AVX2: 16 f32 or 8 f64); a last partial tile uses masked loads and
-/// stores, so nothing outside `C`'s `m × n` block (or `B`'s `k × n`) is touched.
+/// stores, so nothing outside `C`'s `m × n` block (or `B`'s `k × n`) is touched. With
+/// `strip_k > 0`, `B` is in the strip layout (`sclstm_core::STRIP` columns per strip,
+/// `strip_k` elements from one strip to the next, row stride `rsb` inside a strip) and
+/// starts at a strip boundary; each tile lies inside one strip.
 ///
 /// # Safety
 /// `R` must be f32 or f64, `isa` must come from [`Isa::detect`] / [`Isa::available`],
@@ -204,6 +207,7 @@ pub(crate) unsafe fn gemm<R: Real>(
     csa: isize,
     b: *const R,
     rsb: isize,
+    strip_k: usize,
     beta: R,
     c: *mut R,
     rsc: isize,
@@ -223,6 +227,7 @@ pub(crate) unsafe fn gemm<R: Real>(
         csa,
         b: b.cast::<u8>(),
         rsb,
+        strip_k: strip_k as isize,
         accumulate: beta != R::zero(),
         c: c.cast::<u8>(),
         rsc,
@@ -300,9 +305,23 @@ struct Panel {
     csa: isize,
     b: *const u8,
     rsb: isize,
+    /// Elements from one strip of `B` to the next in the strip layout; 0 for a plain `B`.
+    strip_k: isize,
     accumulate: bool,
     c: *mut u8,
     rsc: isize,
+}
+
+impl Panel {
+    /// Element offset in `B` of row 0 of column `j` (the first column of a tile).
+    fn b_col(&self, j: isize) -> isize {
+        const STRIP: isize = sclstm_core::STRIP as isize;
+        if self.strip_k == 0 {
+            j
+        } else {
+            j / STRIP * self.strip_k + j % STRIP
+        }
+    }
 }
 
 /// The AVX-512 panels. `M` is a constant so that the row loop unrolls and the
@@ -574,7 +593,7 @@ pub(crate) mod x86 {
         unsafe {
             let mut acc = [[_mm512_setzero_ps(); 2]; M];
             for p in 0..x.k as isize {
-                let bp = b.offset(p * x.rsb + j0);
+                let bp = b.offset(p * x.rsb + x.b_col(j0));
                 let b0 = _mm512_maskz_loadu_ps(m0, bp);
                 let b1 = _mm512_maskz_loadu_ps(m1, bp.add(16));
                 for (i, acc_i) in acc.iter_mut().enumerate() {
@@ -651,7 +670,7 @@ pub(crate) mod x86 {
         unsafe {
             let mut acc = [[_mm512_setzero_pd(); 2]; M];
             for p in 0..x.k as isize {
-                let bp = b.offset(p * x.rsb + j0);
+                let bp = b.offset(p * x.rsb + x.b_col(j0));
                 let b0 = _mm512_maskz_loadu_pd(m0, bp);
                 let b1 = _mm512_maskz_loadu_pd(m1, bp.add(8));
                 for (i, acc_i) in acc.iter_mut().enumerate() {
@@ -739,7 +758,7 @@ mod avx2 {
         unsafe {
             let mut acc = [[_mm256_setzero_ps(); 2]; M];
             for p in 0..x.k as isize {
-                let bp = b.offset(p * x.rsb + j0);
+                let bp = b.offset(p * x.rsb + x.b_col(j0));
                 let b0 = _mm256_maskload_ps(bp, m0);
                 let b1 = _mm256_maskload_ps(bp.add(8), m1);
                 for (i, acc_i) in acc.iter_mut().enumerate() {
@@ -793,7 +812,7 @@ mod avx2 {
         unsafe {
             let mut acc = [[_mm256_setzero_pd(); 2]; M];
             for p in 0..x.k as isize {
-                let bp = b.offset(p * x.rsb + j0);
+                let bp = b.offset(p * x.rsb + x.b_col(j0));
                 let b0 = _mm256_maskload_pd(bp, m0);
                 let b1 = _mm256_maskload_pd(bp.add(4), m1);
                 for (i, acc_i) in acc.iter_mut().enumerate() {

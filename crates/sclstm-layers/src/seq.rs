@@ -7,7 +7,7 @@
 
 use std::borrow::Cow;
 
-use sclstm_core::{Matrix, NumError, Real};
+use sclstm_core::{Matrix, NumError, Real, STRIP, strip_len};
 
 /// Steps `T` and batch size `B` of a time-major batch, with each sentence's length.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -122,16 +122,71 @@ pub(crate) fn transpose_into<R: Real>(m: &Matrix<R>, out: &mut [R]) {
         rows * cols,
         "internal: transpose_into's output size"
     );
-    let src = row_major(m);
+    transpose_slice(&row_major(m), rows, cols, out);
+}
+
+/// [`transpose_into`] on a row-major `(rows, cols)` slice.
+fn transpose_slice<R: Real>(src: &[R], rows: usize, cols: usize, out: &mut [R]) {
     #[cfg(target_arch = "x86_64")]
-    if let (Some(src), Some(dst)) = (R::as_f32(&src), R::as_f32_mut(out))
+    if let (Some(src), Some(dst)) = (R::as_f32(src), R::as_f32_mut(out))
         && std::arch::is_x86_feature_detected!("avx512f")
     {
         // SAFETY: AVX-512F was detected at run time.
         unsafe { x86::transpose_f32_avx512(src, rows, cols, dst) };
         return;
     }
-    transpose_tiles(&src, rows, cols, out, 0, 0);
+    transpose_tiles(src, rows, cols, out, 0, 0);
+}
+
+/// Writes `m` (a `k × n` matrix) in the strip layout of `sclstm_core::backend` into
+/// `out`, which must hold exactly `strip_len(k, n)` elements; every one is overwritten
+/// (the padding of the last strip with zeros).
+pub(crate) fn strips_into<R: Real>(m: &Matrix<R>, out: &mut [R]) {
+    let (k, n) = m.dim();
+    assert_eq!(
+        out.len(),
+        strip_len(k, n),
+        "internal: strips_into's output size"
+    );
+    let src = row_major(m);
+    for (s, strip) in out.chunks_exact_mut(STRIP * k).enumerate() {
+        let (j0, w) = (s * STRIP, STRIP.min(n - s * STRIP));
+        for (p, line) in strip.chunks_exact_mut(STRIP).enumerate() {
+            line[..w].copy_from_slice(&src[p * n + j0..p * n + j0 + w]);
+            line[w..].fill(R::zero());
+        }
+    }
+}
+
+/// Writes `mᵀ` (a `cols × rows` matrix for `m` of `(rows, cols)`) in the strip layout
+/// into `out`, which must hold exactly `strip_len(cols, rows)` elements; every one is
+/// overwritten. Strip `s` of `mᵀ` is the transpose of rows `STRIP·s ..` of `m`, a
+/// contiguous block, so whole strips go through [`transpose_into`]'s kernels.
+pub(crate) fn transpose_strips_into<R: Real>(m: &Matrix<R>, out: &mut [R]) {
+    let (rows, cols) = m.dim();
+    assert_eq!(
+        out.len(),
+        strip_len(cols, rows),
+        "internal: transpose_strips_into's output size"
+    );
+    let src = row_major(m);
+    for (s, strip) in out.chunks_exact_mut(STRIP * cols).enumerate() {
+        let (r0, h) = (s * STRIP, STRIP.min(rows - s * STRIP));
+        let block = &src[r0 * cols..(r0 + h) * cols];
+        if h == STRIP {
+            transpose_slice(block, STRIP, cols, strip);
+        } else {
+            for (p, line) in strip.chunks_exact_mut(STRIP).enumerate() {
+                for (j, v) in line.iter_mut().enumerate() {
+                    *v = if j < h {
+                        block[j * cols + p]
+                    } else {
+                        R::zero()
+                    };
+                }
+            }
+        }
+    }
 }
 
 /// Side of the square tiles [`transpose_tiles`] moves through the stack.
@@ -307,6 +362,42 @@ mod tests {
                     assert_eq!(t32[j * r + i], m32[(i, j)], "f32 ({i}, {j}) of {r}×{c}");
                 }
             }
+        }
+    }
+
+    #[test]
+    fn strips_match_the_layout_definition() {
+        // Element (p, j) of a k × n matrix sits at (j / STRIP)·STRIP·k + p·STRIP + j % STRIP;
+        // the padding of the last strip is zero. Widths below, at and across a strip,
+        // f64 (tiles) and f32 (the vector transpose where the CPU has one).
+        use sclstm_core::{STRIP, strip_len};
+        for (r, c) in [(1, 1), (3, 17), (32, 5), (33, 40), (64, 31), (70, 300)] {
+            let m = ndarray::Array2::from_shape_fn((r, c), |(i, j)| (i * 10_000 + j) as f64);
+            let m32 = m.mapv(|v| v as f32);
+            let at = |k: usize, p: usize, j: usize| (j / STRIP) * STRIP * k + p * STRIP + j % STRIP;
+            // `m` itself (k = r, n = c) and its transpose (k = c, n = r).
+            let mut plain = vec![f64::NAN; strip_len(r, c)];
+            super::strips_into(&m, &mut plain);
+            let mut t = vec![f64::NAN; strip_len(c, r)];
+            super::transpose_strips_into(&m, &mut t);
+            let mut t32 = vec![f32::NAN; strip_len(c, r)];
+            super::transpose_strips_into(&m32, &mut t32);
+            for i in 0..r {
+                for j in 0..c {
+                    assert_eq!(plain[at(r, i, j)], m[(i, j)], "({i}, {j}) of {r}×{c}");
+                    assert_eq!(t[at(c, j, i)], m[(i, j)], "ᵀ ({j}, {i}) of {c}×{r}");
+                    assert_eq!(t32[at(c, j, i)], m32[(i, j)], "f32 ᵀ ({j}, {i}) of {c}×{r}");
+                }
+            }
+            let written = r * c;
+            let zeros = |v: &[f64]| v.iter().filter(|&&x| x == 0.0).count();
+            // Every other element is padding, and zero (m itself holds one 0, at (0, 0)).
+            assert_eq!(zeros(&plain), plain.len() - written + 1, "{r}×{c} padding");
+            assert_eq!(zeros(&t), t.len() - written + 1, "{r}×{c} ᵀ padding");
+            assert!(
+                t32.iter().all(|x| !x.is_nan()),
+                "{r}×{c} f32 ᵀ fully written"
+            );
         }
     }
 

@@ -928,6 +928,14 @@ impl Backend for WgpuBackend {
         bias: Option<&WgpuBuf>,
         c: &mut WgpuBuf,
     ) -> Result<(), NumError> {
+        if g.b_strips {
+            // `strip_weights` is false here: the layers never write strips for this backend.
+            return Err(NumError::ShapeMismatch {
+                op: "gemm (the wgpu shaders read no strip-layout B)",
+                lhs: vec![g.k, g.n],
+                rhs: vec![usize::from(g.b_strips)],
+            });
+        }
         need("gemm (a)", a, region(g.a_off, g.m * g.k))?;
         need("gemm (b)", b, region(g.b_off, g.k * g.n))?;
         need("gemm (c)", c, region(g.c_off, g.m * g.n))?;

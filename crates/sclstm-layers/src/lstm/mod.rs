@@ -53,7 +53,11 @@
 //! stay zero. The forward's weights are uploaded transposed
 //! (`W_ihᵀ`, `W_hhᵀ`, `U_kᵀ`, `W_kᵀ`) so that every forward product reads a plain
 //! row-major `B`; the backward's products (`d_gates·W_hh`, `d_gates·W_ih`) read the
-//! weights as stored, uploaded only when the call records for a backward. With a [`Join`]
+//! weights as stored, uploaded only when the call records for a backward. Where the
+//! backend asks for it ([`Backend::strip_weights`]), each of these f32 copies is written
+//! in the strip layout of `sclstm_core::backend` instead of row-major (the transposes
+//! and copies move every value anyway, so the layout costs nothing), and its products
+//! say so ([`Gemm::b_strips`]). With a [`Join`]
 //! in the [`LayerWorkspace`] the two directions run concurrently (forward and backward).
 //!
 //! The backward uploads `d_out` once; each direction gathers its columns and token rows
@@ -108,10 +112,10 @@ use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use num_traits::{One, Zero};
-use sclstm_core::{Backend, CellStep, FusedOp, Gemm, Matrix, NumError, Real, RowCopy};
+use sclstm_core::{Backend, CellStep, FusedOp, Gemm, Matrix, NumError, Real, RowCopy, strip_len};
 
 use crate::Recorded;
-use crate::seq::{SeqShape, row_major, transpose_into};
+use crate::seq::{SeqShape, row_major, strips_into, transpose_into, transpose_strips_into};
 
 mod caches;
 mod planner;

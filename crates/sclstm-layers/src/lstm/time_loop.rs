@@ -24,14 +24,20 @@ pub(super) fn dir_forward<B: Backend>(
     be.write(&mut dc.c, &zeros)?;
     be.write(&mut dc.h, &zeros)?;
     // gates = x · W_ihᵀ + b for every token at once.
-    let proj = Gemm::new(tokens, 4 * hd, d);
+    let proj = Gemm {
+        b_strips: wb.tall_strips,
+        ..Gemm::new(tokens, 4 * hd, d)
+    };
     weight_gemm(be, wb, &proj, &dc.x, &wb.w_ih_t, Some(&wb.b), &mut dc.gates)?;
 
     for (j, (tc, gb)) in dc.tasks.iter_mut().zip(&wb.tasks).enumerate() {
         be.write(&mut tc.q_k, &zeros)?;
         let dk = dc.geo.tasks[j].0;
         // o_k = x^k · U_kᵀ + b_k for every token.
-        let proj = Gemm::new(tokens, hd, dk);
+        let proj = Gemm {
+            b_strips: wb.tall_strips,
+            ..Gemm::new(tokens, hd, dk)
+        };
         let xk = tc.x_k.as_ref().unwrap_or(&dc.x);
         weight_gemm(be, wb, &proj, xk, &gb.u_t, Some(&gb.b), &mut tc.o_k)?;
     }
@@ -42,6 +48,7 @@ pub(super) fn dir_forward<B: Backend>(
             a_off: s.prev * hd,
             c_off: s.step * 4 * hd,
             accumulate: true,
+            b_strips: wb.step_strips,
             ..Gemm::new(s.rows, 4 * hd, hd)
         };
         weight_gemm(be, wb, &rec, &dc.h, &wb.w_hh_t, None, &mut dc.gates)?;
@@ -52,6 +59,7 @@ pub(super) fn dir_forward<B: Backend>(
                 a_off: s.prev * hd,
                 c_off: s.step * hd,
                 accumulate: true,
+                b_strips: wb.step_strips,
                 ..Gemm::new(s.rows, hd, hd)
             };
             weight_gemm(be, wb, &rec, &tc.q_k, &gb.w_t, None, &mut tc.o_k)?;
@@ -62,7 +70,7 @@ pub(super) fn dir_forward<B: Backend>(
 }
 
 /// A forward product `x·Wᵀ` reading one of `wb`'s forward copies: in bf16 when the set
-/// holds them as bf16 pairs, else in f32.
+/// holds them as bf16 pairs (which are never in strips), else in f32 as `g` says.
 #[allow(clippy::too_many_arguments)]
 fn weight_gemm<B: Backend>(
     be: &B,
@@ -74,7 +82,11 @@ fn weight_gemm<B: Backend>(
     out: &mut B::Buf,
 ) -> Result<(), NumError> {
     if wb.bf16 {
-        be.gemm_bf16(g, x, w_t, bias, out)
+        let g = Gemm {
+            b_strips: false,
+            ..*g
+        };
+        be.gemm_bf16(&g, x, w_t, bias, out)
     } else {
         be.gemm(g, x, w_t, bias, out)
     }
@@ -117,6 +129,7 @@ pub(super) fn dir_backward<B: Backend>(
                     a_off: s.step * hd,
                     c_off: s.prev * hd,
                     accumulate: true,
+                    b_strips: wb.step_strips,
                     ..Gemm::new(s.rows, hd, hd)
                 };
                 be.gemm(&g, &tc.d_o_k, &gb.w, None, &mut tc.d_q_k)?;
@@ -137,6 +150,7 @@ pub(super) fn dir_backward<B: Backend>(
                 a_off: s.step * 4 * hd,
                 c_off: s.prev * hd,
                 accumulate: true,
+                b_strips: wb.step_strips,
                 ..Gemm::new(s.rows, hd, 4 * hd)
             };
             be.gemm(&g, &dc.d_gates, &wb.w_hh, None, &mut dc.d_h)?;
@@ -183,7 +197,10 @@ pub(super) fn dir_backward<B: Backend>(
     };
     be.gemm(&bias, &dc.ones, &dc.d_gates, None, d_params)?;
     be.gemm(
-        &Gemm::new(tokens, d, 4 * hd),
+        &Gemm {
+            b_strips: wb.tall_strips,
+            ..Gemm::new(tokens, d, 4 * hd)
+        },
         &dc.d_gates,
         &wb.w_ih,
         None,
@@ -206,7 +223,10 @@ pub(super) fn dir_backward<B: Backend>(
             ..Gemm::new(1, hd, tokens)
         };
         be.gemm(&bias, &dc.ones, &tc.d_o_k, None, d_params)?;
-        let back = Gemm::new(tokens, dk, hd);
+        let back = Gemm {
+            b_strips: wb.tall_strips,
+            ..Gemm::new(tokens, dk, hd)
+        };
         match &mut tc.d_x_k {
             Some(dxk) => be.gemm(&back, &tc.d_o_k, &gb.u, None, dxk)?,
             None => {

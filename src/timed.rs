@@ -1,0 +1,395 @@
+//! A [`Backend`] wrapper that times every call it forwards, grouped by kind: the
+//! products by shape class, every other kernel by name. `sclstm bench --in-situ` runs the
+//! training steps through it to show what each kind of product reaches inside a real step
+//! (weights and activations evicted by the rest of the step, ragged rows), next to the
+//! rates the same kinds reach timed on their own.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use sclstm_core::{Backend, CellStep, Gemm, NumError, RowCopy};
+use serde::Serialize;
+
+/// Which role a product plays, read from its shape.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Role {
+    /// At most the batch's rows, added to `C`: a per-step recurrent product.
+    PerStep,
+    /// More rows than a batch: a product over all tokens (input projection, `d_x`).
+    AllTokens,
+    /// `A` stored transposed: a weight gradient summed over all tokens (`k`).
+    OverTokens,
+    /// One row written over `C`: a bias gradient (a ones vector times the gate
+    /// gradients).
+    OneRow,
+}
+
+/// What a group of calls is: a product class or another kernel.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum CallKind {
+    /// Products of one role whose fixed sizes agree (`k × n`, or `m × n` for the roles
+    /// whose `k` is the token count).
+    Product {
+        /// The role.
+        role: Role,
+        /// The two sizes that do not depend on the batch.
+        fixed: (usize, usize),
+        /// `B` stored transposed.
+        trans_b: bool,
+        /// `B` in bf16 pairs.
+        bf16: bool,
+    },
+    /// Any other backend call, by method name.
+    Other(&'static str),
+}
+
+/// Totals of one kind of call.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct CallTotals {
+    /// Calls made.
+    pub calls: u64,
+    /// Seconds inside the calls, summed over the threads that made them.
+    pub seconds: f64,
+    /// Floating-point operations (products only).
+    pub flops: u64,
+    /// Rows of `C`, summed (products only).
+    pub rows: u64,
+    /// Inner dimensions, summed (products only).
+    pub inner: u64,
+}
+
+/// One row of [`TimedBackend::take`]: a kind of call and its totals.
+#[derive(Debug, Clone, Serialize)]
+pub struct CallGroup {
+    /// What the calls are, e.g. `per-step m ≤ 10 · 300×1200` or `lstm_cell_fwd`.
+    pub kind: String,
+    /// Their totals.
+    pub totals: CallTotals,
+}
+
+/// Forwards every call to `inner` and adds its duration to the totals of its kind.
+pub struct TimedBackend<B: Backend> {
+    inner: Arc<B>,
+    /// Products with at most this many rows count as per-step products.
+    per_step_rows: usize,
+    totals: Mutex<BTreeMap<CallKind, CallTotals>>,
+}
+
+impl<B: Backend> TimedBackend<B> {
+    /// Wraps `inner`; products of at most `per_step_rows` rows that add to `C` are the
+    /// per-step class.
+    pub fn new(inner: Arc<B>, per_step_rows: usize) -> Self {
+        TimedBackend {
+            inner,
+            per_step_rows,
+            totals: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    /// The totals since the last `take` (or since creation), largest time first; clears
+    /// them.
+    pub fn take(&self) -> Vec<CallGroup> {
+        let totals = std::mem::take(&mut *self.lock());
+        let mut groups: Vec<CallGroup> = totals
+            .into_iter()
+            .map(|(kind, totals)| CallGroup {
+                kind: self.describe(&kind, &totals),
+                totals,
+            })
+            .collect();
+        groups.sort_by(|a, b| b.totals.seconds.total_cmp(&a.totals.seconds));
+        groups
+    }
+
+    fn describe(&self, kind: &CallKind, t: &CallTotals) -> String {
+        let (role, (a, b), trans_b, bf16) = match *kind {
+            CallKind::Product {
+                role,
+                fixed,
+                trans_b,
+                bf16,
+            } => (role, fixed, trans_b, bf16),
+            CallKind::Other(name) => return name.to_string(),
+        };
+        let calls = t.calls.max(1) as f64;
+        let (m, k) = (t.rows as f64 / calls, t.inner as f64 / calls);
+        let layout = match (trans_b, bf16) {
+            (_, true) => ", B in bf16",
+            (true, _) => ", B stored transposed",
+            _ => "",
+        };
+        match role {
+            Role::PerStep => format!(
+                "per-step, m ≤ {} (mean {m:.1}) · {a}×{b}{layout}",
+                self.per_step_rows
+            ),
+            Role::AllTokens => format!("all tokens, m = {m:.0} (mean) · {a}×{b}{layout}"),
+            Role::OverTokens => {
+                format!("weight gradient, ({a}×k)ᵀ · k×{b} over k = {k:.0} tokens (mean){layout}")
+            }
+            Role::OneRow => format!("bias gradient, 1×k · k×{b} over k = {k:.0} tokens (mean)"),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<CallKind, CallTotals>> {
+        self.totals.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn timed<T>(&self, kind: CallKind, g: Option<&Gemm>, call: impl FnOnce() -> T) -> T {
+        let start = Instant::now();
+        let out = call();
+        let seconds = start.elapsed().as_secs_f64();
+        let mut totals = self.lock();
+        let t = totals.entry(kind).or_default();
+        t.calls += 1;
+        t.seconds += seconds;
+        if let Some(g) = g {
+            t.flops += g.flops();
+            t.rows += g.m as u64;
+            t.inner += g.k as u64;
+        }
+        out
+    }
+
+    fn product<T>(&self, g: &Gemm, bf16: bool, call: impl FnOnce() -> T) -> T {
+        let (role, fixed) = if g.trans_a {
+            (Role::OverTokens, (g.m, g.n))
+        } else if g.m == 1 && !g.accumulate {
+            (Role::OneRow, (1, g.n))
+        } else if g.m <= self.per_step_rows && g.accumulate {
+            (Role::PerStep, (g.k, g.n))
+        } else {
+            (Role::AllTokens, (g.k, g.n))
+        };
+        let kind = CallKind::Product {
+            role,
+            fixed,
+            trans_b: g.trans_b,
+            bf16,
+        };
+        self.timed(kind, Some(g), call)
+    }
+
+    fn other<T>(&self, name: &'static str, call: impl FnOnce() -> T) -> T {
+        self.timed(CallKind::Other(name), None, call)
+    }
+}
+
+impl<B: Backend> Backend for TimedBackend<B> {
+    type Elem = B::Elem;
+    type Buf = B::Buf;
+
+    fn name(&self) -> String {
+        self.inner.name()
+    }
+
+    fn upload(&self, data: &[B::Elem]) -> Result<B::Buf, NumError> {
+        self.other("upload", || self.inner.upload(data))
+    }
+
+    fn write(&self, buf: &mut B::Buf, data: &[B::Elem]) -> Result<(), NumError> {
+        self.other("write", || self.inner.write(buf, data))
+    }
+
+    fn write_with(
+        &self,
+        buf: &mut B::Buf,
+        len: usize,
+        fill: &mut dyn FnMut(&mut [B::Elem]),
+    ) -> Result<(), NumError> {
+        self.other("write_with (weight copies)", || {
+            self.inner.write_with(buf, len, fill)
+        })
+    }
+
+    fn download(&self, buf: &B::Buf) -> Result<Vec<B::Elem>, NumError> {
+        self.other("download", || self.inner.download(buf))
+    }
+
+    fn download_parts(&self, buf: &B::Buf, sizes: &[usize]) -> Result<Vec<Vec<B::Elem>>, NumError> {
+        self.other("download_parts", || self.inner.download_parts(buf, sizes))
+    }
+
+    fn zeros(&self, len: usize) -> Result<B::Buf, NumError> {
+        self.other("zeros", || self.inner.zeros(len))
+    }
+
+    fn fill_zero(&self, buf: &mut B::Buf) -> Result<(), NumError> {
+        self.other("fill_zero", || self.inner.fill_zero(buf))
+    }
+
+    fn gemm(
+        &self,
+        g: &Gemm,
+        a: &B::Buf,
+        b: &B::Buf,
+        bias: Option<&B::Buf>,
+        c: &mut B::Buf,
+    ) -> Result<(), NumError> {
+        self.product(g, false, || self.inner.gemm(g, a, b, bias, c))
+    }
+
+    fn lstm_cell_fwd(
+        &self,
+        s: CellStep,
+        gates: &mut B::Buf,
+        c: &mut B::Buf,
+        h: &mut B::Buf,
+        tanh_c: &mut B::Buf,
+    ) -> Result<(), NumError> {
+        self.other("lstm_cell_fwd", || {
+            self.inner.lstm_cell_fwd(s, gates, c, h, tanh_c)
+        })
+    }
+
+    fn lstm_cell_bwd(
+        &self,
+        s: CellStep,
+        gates: &B::Buf,
+        c: &B::Buf,
+        tanh_c: &B::Buf,
+        d_h: &B::Buf,
+        d_c: &mut B::Buf,
+        d_gates: &mut B::Buf,
+    ) -> Result<(), NumError> {
+        self.other("lstm_cell_bwd", || {
+            self.inner
+                .lstm_cell_bwd(s, gates, c, tanh_c, d_h, d_c, d_gates)
+        })
+    }
+
+    fn task_gate_fwd(
+        &self,
+        s: CellStep,
+        o_k: &mut B::Buf,
+        q_k: &mut B::Buf,
+        tanh_c: &B::Buf,
+    ) -> Result<(), NumError> {
+        self.other("task_gate_fwd", || {
+            self.inner.task_gate_fwd(s, o_k, q_k, tanh_c)
+        })
+    }
+
+    fn task_gate_bwd(
+        &self,
+        s: CellStep,
+        o_k: &B::Buf,
+        tanh_c: &B::Buf,
+        d_q_k: &B::Buf,
+        d_o_k: &mut B::Buf,
+        d_c: &mut B::Buf,
+    ) -> Result<(), NumError> {
+        self.other("task_gate_bwd", || {
+            self.inner.task_gate_bwd(s, o_k, tanh_c, d_q_k, d_o_k, d_c)
+        })
+    }
+
+    fn gather_rows(
+        &self,
+        r: &RowCopy,
+        ids: &[u32],
+        table: &B::Buf,
+        dense: &mut B::Buf,
+    ) -> Result<(), NumError> {
+        self.other("gather_rows", || {
+            self.inner.gather_rows(r, ids, table, dense)
+        })
+    }
+
+    fn scatter_add_rows(
+        &self,
+        r: &RowCopy,
+        ids: &[u32],
+        dense: &B::Buf,
+        table: &mut B::Buf,
+    ) -> Result<(), NumError> {
+        self.other("scatter_add_rows", || {
+            self.inner.scatter_add_rows(r, ids, dense, table)
+        })
+    }
+
+    fn bf16_products(&self) -> Result<(), NumError> {
+        self.inner.bf16_products()
+    }
+
+    fn write_bf16(
+        &self,
+        buf: &mut B::Buf,
+        k: usize,
+        n: usize,
+        fill: &mut dyn FnMut(&mut [B::Elem]),
+    ) -> Result<(), NumError> {
+        self.other("write_bf16 (weight copies)", || {
+            self.inner.write_bf16(buf, k, n, fill)
+        })
+    }
+
+    fn gemm_bf16(
+        &self,
+        g: &Gemm,
+        a: &B::Buf,
+        b: &B::Buf,
+        bias: Option<&B::Buf>,
+        c: &mut B::Buf,
+    ) -> Result<(), NumError> {
+        self.product(g, true, || self.inner.gemm_bf16(g, a, b, bias, c))
+    }
+
+    fn strip_weights(&self, per_step: bool) -> bool {
+        self.inner.strip_weights(per_step)
+    }
+
+    fn sync(&self) -> Result<(), NumError> {
+        self.other("sync", || self.inner.sync())
+    }
+
+    fn concurrent(&self) -> bool {
+        self.inner.concurrent()
+    }
+
+    fn join(&self, a: &mut (dyn FnMut() + Send), b: &mut (dyn FnMut() + Send)) {
+        self.inner.join(a, b);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sclstm_cpu::CpuBackend;
+
+    #[test]
+    fn forwards_what_the_backend_says_and_counts_each_kind() -> Result<(), NumError> {
+        let inner = Arc::new(CpuBackend::<f32>::new(1)?);
+        let timed = TimedBackend::new(inner.clone(), 10);
+        // The answers that steer the layers must be the wrapped backend's, not defaults.
+        for per_step in [false, true] {
+            assert_eq!(timed.strip_weights(per_step), inner.strip_weights(per_step));
+        }
+        assert_eq!(timed.concurrent(), inner.concurrent());
+        assert_eq!(timed.bf16_products().is_ok(), inner.bf16_products().is_ok());
+
+        let (a, b) = (timed.upload(&[1.0; 6])?, timed.upload(&[2.0; 12])?);
+        let mut c = timed.zeros(8)?;
+        let step = Gemm {
+            accumulate: true,
+            ..Gemm::new(2, 4, 3)
+        };
+        timed.gemm(&step, &a, &b, None, &mut c)?;
+        timed.gemm(&step, &a, &b, None, &mut c)?;
+        assert_eq!(timed.download(&c)?, vec![12.0; 8]);
+        let groups = timed.take();
+        let product = groups
+            .iter()
+            .find(|g| g.kind.starts_with("per-step"))
+            .expect("the per-step products form one group");
+        assert_eq!(product.totals.calls, 2);
+        assert_eq!(product.totals.flops, 2 * step.flops());
+        assert_eq!(product.totals.rows, 4);
+        for name in ["upload", "zeros", "download"] {
+            assert!(groups.iter().any(|g| g.kind == name), "{name} counted");
+        }
+        assert!(timed.take().is_empty(), "take clears the totals");
+        Ok(())
+    }
+}
