@@ -1,10 +1,11 @@
 //! A [`Backend`] wrapper that times every call it forwards, grouped by kind: the
 //! products by shape class, every other kernel by name. `sclstm bench --in-situ` runs the
-//! training steps through it to show what each kind of product reaches inside a real step
-//! (weights and activations evicted by the rest of the step, ragged rows), next to the
-//! rates the same kinds reach timed on their own.
+//! training steps and the inference through it to show what each kind of product reaches
+//! inside a real step (weights and activations evicted by the rest of the step, ragged
+//! rows), next to the rates the same kinds reach timed on their own.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -71,8 +72,9 @@ pub struct CallGroup {
 /// Forwards every call to `inner` and adds its duration to the totals of its kind.
 pub struct TimedBackend<B: Backend> {
     inner: Arc<B>,
-    /// Products with at most this many rows count as per-step products.
-    per_step_rows: usize,
+    /// Products with at most this many rows that add to `C` count as per-step products
+    /// (the batch size of the phase being timed).
+    per_step_rows: AtomicUsize,
     totals: Mutex<BTreeMap<CallKind, CallTotals>>,
 }
 
@@ -82,14 +84,15 @@ impl<B: Backend> TimedBackend<B> {
     pub fn new(inner: Arc<B>, per_step_rows: usize) -> Self {
         TimedBackend {
             inner,
-            per_step_rows,
+            per_step_rows: AtomicUsize::new(per_step_rows),
             totals: Mutex::new(BTreeMap::new()),
         }
     }
 
     /// The totals since the last `take` (or since creation), largest time first; clears
-    /// them.
-    pub fn take(&self) -> Vec<CallGroup> {
+    /// them, and counts products of at most `per_step_rows` rows as per-step from now on
+    /// (the next phase's batch size).
+    pub fn take(&self, per_step_rows: usize) -> Vec<CallGroup> {
         let totals = std::mem::take(&mut *self.lock());
         let mut groups: Vec<CallGroup> = totals
             .into_iter()
@@ -99,6 +102,7 @@ impl<B: Backend> TimedBackend<B> {
             })
             .collect();
         groups.sort_by(|a, b| b.totals.seconds.total_cmp(&a.totals.seconds));
+        self.per_step_rows.store(per_step_rows, Ordering::Relaxed);
         groups
     }
 
@@ -122,7 +126,7 @@ impl<B: Backend> TimedBackend<B> {
         match role {
             Role::PerStep => format!(
                 "per-step, m ≤ {} (mean {m:.1}) · {a}×{b}{layout}",
-                self.per_step_rows
+                self.per_step_rows.load(Ordering::Relaxed)
             ),
             Role::AllTokens => format!("all tokens, m = {m:.0} (mean) · {a}×{b}{layout}"),
             Role::OverTokens => {
@@ -157,7 +161,7 @@ impl<B: Backend> TimedBackend<B> {
             (Role::OverTokens, (g.m, g.n))
         } else if g.m == 1 && !g.accumulate {
             (Role::OneRow, (1, g.n))
-        } else if g.m <= self.per_step_rows && g.accumulate {
+        } else if g.m <= self.per_step_rows.load(Ordering::Relaxed) && g.accumulate {
             (Role::PerStep, (g.k, g.n))
         } else {
             (Role::AllTokens, (g.k, g.n))
@@ -336,8 +340,8 @@ impl<B: Backend> Backend for TimedBackend<B> {
         self.product(g, true, || self.inner.gemm_bf16(g, a, b, bias, c))
     }
 
-    fn strip_weights(&self, per_step: bool) -> bool {
-        self.inner.strip_weights(per_step)
+    fn strip_weights(&self) -> bool {
+        self.inner.strip_weights()
     }
 
     fn sync(&self) -> Result<(), NumError> {
@@ -363,9 +367,7 @@ mod tests {
         let inner = Arc::new(CpuBackend::<f32>::new(1)?);
         let timed = TimedBackend::new(inner.clone(), 10);
         // The answers that steer the layers must be the wrapped backend's, not defaults.
-        for per_step in [false, true] {
-            assert_eq!(timed.strip_weights(per_step), inner.strip_weights(per_step));
-        }
+        assert_eq!(timed.strip_weights(), inner.strip_weights());
         assert_eq!(timed.concurrent(), inner.concurrent());
         assert_eq!(timed.bf16_products().is_ok(), inner.bf16_products().is_ok());
 
@@ -378,7 +380,7 @@ mod tests {
         timed.gemm(&step, &a, &b, None, &mut c)?;
         timed.gemm(&step, &a, &b, None, &mut c)?;
         assert_eq!(timed.download(&c)?, vec![12.0; 8]);
-        let groups = timed.take();
+        let groups = timed.take(10);
         let product = groups
             .iter()
             .find(|g| g.kind.starts_with("per-step"))
@@ -389,7 +391,7 @@ mod tests {
         for name in ["upload", "zeros", "download"] {
             assert!(groups.iter().any(|g| g.kind == name), "{name} counted");
         }
-        assert!(timed.take().is_empty(), "take clears the totals");
+        assert!(timed.take(10).is_empty(), "take clears the totals");
         Ok(())
     }
 }

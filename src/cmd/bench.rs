@@ -76,9 +76,10 @@ pub struct Args {
     /// (CPU with AVX512_BF16 only; training is always f32).
     #[arg(long, value_enum, default_value = "f32")]
     pub precision: Precision,
-    /// Also time every backend call of the timed training steps, grouped by kind: each
-    /// kind of product's GFLOP/s inside a real step (next to the product lines, timed on
-    /// their own) and each other kernel's milliseconds per step.
+    /// Also time every backend call of the timed training steps and of the inference,
+    /// grouped by kind: each kind of product's GFLOP/s inside a real step (next to the
+    /// product lines, timed on their own) and each other kernel's milliseconds per step
+    /// (per 1,000 tokens in inference).
     #[arg(long)]
     pub in_situ: bool,
     /// Print one JSON object instead of a table.
@@ -169,6 +170,10 @@ struct Report {
     /// With `--in-situ`: every backend call of the timed training steps by kind, largest
     /// time first (empty otherwise).
     in_situ: Vec<CallGroup>,
+    /// With `--in-situ`: the same for the timed inference.
+    in_situ_inference: Vec<CallGroup>,
+    /// Real tokens of the timed inference.
+    infer_tokens: usize,
 }
 
 /// Mean milliseconds per timed training step in each phase.
@@ -219,18 +224,18 @@ fn product_rates<B: Backend>(
         .products()
         .map(|(kind, kernel)| (kind, if on_cpu { kernel } else { "WGSL gemm shader" }));
     // Weights in the layout the layers write for this backend.
-    let (step, tall) = (b.strip_weights(true), b.strip_weights(false));
+    let strips = b.strip_weights();
     let shapes = [
         Gemm {
-            b_strips: step,
+            b_strips: strips,
             ..Gemm::new(batch, 4 * H, H)
         },
         Gemm {
-            b_strips: step,
+            b_strips: strips,
             ..Gemm::new(batch, H, 4 * H)
         },
         Gemm {
-            b_strips: tall,
+            b_strips: strips,
             ..Gemm::new(rows, 4 * H, 2 * H)
         },
         Gemm {
@@ -259,7 +264,7 @@ fn product_rates<B: Backend>(
     }
     let rows = ragged_rows(batch);
     let per_step = |m: usize| Gemm {
-        b_strips: step,
+        b_strips: strips,
         ..Gemm::new(m, 4 * H, H)
     };
     let (a, w) = (
@@ -447,20 +452,21 @@ impl BackendJob for BenchJob<'_> {
 
     fn run<B: Backend + 'static>(self, b: Arc<B>) -> anyhow::Result<Report> {
         if !self.args.in_situ {
-            return measure(self.args, b, &Vec::new);
+            return measure(self.args, b, &|_| Vec::new());
         }
         let timed = Arc::new(TimedBackend::new(b, self.args.batch));
-        measure(self.args, timed.clone(), &|| timed.take())
+        measure(self.args, timed.clone(), &|rows| timed.take(rows))
     }
 }
 
-/// The whole benchmark on backend `b`. `calls` returns the backend calls made since it
-/// was last called (nothing for an untimed backend): it is called when the timed training
-/// steps start and when they end.
+/// The whole benchmark on backend `b`. `calls(rows)` returns the backend calls made
+/// since it was last called (nothing for an untimed backend) and takes the batch size of
+/// the phase that follows: it is called when the timed training steps start and end and
+/// when the timed inference starts and ends.
 fn measure<B: Backend + 'static>(
     args: &Args,
     b: Arc<B>,
-    calls: &dyn Fn() -> Vec<CallGroup>,
+    calls: &dyn Fn(usize) -> Vec<CallGroup>,
 ) -> anyhow::Result<Report> {
     let family = args.model;
     let tasks = TASKS
@@ -498,7 +504,7 @@ fn measure<B: Backend + 'static>(
     let (mut phases, mut grad_elems) = (Phases::default(), 0usize);
     for step in 0..WARMUP_STEPS + args.steps {
         if step == WARMUP_STEPS {
-            calls();
+            calls(args.batch);
         }
         let task = rng.random_range(0..TASKS.len());
         let lens: Vec<usize> = (0..args.batch).map(|_| draw_length(&mut rng)).collect();
@@ -525,7 +531,7 @@ fn measure<B: Backend + 'static>(
             flops += 3 * forward_flops(&cfg, &[task], real)?;
         }
     }
-    let in_situ = calls();
+    let in_situ = calls(args.batch);
     let train_tokens_per_s = tokens as f64 / elapsed;
     let per_step = args.steps as f64;
     phases.forward_ms /= per_step;
@@ -547,6 +553,7 @@ fn measure<B: Backend + 'static>(
     for batch in &batches {
         tagger.predict(&batch.input(), &all)?;
     }
+    calls(EVAL_BATCH);
     let start = Instant::now();
     let mut infer_tokens = 0usize;
     for batch in &batches {
@@ -554,6 +561,7 @@ fn measure<B: Backend + 'static>(
         infer_tokens += tags.first().map_or(0, |t| t.iter().map(Vec::len).sum());
     }
     let infer_tokens_per_s = infer_tokens as f64 / start.elapsed().as_secs_f64();
+    let in_situ_inference = calls(EVAL_BATCH);
 
     Ok(Report {
         model: family.name(),
@@ -576,36 +584,49 @@ fn measure<B: Backend + 'static>(
         kernels_available: Kernels::available().iter().map(|k| k.name()).collect(),
         products,
         in_situ,
+        in_situ_inference,
+        infer_tokens,
     })
 }
 
 /// With `--in-situ`: the backend calls of a training step by kind, in milliseconds per
-/// step (summed over the threads that made them) and, for products, GFLOP/s.
+/// step (summed over the threads that made them), then those of the inference per 1,000
+/// tokens; for products, GFLOP/s.
 fn write_in_situ(out: &mut impl Write, report: &Report) -> std::io::Result<()> {
-    if report.in_situ.is_empty() {
-        return Ok(());
-    }
-    let steps = report.steps as f64;
-    let total: f64 = report.in_situ.iter().map(|g| g.totals.seconds).sum();
-    writeln!(
-        out,
-        "in situ    {:>9.2} ms per step inside backend calls (summed over threads), by kind:",
-        total / steps * 1e3
-    )?;
-    for g in &report.in_situ {
-        let t = &g.totals;
-        let rate = if t.flops > 0 {
-            format!("{:>6.1} GFLOP/s", t.flops as f64 / t.seconds / 1e9)
-        } else {
-            " ".repeat(14)
-        };
+    let phases = [
+        ("training", &report.in_situ, report.steps as f64, "step"),
+        (
+            "inference",
+            &report.in_situ_inference,
+            report.infer_tokens as f64 / 1e3,
+            "1,000 tokens",
+        ),
+    ];
+    for (phase, groups, units, unit) in phases {
+        if groups.is_empty() {
+            continue;
+        }
+        let total: f64 = groups.iter().map(|g| g.totals.seconds).sum();
         writeln!(
             out,
-            "  {:>8.2} ms  {rate}  {:>7.0} calls  {}",
-            t.seconds / steps * 1e3,
-            t.calls as f64 / steps,
-            g.kind
+            "in situ    {:>9.2} ms per {unit} inside backend calls in {phase} (summed over threads), by kind:",
+            total / units * 1e3
         )?;
+        for g in groups {
+            let t = &g.totals;
+            let rate = if t.flops > 0 {
+                format!("{:>6.1} GFLOP/s", t.flops as f64 / t.seconds / 1e9)
+            } else {
+                " ".repeat(14)
+            };
+            writeln!(
+                out,
+                "  {:>8.2} ms  {rate}  {:>7.1} calls  {}",
+                t.seconds / units * 1e3,
+                t.calls as f64 / units,
+                g.kind
+            )?;
+        }
     }
     Ok(())
 }

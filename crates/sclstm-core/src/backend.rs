@@ -446,12 +446,10 @@ pub trait Backend: Send + Sync {
         Err(no_bf16(&self.name()))
     }
 
-    /// Whether the layers should write the weight copies that products of this kind read
-    /// in the strip layout ([`Gemm::b_strips`]): the per-step products (`per_step`, a
-    /// batch of rows) or those over all tokens. The default (and any backend without
-    /// strip-reading kernels): never.
-    fn strip_weights(&self, per_step: bool) -> bool {
-        let _ = per_step;
+    /// Whether the layers should write their f32 weight copies in the strip layout
+    /// ([`Gemm::b_strips`]). The default (and any backend without strip-reading kernels):
+    /// no.
+    fn strip_weights(&self) -> bool {
         false
     }
 

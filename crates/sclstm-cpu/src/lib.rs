@@ -323,11 +323,12 @@ impl<R: Real> Backend for CpuBackend<R> {
         bf16::gemm_bf16_fast(g, a, b, bias, c, self.pool())
     }
 
-    /// Per-step products take strips wherever a register tile serves them (AVX-512 or
-    /// AVX2), products over all tokens only where the tile also serves tall products
-    /// (AVX-512; elsewhere matrixmultiply would run once per strip).
-    fn strip_weights(&self, per_step: bool) -> bool {
-        small_m::Isa::detect().is_some_and(|isa| per_step || isa.tall())
+    /// Strips where the register tiles serve every product with a weight operand, at
+    /// any row count (AVX-512). With AVX2 the products of more than 12 rows (inference
+    /// batches, the products over all tokens) run on matrixmultiply, which would run
+    /// once per strip, and the per-step products gained nothing measurable from strips.
+    fn strip_weights(&self) -> bool {
+        small_m::Isa::detect().is_some_and(small_m::Isa::tall)
     }
 
     fn sync(&self) -> Result<(), NumError> {

@@ -239,13 +239,11 @@ impl<B: Backend> Pooled for CallCache<B> {
 pub(super) struct GateWeightBufs<B: Backend> {
     /// `U_k` (H, D_k), for the backward's `d_x^k = d_o_k·U_k` (backward only).
     pub(super) u: B::Buf,
-    /// `U_kᵀ` (D_k, H): the forward's input projection `x·U_kᵀ` with a plain `B` (in
-    /// strips where [`WeightBufs::tall_strips`]).
+    /// `U_kᵀ` (D_k, H): the forward's input projection `x·U_kᵀ` with a plain `B`.
     pub(super) u_t: B::Buf,
     /// `W_k` (H, H), for the backward's `d q^k_{t-1} += d_o_k[t]·W_k` (backward only).
     pub(super) w: B::Buf,
-    /// `W_kᵀ` (H, H): the forward's `q^k_{t-1}·W_kᵀ` with a plain `B` (in strips where
-    /// [`WeightBufs::step_strips`]).
+    /// `W_kᵀ` (H, H): the forward's `q^k_{t-1}·W_kᵀ` with a plain `B`.
     pub(super) w_t: B::Buf,
     /// `b_k` (H).
     pub(super) b: B::Buf,
@@ -271,13 +269,9 @@ pub(super) struct WeightBufs<B: Backend> {
     /// (`sclstm_core::backend`'s bf16 pair layout) for [`Backend::gemm_bf16`] instead of
     /// f32: written so by a call that does not record, on a workspace with bf16 products.
     pub(super) bf16: bool,
-    /// Whether the f32 copies the per-step products read (`w_hh_t`, `w_hh`, `w_t`, `w`)
-    /// are in the strip layout (`sclstm_core::backend`), as the backend asks
-    /// ([`Backend::strip_weights`]).
-    pub(super) step_strips: bool,
-    /// Whether the f32 copies the products over all tokens read (`w_ih_t`, `w_ih`,
-    /// `u_t`, `u`) are in the strip layout.
-    pub(super) tall_strips: bool,
+    /// Whether the f32 weight copies (all but the biases) are in the strip layout
+    /// (`sclstm_core::backend`), as the backend asks ([`Backend::strip_weights`]).
+    pub(super) strips: bool,
     /// `W_ih` (4H, D), for the backward's `d_x = d_gates·W_ih` (backward only).
     pub(super) w_ih: B::Buf,
     /// `W_ihᵀ` (D, 4H): the forward's input projection `x·W_ihᵀ` with a plain `B`.
@@ -303,20 +297,20 @@ impl<B: Backend> WeightBufs<B> {
     /// only when `backward`.
     pub(super) fn new(be: &B, geo: &DirGeometry, backward: bool) -> Result<Self, NumError> {
         let (d, h) = (geo.input, geo.hidden);
-        let (step_strips, tall_strips) = (be.strip_weights(true), be.strip_weights(false));
+        let strips = be.strip_weights();
         let alloc = Counted::new(be);
         // A `k × n` operand, in strips or plain.
-        let len = |k: usize, n: usize, strips: bool| if strips { strip_len(k, n) } else { k * n };
-        let z = |k: usize, n: usize, strips: bool| alloc.zeros(len(k, n, strips));
+        let len = |k: usize, n: usize| if strips { strip_len(k, n) } else { k * n };
+        let z = |k: usize, n: usize| alloc.zeros(len(k, n));
         // The backward's buffers: 1-element placeholders in a forward-only set.
         let zb = |elems: usize| alloc.zeros(if backward { elems } else { 1 });
         let mut tasks = Vec::with_capacity(geo.tasks.len());
         for &(dk, _) in &geo.tasks {
             tasks.push(GateWeightBufs {
-                u: zb(len(h, dk, tall_strips))?,
-                u_t: z(dk, h, tall_strips)?,
-                w: zb(len(h, h, step_strips))?,
-                w_t: z(h, h, step_strips)?,
+                u: zb(len(h, dk))?,
+                u_t: z(dk, h)?,
+                w: zb(len(h, h))?,
+                w_t: z(h, h)?,
                 b: alloc.zeros(h)?,
             });
         }
@@ -327,12 +321,11 @@ impl<B: Backend> WeightBufs<B> {
             stamp: None,
             stamp_has_backward: false,
             bf16: false,
-            step_strips,
-            tall_strips,
-            w_ih: zb(len(4 * h, d, tall_strips))?,
-            w_ih_t: z(d, 4 * h, tall_strips)?,
-            w_hh: zb(len(4 * h, h, step_strips))?,
-            w_hh_t: z(h, 4 * h, step_strips)?,
+            strips,
+            w_ih: zb(len(4 * h, d))?,
+            w_ih_t: z(d, 4 * h)?,
+            w_hh: zb(len(4 * h, h))?,
+            w_hh_t: z(h, 4 * h)?,
             b: alloc.zeros(4 * h)?,
             tasks,
             d_params: Mutex::new(zb(param_sizes(geo).iter().sum())?),
@@ -368,7 +361,8 @@ impl<B: Backend> WeightBufs<B> {
         // Either copy goes in strips where the backend asks for them.
         self.stamp = None;
         self.bf16 = bf16;
-        let write_t = |buf: &mut B::Buf, m: &Matrix<B::Elem>, strips: bool| {
+        let strips = self.strips;
+        let write_t = |buf: &mut B::Buf, m: &Matrix<B::Elem>| {
             if bf16 {
                 be.write_bf16(buf, m.ncols(), m.nrows(), &mut |dst| transpose_into(m, dst))
             } else if strips {
@@ -378,7 +372,7 @@ impl<B: Backend> WeightBufs<B> {
                 be.write_with(buf, m.len(), &mut |dst| transpose_into(m, dst))
             }
         };
-        let write = |buf: &mut B::Buf, m: &Matrix<B::Elem>, strips: bool| {
+        let write = |buf: &mut B::Buf, m: &Matrix<B::Elem>| {
             if strips {
                 let len = strip_len(m.nrows(), m.ncols());
                 be.write_with(buf, len, &mut |dst| strips_into(m, dst))
@@ -386,22 +380,21 @@ impl<B: Backend> WeightBufs<B> {
                 be.write(buf, &row_major(m))
             }
         };
-        let (step, tall) = (self.step_strips, self.tall_strips);
-        write_t(&mut self.w_ih_t, dir.cell.w_ih, tall)?;
-        write_t(&mut self.w_hh_t, dir.cell.w_hh, step)?;
+        write_t(&mut self.w_ih_t, dir.cell.w_ih)?;
+        write_t(&mut self.w_hh_t, dir.cell.w_hh)?;
         for (gb, w) in self.tasks.iter_mut().zip(&dir.tasks) {
-            write_t(&mut gb.u_t, w.u, tall)?;
-            write_t(&mut gb.w_t, w.w, step)?;
+            write_t(&mut gb.u_t, w.u)?;
+            write_t(&mut gb.w_t, w.w)?;
         }
         if record {
-            write(&mut self.w_ih, dir.cell.w_ih, tall)?;
-            write(&mut self.w_hh, dir.cell.w_hh, step)?;
+            write(&mut self.w_ih, dir.cell.w_ih)?;
+            write(&mut self.w_hh, dir.cell.w_hh)?;
         }
         be.write(&mut self.b, &row_major(dir.cell.b))?;
         for (gb, w) in self.tasks.iter_mut().zip(&dir.tasks) {
             if record {
-                write(&mut gb.u, w.u, tall)?;
-                write(&mut gb.w, w.w, step)?;
+                write(&mut gb.u, w.u)?;
+                write(&mut gb.w, w.w)?;
             }
             be.write(&mut gb.b, &row_major(w.b))?;
         }

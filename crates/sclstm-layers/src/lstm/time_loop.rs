@@ -25,7 +25,7 @@ pub(super) fn dir_forward<B: Backend>(
     be.write(&mut dc.h, &zeros)?;
     // gates = x · W_ihᵀ + b for every token at once.
     let proj = Gemm {
-        b_strips: wb.tall_strips,
+        b_strips: wb.strips,
         ..Gemm::new(tokens, 4 * hd, d)
     };
     weight_gemm(be, wb, &proj, &dc.x, &wb.w_ih_t, Some(&wb.b), &mut dc.gates)?;
@@ -35,7 +35,7 @@ pub(super) fn dir_forward<B: Backend>(
         let dk = dc.geo.tasks[j].0;
         // o_k = x^k · U_kᵀ + b_k for every token.
         let proj = Gemm {
-            b_strips: wb.tall_strips,
+            b_strips: wb.strips,
             ..Gemm::new(tokens, hd, dk)
         };
         let xk = tc.x_k.as_ref().unwrap_or(&dc.x);
@@ -48,7 +48,7 @@ pub(super) fn dir_forward<B: Backend>(
             a_off: s.prev * hd,
             c_off: s.step * 4 * hd,
             accumulate: true,
-            b_strips: wb.step_strips,
+            b_strips: wb.strips,
             ..Gemm::new(s.rows, 4 * hd, hd)
         };
         weight_gemm(be, wb, &rec, &dc.h, &wb.w_hh_t, None, &mut dc.gates)?;
@@ -59,7 +59,7 @@ pub(super) fn dir_forward<B: Backend>(
                 a_off: s.prev * hd,
                 c_off: s.step * hd,
                 accumulate: true,
-                b_strips: wb.step_strips,
+                b_strips: wb.strips,
                 ..Gemm::new(s.rows, hd, hd)
             };
             weight_gemm(be, wb, &rec, &tc.q_k, &gb.w_t, None, &mut tc.o_k)?;
@@ -129,7 +129,7 @@ pub(super) fn dir_backward<B: Backend>(
                     a_off: s.step * hd,
                     c_off: s.prev * hd,
                     accumulate: true,
-                    b_strips: wb.step_strips,
+                    b_strips: wb.strips,
                     ..Gemm::new(s.rows, hd, hd)
                 };
                 be.gemm(&g, &tc.d_o_k, &gb.w, None, &mut tc.d_q_k)?;
@@ -150,7 +150,7 @@ pub(super) fn dir_backward<B: Backend>(
                 a_off: s.step * 4 * hd,
                 c_off: s.prev * hd,
                 accumulate: true,
-                b_strips: wb.step_strips,
+                b_strips: wb.strips,
                 ..Gemm::new(s.rows, hd, 4 * hd)
             };
             be.gemm(&g, &dc.d_gates, &wb.w_hh, None, &mut dc.d_h)?;
@@ -198,7 +198,7 @@ pub(super) fn dir_backward<B: Backend>(
     be.gemm(&bias, &dc.ones, &dc.d_gates, None, d_params)?;
     be.gemm(
         &Gemm {
-            b_strips: wb.tall_strips,
+            b_strips: wb.strips,
             ..Gemm::new(tokens, d, 4 * hd)
         },
         &dc.d_gates,
@@ -224,7 +224,7 @@ pub(super) fn dir_backward<B: Backend>(
         };
         be.gemm(&bias, &dc.ones, &tc.d_o_k, None, d_params)?;
         let back = Gemm {
-            b_strips: wb.tall_strips,
+            b_strips: wb.strips,
             ..Gemm::new(tokens, dk, hd)
         };
         match &mut tc.d_x_k {
