@@ -322,10 +322,11 @@ impl<B: Backend> Backend for TimedBackend<B> {
         buf: &mut B::Buf,
         k: usize,
         n: usize,
+        strips: bool,
         fill: &mut dyn FnMut(&mut [B::Elem]),
     ) -> Result<(), NumError> {
         self.other("write_bf16 (weight copies)", || {
-            self.inner.write_bf16(buf, k, n, fill)
+            self.inner.write_bf16(buf, k, n, strips, fill)
         })
     }
 

@@ -298,21 +298,21 @@ fn product_rates<B: Backend>(
             ("input projection over all steps, bf16 weights", shapes[2]),
         ];
         for (kind, g) in kinds {
-            // bf16 weights are in the pair layout, never in strips.
-            let g = Gemm {
-                b_strips: false,
-                ..g
-            };
             let a = b.upload(&fill(g.m * g.k))?;
-            let mut w = b.zeros(g.k * g.n)?;
+            let mut w = b.zeros(g.b_len())?;
             let values = fill(g.k * g.n);
-            b.write_bf16(&mut w, g.k, g.n, &mut |dst| dst.copy_from_slice(&values))?;
+            let copy = &mut |dst: &mut [B::Elem]| dst.copy_from_slice(&values);
+            b.write_bf16(&mut w, g.k, g.n, g.b_strips, copy)?;
             let mut c = b.zeros(g.m * g.n)?;
             let gflops = best_gflops(b, g.flops(), &mut || b.gemm_bf16(&g, &a, &w, None, &mut c))?;
             out.push(ProductRate {
                 kind,
                 shape: shape_of(&g),
-                kernel: "AVX512_BF16 register tile (vdpbf16ps), B in bf16 pairs",
+                kernel: if g.b_strips {
+                    "AVX512_BF16 register tile (vdpbf16ps), B in bf16 pairs, in strips"
+                } else {
+                    "AVX512_BF16 register tile (vdpbf16ps), B in bf16 pairs"
+                },
                 gflops,
                 precision: Precision::Bf16,
             });

@@ -410,26 +410,30 @@ pub trait Backend: Send + Sync {
 
     /// Overwrites the start of `buf` with a `k × n` matrix in the bf16 pair layout
     /// (module docs): `fill` writes the matrix, row-major in `Elem`, into a host
-    /// slice of `k·n`, and the backend rounds and packs it into `⌈k/2⌉·n` elements.
+    /// slice of `k·n`, and the backend rounds and packs it into `⌈k/2⌉·n` elements, or,
+    /// with `strips`, into the strip layout of those `⌈k/2⌉ × n` words
+    /// (`strip_len(⌈k/2⌉, n)` elements; read with [`Gemm::b_strips`]).
     ///
     /// # Errors
     /// As [`Backend::bf16_products`]; [`NumError::BufferTooSmall`] when `buf` holds fewer
-    /// than `⌈k/2⌉·n` elements.
+    /// elements than that.
     fn write_bf16(
         &self,
         buf: &mut Self::Buf,
         k: usize,
         n: usize,
+        strips: bool,
         fill: &mut dyn FnMut(&mut [Self::Elem]),
     ) -> Result<(), NumError> {
-        let _ = (buf, k, n, fill);
+        let _ = (buf, k, n, strips, fill);
         Err(no_bf16(&self.name()))
     }
 
     /// `C (+)= A·B (+ bias)` as [`Backend::gemm`], with `B` written by
-    /// [`Backend::write_bf16`] (`g.b_off` counts its elements) and `A` rounded to bf16 on
-    /// the way in: products of bf16 values, summed in f32. Neither operand may be stored
-    /// transposed. For inference only: gradients stay f32.
+    /// [`Backend::write_bf16`] (`g.b_off` counts its elements; `g.b_strips` when it was
+    /// written in strips) and `A` rounded to bf16 on the way in: products of bf16 values,
+    /// summed in f32. Neither operand may be stored transposed. For inference only:
+    /// gradients stay f32.
     ///
     /// # Errors
     /// As [`Backend::bf16_products`]; [`NumError::ShapeMismatch`] for a transposed

@@ -12,7 +12,7 @@
 //! gives a fixed result.
 
 use rayon::ThreadPool;
-use sclstm_core::{Gemm, NumError};
+use sclstm_core::{Gemm, NumError, STRIP, strip_len};
 
 use crate::kernels::Kernels;
 
@@ -32,33 +32,58 @@ pub fn widen(h: u16) -> f32 {
     f32::from_bits(u32::from(h) << 16)
 }
 
-/// Words of a `k × n` matrix in the pair layout: `⌈k/2⌉·n`.
-pub fn pair_words(k: usize, n: usize) -> usize {
-    k.div_ceil(2) * n
+/// Words of a `k × n` matrix in the pair layout: `⌈k/2⌉·n`, or, with `strips`, the
+/// `⌈k/2⌉ × n` words in the strip layout ([`strip_len`]).
+pub fn pair_words(k: usize, n: usize, strips: bool) -> usize {
+    if strips {
+        strip_len(k.div_ceil(2), n)
+    } else {
+        k.div_ceil(2) * n
+    }
+}
+
+/// Index of word `(p, j)` of a `⌈k/2⌉ × n` word matrix with `kp = ⌈k/2⌉` rows: row-major,
+/// or in the strip layout.
+fn word_at(kp: usize, n: usize, strips: bool, p: usize, j: usize) -> usize {
+    if strips {
+        (j / STRIP) * STRIP * kp + p * STRIP + j % STRIP
+    } else {
+        p * n + j
+    }
 }
 
 /// Packs a row-major `k × n` matrix into the pair layout: word `(p, j)` of `dst` holds
 /// `src[2p, j]` rounded in its low half and `src[2p + 1, j]` (0 past row `k − 1`) in its
-/// high half.
+/// high half; the words row-major, or in the strip layout with `strips` (its padding
+/// columns zero).
 ///
 /// # Errors
 /// [`NumError::BufferTooSmall`] when `src` holds fewer than `k·n` values or `dst` fewer
 /// than [`pair_words`].
-pub fn pack_pairs(k: usize, n: usize, src: &[f32], dst: &mut [u32]) -> Result<(), NumError> {
+pub fn pack_pairs(
+    k: usize,
+    n: usize,
+    strips: bool,
+    src: &[f32],
+    dst: &mut [u32],
+) -> Result<(), NumError> {
+    let words = pair_words(k, n, strips);
     for (op, len, needed) in [
         ("pack_pairs (src)", src.len(), k * n),
-        ("pack_pairs (dst)", dst.len(), pair_words(k, n)),
+        ("pack_pairs (dst)", dst.len(), words),
     ] {
         if len < needed {
             return Err(NumError::BufferTooSmall { op, len, needed });
         }
     }
-    for p in 0..k.div_ceil(2) {
+    let kp = k.div_ceil(2);
+    dst[..words].fill(0);
+    for p in 0..kp {
         let lo = &src[2 * p * n..(2 * p + 1) * n];
         let hi = src.get((2 * p + 1) * n..(2 * p + 2) * n);
-        for (j, w) in dst[p * n..(p + 1) * n].iter_mut().enumerate() {
+        for j in 0..n {
             let h = hi.map_or(0, |hi| round(hi[j]));
-            *w = u32::from(round(lo[j])) | (u32::from(h) << 16);
+            dst[word_at(kp, n, strips, p, j)] = u32::from(round(lo[j])) | (u32::from(h) << 16);
         }
     }
     Ok(())
@@ -77,14 +102,14 @@ pub fn check_gemm_bf16(
     bias_len: Option<usize>,
     c_len: usize,
 ) -> Result<(), NumError> {
-    if g.trans_a || g.trans_b || g.b_strips {
+    if g.trans_a || g.trans_b {
         return Err(NumError::ShapeMismatch {
-            op: "gemm_bf16 (operands must be stored plain, not transposed or in strips)",
+            op: "gemm_bf16 (operands must be stored plain, not transposed)",
             lhs: vec![usize::from(g.trans_a)],
             rhs: vec![usize::from(g.trans_b)],
         });
     }
-    // B's words fit where an f32 `⌈k/2⌉ × n` matrix would.
+    // B's words fit where an f32 `⌈k/2⌉ × n` matrix (in strips or not) would.
     let words = Gemm {
         k: g.k.div_ceil(2),
         ..*g
@@ -109,7 +134,7 @@ pub fn gemm_bf16_naive(
     check_gemm_bf16(g, a.len(), b.len(), bias.map(<[f32]>::len), c.len())?;
     let (m, n, k) = (g.m, g.n, g.k);
     let b_at = |p: usize, j: usize| {
-        let w = b[g.b_off + (p / 2) * n + j];
+        let w = b[g.b_off + word_at(k.div_ceil(2), n, g.b_strips, p / 2, j)];
         // The low half holds the even row of the pair.
         widen((w >> (16 * (p % 2))) as u16)
     };
@@ -197,6 +222,7 @@ pub fn gemm_bf16_fast(
             // past the end is then no error.
             a: a.as_ptr().wrapping_add(g.a_off),
             b: b.as_ptr().wrapping_add(g.b_off),
+            strips: g.b_strips,
             bias: bias.map(<[f32]>::as_ptr),
             c: c.as_mut_ptr().wrapping_add(g.c_off),
             accumulate: g.accumulate,
@@ -224,6 +250,8 @@ mod x86 {
     };
     use std::cell::RefCell;
 
+    use sclstm_core::STRIP;
+
     use crate::gemm::{TALL_COL_BLOCK, seed_bias};
     use crate::small_m::x86::store_tile_f32;
 
@@ -237,12 +265,14 @@ mod x86 {
     }
 
     /// The operands of one checked product (pointers at their offsets; `A` and `C`
-    /// row-major with `k` and `n` columns, `B` in the pair layout with `n` columns).
+    /// row-major with `k` and `n` columns, `B` in the pair layout with `n` columns, its
+    /// words in strips when `strips`).
     pub(super) struct View {
         pub(super) k: usize,
         pub(super) n: usize,
         pub(super) a: *const f32,
         pub(super) b: *const u32,
+        pub(super) strips: bool,
         pub(super) bias: Option<*const f32>,
         pub(super) c: *mut f32,
         pub(super) accumulate: bool,
@@ -285,12 +315,20 @@ mod x86 {
                         let mut i0 = 0;
                         while i0 < rows {
                             let h = ROWS.min(rows - i0);
+                            // Strip-layout blocks start on a strip (split_output
+                            // and TALL_COL_BLOCK keep multiples of STRIP).
+                            let (b, rsb, strip) = if self.strips {
+                                (self.b.add(j0 / STRIP * STRIP * kp), STRIP, STRIP * kp)
+                            } else {
+                                (self.b.add(j0), n, 0)
+                            };
                             let panel = Panel {
                                 kp,
                                 w,
                                 a: pairs.as_ptr().add(i0 * kp),
-                                b: self.b.add(j0),
-                                rsb: n,
+                                b,
+                                rsb,
+                                strip,
                                 c: c.add(i0 * n + (j0 - c0)),
                                 rsc: n as isize,
                                 accumulate,
@@ -330,13 +368,15 @@ mod x86 {
     }
 
     /// One register-tile pass: rows of `A` in pairs (`kp` words per row), `w` columns
-    /// of `B` (row stride `rsb` words) and `C` (row stride `rsc`).
+    /// of `B` (row stride `rsb` words; `strip` words from one strip to the next in the
+    /// strip layout, else 0) and `C` (row stride `rsc`).
     struct Panel {
         kp: usize,
         w: usize,
         a: *const u32,
         b: *const u32,
         rsb: usize,
+        strip: usize,
         c: *mut f32,
         rsc: isize,
         accumulate: bool,
@@ -399,7 +439,13 @@ mod x86 {
             unsafe {
                 let mut acc: [[__m512; 2]; M] = [[_mm512_setzero_ps(); 2]; M];
                 for p in 0..self.kp {
-                    let bp = self.b.add(p * self.rsb + j0).cast::<i32>();
+                    // Tiles start at multiples of 32 = STRIP columns.
+                    let col = if self.strip == 0 {
+                        j0
+                    } else {
+                        j0 / 32 * self.strip
+                    };
+                    let bp = self.b.add(p * self.rsb + col).cast::<i32>();
                     let b0: __m512bh = std::mem::transmute(_mm512_maskz_loadu_epi32(m0, bp));
                     let b1: __m512bh =
                         std::mem::transmute(_mm512_maskz_loadu_epi32(m1, bp.add(16)));
@@ -461,15 +507,21 @@ mod tests {
         // 3 × 2: rows 0 and 1 share the first word row; row 2 pairs with zero.
         let src = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0];
         let mut dst = [0u32; 4];
-        pack_pairs(3, 2, &src, &mut dst).unwrap();
+        pack_pairs(3, 2, false, &src, &mut dst).unwrap();
         let half = |w: u32, hi: bool| widen(if hi { (w >> 16) as u16 } else { w as u16 });
         assert_eq!([half(dst[0], false), half(dst[0], true)], [1.0, 3.0]);
         assert_eq!([half(dst[1], false), half(dst[1], true)], [2.0, 4.0]);
         assert_eq!([half(dst[2], false), half(dst[2], true)], [5.0, 0.0]);
         assert_eq!([half(dst[3], false), half(dst[3], true)], [6.0, 0.0]);
-        let short = pack_pairs(3, 2, &src, &mut [0; 3]).unwrap_err();
+        let short = pack_pairs(3, 2, false, &src, &mut [0; 3]).unwrap_err();
         assert!(matches!(short, NumError::BufferTooSmall { needed: 4, .. }));
-        assert!(pack_pairs(3, 2, &src[..5], &mut dst).is_err());
+        assert!(pack_pairs(3, 2, false, &src[..5], &mut dst).is_err());
+        // In strips: one strip of 32 word columns, the two real ones first, zeros after.
+        let mut strips = vec![u32::MAX; 64];
+        pack_pairs(3, 2, true, &src, &mut strips).unwrap();
+        assert_eq!(&strips[..2], &dst[..2]);
+        assert_eq!(&strips[32..34], &dst[2..4]);
+        assert!(strips[2..32].iter().chain(&strips[34..]).all(|&w| w == 0));
     }
 
     /// A random `rows × cols` matrix with entries in ±1.
@@ -486,8 +538,8 @@ mod tests {
             random(&mut rng, k * n),
             random(&mut rng, n),
         );
-        let mut packed = vec![0u32; pair_words(k, n)];
-        pack_pairs(k, n, &b, &mut packed).unwrap();
+        let mut packed = vec![0u32; pair_words(k, n, false)];
+        pack_pairs(k, n, false, &b, &mut packed).unwrap();
         let mut c = vec![f32::NAN; m * n];
         gemm_bf16_naive(&Gemm::new(m, n, k), &a, &packed, Some(&bias), &mut c).unwrap();
         let r = |x: f32| f64::from(widen(round(x)));
@@ -547,11 +599,11 @@ mod tests {
             (300, 1200, 58),
             (3, 17, 0),
         ];
-        for (m, n, k) in shapes {
+        for ((m, n, k), strips) in shapes.into_iter().flat_map(|s| [(s, false), (s, true)]) {
             let (a, b) = (random(&mut rng, m * k), random(&mut rng, k * n));
             let bias = random(&mut rng, n);
-            let mut packed = vec![0u32; pair_words(k, n)];
-            pack_pairs(k, n, &b, &mut packed).unwrap();
+            let mut packed = vec![0u32; pair_words(k, n, strips)];
+            pack_pairs(k, n, strips, &b, &mut packed).unwrap();
             let scale = magnitude(&a, &b, m, n, k);
             for (accumulate, with_bias, threads) in [
                 (false, false, 1),
@@ -561,6 +613,7 @@ mod tests {
             ] {
                 let g = Gemm {
                     accumulate,
+                    b_strips: strips,
                     ..Gemm::new(m, n, k)
                 };
                 let start = random(&mut rng, m * n);
@@ -589,7 +642,8 @@ mod tests {
                     let tol = 1e-6 + (k as f64) * 6e-8 * s;
                     assert!(
                         (f64::from(w) - f64::from(x)).abs() <= tol,
-                        "{m}×{n}×{k} acc {accumulate} bias {with_bias} at {idx}: {w} vs {x}"
+                        "{m}×{n}×{k} strips {strips} acc {accumulate} bias {with_bias} at {idx}: \
+                         {w} vs {x}"
                     );
                 }
             }
@@ -605,8 +659,8 @@ mod tests {
         let mut rng = ChaCha8Rng::seed_from_u64(11);
         let (m, n, k) = (40, 700, 300);
         let (a, b) = (random(&mut rng, m * k), random(&mut rng, k * n));
-        let mut packed = vec![0u32; pair_words(k, n) + 5];
-        pack_pairs(k, n, &b, &mut packed[5..]).unwrap();
+        let mut packed = vec![0u32; pair_words(k, n, false) + 5];
+        pack_pairs(k, n, false, &b, &mut packed[5..]).unwrap();
         // C at an offset inside a larger buffer: the rest stays as it was.
         let g = Gemm {
             c_off: 3,
@@ -627,8 +681,18 @@ mod tests {
         for buf in [&one, &two] {
             assert!(buf[..3].iter().chain(&buf[3 + m * n..]).all(|&x| x == -7.0));
         }
-        // Per element, one thread sums in one order: the same result at both counts.
+        // Per element, one thread sums in one order: the same result at both counts,
+        // and with B's words in strips.
         assert_eq!(one, two);
+        let mut strips = vec![0u32; pair_words(k, n, true) + 5];
+        pack_pairs(k, n, true, &b, &mut strips[5..]).unwrap();
+        let mut striped = vec![-7.0f32; m * n + 9];
+        let gs = Gemm {
+            b_strips: true,
+            ..g
+        };
+        gemm_bf16_fast(&gs, &a, &strips, None, &mut striped, Some(&pool)).unwrap();
+        assert_eq!(one, striped);
         // An empty inner dimension reads nothing, whatever the offsets: C = bias.
         let empty = Gemm {
             a_off: 9,

@@ -288,10 +288,11 @@ impl<R: Real> Backend for CpuBackend<R> {
         buf: &mut Vec<R>,
         k: usize,
         n: usize,
+        strips: bool,
         fill: &mut dyn FnMut(&mut [R]),
     ) -> Result<(), NumError> {
         self.bf16_products()?;
-        let words = bf16::pair_words(k, n);
+        let words = bf16::pair_words(k, n, strips);
         let Some(dst) = buf.get_mut(..words).and_then(R::as_f32_mut) else {
             return Err(NumError::BufferTooSmall {
                 op: "write_bf16",
@@ -302,7 +303,7 @@ impl<R: Real> Backend for CpuBackend<R> {
         let mut staged = vec![R::zero(); k * n];
         fill(&mut staged);
         let src = R::as_f32(&staged).expect("internal: bf16_products() vouches for f32");
-        bf16::pack_pairs(k, n, src, bytemuck::cast_slice_mut(dst))
+        bf16::pack_pairs(k, n, strips, src, bytemuck::cast_slice_mut(dst))
     }
 
     fn gemm_bf16(

@@ -791,7 +791,7 @@ fn bf16_products_are_refused_with_a_typed_error() -> TestResult {
     );
     let mut w = be.zeros(4)?;
     assert!(
-        be.write_bf16(&mut w, 2, 2, &mut |dst| dst.fill(1.0))
+        be.write_bf16(&mut w, 2, 2, false, &mut |dst| dst.fill(1.0))
             .is_err()
     );
     let (a, mut c) = (be.zeros(4)?, be.zeros(4)?);

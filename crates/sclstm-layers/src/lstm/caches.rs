@@ -364,7 +364,8 @@ impl<B: Backend> WeightBufs<B> {
         let strips = self.strips;
         let write_t = |buf: &mut B::Buf, m: &Matrix<B::Elem>| {
             if bf16 {
-                be.write_bf16(buf, m.ncols(), m.nrows(), &mut |dst| transpose_into(m, dst))
+                let fill = &mut |dst: &mut [B::Elem]| transpose_into(m, dst);
+                be.write_bf16(buf, m.ncols(), m.nrows(), strips, fill)
             } else if strips {
                 let len = strip_len(m.ncols(), m.nrows());
                 be.write_with(buf, len, &mut |dst| transpose_strips_into(m, dst))

@@ -70,7 +70,7 @@ pub(super) fn dir_forward<B: Backend>(
 }
 
 /// A forward product `x·Wᵀ` reading one of `wb`'s forward copies: in bf16 when the set
-/// holds them as bf16 pairs (which are never in strips), else in f32 as `g` says.
+/// holds them as bf16 pairs, else in f32 (in strips or not, as `g` says for both).
 #[allow(clippy::too_many_arguments)]
 fn weight_gemm<B: Backend>(
     be: &B,
@@ -82,11 +82,7 @@ fn weight_gemm<B: Backend>(
     out: &mut B::Buf,
 ) -> Result<(), NumError> {
     if wb.bf16 {
-        let g = Gemm {
-            b_strips: false,
-            ..*g
-        };
-        be.gemm_bf16(&g, x, w_t, bias, out)
+        be.gemm_bf16(g, x, w_t, bias, out)
     } else {
         be.gemm(g, x, w_t, bias, out)
     }
