@@ -438,13 +438,13 @@ mod x86 {
             // SAFETY (whole body): masked lanes are not accessed; the rest is in bounds.
             unsafe {
                 let mut acc: [[__m512; 2]; M] = [[_mm512_setzero_ps(); 2]; M];
+                // Tiles are 32 = STRIP columns wide, so each starts a strip.
+                let col = if self.strip == 0 {
+                    j0
+                } else {
+                    j0 / STRIP * self.strip
+                };
                 for p in 0..self.kp {
-                    // Tiles start at multiples of 32 = STRIP columns.
-                    let col = if self.strip == 0 {
-                        j0
-                    } else {
-                        j0 / 32 * self.strip
-                    };
                     let bp = self.b.add(p * self.rsb + col).cast::<i32>();
                     let b0: __m512bh = std::mem::transmute(_mm512_maskz_loadu_epi32(m0, bp));
                     let b1: __m512bh =

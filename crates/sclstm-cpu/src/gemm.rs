@@ -40,6 +40,9 @@ const SPLIT_ALIGN: usize = 32;
 /// matrixmultiply by 10–20% at the layers' shapes (`gemm_gflops` example).
 pub(crate) const TALL_COL_BLOCK: usize = 256;
 
+// Blocks of a strip-layout `B` must start on a strip.
+const _: () = assert!(SPLIT_ALIGN.is_multiple_of(STRIP) && TALL_COL_BLOCK.is_multiple_of(STRIP));
+
 /// Checks that every operand of `g` fits its buffer (`B` in its plain or strip layout)
 /// and that `B` is not both transposed and in strips.
 ///
