@@ -188,6 +188,11 @@ fn f64_on_the_wgpu_backend_is_refused_naming_the_flag() {
 
 /// `sclstm bench --json --precision P` with `SCLSTM_KERNELS` set to `kernels`.
 fn bench_json(kernels: &str, precision: &str) -> std::process::Output {
+    bench_json_with(kernels, precision, &[])
+}
+
+/// [`bench_json`] with further arguments.
+fn bench_json_with(kernels: &str, precision: &str, extra: &[&str]) -> std::process::Output {
     std::process::Command::new(env!("CARGO_BIN_EXE_sclstm"))
         .args([
             "bench",
@@ -201,6 +206,7 @@ fn bench_json(kernels: &str, precision: &str) -> std::process::Output {
             precision,
             "--json",
         ])
+        .args(extra)
         .env("SCLSTM_KERNELS", kernels)
         .output()
         .expect("the sclstm binary runs")
@@ -283,6 +289,52 @@ fn bench_names_the_cpu_and_the_kernels_and_a_forced_set_is_used_or_refused() {
         !out.status.success() && err.contains("SCLSTM_KERNELS") && !err.contains("panicked"),
         "{err}"
     );
+}
+
+#[test]
+fn bench_in_situ_times_the_calls_of_the_timed_steps_and_of_inference() {
+    let out = bench_json_with("auto", "f32", &["--in-situ"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let groups = |key: &str| r[key].as_array().unwrap().clone();
+    let (train, infer) = (groups("in_situ"), groups("in_situ_inference"));
+    let kind = |g: &serde_json::Value| g["kind"].as_str().unwrap().to_string();
+    let seconds = |gs: &[serde_json::Value]| -> f64 {
+        gs.iter()
+            .map(|g| g["totals"]["seconds"].as_f64().unwrap())
+            .sum()
+    };
+    // Training runs per-step products, products over all tokens and weight gradients,
+    // each with work counted; inference runs no weight gradient.
+    for role in ["per-step", "all tokens", "weight gradient"] {
+        let g = train.iter().find(|g| kind(g).starts_with(role));
+        let g = g.unwrap_or_else(|| panic!("no {role} group in {train:?}"));
+        assert!(g["totals"]["calls"].as_u64().unwrap() > 0);
+        assert!(g["totals"]["flops"].as_u64().unwrap() > 0);
+    }
+    assert!(infer.iter().any(|g| kind(g).starts_with("per-step")));
+    assert!(!infer.iter().any(|g| kind(g).starts_with("weight gradient")));
+    // On one thread the calls fit inside the timed steps (the warm-up steps are not in
+    // the window).
+    let phases = &r["phases"];
+    let step_ms: f64 = ["forward_ms", "backward_ms", "optimizer_ms"]
+        .iter()
+        .map(|k| phases[k].as_f64().unwrap())
+        .sum();
+    let timed = step_ms / 1e3 * r["steps"].as_f64().unwrap();
+    assert!(
+        seconds(&train) <= timed * 1.001,
+        "{} > {timed}",
+        seconds(&train)
+    );
+    // Without the flag nothing is timed per call.
+    let plain = bench_json("auto", "f32");
+    let plain: serde_json::Value = serde_json::from_slice(&plain.stdout).unwrap();
+    assert_eq!(plain["in_situ"].as_array().map(Vec::len), Some(0));
 }
 
 /// The predicted tags (third column) of a `--write-predictions` file.
