@@ -77,7 +77,10 @@ pub fn pack_pairs(
         }
     }
     let kp = k.div_ceil(2);
-    dst[..words].fill(0);
+    if strips {
+        // Only the last strip's padding columns are not written below.
+        dst[..words].fill(0);
+    }
     for p in 0..kp {
         let lo = &src[2 * p * n..(2 * p + 1) * n];
         let hi = src.get((2 * p + 1) * n..(2 * p + 2) * n);

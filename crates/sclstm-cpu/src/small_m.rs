@@ -592,8 +592,10 @@ pub(crate) mod x86 {
         // SAFETY (whole body): masked lanes are not accessed; the rest is in bounds.
         unsafe {
             let mut acc = [[_mm512_setzero_ps(); 2]; M];
+            // The tile's first column of B, found once (it lies inside one strip).
+            let bj = b.offset(x.b_col(j0));
             for p in 0..x.k as isize {
-                let bp = b.offset(p * x.rsb + x.b_col(j0));
+                let bp = bj.offset(p * x.rsb);
                 let b0 = _mm512_maskz_loadu_ps(m0, bp);
                 let b1 = _mm512_maskz_loadu_ps(m1, bp.add(16));
                 for (i, acc_i) in acc.iter_mut().enumerate() {
@@ -669,8 +671,10 @@ pub(crate) mod x86 {
         // SAFETY (whole body): masked lanes are not accessed; the rest is in bounds.
         unsafe {
             let mut acc = [[_mm512_setzero_pd(); 2]; M];
+            // The tile's first column of B, found once (it lies inside one strip).
+            let bj = b.offset(x.b_col(j0));
             for p in 0..x.k as isize {
-                let bp = b.offset(p * x.rsb + x.b_col(j0));
+                let bp = bj.offset(p * x.rsb);
                 let b0 = _mm512_maskz_loadu_pd(m0, bp);
                 let b1 = _mm512_maskz_loadu_pd(m1, bp.add(8));
                 for (i, acc_i) in acc.iter_mut().enumerate() {
@@ -757,8 +761,10 @@ mod avx2 {
         // SAFETY (whole body): masked lanes are not accessed; the rest is in bounds.
         unsafe {
             let mut acc = [[_mm256_setzero_ps(); 2]; M];
+            // The tile's first column of B, found once (it lies inside one strip).
+            let bj = b.offset(x.b_col(j0));
             for p in 0..x.k as isize {
-                let bp = b.offset(p * x.rsb + x.b_col(j0));
+                let bp = bj.offset(p * x.rsb);
                 let b0 = _mm256_maskload_ps(bp, m0);
                 let b1 = _mm256_maskload_ps(bp.add(8), m1);
                 for (i, acc_i) in acc.iter_mut().enumerate() {
@@ -811,8 +817,10 @@ mod avx2 {
         // SAFETY (whole body): masked lanes are not accessed; the rest is in bounds.
         unsafe {
             let mut acc = [[_mm256_setzero_pd(); 2]; M];
+            // The tile's first column of B, found once (it lies inside one strip).
+            let bj = b.offset(x.b_col(j0));
             for p in 0..x.k as isize {
-                let bp = b.offset(p * x.rsb + x.b_col(j0));
+                let bp = bj.offset(p * x.rsb);
                 let b0 = _mm256_maskload_pd(bp, m0);
                 let b1 = _mm256_maskload_pd(bp.add(4), m1);
                 for (i, acc_i) in acc.iter_mut().enumerate() {
