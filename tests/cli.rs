@@ -421,6 +421,100 @@ fn gradcheck_passes_every_op_layer_and_model() {
     );
 }
 
+/// Whether this CPU runs a kernel set of `SCLSTM_KERNELS`.
+fn cpu_runs(kernels: &str) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        match kernels {
+            "avx512" => std::is_x86_feature_detected!("avx512f"),
+            "avx2" => std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma"),
+            _ => true,
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        kernels == "portable"
+    }
+}
+
+#[test]
+fn gradcheck_passes_with_every_kernel_set_this_cpu_runs() {
+    // Each set has its own register tiles and weight layout (strips with AVX-512 and
+    // AVX2, row-major with the portable set); the layers' gradients are exact on each.
+    for kernels in ["avx512", "avx2", "portable"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_sclstm"))
+            .args(["gradcheck"])
+            .env("SCLSTM_KERNELS", kernels)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        if cpu_runs(kernels) {
+            assert!(out.status.success(), "{kernels}: {text}{}", stderr(&out));
+            assert!(text.contains("model sc-lstm"), "{kernels}: {text}");
+            assert!(
+                !text.lines().any(|l| l.starts_with("FAIL")),
+                "{kernels}: {text}"
+            );
+        } else {
+            assert!(
+                !out.status.success(),
+                "{kernels} is not on this CPU: {text}"
+            );
+            assert!(stderr(&out).contains("SCLSTM_KERNELS"), "{}", stderr(&out));
+        }
+    }
+}
+
+#[test]
+fn every_kernel_set_trains_the_same_model_to_rounding() {
+    // 4H = 80 gate columns: three strips, the last one partial, so the register tiles
+    // (AVX-512 and AVX2, weights in strips) meet whole, inner and masked column tiles.
+    let losses = |kernels: &str| -> Vec<f64> {
+        let dir = temp_dir(&format!("kernels-{kernels}"));
+        // TINY with wider layers.
+        let mut args = vec!["train", "--out", dir.to_str().unwrap()];
+        for pair in TINY.chunks(2) {
+            args.extend_from_slice(if pair[0] == "--hidden" {
+                &["--hidden", "20"]
+            } else {
+                pair
+            });
+        }
+        args.extend_from_slice(&["--epochs", "1", "--lr", "0.01"]);
+        let out = Command::new(env!("CARGO_BIN_EXE_sclstm"))
+            .args(&args)
+            .env("SCLSTM_KERNELS", kernels)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{kernels}: {}", stderr(&out));
+        let text = std::fs::read_to_string(dir.join("metrics.jsonl")).unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        text.lines()
+            .filter_map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                v["train_loss"].as_f64()
+            })
+            .collect()
+    };
+    let reference = losses("portable");
+    assert!(reference.len() >= 3, "{reference:?}");
+    let mut compared = 0;
+    for kernels in ["avx512", "avx2"].into_iter().filter(|k| cpu_runs(k)) {
+        let got = losses(kernels);
+        assert_eq!(got.len(), reference.len(), "{kernels}");
+        for (x, y) in reference.iter().zip(&got) {
+            assert!(
+                (x - y).abs() <= 1e-4 * x.abs(),
+                "{kernels}: {got:?} vs portable {reference:?}"
+            );
+        }
+        compared += 1;
+    }
+    #[cfg(target_arch = "x86_64")]
+    assert!(compared > 0 || !cpu_runs("avx2"), "no kernel set compared");
+}
+
 /// Every file of a run directory with its bytes.
 fn files(dir: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
     std::fs::read_dir(dir)

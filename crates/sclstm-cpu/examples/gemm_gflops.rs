@@ -2,6 +2,8 @@
 //! (recurrent 10×408·408×1200, batched input projection 300×408·408×1200, and 1024³)
 //! on 1 and 2 threads, f32, in GFLOP/s: `fast` (the backend's gemm), `mm only`
 //! (matrixmultiply without the small-m kernel, 1 thread) and `naive` (the reference).
+//! Shapes marked `S` hold `B` in the strip layout the layers write for the register
+//! tiles; `SCLSTM_KERNELS=avx2` measures the AVX2 tiles on an AVX-512 machine.
 //!
 //! ```text
 //! cargo run --release -p sclstm-cpu --example gemm_gflops [-- --no-naive]
@@ -37,31 +39,39 @@ fn main() {
     // and `h · W_hhᵀ` with PyTorch's (4H, H) layout at H = 300), a task gate's input
     // projection, the weight gradient `dGᵀ · X` of a layer over 300 and 800 rows, the
     // input gradient `dG · W_ih`, and the input projection `X · W_ihᵀ` with the weight as
-    // stored ((4H, d)).
+    // stored ((4H, d)). `S`: the same with `B` in the strip layout the layers write for
+    // the register tiles (`Backend::strip_weights`).
     let shapes = [
-        (10, 1200, 408, false, false),
-        (300, 1200, 408, false, false),
-        (1024, 1024, 1024, false, false),
-        (10, 408, 1200, false, true),
-        (10, 1200, 300, false, true),
-        (300, 300, 408, false, false),
-        (1200, 408, 300, true, false),
-        (1200, 408, 800, true, false),
-        (300, 408, 1200, false, false),
-        (300, 1200, 408, false, true),
+        (10, 1200, 408, false, false, false),
+        (10, 1200, 408, false, false, true),
+        (300, 1200, 408, false, false, false),
+        (300, 1200, 408, false, false, true),
+        (1024, 1024, 1024, false, false, false),
+        (1024, 1024, 1024, false, false, true),
+        (10, 408, 1200, false, true, false),
+        (10, 1200, 300, false, true, false),
+        (300, 300, 408, false, false, false),
+        (1200, 408, 300, true, false, false),
+        (1200, 408, 800, true, false, false),
+        (300, 408, 1200, false, false, false),
+        (300, 408, 1200, false, false, true),
+        (300, 1200, 408, false, true, false),
     ];
     println!(
         "{:>20} {:>8} {:>10} {:>10} {:>10}",
         "m x n x k", "threads", "fast", "mm only", "naive"
     );
-    for &(m, n, k, trans_a, trans_b) in &shapes {
+    for &(m, n, k, trans_a, trans_b, b_strips) in &shapes {
         let g = Gemm {
             trans_a,
             trans_b,
+            b_strips,
             ..Gemm::new(m, n, k)
         };
         let a: Vec<f32> = (0..m * k).map(|i| ((i % 17) as f32 - 8.0) * 0.01).collect();
-        let b: Vec<f32> = (0..k * n).map(|i| ((i % 13) as f32 - 6.0) * 0.01).collect();
+        let b: Vec<f32> = (0..g.b_len())
+            .map(|i| ((i % 13) as f32 - 6.0) * 0.01)
+            .collect();
         let mut c = vec![0.0f32; m * n];
         for threads in [1usize, 2] {
             let pool = (threads > 1).then(|| {
@@ -93,9 +103,10 @@ fn main() {
             println!(
                 "{:>20} {threads:>8} {fast:>10.1} {mm:>10} {naive:>10}",
                 format!(
-                    "{m}x{n}x{k}{}{}",
+                    "{m}x{n}x{k}{}{}{}",
                     if trans_a { " (Aᵀ)" } else { "" },
-                    if trans_b { " (Bᵀ)" } else { "" }
+                    if trans_b { " (Bᵀ)" } else { "" },
+                    if b_strips { " S" } else { "" }
                 )
             );
         }

@@ -1,7 +1,8 @@
 //! Matrix products on host slices: the naive reference kernel (the spec) and the fast
 //! kernel (rayon across the output; the unpacked register-tile kernels of `small_m.rs`
 //! where the CPU has them — AVX-512 for every product of row-major `A` and `B`, in row
-//! chunks of 12; AVX2 + FMA for products of at most 12 rows — else matrixmultiply's
+//! chunks of 12; AVX2 + FMA in row chunks of 6 for products of at most 12 rows and for
+//! every product with `B` in strips — else matrixmultiply's
 //! packed AVX-512/AVX2/FMA microkernels). All implement exactly the contract of
 //! [`sclstm_core::Gemm`]:
 //!
@@ -350,7 +351,7 @@ unsafe fn b_columns<R>(b: *const R, j: usize, csb: isize, strip_k: usize) -> *co
 }
 
 /// `C = A·B + beta·C` on strided operands: the register-tile kernel `kernel` where it
-/// applies (row-major `B` and `C`; tall products only with AVX-512) or the transposed-`B`
+/// applies (row-major `B` and `C`; tall products as [`Isa::tall`] says) or the transposed-`B`
 /// AVX-512 kernel for tiny-m products, else matrixmultiply's `sgemm` /
 /// `dgemm` for f32 / f64 (any other `Real` falls back to a plain loop). With
 /// `beta = 0`, `C` is never read (so NaN there does not propagate). With `strip_k > 0`,
@@ -387,7 +388,7 @@ unsafe fn strided_gemm<R: Real>(
         // gradients `dGᵀ·X`) is read down its columns, a page apart per step of `k`, and
         // in a training step (cold caches, TLB misses) matrixmultiply's packing wins.
         let tile_kernel = kernel.filter(|isa| {
-            tiled_type && csc == 1 && csb == 1 && (m <= MAX_M || isa.tall() && csa == 1)
+            tiled_type && csc == 1 && csb == 1 && (m <= MAX_M || isa.tall(strip_k > 0) && csa == 1)
         });
         if let Some(isa) = tile_kernel {
             // Row chunks of at most `isa.rows()` over one L2-sized block of B's columns
@@ -717,7 +718,13 @@ mod tests {
                 b_strips: true,
                 ..plain
             };
-            for p in [None, Some(&pool)] {
+            // The active kernels (the AVX2 tiles leave a tall plain product to
+            // matrixmultiply, so there the layouts differ in rounding only).
+            let active_tiles_both = Isa::detect().is_none_or(|isa| isa.tall(false) || m <= MAX_M);
+            for p in [None, Some(&pool)]
+                .into_iter()
+                .filter(|_| active_tiles_both)
+            {
                 let init = random::<f32>(&mut rng, m * n);
                 let (mut c1, mut c2) = (init.clone(), init);
                 gemm_fast(&plain, &a, &b, None, &mut c1, p).unwrap();
@@ -726,6 +733,27 @@ mod tests {
                     c1.iter().zip(&c2).all(|(x, y)| x.to_bits() == y.to_bits()),
                     "{m}×{k}·{k}×{n}, pool {}",
                     p.is_some()
+                );
+            }
+            // Every register-tile kernel of this CPU, tall products included, wherever
+            // it serves both layouts.
+            for isa in Isa::available()
+                .into_iter()
+                .filter(|isa| isa.tall(false) || m <= MAX_M)
+            {
+                let init = random::<f32>(&mut rng, m * n);
+                let (mut c1, mut c2) = (init.clone(), init);
+                for (g, b, c) in [(&plain, &b, &mut c1), (&striped, &strips, &mut c2)] {
+                    let view = GemmView {
+                        kernel: Some(isa),
+                        ..GemmView::new(g, &a, b, None, c)
+                    };
+                    // SAFETY: the sizes match the buffers.
+                    unsafe { view.block(0, m, 0, n) };
+                }
+                assert!(
+                    c1.iter().zip(&c2).all(|(x, y)| x.to_bits() == y.to_bits()),
+                    "{isa:?} {m}×{k}·{k}×{n}"
                 );
             }
         }

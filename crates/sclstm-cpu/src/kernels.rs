@@ -16,8 +16,8 @@ pub enum Kernels {
     /// AVX-512F: 12-row register tiles for small-`m` and tall products, dot-product
     /// kernels for transposed `B`, 16-lane cell kernels.
     Avx512,
-    /// AVX2 + FMA: 6-row register tiles for small-`m` products (matrixmultiply for the
-    /// rest), 8-lane cell kernels.
+    /// AVX2 + FMA: 6-row register tiles for small-`m` products and for tall products
+    /// with `B` in strips (matrixmultiply for the rest), 8-lane cell kernels.
     Avx2,
     /// No hand-written SIMD: matrixmultiply for every product, scalar cell kernels.
     Portable,

@@ -324,12 +324,10 @@ impl<R: Real> Backend for CpuBackend<R> {
         bf16::gemm_bf16_fast(g, a, b, bias, c, self.pool())
     }
 
-    /// Strips where the register tiles serve every product with a weight operand, at
-    /// any row count (AVX-512). With AVX2 the products of more than 12 rows (inference
-    /// batches, the products over all tokens) run on matrixmultiply, which would run
-    /// once per strip, and the per-step products gained nothing measurable from strips.
+    /// Strips wherever a register-tile kernel runs (AVX-512 or AVX2): with the weights in
+    /// strips the tiles serve every product with a weight operand, at any row count.
     fn strip_weights(&self) -> bool {
-        small_m::Isa::detect().is_some_and(small_m::Isa::tall)
+        small_m::Isa::detect().is_some()
     }
 
     fn sync(&self) -> Result<(), NumError> {

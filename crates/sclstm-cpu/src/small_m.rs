@@ -1,6 +1,6 @@
 //! Register-tile gemm kernels for products with few rows (`m ≤ 12`): the per-step
-//! recurrent products of a time loop, where `m` is the batch size. On AVX-512 the
-//! caller also cuts tall products into such row chunks (see `gemm.rs`).
+//! recurrent products of a time loop, where `m` is the batch size. The caller also cuts
+//! tall products into such row chunks (see `gemm.rs` and [`Isa::tall`]).
 //!
 //! matrixmultiply's AVX-512 kernel computes 16-row tiles, so at `m = 10` almost 40% of
 //! its work is padding, and it repacks `B` on every call. Unpacked kernels replace it:
@@ -69,12 +69,15 @@ impl Isa {
     }
 
     /// Whether the kernel also serves tall products (row chunks over any `m`), or only
-    /// products of at most [`MAX_M`] rows. The AVX2 tile reuses each `B` load for 6
-    /// rows only, so for tall products with a long `k` it is bound by L2 bandwidth
-    /// (about 60 GFLOP/s at 1024³ on an AVX-512 machine, half of matrixmultiply);
-    /// tiny-m products gain from it because matrixmultiply repacks all of `B` per call.
-    pub(crate) fn tall(self) -> bool {
-        self == Isa::Avx512
+    /// products of at most [`MAX_M`] rows, for a `B` in the strip layout (`strips`) or
+    /// row-major. In strips every tile streams one contiguous run of `B` and both
+    /// kernels beat matrixmultiply (AVX2 on Zen 4, `gemm_gflops`: 300×1200×408 113 vs
+    /// 64–104 GFLOP/s, 300×408×1200 103–109 vs 62–101). A row-major `B` is read a row
+    /// apart per step of `k`: the 12-row AVX-512 tile still wins at the layers' shapes,
+    /// the 6-row AVX2 tile, with half the reuse of each `B` load, does not (300×408×1200
+    /// 61–86 against matrixmultiply's 85–101).
+    pub(crate) fn tall(self, strips: bool) -> bool {
+        self == Isa::Avx512 || strips
     }
 }
 
@@ -701,15 +704,17 @@ pub(crate) mod x86 {
 
 /// The AVX2 + FMA panels: the same register tiles as the AVX-512 ones at half the
 /// width, `M ≤ 6` rows so that the `2·M` accumulators, two `B` vectors and the
-/// broadcast fit the 16 vector registers.
+/// broadcast fit the 16 vector registers. AVX2 masks live in vector registers, so only
+/// the last, partial tile of a panel is masked (`MASKED`): with the masks in the loop
+/// of a 6-row tile the compiler spilled an accumulator to the stack, halving its speed.
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
     use std::arch::x86_64::{
         __m256i, _mm256_add_pd, _mm256_add_ps, _mm256_cmpgt_epi32, _mm256_cmpgt_epi64,
-        _mm256_fmadd_pd, _mm256_fmadd_ps, _mm256_maskload_pd, _mm256_maskload_ps,
-        _mm256_maskstore_pd, _mm256_maskstore_ps, _mm256_set_epi64x, _mm256_set1_epi32,
-        _mm256_set1_epi64x, _mm256_set1_pd, _mm256_set1_ps, _mm256_setr_epi32, _mm256_setzero_pd,
-        _mm256_setzero_ps,
+        _mm256_fmadd_pd, _mm256_fmadd_ps, _mm256_loadu_pd, _mm256_loadu_ps, _mm256_maskload_pd,
+        _mm256_maskload_ps, _mm256_maskstore_pd, _mm256_maskstore_ps, _mm256_set_epi64x,
+        _mm256_set1_epi32, _mm256_set1_epi64x, _mm256_set1_pd, _mm256_set1_ps, _mm256_setr_epi32,
+        _mm256_setzero_pd, _mm256_setzero_ps, _mm256_storeu_pd, _mm256_storeu_ps,
     };
 
     use super::Panel;
@@ -741,32 +746,45 @@ mod avx2 {
         // SAFETY (whole body): the tiles stay inside the regions the caller vouched for.
         unsafe {
             for t in 0..x.tiles {
-                tile_f32::<M>(x, (t * 16) as isize, full, full);
+                tile_f32::<M, false>(x, (t * 16) as isize, full, full);
             }
             if x.tail > 0 {
                 let (m0, m1) = (lanes_f32(x.tail), lanes_f32(x.tail.saturating_sub(8)));
-                tile_f32::<M>(x, (x.tiles * 16) as isize, m0, m1);
+                tile_f32::<M, true>(x, (x.tiles * 16) as isize, m0, m1);
             }
         }
     }
 
-    /// One `M × 16` f32 tile of `C` at column `j0`; masked-out lanes are neither loaded
-    /// from `B` nor stored to `C`.
+    /// One `M × 16` f32 tile of `C` at column `j0`; with `MASKED`, masked-out lanes are
+    /// neither loaded from `B` nor stored to `C` (without it `m0` / `m1` are not read).
     ///
     /// # Safety
     /// As for [`panel_f32`]; the unmasked columns lie inside `B` and `C`.
+    #[inline]
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn tile_f32<const M: usize>(x: &Panel, j0: isize, m0: __m256i, m1: __m256i) {
+    unsafe fn tile_f32<const M: usize, const MASKED: bool>(
+        x: &Panel,
+        j0: isize,
+        m0: __m256i,
+        m1: __m256i,
+    ) {
         let (a, b, c) = (x.a.cast::<f32>(), x.b.cast::<f32>(), x.c.cast::<f32>());
         // SAFETY (whole body): masked lanes are not accessed; the rest is in bounds.
         unsafe {
+            let load = |p: *const f32, mask| {
+                if MASKED {
+                    _mm256_maskload_ps(p, mask)
+                } else {
+                    _mm256_loadu_ps(p)
+                }
+            };
             let mut acc = [[_mm256_setzero_ps(); 2]; M];
             // The tile's first column of B, found once (it lies inside one strip).
             let bj = b.offset(x.b_col(j0));
             for p in 0..x.k as isize {
                 let bp = bj.offset(p * x.rsb);
-                let b0 = _mm256_maskload_ps(bp, m0);
-                let b1 = _mm256_maskload_ps(bp.add(8), m1);
+                let b0 = load(bp, m0);
+                let b1 = load(bp.add(8), m1);
                 for (i, acc_i) in acc.iter_mut().enumerate() {
                     let av = _mm256_set1_ps(*a.offset(i as isize * x.rsa + p * x.csa));
                     acc_i[0] = _mm256_fmadd_ps(av, b0, acc_i[0]);
@@ -778,11 +796,15 @@ mod avx2 {
                 for (h, (&v, mask)) in acc_i.iter().zip([m0, m1]).enumerate() {
                     let dst = cp.add(8 * h);
                     let v = if x.accumulate {
-                        _mm256_add_ps(_mm256_maskload_ps(dst, mask), v)
+                        _mm256_add_ps(load(dst, mask), v)
                     } else {
                         v
                     };
-                    _mm256_maskstore_ps(dst, mask, v);
+                    if MASKED {
+                        _mm256_maskstore_ps(dst, mask, v);
+                    } else {
+                        _mm256_storeu_ps(dst, v);
+                    }
                 }
             }
         }
@@ -798,11 +820,11 @@ mod avx2 {
         // SAFETY (whole body): the tiles stay inside the regions the caller vouched for.
         unsafe {
             for t in 0..x.tiles {
-                tile_f64::<M>(x, (t * 8) as isize, full, full);
+                tile_f64::<M, false>(x, (t * 8) as isize, full, full);
             }
             if x.tail > 0 {
                 let (m0, m1) = (lanes_f64(x.tail), lanes_f64(x.tail.saturating_sub(4)));
-                tile_f64::<M>(x, (x.tiles * 8) as isize, m0, m1);
+                tile_f64::<M, true>(x, (x.tiles * 8) as isize, m0, m1);
             }
         }
     }
@@ -811,18 +833,31 @@ mod avx2 {
     ///
     /// # Safety
     /// As for [`panel_f64`]; the unmasked columns lie inside `B` and `C`.
+    #[inline]
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn tile_f64<const M: usize>(x: &Panel, j0: isize, m0: __m256i, m1: __m256i) {
+    unsafe fn tile_f64<const M: usize, const MASKED: bool>(
+        x: &Panel,
+        j0: isize,
+        m0: __m256i,
+        m1: __m256i,
+    ) {
         let (a, b, c) = (x.a.cast::<f64>(), x.b.cast::<f64>(), x.c.cast::<f64>());
         // SAFETY (whole body): masked lanes are not accessed; the rest is in bounds.
         unsafe {
+            let load = |p: *const f64, mask| {
+                if MASKED {
+                    _mm256_maskload_pd(p, mask)
+                } else {
+                    _mm256_loadu_pd(p)
+                }
+            };
             let mut acc = [[_mm256_setzero_pd(); 2]; M];
             // The tile's first column of B, found once (it lies inside one strip).
             let bj = b.offset(x.b_col(j0));
             for p in 0..x.k as isize {
                 let bp = bj.offset(p * x.rsb);
-                let b0 = _mm256_maskload_pd(bp, m0);
-                let b1 = _mm256_maskload_pd(bp.add(4), m1);
+                let b0 = load(bp, m0);
+                let b1 = load(bp.add(4), m1);
                 for (i, acc_i) in acc.iter_mut().enumerate() {
                     let av = _mm256_set1_pd(*a.offset(i as isize * x.rsa + p * x.csa));
                     acc_i[0] = _mm256_fmadd_pd(av, b0, acc_i[0]);
@@ -834,11 +869,15 @@ mod avx2 {
                 for (h, (&v, mask)) in acc_i.iter().zip([m0, m1]).enumerate() {
                     let dst = cp.add(4 * h);
                     let v = if x.accumulate {
-                        _mm256_add_pd(_mm256_maskload_pd(dst, mask), v)
+                        _mm256_add_pd(load(dst, mask), v)
                     } else {
                         v
                     };
-                    _mm256_maskstore_pd(dst, mask, v);
+                    if MASKED {
+                        _mm256_maskstore_pd(dst, mask, v);
+                    } else {
+                        _mm256_storeu_pd(dst, v);
+                    }
                 }
             }
         }
