@@ -399,7 +399,9 @@ unsafe fn strided_gemm<R: Real>(
                 let w = TALL_COL_BLOCK.min(n - j0);
                 let mut i0 = 0;
                 while i0 < m {
-                    let h = isa.rows().min(m - i0);
+                    // Chunks of even height (7 rows as 4 + 3, not 6 + 1): a chunk of
+                    // one or two rows reuses each load of `B` too little.
+                    let h = (m - i0).div_ceil((m - i0).div_ceil(isa.rows()));
                     small_m::gemm(
                         isa,
                         h,
@@ -647,6 +649,9 @@ mod tests {
         (7, 9, 4),
         (11, 47, 6),
         (29, 300, 9),
+        // One and two rows: the AVX2 32-column tiles, then a 16-column and a masked one.
+        (1, 83, 5),
+        (2, 83, 7),
     ];
 
     #[test]

@@ -106,8 +106,8 @@ impl Kernels {
 
     /// Which kernel computes each kind of product an LSTM layer's training step runs
     /// with this set, one line per kind (the recurrent backward reads the weights as
-    /// stored, so every per-step product has a row-major `B`; with AVX-512 the layers
-    /// write every weight in 32-column strips).
+    /// stored, so every per-step product has a row-major `B`; with AVX-512 and AVX2
+    /// the layers write every weight in 32-column strips).
     pub fn products(self) -> [(&'static str, &'static str); 4] {
         let kinds = [
             "per-step forward h·W (m = batch ≤ 12)",
@@ -123,9 +123,9 @@ impl Kernels {
                 "matrixmultiply",
             ],
             Kernels::Avx2 => [
-                "AVX2 register tile (6 rows), B unpacked",
-                "AVX2 register tile (6 rows), B unpacked",
-                "matrixmultiply",
+                "AVX2 register tile (6 rows; 32 columns for 1–2 rows), B in strips",
+                "AVX2 register tile (6 rows; 32 columns for 1–2 rows), B in strips",
+                "AVX2 register tile over row chunks, B in strips",
                 "matrixmultiply",
             ],
             Kernels::Portable => [

@@ -6,11 +6,12 @@
 //! its work is padding, and it repacks `B` on every call. Unpacked kernels replace it:
 //!
 //! - [`gemm`] (`B` stored `k × n`, e.g. `h_{t-1} · W`): keeps an `m × NT` block of `C`
-//!   in registers (`NT` = two vector registers) and streams the rows of `B` from memory:
+//!   in registers (`NT` columns) and streams the rows of `B` from memory:
 //!   `for p in 0..k: acc[i][..] += A[i, p] · B[p, j0 .. j0 + NT]`. Each element of `C` is
 //!   summed over `p` in order with fused multiply-adds. The last partial column tile
 //!   uses masked loads and stores. Two instruction sets ([`Isa`]): AVX-512F (up to 12
-//!   rows, `NT` = 32 f32 / 16 f64) and AVX2 + FMA (up to 6 rows, `NT` = 16 f32 / 8 f64).
+//!   rows, `NT` = 32 f32 / 16 f64) and AVX2 + FMA (up to 6 rows, `NT` = 16 f32 / 8 f64;
+//!   32 f32 for one or two rows).
 //! - [`gemm_t`] (`B` stored `n × k`, e.g. `dG · Wᵀ`; AVX-512F only): every `C[i, j]` is
 //!   a dot product of two contiguous rows, summed 16 (8) lanes at a time over blocks of
 //!   `k`, then across lanes. About half the speed of [`gemm`], so the layers keep `Wᵀ`
@@ -745,7 +746,13 @@ mod avx2 {
         let full = lanes_f32(8);
         // SAFETY (whole body): the tiles stay inside the regions the caller vouched for.
         unsafe {
-            for t in 0..x.tiles {
+            // One or two rows: 32-column tiles, so that 4·M accumulators (not 2·M) hide
+            // the latency of the multiply-adds; the columns left run as below.
+            let wide = if M <= 2 { x.tiles / 2 } else { 0 };
+            for t in 0..wide {
+                wide_tile_f32::<M>(x, (t * 32) as isize);
+            }
+            for t in 2 * wide..x.tiles {
                 tile_f32::<M, false>(x, (t * 16) as isize, full, full);
             }
             if x.tail > 0 {
@@ -805,6 +812,46 @@ mod avx2 {
                     } else {
                         _mm256_storeu_ps(dst, v);
                     }
+                }
+            }
+        }
+    }
+
+    /// One unmasked `M × 32` f32 tile of `C` at column `j0` (`M ≤ 2`: four accumulators
+    /// per row, four `B` vectors and the broadcast in 13 of the 16 registers).
+    ///
+    /// # Safety
+    /// As for [`panel_f32`]; the 32 columns lie inside `B` and `C`.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn wide_tile_f32<const M: usize>(x: &Panel, j0: isize) {
+        let (a, b, c) = (x.a.cast::<f32>(), x.b.cast::<f32>(), x.c.cast::<f32>());
+        // SAFETY (whole body): every access lies inside the tile's columns.
+        unsafe {
+            let mut acc = [[_mm256_setzero_ps(); 4]; M];
+            // The tile's first column of B, found once (the tile is one whole strip in
+            // the strip layout: `j0` is a multiple of 32).
+            let bj = b.offset(x.b_col(j0));
+            for p in 0..x.k as isize {
+                let bp = bj.offset(p * x.rsb);
+                let bv = [0, 8, 16, 24].map(|o| _mm256_loadu_ps(bp.add(o)));
+                for (i, acc_i) in acc.iter_mut().enumerate() {
+                    let av = _mm256_set1_ps(*a.offset(i as isize * x.rsa + p * x.csa));
+                    for (acc_iv, &bv) in acc_i.iter_mut().zip(&bv) {
+                        *acc_iv = _mm256_fmadd_ps(av, bv, *acc_iv);
+                    }
+                }
+            }
+            for (i, acc_i) in acc.iter().enumerate() {
+                let cp = c.offset(i as isize * x.rsc + j0);
+                for (h, &v) in acc_i.iter().enumerate() {
+                    let dst = cp.add(8 * h);
+                    let v = if x.accumulate {
+                        _mm256_add_ps(_mm256_loadu_ps(dst), v)
+                    } else {
+                        v
+                    };
+                    _mm256_storeu_ps(dst, v);
                 }
             }
         }
