@@ -72,11 +72,12 @@ impl Isa {
     /// Whether the kernel also serves tall products (row chunks over any `m`), or only
     /// products of at most [`MAX_M`] rows, for a `B` in the strip layout (`strips`) or
     /// row-major. In strips every tile streams one contiguous run of `B` and both
-    /// kernels beat matrixmultiply (AVX2 on Zen 4, `gemm_gflops`: 300×1200×408 113 vs
-    /// 64–104 GFLOP/s, 300×408×1200 103–109 vs 62–101). A row-major `B` is read a row
-    /// apart per step of `k`: the 12-row AVX-512 tile still wins at the layers' shapes,
-    /// the 6-row AVX2 tile, with half the reuse of each `B` load, does not (300×408×1200
-    /// 61–86 against matrixmultiply's 85–101).
+    /// kernels beat matrixmultiply at the layers' shapes (AVX2 on Zen 4, `gemm_gflops`
+    /// m×n×k: 300×1200×408 112–115 GFLOP/s against 102–104 on a plain `B`,
+    /// 300×408×1200 102–104 against 96–101). A row-major `B` is read a row apart per
+    /// step of `k`: the 12-row AVX-512 tile still wins at the layers' shapes, the 6-row
+    /// AVX2 tile, with half the reuse of each `B` load, does not (300×408×1200 61–86
+    /// against 85–101).
     pub(crate) fn tall(self, strips: bool) -> bool {
         self == Isa::Avx512 || strips
     }
