@@ -712,7 +712,7 @@ pub(crate) mod x86 {
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
     use std::arch::x86_64::{
-        __m256i, _mm256_add_pd, _mm256_add_ps, _mm256_cmpgt_epi32, _mm256_cmpgt_epi64,
+        __m256, __m256i, _mm256_add_pd, _mm256_add_ps, _mm256_cmpgt_epi32, _mm256_cmpgt_epi64,
         _mm256_fmadd_pd, _mm256_fmadd_ps, _mm256_loadu_pd, _mm256_loadu_ps, _mm256_maskload_pd,
         _mm256_maskload_ps, _mm256_maskstore_pd, _mm256_maskstore_ps, _mm256_set_epi64x,
         _mm256_set1_epi32, _mm256_set1_epi64x, _mm256_set1_pd, _mm256_set1_ps, _mm256_setr_epi32,
@@ -738,7 +738,9 @@ mod avx2 {
         _mm256_cmpgt_epi64(_mm256_set1_epi64x(n), _mm256_set_epi64x(3, 2, 1, 0))
     }
 
-    /// All columns of `C` (f32) in `M × 16` tiles, the last one masked.
+    /// All columns of `C` (f32) in `M × 16` tiles, the last one masked; with one or two
+    /// rows, `M × 32` tiles first, so that `4·M` accumulators (not `2·M`) hide the latency
+    /// of the multiply-adds.
     ///
     /// # Safety
     /// AVX2 and FMA available; the panel's pointers are f32 and valid as for `gemm`.
@@ -747,34 +749,32 @@ mod avx2 {
         let full = lanes_f32(8);
         // SAFETY (whole body): the tiles stay inside the regions the caller vouched for.
         unsafe {
-            // One or two rows: 32-column tiles, so that 4·M accumulators (not 2·M) hide
-            // the latency of the multiply-adds; the columns left run as below.
             let wide = if M <= 2 { x.tiles / 2 } else { 0 };
             for t in 0..wide {
-                wide_tile_f32::<M>(x, (t * 32) as isize);
+                tile_f32::<M, 4, false>(x, (t * 32) as isize, [full; 4]);
             }
             for t in 2 * wide..x.tiles {
-                tile_f32::<M, false>(x, (t * 16) as isize, full, full);
+                tile_f32::<M, 2, false>(x, (t * 16) as isize, [full; 2]);
             }
             if x.tail > 0 {
-                let (m0, m1) = (lanes_f32(x.tail), lanes_f32(x.tail.saturating_sub(8)));
-                tile_f32::<M, true>(x, (x.tiles * 16) as isize, m0, m1);
+                let masks = [lanes_f32(x.tail), lanes_f32(x.tail.saturating_sub(8))];
+                tile_f32::<M, 2, true>(x, (x.tiles * 16) as isize, masks);
             }
         }
     }
 
-    /// One `M × 16` f32 tile of `C` at column `j0`; with `MASKED`, masked-out lanes are
-    /// neither loaded from `B` nor stored to `C` (without it `m0` / `m1` are not read).
+    /// One `M × 8V` f32 tile of `C` at column `j0` (`V` vectors per row: `2·M + 2 + 1` or,
+    /// for `M ≤ 2`, `4·M + 4 + 1` of the 16 registers); with `MASKED`, masked-out lanes
+    /// are neither loaded from `B` nor stored to `C` (without it `masks` are not read).
     ///
     /// # Safety
     /// As for [`panel_f32`]; the unmasked columns lie inside `B` and `C`.
     #[inline]
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn tile_f32<const M: usize, const MASKED: bool>(
+    unsafe fn tile_f32<const M: usize, const V: usize, const MASKED: bool>(
         x: &Panel,
         j0: isize,
-        m0: __m256i,
-        m1: __m256i,
+        masks: [__m256i; V],
     ) {
         let (a, b, c) = (x.a.cast::<f32>(), x.b.cast::<f32>(), x.c.cast::<f32>());
         // SAFETY (whole body): masked lanes are not accessed; the rest is in bounds.
@@ -786,22 +786,23 @@ mod avx2 {
                     _mm256_loadu_ps(p)
                 }
             };
-            let mut acc = [[_mm256_setzero_ps(); 2]; M];
-            // The tile's first column of B, found once (it lies inside one strip).
+            let mut acc = [[_mm256_setzero_ps(); V]; M];
+            // The tile's first column of B, found once (it lies inside one strip: `j0`
+            // is a multiple of the tile's width, which divides the strip's).
             let bj = b.offset(x.b_col(j0));
             for p in 0..x.k as isize {
                 let bp = bj.offset(p * x.rsb);
-                let b0 = load(bp, m0);
-                let b1 = load(bp.add(8), m1);
+                let bv: [__m256; V] = std::array::from_fn(|h| load(bp.add(8 * h), masks[h]));
                 for (i, acc_i) in acc.iter_mut().enumerate() {
                     let av = _mm256_set1_ps(*a.offset(i as isize * x.rsa + p * x.csa));
-                    acc_i[0] = _mm256_fmadd_ps(av, b0, acc_i[0]);
-                    acc_i[1] = _mm256_fmadd_ps(av, b1, acc_i[1]);
+                    for (acc_iv, &bv) in acc_i.iter_mut().zip(&bv) {
+                        *acc_iv = _mm256_fmadd_ps(av, bv, *acc_iv);
+                    }
                 }
             }
             for (i, acc_i) in acc.iter().enumerate() {
                 let cp = c.offset(i as isize * x.rsc + j0);
-                for (h, (&v, mask)) in acc_i.iter().zip([m0, m1]).enumerate() {
+                for (h, (&v, &mask)) in acc_i.iter().zip(&masks).enumerate() {
                     let dst = cp.add(8 * h);
                     let v = if x.accumulate {
                         _mm256_add_ps(load(dst, mask), v)
@@ -813,46 +814,6 @@ mod avx2 {
                     } else {
                         _mm256_storeu_ps(dst, v);
                     }
-                }
-            }
-        }
-    }
-
-    /// One unmasked `M × 32` f32 tile of `C` at column `j0` (`M ≤ 2`: four accumulators
-    /// per row, four `B` vectors and the broadcast in 13 of the 16 registers).
-    ///
-    /// # Safety
-    /// As for [`panel_f32`]; the 32 columns lie inside `B` and `C`.
-    #[inline]
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn wide_tile_f32<const M: usize>(x: &Panel, j0: isize) {
-        let (a, b, c) = (x.a.cast::<f32>(), x.b.cast::<f32>(), x.c.cast::<f32>());
-        // SAFETY (whole body): every access lies inside the tile's columns.
-        unsafe {
-            let mut acc = [[_mm256_setzero_ps(); 4]; M];
-            // The tile's first column of B, found once (the tile is one whole strip in
-            // the strip layout: `j0` is a multiple of 32).
-            let bj = b.offset(x.b_col(j0));
-            for p in 0..x.k as isize {
-                let bp = bj.offset(p * x.rsb);
-                let bv = [0, 8, 16, 24].map(|o| _mm256_loadu_ps(bp.add(o)));
-                for (i, acc_i) in acc.iter_mut().enumerate() {
-                    let av = _mm256_set1_ps(*a.offset(i as isize * x.rsa + p * x.csa));
-                    for (acc_iv, &bv) in acc_i.iter_mut().zip(&bv) {
-                        *acc_iv = _mm256_fmadd_ps(av, bv, *acc_iv);
-                    }
-                }
-            }
-            for (i, acc_i) in acc.iter().enumerate() {
-                let cp = c.offset(i as isize * x.rsc + j0);
-                for (h, &v) in acc_i.iter().enumerate() {
-                    let dst = cp.add(8 * h);
-                    let v = if x.accumulate {
-                        _mm256_add_ps(_mm256_loadu_ps(dst), v)
-                    } else {
-                        v
-                    };
-                    _mm256_storeu_ps(dst, v);
                 }
             }
         }
