@@ -499,7 +499,6 @@ fn every_kernel_set_trains_the_same_model_to_rounding() {
     };
     let reference = losses("portable");
     assert!(reference.len() >= 3, "{reference:?}");
-    let mut compared = 0;
     for kernels in ["avx512", "avx2"].into_iter().filter(|k| cpu_runs(k)) {
         let got = losses(kernels);
         assert_eq!(got.len(), reference.len(), "{kernels}");
@@ -509,10 +508,7 @@ fn every_kernel_set_trains_the_same_model_to_rounding() {
                 "{kernels}: {got:?} vs portable {reference:?}"
             );
         }
-        compared += 1;
     }
-    #[cfg(target_arch = "x86_64")]
-    assert!(compared > 0 || !cpu_runs("avx2"), "no kernel set compared");
 }
 
 /// Every file of a run directory with its bytes.
