@@ -4,9 +4,12 @@
 //! (matrixmultiply without the small-m kernel, 1 thread) and `naive` (the reference).
 //! Shapes marked `S` hold `B` in the strip layout the layers write for the register
 //! tiles; `SCLSTM_KERNELS=avx2` measures the AVX2 tiles on an AVX-512 machine.
+//! `--rows` instead prints, on one thread, the per-step products of a paper layer at every
+//! row count a batch of 10–12 runs at (`m×300 · 300×1200` forward, `m×1200 · 1200×300`
+//! backward, `B` in strips): the rows still running once a batch's shorter sentences end.
 //!
 //! ```text
-//! cargo run --release -p sclstm-cpu --example gemm_gflops [-- --no-naive]
+//! cargo run --release -p sclstm-cpu --example gemm_gflops [-- --no-naive | --rows]
 //! ```
 
 use std::time::{Duration, Instant};
@@ -33,7 +36,40 @@ fn time_per_call(budget: Duration, mut f: impl FnMut()) -> f64 {
     best
 }
 
+/// GFLOP/s of the backend's gemm (one thread) on `m × k · k × n` with `B` in strips.
+fn strip_gflops(m: usize, n: usize, k: usize) -> f64 {
+    let g = Gemm {
+        b_strips: true,
+        ..Gemm::new(m, n, k)
+    };
+    let a: Vec<f32> = (0..m * k).map(|i| ((i % 17) as f32 - 8.0) * 0.01).collect();
+    let b: Vec<f32> = (0..g.b_len())
+        .map(|i| ((i % 13) as f32 - 6.0) * 0.01)
+        .collect();
+    let mut c = vec![0.0f32; m * n];
+    let secs = time_per_call(Duration::from_millis(400), || {
+        gemm_fast(&g, &a, &b, None, &mut c, None).expect("internal: sizes");
+    });
+    g.flops() as f64 / secs / 1e9
+}
+
+/// The `--rows` table: per-step products at 1…12 rows.
+fn rows_table() {
+    println!(
+        "{:>4} {:>18} {:>18}",
+        "m", "m×300·300×1200 S", "m×1200·1200×300 S"
+    );
+    for m in 1..=12 {
+        let fwd = strip_gflops(m, 1200, 300);
+        let bwd = strip_gflops(m, 300, 1200);
+        println!("{m:>4} {fwd:>18.1} {bwd:>18.1}");
+    }
+}
+
 fn main() {
+    if std::env::args().any(|a| a == "--rows") {
+        return rows_table();
+    }
     let with_naive = !std::env::args().any(|a| a == "--no-naive");
     // (m, n, k, trans_a, trans_b): per-step products with a transposed weight (`dG · Wᵀ`,
     // and `h · W_hhᵀ` with PyTorch's (4H, H) layout at H = 300), a task gate's input

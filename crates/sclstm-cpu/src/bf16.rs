@@ -459,7 +459,7 @@ mod x86 {
                         acc_i[1] = _mm512_dpbf16_ps(acc_i[1], av, b1);
                     }
                 }
-                store_tile_f32(acc, self.c.add(j0), self.rsc, m0, m1, self.accumulate);
+                store_tile_f32(acc, self.c.add(j0), self.rsc, [m0, m1], self.accumulate);
             }
         }
     }

@@ -652,6 +652,10 @@ mod tests {
         // One and two rows: the AVX2 32-column tiles, then a 16-column and a masked one.
         (1, 83, 5),
         (2, 83, 7),
+        // Four and six rows: the AVX-512 64-column tiles, then a 32-column and a masked
+        // one (after two wide tiles, a masked one alone).
+        (4, 115, 9),
+        (6, 130, 11),
     ];
 
     #[test]
