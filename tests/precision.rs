@@ -222,6 +222,16 @@ fn bench_names_the_cpu_and_the_kernels_and_a_forced_set_is_used_or_refused() {
     );
     let auto: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(!auto["cpu"].as_str().unwrap().is_empty());
+    // Linux reports the CPUs and the cores under them: at least one core, never more
+    // cores than logical CPUs.
+    let logical = auto["logical_cpus"]
+        .as_u64()
+        .expect("logical CPUs on Linux");
+    let cores = auto["physical_cores"].as_u64().expect("cores on Linux");
+    assert!(
+        (1..=logical).contains(&cores),
+        "{cores} cores, {logical} CPUs"
+    );
     let available: Vec<&str> = auto["kernels_available"]
         .as_array()
         .unwrap()

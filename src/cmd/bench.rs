@@ -37,7 +37,7 @@ use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use sclstm_autodiff::optim::{Adam, AdamConfig};
 use sclstm_core::{Backend, Gemm, Real};
-use sclstm_cpu::kernels::{KERNELS_ENV, Kernels, cpu_model};
+use sclstm_cpu::kernels::{KERNELS_ENV, Kernels, cpu_model, cpu_topology};
 use sclstm_model::{Family, ModelConfig, ModelError, ModelInput, Tagger, TaskConfig};
 use serde::Serialize;
 
@@ -160,6 +160,11 @@ struct Report {
     peak_rss_bytes: Option<u64>,
     /// The CPU's model name.
     cpu: String,
+    /// Logical CPUs this process may run on (`null` where unknown).
+    logical_cpus: Option<usize>,
+    /// Physical cores under them (`null` where unknown): fewer than `logical_cpus` when
+    /// threads share a core's multiply-add units as hyperthreads.
+    physical_cores: Option<usize>,
     /// The CPU backend's kernel set in use (`SCLSTM_KERNELS` forces one).
     kernels: &'static str,
     /// Every kernel set this CPU runs, best first.
@@ -389,9 +394,17 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     } else {
         writeln!(out, "model      {}", report.model)?;
         writeln!(out, "backend    {}", report.backend)?;
+        let cores = match (report.logical_cpus, report.physical_cores) {
+            (Some(l), Some(c)) => format!(
+                ", {l} logical CPU{} on {c} core{}",
+                if l == 1 { "" } else { "s" },
+                if c == 1 { "" } else { "s" }
+            ),
+            _ => String::new(),
+        };
         writeln!(
             out,
-            "cpu        {} (kernels {}; this CPU runs {}; {KERNELS_ENV} forces one)",
+            "cpu        {}{cores} (kernels {}; this CPU runs {}; {KERNELS_ENV} forces one)",
             report.cpu,
             report.kernels,
             report.kernels_available.join(", ")
@@ -562,6 +575,7 @@ fn measure<B: Backend + 'static>(
     }
     let infer_tokens_per_s = infer_tokens as f64 / start.elapsed().as_secs_f64();
     let in_situ_inference = calls(EVAL_BATCH);
+    let topology = cpu_topology();
 
     Ok(Report {
         model: family.name(),
@@ -580,6 +594,8 @@ fn measure<B: Backend + 'static>(
         grad_elems_per_step: grad_elems as f64 / per_step,
         peak_rss_bytes: None,
         cpu: cpu_model(),
+        logical_cpus: topology.map(|t| t.logical),
+        physical_cores: topology.map(|t| t.cores),
         kernels: Kernels::active().name(),
         kernels_available: Kernels::available().iter().map(|k| k.name()).collect(),
         products,

@@ -213,9 +213,90 @@ pub fn cpu_model() -> String {
         .unwrap_or_else(|| "unknown CPU".to_string())
 }
 
+/// The CPUs this process may run on and the physical cores they sit on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Topology {
+    /// Logical CPUs in the process's affinity list.
+    pub logical: usize,
+    /// Distinct physical cores among them: fewer than `logical` where two of them are
+    /// hyperthreads of one core, which share its multiply-add units.
+    pub cores: usize,
+}
+
+/// The [`Topology`] of this process's CPUs, from `/proc/self/status` and
+/// `/sys/devices/system/cpu`; `None` where they cannot be read (not Linux).
+pub fn cpu_topology() -> Option<Topology> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let list = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))?;
+    let cpus = parse_cpu_list(list.trim())?;
+    let core_of = |cpu: usize| {
+        let read = |file: &str| {
+            let path = format!("/sys/devices/system/cpu/cpu{cpu}/topology/{file}");
+            std::fs::read_to_string(path)
+                .ok()?
+                .trim()
+                .parse::<i64>()
+                .ok()
+        };
+        Some((read("physical_package_id")?, read("core_id")?))
+    };
+    let mut cores = cpus
+        .iter()
+        .map(|&c| core_of(c))
+        .collect::<Option<Vec<_>>>()?;
+    cores.sort_unstable();
+    cores.dedup();
+    Some(Topology {
+        logical: cpus.len(),
+        cores: cores.len(),
+    })
+}
+
+/// The CPUs of a kernel CPU list such as `0-3,6` (ascending ranges); `None` when it is
+/// malformed or names more CPUs than any machine has.
+fn parse_cpu_list(list: &str) -> Option<Vec<usize>> {
+    const MAX_CPUS: usize = 1 << 16;
+    let mut cpus = Vec::new();
+    for part in list.split(',') {
+        let (lo, hi) = match part.split_once('-') {
+            Some((lo, hi)) => (lo.parse::<usize>().ok()?, hi.parse::<usize>().ok()?),
+            None => {
+                let c = part.parse::<usize>().ok()?;
+                (c, c)
+            }
+        };
+        if lo > hi || hi >= MAX_CPUS {
+            return None;
+        }
+        cpus.extend(lo..=hi);
+    }
+    Some(cpus)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cpu_lists_parse_and_bad_ones_are_refused() {
+        assert_eq!(parse_cpu_list("0-3,6"), Some(vec![0, 1, 2, 3, 6]));
+        assert_eq!(parse_cpu_list("5"), Some(vec![5]));
+        for bad in ["", "3-1", "a", "0-", "0,,1", "0-70000"] {
+            assert_eq!(parse_cpu_list(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    #[cfg(target_os = "linux")]
+    fn the_topology_counts_this_processs_cpus() {
+        // Linux (CI) has both files; the count must match what the process may use.
+        let t = cpu_topology().expect("Linux reports the CPU list and topology");
+        let usable = std::thread::available_parallelism().map_or(1, usize::from);
+        assert!(t.logical >= usable, "{t:?} vs {usable} usable");
+        assert!((1..=t.logical).contains(&t.cores), "{t:?}");
+    }
 
     #[test]
     fn the_variable_picks_any_available_set_and_names_itself_otherwise() {
