@@ -36,17 +36,24 @@ fn time_per_call(budget: Duration, mut f: impl FnMut()) -> f64 {
     best
 }
 
+/// Deterministic `A`, `B` (in the layout `g` names) and a zero `C` for the product `g`.
+fn operands(g: &Gemm) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let a = (0..g.m * g.k)
+        .map(|i| ((i % 17) as f32 - 8.0) * 0.01)
+        .collect();
+    let b = (0..g.b_len())
+        .map(|i| ((i % 13) as f32 - 6.0) * 0.01)
+        .collect();
+    (a, b, vec![0.0; g.m * g.n])
+}
+
 /// GFLOP/s of the backend's gemm (one thread) on `m × k · k × n` with `B` in strips.
 fn strip_gflops(m: usize, n: usize, k: usize) -> f64 {
     let g = Gemm {
         b_strips: true,
         ..Gemm::new(m, n, k)
     };
-    let a: Vec<f32> = (0..m * k).map(|i| ((i % 17) as f32 - 8.0) * 0.01).collect();
-    let b: Vec<f32> = (0..g.b_len())
-        .map(|i| ((i % 13) as f32 - 6.0) * 0.01)
-        .collect();
-    let mut c = vec![0.0f32; m * n];
+    let (a, b, mut c) = operands(&g);
     let secs = time_per_call(Duration::from_millis(400), || {
         gemm_fast(&g, &a, &b, None, &mut c, None).expect("internal: sizes");
     });
@@ -104,11 +111,7 @@ fn main() {
             b_strips,
             ..Gemm::new(m, n, k)
         };
-        let a: Vec<f32> = (0..m * k).map(|i| ((i % 17) as f32 - 8.0) * 0.01).collect();
-        let b: Vec<f32> = (0..g.b_len())
-            .map(|i| ((i % 13) as f32 - 6.0) * 0.01)
-            .collect();
-        let mut c = vec![0.0f32; m * n];
+        let (a, b, mut c) = operands(&g);
         for threads in [1usize, 2] {
             let pool = (threads > 1).then(|| {
                 rayon::ThreadPoolBuilder::new()
