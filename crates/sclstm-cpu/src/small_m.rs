@@ -10,7 +10,7 @@
 //!   `for p in 0..k: acc[i][..] += A[i, p] · B[p, j0 .. j0 + NT]`. Each element of `C` is
 //!   summed over `p` in order with fused multiply-adds. The last partial column tile
 //!   uses masked loads and stores. Two instruction sets ([`Isa`]): AVX-512F (up to 12
-//!   rows, `NT` = 32 f32 / 16 f64) and AVX2 + FMA (up to 6 rows, `NT` = 16 f32 / 8 f64;
+//!   rows, `NT` = 32 f32 / 16 f64; 64 f32 for up to six rows) and AVX2 + FMA (up to 6 rows, `NT` = 16 f32 / 8 f64;
 //!   32 f32 for one or two rows).
 //! - [`gemm_t`] (`B` stored `n × k`, e.g. `dG · Wᵀ`; AVX-512F only): every `C[i, j]` is
 //!   a dot product of two contiguous rows, summed 16 (8) lanes at a time over blocks of
@@ -756,8 +756,12 @@ mod avx2 {
         _mm256_cmpgt_epi64(_mm256_set1_epi64x(n), _mm256_set_epi64x(3, 2, 1, 0))
     }
 
-    /// All columns of `C` (f32) in `M × 16` tiles, the last one masked; with one or two
-    /// rows, `M × 32` tiles first, so that `4·M` accumulators (not `2·M`) hide the latency
+    /// Rows up to which [`panel_f32`] runs `M × 32` tiles (four vectors per row) before
+    /// the `M × 16` ones; a 32-column tile of three rows spills (16 registers).
+    const WIDE_ROWS: usize = 2;
+
+    /// All columns of `C` (f32) in `M × 16` tiles, the last one masked; with at most
+    /// [`WIDE_ROWS`] rows, `M × 32` tiles first, so that `4·M` accumulators (not `2·M`) hide the latency
     /// of the multiply-adds.
     ///
     /// # Safety
@@ -767,7 +771,7 @@ mod avx2 {
         let full = lanes_f32(8);
         // SAFETY (whole body): the tiles stay inside the regions the caller vouched for.
         unsafe {
-            let wide = if M <= 2 { x.tiles / 2 } else { 0 };
+            let wide = if M <= WIDE_ROWS { x.tiles / 2 } else { 0 };
             for t in 0..wide {
                 tile_f32::<M, 4, false>(x, (t * 32) as isize, [full; 4]);
             }
