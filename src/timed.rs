@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use sclstm_core::{Backend, CellStep, Gemm, NumError, RowCopy};
+use sclstm_core::{Backend, CellStep, Gemm, NumError, Packed, RowCopy};
 use serde::Serialize;
 
 /// Which role a product plays, read from its shape.
@@ -38,8 +38,8 @@ pub enum CallKind {
         fixed: (usize, usize),
         /// `B` stored transposed.
         trans_b: bool,
-        /// `B` in bf16 pairs.
-        bf16: bool,
+        /// `B` packed (bf16 pairs or int8 quads), or f32.
+        packed: Option<Packed>,
     },
     /// Any other backend call, by method name.
     Other(&'static str),
@@ -107,21 +107,21 @@ impl<B: Backend> TimedBackend<B> {
     }
 
     fn describe(&self, kind: &CallKind, t: &CallTotals) -> String {
-        let (role, (a, b), trans_b, bf16) = match *kind {
+        let (role, (a, b), trans_b, packed) = match *kind {
             CallKind::Product {
                 role,
                 fixed,
                 trans_b,
-                bf16,
-            } => (role, fixed, trans_b, bf16),
+                packed,
+            } => (role, fixed, trans_b, packed),
             CallKind::Other(name) => return name.to_string(),
         };
         let calls = t.calls.max(1) as f64;
         let (m, k) = (t.rows as f64 / calls, t.inner as f64 / calls);
-        let layout = match (trans_b, bf16) {
-            (_, true) => ", B in bf16",
-            (true, _) => ", B stored transposed",
-            _ => "",
+        let layout = match (trans_b, packed) {
+            (_, Some(p)) => format!(", B in {}", p.name()),
+            (true, _) => ", B stored transposed".to_string(),
+            _ => String::new(),
         };
         match role {
             Role::PerStep => format!(
@@ -156,7 +156,7 @@ impl<B: Backend> TimedBackend<B> {
         out
     }
 
-    fn product<T>(&self, g: &Gemm, bf16: bool, call: impl FnOnce() -> T) -> T {
+    fn product<T>(&self, g: &Gemm, packed: Option<Packed>, call: impl FnOnce() -> T) -> T {
         let (role, fixed) = if g.trans_a {
             (Role::OverTokens, (g.m, g.n))
         } else if g.m == 1 && !g.accumulate {
@@ -170,7 +170,7 @@ impl<B: Backend> TimedBackend<B> {
             role,
             fixed,
             trans_b: g.trans_b,
-            bf16,
+            packed,
         };
         self.timed(kind, Some(g), call)
     }
@@ -231,7 +231,7 @@ impl<B: Backend> Backend for TimedBackend<B> {
         bias: Option<&B::Buf>,
         c: &mut B::Buf,
     ) -> Result<(), NumError> {
-        self.product(g, false, || self.inner.gemm(g, a, b, bias, c))
+        self.product(g, None, || self.inner.gemm(g, a, b, bias, c))
     }
 
     fn lstm_cell_fwd(
@@ -313,32 +313,34 @@ impl<B: Backend> Backend for TimedBackend<B> {
         })
     }
 
-    fn bf16_products(&self) -> Result<(), NumError> {
-        self.inner.bf16_products()
+    fn packed_products(&self, p: Packed) -> Result<(), NumError> {
+        self.inner.packed_products(p)
     }
 
-    fn write_bf16(
+    fn write_packed(
         &self,
+        p: Packed,
         buf: &mut B::Buf,
         k: usize,
         n: usize,
         strips: bool,
         fill: &mut dyn FnMut(&mut [B::Elem]),
     ) -> Result<(), NumError> {
-        self.other("write_bf16 (weight copies)", || {
-            self.inner.write_bf16(buf, k, n, strips, fill)
+        self.other("write_packed (weight copies)", || {
+            self.inner.write_packed(p, buf, k, n, strips, fill)
         })
     }
 
-    fn gemm_bf16(
+    fn gemm_packed(
         &self,
+        p: Packed,
         g: &Gemm,
         a: &B::Buf,
         b: &B::Buf,
         bias: Option<&B::Buf>,
         c: &mut B::Buf,
     ) -> Result<(), NumError> {
-        self.product(g, true, || self.inner.gemm_bf16(g, a, b, bias, c))
+        self.product(g, Some(p), || self.inner.gemm_packed(p, g, a, b, bias, c))
     }
 
     fn strip_weights(&self) -> bool {
@@ -370,7 +372,12 @@ mod tests {
         // The answers that steer the layers must be the wrapped backend's, not defaults.
         assert_eq!(timed.strip_weights(), inner.strip_weights());
         assert_eq!(timed.concurrent(), inner.concurrent());
-        assert_eq!(timed.bf16_products().is_ok(), inner.bf16_products().is_ok());
+        for p in [Packed::Bf16, Packed::Int8] {
+            assert_eq!(
+                timed.packed_products(p).is_ok(),
+                inner.packed_products(p).is_ok()
+            );
+        }
 
         let (a, b) = (timed.upload(&[1.0; 6])?, timed.upload(&[2.0; 12])?);
         let mut c = timed.zeros(8)?;

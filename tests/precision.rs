@@ -357,8 +357,8 @@ fn predicted_tags(path: &Path) -> Vec<String> {
 }
 
 #[test]
-fn bf16_products_tag_like_f32_or_are_refused_naming_the_flag() {
-    let run = temp_dir("bf16");
+fn packed_products_tag_like_f32_or_are_refused_naming_the_flag() {
+    let run = temp_dir("packed");
     assert!(
         train(&run, &["--epochs", "1", "--tasks", "ner,pos"])
             .status
@@ -380,78 +380,95 @@ fn bf16_products_tag_like_f32_or_are_refused_naming_the_flag() {
             preds.to_str().unwrap(),
         ])
     };
-    let (f32_preds, bf16_preds) = (run.join("f32.txt"), run.join("bf16.txt"));
+    let f32_preds = run.join("f32.txt");
     assert!(eval("f32", &f32_preds).status.success());
-    let out = eval("bf16", &bf16_preds);
-    let err = String::from_utf8_lossy(&out.stderr);
-    if out.status.success() {
-        let (a, b) = (predicted_tags(&f32_preds), predicted_tags(&bf16_preds));
-        assert_eq!(a.len(), b.len());
-        assert!(a.len() > 50_000, "every dev token of both tasks");
-        let same = a.iter().zip(&b).filter(|(x, y)| x == y).count();
-        assert!(
-            same as f64 >= 0.98 * a.len() as f64,
-            "bf16 changes {} of {} tags",
-            a.len() - same,
-            a.len()
+    for (precision, feature) in [("bf16", "AVX512_BF16"), ("int8", "AVX512_VNNI")] {
+        let flag = format!("--precision {precision}");
+        let preds = run.join(format!("{precision}.txt"));
+        let out = eval(precision, &preds);
+        let err = String::from_utf8_lossy(&out.stderr);
+        if out.status.success() {
+            let (a, b) = (predicted_tags(&f32_preds), predicted_tags(&preds));
+            assert_eq!(a.len(), b.len());
+            assert!(a.len() > 50_000, "every dev token of both tasks");
+            let same = a.iter().zip(&b).filter(|(x, y)| x == y).count();
+            assert!(
+                same as f64 >= 0.98 * a.len() as f64,
+                "{precision} changes {} of {} tags",
+                a.len() - same,
+                a.len()
+            );
+            assert!(
+                same < a.len() || precision == "bf16",
+                "the int8 products ran"
+            );
+        } else {
+            assert!(err.contains(&flag) && err.contains(feature), "{err}");
+            assert!(!err.contains("panicked"), "{err}");
+        }
+        // The bench measures inference in the precision asked for, or refuses it alike.
+        let out = bench_json("auto", precision);
+        if out.status.success() {
+            let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+            assert_eq!(report["infer_precision"], precision);
+            let products = report["products"].as_array().unwrap();
+            assert_eq!(products.len(), 7, "the two forward products again, packed");
+            assert!(products.iter().all(|p| p["gflops"].as_f64().unwrap() > 0.0));
+            let precisions: Vec<&str> = products
+                .iter()
+                .map(|p| p["precision"].as_str().unwrap())
+                .collect();
+            assert_eq!(
+                precisions,
+                ["f32", "f32", "f32", "f32", "f32", precision, precision]
+            );
+            // The packed products do not count towards the f32 peak.
+            let peak = report["peak_gflops"].as_f64().unwrap();
+            assert!(
+                products[..5]
+                    .iter()
+                    .all(|p| p["gflops"].as_f64().unwrap() <= peak)
+            );
+        } else {
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(err.contains(&flag), "{err}");
+        }
+        // Without the AVX-512 kernel set (forced here) packed products are refused alike.
+        let out = crate::cli::sclstm_in(
+            Path::new(env!("CARGO_MANIFEST_DIR")),
+            &[("SCLSTM_KERNELS", "portable")],
+            &[
+                "eval",
+                "--run",
+                r,
+                "--split",
+                "dev",
+                "--precision",
+                precision,
+            ],
         );
-    } else {
+        let err = String::from_utf8_lossy(&out.stderr);
         assert!(
-            err.contains("--precision bf16") && err.contains("AVX512_BF16"),
+            !out.status.success(),
+            "{precision} with the portable kernels ran"
+        );
+        assert!(
+            err.contains(&flag) && err.contains(feature) && err.contains("portable"),
             "{err}"
         );
-        assert!(!err.contains("panicked"), "{err}");
-    }
-    // The bench measures inference in the precision asked for, or refuses it alike.
-    let out = bench_json("auto", "bf16");
-    if out.status.success() {
-        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        assert_eq!(report["infer_precision"], "bf16");
-        let products = report["products"].as_array().unwrap();
-        assert_eq!(products.len(), 7, "the two forward products again in bf16");
-        assert!(products.iter().all(|p| p["gflops"].as_f64().unwrap() > 0.0));
-        let precisions: Vec<&str> = products
-            .iter()
-            .map(|p| p["precision"].as_str().unwrap())
-            .collect();
-        assert_eq!(
-            precisions,
-            ["f32", "f32", "f32", "f32", "f32", "bf16", "bf16"]
+        // wgpu has no packed products.
+        let refused = format!("no {precision} products");
+        fails_with(
+            &[
+                "eval",
+                "--run",
+                r,
+                "--backend",
+                "wgpu",
+                "--precision",
+                precision,
+            ],
+            &[flag.as_str(), refused.as_str()],
         );
-        // The bf16 products do not count towards the f32 peak.
-        let peak = report["peak_gflops"].as_f64().unwrap();
-        assert!(
-            products[..5]
-                .iter()
-                .all(|p| p["gflops"].as_f64().unwrap() <= peak)
-        );
-    } else {
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(err.contains("--precision bf16"), "{err}");
     }
-    // Without the AVX-512 kernel set (forced here) bf16 products are refused alike.
-    let out = crate::cli::sclstm_in(
-        Path::new(env!("CARGO_MANIFEST_DIR")),
-        &[("SCLSTM_KERNELS", "portable")],
-        &["eval", "--run", r, "--split", "dev", "--precision", "bf16"],
-    );
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "bf16 with the portable kernels ran");
-    assert!(
-        err.contains("--precision bf16") && err.contains("AVX512_BF16") && err.contains("portable"),
-        "{err}"
-    );
-    // wgpu has no bf16 products.
-    fails_with(
-        &[
-            "eval",
-            "--run",
-            r,
-            "--backend",
-            "wgpu",
-            "--precision",
-            "bf16",
-        ],
-        &["--precision bf16", "no bf16 products"],
-    );
 }

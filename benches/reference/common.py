@@ -193,6 +193,13 @@ def base_parser(description):
         help="also time inference under torch.autocast('cpu', dtype=torch.bfloat16) "
         "(figures infer_bf16_tokens_per_s, infer_sorted_bf16_tokens_per_s)",
     )
+    p.add_argument(
+        "--int8",
+        action="store_true",
+        help="also time inference of the model with its nn.Linear and nn.LSTM layers "
+        "dynamically quantized to int8 (torch.ao.quantization.quantize_dynamic; figures "
+        "infer_int8_tokens_per_s, infer_sorted_int8_tokens_per_s)",
+    )
     return p
 
 
@@ -299,6 +306,11 @@ def run(model, args, corpus, record):
     model.train()
     record["train_tokens_per_s"] = time_training(train_step(model, opt, params), train, args.warmup)
     model.eval()
+    quantized = None
+    if args.int8:
+        quantized = torch.ao.quantization.quantize_dynamic(
+            model, {torch.nn.Linear, torch.nn.LSTM}, dtype=torch.qint8
+        )
     for key, sort in (("infer_tokens_per_s", False), ("infer_sorted_tokens_per_s", True)):
         batches = inference_batches(
             corpus, args.warmup + args.infer_batches, args.seed, sort, args.infer_batch
@@ -308,6 +320,9 @@ def run(model, args, corpus, record):
             with torch.autocast("cpu", dtype=torch.bfloat16):
                 bf16 = time_inference(model.tag, batches, args.warmup)
             record[key.replace("_tokens", "_bf16_tokens")] = round(bf16, 1)
+        if quantized is not None:
+            int8 = time_inference(quantized.tag, batches, args.warmup)
+            record[key.replace("_tokens", "_int8_tokens")] = round(int8, 1)
     record["train_batches"] = args.train_batches
     record["infer_batches"] = args.infer_batches
     record["infer_batch"] = args.infer_batch

@@ -11,8 +11,9 @@
 #   --sclstm BIN    the sclstm binary (default: $SCLSTM or target/release/sclstm)
 #   --threads N     threads on both sides (default 2)
 #   --criterion     also run the criterion `cpu_crf` group each round (CRF ratios)
-#   --precision P   sclstm's inference products, f32 (default) or bf16; with bf16 the
-#                   PyTorch scripts also time inference under bf16 autocast (extra rows)
+#   --precision P   sclstm's inference products, f32 (default), bf16 or int8; with bf16
+#                   the PyTorch scripts also time inference under bf16 autocast, with
+#                   int8 their layers dynamically quantized to int8 (extra rows)
 #   --infer-batch N sentences per inference batch of the PyTorch scripts (default 10;
 #                   sclstm tags in batches of up to 64 sentences and 2,048 tokens)
 #   --quick         fewer batches per script (a smoke run, not a measurement)
@@ -44,7 +45,7 @@ while [[ $# -gt 0 ]]; do
     --infer-batch) MODEL_OPTS+=(--infer-batch "$2"); shift 2 ;;
     --quick) QUICK=(--warmup 2 --train-batches 5 --infer-batches 5); shift ;;
     --out) OUT="$2"; shift 2 ;;
-    -h|--help) sed -n '2,21p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,22p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "compare.sh: unknown option '$1' (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -68,7 +69,8 @@ fi
 case "$PRECISION" in
   f32) ;;
   bf16) MODEL_OPTS+=(--bf16) ;;
-  *) echo "compare.sh: --precision must be f32 or bf16, not '$PRECISION'" >&2; exit 2 ;;
+  int8) MODEL_OPTS+=(--int8) ;;
+  *) echo "compare.sh: --precision must be f32, bf16 or int8, not '$PRECISION'" >&2; exit 2 ;;
 esac
 
 export PYTHONDONTWRITEBYTECODE=1

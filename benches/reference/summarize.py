@@ -7,6 +7,7 @@ Each input line is one JSON object with at least `source` (`pytorch`, `sclstm` o
   train_tokens_per_s, infer_tokens_per_s     sclstm bench and the model scripts
   infer_sorted_tokens_per_s                  model scripts, length-sorted batches
   infer_sorted_bf16_tokens_per_s             the same under PyTorch's bf16 autocast (--bf16)
+  infer_sorted_int8_tokens_per_s             the same, layers dynamically quantized (--int8)
   nll_grad_tokens_per_s, viterbi_tokens_per_s crf.py and the criterion cpu_crf group
 
 For sclstm lines the names may also appear nested (`{"train": {"tokens_per_s": …}}`).
@@ -29,6 +30,8 @@ ROWS = [
     ("SC-LSTM inference (sorted)", ("sc-lstm", None), "infer_sorted_tokens_per_s", ("sc-lstm", None), "infer_tokens_per_s"),
     ("LSTM-s inference (packed, sorted), PyTorch bf16 autocast", ("lstm-s", "packed"), "infer_sorted_bf16_tokens_per_s", ("lstm-s", None), "infer_tokens_per_s"),
     ("SC-LSTM inference (sorted), PyTorch bf16 autocast", ("sc-lstm", None), "infer_sorted_bf16_tokens_per_s", ("sc-lstm", None), "infer_tokens_per_s"),
+    ("LSTM-s inference (packed, sorted), PyTorch int8 dynamic quantization", ("lstm-s", "packed"), "infer_sorted_int8_tokens_per_s", ("lstm-s", None), "infer_tokens_per_s"),
+    ("SC-LSTM inference (sorted), PyTorch int8 dynamic quantization", ("sc-lstm", None), "infer_sorted_int8_tokens_per_s", ("sc-lstm", None), "infer_tokens_per_s"),
     ("CRF NLL+grad, 9 tags", ("crf", 9), "nll_grad_tokens_per_s", ("crf", 9), "nll_grad_tokens_per_s"),
     ("CRF NLL+grad, 23 tags", ("crf", 23), "nll_grad_tokens_per_s", ("crf", 23), "nll_grad_tokens_per_s"),
     ("CRF Viterbi, 9 tags", ("crf", 9), "viterbi_tokens_per_s", ("crf", 9), "viterbi_tokens_per_s"),

@@ -36,7 +36,7 @@ use std::time::Instant;
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use sclstm_autodiff::optim::{Adam, AdamConfig};
-use sclstm_core::{Backend, Gemm, Real};
+use sclstm_core::{Backend, Gemm, Packed, Real};
 use sclstm_cpu::kernels::{KERNELS_ENV, Kernels, cpu_model, cpu_topology};
 use sclstm_model::{Family, ModelConfig, ModelError, ModelInput, Tagger, TaskConfig};
 use serde::Serialize;
@@ -72,8 +72,9 @@ pub struct Args {
     /// Seed of the weights, the synthetic data and the task order.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
-    /// Precision of the weight products in the inference measurement: `f32`, or `bf16`
-    /// (CPU with AVX512_BF16 only; training is always f32).
+    /// Precision of the weight products in the inference measurement: `f32`, `bf16`
+    /// (CPU with AVX512_BF16 only) or `int8` (CPU with AVX512_VNNI only); training is
+    /// always f32.
     #[arg(long, value_enum, default_value = "f32")]
     pub precision: Precision,
     /// Also time every backend call of the timed training steps and of the inference,
@@ -203,7 +204,7 @@ struct ProductRate {
     kernel: &'static str,
     /// Best GFLOP/s over a few repetitions.
     gflops: f64,
-    /// Precision of the product (f32, or bf16 weights with f32 sums).
+    /// Precision of the product (f32, or packed weights: bf16 or int8).
     precision: Precision,
 }
 
@@ -214,8 +215,8 @@ struct ProductRate {
 /// strip layout where the backend asks for it ([`Backend::strip_weights`]), the input
 /// projection over all steps of a 25-word batch, and the weight gradient `dGᵀ·X` over
 /// the same rows (`dG` read transposed). Then the per-step `h·W` again at the rows a real
-/// batch runs at each step ([`ragged_rows`]). With bf16 inference, the two forward
-/// products again with bf16 weights ([`Backend::gemm_bf16`]). Each runs until ~0.1 s or
+/// batch runs at each step ([`ragged_rows`]). With packed inference (bf16 or int8), the
+/// two forward products again with packed weights ([`Backend::gemm_packed`]). Each runs until ~0.1 s or
 /// 1,000 calls, best time of 3 rounds.
 fn product_rates<B: Backend>(
     b: &B,
@@ -294,32 +295,43 @@ fn product_rates<B: Backend>(
         gflops,
         precision: Precision::F32,
     });
-    if precision == Precision::Bf16 {
-        let kinds = [
-            (
+    if let Some(p) = precision.packed() {
+        let kinds = match p {
+            Packed::Bf16 => [
                 "per-step forward h·W (m = batch ≤ 12), bf16 weights",
-                shapes[0],
-            ),
-            ("input projection over all steps, bf16 weights", shapes[2]),
-        ];
-        for (kind, g) in kinds {
+                "input projection over all steps, bf16 weights",
+            ],
+            Packed::Int8 => [
+                "per-step forward h·W (m = batch ≤ 12), int8 weights",
+                "input projection over all steps, int8 weights",
+            ],
+        };
+        let kernel = match (p, strips) {
+            (Packed::Bf16, false) => "AVX512_BF16 register tile (vdpbf16ps), B in bf16 pairs",
+            (Packed::Bf16, true) => {
+                "AVX512_BF16 register tile (vdpbf16ps), B in bf16 pairs, in strips"
+            }
+            (Packed::Int8, false) => "AVX512_VNNI register tile (vpdpbusd), B in int8 quads",
+            (Packed::Int8, true) => {
+                "AVX512_VNNI register tile (vpdpbusd), B in int8 quads, in strips"
+            }
+        };
+        for (kind, g) in kinds.into_iter().zip([shapes[0], shapes[2]]) {
             let a = b.upload(&fill(g.m * g.k))?;
-            let mut w = b.zeros(g.b_len())?;
+            let mut w = b.zeros(p.elems(g.k, g.n, g.b_strips))?;
             let values = fill(g.k * g.n);
             let copy = &mut |dst: &mut [B::Elem]| dst.copy_from_slice(&values);
-            b.write_bf16(&mut w, g.k, g.n, g.b_strips, copy)?;
+            b.write_packed(p, &mut w, g.k, g.n, g.b_strips, copy)?;
             let mut c = b.zeros(g.m * g.n)?;
-            let gflops = best_gflops(b, g.flops(), &mut || b.gemm_bf16(&g, &a, &w, None, &mut c))?;
+            let gflops = best_gflops(b, g.flops(), &mut || {
+                b.gemm_packed(p, &g, &a, &w, None, &mut c)
+            })?;
             out.push(ProductRate {
                 kind,
                 shape: shape_of(&g),
-                kernel: if g.b_strips {
-                    "AVX512_BF16 register tile (vdpbf16ps), B in bf16 pairs, in strips"
-                } else {
-                    "AVX512_BF16 register tile (vdpbf16ps), B in bf16 pairs"
-                },
+                kernel,
                 gflops,
-                precision: Precision::Bf16,
+                precision,
             });
         }
     }
@@ -435,10 +447,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             out,
             "inference  {:>9.0} tokens/s  (batch ≤ {EVAL_BATCH}, ≤ {EVAL_TOKENS} tokens, length-sorted, 3 tasks, {} products)",
             report.infer_tokens_per_s,
-            match report.infer_precision {
-                Precision::F32 => "f32",
-                Precision::Bf16 => "bf16",
-            }
+            report.infer_precision.name()
         )?;
         writeln!(
             out,
@@ -494,8 +503,9 @@ fn measure<B: Backend + 'static>(
         .collect();
     let mut cfg = ModelConfig::new(family, tasks, VOCAB);
     cfg.word_dim = 50;
-    if args.precision == Precision::Bf16 {
-        b.bf16_products().context("--precision bf16")?;
+    if let Some(p) = args.precision.packed() {
+        b.packed_products(p)
+            .with_context(|| format!("--precision {}", p.name()))?;
     }
     let on_cpu = args.backend == BackendKind::Cpu;
     let products = product_rates(b.as_ref(), args.batch, on_cpu, args.precision)?;
@@ -506,7 +516,7 @@ fn measure<B: Backend + 'static>(
         .fold(square_gflops(b.as_ref())?, f64::max);
     let backend_name = b.name();
     let mut tagger = Tagger::new(cfg.clone(), b, args.seed, None)?;
-    // Training records every call, so only the inference measurement runs in bf16.
+    // Training records every call, so only the inference measurement runs packed.
     args.precision.apply(&mut tagger, "--precision")?;
     let pool = host_pool(args.threads)?;
     tagger.set_thread_pool(pool.clone());

@@ -44,8 +44,10 @@ pub struct Args {
     /// Worker threads (0: all cores).
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
-    /// Precision of the recurrent layers' weight products: `f32`, or `bf16` (about twice
-    /// the product speed on a CPU with AVX512_BF16; refused on other CPUs and on wgpu).
+    /// Precision of the recurrent layers' weight products: `f32`, `bf16` (about twice the
+    /// product speed on a CPU with AVX512_BF16) or `int8` (weights and layer inputs
+    /// quantized, about twice bf16's product speed on a CPU with AVX512_VNNI); the packed
+    /// ones are refused on other CPUs and on wgpu.
     #[arg(long, value_enum, default_value = "f32")]
     pub precision: Precision,
 }

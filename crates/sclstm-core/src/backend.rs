@@ -31,13 +31,24 @@
 //!
 //! The reverse direction runs on per-sentence reversed input, so it has the same `n_t`.
 //!
-//! # The bf16 pair layout (inference products)
-//! [`Backend::write_bf16`] stores a `k × n` matrix `M` as `⌈k/2⌉ × n` row-major 32-bit
-//! words: word `(p, j)` holds `M[2p, j]` in its low 16 bits and `M[2p + 1, j]` in its
-//! high 16 bits (0 past the last row), each rounded to bf16 (the upper half of an f32,
-//! to nearest, ties to even). A buffer of 32-bit elements holds the words bit for bit.
-//! It is the operand layout of AVX512_BF16's `vdpbf16ps` and of AMX's bf16 tiles: one
-//! pair along `k` per 32-bit lane.
+//! # The packed layouts (inference products, [`Packed`])
+//! [`Backend::write_packed`] stores a `k × n` weight `M` for [`Backend::gemm_packed`] as
+//! rows of 32-bit words along `k`; a buffer of 32-bit elements holds them bit for bit.
+//!
+//! * **bf16 pairs** ([`Packed::Bf16`]): `⌈k/2⌉ × n` words; word `(p, j)` holds
+//!   `M[2p, j]` in its low 16 bits and `M[2p + 1, j]` in its high 16 bits (0 past the
+//!   last row), each rounded to bf16 (the upper half of an f32, to nearest, ties to
+//!   even): the operand layout of AVX512_BF16's `vdpbf16ps` and of AMX's bf16 tiles.
+//! * **int8 quads** ([`Packed::Int8`]): column `j` is quantized symmetrically with the
+//!   scale `s_j = max_p |M[p, j]| / 127`: `q = round(M[p, j] · (127 / max_p |M[p, j]|))`
+//!   (to nearest, ties to even; 0 for an all-zero column), in `[-127, 127]`. `⌈k/4⌉ × n`
+//!   words; word `(p, j)` holds `q[4p + i, j]` in byte `i` (0 past the last row): the
+//!   operand layout of AVX512_VNNI's `vpdpbusd`. After the words (in strips or not) come
+//!   the `n` scales `s_j` (f32 bits), then the `n` column sums `Σ_p q[p, j]` (i32 bits).
+//!   The product quantizes each row `r` of `A` the same way on the way in (scale
+//!   `t_r = max |A[r, ·]| / 127`, stored offset by 128 as unsigned bytes) and gives
+//!   `(Σ_p (a_rp + 128)·q_pj − 128·Σ_p q_pj) · (t_r · s_j)`: the integer sum is exact.
+//!   A row of `A` holding a NaN or an infinity gives NaN in its row of the product.
 //!
 //! # The strip layout (weights a time loop reads again and again)
 //! A `k × n` right operand `B` of a product with [`Gemm::b_strips`] is stored in column
@@ -247,12 +258,51 @@ impl CellStep {
     }
 }
 
-/// The error of a backend without bf16 products.
-fn no_bf16(backend: &str) -> NumError {
+/// The inference products with the right operand packed along `k` in 32-bit words
+/// (module docs): weights and layer inputs rounded or quantized, for inference only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Packed {
+    /// bf16 pairs: products of bf16 values summed in f32.
+    Bf16,
+    /// int8 quads: per-column weight scales, per-row input scales, sums in i32.
+    Int8,
+}
+
+impl Packed {
+    /// The name users give it (`--precision bf16|int8`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Packed::Bf16 => "bf16",
+            Packed::Int8 => "int8",
+        }
+    }
+
+    /// Values of `k` per 32-bit word.
+    pub fn per_word(self) -> usize {
+        match self {
+            Packed::Bf16 => 2,
+            Packed::Int8 => 4,
+        }
+    }
+
+    /// Elements a packed `k × n` matrix takes: its word rows (in the strip layout with
+    /// `strips`), then, for int8, the `n` scales and `n` column sums.
+    pub fn elems(self, k: usize, n: usize, strips: bool) -> usize {
+        let kp = k.div_ceil(self.per_word());
+        let words = if strips { strip_len(kp, n) } else { kp * n };
+        match self {
+            Packed::Bf16 => words,
+            Packed::Int8 => words + 2 * n,
+        }
+    }
+}
+
+/// The error of a backend without `p` products.
+fn no_packed(backend: &str, p: Packed) -> NumError {
     NumError::Backend {
         backend: backend.to_string(),
         kind: BackendErrorKind::Unavailable,
-        message: "this backend has no bf16 products; use f32".into(),
+        message: format!("this backend has no {} products; use f32", p.name()),
     }
 }
 
@@ -399,26 +449,26 @@ pub trait Backend: Send + Sync {
         table: &mut Self::Buf,
     ) -> Result<(), NumError>;
 
-    /// Whether this backend runs bf16 products ([`Backend::write_bf16`],
-    /// [`Backend::gemm_bf16`]); the default refuses.
+    /// Whether this backend runs `p` products ([`Backend::write_packed`],
+    /// [`Backend::gemm_packed`]); the default refuses.
     ///
     /// # Errors
     /// [`NumError::Backend`] of kind [`BackendErrorKind::Unavailable`] saying why not.
-    fn bf16_products(&self) -> Result<(), NumError> {
-        Err(no_bf16(&self.name()))
+    fn packed_products(&self, p: Packed) -> Result<(), NumError> {
+        Err(no_packed(&self.name(), p))
     }
 
-    /// Overwrites the start of `buf` with a `k × n` matrix in the bf16 pair layout
-    /// (module docs): `fill` writes the matrix, row-major in `Elem`, into a host
-    /// slice of `k·n`, and the backend rounds and packs it into `⌈k/2⌉·n` elements, or,
-    /// with `strips`, into the strip layout of those `⌈k/2⌉ × n` words
-    /// (`strip_len(⌈k/2⌉, n)` elements; read with [`Gemm::b_strips`]).
+    /// Overwrites the start of `buf` with a `k × n` matrix in `p`'s layout (module docs):
+    /// `fill` writes the matrix, row-major in `Elem`, into a host slice of `k·n`, and the
+    /// backend packs it into [`Packed::elems`] elements, its words in the strip layout with
+    /// `strips` (read with [`Gemm::b_strips`]).
     ///
     /// # Errors
-    /// As [`Backend::bf16_products`]; [`NumError::BufferTooSmall`] when `buf` holds fewer
-    /// elements than that.
-    fn write_bf16(
+    /// As [`Backend::packed_products`]; [`NumError::BufferTooSmall`] when `buf` holds
+    /// fewer elements than that.
+    fn write_packed(
         &self,
+        p: Packed,
         buf: &mut Self::Buf,
         k: usize,
         n: usize,
@@ -426,20 +476,21 @@ pub trait Backend: Send + Sync {
         fill: &mut dyn FnMut(&mut [Self::Elem]),
     ) -> Result<(), NumError> {
         let _ = (buf, k, n, strips, fill);
-        Err(no_bf16(&self.name()))
+        Err(no_packed(&self.name(), p))
     }
 
     /// `C (+)= A·B (+ bias)` as [`Backend::gemm`], with `B` written by
-    /// [`Backend::write_bf16`] (`g.b_off` counts its elements; `g.b_strips` when it was
-    /// written in strips) and `A` rounded to bf16 on the way in: products of bf16 values,
-    /// summed in f32. Neither operand may be stored transposed. For inference only:
-    /// gradients stay f32.
+    /// [`Backend::write_packed`] in `p`'s layout (`g.b_off` counts its elements;
+    /// `g.b_strips` when it was written in strips) and `A` rounded (bf16) or quantized
+    /// per row (int8) on the way in. Neither operand may be stored transposed. For
+    /// inference only: gradients stay f32.
     ///
     /// # Errors
-    /// As [`Backend::bf16_products`]; [`NumError::ShapeMismatch`] for a transposed
+    /// As [`Backend::packed_products`]; [`NumError::ShapeMismatch`] for a transposed
     /// operand; [`NumError::BufferTooSmall`] when an operand does not fit.
-    fn gemm_bf16(
+    fn gemm_packed(
         &self,
+        p: Packed,
         g: &Gemm,
         a: &Self::Buf,
         b: &Self::Buf,
@@ -447,7 +498,7 @@ pub trait Backend: Send + Sync {
         c: &mut Self::Buf,
     ) -> Result<(), NumError> {
         let _ = (g, a, b, bias, c);
-        Err(no_bf16(&self.name()))
+        Err(no_packed(&self.name(), p))
     }
 
     /// Whether the layers should write their f32 weight copies in the strip layout

@@ -15,7 +15,7 @@ mod error;
 mod fused;
 mod real;
 
-pub use backend::{Backend, CellStep, Gemm, RowCopy, STRIP, strip_len};
+pub use backend::{Backend, CellStep, Gemm, Packed, RowCopy, STRIP, strip_len};
 pub use error::{BackendErrorKind, NumError};
 pub use fused::FusedOp;
 pub use real::Real;

@@ -2,7 +2,8 @@
 //! [`sclstm_core::Backend`]: unpacked AVX-512 / AVX2 register-tile gemm kernels chosen
 //! at run time, matrixmultiply's packed microkernels where they do not apply, rayon
 //! across the output, fused AVX-512 / AVX2 cell kernels ([`cell`]) and row gather /
-//! scatter-add ([`rows`]), and bf16 products for inference on AVX512_BF16 ([`bf16`]).
+//! scatter-add ([`rows`]), and packed products for inference ([`packed`]): bf16 on
+//! AVX512_BF16 ([`bf16`]), int8 on AVX512_VNNI ([`int8`]).
 //!
 //! Buffers are plain `Vec<R>`; `R` is `f32` for training and `f64` for gradient checks.
 //!
@@ -21,7 +22,9 @@
 pub mod bf16;
 pub mod cell;
 pub mod gemm;
+pub mod int8;
 pub mod kernels;
+pub mod packed;
 pub mod rows;
 mod small_m;
 
@@ -29,7 +32,7 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 
 use rayon::ThreadPool;
-use sclstm_core::{Backend, CellStep, Gemm, NumError, Real, RowCopy};
+use sclstm_core::{Backend, CellStep, Gemm, NumError, Packed, Real, RowCopy};
 
 /// The CPU backend: fast gemm on a private rayon pool of `threads` threads.
 ///
@@ -264,14 +267,15 @@ impl<R: Real> Backend for CpuBackend<R> {
         rows::scatter_add_rows(r, ids, dense, table)
     }
 
-    fn bf16_products(&self) -> Result<(), NumError> {
+    fn packed_products(&self, p: Packed) -> Result<(), NumError> {
         let message = if R::NAME != "f32" {
             format!(
-                "bf16 products need f32 buffers; this backend is {}",
+                "{} products need f32 buffers; this backend is {}",
+                p.name(),
                 R::NAME
             )
         } else {
-            match bf16::unavailable_reason() {
+            match packed::unavailable_reason(p) {
                 None => return Ok(()),
                 Some(reason) => reason,
             }
@@ -283,45 +287,47 @@ impl<R: Real> Backend for CpuBackend<R> {
         })
     }
 
-    fn write_bf16(
+    fn write_packed(
         &self,
+        p: Packed,
         buf: &mut Vec<R>,
         k: usize,
         n: usize,
         strips: bool,
         fill: &mut dyn FnMut(&mut [R]),
     ) -> Result<(), NumError> {
-        self.bf16_products()?;
-        let words = bf16::pair_words(k, n, strips);
-        let Some(dst) = buf.get_mut(..words).and_then(R::as_f32_mut) else {
+        self.packed_products(p)?;
+        let len = p.elems(k, n, strips);
+        let Some(dst) = buf.get_mut(..len).and_then(R::as_f32_mut) else {
             return Err(NumError::BufferTooSmall {
-                op: "write_bf16",
+                op: "write_packed",
                 len: buf.len(),
-                needed: words,
+                needed: len,
             });
         };
         let mut staged = vec![R::zero(); k * n];
         fill(&mut staged);
-        let src = R::as_f32(&staged).expect("internal: bf16_products() vouches for f32");
-        bf16::pack_pairs(k, n, strips, src, bytemuck::cast_slice_mut(dst))
+        let src = R::as_f32(&staged).expect("internal: packed_products() vouches for f32");
+        packed::pack(p, k, n, strips, src, bytemuck::cast_slice_mut(dst))
     }
 
-    fn gemm_bf16(
+    fn gemm_packed(
         &self,
+        p: Packed,
         g: &Gemm,
         a: &Vec<R>,
         b: &Vec<R>,
         bias: Option<&Vec<R>>,
         c: &mut Vec<R>,
     ) -> Result<(), NumError> {
-        self.bf16_products()?;
+        self.packed_products(p)?;
         fn f32s<R: Real>(v: &[R]) -> &[f32] {
-            R::as_f32(v).expect("internal: bf16_products() vouches for f32")
+            R::as_f32(v).expect("internal: packed_products() vouches for f32")
         }
         let bias = bias.map(|v| f32s(v));
         let (a, b) = (f32s(a), bytemuck::cast_slice(f32s(b)));
-        let c = R::as_f32_mut(c).expect("internal: bf16_products() vouches for f32");
-        bf16::gemm_bf16_fast(g, a, b, bias, c, self.pool())
+        let c = R::as_f32_mut(c).expect("internal: packed_products() vouches for f32");
+        packed::gemm_fast(p, g, a, b, bias, c, self.pool())
     }
 
     /// Strips wherever a register-tile kernel runs (AVX-512 or AVX2): with the weights in

@@ -2,9 +2,9 @@
 //! central finite differences, task isolation, padding, cache reuse, and outside oracles
 //! (fixtures from PyTorch and pytorch-crf, `benches/reference/oracle_*.py`).
 
-mod bf16;
 mod common;
 mod concurrency;
 mod lstm_checks;
 mod oracles;
+mod packed;
 mod three_way;

@@ -375,14 +375,18 @@ impl<B: Backend + 'static> Tagger<B> {
         self.pool = pool;
     }
 
-    /// Runs the recurrent layers' weight products in bf16 when tagging (calls that do not
-    /// record a backward; training stays in the model's precision), or in f32 again with
-    /// `false`. See [`LayerWorkspace::set_bf16_products`].
+    /// Runs the recurrent layers' weight products packed as `p` says (bf16 or int8) when
+    /// tagging (calls that do not record a backward; training stays in the model's
+    /// precision), or in f32 again with `None`. See
+    /// [`LayerWorkspace::set_packed_products`].
     ///
     /// # Errors
-    /// [`ModelError::Num`] when the backend has no bf16 products.
-    pub fn set_bf16_products(&mut self, on: bool) -> Result<(), ModelError> {
-        Ok(self.ws.set_bf16_products(on)?)
+    /// [`ModelError::Num`] when the backend has no such products.
+    pub fn set_packed_products(
+        &mut self,
+        p: Option<sclstm_core::Packed>,
+    ) -> Result<(), ModelError> {
+        Ok(self.ws.set_packed_products(p)?)
     }
 
     /// The configuration.

@@ -17,7 +17,7 @@
 //! * pointwise kernels: 2e-6 + 2e-5·|cpu|: exp on the GPU is not correctly rounded, and
 //!   tanh near 0 has a large *relative* error, hence the absolute part.
 
-use sclstm_core::{Backend, BackendErrorKind, CellStep, Gemm, NumError};
+use sclstm_core::{Backend, BackendErrorKind, CellStep, Gemm, NumError, Packed};
 use sclstm_wgpu::{SMALL_M_MAX, WgpuBackend, WgpuContext, WgpuError};
 
 use crate::common::{
@@ -776,28 +776,30 @@ fn uniform_arena_wraps_without_mixing_dispatches() -> TestResult {
 }
 
 #[test]
-fn bf16_products_are_refused_with_a_typed_error() -> TestResult {
+fn packed_products_are_refused_with_a_typed_error() -> TestResult {
     let be = own_gpu();
-    let err = be.bf16_products().unwrap_err();
-    assert!(
-        matches!(
-            err,
-            NumError::Backend {
-                kind: BackendErrorKind::Unavailable,
-                ..
-            }
-        ),
-        "{err}"
-    );
-    let mut w = be.zeros(4)?;
-    assert!(
-        be.write_bf16(&mut w, 2, 2, false, &mut |dst| dst.fill(1.0))
-            .is_err()
-    );
-    let (a, mut c) = (be.zeros(4)?, be.zeros(4)?);
-    assert!(
-        be.gemm_bf16(&Gemm::new(2, 2, 2), &a, &w, None, &mut c)
-            .is_err()
-    );
+    for p in [Packed::Bf16, Packed::Int8] {
+        let err = be.packed_products(p).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                NumError::Backend {
+                    kind: BackendErrorKind::Unavailable,
+                    ..
+                }
+            ) && err.to_string().contains(p.name()),
+            "{err}"
+        );
+        let mut w = be.zeros(16)?;
+        assert!(
+            be.write_packed(p, &mut w, 2, 2, false, &mut |dst| dst.fill(1.0))
+                .is_err()
+        );
+        let (a, mut c) = (be.zeros(4)?, be.zeros(4)?);
+        assert!(
+            be.gemm_packed(p, &Gemm::new(2, 2, 2), &a, &w, None, &mut c)
+                .is_err()
+        );
+    }
     Ok(())
 }

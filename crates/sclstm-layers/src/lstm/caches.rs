@@ -265,10 +265,11 @@ pub(super) struct WeightBufs<B: Backend> {
     pub(super) stamp: Option<Stamp>,
     /// Whether the stamped write included the backward's copies.
     pub(super) stamp_has_backward: bool,
-    /// Whether the forward's copies (`w_ih_t`, `w_hh_t`, `u_t`, `w_t`) hold bf16 pairs
-    /// (`sclstm_core::backend`'s bf16 pair layout) for [`Backend::gemm_bf16`] instead of
-    /// f32: written so by a call that does not record, on a workspace with bf16 products.
-    pub(super) bf16: bool,
+    /// The packed layout (`sclstm_core::backend`'s packed layouts) the forward's copies
+    /// (`w_ih_t`, `w_hh_t`, `u_t`, `w_t`) hold for [`Backend::gemm_packed`], or `None`
+    /// for f32: written so by a call that does not record, on a workspace with packed
+    /// products.
+    pub(super) packed: Option<Packed>,
     /// Whether the f32 weight copies (all but the biases) are in the strip layout
     /// (`sclstm_core::backend`), as the backend asks ([`Backend::strip_weights`]).
     pub(super) strips: bool,
@@ -301,7 +302,11 @@ impl<B: Backend> WeightBufs<B> {
         let alloc = Counted::new(be);
         // A `k × n` operand, in strips or plain.
         let len = |k: usize, n: usize| if strips { strip_len(k, n) } else { k * n };
-        let z = |k: usize, n: usize| alloc.zeros(len(k, n));
+        // The forward's copies: room for f32 or either packed layout.
+        let z = |k: usize, n: usize| {
+            let packed = [Packed::Bf16, Packed::Int8].map(|p| p.elems(k, n, strips));
+            alloc.zeros(len(k, n).max(packed[0]).max(packed[1]))
+        };
         // The backward's buffers: 1-element placeholders in a forward-only set.
         let zb = |elems: usize| alloc.zeros(if backward { elems } else { 1 });
         let mut tasks = Vec::with_capacity(geo.tasks.len());
@@ -320,7 +325,7 @@ impl<B: Backend> WeightBufs<B> {
             backward,
             stamp: None,
             stamp_has_backward: false,
-            bf16: false,
+            packed: None,
             strips,
             w_ih: zb(len(4 * h, d))?,
             w_ih_t: z(d, 4 * h)?,
@@ -343,8 +348,8 @@ impl<B: Backend> WeightBufs<B> {
             && (self.backward || !backward)
     }
 
-    /// Writes one direction's weights: the forward's transposes (as bf16 pairs when
-    /// `bf16`, which excludes `record`), and the weights as stored when `record` (the
+    /// Writes one direction's weights: the forward's transposes (packed as `packed`
+    /// says, which excludes `record`), and the weights as stored when `record` (the
     /// backward reads them). Stamps the set with `stamp`.
     pub(super) fn write(
         &mut self,
@@ -352,20 +357,23 @@ impl<B: Backend> WeightBufs<B> {
         dir: &DirectionWeights<'_, B::Elem>,
         record: bool,
         stamp: Option<Stamp>,
-        bf16: bool,
+        packed: Option<Packed>,
     ) -> Result<(), NumError> {
-        debug_assert!(!(bf16 && record), "internal: bf16 copies are forward-only");
+        debug_assert!(
+            !(packed.is_some() && record),
+            "internal: packed copies are forward-only"
+        );
         // The forward reads every weight transposed into a plain matrix (`x·Wᵀ` with a
         // row-major `Wᵀ`): the CPU backend's unpacked kernels stream a plain `B` about
         // twice as fast as a transposed one. The backward reads the weights as stored.
         // Either copy goes in strips where the backend asks for them.
         self.stamp = None;
-        self.bf16 = bf16;
+        self.packed = packed;
         let strips = self.strips;
         let write_t = |buf: &mut B::Buf, m: &Matrix<B::Elem>| {
-            if bf16 {
+            if let Some(p) = packed {
                 let fill = &mut |dst: &mut [B::Elem]| transpose_into(m, dst);
-                be.write_bf16(buf, m.ncols(), m.nrows(), strips, fill)
+                be.write_packed(p, buf, m.ncols(), m.nrows(), strips, fill)
             } else if strips {
                 let len = strip_len(m.ncols(), m.nrows());
                 be.write_with(buf, len, &mut |dst| transpose_strips_into(m, dst))
@@ -405,13 +413,18 @@ impl<B: Backend> WeightBufs<B> {
     }
 
     /// Whether the set already holds the weights stamped `stamp` (never for `None`),
-    /// including the backward's copies when `record`, with the forward's copies in bf16
-    /// exactly when `bf16`.
-    pub(super) fn holds(&self, stamp: &Option<Stamp>, record: bool, bf16: bool) -> bool {
+    /// including the backward's copies when `record`, with the forward's copies packed
+    /// as `packed` says.
+    pub(super) fn holds(
+        &self,
+        stamp: &Option<Stamp>,
+        record: bool,
+        packed: Option<Packed>,
+    ) -> bool {
         stamp.is_some()
             && self.stamp == *stamp
             && (self.stamp_has_backward || !record)
-            && self.bf16 == bf16
+            && self.packed == packed
     }
 }
 

@@ -102,17 +102,20 @@
 //! per step, and none per batch once every row bucket has been seen. The call's shared
 //! inputs, output and input gradients live in a `CallCache`, pooled the same way, and
 //! each direction's weights in a `WeightBufs` set, written once per call and read by the
-//! direction's unit (pooled by layer sizes alone). On a workspace with bf16 products
-//! ([`LayerWorkspace::set_bf16_products`]) a call that does not record writes the
-//! forward's weight copies as bf16 pairs and runs its weight products with
-//! [`Backend::gemm_bf16`]; a recording call always writes and reads f32.
+//! direction's unit (pooled by layer sizes alone). On a workspace with packed products
+//! ([`LayerWorkspace::set_packed_products`]) a call that does not record writes the
+//! forward's weight copies packed (bf16 pairs or int8 quads) and runs its weight
+//! products with [`Backend::gemm_packed`]; a recording call always writes and reads
+//! f32.
 
 use std::cell::Cell;
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use num_traits::{One, Zero};
-use sclstm_core::{Backend, CellStep, FusedOp, Gemm, Matrix, NumError, Real, RowCopy, strip_len};
+use sclstm_core::{
+    Backend, CellStep, FusedOp, Gemm, Matrix, NumError, Packed, Real, RowCopy, strip_len,
+};
 
 use crate::Recorded;
 use crate::seq::{SeqShape, row_major, strips_into, transpose_into, transpose_strips_into};
@@ -430,12 +433,12 @@ fn forward_units<B: Backend>(
     be.fill_zero(&mut call.out)?;
     // Each direction's weights (on the two sides of the join), unless the set already
     // holds them under the same stamp.
-    let bf16 = ws.bf16_for(record);
+    let packed = ws.packed_for(record);
     let written = ws.each_unit(weights, |i, wb| {
-        if wb.holds(&stamps[i], record, bf16) {
+        if wb.holds(&stamps[i], record, packed) {
             return Ok(());
         }
-        wb.write(be, &args.directions[i], record, stamps[i].clone(), bf16)
+        wb.write(be, &args.directions[i], record, stamps[i].clone(), packed)
     });
     written.into_iter().collect::<Result<Vec<()>, _>>()?;
     let (call_in, weights) = (&*call, &*weights);

@@ -69,8 +69,8 @@ pub(super) fn dir_forward<B: Backend>(
     Ok(())
 }
 
-/// A forward product `x·Wᵀ` reading one of `wb`'s forward copies: in bf16 when the set
-/// holds them as bf16 pairs, else in f32 (in strips or not, as `g` says for both).
+/// A forward product `x·Wᵀ` reading one of `wb`'s forward copies: packed when the set
+/// holds them packed, else in f32 (in strips or not, as `g` says for both).
 #[allow(clippy::too_many_arguments)]
 fn weight_gemm<B: Backend>(
     be: &B,
@@ -81,8 +81,8 @@ fn weight_gemm<B: Backend>(
     bias: Option<&B::Buf>,
     out: &mut B::Buf,
 ) -> Result<(), NumError> {
-    if wb.bf16 {
-        be.gemm_bf16(g, x, w_t, bias, out)
+    if let Some(p) = wb.packed {
+        be.gemm_packed(p, g, x, w_t, bias, out)
     } else {
         be.gemm(g, x, w_t, bias, out)
     }

@@ -24,9 +24,9 @@ pub struct LayerWorkspace<B: Backend> {
     pub(super) weights: Arc<Pool<WeightBufs<B>>>,
     /// Runs the two directions when set; `None` leaves it to [`Backend::join`].
     pub(super) join: Option<Arc<dyn Join>>,
-    /// Forward weight products of calls that do not record run in bf16
-    /// ([`LayerWorkspace::set_bf16_products`]).
-    pub(super) bf16: bool,
+    /// Forward weight products of calls that do not record run packed when set
+    /// ([`LayerWorkspace::set_packed_products`]).
+    pub(super) packed: Option<Packed>,
 }
 
 impl<B: Backend> Clone for LayerWorkspace<B> {
@@ -37,7 +37,7 @@ impl<B: Backend> Clone for LayerWorkspace<B> {
             calls: Arc::clone(&self.calls),
             weights: Arc::clone(&self.weights),
             join: self.join.clone(),
-            bf16: self.bf16,
+            packed: self.packed,
         }
     }
 }
@@ -49,7 +49,7 @@ impl<B: Backend> fmt::Debug for LayerWorkspace<B> {
             .field("backend", &self.backend.name())
             .field("pooled_caches", &pooled)
             .field("concurrent_directions", &self.join.is_some())
-            .field("bf16_products", &self.bf16)
+            .field("packed_products", &self.packed)
             .finish()
     }
 }
@@ -93,7 +93,7 @@ impl<B: Backend> LayerWorkspace<B> {
             calls: Arc::new(Pool::new(CALL_POOL_LIMIT, CALL_POOL_ELEMS)),
             weights: Arc::new(Pool::new(WEIGHT_POOL_LIMIT, WEIGHT_POOL_ELEMS)),
             join: None,
-            bf16: false,
+            packed: None,
         }
     }
 
@@ -110,25 +110,25 @@ impl<B: Backend> LayerWorkspace<B> {
     }
 
     /// Runs the forward's weight products of every call that does not record a backward
-    /// in bf16 ([`Backend::gemm_bf16`]: weights and inputs rounded to bf16, sums in f32),
-    /// or, with `false`, in f32 again. For inference: recording calls (training) stay
-    /// f32 either way.
+    /// packed as `p` says ([`Backend::gemm_packed`]: weights and inputs rounded to bf16
+    /// or quantized to int8), or, with `None`, in f32 again. For inference: recording
+    /// calls (training) stay f32 either way.
     ///
     /// # Errors
-    /// The backend's [`Backend::bf16_products`] error when it has none (the setting is
-    /// then unchanged).
-    pub fn set_bf16_products(&mut self, on: bool) -> Result<(), NumError> {
-        if on {
-            self.backend.bf16_products()?;
+    /// The backend's [`Backend::packed_products`] error when it has none (the setting
+    /// is then unchanged).
+    pub fn set_packed_products(&mut self, p: Option<Packed>) -> Result<(), NumError> {
+        if let Some(p) = p {
+            self.backend.packed_products(p)?;
         }
-        self.bf16 = on;
+        self.packed = p;
         Ok(())
     }
 
-    /// Whether a call's forward weight products run in bf16: a call that does not
-    /// `record`, on a workspace with bf16 products.
-    pub(super) fn bf16_for(&self, record: bool) -> bool {
-        self.bf16 && !record
+    /// How a call's forward weight products run: packed for a call that does not
+    /// `record`, on a workspace with packed products; else f32 (`None`).
+    pub(super) fn packed_for(&self, record: bool) -> Option<Packed> {
+        self.packed.filter(|_| !record)
     }
 
     /// Runs `a` and `b` through the [`Join`] if one is set, else the backend's.
@@ -234,10 +234,10 @@ impl<B: Backend> LayerWorkspace<B> {
             .iter()
             .map(|stamp| {
                 let fits = |w: &WeightBufs<B>| w.fits(geo, backward);
-                let bf16 = self.bf16_for(backward);
+                let packed = self.packed_for(backward);
                 let kept = self
                     .weights
-                    .take(|w| fits(w) && w.holds(stamp, backward, bf16));
+                    .take(|w| fits(w) && w.holds(stamp, backward, packed));
                 match kept.or_else(|| self.weights.take(fits)) {
                     Some(w) => Ok(w),
                     None => WeightBufs::new(self.backend.as_ref(), geo, backward),

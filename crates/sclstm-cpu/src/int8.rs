@@ -1,0 +1,357 @@
+//! int8 products for inference: the quantization and packing of the int8 quad layout
+//! (see `sclstm_core::Backend::write_packed`), the reference product (the spec) and the
+//! fast one's kernels on AVX512_VNNI (driven by [`crate::packed`]).
+//!
+//! Weights are quantized per output column, layer inputs per row as a product starts
+//! (dynamic quantization), both symmetrically to `[-127, 127]`; the inputs are stored
+//! offset by 128 as unsigned bytes, the operand `vpdpbusd` takes (per i32 lane: the four
+//! products of one quad along `k`, added to the accumulator). The integer sums are
+//! exact, so the fast kernel gives the reference's result bit for bit: the scaling after
+//! the sum is the same few f32 operations in the same order.
+
+use sclstm_core::{Gemm, NumError, Packed};
+
+use crate::packed::{check_gemm_packed, word_at};
+
+/// The quantization of `values` (a weight column or a row of `A`): the multiplier
+/// `127 / max |v|` and the scale `max |v| / 127`; `(0, 0)` when every value is 0, and
+/// `(0, NaN)` when one is a NaN or infinite, so that the product's result is NaN.
+fn quantization(max_abs: f32) -> (f32, f32) {
+    if !max_abs.is_finite() {
+        (0.0, f32::NAN)
+    } else if max_abs == 0.0 {
+        (0.0, 0.0)
+    } else {
+        (127.0 / max_abs, max_abs / 127.0)
+    }
+}
+
+/// The largest `|v|`, NaN when any value is a NaN.
+fn max_abs(values: impl Iterator<Item = f32>) -> f32 {
+    values.fold(0.0f32, |m, v| {
+        if v.is_nan() || m.is_nan() {
+            f32::NAN
+        } else {
+            m.max(v.abs())
+        }
+    })
+}
+
+/// One value quantized with multiplier `inv`: `round(v · inv)` to nearest, ties to even.
+fn quantize(v: f32, inv: f32) -> i32 {
+    (v * inv).round_ties_even() as i32
+}
+
+/// Quantizes one row of `A` as the product does: returns its scale and writes its
+/// values offset by 128 (`[1, 255]`; 128 for every value of a row whose scale is 0 or
+/// NaN) to `out`.
+pub fn quantize_row(row: &[f32], out: &mut [u8]) -> f32 {
+    let (inv, scale) = quantization(max_abs(row.iter().copied()));
+    for (o, &v) in out.iter_mut().zip(row) {
+        *o = if scale.is_nan() {
+            128
+        } else {
+            (quantize(v, inv) + 128) as u8
+        };
+    }
+    scale
+}
+
+/// Packs a row-major `k × n` matrix into the int8 quad layout: column `j` quantized with
+/// its own scale, word `(p, j)` holding rows `4p .. 4p + 4` in its bytes (0 past row
+/// `k − 1`), the words row-major or in the strip layout with `strips` (its padding
+/// columns zero), then the `n` scales and the `n` column sums.
+///
+/// # Errors
+/// [`NumError::BufferTooSmall`] when `src` holds fewer than `k·n` values or `dst` fewer
+/// than `Packed::Int8.elems(k, n, strips)`.
+pub fn pack_quads(
+    k: usize,
+    n: usize,
+    strips: bool,
+    src: &[f32],
+    dst: &mut [u32],
+) -> Result<(), NumError> {
+    let len = Packed::Int8.elems(k, n, strips);
+    for (op, have, needed) in [
+        ("pack_quads (src)", src.len(), k * n),
+        ("pack_quads (dst)", dst.len(), len),
+    ] {
+        if have < needed {
+            return Err(NumError::BufferTooSmall {
+                op,
+                len: have,
+                needed,
+            });
+        }
+    }
+    let kp = k.div_ceil(4);
+    let words = len - 2 * n;
+    let (body, cols) = dst[..len].split_at_mut(words);
+    // The strip layout's padding columns and the last word row's padding bytes.
+    body.fill(0);
+    let (scales, sums) = cols.split_at_mut(n);
+    for j in 0..n {
+        let column = (0..k).map(|p| src[p * n + j]);
+        let (inv, scale) = quantization(max_abs(column));
+        let mut sum = 0i32;
+        for p in 0..k {
+            let q = if scale.is_nan() {
+                0
+            } else {
+                quantize(src[p * n + j], inv)
+            };
+            sum += q;
+            body[word_at(kp, n, strips, p / 4, j)] |= u32::from(q as i8 as u8) << (8 * (p % 4));
+        }
+        scales[j] = scale.to_bits();
+        sums[j] = sum as u32;
+    }
+    Ok(())
+}
+
+/// The reference int8 product: each row of `A` quantized ([`quantize_row`]), the integer
+/// sum over `p` against `B`'s quads, scaled by the row's and the column's scales in f32
+/// (plus the bias, and `C` when accumulating), as the module docs say.
+///
+/// # Errors
+/// As [`check_gemm_packed`].
+pub fn gemm_int8_naive(
+    g: &Gemm,
+    a: &[f32],
+    b: &[u32],
+    bias: Option<&[f32]>,
+    c: &mut [f32],
+) -> Result<(), NumError> {
+    check_gemm_packed(
+        Packed::Int8,
+        g,
+        a.len(),
+        b.len(),
+        bias.map(<[f32]>::len),
+        c.len(),
+    )?;
+    let (m, n, k) = (g.m, g.n, g.k);
+    let kp = k.div_ceil(4);
+    let b = &b[g.b_off..g.b_off + Packed::Int8.elems(k, n, g.b_strips)];
+    let (words, cols) = b.split_at(b.len() - 2 * n);
+    let q_at = |p: usize, j: usize| {
+        (words[word_at(kp, n, g.b_strips, p / 4, j)] >> (8 * (p % 4))) as u8 as i8
+    };
+    let mut row = vec![0u8; k];
+    for i in 0..m {
+        let t = quantize_row(&a[g.a_off + i * k..g.a_off + (i + 1) * k], &mut row);
+        for j in 0..n {
+            let dot: i32 = (0..k)
+                .map(|p| i32::from(row[p]) * i32::from(q_at(p, j)))
+                .sum();
+            let d = (dot - 128 * cols[n + j] as i32) as f32;
+            let v = d * (t * f32::from_bits(cols[j]));
+            let cij = &mut c[g.c_off + i * n + j];
+            let mut accumulate = g.accumulate;
+            if let Some(bias) = bias {
+                *cij = if accumulate { *cij + bias[j] } else { bias[j] };
+                accumulate = true;
+            }
+            *cij = if accumulate { *cij + v } else { v };
+        }
+    }
+    Ok(())
+}
+
+/// The AVX512_VNNI kernels.
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod x86 {
+    use std::arch::x86_64::{
+        __m512, __m512i, _CMP_UNORD_Q, _mm512_abs_ps, _mm512_add_epi32, _mm512_cmp_ps_mask,
+        _mm512_cvtepi32_ps, _mm512_cvtps_epi32, _mm512_dpbusd_epi32,
+        _mm512_mask_cvtepi32_storeu_epi8, _mm512_maskz_loadu_epi32, _mm512_maskz_loadu_ps,
+        _mm512_max_ps, _mm512_mul_ps, _mm512_reduce_max_ps, _mm512_set1_epi32, _mm512_set1_ps,
+        _mm512_setzero_ps, _mm512_setzero_si512, _mm512_slli_epi32, _mm512_sub_epi32,
+    };
+
+    use crate::packed::x86::{Panel, Words};
+    use crate::small_m::x86::store_tile_f32;
+
+    /// The int8 quad layout's kernels.
+    pub(crate) struct Quads;
+
+    impl Words for Quads {
+        const PER_WORD: usize = 4;
+
+        /// Quantizes `k` contiguous f32 as [`super::quantize_row`] does, 16 values per
+        /// conversion (`vcvtps2dq` rounds to nearest even), into `⌈k/4⌉` words.
+        #[target_feature(enable = "avx512f")]
+        unsafe fn pack_row(src: *const f32, k: usize, dst: *mut u32) -> f32 {
+            let lanes = |n: usize| ((1u32 << n.min(16)) - 1) as u16;
+            // SAFETY (whole body): masked lanes are not accessed; the rest is in bounds.
+            unsafe {
+                let (mut max, mut nan) = (_mm512_setzero_ps(), 0u16);
+                for p in (0..k).step_by(16) {
+                    let x = _mm512_maskz_loadu_ps(lanes(k - p), src.add(p));
+                    nan |= _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(x, x);
+                    max = _mm512_max_ps(max, _mm512_abs_ps(x));
+                }
+                let max = if nan != 0 {
+                    f32::NAN
+                } else {
+                    _mm512_reduce_max_ps(max)
+                };
+                let (inv, scale) = super::quantization(max);
+                let (inv, offset) = (_mm512_set1_ps(inv), _mm512_set1_epi32(128));
+                // Whole words: the last one's bytes past `k` get 128 (a zero input).
+                let bytes = k.div_ceil(4) * 4;
+                for p in (0..bytes).step_by(16) {
+                    let x = _mm512_maskz_loadu_ps(lanes(k.saturating_sub(p)), src.add(p));
+                    let q = _mm512_add_epi32(_mm512_cvtps_epi32(_mm512_mul_ps(x, inv)), offset);
+                    // A NaN row: `x · 0` may be NaN, whose conversion is not 0.
+                    let q = if scale.is_nan() { offset } else { q };
+                    _mm512_mask_cvtepi32_storeu_epi8(
+                        dst.cast::<u8>().add(p).cast(),
+                        lanes(bytes - p),
+                        q,
+                    );
+                }
+                scale
+            }
+        }
+
+        #[target_feature(enable = "avx512f,avx512vnni")]
+        unsafe fn tile<const M: usize>(p: &Panel, j0: usize, m0: u16, m1: u16) {
+            // SAFETY (whole body): masked lanes are not accessed; the rest is in bounds.
+            unsafe {
+                let mut acc: [[__m512i; 2]; M] = [[_mm512_setzero_si512(); 2]; M];
+                for q in 0..p.kp {
+                    let bp = p.b_row(j0, q);
+                    let b0 = _mm512_maskz_loadu_epi32(m0, bp);
+                    let b1 = _mm512_maskz_loadu_epi32(m1, bp.add(16));
+                    for (i, acc_i) in acc.iter_mut().enumerate() {
+                        let av = _mm512_set1_epi32(*p.a.add(i * p.kp + q) as i32);
+                        acc_i[0] = _mm512_dpbusd_epi32(acc_i[0], av, b0);
+                        acc_i[1] = _mm512_dpbusd_epi32(acc_i[1], av, b1);
+                    }
+                }
+                // (Σ (a + 128)·q − 128·Σ q) · (row scale · column scale).
+                let masks = [m0, m1];
+                let col = |h: usize| {
+                    let at = j0 + 16 * h;
+                    let sums = _mm512_maskz_loadu_epi32(masks[h], p.col_sums.add(at).cast());
+                    let scales = _mm512_maskz_loadu_ps(masks[h], p.col_scales.add(at));
+                    (_mm512_slli_epi32::<7>(sums), scales)
+                };
+                let cols = [col(0), col(1)];
+                let mut out: [[__m512; 2]; M] = [[_mm512_setzero_ps(); 2]; M];
+                for (i, (out_i, acc_i)) in out.iter_mut().zip(&acc).enumerate() {
+                    let t = _mm512_set1_ps(*p.row_scales.add(i));
+                    for h in 0..2 {
+                        let d = _mm512_cvtepi32_ps(_mm512_sub_epi32(acc_i[h], cols[h].0));
+                        out_i[h] = _mm512_mul_ps(d, _mm512_mul_ps(t, cols[h].1));
+                    }
+                }
+                store_tile_f32(out, p.c.add(j0), p.rsc, masks, p.accumulate);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantization_is_symmetric_per_row_and_keeps_zeros_and_non_finite_rows() {
+        let mut out = [0u8; 4];
+        let t = quantize_row(&[0.5, -1.0, 0.25, 0.0], &mut out);
+        assert_eq!(t, 1.0 / 127.0);
+        // 0.5·127 = 63.5 ties to 64 (even); 0.25·127 = 31.75 rounds to 32.
+        assert_eq!(out, [128 + 64, 128 - 127, 128 + 32, 128]);
+        assert_eq!(quantize_row(&[0.0; 4], &mut out), 0.0);
+        assert_eq!(out, [128; 4]);
+        for bad in [f32::NAN, f32::INFINITY] {
+            assert!(quantize_row(&[1.0, bad, 2.0, 3.0], &mut out).is_nan());
+            assert_eq!(out, [128; 4]);
+        }
+        // Every value comes back within half a step of its scale.
+        let row: Vec<f32> = (0..50)
+            .map(|i| ((i * 37) % 23) as f32 / 7.0 - 1.5)
+            .collect();
+        let mut q = vec![0u8; 50];
+        let t = quantize_row(&row, &mut q);
+        for (&v, &b) in row.iter().zip(&q) {
+            assert!((f32::from(b) - 128.0) * t - v <= 0.5 * t + 1e-6, "{v}");
+        }
+    }
+
+    #[test]
+    fn packing_puts_quads_along_k_then_scales_and_sums() {
+        // 5 × 2: rows 0–3 fill the first word row; row 4 shares the second with zeros.
+        let src = [1.0, -2.0, 0.5, 4.0, -1.0, 1.0, 0.25, -4.0, 0.0, 2.0];
+        let mut dst = vec![u32::MAX; Packed::Int8.elems(5, 2, false)];
+        assert_eq!(dst.len(), 2 * 2 + 4);
+        pack_quads(5, 2, false, &src, &mut dst).unwrap();
+        let bytes = |w: u32| w.to_le_bytes().map(|b| b as i8);
+        // Column 0: max 1, so q = v·127 (0.25·127 = 31.75 → 32, 0.5·127 = 63.5 → 64).
+        assert_eq!(bytes(dst[0]), [127, 64, -127, 32]);
+        assert_eq!(bytes(dst[2]), [0, 0, 0, 0]);
+        // Column 1: max 4, so q = v·31.75 (−2·31.75 = −63.5 → −64, 2·31.75 = 63.5 → 64).
+        assert_eq!(bytes(dst[1]), [-64, 127, 32, -127]);
+        assert_eq!(bytes(dst[3]), [64, 0, 0, 0]);
+        assert_eq!(f32::from_bits(dst[4]), 1.0 / 127.0);
+        assert_eq!(f32::from_bits(dst[5]), 4.0 / 127.0);
+        assert_eq!(
+            [dst[6] as i32, dst[7] as i32],
+            [127 + 64 - 127 + 32, -64 + 127 + 32 - 127 + 64]
+        );
+        // In strips: one strip of 32 word columns, zeros past the real ones, then the
+        // same scales and sums.
+        let mut strips = vec![u32::MAX; Packed::Int8.elems(5, 2, true)];
+        pack_quads(5, 2, true, &src, &mut strips).unwrap();
+        assert_eq!(&strips[..2], &dst[..2]);
+        assert_eq!(&strips[32..34], &dst[2..4]);
+        assert!(strips[2..32].iter().chain(&strips[34..64]).all(|&w| w == 0));
+        assert_eq!(&strips[64..], &dst[4..]);
+        let short = pack_quads(5, 2, false, &src, &mut [0; 7]).unwrap_err();
+        assert!(matches!(short, NumError::BufferTooSmall { needed: 8, .. }));
+        assert!(pack_quads(5, 2, false, &src[..9], &mut dst).is_err());
+    }
+
+    #[test]
+    fn the_reference_is_close_to_the_f64_product() {
+        let (m, n, k) = (3, 5, 40);
+        let a: Vec<f32> = (0..m * k)
+            .map(|i| ((i * 13) % 17) as f32 / 8.0 - 1.0)
+            .collect();
+        let b: Vec<f32> = (0..k * n)
+            .map(|i| ((i * 7) % 19) as f32 / 9.0 - 1.0)
+            .collect();
+        let bias = [0.5, -0.25, 1.0, 0.0, 2.0];
+        let mut packed = vec![0u32; Packed::Int8.elems(k, n, false)];
+        pack_quads(k, n, false, &b, &mut packed).unwrap();
+        let mut c = vec![f32::NAN; m * n];
+        gemm_int8_naive(&Gemm::new(m, n, k), &a, &packed, Some(&bias), &mut c).unwrap();
+        for i in 0..m {
+            for j in 0..n {
+                let exact: f64 = (0..k)
+                    .map(|p| f64::from(a[i * k + p]) * f64::from(b[p * n + j]))
+                    .sum::<f64>()
+                    + f64::from(bias[j]);
+                let scale: f64 = (0..k)
+                    .map(|p| f64::from(a[i * k + p].abs() * b[p * n + j].abs()))
+                    .sum();
+                // Each operand within half a step (1/254 of its largest value).
+                assert!(
+                    (f64::from(c[i * n + j]) - exact).abs() <= 0.02 * scale,
+                    "{i} {j}"
+                );
+            }
+        }
+        // A row with a NaN gives NaN; the other rows do not change.
+        let mut bad = a.clone();
+        bad[k + 3] = f32::NAN;
+        let mut c2 = vec![0.0; m * n];
+        gemm_int8_naive(&Gemm::new(m, n, k), &bad, &packed, Some(&bias), &mut c2).unwrap();
+        assert!(c2[n..2 * n].iter().all(|v| v.is_nan()));
+        assert_eq!(c2[..n], c[..n]);
+        assert_eq!(c2[2 * n..], c[2 * n..]);
+    }
+}
