@@ -13,40 +13,45 @@ use sclstm_core::{Gemm, NumError, Packed};
 
 use crate::packed::{check_gemm_packed, word_at};
 
-/// The quantization of `values` (a weight column or a row of `A`): the multiplier
-/// `127 / max |v|` and the scale `max |v| / 127`; `(0, 0)` when every value is 0, and
-/// `(0, NaN)` when one is a NaN or infinite, so that the product's result is NaN.
-fn quantization(max_abs: f32) -> (f32, f32) {
-    if !max_abs.is_finite() {
+/// The quantization of `values` (a weight column or a row of `A`) whose largest `|v|` is
+/// `largest`: the multiplier `127 / largest` and the scale `largest / 127`; `(0, 0)`
+/// when every value is 0 or so small that the multiplier overflows (below 3.8e-37, read
+/// as zeros), and `(0, NaN)` when one is a NaN or infinite, so that the product's result
+/// is NaN.
+fn quantization(largest: f32) -> (f32, f32) {
+    let inv = 127.0 / largest;
+    if !largest.is_finite() {
         (0.0, f32::NAN)
-    } else if max_abs == 0.0 {
+    } else if largest == 0.0 || !inv.is_finite() {
         (0.0, 0.0)
     } else {
-        (127.0 / max_abs, max_abs / 127.0)
+        (inv, largest / 127.0)
     }
 }
 
-/// The largest `|v|`, NaN when any value is a NaN.
-fn max_abs(values: impl Iterator<Item = f32>) -> f32 {
-    values.fold(0.0f32, |m, v| {
-        if v.is_nan() || m.is_nan() {
-            f32::NAN
-        } else {
-            m.max(v.abs())
-        }
-    })
+/// The largest `|v|` so far after `m`, NaN once any value was a NaN.
+fn max_abs(m: f32, v: f32) -> f32 {
+    if v.is_nan() || m.is_nan() {
+        f32::NAN
+    } else {
+        m.max(v.abs())
+    }
 }
 
 /// One value quantized with multiplier `inv`: `round(v · inv)` to nearest, ties to even.
+/// Adding and subtracting 1.5·2²³ leaves the nearest integer (ties to even) of any
+/// `|x| < 2²²` in IEEE f32 arithmetic, without a call to `rintf` on CPUs below SSE4.1;
+/// here `|v · inv| ≤ 127`.
 fn quantize(v: f32, inv: f32) -> i32 {
-    (v * inv).round_ties_even() as i32
+    const SHIFT: f32 = 12_582_912.0;
+    ((v * inv + SHIFT) - SHIFT) as i32
 }
 
 /// Quantizes one row of `A` as the product does: returns its scale and writes its
 /// values offset by 128 (`[1, 255]`; 128 for every value of a row whose scale is 0 or
 /// NaN) to `out`.
 pub fn quantize_row(row: &[f32], out: &mut [u8]) -> f32 {
-    let (inv, scale) = quantization(max_abs(row.iter().copied()));
+    let (inv, scale) = quantization(row.iter().fold(0.0, |m, &v| max_abs(m, v)));
     for (o, &v) in out.iter_mut().zip(row) {
         *o = if scale.is_nan() {
             128
@@ -90,22 +95,27 @@ pub fn pack_quads(
     let (body, cols) = dst[..len].split_at_mut(words);
     // The strip layout's padding columns and the last word row's padding bytes.
     body.fill(0);
+    // Row by row (the source is row-major): the columns' largest values, then the
+    // quantized values, each into its byte, and the columns' sums.
+    let mut maxes = vec![0.0f32; n];
+    for row in src[..k * n].chunks_exact(n.max(1)) {
+        for (m, &v) in maxes.iter_mut().zip(row) {
+            *m = max_abs(*m, v);
+        }
+    }
+    let quant: Vec<(f32, f32)> = maxes.into_iter().map(quantization).collect();
     let (scales, sums) = cols.split_at_mut(n);
-    for j in 0..n {
-        let column = (0..k).map(|p| src[p * n + j]);
-        let (inv, scale) = quantization(max_abs(column));
-        let mut sum = 0i32;
-        for p in 0..k {
-            let q = if scale.is_nan() {
-                0
-            } else {
-                quantize(src[p * n + j], inv)
-            };
-            sum += q;
+    sums.fill(0);
+    for (p, row) in src[..k * n].chunks_exact(n.max(1)).enumerate() {
+        let cols = row.iter().zip(&quant).zip(sums.iter_mut());
+        for (j, ((&v, &(inv, scale)), sum)) in cols.enumerate() {
+            let q = if scale.is_nan() { 0 } else { quantize(v, inv) };
+            *sum = (*sum as i32 + q) as u32;
             body[word_at(kp, n, strips, p / 4, j)] |= u32::from(q as i8 as u8) << (8 * (p % 4));
         }
-        scales[j] = scale.to_bits();
-        sums[j] = sum as u32;
+    }
+    for (scale, &(_, s)) in scales.iter_mut().zip(&quant) {
+        *scale = s.to_bits();
     }
     Ok(())
 }
@@ -271,6 +281,14 @@ mod tests {
             assert!(quantize_row(&[1.0, bad, 2.0, 3.0], &mut out).is_nan());
             assert_eq!(out, [128; 4]);
         }
+        // Values too small for the multiplier to exist read as zeros.
+        assert_eq!(quantize_row(&[1e-39, -2e-39, 0.0, 3e-39], &mut out), 0.0);
+        assert_eq!(out, [128; 4]);
+        assert_eq!(
+            quantize_row(&[1e-36, 0.0, 0.0, 0.0], &mut out),
+            1e-36 / 127.0
+        );
+        assert_eq!(out[0], 255);
         // Every value comes back within half a step of its scale.
         let row: Vec<f32> = (0..50)
             .map(|i| ((i * 37) % 23) as f32 / 7.0 - 1.5)
@@ -280,6 +298,15 @@ mod tests {
         for (&v, &b) in row.iter().zip(&q) {
             assert!((f32::from(b) - 128.0) * t - v <= 0.5 * t + 1e-6, "{v}");
         }
+    }
+
+    #[test]
+    fn rounding_is_to_nearest_even() {
+        for i in -1020..=1020 {
+            let x = i as f32 / 8.0;
+            assert_eq!(quantize(x, 1.0), x.round_ties_even() as i32, "{x}");
+        }
+        assert_eq!([quantize(2.5, 1.0), quantize(-0.5, 1.0)], [2, 0]);
     }
 
     #[test]

@@ -476,6 +476,8 @@ mod tests {
                 if m > 3 && k > 0 {
                     // A row of A with a NaN: NaN in its row for int8, as in f32 for bf16.
                     a[2 * k + k / 2] = f32::NAN;
+                    // A row of subnormal values, too small for int8's multiplier.
+                    a[3 * k..4 * k].iter_mut().for_each(|v| *v *= 1e-38);
                 }
                 let bias = random(&mut rng, n);
                 let mut packed = vec![0u32; p.elems(k, n, strips)];

@@ -1,6 +1,7 @@
 //! Running the two directions concurrently through a [`Join`] changes no result, the
 //! workspace's cache pool drops caches that a longer batch has superseded, and a weights
-//! version lets calls share the weights on the device until it changes.
+//! version lets calls share the weights on the device until it changes, also when
+//! layers of the same sizes take turns.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -174,4 +175,45 @@ fn a_weights_id_reuses_the_device_weights_until_its_version_changes() {
     // A new version, or none, sees the change.
     assert_eq!(forward(&ws, &v, Some(2)), fresh);
     assert_eq!(forward(&ws, &v, None), fresh);
+}
+
+#[test]
+fn layers_of_the_same_sizes_keep_their_own_device_weights() {
+    // Two layers (other parameter ids, the same sizes) called in turn, as an
+    // inference pass calls a model's upper layers batch after batch.
+    let spec = Spec {
+        steps: 3,
+        lens: vec![3, 2],
+        input: 2,
+        hidden: 2,
+        dirs: 2,
+        tasks: vec![None],
+    };
+    let forward = |ws: &LayerWorkspace<CpuBackend<f64>>, v: &[M], first_id: u32| {
+        let mut args = spec.args(v);
+        let ids = |d: u32| (first_id + 6 * d..first_id + 6 * d + 6).collect();
+        args.weights_id = Some(WeightsId {
+            store: 9,
+            version: 1,
+            directions: vec![ids(0), ids(1)],
+        });
+        sc_lstm_forward(ws, &args, false).expect("forward").0
+    };
+    let ws = workspace();
+    let (mut lower, upper) = (spec.inputs(0.5), spec.inputs(0.7));
+    let first = forward(&ws, &lower, 0);
+    let other = forward(&ws, &upper, 100);
+    assert_ne!(first, other);
+    // Change the lower layer's W_ih in place under the same version: the workspace
+    // trusts the version, so an unchanged output shows its weights stayed on the
+    // device while the upper layer ran.
+    lower[1][[0, 0]] += 0.5;
+    for _ in 0..2 {
+        assert_eq!(
+            forward(&ws, &lower, 0),
+            first,
+            "the lower layer's weights stayed"
+        );
+        assert_eq!(forward(&ws, &upper, 100), other);
+    }
 }

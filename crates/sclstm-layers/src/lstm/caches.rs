@@ -426,6 +426,19 @@ impl<B: Backend> WeightBufs<B> {
             && (self.stamp_has_backward || !record)
             && self.packed == packed
     }
+
+    /// Whether a call stamped `stamp` may write its weights over this set: the set
+    /// holds no versioned weights, the call has none, or the set holds another version
+    /// of the same parameters (one no later call asks for). Weights another layer of
+    /// the same sizes will ask for again stay.
+    pub(super) fn free_for(&self, stamp: &Option<Stamp>) -> bool {
+        match (&self.stamp, stamp) {
+            (Some((store, _, ids)), Some((want_store, _, want_ids))) => {
+                store == want_store && ids == want_ids
+            }
+            _ => true,
+        }
+    }
 }
 
 impl<B: Backend> Pooled for WeightBufs<B> {

@@ -223,7 +223,9 @@ impl<B: Backend> LayerWorkspace<B> {
     /// One weight set per direction for a layer of `geo` (with the backward's copies
     /// when `backward`), given the stamp each direction's weights carry: a pooled set
     /// already holding them ([`WeightBufs::holds`]) is taken first and needs no write;
-    /// otherwise a pooled set that fits, or a new one.
+    /// otherwise a pooled set that fits and holds nothing a later call will ask for
+    /// ([`WeightBufs::free_for`]: two layers of the same sizes keep a set each), or a
+    /// new one.
     pub(super) fn take_weights(
         &self,
         geo: &DirGeometry,
@@ -238,7 +240,8 @@ impl<B: Backend> LayerWorkspace<B> {
                 let kept = self
                     .weights
                     .take(|w| fits(w) && w.holds(stamp, backward, packed));
-                match kept.or_else(|| self.weights.take(fits)) {
+                let free = || self.weights.take(|w| fits(w) && w.free_for(stamp));
+                match kept.or_else(free) {
                     Some(w) => Ok(w),
                     None => WeightBufs::new(self.backend.as_ref(), geo, backward),
                 }
