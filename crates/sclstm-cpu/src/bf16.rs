@@ -8,7 +8,7 @@
 
 use sclstm_core::{Gemm, NumError, Packed};
 
-use crate::packed::{check_gemm_packed, word_at};
+use crate::packed::word_at;
 
 /// Rounds an f32 to bf16 (its upper 16 bits), to nearest, ties to even; a NaN stays a
 /// NaN (quiet), infinities stay infinite, values past the largest bf16 round to infinity.
@@ -68,25 +68,8 @@ pub fn pack_pairs(
 
 /// The reference bf16 product: `A` rounded to bf16, `B` unpacked, every product and sum
 /// in f64 over `p` in order, the result rounded to f32 once (plus the bias, and `C` when
-/// accumulating).
-///
-/// # Errors
-/// As [`check_gemm_packed`].
-pub fn gemm_bf16_naive(
-    g: &Gemm,
-    a: &[f32],
-    b: &[u32],
-    bias: Option<&[f32]>,
-    c: &mut [f32],
-) -> Result<(), NumError> {
-    check_gemm_packed(
-        Packed::Bf16,
-        g,
-        a.len(),
-        b.len(),
-        bias.map(<[f32]>::len),
-        c.len(),
-    )?;
+/// accumulating). The operands were checked ([`crate::packed::gemm_naive`]).
+pub(crate) fn gemm_bf16_naive(g: &Gemm, a: &[f32], b: &[u32], bias: Option<&[f32]>, c: &mut [f32]) {
     let (m, n, k) = (g.m, g.n, g.k);
     let b_at = |p: usize, j: usize| {
         let w = b[g.b_off + word_at(k.div_ceil(2), n, g.b_strips, p / 2, j)];
@@ -111,7 +94,6 @@ pub fn gemm_bf16_naive(
             };
         }
     }
-    Ok(())
 }
 
 /// The AVX512_BF16 kernels.
@@ -255,7 +237,15 @@ mod tests {
         let mut packed = vec![0u32; Packed::Bf16.elems(k, n, false)];
         pack_pairs(k, n, false, &b, &mut packed).unwrap();
         let mut c = vec![f32::NAN; m * n];
-        gemm_bf16_naive(&Gemm::new(m, n, k), &a, &packed, Some(&bias), &mut c).unwrap();
+        crate::packed::gemm_naive(
+            Packed::Bf16,
+            &Gemm::new(m, n, k),
+            &a,
+            &packed,
+            Some(&bias),
+            &mut c,
+        )
+        .unwrap();
         let r = |x: f32| f64::from(widen(round(x)));
         for i in 0..m {
             for j in 0..n {
@@ -274,10 +264,17 @@ mod tests {
             ..Gemm::new(m, n, k)
         };
         assert!(matches!(
-            gemm_bf16_naive(&transposed, &a, &packed, None, &mut c),
+            crate::packed::gemm_naive(Packed::Bf16, &transposed, &a, &packed, None, &mut c),
             Err(NumError::ShapeMismatch { .. })
         ));
-        let err = gemm_bf16_naive(&Gemm::new(m, n, k + 2), &a, &packed, None, &mut c);
+        let err = crate::packed::gemm_naive(
+            Packed::Bf16,
+            &Gemm::new(m, n, k + 2),
+            &a,
+            &packed,
+            None,
+            &mut c,
+        );
         assert!(matches!(err, Err(NumError::BufferTooSmall { .. })));
     }
 }

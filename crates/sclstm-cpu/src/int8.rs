@@ -11,7 +11,7 @@
 
 use sclstm_core::{Gemm, NumError, Packed};
 
-use crate::packed::{check_gemm_packed, word_at};
+use crate::packed::word_at;
 
 /// The quantization of `values` (a weight column or a row of `A`) whose largest `|v|` is
 /// `largest`: the multiplier `127 / largest` and the scale `largest / 127`; `(0, 0)`
@@ -122,25 +122,9 @@ pub fn pack_quads(
 
 /// The reference int8 product: each row of `A` quantized ([`quantize_row`]), the integer
 /// sum over `p` against `B`'s quads, scaled by the row's and the column's scales in f32
-/// (plus the bias, and `C` when accumulating), as the module docs say.
-///
-/// # Errors
-/// As [`check_gemm_packed`].
-pub fn gemm_int8_naive(
-    g: &Gemm,
-    a: &[f32],
-    b: &[u32],
-    bias: Option<&[f32]>,
-    c: &mut [f32],
-) -> Result<(), NumError> {
-    check_gemm_packed(
-        Packed::Int8,
-        g,
-        a.len(),
-        b.len(),
-        bias.map(<[f32]>::len),
-        c.len(),
-    )?;
+/// (plus the bias, and `C` when accumulating), as the module docs say. The operands were
+/// checked ([`crate::packed::gemm_naive`]).
+pub(crate) fn gemm_int8_naive(g: &Gemm, a: &[f32], b: &[u32], bias: Option<&[f32]>, c: &mut [f32]) {
     let (m, n, k) = (g.m, g.n, g.k);
     let kp = k.div_ceil(4);
     let b = &b[g.b_off..g.b_off + Packed::Int8.elems(k, n, g.b_strips)];
@@ -166,7 +150,6 @@ pub fn gemm_int8_naive(
             *cij = if accumulate { *cij + v } else { v };
         }
     }
-    Ok(())
 }
 
 /// The AVX512_VNNI kernels.
@@ -355,7 +338,15 @@ mod tests {
         let mut packed = vec![0u32; Packed::Int8.elems(k, n, false)];
         pack_quads(k, n, false, &b, &mut packed).unwrap();
         let mut c = vec![f32::NAN; m * n];
-        gemm_int8_naive(&Gemm::new(m, n, k), &a, &packed, Some(&bias), &mut c).unwrap();
+        crate::packed::gemm_naive(
+            Packed::Int8,
+            &Gemm::new(m, n, k),
+            &a,
+            &packed,
+            Some(&bias),
+            &mut c,
+        )
+        .unwrap();
         for i in 0..m {
             for j in 0..n {
                 let exact: f64 = (0..k)
@@ -376,7 +367,15 @@ mod tests {
         let mut bad = a.clone();
         bad[k + 3] = f32::NAN;
         let mut c2 = vec![0.0; m * n];
-        gemm_int8_naive(&Gemm::new(m, n, k), &bad, &packed, Some(&bias), &mut c2).unwrap();
+        crate::packed::gemm_naive(
+            Packed::Int8,
+            &Gemm::new(m, n, k),
+            &bad,
+            &packed,
+            Some(&bias),
+            &mut c2,
+        )
+        .unwrap();
         assert!(c2[n..2 * n].iter().all(|v| v.is_nan()));
         assert_eq!(c2[..n], c[..n]);
         assert_eq!(c2[2 * n..], c[2 * n..]);

@@ -87,10 +87,12 @@ pub fn gemm_naive(
     bias: Option<&[f32]>,
     c: &mut [f32],
 ) -> Result<(), NumError> {
+    check_gemm_packed(p, g, a.len(), b.len(), bias.map(<[f32]>::len), c.len())?;
     match p {
         Packed::Bf16 => crate::bf16::gemm_bf16_naive(g, a, b, bias, c),
         Packed::Int8 => crate::int8::gemm_int8_naive(g, a, b, bias, c),
     }
+    Ok(())
 }
 
 /// The CPU feature `p`'s fast kernel needs besides AVX-512F: its `cpuid` name and the
