@@ -105,7 +105,7 @@ pub(crate) mod x86 {
     };
 
     use crate::packed::x86::{Panel, Words};
-    use crate::small_m::x86::store_tile_f32;
+    use crate::small_m::x86::{lanes, store_tile_f32};
 
     /// The bf16 pair layout's kernels.
     pub(crate) struct Pairs;
@@ -123,7 +123,6 @@ pub(crate) mod x86 {
                 let mut p = 0;
                 while p < k {
                     let rest = (k - p).min(32);
-                    let lanes = |n: usize| ((1u32 << n.min(16)) - 1) as u16;
                     let lo = _mm512_maskz_loadu_ps(lanes(rest), src.add(p));
                     let hi = _mm512_maskz_loadu_ps(lanes(rest.saturating_sub(16)), src.add(p + 16));
                     let words: __m512i = std::mem::transmute(_mm512_cvtne2ps_pbh(hi, lo));

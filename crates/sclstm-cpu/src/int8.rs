@@ -164,7 +164,7 @@ pub(crate) mod x86 {
     };
 
     use crate::packed::x86::{Panel, Words};
-    use crate::small_m::x86::store_tile_f32;
+    use crate::small_m::x86::{lanes, store_tile_f32};
 
     /// The int8 quad layout's kernels.
     pub(crate) struct Quads;
@@ -176,7 +176,6 @@ pub(crate) mod x86 {
         /// conversion (`vcvtps2dq` rounds to nearest even), into `⌈k/4⌉` words.
         #[target_feature(enable = "avx512f")]
         unsafe fn pack_row(src: *const f32, k: usize, dst: *mut u32) -> f32 {
-            let lanes = |n: usize| ((1u32 << n.min(16)) - 1) as u16;
             // SAFETY (whole body): masked lanes are not accessed; the rest is in bounds.
             unsafe {
                 let (mut max, mut nan) = (_mm512_setzero_ps(), 0u16);

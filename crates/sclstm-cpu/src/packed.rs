@@ -218,6 +218,7 @@ pub(crate) mod x86 {
     use sclstm_core::STRIP;
 
     use crate::gemm::{TALL_COL_BLOCK, seed_bias};
+    use crate::small_m::x86::lanes;
 
     /// Rows of `C` a register tile holds: `2·12` accumulators, two `B` vectors and the
     /// broadcast in 27 of the 32 registers, as for the f32 tile.
@@ -383,7 +384,6 @@ pub(crate) mod x86 {
         /// # Safety
         /// As for [`Panel::run`].
         unsafe fn tiles<K: Words, const M: usize>(&self) {
-            let lanes = |n: usize| ((1u32 << n.min(16)) - 1) as u16;
             // SAFETY: the tiles stay inside the panel.
             unsafe {
                 for t in 0..self.w / 32 {

@@ -593,7 +593,6 @@ pub(crate) mod x86 {
                 tile_f32::<M, 2>(x, (t * 32) as isize, [u16::MAX; 2]);
             }
             if x.tail > 0 {
-                let lanes = |n: usize| ((1u32 << n.min(16)) - 1) as u16;
                 let j0 = (x.tiles * 32) as isize;
                 tile_f32::<M, 2>(x, j0, [lanes(x.tail), lanes(x.tail.saturating_sub(16))]);
             }
@@ -630,6 +629,11 @@ pub(crate) mod x86 {
             }
             store_tile_f32(acc, c.offset(j0), x.rsc, masks, x.accumulate);
         }
+    }
+
+    /// The mask of the first `n` lanes (at most 16) of a 16-lane vector.
+    pub(crate) fn lanes(n: usize) -> u16 {
+        ((1u32 << n.min(16)) - 1) as u16
     }
 
     /// Stores an `M × 16V` f32 tile held in registers (`acc[i]`: row `i`, `V` vectors)
