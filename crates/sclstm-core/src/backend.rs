@@ -285,11 +285,17 @@ impl Packed {
         }
     }
 
-    /// Elements a packed `k × n` matrix takes: its word rows (in the strip layout with
-    /// `strips`), then, for int8, the `n` scales and `n` column sums.
-    pub fn elems(self, k: usize, n: usize, strips: bool) -> usize {
+    /// Elements the word rows of a packed `k × n` matrix take (in the strip layout with
+    /// `strips`).
+    pub fn words(self, k: usize, n: usize, strips: bool) -> usize {
         let kp = k.div_ceil(self.per_word());
-        let words = if strips { strip_len(kp, n) } else { kp * n };
+        if strips { strip_len(kp, n) } else { kp * n }
+    }
+
+    /// Elements a packed `k × n` matrix takes: its [`Packed::words`], then, for int8,
+    /// the `n` scales and `n` column sums.
+    pub fn elems(self, k: usize, n: usize, strips: bool) -> usize {
+        let words = self.words(k, n, strips);
         match self {
             Packed::Bf16 => words,
             Packed::Int8 => words + 2 * n,

@@ -91,7 +91,7 @@ pub fn pack_quads(
         }
     }
     let kp = k.div_ceil(4);
-    let words = len - 2 * n;
+    let words = Packed::Int8.words(k, n, strips);
     let (body, cols) = dst[..len].split_at_mut(words);
     // The strip layout's padding columns and the last word row's padding bytes.
     body.fill(0);

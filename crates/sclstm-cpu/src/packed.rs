@@ -174,12 +174,7 @@ pub fn gemm_fast(
     }
     #[cfg(target_arch = "x86_64")]
     {
-        let kp = g.k.div_ceil(p.per_word());
-        let words = if g.b_strips {
-            sclstm_core::strip_len(kp, g.n)
-        } else {
-            kp * g.n
-        };
+        let words = p.words(g.k, g.n, g.b_strips);
         let view = x86::View {
             k: g.k,
             n: g.n,

@@ -139,16 +139,21 @@ fn caches_come_in_row_buckets_and_the_best_fit_is_reused() {
     assert_eq!(ws.pooled(), 6);
 }
 
-#[test]
-fn a_weights_id_reuses_the_device_weights_until_its_version_changes() {
-    let spec = Spec {
+/// A two-direction layer with one task gate over two short sentences.
+fn two_short_sentences() -> Spec {
+    Spec {
         steps: 3,
         lens: vec![3, 2],
         input: 2,
         hidden: 2,
         dirs: 2,
         tasks: vec![None],
-    };
+    }
+}
+
+#[test]
+fn a_weights_id_reuses_the_device_weights_until_its_version_changes() {
+    let spec = two_short_sentences();
     let forward = |ws: &LayerWorkspace<CpuBackend<f64>>, v: &[M], version: Option<u64>| {
         let mut args = spec.args(v);
         args.weights_id = version.map(|version| WeightsId {
@@ -181,14 +186,7 @@ fn a_weights_id_reuses_the_device_weights_until_its_version_changes() {
 fn layers_of_the_same_sizes_keep_their_own_device_weights() {
     // Two layers (other parameter ids, the same sizes) called in turn, as an
     // inference pass calls a model's upper layers batch after batch.
-    let spec = Spec {
-        steps: 3,
-        lens: vec![3, 2],
-        input: 2,
-        hidden: 2,
-        dirs: 2,
-        tasks: vec![None],
-    };
+    let spec = two_short_sentences();
     let forward = |ws: &LayerWorkspace<CpuBackend<f64>>, v: &[M], first_id: u32| {
         let mut args = spec.args(v);
         let ids = |d: u32| (first_id + 6 * d..first_id + 6 * d + 6).collect();
