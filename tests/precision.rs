@@ -365,24 +365,29 @@ fn packed_products_tag_like_f32_or_are_refused_naming_the_flag() {
             .success()
     );
     let r = run.to_str().unwrap();
-    let eval = |precision: &str, preds: &Path| {
-        crate::cli::sclstm(&[
-            "eval",
-            "--run",
-            r,
-            "--split",
-            "dev",
-            "--threads",
-            "2",
-            "--precision",
-            precision,
-            "--write-predictions",
-            preds.to_str().unwrap(),
-        ])
+    let eval_with = |kernels: &str, precision: &str, preds: &Path| {
+        crate::cli::sclstm_in(
+            Path::new(env!("CARGO_MANIFEST_DIR")),
+            &[("SCLSTM_KERNELS", kernels)],
+            &[
+                "eval",
+                "--run",
+                r,
+                "--split",
+                "dev",
+                "--threads",
+                "2",
+                "--precision",
+                precision,
+                "--write-predictions",
+                preds.to_str().unwrap(),
+            ],
+        )
     };
+    let eval = |precision: &str, preds: &Path| eval_with("auto", precision, preds);
     let f32_preds = run.join("f32.txt");
     assert!(eval("f32", &f32_preds).status.success());
-    for (precision, feature) in [("bf16", "AVX512_BF16"), ("int8", "AVX512_VNNI")] {
+    for (precision, feature) in [("bf16", "AVX512_BF16"), ("int8", "AVX2")] {
         let flag = format!("--precision {precision}");
         let preds = run.join(format!("{precision}.txt"));
         let out = eval(precision, &preds);
@@ -402,6 +407,18 @@ fn packed_products_tag_like_f32_or_are_refused_naming_the_flag() {
                 same < a.len() || precision == "bf16",
                 "the int8 products ran"
             );
+            if precision == "int8" {
+                // Every int8 kernel sums the same integers: with the AVX2 kernels forced
+                // the tags are the same.
+                let avx2 = run.join("int8-avx2.txt");
+                let out = eval_with("avx2", precision, &avx2);
+                assert!(
+                    out.status.success(),
+                    "{}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                assert_eq!(predicted_tags(&avx2), b, "int8 on AVX2 tags alike");
+            }
         } else {
             assert!(err.contains(&flag) && err.contains(feature), "{err}");
             assert!(!err.contains("panicked"), "{err}");

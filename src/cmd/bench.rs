@@ -38,6 +38,7 @@ use rand_chacha::ChaCha8Rng;
 use sclstm_autodiff::optim::{Adam, AdamConfig};
 use sclstm_core::{Backend, Gemm, Packed, Real};
 use sclstm_cpu::kernels::{KERNELS_ENV, Kernels, cpu_model, cpu_topology};
+use sclstm_cpu::packed;
 use sclstm_model::{Family, ModelConfig, ModelError, ModelInput, Tagger, TaskConfig};
 use serde::Serialize;
 
@@ -73,8 +74,8 @@ pub struct Args {
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
     /// Precision of the weight products in the inference measurement: `f32`, `bf16`
-    /// (CPU with AVX512_BF16 only) or `int8` (CPU with AVX512_VNNI only); training is
-    /// always f32.
+    /// (CPU with AVX512_BF16 only) or `int8` (AVX2; twice as fast with AVX512_VNNI);
+    /// training is always f32.
     #[arg(long, value_enum, default_value = "f32")]
     pub precision: Precision,
     /// Also time every backend call of the timed training steps and of the inference,
@@ -306,16 +307,8 @@ fn product_rates<B: Backend>(
                 "input projection over all steps, int8 weights",
             ],
         };
-        let kernel = match (p, strips) {
-            (Packed::Bf16, false) => "AVX512_BF16 register tile (vdpbf16ps), B in bf16 pairs",
-            (Packed::Bf16, true) => {
-                "AVX512_BF16 register tile (vdpbf16ps), B in bf16 pairs, in strips"
-            }
-            (Packed::Int8, false) => "AVX512_VNNI register tile (vpdpbusd), B in int8 quads",
-            (Packed::Int8, true) => {
-                "AVX512_VNNI register tile (vpdpbusd), B in int8 quads, in strips"
-            }
-        };
+        // Only the CPU backend has packed products (the others refused them already).
+        let kernel = packed::kernel(p).map_or("none", packed::Kernel::describe);
         for (kind, g) in kinds.into_iter().zip([shapes[0], shapes[2]]) {
             let a = b.upload(&fill(g.m * g.k))?;
             let mut w = b.zeros(p.elems(g.k, g.n, g.b_strips))?;
@@ -328,7 +321,11 @@ fn product_rates<B: Backend>(
             })?;
             out.push(ProductRate {
                 kind,
-                shape: shape_of(&g),
+                shape: if g.b_strips {
+                    format!("{}, B in strips", shape_of(&g))
+                } else {
+                    shape_of(&g)
+                },
                 kernel,
                 gflops,
                 precision,

@@ -145,7 +145,7 @@ pub(crate) mod x86 {
                     let b1: __m512bh =
                         std::mem::transmute(_mm512_maskz_loadu_epi32(m1, bp.add(16)));
                     for (i, acc_i) in acc.iter_mut().enumerate() {
-                        let pair = *p.a.add(i * p.kp + q) as i32;
+                        let pair = *p.a.add(i * p.rsa + q) as i32;
                         let av: __m512bh = std::mem::transmute(_mm512_set1_epi32(pair));
                         acc_i[0] = _mm512_dpbf16_ps(acc_i[0], av, b0);
                         acc_i[1] = _mm512_dpbf16_ps(acc_i[1], av, b1);

@@ -1,13 +1,14 @@
 //! int8 products for inference: the quantization and packing of the int8 quad layout
 //! (see `sclstm_core::Backend::write_packed`), the reference product (the spec) and the
-//! fast one's kernels on AVX512_VNNI (driven by [`crate::packed`]).
+//! fast one's kernels on AVX512_VNNI and on AVX2 (driven by [`crate::packed`]).
 //!
 //! Weights are quantized per output column, layer inputs per row as a product starts
-//! (dynamic quantization), both symmetrically to `[-127, 127]`; the inputs are stored
-//! offset by 128 as unsigned bytes, the operand `vpdpbusd` takes (per i32 lane: the four
-//! products of one quad along `k`, added to the accumulator). The integer sums are
-//! exact, so the fast kernel gives the reference's result bit for bit: the scaling after
-//! the sum is the same few f32 operations in the same order.
+//! (dynamic quantization), both symmetrically to `[-127, 127]`. For AVX512_VNNI the
+//! inputs are stored offset by 128 as unsigned bytes, the operand `vpdpbusd` takes (per
+//! i32 lane: the four products of one quad along `k`, added to the accumulator); for
+//! AVX2 as signed 16-bit values, against `B`'s quads widened to 16 bits. The integer sums
+//! are exact, so both fast kernels give the reference's result bit for bit: the scaling
+//! after the sum is the same few f32 operations in the same order.
 
 use sclstm_core::{Gemm, NumError, Packed};
 
@@ -152,7 +153,7 @@ pub(crate) fn gemm_int8_naive(g: &Gemm, a: &[f32], b: &[u32], bias: Option<&[f32
     }
 }
 
-/// The AVX512_VNNI kernels.
+/// The kernels: AVX512_VNNI's and AVX2's.
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod x86 {
     use std::arch::x86_64::{
@@ -163,13 +164,25 @@ pub(crate) mod x86 {
         _mm512_setzero_ps, _mm512_setzero_si512, _mm512_slli_epi32, _mm512_sub_epi32,
     };
 
+    use std::arch::x86_64::{
+        _CMP_UNORD_Q as UNORD, _mm_loadu_si128, _mm_maskload_epi32, _mm_packs_epi32,
+        _mm_storeu_si128, _mm256_add_epi32, _mm256_add_ps, _mm256_andnot_ps,
+        _mm256_castsi256_si128, _mm256_cmp_ps, _mm256_cvtepi8_epi16, _mm256_cvtepi32_ps,
+        _mm256_cvtps_epi32, _mm256_extracti128_si256, _mm256_hadd_epi32, _mm256_loadu_ps,
+        _mm256_madd_epi16, _mm256_maskload_ps, _mm256_maskstore_ps, _mm256_max_ps,
+        _mm256_movemask_ps, _mm256_mul_ps, _mm256_or_ps, _mm256_permute4x64_epi64,
+        _mm256_set1_epi64x, _mm256_set1_ps, _mm256_setzero_ps, _mm256_setzero_si256,
+        _mm256_storeu_ps,
+    };
+
     use crate::packed::x86::{Panel, Words};
+    use crate::small_m::avx2::lanes_f32;
     use crate::small_m::x86::{lanes, store_tile_f32};
 
-    /// The int8 quad layout's kernels.
-    pub(crate) struct Quads;
+    /// The int8 quad layout's kernels on AVX512_VNNI.
+    pub(crate) struct Vnni;
 
-    impl Words for Quads {
+    impl Words for Vnni {
         const PER_WORD: usize = 4;
 
         /// Quantizes `k` contiguous f32 as [`super::quantize_row`] does, 16 values per
@@ -218,7 +231,7 @@ pub(crate) mod x86 {
                     let b0 = _mm512_maskz_loadu_epi32(m0, bp);
                     let b1 = _mm512_maskz_loadu_epi32(m1, bp.add(16));
                     for (i, acc_i) in acc.iter_mut().enumerate() {
-                        let av = _mm512_set1_epi32(*p.a.add(i * p.kp + q) as i32);
+                        let av = _mm512_set1_epi32(*p.a.add(i * p.rsa + q) as i32);
                         acc_i[0] = _mm512_dpbusd_epi32(acc_i[0], av, b0);
                         acc_i[1] = _mm512_dpbusd_epi32(acc_i[1], av, b1);
                     }
@@ -241,6 +254,181 @@ pub(crate) mod x86 {
                     }
                 }
                 store_tile_f32(out, p.c.add(j0), p.rsc, masks, p.accumulate);
+            }
+        }
+    }
+
+    /// The int8 quad layout's kernels on AVX2. `vpmaddubsw` would take the quads as
+    /// `vpdpbusd` does, but saturates its 16-bit pair sums for 8-bit inputs; instead each
+    /// quad of `B` is widened to four i16 and a row of `A` is packed as signed i16 (two
+    /// words per quad, no offset), so that `vpmaddwd` sums pairs exactly into i32: the
+    /// integer sums, and so the results, are the reference's.
+    pub(crate) struct Avx2;
+
+    /// Most rows one pass over a tile's `B` columns keeps in registers: `2·R`
+    /// accumulators, two widened `B` vectors and the broadcast in 15 of the 16.
+    const AVX2_ROWS: usize = 6;
+
+    impl Words for Avx2 {
+        const PER_WORD: usize = 4;
+        const A_WORDS: usize = 2;
+
+        /// Quantizes `k` contiguous f32 as [`super::quantize_row`] does (`vcvtps2dq`
+        /// rounds to nearest even, as [`super::quantize`]), into `⌈k/4⌉` quads of i16,
+        /// zeros past `k` and for a row whose scale is NaN.
+        #[target_feature(enable = "avx2")]
+        unsafe fn pack_row(src: *const f32, k: usize, dst: *mut u32) -> f32 {
+            // SAFETY (whole body): every access is below `k` in `src` and below the
+            // quads' `4·⌈k/4⌉` values in `dst`.
+            unsafe {
+                let body = k / 8 * 8;
+                let (mut max, mut nan) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+                let sign = _mm256_set1_ps(-0.0);
+                for p in (0..body).step_by(8) {
+                    let x = _mm256_loadu_ps(src.add(p));
+                    nan = _mm256_or_ps(nan, _mm256_cmp_ps::<UNORD>(x, x));
+                    max = _mm256_max_ps(max, _mm256_andnot_ps(sign, x));
+                }
+                let mut lanes = [0.0f32; 8];
+                _mm256_storeu_ps(lanes.as_mut_ptr(), max);
+                let mut largest = if _mm256_movemask_ps(nan) != 0 {
+                    f32::NAN
+                } else {
+                    lanes.into_iter().fold(0.0, f32::max)
+                };
+                for p in body..k {
+                    largest = super::max_abs(largest, *src.add(p));
+                }
+                let (inv, scale) = super::quantization(largest);
+                let out = dst.cast::<i16>();
+                let quads = k.div_ceil(4) * 4;
+                if scale.is_nan() {
+                    std::ptr::write_bytes(out, 0, quads);
+                    return scale;
+                }
+                let vinv = _mm256_set1_ps(inv);
+                for p in (0..body).step_by(8) {
+                    let q = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(src.add(p)), vinv));
+                    let q = _mm_packs_epi32(
+                        _mm256_castsi256_si128(q),
+                        _mm256_extracti128_si256::<1>(q),
+                    );
+                    _mm_storeu_si128(out.add(p).cast(), q);
+                }
+                for p in body..k {
+                    *out.add(p) = super::quantize(*src.add(p), inv) as i16;
+                }
+                for p in k..quads {
+                    *out.add(p) = 0;
+                }
+                scale
+            }
+        }
+
+        #[target_feature(enable = "avx2")]
+        unsafe fn tile<const M: usize>(p: &Panel, j0: usize, m0: u16, m1: u16) {
+            let cols = (u32::from(m0) | u32::from(m1) << 16).count_ones() as usize;
+            // SAFETY: the groups and rows stay inside the tile.
+            unsafe {
+                // Eight columns at a time, in passes of at most AVX2_ROWS rows (as even
+                // as they can be, so that no pass streams B for a row or two).
+                for g in (0..cols).step_by(8) {
+                    let width = (cols - g).min(8);
+                    let mut i0 = 0;
+                    while i0 < M {
+                        let h = (M - i0).div_ceil((M - i0).div_ceil(AVX2_ROWS));
+                        match (h, width == 8) {
+                            (1, true) => rows::<1, false>(p, j0, g, i0, width),
+                            (2, true) => rows::<2, false>(p, j0, g, i0, width),
+                            (3, true) => rows::<3, false>(p, j0, g, i0, width),
+                            (4, true) => rows::<4, false>(p, j0, g, i0, width),
+                            (5, true) => rows::<5, false>(p, j0, g, i0, width),
+                            (6, true) => rows::<6, false>(p, j0, g, i0, width),
+                            (1, false) => rows::<1, true>(p, j0, g, i0, width),
+                            (2, false) => rows::<2, true>(p, j0, g, i0, width),
+                            (3, false) => rows::<3, true>(p, j0, g, i0, width),
+                            (4, false) => rows::<4, true>(p, j0, g, i0, width),
+                            (5, false) => rows::<5, true>(p, j0, g, i0, width),
+                            (6, false) => rows::<6, true>(p, j0, g, i0, width),
+                            _ => unreachable!("internal: passes have 1..=AVX2_ROWS rows"),
+                        }
+                        i0 += h;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Rows `i0 .. i0 + R` of the 8-column group at column `g` of the tile at `j0`,
+    /// its first `width` columns real; with `MASKED` only those are loaded and stored.
+    ///
+    /// # Safety
+    /// AVX2 available; as for [`Words::tile`], the rows and unmasked columns inside the
+    /// panel.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    unsafe fn rows<const R: usize, const MASKED: bool>(
+        p: &Panel,
+        j0: usize,
+        g: usize,
+        i0: usize,
+        width: usize,
+    ) {
+        // SAFETY (whole body): masked lanes are not accessed; the rest is in bounds.
+        unsafe {
+            let mask = lanes_f32(width);
+            let (mask_lo, mask_hi) = (
+                _mm256_castsi256_si128(mask),
+                _mm256_extracti128_si256::<1>(mask),
+            );
+            let a = p.a.add(i0 * p.rsa);
+            let mut acc = [[_mm256_setzero_si256(); 2]; R];
+            for q in 0..p.kp {
+                // Words of columns g..g+4 and g+4..g+8: four bytes along `k` each.
+                let w = p.b_row(j0, q).add(g);
+                let (lo, hi) = if MASKED {
+                    (
+                        _mm_maskload_epi32(w, mask_lo),
+                        _mm_maskload_epi32(w.add(4), mask_hi),
+                    )
+                } else {
+                    (_mm_loadu_si128(w.cast()), _mm_loadu_si128(w.add(4).cast()))
+                };
+                let (lo, hi) = (_mm256_cvtepi8_epi16(lo), _mm256_cvtepi8_epi16(hi));
+                for (i, acc_i) in acc.iter_mut().enumerate() {
+                    let quad = a.add(i * p.rsa + 2 * q).cast::<i64>().read_unaligned();
+                    let av = _mm256_set1_epi64x(quad);
+                    acc_i[0] = _mm256_add_epi32(acc_i[0], _mm256_madd_epi16(lo, av));
+                    acc_i[1] = _mm256_add_epi32(acc_i[1], _mm256_madd_epi16(hi, av));
+                }
+            }
+            // Lanes hold half quads, column by column ([c0 c0 c1 c1 | c2 c2 c3 c3] and
+            // the same for c4..c7): add the halves, then put the columns in order.
+            let at = j0 + g;
+            let load = |ptr: *const f32| {
+                if MASKED {
+                    _mm256_maskload_ps(ptr, mask)
+                } else {
+                    _mm256_loadu_ps(ptr)
+                }
+            };
+            let scales = load(p.col_scales.add(at));
+            for (i, acc_i) in acc.iter().enumerate() {
+                let sums = _mm256_hadd_epi32(acc_i[0], acc_i[1]);
+                let sums = _mm256_permute4x64_epi64::<0b11_01_10_00>(sums);
+                let t = _mm256_set1_ps(*p.row_scales.add(i0 + i));
+                let v = _mm256_mul_ps(_mm256_cvtepi32_ps(sums), _mm256_mul_ps(t, scales));
+                let dst = p.c.offset((i0 + i) as isize * p.rsc).add(at);
+                let v = if p.accumulate {
+                    _mm256_add_ps(load(dst), v)
+                } else {
+                    v
+                };
+                if MASKED {
+                    _mm256_maskstore_ps(dst, mask, v);
+                } else {
+                    _mm256_storeu_ps(dst, v);
+                }
             }
         }
     }

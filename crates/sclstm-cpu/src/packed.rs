@@ -3,11 +3,12 @@
 //!
 //! A product `C (+)= A·B (+ bias)` reads `B` packed along `k` in 32-bit words once (a
 //! weight, written when the weights are; `sclstm_core::Packed`) and packs each row of
-//! `A` (activations) the same way as the product starts. The fast kernels keep an
-//! `M × 32` block of `C` in registers as the f32 register tile does and stream `B`'s
-//! word rows, each instruction summing a whole word's products along `k` into a 32-bit
-//! lane. Threads split `C` as for the f32 products ([`crate::gemm`]), so a fixed thread
-//! count gives a fixed result.
+//! `A` (activations) the same way as the product starts. The fast kernels ([`Kernel`])
+//! compute `M × 32` blocks of `C` in registers as the f32 register tiles do (the AVX-512
+//! ones at once, the AVX2 one in passes of up to 6 rows × 8 columns) and stream `B`'s
+//! word rows, summing a whole word's products along `k` into a 32-bit lane. Threads split
+//! `C` as for the f32 products ([`crate::gemm`]), so a fixed thread count gives a fixed
+//! result.
 
 use rayon::ThreadPool;
 use sclstm_core::{BackendErrorKind, Gemm, NumError, Packed, STRIP};
@@ -95,66 +96,94 @@ pub fn gemm_naive(
     Ok(())
 }
 
-/// The CPU feature `p`'s fast kernel needs besides AVX-512F: its `cpuid` name and the
-/// name users read.
-#[cfg(target_arch = "x86_64")]
-fn feature(p: Packed) -> (bool, &'static str) {
-    match p {
-        Packed::Bf16 => (std::is_x86_feature_detected!("avx512bf16"), "AVX512_BF16"),
-        Packed::Int8 => (std::is_x86_feature_detected!("avx512vnni"), "AVX512_VNNI"),
+/// A fast kernel of the packed products.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kernel {
+    /// bf16 pairs on AVX512_BF16 (`vdpbf16ps`).
+    Bf16Avx512,
+    /// int8 quads on AVX512_VNNI (`vpdpbusd`).
+    Int8Vnni,
+    /// int8 quads on AVX2: the bytes widened to 16 bits, pairs summed by `vpmaddwd`
+    /// (half `vpdpbusd`'s rate; the same integer sums, so the same results).
+    Int8Avx2,
+}
+
+impl Kernel {
+    /// What the kernel is, for reports.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Kernel::Bf16Avx512 => "AVX512_BF16 register tile (vdpbf16ps), B in bf16 pairs",
+            Kernel::Int8Vnni => "AVX512_VNNI register tile (vpdpbusd), B in int8 quads",
+            Kernel::Int8Avx2 => "AVX2 register tile (vpmaddwd), B in int8 quads",
+        }
     }
 }
 
-/// Whether `p`'s fast kernel runs on this machine: the CPU has its feature and the
-/// AVX-512 kernel set is active (`SCLSTM_KERNELS` may force a smaller one).
-pub fn available(p: Packed) -> bool {
+/// `p`'s fast kernel with the kernel set `set` on this CPU, if it has one: bf16 needs
+/// the avx512 set and AVX512_BF16; int8 runs `vpdpbusd` with the avx512 set on a CPU
+/// with AVX512_VNNI, else `vpmaddwd` with the avx512 or avx2 set.
+pub fn kernel_for(p: Packed, set: Kernels) -> Option<Kernel> {
     #[cfg(target_arch = "x86_64")]
     {
-        Kernels::active() == Kernels::Avx512 && feature(p).0
+        let avx512 = set == Kernels::Avx512 && set.runs_here();
+        match p {
+            Packed::Bf16 if avx512 && std::is_x86_feature_detected!("avx512bf16") => {
+                Some(Kernel::Bf16Avx512)
+            }
+            Packed::Int8 if avx512 && std::is_x86_feature_detected!("avx512vnni") => {
+                Some(Kernel::Int8Vnni)
+            }
+            Packed::Int8 if set != Kernels::Portable && Kernels::Avx2.runs_here() => {
+                Some(Kernel::Int8Avx2)
+            }
+            _ => None,
+        }
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
-        let _ = p;
-        false
+        let _ = (p, set);
+        None
     }
 }
 
-/// Why `p`'s fast kernel does not run here (`None` when it does).
+/// `p`'s fast kernel with the active kernel set ([`Kernels::active`]: `SCLSTM_KERNELS`
+/// may force a smaller one).
+pub fn kernel(p: Packed) -> Option<Kernel> {
+    kernel_for(p, Kernels::active())
+}
+
+/// Whether `p` has a fast kernel here ([`kernel`]).
+pub fn available(p: Packed) -> bool {
+    kernel(p).is_some()
+}
+
+/// Why `p` has no fast kernel here (`None` when it has).
 pub fn unavailable_reason(p: Packed) -> Option<String> {
     if available(p) {
         return None;
     }
-    #[cfg(target_arch = "x86_64")]
-    let (has, name) = feature(p);
-    #[cfg(not(target_arch = "x86_64"))]
-    let (has, name) = (false, "x86-64 AVX-512");
+    let needs = match p {
+        Packed::Bf16 => "AVX512_BF16 and the avx512 kernel set",
+        Packed::Int8 => "AVX2 and the avx2 or avx512 kernel set (twice as fast with AVX512_VNNI)",
+    };
     Some(format!(
-        "{} products need {name} and the avx512 kernel set; this CPU ({}) runs the {} set{}",
+        "{} products need {needs}; this CPU ({}) runs the {} set{}",
         p.name(),
         crate::kernels::cpu_model(),
         Kernels::active().name(),
-        if !has && Kernels::available().contains(&Kernels::Avx512) {
-            format!(" and has no {name}")
+        if p == Packed::Bf16
+            && Kernels::available().contains(&Kernels::Avx512)
+            && kernel_for(p, Kernels::Avx512).is_none()
+        {
+            " and has no AVX512_BF16"
         } else {
-            String::new()
+            ""
         }
     ))
 }
 
-/// The error of a fast kernel called where it does not run.
-fn unavailable(p: Packed) -> Result<(), NumError> {
-    match unavailable_reason(p) {
-        None => Ok(()),
-        Some(message) => Err(NumError::Backend {
-            backend: "cpu".into(),
-            kind: BackendErrorKind::Unavailable,
-            message,
-        }),
-    }
-}
-
-/// `p`'s fast product, split across `pool` as the f32 products are (see
-/// `gemm::split_output`).
+/// `p`'s fast product with the active kernel set ([`kernel`]), split across `pool` as the
+/// f32 products are (see `gemm::split_output`).
 ///
 /// # Errors
 /// As [`check_gemm_packed`]; [`NumError::Backend`] when [`available`] is false.
@@ -167,7 +196,55 @@ pub fn gemm_fast(
     c: &mut [f32],
     pool: Option<&ThreadPool>,
 ) -> Result<(), NumError> {
-    unavailable(p)?;
+    match kernel(p) {
+        Some(kernel) => gemm_with(kernel, p, g, a, b, bias, c, pool),
+        None => Err(unavailable(unavailable_reason(p).unwrap_or_default())),
+    }
+}
+
+/// Every fast kernel of `p` this CPU runs (one per kernel set that has one), best first.
+pub fn kernels_here(p: Packed) -> Vec<Kernel> {
+    let mut all: Vec<Kernel> = Kernels::available()
+        .into_iter()
+        .filter_map(|set| kernel_for(p, set))
+        .collect();
+    all.dedup();
+    all
+}
+
+/// The error of a packed product refused for `message`.
+fn unavailable(message: String) -> NumError {
+    NumError::Backend {
+        backend: "cpu".into(),
+        kind: BackendErrorKind::Unavailable,
+        message,
+    }
+}
+
+/// [`gemm_fast`] with `kernel`, whatever the active kernel set (the tests compare each
+/// kernel this CPU runs with the reference).
+///
+/// # Errors
+/// As [`gemm_fast`]; [`NumError::Backend`] when `kernel` is not one of `p`'s
+/// [`kernels_here`].
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_with(
+    kernel: Kernel,
+    p: Packed,
+    g: &Gemm,
+    a: &[f32],
+    b: &[u32],
+    bias: Option<&[f32]>,
+    c: &mut [f32],
+    pool: Option<&ThreadPool>,
+) -> Result<(), NumError> {
+    if !kernels_here(p).contains(&kernel) {
+        let message = format!(
+            "the {} products have no {kernel:?} kernel on this CPU",
+            p.name()
+        );
+        return Err(unavailable(message));
+    }
     check_gemm_packed(p, g, a.len(), b.len(), bias.map(<[f32]>::len), c.len())?;
     if g.m == 0 || g.n == 0 {
         return Ok(());
@@ -188,20 +265,21 @@ pub fn gemm_fast(
             c: c.as_mut_ptr().wrapping_add(g.c_off),
             accumulate: g.accumulate,
         };
-        // SAFETY: `unavailable` vouches for the instructions; the operands were checked
-        // and the blocks `split_output` hands out are disjoint and inside `m × n`.
+        // SAFETY: this CPU runs `kernel` (checked above); the operands were
+        // checked and the blocks `split_output` hands out are disjoint and inside `m × n`.
         crate::gemm::split_output(g, pool, |r0, r1, c0, c1| unsafe {
-            match p {
-                Packed::Bf16 => view.block::<crate::bf16::x86::Pairs>(r0, r1, c0, c1),
-                Packed::Int8 => view.block::<crate::int8::x86::Quads>(r0, r1, c0, c1),
+            match kernel {
+                Kernel::Bf16Avx512 => view.block::<crate::bf16::x86::Pairs>(r0, r1, c0, c1),
+                Kernel::Int8Vnni => view.block::<crate::int8::x86::Vnni>(r0, r1, c0, c1),
+                Kernel::Int8Avx2 => view.block::<crate::int8::x86::Avx2>(r0, r1, c0, c1),
             }
         });
         Ok(())
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
-        let _ = pool;
-        unreachable!("internal: available() is false off x86_64")
+        let _ = (kernel, pool);
+        unreachable!("internal: no packed kernel runs off x86_64")
     }
 }
 
@@ -229,8 +307,12 @@ pub(crate) mod x86 {
         /// Values of `k` per word.
         const PER_WORD: usize;
 
-        /// Packs `k` contiguous f32 into `⌈k / PER_WORD⌉` words at `dst`, returning the
-        /// row's scale (1 where the layout has none).
+        /// Words of a packed row of `A` per word of `B` (1 where `A`'s values take as
+        /// many bits as `B`'s).
+        const A_WORDS: usize = 1;
+
+        /// Packs `k` contiguous f32 into `⌈k / PER_WORD⌉ · A_WORDS` words at `dst`,
+        /// returning the row's scale (1 where the layout has none).
         ///
         /// # Safety
         /// The layout's CPU features available; `src` valid for `k` reads, `dst` for the
@@ -272,17 +354,18 @@ pub(crate) mod x86 {
         /// thread touches it.
         pub(crate) unsafe fn block<K: Words>(&self, r0: usize, r1: usize, c0: usize, c1: usize) {
             let (rows, kp, n) = (r1 - r0, self.k.div_ceil(K::PER_WORD), self.n);
+            let rsa = kp * K::A_WORDS;
             A_ROWS.with_borrow_mut(|(words, scales)| {
                 // `pack_row` writes every word of the rows, so old contents never show.
-                if words.len() < rows * kp {
-                    words.resize(rows * kp, 0);
+                if words.len() < rows * rsa {
+                    words.resize(rows * rsa, 0);
                 }
                 scales.resize(rows, 0.0);
                 // SAFETY (whole body): offsets stay inside the checked operands.
                 unsafe {
                     for (i, scale) in scales.iter_mut().enumerate() {
                         let row = self.a.add((r0 + i) * self.k);
-                        *scale = K::pack_row(row, self.k, words.as_mut_ptr().add(i * kp));
+                        *scale = K::pack_row(row, self.k, words.as_mut_ptr().add(i * rsa));
                     }
                     let c = self.c.add(r0 * n + c0);
                     let mut accumulate = self.accumulate;
@@ -308,7 +391,8 @@ pub(crate) mod x86 {
                             let panel = Panel {
                                 kp,
                                 w,
-                                a: words.as_ptr().add(i0 * kp),
+                                a: words.as_ptr().add(i0 * rsa),
+                                rsa,
                                 row_scales: scales.as_ptr().add(i0),
                                 b,
                                 rsb,
@@ -329,14 +413,16 @@ pub(crate) mod x86 {
         }
     }
 
-    /// One register-tile pass: rows of `A` packed (`kp` words per row, their scales at
-    /// `row_scales`), `w` columns of `B` (row stride `rsb` words; `strip` words from one
-    /// strip to the next in the strip layout, else 0; for int8 the columns' scales and
-    /// sums at `col_scales` and `col_sums`, unread otherwise) and `C` (row stride `rsc`).
+    /// One register-tile pass: rows of `A` packed (`rsa` words from one row to the next,
+    /// their scales at `row_scales`), `w` columns of `B` (`kp` words along `k`, row
+    /// stride `rsb` words; `strip` words from one strip to the next in the strip layout,
+    /// else 0; for int8 the columns' scales and sums at `col_scales` and `col_sums`,
+    /// unread otherwise) and `C` (row stride `rsc`).
     pub(crate) struct Panel {
         pub(crate) kp: usize,
         w: usize,
         pub(crate) a: *const u32,
+        pub(crate) rsa: usize,
         pub(crate) row_scales: *const f32,
         b: *const u32,
         rsb: usize,
@@ -505,21 +591,23 @@ mod tests {
                     let bias = with_bias.then_some(&bias[..]);
                     gemm_naive(p, &g, &a, &packed, bias, &mut want).unwrap();
                     let pool = (threads > 1).then_some(&pool);
-                    let result = gemm_fast(p, &g, &a, &packed, bias, &mut got, pool);
                     if !available(p) {
-                        let err = result.unwrap_err();
+                        let err = gemm_fast(p, &g, &a, &packed, bias, &mut got, pool);
+                        let err = err.unwrap_err();
                         assert!(err.to_string().contains(p.name()), "{err}");
-                        continue;
                     }
-                    result.unwrap();
-                    for (idx, ((&w, &x), &s)) in want.iter().zip(&got).zip(&scale).enumerate() {
-                        let both_nan = w.is_nan() && x.is_nan();
-                        assert!(
-                            both_nan || agrees(p, w, x, k, s),
-                            "{} {m}×{n}×{k} strips {strips} acc {accumulate} bias {with_bias} \
-                             at {idx}: {w} vs {x}",
-                            p.name()
-                        );
+                    for kernel in kernels_here(p) {
+                        fill(&mut got);
+                        gemm_with(kernel, p, &g, &a, &packed, bias, &mut got, pool).unwrap();
+                        let cells = want.iter().zip(&got).zip(&scale).enumerate();
+                        for (idx, ((&w, &x), &s)) in cells {
+                            let both_nan = w.is_nan() && x.is_nan();
+                            assert!(
+                                both_nan || agrees(p, w, x, k, s),
+                                "{kernel:?} {m}×{n}×{k} strips {strips} acc {accumulate} \
+                                 bias {with_bias} at {idx}: {w} vs {x}",
+                            );
+                        }
                     }
                 }
             }
@@ -532,11 +620,13 @@ mod tests {
             .num_threads(2)
             .build()
             .unwrap();
-        for p in [Packed::Bf16, Packed::Int8] {
-            if !available(p) {
-                assert!(unavailable_reason(p).is_some());
-                continue;
-            }
+        for (p, kernel) in [Packed::Bf16, Packed::Int8]
+            .into_iter()
+            .flat_map(|p| kernels_here(p).into_iter().map(move |kernel| (p, kernel)))
+        {
+            let gemm_fast = |g: &Gemm, a: &[f32], b: &[u32], bias, c: &mut [f32], pool| {
+                gemm_with(kernel, p, g, a, b, bias, c, pool)
+            };
             let mut rng = ChaCha8Rng::seed_from_u64(11);
             let (m, n, k) = (40, 700, 300);
             let (a, b) = (random(&mut rng, m * k), random(&mut rng, k * n));
@@ -549,12 +639,12 @@ mod tests {
                 ..Gemm::new(m, n, k)
             };
             let mut one = vec![-7.0f32; m * n + 9];
-            gemm_fast(p, &g, &a, &packed, None, &mut one, None).unwrap();
+            gemm_fast(&g, &a, &packed, None, &mut one, None).unwrap();
             let mut again = vec![-7.0f32; m * n + 9];
-            gemm_fast(p, &g, &a, &packed, None, &mut again, None).unwrap();
+            gemm_fast(&g, &a, &packed, None, &mut again, None).unwrap();
             assert_eq!(one, again, "deterministic");
             let mut two = vec![-7.0f32; m * n + 9];
-            gemm_fast(p, &g, &a, &packed, None, &mut two, Some(&pool)).unwrap();
+            gemm_fast(&g, &a, &packed, None, &mut two, Some(&pool)).unwrap();
             for buf in [&one, &two] {
                 assert!(buf[..3].iter().chain(&buf[3 + m * n..]).all(|&x| x == -7.0));
             }
@@ -568,7 +658,7 @@ mod tests {
                 b_strips: true,
                 ..g
             };
-            gemm_fast(p, &gs, &a, &strips, None, &mut striped, Some(&pool)).unwrap();
+            gemm_fast(&gs, &a, &strips, None, &mut striped, Some(&pool)).unwrap();
             assert_eq!(one, striped);
             // An empty inner dimension reads nothing but B's column data: C = bias.
             let mut cols = vec![0u32; p.elems(0, 3, false)];
@@ -578,10 +668,18 @@ mod tests {
                 ..Gemm::new(2, 3, 0)
             };
             let mut c = vec![f32::NAN; 6];
-            gemm_fast(p, &empty, &[], &cols, Some(&[1.0, 2.0, 3.0]), &mut c, None).unwrap();
+            gemm_fast(&empty, &[], &cols, Some(&[1.0, 2.0, 3.0]), &mut c, None).unwrap();
             assert_eq!(c, [1.0, 2.0, 3.0, 1.0, 2.0, 3.0], "{}", p.name());
+            // A kernel of the other layout is refused.
+            let other = [Kernel::Bf16Avx512, Kernel::Int8Vnni, Kernel::Int8Avx2]
+                .into_iter()
+                .filter(|&x| !kernels_here(p).contains(&x));
+            for x in other {
+                let err = gemm_with(x, p, &g, &a, &packed, None, &mut one, None).unwrap_err();
+                assert!(err.to_string().contains(&format!("{x:?}")), "{err}");
+            }
             // A short B is refused, naming it.
-            let err = gemm_fast(p, &g, &a, &packed[..packed.len() - 1], None, &mut one, None);
+            let err = gemm_fast(&g, &a, &packed[..packed.len() - 1], None, &mut one, None);
             assert!(matches!(
                 err,
                 Err(NumError::BufferTooSmall {

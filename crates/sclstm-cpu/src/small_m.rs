@@ -732,7 +732,7 @@ pub(crate) mod x86 {
 /// the last, partial tile of a panel is masked (`MASKED`): with the masks in the loop
 /// of a 6-row tile the compiler spilled an accumulator to the stack, halving its speed.
 #[cfg(target_arch = "x86_64")]
-mod avx2 {
+pub(crate) mod avx2 {
     use std::arch::x86_64::{
         __m256, __m256i, _mm256_add_pd, _mm256_add_ps, _mm256_cmpgt_epi32, _mm256_cmpgt_epi64,
         _mm256_fmadd_pd, _mm256_fmadd_ps, _mm256_loadu_pd, _mm256_loadu_ps, _mm256_maskload_pd,
@@ -745,7 +745,7 @@ mod avx2 {
 
     /// Lane mask selecting the first `n` of 8 f32 lanes (all when `n ≥ 8`).
     #[target_feature(enable = "avx2")]
-    fn lanes_f32(n: usize) -> __m256i {
+    pub(crate) fn lanes_f32(n: usize) -> __m256i {
         let n = n.min(8) as i32;
         _mm256_cmpgt_epi32(
             _mm256_set1_epi32(n),

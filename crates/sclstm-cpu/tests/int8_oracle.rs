@@ -1,6 +1,6 @@
 //! The int8 products against an outside computation of the documented scheme
 //! (`benches/reference/oracle_int8.py`, torch float32 and int64): the reference product
-//! and, where the CPU runs it, the fast kernel give the fixture's results bit for bit,
+//! and each fast kernel the CPU runs give the fixture's results bit for bit,
 //! with `B` plain and in strips.
 
 use sclstm_core::{Gemm, Packed};
@@ -46,12 +46,13 @@ fn int8_products_match_an_outside_computation_bit_for_bit() {
             let mut got = vec![f32::NAN; m * n];
             packed::gemm_naive(Packed::Int8, &g, &a, &b, Some(&bias), &mut got).expect("naive");
             let mut runs = vec![("reference", got)];
-            if packed::available(Packed::Int8) {
+            for kernel in packed::kernels_here(Packed::Int8) {
                 for threads in [None, Some(&pool)] {
                     let mut fast = vec![f32::NAN; m * n];
-                    packed::gemm_fast(Packed::Int8, &g, &a, &b, Some(&bias), &mut fast, threads)
+                    let bias = Some(&bias[..]);
+                    packed::gemm_with(kernel, Packed::Int8, &g, &a, &b, bias, &mut fast, threads)
                         .expect("fast");
-                    runs.push(("fast", fast));
+                    runs.push((kernel.describe(), fast));
                 }
             }
             for (which, got) in runs {
