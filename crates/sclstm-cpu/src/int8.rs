@@ -327,6 +327,7 @@ pub(crate) mod x86 {
 
         #[target_feature(enable = "avx2")]
         unsafe fn tile<const M: usize>(p: &Panel, j0: usize, m0: u16, m1: u16) {
+            // The driver's masks select the tile's first columns (`lanes`).
             let cols = (u32::from(m0) | u32::from(m1) << 16).count_ones() as usize;
             // SAFETY: the groups and rows stay inside the tile.
             unsafe {
@@ -337,24 +338,42 @@ pub(crate) mod x86 {
                     let mut i0 = 0;
                     while i0 < M {
                         let h = (M - i0).div_ceil((M - i0).div_ceil(AVX2_ROWS));
-                        match (h, width == 8) {
-                            (1, true) => rows::<1, false>(p, j0, g, i0, width),
-                            (2, true) => rows::<2, false>(p, j0, g, i0, width),
-                            (3, true) => rows::<3, false>(p, j0, g, i0, width),
-                            (4, true) => rows::<4, false>(p, j0, g, i0, width),
-                            (5, true) => rows::<5, false>(p, j0, g, i0, width),
-                            (6, true) => rows::<6, false>(p, j0, g, i0, width),
-                            (1, false) => rows::<1, true>(p, j0, g, i0, width),
-                            (2, false) => rows::<2, true>(p, j0, g, i0, width),
-                            (3, false) => rows::<3, true>(p, j0, g, i0, width),
-                            (4, false) => rows::<4, true>(p, j0, g, i0, width),
-                            (5, false) => rows::<5, true>(p, j0, g, i0, width),
-                            (6, false) => rows::<6, true>(p, j0, g, i0, width),
-                            _ => unreachable!("internal: passes have 1..=AVX2_ROWS rows"),
+                        if width == 8 {
+                            pass::<false>(p, j0, g, i0, h, width);
+                        } else {
+                            pass::<true>(p, j0, g, i0, h, width);
                         }
                         i0 += h;
                     }
                 }
+            }
+        }
+    }
+
+    /// [`rows`] with `R = h`.
+    ///
+    /// # Safety
+    /// As for [`rows`]; `1 ≤ h ≤ AVX2_ROWS`.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    unsafe fn pass<const MASKED: bool>(
+        p: &Panel,
+        j0: usize,
+        g: usize,
+        i0: usize,
+        h: usize,
+        width: usize,
+    ) {
+        // SAFETY: forwarded; `h` selects a pass of exactly that height.
+        unsafe {
+            match h {
+                1 => rows::<1, MASKED>(p, j0, g, i0, width),
+                2 => rows::<2, MASKED>(p, j0, g, i0, width),
+                3 => rows::<3, MASKED>(p, j0, g, i0, width),
+                4 => rows::<4, MASKED>(p, j0, g, i0, width),
+                5 => rows::<5, MASKED>(p, j0, g, i0, width),
+                6 => rows::<6, MASKED>(p, j0, g, i0, width),
+                _ => unreachable!("internal: passes have 1..=AVX2_ROWS rows"),
             }
         }
     }
