@@ -450,20 +450,9 @@ fn packed_products_tag_like_f32_or_are_refused_naming_the_flag() {
             let err = String::from_utf8_lossy(&out.stderr);
             assert!(err.contains(&flag), "{err}");
         }
-        // Without the AVX-512 kernel set (forced here) packed products are refused alike.
-        let out = crate::cli::sclstm_in(
-            Path::new(env!("CARGO_MANIFEST_DIR")),
-            &[("SCLSTM_KERNELS", "portable")],
-            &[
-                "eval",
-                "--run",
-                r,
-                "--split",
-                "dev",
-                "--precision",
-                precision,
-            ],
-        );
+        // With the portable kernel set (forced here) packed products are refused alike.
+        let preds = run.join(format!("{precision}-portable.txt"));
+        let out = eval_with("portable", precision, &preds);
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(
             !out.status.success(),
@@ -473,6 +462,20 @@ fn packed_products_tag_like_f32_or_are_refused_naming_the_flag() {
             err.contains(&flag) && err.contains(feature) && err.contains("portable"),
             "{err}"
         );
+        // bf16 needs the avx512 set: with avx2 forced it is refused, blaming the CPU's
+        // instructions only where it lacks them.
+        #[cfg(target_arch = "x86_64")]
+        if precision == "bf16" && std::is_x86_feature_detected!("avx2") {
+            let out = eval_with("avx2", precision, &preds);
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(
+                !out.status.success() && err.contains("runs the avx2 set"),
+                "{err}"
+            );
+            let lacks = !std::is_x86_feature_detected!("avx512bf16")
+                || !std::is_x86_feature_detected!("avx512f");
+            assert_eq!(err.contains("has no AVX512_BF16"), lacks, "{err}");
+        }
         // wgpu has no packed products.
         let refused = format!("no {precision} products");
         fails_with(

@@ -171,10 +171,7 @@ pub fn unavailable_reason(p: Packed) -> Option<String> {
         p.name(),
         crate::kernels::cpu_model(),
         Kernels::active().name(),
-        if p == Packed::Bf16
-            && Kernels::available().contains(&Kernels::Avx512)
-            && kernel_for(p, Kernels::Avx512).is_none()
-        {
+        if p == Packed::Bf16 && kernel_for(p, Kernels::Avx512).is_none() {
             " and has no AVX512_BF16"
         } else {
             ""
