@@ -543,16 +543,12 @@ mod tests {
         let bias = [0.5, -0.25, 1.0, 0.0, 2.0];
         let mut packed = vec![0u32; Packed::Int8.elems(k, n, false)];
         pack_quads(k, n, false, &b, &mut packed).unwrap();
+        let naive = |a: &[f32], c: &mut [f32]| {
+            let g = Gemm::new(m, n, k);
+            crate::packed::gemm_naive(Packed::Int8, &g, a, &packed, Some(&bias), c).unwrap();
+        };
         let mut c = vec![f32::NAN; m * n];
-        crate::packed::gemm_naive(
-            Packed::Int8,
-            &Gemm::new(m, n, k),
-            &a,
-            &packed,
-            Some(&bias),
-            &mut c,
-        )
-        .unwrap();
+        naive(&a, &mut c);
         for i in 0..m {
             for j in 0..n {
                 let exact: f64 = (0..k)
@@ -573,15 +569,7 @@ mod tests {
         let mut bad = a.clone();
         bad[k + 3] = f32::NAN;
         let mut c2 = vec![0.0; m * n];
-        crate::packed::gemm_naive(
-            Packed::Int8,
-            &Gemm::new(m, n, k),
-            &bad,
-            &packed,
-            Some(&bias),
-            &mut c2,
-        )
-        .unwrap();
+        naive(&bad, &mut c2);
         assert!(c2[n..2 * n].iter().all(|v| v.is_nan()));
         assert_eq!(c2[..n], c[..n]);
         assert_eq!(c2[2 * n..], c[2 * n..]);
