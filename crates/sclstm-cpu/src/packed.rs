@@ -235,7 +235,11 @@ pub fn gemm_with(
     c: &mut [f32],
     pool: Option<&ThreadPool>,
 ) -> Result<(), NumError> {
-    if !kernels_here(p).contains(&kernel) {
+    // Without allocating (a hot path): only these sets have packed kernels.
+    let runs = [Kernels::Avx512, Kernels::Avx2]
+        .into_iter()
+        .any(|set| kernel_for(p, set) == Some(kernel));
+    if !runs {
         let message = format!(
             "the {} products have no {kernel:?} kernel on this CPU",
             p.name()
