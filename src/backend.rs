@@ -17,12 +17,15 @@ pub trait BackendJob {
 
 /// Builds the chosen backend in the chosen precision and runs `job` on it; `threads` above
 /// this machine's cores is an error (0 means all cores), and so is f64 on wgpu.
-pub fn with_backend<J: BackendJob>(
+pub fn with_backend<J: BackendJob + Send>(
     kind: BackendKind,
     dtype: Dtype,
     threads: usize,
     job: J,
-) -> anyhow::Result<J::Output> {
+) -> anyhow::Result<J::Output>
+where
+    J::Output: Send,
+{
     sclstm_train::pool::check_threads(threads, "--threads")?;
     check_dtype(kind, dtype, "--dtype")?;
     match (kind, dtype) {
@@ -32,12 +35,18 @@ pub fn with_backend<J: BackendJob>(
     }
 }
 
-fn cpu_job<R: sclstm_core::Real, J: BackendJob>(
+/// Runs `job` on one of the backend's threads ([`CpuBackend::run`]): every join of a
+/// layer and every parallel loop then starts on the pool's threads directly.
+fn cpu_job<R: sclstm_core::Real, J: BackendJob + Send>(
     b: CpuBackend<R>,
     job: J,
-) -> anyhow::Result<J::Output> {
+) -> anyhow::Result<J::Output>
+where
+    J::Output: Send,
+{
     eprintln!("backend: {}", b.name());
-    job.run(Arc::new(b))
+    let b = Arc::new(b);
+    b.clone().run(move || job.run(b))
 }
 
 #[cfg(feature = "wgpu")]

@@ -69,6 +69,30 @@ pub struct CallGroup {
     pub totals: CallTotals,
 }
 
+/// The joins the layers made (each runs two sides, e.g. a layer's two directions, on two
+/// threads where the backend has them), summed.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct JoinTotals {
+    /// Joins made.
+    pub calls: u64,
+    /// Seconds from each join's start to its end.
+    pub wall_seconds: f64,
+    /// Thread-seconds inside the joins with one side done or not yet started: twice the
+    /// wall time less the two sides' durations.
+    pub waiting_seconds: f64,
+    /// The part of the waiting that unequal sides explain: the sides' differences.
+    pub unequal_seconds: f64,
+}
+
+/// What [`TimedBackend::take`] returns: every call by kind, and the joins.
+#[derive(Debug, Clone, Default)]
+pub struct InSitu {
+    /// Each kind of call and its totals, largest time first.
+    pub calls: Vec<CallGroup>,
+    /// The joins.
+    pub joins: JoinTotals,
+}
+
 /// Forwards every call to `inner` and adds its duration to the totals of its kind.
 pub struct TimedBackend<B: Backend> {
     inner: Arc<B>,
@@ -76,6 +100,7 @@ pub struct TimedBackend<B: Backend> {
     /// (the batch size of the phase being timed).
     per_step_rows: AtomicUsize,
     totals: Mutex<BTreeMap<CallKind, CallTotals>>,
+    joins: Mutex<JoinTotals>,
 }
 
 impl<B: Backend> TimedBackend<B> {
@@ -86,14 +111,16 @@ impl<B: Backend> TimedBackend<B> {
             inner,
             per_step_rows: AtomicUsize::new(per_step_rows),
             totals: Mutex::new(BTreeMap::new()),
+            joins: Mutex::new(JoinTotals::default()),
         }
     }
 
-    /// The totals since the last `take` (or since creation), largest time first; clears
-    /// them, and counts products of at most `per_step_rows` rows as per-step from now on
-    /// (the next phase's batch size).
-    pub fn take(&self, per_step_rows: usize) -> Vec<CallGroup> {
+    /// The totals since the last `take` (or since creation), largest time first, and the
+    /// joins; clears them, and counts products of at most `per_step_rows` rows as
+    /// per-step from now on (the next phase's batch size).
+    pub fn take(&self, per_step_rows: usize) -> InSitu {
         let totals = std::mem::take(&mut *self.lock());
+        let joins = std::mem::take(&mut *self.joins.lock().unwrap_or_else(|e| e.into_inner()));
         let mut groups: Vec<CallGroup> = totals
             .into_iter()
             .map(|(kind, totals)| CallGroup {
@@ -103,7 +130,10 @@ impl<B: Backend> TimedBackend<B> {
             .collect();
         groups.sort_by(|a, b| b.totals.seconds.total_cmp(&a.totals.seconds));
         self.per_step_rows.store(per_step_rows, Ordering::Relaxed);
-        groups
+        InSitu {
+            calls: groups,
+            joins,
+        }
     }
 
     fn describe(&self, kind: &CallKind, t: &CallTotals) -> String {
@@ -356,7 +386,23 @@ impl<B: Backend> Backend for TimedBackend<B> {
     }
 
     fn join(&self, a: &mut (dyn FnMut() + Send), b: &mut (dyn FnMut() + Send)) {
-        self.inner.join(a, b);
+        let start = Instant::now();
+        let (mut side_a, mut side_b) = (0.0, 0.0);
+        let timed_side = |side: &mut (dyn FnMut() + Send), seconds: &mut f64| {
+            let start = Instant::now();
+            side();
+            *seconds = start.elapsed().as_secs_f64();
+        };
+        self.inner
+            .join(&mut || timed_side(a, &mut side_a), &mut || {
+                timed_side(b, &mut side_b)
+            });
+        let wall = start.elapsed().as_secs_f64();
+        let mut joins = self.joins.lock().unwrap_or_else(|e| e.into_inner());
+        joins.calls += 1;
+        joins.wall_seconds += wall;
+        joins.waiting_seconds += (2.0 * wall - side_a - side_b).max(0.0);
+        joins.unequal_seconds += (side_a - side_b).abs();
     }
 }
 
@@ -388,7 +434,7 @@ mod tests {
         timed.gemm(&step, &a, &b, None, &mut c)?;
         timed.gemm(&step, &a, &b, None, &mut c)?;
         assert_eq!(timed.download(&c)?, vec![12.0; 8]);
-        let groups = timed.take(10);
+        let groups = timed.take(10).calls;
         let product = groups
             .iter()
             .find(|g| g.kind.starts_with("per-step"))
@@ -399,7 +445,38 @@ mod tests {
         for name in ["upload", "zeros", "download"] {
             assert!(groups.iter().any(|g| g.kind == name), "{name} counted");
         }
-        assert!(timed.take(10).is_empty(), "take clears the totals");
+        assert!(timed.take(10).calls.is_empty(), "take clears the totals");
+        Ok(())
+    }
+
+    #[test]
+    fn a_join_counts_its_wall_time_and_the_waiting_of_its_shorter_side() -> Result<(), NumError> {
+        let inner = Arc::new(CpuBackend::<f32>::new(2)?);
+        let timed = TimedBackend::new(inner, 10);
+        let (mut a_ran, mut b_ran) = (false, false);
+        let nap = std::time::Duration::from_millis(30);
+        timed.join(
+            &mut || {
+                std::thread::sleep(nap);
+                a_ran = true;
+            },
+            &mut || b_ran = true,
+        );
+        assert!(a_ran && b_ran, "both sides run");
+        let joins = timed.take(10).joins;
+        assert_eq!(joins.calls, 1);
+        // The join lasts at least its longer side; the shorter side's thread waits for it.
+        assert!(joins.wall_seconds >= nap.as_secs_f64(), "{joins:?}");
+        assert!(
+            joins.unequal_seconds <= joins.waiting_seconds + 1e-9,
+            "{joins:?}"
+        );
+        assert!(
+            joins.waiting_seconds <= 2.0 * joins.wall_seconds,
+            "{joins:?}"
+        );
+        assert!(joins.unequal_seconds > 0.0, "{joins:?}");
+        assert_eq!(timed.take(10).joins.calls, 0, "take clears the joins");
         Ok(())
     }
 }

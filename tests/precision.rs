@@ -341,10 +341,15 @@ fn bench_in_situ_times_the_calls_of_the_timed_steps_and_of_inference() {
         "{} > {timed}",
         seconds(&train)
     );
+    // One thread makes no two-sided joins: the directions run in turn.
+    for key in ["joins", "joins_inference"] {
+        assert_eq!(r[key]["calls"].as_u64(), Some(0), "{key}: {}", r[key]);
+    }
     // Without the flag nothing is timed per call.
     let plain = bench_json("auto", "f32");
     let plain: serde_json::Value = serde_json::from_slice(&plain.stdout).unwrap();
     assert_eq!(plain["in_situ"].as_array().map(Vec::len), Some(0));
+    assert!(plain["joins"].is_null());
 }
 
 /// The predicted tags (third column) of a `--write-predictions` file.

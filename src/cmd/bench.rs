@@ -43,7 +43,7 @@ use sclstm_model::{Family, ModelConfig, ModelError, ModelInput, Tagger, TaskConf
 use serde::Serialize;
 
 use crate::backend::{BackendJob, with_backend};
-use crate::timed::{CallGroup, TimedBackend};
+use crate::timed::{CallGroup, InSitu, JoinTotals, TimedBackend};
 use sclstm_train::config::{self, BackendKind, Dtype, Precision};
 use sclstm_train::pool::host_pool;
 use sclstm_train::{EVAL_BATCH, EVAL_TOKENS, tagging_batches};
@@ -179,6 +179,10 @@ struct Report {
     in_situ: Vec<CallGroup>,
     /// With `--in-situ`: the same for the timed inference.
     in_situ_inference: Vec<CallGroup>,
+    /// With `--in-situ`: the joins of the timed training steps (`null` otherwise).
+    joins: Option<JoinTotals>,
+    /// With `--in-situ`: the joins of the timed inference (`null` otherwise).
+    joins_inference: Option<JoinTotals>,
     /// Real tokens of the timed inference.
     infer_tokens: usize,
 }
@@ -471,21 +475,21 @@ impl BackendJob for BenchJob<'_> {
 
     fn run<B: Backend + 'static>(self, b: Arc<B>) -> anyhow::Result<Report> {
         if !self.args.in_situ {
-            return measure(self.args, b, &|_| Vec::new());
+            return measure(self.args, b, &|_| None);
         }
         let timed = Arc::new(TimedBackend::new(b, self.args.batch));
-        measure(self.args, timed.clone(), &|rows| timed.take(rows))
+        measure(self.args, timed.clone(), &|rows| Some(timed.take(rows)))
     }
 }
 
-/// The whole benchmark on backend `b`. `calls(rows)` returns the backend calls made
-/// since it was last called (nothing for an untimed backend) and takes the batch size of
+/// The whole benchmark on backend `b`. `calls(rows)` returns the backend calls and joins
+/// made since it was last called (`None` for an untimed backend) and takes the batch size of
 /// the phase that follows: it is called when the timed training steps start and end and
 /// when the timed inference starts and ends.
 fn measure<B: Backend + 'static>(
     args: &Args,
     b: Arc<B>,
-    calls: &dyn Fn(usize) -> Vec<CallGroup>,
+    calls: &dyn Fn(usize) -> Option<InSitu>,
 ) -> anyhow::Result<Report> {
     let family = args.model;
     let tasks = TASKS
@@ -551,7 +555,7 @@ fn measure<B: Backend + 'static>(
             flops += 3 * forward_flops(&cfg, &[task], real)?;
         }
     }
-    let in_situ = calls(args.batch);
+    let in_situ = calls(args.batch).unwrap_or_default();
     let train_tokens_per_s = tokens as f64 / elapsed;
     let per_step = args.steps as f64;
     phases.forward_ms /= per_step;
@@ -581,7 +585,7 @@ fn measure<B: Backend + 'static>(
         infer_tokens += tags.first().map_or(0, |t| t.iter().map(Vec::len).sum());
     }
     let infer_tokens_per_s = infer_tokens as f64 / start.elapsed().as_secs_f64();
-    let in_situ_inference = calls(EVAL_BATCH);
+    let in_situ_inference = calls(EVAL_BATCH).unwrap_or_default();
     let topology = cpu_topology();
 
     Ok(Report {
@@ -606,26 +610,39 @@ fn measure<B: Backend + 'static>(
         kernels: Kernels::active().name(),
         kernels_available: Kernels::available().iter().map(|k| k.name()).collect(),
         products,
-        in_situ,
-        in_situ_inference,
+        joins: args.in_situ.then_some(in_situ.joins),
+        joins_inference: args.in_situ.then_some(in_situ_inference.joins),
+        in_situ: in_situ.calls,
+        in_situ_inference: in_situ_inference.calls,
         infer_tokens,
     })
 }
 
 /// With `--in-situ`: the backend calls of a training step by kind, in milliseconds per
 /// step (summed over the threads that made them), then those of the inference per 1,000
-/// tokens; for products, GFLOP/s.
+/// tokens; for products, GFLOP/s. After each, where the layers joined two threads: the
+/// joins' wall time, a thread's waiting inside them, and the wall time outside them.
 fn write_in_situ(out: &mut impl Write, report: &Report) -> std::io::Result<()> {
+    let ph = &report.phases;
     let phases = [
-        ("training", &report.in_situ, report.steps as f64, "step"),
+        (
+            "training",
+            &report.in_situ,
+            &report.joins,
+            report.steps as f64,
+            "step",
+            ph.forward_ms + ph.backward_ms + ph.optimizer_ms,
+        ),
         (
             "inference",
             &report.in_situ_inference,
+            &report.joins_inference,
             report.infer_tokens as f64 / 1e3,
             "1,000 tokens",
+            1e6 / report.infer_tokens_per_s,
         ),
     ];
-    for (phase, groups, units, unit) in phases {
+    for (phase, groups, joins, units, unit, wall_ms) in phases {
         if groups.is_empty() {
             continue;
         }
@@ -648,6 +665,21 @@ fn write_in_situ(out: &mut impl Write, report: &Report) -> std::io::Result<()> {
                 t.seconds / units * 1e3,
                 t.calls as f64 / units,
                 g.kind
+            )?;
+        }
+        if let Some(j) = joins.as_ref().filter(|j| j.calls > 0) {
+            let ms = |s: f64| s / units * 1e3;
+            writeln!(
+                out,
+                "joins      {:>9.2} ms per {unit} in {:.1} two-sided joins (the layers' directions), \
+                 a thread waiting {:.2} ms of it ({:.2} ms from unequal sides); {:.2} ms of the \
+                 {:.2} ms wall outside joins",
+                ms(j.wall_seconds),
+                j.calls as f64 / units,
+                ms(j.waiting_seconds),
+                ms(j.unequal_seconds),
+                (wall_ms - ms(j.wall_seconds)).max(0.0),
+                wall_ms
             )?;
         }
     }

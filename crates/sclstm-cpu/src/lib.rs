@@ -29,12 +29,64 @@ pub mod rows;
 mod small_m;
 
 use std::marker::PhantomData;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, Weak};
 
 use rayon::ThreadPool;
 use sclstm_core::{Backend, CellStep, Gemm, NumError, Packed, Real, RowCopy};
 
-/// The CPU backend: fast gemm on a private rayon pool of `threads` threads.
+/// `threads`, with 0 meaning one per core.
+fn resolve_threads(threads: usize) -> usize {
+    if threads == 0 {
+        std::thread::available_parallelism().map_or(1, usize::from)
+    } else {
+        threads
+    }
+}
+
+/// Stack of each pool thread: the main thread's usual 8 MiB, since [`CpuBackend::run`]
+/// runs whole commands there.
+const POOL_STACK_BYTES: usize = 8 << 20;
+
+/// The process's rayon pool of `threads` threads (0 = one per core; `None` for one
+/// thread), created on first use and shared by every caller asking for the same number
+/// while any of them holds it: the CPU backend's products and joins and the host's
+/// products and Adam then run on one set of threads, one per core, rather than two
+/// pools taking turns on the same cores.
+///
+/// # Errors
+/// [`NumError::Backend`] if the pool cannot be created.
+pub fn shared_pool(threads: usize) -> Result<Option<Arc<ThreadPool>>, NumError> {
+    static POOLS: Mutex<Vec<(usize, Weak<ThreadPool>)>> = Mutex::new(Vec::new());
+    let threads = resolve_threads(threads);
+    if threads <= 1 {
+        return Ok(None);
+    }
+    let mut pools = POOLS.lock().unwrap_or_else(|e| e.into_inner());
+    pools.retain(|(_, pool)| pool.strong_count() > 0);
+    if let Some(pool) = pools
+        .iter()
+        .find(|(n, _)| *n == threads)
+        .and_then(|(_, pool)| pool.upgrade())
+    {
+        return Ok(Some(pool));
+    }
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .thread_name(|i| format!("sclstm-{i}"))
+        .stack_size(POOL_STACK_BYTES)
+        .build()
+        .map_err(|e| NumError::Backend {
+            backend: "cpu".into(),
+            kind: sclstm_core::BackendErrorKind::Unavailable,
+            message: e.to_string(),
+        })?;
+    let pool = Arc::new(pool);
+    pools.push((threads, Arc::downgrade(&pool)));
+    Ok(Some(pool))
+}
+
+/// The CPU backend: fast gemm on the process's rayon pool of `threads` threads
+/// ([`shared_pool`]).
 ///
 /// Cloning is cheap (the pool is shared).
 #[derive(Debug, Clone)]
@@ -57,28 +109,10 @@ impl<R: Real> CpuBackend<R> {
             kind: sclstm_core::BackendErrorKind::Unavailable,
             message,
         })?;
-        let threads = if threads == 0 {
-            std::thread::available_parallelism().map_or(1, usize::from)
-        } else {
-            threads
-        };
-        let pool = if threads > 1 {
-            let pool = rayon::ThreadPoolBuilder::new()
-                .num_threads(threads)
-                .thread_name(|i| format!("sclstm-cpu-{i}"))
-                .build()
-                .map_err(|e| NumError::Backend {
-                    backend: "cpu".into(),
-                    kind: sclstm_core::BackendErrorKind::Unavailable,
-                    message: e.to_string(),
-                })?;
-            Some(Arc::new(pool))
-        } else {
-            None
-        };
+        let threads = resolve_threads(threads);
         Ok(CpuBackend {
             threads,
-            pool,
+            pool: shared_pool(threads)?,
             _elem: PhantomData,
         })
     }
@@ -92,6 +126,17 @@ impl<R: Real> CpuBackend<R> {
     /// to run independent work (e.g. the two directions of a layer) on the same threads.
     pub fn pool(&self) -> Option<&ThreadPool> {
         self.pool.as_deref()
+    }
+
+    /// Runs `f` on one of the backend's threads (on the calling thread when it has no
+    /// pool) and returns its result. The layers' joins and the parallel loops inside `f`
+    /// then start on the pool's threads directly, instead of each handing its work from
+    /// the calling thread to the pool and waiting to be woken when it is done.
+    pub fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
+        match self.pool() {
+            Some(pool) => pool.install(f),
+            None => f(),
+        }
     }
 
     /// Fast gemm on host slices (same contract as [`Backend::gemm`]).
@@ -436,5 +481,49 @@ mod tests {
             order.lock().unwrap().push('b')
         });
         assert_eq!(*order.lock().unwrap(), ['a', 'b'], "in turn, a first");
+    }
+
+    #[test]
+    fn backends_and_host_share_one_pool_per_thread_count() {
+        let (a, b) = (
+            CpuBackend::<f32>::new(2).unwrap(),
+            CpuBackend::<f64>::new(2).unwrap(),
+        );
+        let host = shared_pool(2).unwrap().expect("two threads have a pool");
+        let same = |x: &ThreadPool, y: &ThreadPool| std::ptr::eq(x, y);
+        assert!(same(a.pool().unwrap(), b.pool().unwrap()));
+        assert!(same(a.pool().unwrap(), &host));
+        let three = shared_pool(3).unwrap().expect("three threads have a pool");
+        assert!(!same(&three, &host) && three.current_num_threads() == 3);
+        assert!(
+            shared_pool(1).unwrap().is_none(),
+            "one thread runs on the caller"
+        );
+    }
+
+    #[test]
+    fn run_moves_the_work_onto_the_pool_and_joins_still_run_both_sides_at_once() {
+        use std::sync::Barrier;
+        let two = CpuBackend::<f32>::new(2).unwrap();
+        let barrier = Barrier::new(2);
+        let (index, sides) = two.run(|| {
+            let (mut a, mut b) = (0, 0);
+            two.join(
+                &mut || {
+                    barrier.wait();
+                    a = 1;
+                },
+                &mut || {
+                    barrier.wait();
+                    b = 2;
+                },
+            );
+            (rayon::current_thread_index(), (a, b))
+        });
+        assert!(index.is_some(), "ran on a pool thread");
+        assert_eq!(sides, (1, 2));
+        let one = CpuBackend::<f32>::new(1).unwrap();
+        let caller = std::thread::current().id();
+        assert_eq!(one.run(|| std::thread::current().id()), caller);
     }
 }

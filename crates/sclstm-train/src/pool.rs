@@ -21,15 +21,9 @@ pub fn check_threads(threads: usize, what: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A rayon pool for the tape's host products and Adam (`None` for one thread; 0 = one per core).
+/// The rayon pool for the tape's host products and Adam (`None` for one thread; 0 = one
+/// per core): the same threads as the CPU backend of that many threads
+/// ([`sclstm_cpu::shared_pool`]).
 pub fn host_pool(threads: usize) -> anyhow::Result<Option<Arc<rayon::ThreadPool>>> {
-    let threads = if threads == 0 { cores() } else { threads };
-    if threads <= 1 {
-        return Ok(None);
-    }
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .build()
-        .context("building the host thread pool")?;
-    Ok(Some(Arc::new(pool)))
+    sclstm_cpu::shared_pool(threads).context("building the host thread pool")
 }
