@@ -82,6 +82,14 @@ pub struct JoinTotals {
     pub waiting_seconds: f64,
     /// The part of the waiting that unequal sides explain: the sides' differences.
     pub unequal_seconds: f64,
+    /// Seconds in backend calls made outside every join's sides (by the calling thread
+    /// alone).
+    pub outside_call_seconds: f64,
+}
+
+thread_local! {
+    /// Whether this thread is running a side of a join.
+    static IN_SIDE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
 /// What [`TimedBackend::take`] returns: every call by kind, and the joins.
@@ -174,6 +182,12 @@ impl<B: Backend> TimedBackend<B> {
         let start = Instant::now();
         let out = call();
         let seconds = start.elapsed().as_secs_f64();
+        if !IN_SIDE.with(|c| c.get()) {
+            self.joins
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .outside_call_seconds += seconds;
+        }
         let mut totals = self.lock();
         let t = totals.entry(kind).or_default();
         t.calls += 1;
@@ -390,7 +404,9 @@ impl<B: Backend> Backend for TimedBackend<B> {
         let (mut side_a, mut side_b) = (0.0, 0.0);
         let timed_side = |side: &mut (dyn FnMut() + Send), seconds: &mut f64| {
             let start = Instant::now();
+            let was = IN_SIDE.with(|c| c.replace(true));
             side();
+            IN_SIDE.with(|c| c.set(was));
             *seconds = start.elapsed().as_secs_f64();
         };
         self.inner
@@ -460,11 +476,12 @@ mod tests {
                 std::thread::sleep(nap);
                 a_ran = true;
             },
-            &mut || b_ran = true,
+            &mut || b_ran = timed.zeros(4).is_ok(),
         );
         assert!(a_ran && b_ran, "both sides run");
         let joins = timed.take(10).joins;
         assert_eq!(joins.calls, 1);
+        assert_eq!(joins.outside_call_seconds, 0.0, "a side's call is inside");
         // The join lasts at least its longer side; the shorter side's thread waits for it.
         assert!(joins.wall_seconds >= nap.as_secs_f64(), "{joins:?}");
         assert!(
@@ -477,6 +494,9 @@ mod tests {
         );
         assert!(joins.unequal_seconds > 0.0, "{joins:?}");
         assert_eq!(timed.take(10).joins.calls, 0, "take clears the joins");
+        // A call outside a join (copying 4 MB takes far more than a clock tick).
+        timed.upload(&vec![1.0; 1 << 20])?;
+        assert!(timed.take(10).joins.outside_call_seconds > 0.0);
         Ok(())
     }
 }

@@ -341,9 +341,17 @@ fn bench_in_situ_times_the_calls_of_the_timed_steps_and_of_inference() {
         "{} > {timed}",
         seconds(&train)
     );
-    // One thread makes no two-sided joins: the directions run in turn.
-    for key in ["joins", "joins_inference"] {
-        assert_eq!(r[key]["calls"].as_u64(), Some(0), "{key}: {}", r[key]);
+    // One thread makes no two-sided joins (the directions run in turn), so every
+    // backend call is made outside a join.
+    for (key, groups) in [("joins", &train), ("joins_inference", &infer)] {
+        let joins = &r[key];
+        assert_eq!(joins["calls"].as_u64(), Some(0), "{key}: {joins}");
+        let outside = joins["outside_call_seconds"].as_f64().unwrap();
+        assert!(
+            (outside - seconds(groups)).abs() <= 1e-9 + 1e-6 * outside,
+            "{key}: {outside} vs {}",
+            seconds(groups)
+        );
     }
     // Without the flag nothing is timed per call.
     let plain = bench_json("auto", "f32");

@@ -673,13 +673,14 @@ fn write_in_situ(out: &mut impl Write, report: &Report) -> std::io::Result<()> {
                 out,
                 "joins      {:>9.2} ms per {unit} in {:.1} two-sided joins (the layers' directions), \
                  a thread waiting {:.2} ms of it ({:.2} ms from unequal sides); {:.2} ms of the \
-                 {:.2} ms wall outside joins",
+                 {:.2} ms wall outside joins, {:.2} ms of them in backend calls",
                 ms(j.wall_seconds),
                 j.calls as f64 / units,
                 ms(j.waiting_seconds),
                 ms(j.unequal_seconds),
                 (wall_ms - ms(j.wall_seconds)).max(0.0),
-                wall_ms
+                wall_ms,
+                ms(j.outside_call_seconds)
             )?;
         }
     }
