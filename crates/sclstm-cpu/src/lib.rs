@@ -455,15 +455,12 @@ mod tests {
         backend_gemm_roundtrip(&cpu)
     }
 
-    #[test]
-    fn join_runs_both_sides_concurrently_only_with_a_pool() {
-        use std::sync::Barrier;
-        let two = CpuBackend::<f32>::new(2).unwrap();
-        assert!(two.concurrent());
-        // Each side waits for the other: this returns only if they run at the same time.
-        let barrier = Barrier::new(2);
+    /// Runs a join whose sides each wait for the other at a barrier: it returns only if
+    /// the two sides run at the same time. Returns what each side wrote.
+    fn join_with_meeting_sides(backend: &CpuBackend<f32>) -> (i32, i32) {
+        let barrier = std::sync::Barrier::new(2);
         let (mut a, mut b) = (0, 0);
-        two.join(
+        backend.join(
             &mut || {
                 barrier.wait();
                 a = 1;
@@ -473,7 +470,14 @@ mod tests {
                 b = 2;
             },
         );
-        assert_eq!((a, b), (1, 2));
+        (a, b)
+    }
+
+    #[test]
+    fn join_runs_both_sides_concurrently_only_with_a_pool() {
+        let two = CpuBackend::<f32>::new(2).unwrap();
+        assert!(two.concurrent());
+        assert_eq!(join_with_meeting_sides(&two), (1, 2));
         let one = CpuBackend::<f32>::new(1).unwrap();
         assert!(!one.concurrent());
         let order = std::sync::Mutex::new(Vec::new());
@@ -503,22 +507,10 @@ mod tests {
 
     #[test]
     fn run_moves_the_work_onto_the_pool_and_joins_still_run_both_sides_at_once() {
-        use std::sync::Barrier;
         let two = CpuBackend::<f32>::new(2).unwrap();
-        let barrier = Barrier::new(2);
         let (index, sides) = two.run(|| {
-            let (mut a, mut b) = (0, 0);
-            two.join(
-                &mut || {
-                    barrier.wait();
-                    a = 1;
-                },
-                &mut || {
-                    barrier.wait();
-                    b = 2;
-                },
-            );
-            (rayon::current_thread_index(), (a, b))
+            let sides = join_with_meeting_sides(&two);
+            (rayon::current_thread_index(), sides)
         });
         assert!(index.is_some(), "ran on a pool thread");
         assert_eq!(sides, (1, 2));
