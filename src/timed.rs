@@ -128,7 +128,7 @@ impl<B: Backend> TimedBackend<B> {
     /// per-step from now on (the next phase's batch size).
     pub fn take(&self, per_step_rows: usize) -> InSitu {
         let totals = std::mem::take(&mut *self.lock());
-        let joins = std::mem::take(&mut *self.joins.lock().unwrap_or_else(|e| e.into_inner()));
+        let joins = std::mem::take(&mut *self.lock_joins());
         let mut groups: Vec<CallGroup> = totals
             .into_iter()
             .map(|(kind, totals)| CallGroup {
@@ -178,15 +178,16 @@ impl<B: Backend> TimedBackend<B> {
         self.totals.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    fn lock_joins(&self) -> std::sync::MutexGuard<'_, JoinTotals> {
+        self.joins.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     fn timed<T>(&self, kind: CallKind, g: Option<&Gemm>, call: impl FnOnce() -> T) -> T {
         let start = Instant::now();
         let out = call();
         let seconds = start.elapsed().as_secs_f64();
         if !IN_SIDE.with(|c| c.get()) {
-            self.joins
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .outside_call_seconds += seconds;
+            self.lock_joins().outside_call_seconds += seconds;
         }
         let mut totals = self.lock();
         let t = totals.entry(kind).or_default();
@@ -414,7 +415,7 @@ impl<B: Backend> Backend for TimedBackend<B> {
                 timed_side(b, &mut side_b)
             });
         let wall = start.elapsed().as_secs_f64();
-        let mut joins = self.joins.lock().unwrap_or_else(|e| e.into_inner());
+        let mut joins = self.lock_joins();
         joins.calls += 1;
         joins.wall_seconds += wall;
         joins.waiting_seconds += (2.0 * wall - side_a - side_b).max(0.0);
