@@ -502,6 +502,85 @@ fn local_sweep_resumes_a_partial_run_and_starts_the_missing_ones() {
     );
 }
 
+/// A plan sharing `tiny`'s SC-LSTM run (`same_as`) beside a run of its own; `hidden` set
+/// to anything but 8 makes the shared run's configuration differ from the directory's.
+fn pair_plan(hidden: usize) -> String {
+    format!(
+        r#"
+name = "pair"
+title = "a plan sharing a run"
+seeds = 1
+[config]
+hidden = {hidden}
+layers = 1
+epochs = 2
+batch_size = 5
+lr = 0.01
+[[run]]
+name = "sc-ner-chunk"
+config = {{ model = "sc-lstm", tasks = ["ner", "chunk"] }}
+same_as = "tiny/sc"
+[[run]]
+name = "stl-pos"
+config = {{ model = "stl", tasks = ["pos"] }}
+"#
+    )
+}
+
+#[test]
+fn a_run_shared_with_another_plan_is_trained_by_its_own_plan_and_read_by_both() {
+    let (d, tiny, root) = setup("shared");
+    let pair = d.join("pair.toml");
+    std::fs::write(&pair, pair_plan(8)).unwrap();
+    let pair = pair.display().to_string();
+    let flags = ["--root", &root, "--max-sentences", "20", "--seeds", "1"];
+    let sweep = |plan: &str, more: &[&str]| {
+        let mut args = vec!["sweep", plan];
+        args.extend(flags);
+        args.extend(more);
+        sclstm(&args)
+    };
+    // The pair plan's own sweep lists only its own run and says who trains the other.
+    let out = sweep(&pair, &["--emit", "parallel"]);
+    let (jobs, err) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{err}");
+    assert_eq!(jobs.lines().count(), 1, "{jobs}");
+    assert!(jobs.contains("pair/stl-pos/seed-1"), "{jobs}");
+    assert!(
+        err.contains("belong to other plans") && err.contains("tiny/sc/seed-1"),
+        "{err}"
+    );
+    // tiny's sweep trains it, its log in tiny's logs; then the pair plan finds it done.
+    let out = sweep(&tiny, &["--run", "--only", "sc", "-j", "1"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let log = Path::new(&root).join("tiny/logs/sc-seed-1.log");
+    assert!(std::fs::read_to_string(&log).unwrap().contains("epoch 2:"));
+    let st = String::from_utf8_lossy(&sweep(&pair, &["--status"]).stdout).into_owned();
+    assert!(
+        st.contains("tiny/sc/seed-1 (2 of 2 epochs) [tiny/sc's: its plan trains it]"),
+        "{st}"
+    );
+    assert!(
+        st.contains("pair: 1 done, 0 partial, 1 missing of 2 runs"),
+        "{st}"
+    );
+    // A shared directory trained with another configuration stops the pair plan's sweep.
+    std::fs::write(d.join("pair.toml"), pair_plan(16)).unwrap();
+    let out = sweep(&pair, &["--emit", "parallel"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("hidden: plan 16"),
+        "{err}"
+    );
+}
+
 #[test]
 fn the_readme_results_section_is_what_report_renders_from_results() {
     ok(&[

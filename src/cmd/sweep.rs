@@ -4,7 +4,7 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::{Context, bail};
-use sclstm_train::plan::{Overrides, Plan};
+use sclstm_train::plan::{Overrides, Plan, RunSpec};
 use sclstm_train::sweep::{self, JobSettings, RunStatus};
 
 /// How `--emit` writes the runs still to do.
@@ -109,7 +109,16 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 RunStatus::Partial { .. } => counts[1] += 1,
                 _ => counts[2] += 1,
             }
-            writeln!(out, "{:<8} {}{detail}", st.word(), spec.dir.display())?;
+            let owner = spec
+                .same_as
+                .as_ref()
+                .map_or_else(String::new, |o| format!(" [{o}'s: its plan trains it]"));
+            writeln!(
+                out,
+                "{:<8} {}{detail}{owner}",
+                st.word(),
+                spec.dir.display()
+            )?;
         }
         writeln!(
             out,
@@ -122,8 +131,24 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         )?;
         return Ok(());
     }
+    // Runs of other plans (`same_as`) are trained by their own plans' sweeps.
+    let (shared, specs): (Vec<RunSpec>, Vec<RunSpec>) =
+        specs.into_iter().partition(|s| s.same_as.is_some());
     let statuses = sweep::statuses(&specs)?;
-    let logs = args.root.join(&plan.name).join("logs");
+    let waiting: Vec<String> = shared
+        .iter()
+        .zip(sweep::statuses(&shared)?)
+        .filter(|(_, st)| !matches!(st, RunStatus::Done { .. }))
+        .map(|(s, _)| s.dir.display().to_string())
+        .collect();
+    if !waiting.is_empty() {
+        eprintln!(
+            "sweep: {} run(s) of this plan belong to other plans (`same_as`) and are not done; \
+             their plans' sweeps train them: {}",
+            waiting.len(),
+            waiting.join(", ")
+        );
+    }
     match args.emit {
         Some(Emit::Parallel) => {
             if args.submit {
@@ -132,6 +157,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             out.write_all(sweep::emit_parallel(&specs, &statuses, &job)?.as_bytes())?;
         }
         Some(Emit::Slurm) => {
+            let logs = args.root.join(&plan.name).join("logs");
             let script = sweep::emit_slurm(&specs, &statuses, &job, &logs)?;
             if args.submit {
                 std::fs::create_dir_all(&logs)
@@ -153,10 +179,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
         None => {
             drop(out);
-            let outcomes =
-                sweep::run_here(&specs, &statuses, &job, args.jobs, &logs, &mut |line| {
-                    eprintln!("{line}")
-                })?;
+            let outcomes = sweep::run_here(&specs, &statuses, &job, args.jobs, &mut |line| {
+                eprintln!("{line}")
+            })?;
             let failed: Vec<&str> = outcomes
                 .iter()
                 .filter(|o| !o.success)

@@ -6,7 +6,12 @@
 //! options that do not change results (`log_grads`, `checkpoint_steps`). Runs that share a
 //! `row` form one line of the paper's table (the three single-task models of Table 3's
 //! "LSTM (STL)" line). A run expands into one run directory per seed,
-//! `<root>/<plan>/<run>/seed-<k>`, trained with seed `k`.
+//! `<root>/<plan>/<run>/seed-<k>`, trained with seed `k`. A run that another plan already
+//! trains (Figure 4's models are Figure 3's and Table 3's) says so with
+//! `same_as = "<plan>/<run>"`: its seeds are that run's directories, trained once by that
+//! plan's sweep (this plan's sweep lists them but leaves them to it, so that they are
+//! trained with their own plan's logging options), and a sweep or report that finds their
+//! `config.toml` different from what this plan asks for stops, naming the key.
 //!
 //! ```toml
 //! name = "table3"
@@ -88,12 +93,27 @@ pub struct PlanRun {
     /// The paper's values for this run.
     #[serde(default)]
     pub paper: Option<PaperValues>,
+    /// `<plan>/<run>`: another plan's run with this run's configuration, whose seed
+    /// directories this run reads instead of training its own.
+    #[serde(default)]
+    pub same_as: Option<String>,
 }
 
 impl PlanRun {
     /// The table row of this run.
     pub fn row(&self) -> &str {
         self.row.as_deref().unwrap_or(&self.name)
+    }
+
+    /// The directory holding this run's seeds under `root`: `<root>/<plan>/<run>`, or the
+    /// run it is the same as.
+    fn dir(&self, root: &Path, plan: &str) -> PathBuf {
+        match &self.same_as {
+            Some(other) => other
+                .split('/')
+                .fold(root.to_path_buf(), |d, part| d.join(part)),
+            None => root.join(plan).join(&self.name),
+        }
     }
 }
 
@@ -156,12 +176,29 @@ pub struct RunSpec {
     pub config: TrainConfig,
     /// Logging options.
     pub logging: RunLogging,
+    /// `<plan>/<run>` when the directory is another plan's run (`same_as`): that plan's
+    /// sweep trains it.
+    pub same_as: Option<String>,
 }
 
 impl RunSpec {
     /// `<run>/seed-<k>`: the run's name inside its plan.
     pub fn id(&self) -> String {
         format!("{}/seed-{}", self.run, self.seed)
+    }
+
+    /// Where a sweep writes the run's output: `logs/<run>-seed-<k>.log` in the plan
+    /// directory holding the run directory, so that a run shared by two plans
+    /// (`same_as`) has one log whichever plan's sweep trains it.
+    pub fn log_path(&self) -> PathBuf {
+        let run_dir = self.dir.parent().unwrap_or(&self.dir);
+        let run = run_dir
+            .file_name()
+            .map_or_else(|| self.run.clone(), |n| n.to_string_lossy().into_owned());
+        let plan_dir = run_dir.parent().unwrap_or(run_dir);
+        plan_dir
+            .join("logs")
+            .join(format!("{run}-seed-{}.log", self.seed))
     }
 
     /// The configuration file a fresh start reads: `<root>/<plan>/<run>/seed-<k>.toml`.
@@ -206,6 +243,18 @@ impl Plan {
             }
             if self.runs[..i].iter().any(|o| o.name == r.name) {
                 bail!("run {:?} is listed twice", r.name);
+            }
+            if let Some(other) = &r.same_as {
+                let parts: Vec<&str> = other.split('/').collect();
+                if parts.len() != 2 || !parts.iter().all(|p| is_dir_name(p)) {
+                    bail!(
+                        "run {:?}: `same_as` = {other:?} is not `<plan>/<run>`",
+                        r.name
+                    );
+                }
+                if parts == [self.name.as_str(), r.name.as_str()] {
+                    bail!("run {:?}: `same_as` names the run itself", r.name);
+                }
             }
             let c = self
                 .run_config(r, 1, &Overrides::default())
@@ -273,12 +322,10 @@ impl Plan {
                     run: run.name.clone(),
                     row: run.row().to_string(),
                     seed,
-                    dir: root
-                        .join(&self.name)
-                        .join(&run.name)
-                        .join(format!("seed-{seed}")),
+                    dir: run.dir(root, &self.name).join(format!("seed-{seed}")),
                     config: self.run_config(run, seed, overrides)?,
                     logging: self.options.merged(&run.options),
+                    same_as: run.same_as.clone(),
                 });
             }
         }
@@ -479,6 +526,80 @@ against = ["STL"]
             let err = format!("{:#}", parse(&text).unwrap_err());
             assert!(err.contains(needle), "{needle:?} not in {err:?}");
         }
+    }
+
+    #[test]
+    fn a_run_the_same_as_another_plans_reads_that_runs_seed_directories() {
+        let text = PLAN.replace(
+            "options = { log_grads = 10 }",
+            "options = { log_grads = 10 }\nsame_as = \"table3/sc-lstm\"",
+        );
+        let p = parse(&text).unwrap();
+        let specs = p
+            .expand(Path::new("runs"), None, &Overrides::default())
+            .unwrap();
+        assert_eq!(specs[2].dir, Path::new("runs/table3/sc-lstm/seed-1"));
+        assert_eq!(specs[2].id(), "sc/seed-1");
+        assert_eq!(specs[2].same_as.as_deref(), Some("table3/sc-lstm"));
+        assert_eq!(
+            specs[2].log_path(),
+            Path::new("runs/table3/logs/sc-lstm-seed-1.log")
+        );
+        assert_eq!(
+            (specs[0].dir.as_path(), specs[0].same_as.as_deref()),
+            (Path::new("runs/t/stl-ner/seed-1"), None)
+        );
+        assert_eq!(
+            specs[0].log_path(),
+            Path::new("runs/t/logs/stl-ner-seed-1.log")
+        );
+        for (same_as, needle) in [
+            ("table3", "not `<plan>/<run>`"),
+            ("table3/sc/seed-1", "not `<plan>/<run>`"),
+            ("../sc", "not `<plan>/<run>`"),
+            ("t/sc", "the run itself"),
+        ] {
+            let text = PLAN.replace(
+                "options = { log_grads = 10 }",
+                &format!("options = {{ log_grads = 10 }}\nsame_as = {same_as:?}"),
+            );
+            let err = format!("{:#}", parse(&text).unwrap_err());
+            assert!(err.contains(needle), "{same_as}: {needle:?} not in {err:?}");
+        }
+    }
+
+    #[test]
+    fn every_shared_run_of_the_shipped_plans_names_a_run_with_its_configuration() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../experiments");
+        let mut plans = BTreeMap::new();
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "toml") {
+                let p = Plan::load(&path).unwrap();
+                plans.insert(p.name.clone(), p);
+            }
+        }
+        let mut shared = 0;
+        for p in plans.values() {
+            for r in p.runs.iter() {
+                let Some(other) = &r.same_as else { continue };
+                shared += 1;
+                let (plan, run) = other.split_once('/').unwrap();
+                let owner = &plans[plan];
+                let target = owner
+                    .run(run)
+                    .unwrap_or_else(|| panic!("{}: {other}", p.name));
+                assert!(target.same_as.is_none(), "{other} is itself shared");
+                let ours = p.run_config(r, 1, &Overrides::default()).unwrap();
+                let theirs = owner.run_config(target, 1, &Overrides::default()).unwrap();
+                let d = config_differences(&theirs, &ours);
+                assert!(d.is_empty(), "{}/{} vs {other}: {d:?}", p.name, r.name);
+            }
+        }
+        assert!(
+            shared > 0,
+            "the figure plans share Table 3's and Figure 3's runs"
+        );
     }
 
     #[test]

@@ -298,16 +298,14 @@ pub struct JobOutcome {
 }
 
 /// Runs the runs still to do on this machine, `jobs` at a time, each child's output in
-/// `<logs>/<run>-seed-<k>.log`; `on_event` hears each start and end. Returns every outcome.
+/// its [`RunSpec::log_path`]; `on_event` hears each start and end. Returns every outcome.
 pub fn run_here(
     specs: &[RunSpec],
     statuses: &[RunStatus],
     job: &JobSettings,
     jobs: usize,
-    logs: &Path,
     on_event: &mut dyn FnMut(&str),
 ) -> anyhow::Result<Vec<JobOutcome>> {
-    std::fs::create_dir_all(logs).with_context(|| format!("creating {}", logs.display()))?;
     let mut queue: Vec<(&RunSpec, Vec<String>)> = Vec::new();
     for (spec, st) in specs.iter().zip(statuses) {
         if let Some(args) = train_args(spec, st, job.threads) {
@@ -325,7 +323,11 @@ pub fn run_here(
             let Some((spec, args)) = queue.pop() else {
                 break;
             };
-            let log = logs.join(format!("{}-seed-{}.log", spec.run, spec.seed));
+            let log = spec.log_path();
+            if let Some(dir) = log.parent() {
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("creating {}", dir.display()))?;
+            }
             let file = std::fs::OpenOptions::new()
                 .create(true)
                 .append(true)
