@@ -241,6 +241,7 @@ def emit(record, args):
         {
             "source": "pytorch",
             "torch": torch.__version__,
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(),
             "threads": torch.get_num_threads(),
             "python": platform.python_version(),
             "seed": args.seed,

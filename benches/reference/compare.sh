@@ -16,6 +16,10 @@
 #                   int8 their layers dynamically quantized to int8 (extra rows)
 #   --infer-batch N sentences per inference batch of the PyTorch scripts (default 10;
 #                   sclstm tags in batches of up to 64 sentences and 2,048 tokens)
+#   --isa avx2      both sides on AVX2 alone, as on a CPU without AVX-512: sclstm's AVX2
+#                   kernels (SCLSTM_KERNELS=avx2) and PyTorch's (ATEN_CPU_CAPABILITY,
+#                   MKL_ENABLE_INSTRUCTIONS, ONEDNN_MAX_CPU_ISA, FBGEMM_ENABLE_INSTRUCTIONS);
+#                   default: each side picks its best
 #   --quick         fewer batches per script (a smoke run, not a measurement)
 #   --out FILE      keep the raw JSON lines in FILE (default: a temporary file)
 # The environment reaches every script, e.g. OMP_WAIT_POLICY=PASSIVE on a busy machine
@@ -33,6 +37,7 @@ PRECISION=f32
 MODEL_OPTS=()
 QUICK=()
 OUT=""
+ISA=""
 
 while [[ $# -gt 0 ]]; do
   case "$1" in
@@ -43,9 +48,10 @@ while [[ $# -gt 0 ]]; do
     --criterion) CRITERION=1; shift ;;
     --precision) PRECISION="$2"; shift 2 ;;
     --infer-batch) MODEL_OPTS+=(--infer-batch "$2"); shift 2 ;;
+    --isa) ISA="$2"; shift 2 ;;
     --quick) QUICK=(--warmup 2 --train-batches 5 --infer-batches 5); shift ;;
     --out) OUT="$2"; shift 2 ;;
-    -h|--help) sed -n '2,22p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,26p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "compare.sh: unknown option '$1' (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -71,6 +77,14 @@ case "$PRECISION" in
   bf16) MODEL_OPTS+=(--bf16) ;;
   int8) MODEL_OPTS+=(--int8) ;;
   *) echo "compare.sh: --precision must be f32, bf16 or int8, not '$PRECISION'" >&2; exit 2 ;;
+esac
+
+case "$ISA" in
+  "") ;;
+  avx2)
+    export SCLSTM_KERNELS=avx2 ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2 \
+      ONEDNN_MAX_CPU_ISA=AVX2 FBGEMM_ENABLE_INSTRUCTIONS=AVX2 ;;
+  *) echo "compare.sh: --isa takes avx2 (or is left out), not '$ISA'" >&2; exit 2 ;;
 esac
 
 export PYTHONDONTWRITEBYTECODE=1

@@ -54,6 +54,7 @@ def main():
             "gflops_max": round(max(rates), 2),
             "threads": torch.get_num_threads(),
             "torch": torch.__version__,
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         }
         print(json.dumps(record, sort_keys=True), flush=True)
 

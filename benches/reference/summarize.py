@@ -95,12 +95,21 @@ def main():
     precisions = sorted({r["infer_precision"] for r in records if "infer_precision" in r})
     if precisions:
         print(f"sclstm inference products: {', '.join(precisions)}")
+    # Which instruction sets ran: sclstm's kernel set, PyTorch's ATen dispatch level.
+    for label, source, key in (
+        ("sclstm kernels", "sclstm", "kernels"),
+        ("PyTorch CPU capability (ATen)", "pytorch", "cpu_capability"),
+    ):
+        seen = sorted({r[key] for r in records if r.get("source") == source and key in r})
+        if seen:
+            print(f"{label}: {', '.join(seen)}")
     print("| what | PyTorch tokens/s | sclstm tokens/s | sclstm / PyTorch |")
     print("|---|---|---|---|")
     for label, ref_sel, ref_fig, our_sel, our_fig in ROWS:
         ref = values(records, ("pytorch",), ref_sel, ref_fig)
         ours = values(records, ("sclstm", "criterion"), our_sel, our_fig)
-        if not ref and not ours:
+        # The bf16 / int8 rows only where the PyTorch scripts timed that precision.
+        if not ours and not ref or not ref and ("_bf16_" in ref_fig or "_int8_" in ref_fig):
             continue
         ratio = "–"
         if ref and ours:
