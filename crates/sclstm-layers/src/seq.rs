@@ -8,6 +8,7 @@
 use std::borrow::Cow;
 
 use sclstm_core::{Matrix, NumError, Real, STRIP, strip_len};
+use sclstm_cpu::kernels::Kernels;
 
 /// Steps `T` and batch size `B` of a time-major batch, with each sentence's length.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -112,9 +113,10 @@ pub(crate) fn row_major<R: Real>(m: &Matrix<R>) -> Cow<'_, [R]> {
 /// exactly `rows · cols` elements; every one is overwritten. Works in `TILE × TILE`
 /// blocks, so both the reads from `m` and the writes to `out` are contiguous runs of
 /// `TILE` elements (a plain element-by-element transpose writes with a stride of a whole
-/// row and misses the cache on almost every store): in f32 on a CPU with AVX-512F each
-/// block is transposed in registers, otherwise staged through a small local array. Both
-/// only move values, so the result is the same on every path.
+/// row and misses the cache on almost every store): in f32 with the AVX-512 or AVX2
+/// kernel set ([`Kernels::active`]) each block is transposed in registers (16 × 16 or
+/// 8 × 8), otherwise staged through a small local array. All only move values, so the
+/// result is the same on every path.
 pub(crate) fn transpose_into<R: Real>(m: &Matrix<R>, out: &mut [R]) {
     let (rows, cols) = m.dim();
     assert_eq!(
@@ -127,14 +129,25 @@ pub(crate) fn transpose_into<R: Real>(m: &Matrix<R>, out: &mut [R]) {
 
 /// [`transpose_into`] on a row-major `(rows, cols)` slice.
 fn transpose_slice<R: Real>(src: &[R], rows: usize, cols: usize, out: &mut [R]) {
+    transpose_with(Kernels::active(), src, rows, cols, out);
+}
+
+/// [`transpose_slice`] with the kernels of `set` (f32 only; other types take the tiles).
+fn transpose_with<R: Real>(set: Kernels, src: &[R], rows: usize, cols: usize, out: &mut [R]) {
     #[cfg(target_arch = "x86_64")]
     if let (Some(src), Some(dst)) = (R::as_f32(src), R::as_f32_mut(out))
-        && std::arch::is_x86_feature_detected!("avx512f")
+        && set.runs_here()
     {
-        // SAFETY: AVX-512F was detected at run time.
-        unsafe { x86::transpose_f32_avx512(src, rows, cols, dst) };
-        return;
+        match set {
+            // SAFETY: the set's instructions were detected at run time.
+            Kernels::Avx512 => return unsafe { x86::transpose_f32_avx512(src, rows, cols, dst) },
+            // SAFETY: as above.
+            Kernels::Avx2 => return unsafe { x86::transpose_f32_avx2(src, rows, cols, dst) },
+            Kernels::Portable => {}
+        }
     }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = set;
     transpose_tiles(src, rows, cols, out, 0, 0);
 }
 
@@ -235,11 +248,14 @@ fn transpose_tiles<R: Real>(
     }
 }
 
-/// The f32 transpose on AVX-512: whole 16 × 16 blocks transposed in registers.
+/// The f32 transposes on AVX-512 and AVX2: whole 16 × 16 or 8 × 8 blocks transposed in
+/// registers.
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use std::arch::x86_64::{
-        __m512, _mm512_castpd_ps, _mm512_castps_pd, _mm512_loadu_ps, _mm512_setzero_ps,
+        __m256, __m512, _mm256_loadu_ps, _mm256_permute2f128_ps, _mm256_setzero_ps,
+        _mm256_shuffle_ps, _mm256_storeu_ps, _mm256_unpackhi_ps, _mm256_unpacklo_ps,
+        _mm512_castpd_ps, _mm512_castps_pd, _mm512_loadu_ps, _mm512_setzero_ps,
         _mm512_shuffle_f32x4, _mm512_storeu_ps, _mm512_unpackhi_pd, _mm512_unpackhi_ps,
         _mm512_unpacklo_pd, _mm512_unpacklo_ps,
     };
@@ -274,6 +290,63 @@ mod x86 {
         }
         // The ragged right columns of the full rows, and the ragged bottom rows.
         super::transpose_tiles(src, rows, cols, out, full_r, full_c);
+    }
+
+    /// [`super::transpose_into`] for f32 on AVX2: every whole 8 × 8 block in registers (8
+    /// loads, 24 shuffles, 8 stores), the ragged right and bottom edges by the tiles.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2; `src` and `out` hold `rows · cols` values.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn transpose_f32_avx2(
+        src: &[f32],
+        rows: usize,
+        cols: usize,
+        out: &mut [f32],
+    ) {
+        assert!(src.len() >= rows * cols && out.len() >= rows * cols);
+        let (full_r, full_c) = (rows / 8 * 8, cols / 8 * 8);
+        for r0 in (0..full_r).step_by(8) {
+            for c0 in (0..full_c).step_by(8) {
+                let mut v = [_mm256_setzero_ps(); 8];
+                for (i, reg) in v.iter_mut().enumerate() {
+                    // SAFETY: row r0 + i < rows and columns c0..c0 + 8 ≤ cols.
+                    *reg = unsafe { _mm256_loadu_ps(src.as_ptr().add((r0 + i) * cols + c0)) };
+                }
+                let t = transpose8(v);
+                for (j, reg) in t.iter().enumerate() {
+                    // SAFETY: output row c0 + j < cols, columns r0..r0 + 8 ≤ rows.
+                    unsafe { _mm256_storeu_ps(out.as_mut_ptr().add((c0 + j) * rows + r0), *reg) };
+                }
+            }
+        }
+        super::transpose_tiles(src, rows, cols, out, full_r, full_c);
+    }
+
+    /// Transposes 8 rows of 8 values: 32-bit interleaves, 64-bit shuffles, then the
+    /// 128-bit halves swapped across registers.
+    #[target_feature(enable = "avx2")]
+    fn transpose8(r: [__m256; 8]) -> [__m256; 8] {
+        let mut t = r;
+        for k in 0..4 {
+            t[2 * k] = _mm256_unpacklo_ps(r[2 * k], r[2 * k + 1]);
+            t[2 * k + 1] = _mm256_unpackhi_ps(r[2 * k], r[2 * k + 1]);
+        }
+        // u[4h + j]: column j (and j + 4 in the high half) of rows 4h..4h + 4.
+        let mut u = t;
+        for h in 0..2 {
+            let (a, b, c, d) = (t[4 * h], t[4 * h + 1], t[4 * h + 2], t[4 * h + 3]);
+            u[4 * h] = _mm256_shuffle_ps::<0x44>(a, c);
+            u[4 * h + 1] = _mm256_shuffle_ps::<0xee>(a, c);
+            u[4 * h + 2] = _mm256_shuffle_ps::<0x44>(b, d);
+            u[4 * h + 3] = _mm256_shuffle_ps::<0xee>(b, d);
+        }
+        let mut out = u;
+        for j in 0..4 {
+            out[j] = _mm256_permute2f128_ps::<0x20>(u[j], u[4 + j]);
+            out[4 + j] = _mm256_permute2f128_ps::<0x31>(u[j], u[4 + j]);
+        }
+        out
     }
 
     /// Transposes 16 rows of 16 values: 32-bit, then 64-bit interleaves, then two
@@ -360,6 +433,33 @@ mod tests {
                 for j in 0..c {
                     assert_eq!(t[j * r + i], m[(i, j)], "f64 ({i}, {j}) of {r}×{c}");
                     assert_eq!(t32[j * r + i], m32[(i, j)], "f32 ({i}, {j}) of {r}×{c}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn every_kernel_set_transposes_like_the_definition() {
+        // Each set this CPU runs (AVX-512's 16 × 16 blocks, AVX2's 8 × 8, the tiles), on
+        // sizes with every kind of ragged edge for both block sizes, into NaN-filled output.
+        let sizes = [
+            (1, 1),
+            (7, 9),
+            (8, 8),
+            (9, 24),
+            (17, 40),
+            (33, 16),
+            (300, 1200),
+        ];
+        for set in sclstm_cpu::kernels::Kernels::available() {
+            for (r, c) in sizes {
+                let m: Vec<f32> = (0..r * c).map(|v| v as f32).collect();
+                let mut t = vec![f32::NAN; r * c];
+                super::transpose_with(set, &m, r, c, &mut t);
+                for i in 0..r {
+                    for j in 0..c {
+                        assert_eq!(t[j * r + i], m[i * c + j], "{set:?} ({i}, {j}) of {r}×{c}");
+                    }
                 }
             }
         }
