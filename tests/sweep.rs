@@ -564,7 +564,9 @@ fn a_run_shared_with_another_plan_is_trained_by_its_own_plan_and_read_by_both() 
     assert!(std::fs::read_to_string(&log).unwrap().contains("epoch 2:"));
     let st = String::from_utf8_lossy(&sweep(&pair, &["--status"]).stdout).into_owned();
     assert!(
-        st.contains("tiny/sc/seed-1 (2 of 2 epochs) [tiny/sc's: its plan trains it]"),
+        st.contains(
+            "tiny/sc/seed-1 (2 of 2 epochs) [same as tiny/sc: its own plan's sweep trains it]"
+        ),
         "{st}"
     );
     assert!(

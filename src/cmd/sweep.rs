@@ -109,10 +109,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 RunStatus::Partial { .. } => counts[1] += 1,
                 _ => counts[2] += 1,
             }
-            let owner = spec
-                .same_as
-                .as_ref()
-                .map_or_else(String::new, |o| format!(" [{o}'s: its plan trains it]"));
+            let owner = spec.same_as.as_ref().map_or_else(String::new, |o| {
+                format!(" [same as {o}: its own plan's sweep trains it]")
+            });
             writeln!(
                 out,
                 "{:<8} {}{detail}{owner}",
