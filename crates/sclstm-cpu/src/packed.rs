@@ -312,6 +312,10 @@ pub(crate) mod x86 {
         /// many bits as `B`'s).
         const A_WORDS: usize = 1;
 
+        /// Rows of `A` one pass over a block of `B`'s columns packs and runs (at most
+        /// [`ROWS`]).
+        const CHUNK_ROWS: usize = ROWS;
+
         /// Packs `k` contiguous f32 into `⌈k / PER_WORD⌉ · A_WORDS` words at `dst`,
         /// returning the row's scale (1 where the layout has none).
         ///
@@ -374,14 +378,14 @@ pub(crate) mod x86 {
                         seed_bias(c, n as isize, rows, c1 - c0, bias.add(c0), accumulate);
                         accumulate = true;
                     }
-                    // Row chunks of ROWS over one L2-sized block of B's columns at a
-                    // time, as for the f32 tall products.
+                    // Row chunks of CHUNK_ROWS over one L2-sized block of B's columns
+                    // at a time, as for the f32 tall products.
                     let mut j0 = c0;
                     while j0 < c1 {
                         let w = TALL_COL_BLOCK.min(c1 - j0);
                         let mut i0 = 0;
                         while i0 < rows {
-                            let h = ROWS.min(rows - i0);
+                            let h = K::CHUNK_ROWS.min(rows - i0);
                             // Strip-layout blocks start on a strip (split_output
                             // and TALL_COL_BLOCK keep multiples of STRIP).
                             let (b, rsb, strip) = if self.strips {
