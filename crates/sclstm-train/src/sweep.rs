@@ -228,7 +228,10 @@ pub fn emit_slurm(
     let _ = writeln!(s, "#!/usr/bin/env bash");
     let _ = writeln!(s, "#SBATCH --job-name=sclstm-{plan}");
     if todo.is_empty() {
-        let _ = writeln!(s, "# every run of the plan is done");
+        let _ = writeln!(
+            s,
+            "# nothing left to train: every run this plan trains is done"
+        );
         let _ = writeln!(s, "exit 0");
         return Ok(s);
     }
