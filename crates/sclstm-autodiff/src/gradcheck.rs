@@ -274,6 +274,10 @@ pub fn registry() -> Vec<GradCheck> {
             run: check_split,
         },
         GradCheck {
+            name: "select_cols",
+            run: check_select_cols,
+        },
+        GradCheck {
             name: "embedding",
             run: check_embedding,
         },
@@ -427,6 +431,15 @@ fn check_split() -> Result<Report, NumError> {
         // Recombine out of order with a nonlinearity so each part matters differently.
         let a = t.tanh(parts[2])?;
         let y = t.concat(&[a, parts[0], parts[1]])?;
+        weighted_sum(t, y)
+    })
+}
+
+fn check_select_cols() -> Result<Report, NumError> {
+    check("select_cols", &[sin_matrix(3, 6, 0.2)], |t, v| {
+        // Out of order, with column 3 in two blocks: its gradient is the sum of both.
+        let y = t.select_cols(v[0], &[(3, 2), (0, 1), (2, 2)])?;
+        let y = t.tanh(y)?;
         weighted_sum(t, y)
     })
 }

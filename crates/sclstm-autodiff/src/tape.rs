@@ -96,12 +96,13 @@ pub enum Op<R> {
         /// Inputs, left to right.
         xs: Vec<Var>,
     },
-    /// `X[:, start .. start + width]` (one part of a split).
-    SliceCols {
+    /// Column blocks `(start, width)` of `X` side by side (a slice, a part of a split,
+    /// or several blocks at once).
+    SelectCols {
         /// Input.
         x: Var,
-        /// First column.
-        start: usize,
+        /// The blocks, left to right in the output.
+        blocks: Vec<(usize, usize)>,
     },
     /// `table[ids]`, sparse row gradient.
     Embedding {
@@ -180,7 +181,7 @@ impl<R: Real> Op<R> {
             Op::Tanh { .. } => "tanh",
             Op::Scale { .. } => "scale",
             Op::Concat { .. } => "concat",
-            Op::SliceCols { .. } => "slice_cols",
+            Op::SelectCols { .. } => "select_cols",
             Op::Embedding { .. } => "embedding",
             Op::CharConv { .. } => "char_conv_maxpool",
             Op::Dropout { .. } => "dropout",
@@ -201,7 +202,7 @@ impl<R: Real> Op<R> {
             Op::Sigmoid { x }
             | Op::Tanh { x }
             | Op::Scale { x, .. }
-            | Op::SliceCols { x, .. }
+            | Op::SelectCols { x, .. }
             | Op::Dropout { x, .. }
             | Op::Sum { x }
             | Op::Mean { x } => vec![*x],
@@ -516,9 +517,20 @@ impl<'p, R: Real> Tape<'p, R> {
     /// # Errors
     /// Range outside the columns, or a foreign var.
     pub fn slice_cols(&mut self, x: Var, start: usize, width: usize) -> Result<Var, NumError> {
-        self.check("slice_cols", &[x])?;
-        let y = concat::slice_cols(self.value(x), start, width)?;
-        Ok(self.push(Op::SliceCols { x, start }, y))
+        self.select_cols(x, &[(start, width)])
+    }
+
+    /// `[X[:, s_1 .. s_1 + w_1] | X[:, s_2 .. s_2 + w_2] | …]` for the column blocks
+    /// `(start, width)`, in one copy (slicing each block and concatenating the slices
+    /// copies every value twice).
+    ///
+    /// # Errors
+    /// A block outside the columns, or a foreign var.
+    pub fn select_cols(&mut self, x: Var, blocks: &[(usize, usize)]) -> Result<Var, NumError> {
+        self.check("select_cols", &[x])?;
+        let y = concat::select_cols(self.value(x), blocks)?;
+        let blocks = blocks.to_vec();
+        Ok(self.push(Op::SelectCols { x, blocks }, y))
     }
 
     /// Splits `X` along features into consecutive parts of the given widths.
@@ -782,14 +794,14 @@ impl<'p, R: Real> Tape<'p, R> {
                 let mut start = 0;
                 for x in xs {
                     let w = shape(*x).1;
-                    let part = concat::slice_cols(d, start, w)?;
+                    let part = concat::select_cols(d, &[(start, w)])?;
                     add_into(&mut lo[x.index()], Grad::Dense(part))?;
                     start += w;
                 }
             }
-            Op::SliceCols { x, start } => {
+            Op::SelectCols { x, blocks } => {
                 let d_x = dense_slot(&mut lo[x.index()], shape(*x));
-                concat::slice_cols_backward(d, *start, d_x);
+                concat::select_cols_backward(d, blocks, d_x);
             }
             Op::Embedding { table, ids } => {
                 let rows = embedding::backward(d, ids, shape(*table).0);

@@ -985,12 +985,8 @@ impl<B: Backend + 'static> Tagger<B> {
                 if tasks.len() == 1 {
                     return Ok(vec![out]);
                 }
-                let h = tape.slice_cols(out, 0, h2)?;
                 (0..tasks.len())
-                    .map(|j| {
-                        let q = tape.slice_cols(out, h2 * (1 + j), h2)?;
-                        Ok(tape.concat(&[h, q])?)
-                    })
+                    .map(|j| Ok(tape.select_cols(out, &[(0, h2), (h2 * (1 + j), h2)])?))
                     .collect()
             }
         }
