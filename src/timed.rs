@@ -260,6 +260,14 @@ impl<B: Backend> Backend for TimedBackend<B> {
         self.other("download_parts", || self.inner.download_parts(buf, sizes))
     }
 
+    fn host_buffers(&self) -> bool {
+        self.inner.host_buffers()
+    }
+
+    fn download_owned(&self, buf: B::Buf, len: usize) -> Result<Vec<B::Elem>, NumError> {
+        self.other("download_owned", || self.inner.download_owned(buf, len))
+    }
+
     fn zeros(&self, len: usize) -> Result<B::Buf, NumError> {
         self.other("zeros", || self.inner.zeros(len))
     }

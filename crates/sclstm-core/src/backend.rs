@@ -367,6 +367,23 @@ pub trait Backend: Send + Sync {
         sizes: &[usize],
     ) -> Result<Vec<Vec<Self::Elem>>, NumError>;
 
+    /// Whether buffers are host memory, so that [`Backend::download_owned`] hands one over
+    /// without a copy (the CPU backend). The default: no.
+    fn host_buffers(&self) -> bool {
+        false
+    }
+
+    /// The first `len` elements of `buf` as a host vector, consuming the buffer. The
+    /// default downloads them ([`Backend::download_parts`]); a [`Backend::host_buffers`]
+    /// backend returns the buffer itself.
+    ///
+    /// # Errors
+    /// [`NumError::BufferTooSmall`] when the buffer holds fewer than `len` elements, and
+    /// the errors of [`Backend::download_parts`].
+    fn download_owned(&self, buf: Self::Buf, len: usize) -> Result<Vec<Self::Elem>, NumError> {
+        Ok(self.download_parts(&buf, &[len])?.remove(0))
+    }
+
     /// A new zero-filled buffer of `len` elements.
     fn zeros(&self, len: usize) -> Result<Self::Buf, NumError>;
 

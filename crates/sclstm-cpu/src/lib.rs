@@ -226,6 +226,22 @@ impl<R: Real> Backend for CpuBackend<R> {
             .collect())
     }
 
+    fn host_buffers(&self) -> bool {
+        true
+    }
+
+    fn download_owned(&self, mut buf: Vec<R>, len: usize) -> Result<Vec<R>, NumError> {
+        if buf.len() < len {
+            return Err(NumError::BufferTooSmall {
+                op: "download_owned",
+                len: buf.len(),
+                needed: len,
+            });
+        }
+        buf.truncate(len);
+        Ok(buf)
+    }
+
     fn zeros(&self, len: usize) -> Result<Vec<R>, NumError> {
         Ok(vec![R::zero(); len])
     }
@@ -430,6 +446,23 @@ mod tests {
         assert_eq!(b.download(&three)?, vec![one, one, two]);
         b.fill_zero(&mut c)?;
         assert_eq!(b.download(&c)?, vec![B::Elem::zero(); 2]);
+        // `download_owned` returns the first `len` elements and refuses a longer `len`.
+        assert_eq!(
+            b.download_owned(b.upload(&[one, two, one])?, 2)?,
+            vec![one, two]
+        );
+        assert!(b.download_owned(b.upload(&[one])?, 2).is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn download_owned_hands_over_the_buffer_itself() -> Result<(), NumError> {
+        let cpu = CpuBackend::<f32>::new(1)?;
+        assert!(cpu.host_buffers());
+        let buf = cpu.upload(&[1.0, 2.0, 3.0])?;
+        let at = buf.as_ptr();
+        let v = cpu.download_owned(buf, 2)?;
+        assert_eq!((v.as_slice(), v.as_ptr()), (&[1.0, 2.0][..], at));
         Ok(())
     }
 

@@ -188,6 +188,63 @@ pub(super) struct CallCache<B: Backend> {
     pub(super) out: B::Buf,
 }
 
+/// Where a call sums a result it hands back (its output, or its input gradients): on a
+/// backend whose buffers are host memory a fresh zeroed buffer, returned as the result
+/// without a copy ([`Backend::download_owned`]); elsewhere the call's pooled buffer, zeroed
+/// first and downloaded at the end.
+pub(super) struct ResultBuf<'a, B: Backend> {
+    /// The fresh buffer, on a [`Backend::host_buffers`] backend.
+    fresh: Option<B::Buf>,
+    /// The call's buffer, used where there is no fresh one.
+    pooled: &'a mut B::Buf,
+    /// Shape of the result.
+    rows: usize,
+    cols: usize,
+}
+
+impl<'a, B: Backend> ResultBuf<'a, B> {
+    /// A zeroed `(rows, cols)` result, in `pooled` unless the backend's buffers are host
+    /// memory.
+    pub(super) fn new(
+        be: &B,
+        pooled: &'a mut B::Buf,
+        rows: usize,
+        cols: usize,
+    ) -> Result<Self, NumError> {
+        let fresh = if be.host_buffers() {
+            Some(be.zeros(rows * cols)?)
+        } else {
+            be.fill_zero(pooled)?;
+            None
+        };
+        Ok(ResultBuf {
+            fresh,
+            pooled,
+            rows,
+            cols,
+        })
+    }
+
+    /// The buffer to sum into.
+    pub(super) fn buf(&mut self) -> &mut B::Buf {
+        match &mut self.fresh {
+            Some(b) => b,
+            None => self.pooled,
+        }
+    }
+
+    /// The result as a host matrix.
+    pub(super) fn into_matrix(self, be: &B) -> Result<Matrix<B::Elem>, NumError> {
+        let len = self.rows * self.cols;
+        let v = match self.fresh {
+            Some(b) => be.download_owned(b, len)?,
+            None => be.download_parts(self.pooled, &[len])?.remove(0),
+        };
+        Ok(Matrix::from_shape_vec((self.rows, self.cols), v)
+            .expect("internal: a result's length matches its shape"))
+    }
+}
+
 impl<B: Backend> CallCache<B> {
     /// Allocates buffers for a call of `geo` with `nd` directions.
     pub(super) fn new(be: &B, geo: &DirGeometry, nd: usize) -> Result<Self, NumError> {

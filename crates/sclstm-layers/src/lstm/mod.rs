@@ -383,13 +383,11 @@ pub fn sc_lstm_forward<B: Backend + 'static>(
         ws.give_all(held);
         return Ok((out, None));
     }
-    let separate: Vec<bool> = geo.tasks.iter().map(|&(_, s)| s).collect();
     let node = ScLstmOp {
         ws: ws.clone(),
         caches: Mutex::new(held),
         geo,
         units,
-        separate,
         nd,
     };
     Ok((out, Some(Box::new(node))))
@@ -430,7 +428,6 @@ fn forward_units<B: Backend>(
     for (buf, m) in call.x_k.iter_mut().zip(&separate) {
         be.write(buf, &row_major(m))?;
     }
-    be.fill_zero(&mut call.out)?;
     // Each direction's weights (on the two sides of the join), unless the set already
     // holds them under the same stamp.
     let packed = ws.packed_for(record);
@@ -463,19 +460,18 @@ fn forward_units<B: Backend>(
         dir_forward(be, dc, &weights[unit.dir], &unit.steps)
     });
     results.into_iter().collect::<Result<Vec<()>, _>>()?;
+    let mut out = ResultBuf::new(be, &mut call.out, rows, width)?;
     // A unit's state rows after the B initial ones → their caller rows, at the block's
     // columns (padding rows stay zero).
     for (unit, dc) in units.iter().zip(caches.iter()) {
         let place = |col: usize| caller_rows(rows, width, col, hd, unit.geo.batch);
-        be.scatter_add_rows(&place(unit.dir * hd), &unit.ids, &dc.h, &mut call.out)?;
+        be.scatter_add_rows(&place(unit.dir * hd), &unit.ids, &dc.h, out.buf())?;
         for (j, tc) in dc.tasks.iter().enumerate() {
             let col = (nd * (1 + j) + unit.dir) * hd;
-            be.scatter_add_rows(&place(col), &unit.ids, &tc.q_k, &mut call.out)?;
+            be.scatter_add_rows(&place(col), &unit.ids, &tc.q_k, out.buf())?;
         }
     }
-    // Only the call's rows: a pooled buffer may be longer.
-    let flat = be.download_parts(&call.out, &[rows * width])?.remove(0);
-    Ok(Matrix::from_shape_vec((rows, width), flat).expect("internal: output length matches"))
+    out.into_matrix(be)
 }
 
 /// A plain bidirectional LSTM layer: output `(T·B, 2H) = [h_fwd ⊕ h_bwd]`. Gradient
@@ -546,8 +542,6 @@ pub struct ScLstmOp<B: Backend> {
     geo: DirGeometry,
     /// The directions of the call, one cache each (same order).
     units: Vec<Unit>,
-    /// Per task: reads a separate input.
-    separate: Vec<bool>,
     /// Number of directions.
     nd: usize,
 }
@@ -614,10 +608,6 @@ impl<B: Backend> FusedOp<B::Elem> for ScLstmOp<B> {
         let width = nd * (1 + n_tasks) * hd;
 
         be.write(&mut call.out, &row_major(d_out))?;
-        be.fill_zero(&mut call.x)?;
-        for buf in &mut call.x_k {
-            be.fill_zero(buf)?;
-        }
 
         let call_in = &*call;
         // Each direction's weight gradients (one unit per direction), in one transfer.
@@ -643,6 +633,13 @@ impl<B: Backend> FusedOp<B::Elem> for ScLstmOp<B> {
             shapes.extend([(hd, dk), (hd, hd), (1, hd)]);
         }
         let mut per_dir: Vec<Vec<Option<Matrix<B::Elem>>>> = vec![Vec::new(); nd];
+        let mut d_x = ResultBuf::new(be, &mut call.x, rows, d)?;
+        let mut d_x_k = call
+            .x_k
+            .iter_mut()
+            .zip(self.geo.tasks.iter().filter(|t| t.1))
+            .map(|(buf, &(dk, _))| ResultBuf::new(be, buf, rows, dk))
+            .collect::<Result<Vec<_>, _>>()?;
         // The input gradients are added into the call's buffers in unit order (a fixed
         // order: deterministic).
         for ((unit, dc), done) in self.units.iter().zip(caches.iter()).zip(results) {
@@ -660,33 +657,19 @@ impl<B: Backend> FusedOp<B::Elem> for ScLstmOp<B> {
                 &caller_rows(rows, d, 0, d, 0),
                 &unit.ids,
                 &dc.d_x,
-                &mut call.x,
+                d_x.buf(),
             )?;
             let separate = dc.tasks.iter().filter_map(|tc| tc.d_x_k.as_ref());
             for ((dxk, acc), &(dk, _)) in separate
-                .zip(call.x_k.iter_mut())
+                .zip(d_x_k.iter_mut())
                 .zip(self.geo.tasks.iter().filter(|t| t.1))
             {
-                be.scatter_add_rows(&caller_rows(rows, dk, 0, dk, 0), &unit.ids, dxk, acc)?;
+                be.scatter_add_rows(&caller_rows(rows, dk, 0, dk, 0), &unit.ids, dxk, acc.buf())?;
             }
         }
-        let fetch = |buf: &B::Buf, cols: usize| -> Result<Matrix<B::Elem>, NumError> {
-            let v = be.download_parts(buf, &[rows * cols])?.remove(0);
-            Ok(Matrix::from_shape_vec((rows, cols), v).expect("internal: gradient length matches"))
-        };
-        let d_x = fetch(&call.x, d)?;
-        let mut d_x_k = call
-            .x_k
-            .iter()
-            .zip(self.geo.tasks.iter().filter(|t| t.1))
-            .map(|(buf, &(dk, _))| fetch(buf, dk));
-
-        let mut grads = vec![Some(d_x)];
-        for _ in self.separate.iter().filter(|&&s| s) {
-            let m = d_x_k
-                .next()
-                .expect("internal: one call buffer per separate input");
-            grads.push(Some(m?));
+        let mut grads = vec![Some(d_x.into_matrix(be)?)];
+        for g in d_x_k {
+            grads.push(Some(g.into_matrix(be)?));
         }
         // Gradient order: each direction's cell, then per task each direction's gate.
         for pieces in &mut per_dir {
