@@ -39,7 +39,8 @@ pub fn select_cols<R: Real>(
     x: &Matrix<R>,
     blocks: &[(usize, usize)],
 ) -> Result<Matrix<R>, NumError> {
-    if let Some(&bad) = blocks.iter().find(|&&(s, w)| s + w > x.ncols()) {
+    let outside = |&&(s, w): &&(usize, usize)| s.checked_add(w).is_none_or(|end| end > x.ncols());
+    if let Some(&bad) = blocks.iter().find(outside) {
         return Err(mismatch("select_cols", x.dim(), bad));
     }
     let width = blocks.iter().map(|&(_, w)| w).sum();
@@ -125,5 +126,6 @@ mod tests {
         // Column 2 is selected twice (blocks one and three), column 1 once, column 3 once.
         assert_eq!(d_x, array![[1.0, 2.0, 6.0, 4.0], [5.0, 6.0, 14.0, 8.0]]);
         assert!(select_cols(&x, &[(3, 2)]).is_err());
+        assert!(select_cols(&x, &[(usize::MAX, 2)]).is_err());
     }
 }
