@@ -19,7 +19,9 @@
 #   --isa avx2      both sides on AVX2 alone, as on a CPU without AVX-512: sclstm's AVX2
 #                   kernels (SCLSTM_KERNELS=avx2) and PyTorch's (ATEN_CPU_CAPABILITY,
 #                   MKL_ENABLE_INSTRUCTIONS, ONEDNN_MAX_CPU_ISA, FBGEMM_ENABLE_INSTRUCTIONS);
-#                   default: each side picks its best
+#                   matrixmultiply, which computes sclstm's weight gradients, keeps its own
+#                   choice (it has no run-time switch; benches/README.md measures the
+#                   difference); default: each side picks its best
 #   --quick         fewer batches per script (a smoke run, not a measurement)
 #   --out FILE      keep the raw JSON lines in FILE (default: a temporary file)
 # The environment reaches every script, e.g. OMP_WAIT_POLICY=PASSIVE on a busy machine
