@@ -197,8 +197,9 @@ pub(super) struct ResultBuf<'a, B: Backend> {
     fresh: Option<B::Buf>,
     /// The call's buffer, used where there is no fresh one.
     pooled: &'a mut B::Buf,
-    /// Shape of the result.
+    /// Rows of the result.
     rows: usize,
+    /// Columns of the result.
     cols: usize,
 }
 
