@@ -42,6 +42,9 @@ pub(super) fn dir_forward<B: Backend>(
         weight_gemm(be, wb, &proj, xk, &gb.u_t, Some(&gb.b), &mut tc.o_k)?;
     }
 
+    // The task cells read the shared cell (tanh c_t) but never write to it, so each
+    // runs its own time loop after the shared one: every loop streams one recurrent
+    // weight, which stays in a core's L2 where all of them together would not.
     for &s in steps {
         // gates[t] += h_{t-1} · W_hhᵀ
         let rec = Gemm {
@@ -53,7 +56,9 @@ pub(super) fn dir_forward<B: Backend>(
         };
         weight_gemm(be, wb, &rec, &dc.h, &wb.w_hh_t, None, &mut dc.gates)?;
         be.lstm_cell_fwd(s, &mut dc.gates, &mut dc.c, &mut dc.h, &mut dc.tanh_c)?;
-        for (tc, gb) in dc.tasks.iter_mut().zip(&wb.tasks) {
+    }
+    for (tc, gb) in dc.tasks.iter_mut().zip(&wb.tasks) {
+        for &s in steps {
             // o_k[t] += q^k_{t-1} · W_kᵀ
             let rec = Gemm {
                 a_off: s.prev * hd,
@@ -108,8 +113,11 @@ pub(super) fn dir_backward<B: Backend>(
 
     be.fill_zero(&mut dc.d_c)?;
 
-    for (t, &s) in unit.steps.iter().enumerate().rev() {
-        for (tc, gb) in dc.tasks.iter_mut().zip(&wb.tasks) {
+    // Each task cell's BPTT needs nothing from the shared cell's (only the forward's
+    // o_k and tanh c), so it runs first, in its own time loop, leaving its terms in d_c
+    // for the shared loop to read (one recurrent weight streamed per loop, as forward).
+    for (tc, gb) in dc.tasks.iter_mut().zip(&wb.tasks) {
+        for (t, &s) in unit.steps.iter().enumerate().rev() {
             // d_o_k[t] from d_q_k_t; d_c_t += d_q·o·(1 − tanh²c_t).
             be.task_gate_bwd(
                 s,
@@ -131,6 +139,8 @@ pub(super) fn dir_backward<B: Backend>(
                 be.gemm(&g, &tc.d_o_k, &gb.w, None, &mut tc.d_q_k)?;
             }
         }
+    }
+    for (t, &s) in unit.steps.iter().enumerate().rev() {
         be.lstm_cell_bwd(
             s,
             &dc.gates,
