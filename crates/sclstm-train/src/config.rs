@@ -47,7 +47,8 @@ pub enum Precision {
     #[default]
     F32,
     /// bf16 products (weights and layer inputs rounded to bf16, sums in f32) on the CPU
-    /// backend of a CPU with AVX512_BF16: about twice the product speed; refused elsewhere.
+    /// backend of a CPU with AVX512_BF16: about twice the product speed on AMD Zen 4, none
+    /// on Intel cores with two 512-bit multiply-add units (use int8 there); refused elsewhere.
     Bf16,
     /// int8 products (weights quantized per output column, layer inputs per row as each
     /// product starts, exact integer sums) on the CPU backend of a CPU with AVX2 (about
