@@ -431,6 +431,27 @@ fn packed_products_tag_like_f32_or_are_refused_naming_the_flag() {
                     String::from_utf8_lossy(&out.stderr)
                 );
                 assert_eq!(predicted_tags(&avx2), b, "int8 on AVX2 tags alike");
+                // And without AMX tiles (the CPU may have none: then the same run).
+                let vnni = run.join("int8-no-amx.txt");
+                let mut args = vec!["eval", "--run", r, "--split", "dev", "--threads", "2"];
+                args.extend(["--precision", "int8", "--write-predictions"]);
+                args.push(vnni.to_str().unwrap());
+                let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+                let out = crate::cli::sclstm_in(root, &[("SCLSTM_AMX", "off")], &args);
+                assert!(
+                    out.status.success(),
+                    "{}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                assert_eq!(predicted_tags(&vnni), b, "int8 without AMX tags alike");
+                // An unknown setting is refused, naming the variable.
+                let out = crate::cli::sclstm_in(root, &[("SCLSTM_AMX", "yes")], &args);
+                assert!(!out.status.success());
+                let err = String::from_utf8_lossy(&out.stderr);
+                assert!(
+                    err.contains("SCLSTM_AMX") && !err.contains("panicked"),
+                    "{err}"
+                );
             }
         } else {
             assert!(err.contains(&flag) && err.contains(feature), "{err}");

@@ -236,24 +236,59 @@ pub(crate) mod x86 {
                         acc_i[1] = _mm512_dpbusd_epi32(acc_i[1], av, b1);
                     }
                 }
-                // (Σ (a + 128)·q − 128·Σ q) · (row scale · column scale).
-                let masks = [m0, m1];
+                let out = Sums {
+                    row_scales: p.row_scales,
+                    col_scales: p.col_scales.add(j0),
+                    col_sums: p.col_sums.add(j0),
+                    masks: [m0, m1],
+                }
+                .scaled(acc);
+                store_tile_f32(out, p.c.add(j0), p.rsc, [m0, m1], p.accumulate);
+            }
+        }
+    }
+
+    /// What turns an `M × 32` block of integer sums over `A`'s offset bytes into f32
+    /// results: the rows' scales, the 32 columns' scales and sums, and the masks of the
+    /// two 16-column halves (masked-out columns are not read).
+    pub(crate) struct Sums {
+        pub(crate) row_scales: *const f32,
+        pub(crate) col_scales: *const f32,
+        pub(crate) col_sums: *const i32,
+        pub(crate) masks: [u16; 2],
+    }
+
+    impl Sums {
+        /// `(Σ (a + 128)·q − 128·Σ q) · (row scale · column scale)` for each element of
+        /// `acc` (row `i`: its two halves), as the reference computes it.
+        ///
+        /// # Safety
+        /// AVX-512F available; `M` row scales and the unmasked columns' scales and sums
+        /// readable.
+        #[inline]
+        #[target_feature(enable = "avx512f")]
+        pub(crate) unsafe fn scaled<const M: usize>(
+            &self,
+            acc: [[__m512i; 2]; M],
+        ) -> [[__m512; 2]; M] {
+            // SAFETY (whole body): masked lanes are not accessed; the rest is in bounds.
+            unsafe {
                 let col = |h: usize| {
-                    let at = j0 + 16 * h;
-                    let sums = _mm512_maskz_loadu_epi32(masks[h], p.col_sums.add(at).cast());
-                    let scales = _mm512_maskz_loadu_ps(masks[h], p.col_scales.add(at));
+                    let sums = self.col_sums.add(16 * h).cast();
+                    let sums = _mm512_maskz_loadu_epi32(self.masks[h], sums);
+                    let scales = _mm512_maskz_loadu_ps(self.masks[h], self.col_scales.add(16 * h));
                     (_mm512_slli_epi32::<7>(sums), scales)
                 };
                 let cols = [col(0), col(1)];
                 let mut out: [[__m512; 2]; M] = [[_mm512_setzero_ps(); 2]; M];
                 for (i, (out_i, acc_i)) in out.iter_mut().zip(&acc).enumerate() {
-                    let t = _mm512_set1_ps(*p.row_scales.add(i));
+                    let t = _mm512_set1_ps(*self.row_scales.add(i));
                     for h in 0..2 {
                         let d = _mm512_cvtepi32_ps(_mm512_sub_epi32(acc_i[h], cols[h].0));
                         out_i[h] = _mm512_mul_ps(d, _mm512_mul_ps(t, cols[h].1));
                     }
                 }
-                store_tile_f32(out, p.c.add(j0), p.rsc, masks, p.accumulate);
+                out
             }
         }
     }

@@ -19,6 +19,7 @@
 //! assert_eq!(cpu.download(&c).unwrap(), vec![1.0, 2.0, 3.0, 4.0]);
 //! ```
 
+pub mod amx;
 pub mod bf16;
 pub mod cell;
 pub mod gemm;
@@ -102,13 +103,17 @@ impl<R: Real> CpuBackend<R> {
     ///
     /// # Errors
     /// [`NumError::Backend`] if the thread pool cannot be created, or if
-    /// [`kernels::KERNELS_ENV`] names a kernel set this CPU does not run.
+    /// [`kernels::KERNELS_ENV`] names a kernel set this CPU does not run, or
+    /// [`amx::AMX_ENV`] holds an unknown setting.
     pub fn new(threads: usize) -> Result<Self, NumError> {
-        kernels::Kernels::selected().map_err(|message| NumError::Backend {
-            backend: "cpu".into(),
-            kind: sclstm_core::BackendErrorKind::Unavailable,
-            message,
-        })?;
+        kernels::Kernels::selected()
+            .map(drop)
+            .and_then(|()| amx::allowed().map(drop))
+            .map_err(|message| NumError::Backend {
+                backend: "cpu".into(),
+                kind: sclstm_core::BackendErrorKind::Unavailable,
+                message,
+            })?;
         let threads = resolve_threads(threads);
         Ok(CpuBackend {
             threads,

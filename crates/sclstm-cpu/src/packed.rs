@@ -103,6 +103,9 @@ pub enum Kernel {
     Bf16Avx512,
     /// int8 quads on AVX512_VNNI (`vpdpbusd`).
     Int8Vnni,
+    /// int8 quads on AMX tiles (`tdpbusd`) for blocks of at least 16 rows and 64 values
+    /// of `k` with `B` in strips, AVX512_VNNI otherwise ([`crate::amx`]; the same integer sums).
+    Int8Amx,
     /// int8 quads on AVX2: the bytes widened to 16 bits, pairs summed by `vpmaddwd`
     /// (half `vpdpbusd`'s rate; the same integer sums, so the same results).
     Int8Avx2,
@@ -114,14 +117,18 @@ impl Kernel {
         match self {
             Kernel::Bf16Avx512 => "AVX512_BF16 register tile (vdpbf16ps), B in bf16 pairs",
             Kernel::Int8Vnni => "AVX512_VNNI register tile (vpdpbusd), B in int8 quads",
+            Kernel::Int8Amx => {
+                "AMX tiles (tdpbusd) from 16 rows, AVX512_VNNI tile below, B in int8 quads"
+            }
             Kernel::Int8Avx2 => "AVX2 register tile (vpmaddwd), B in int8 quads",
         }
     }
 }
 
 /// `p`'s fast kernel with the kernel set `set` on this CPU, if it has one: bf16 needs
-/// the avx512 set and AVX512_BF16; int8 runs `vpdpbusd` with the avx512 set on a CPU
-/// with AVX512_VNNI, else `vpmaddwd` with the avx512 or avx2 set.
+/// the avx512 set and AVX512_BF16; int8 runs AMX tiles with the avx512 set where
+/// [`crate::amx::usable`], else `vpdpbusd` with the avx512 set on a CPU with
+/// AVX512_VNNI, else `vpmaddwd` with the avx512 or avx2 set.
 pub fn kernel_for(p: Packed, set: Kernels) -> Option<Kernel> {
     #[cfg(target_arch = "x86_64")]
     {
@@ -130,6 +137,7 @@ pub fn kernel_for(p: Packed, set: Kernels) -> Option<Kernel> {
             Packed::Bf16 if avx512 && std::is_x86_feature_detected!("avx512bf16") => {
                 Some(Kernel::Bf16Avx512)
             }
+            Packed::Int8 if avx512 && crate::amx::usable() => Some(Kernel::Int8Amx),
             Packed::Int8 if avx512 && std::is_x86_feature_detected!("avx512vnni") => {
                 Some(Kernel::Int8Vnni)
             }
@@ -199,14 +207,27 @@ pub fn gemm_fast(
     }
 }
 
-/// Every fast kernel of `p` this CPU runs (one per kernel set that has one), best first.
+/// Every fast kernel of `p` this CPU runs (one per kernel set that has one, and the
+/// AVX512_VNNI one beside AMX's), best first.
 pub fn kernels_here(p: Packed) -> Vec<Kernel> {
     let mut all: Vec<Kernel> = Kernels::available()
         .into_iter()
         .filter_map(|set| kernel_for(p, set))
+        .flat_map(|k| match k {
+            Kernel::Int8Amx => vec![k, Kernel::Int8Vnni],
+            _ => vec![k],
+        })
         .collect();
     all.dedup();
     all
+}
+
+/// Whether this CPU runs `kernel` for `p` ([`kernels_here`], without allocating).
+fn runs_here(p: Packed, kernel: Kernel) -> bool {
+    [Kernels::Avx512, Kernels::Avx2].into_iter().any(|set| {
+        let best = kernel_for(p, set);
+        best == Some(kernel) || (kernel == Kernel::Int8Vnni && best == Some(Kernel::Int8Amx))
+    })
 }
 
 /// The error of a packed product refused for `message`.
@@ -235,11 +256,7 @@ pub fn gemm_with(
     c: &mut [f32],
     pool: Option<&ThreadPool>,
 ) -> Result<(), NumError> {
-    // Without allocating (a hot path): only these sets have packed kernels.
-    let runs = [Kernels::Avx512, Kernels::Avx2]
-        .into_iter()
-        .any(|set| kernel_for(p, set) == Some(kernel));
-    if !runs {
+    if !runs_here(p, kernel) {
         let message = format!(
             "the {} products have no {kernel:?} kernel on this CPU",
             p.name()
@@ -272,6 +289,14 @@ pub fn gemm_with(
             match kernel {
                 Kernel::Bf16Avx512 => view.block::<crate::bf16::x86::Pairs>(r0, r1, c0, c1),
                 Kernel::Int8Vnni => view.block::<crate::int8::x86::Vnni>(r0, r1, c0, c1),
+                Kernel::Int8Amx
+                    if view.strips
+                        && r1 - r0 >= crate::amx::MIN_ROWS
+                        && view.k >= crate::amx::MIN_K =>
+                {
+                    crate::amx::x86::block(&view, r0, r1, c0, c1)
+                }
+                Kernel::Int8Amx => view.block::<crate::int8::x86::Vnni>(r0, r1, c0, c1),
                 Kernel::Int8Avx2 => view.block::<crate::int8::x86::Avx2>(r0, r1, c0, c1),
             }
         });
@@ -557,6 +582,12 @@ mod tests {
             (25, 300, 601),
             (300, 1200, 58),
             (3, 17, 0),
+            // AMX: one and two tile rows, a partial second pass, k a whole tile, k below
+            // one tile, k with a partial last tile, ragged columns.
+            (16, 32, 64),
+            (33, 47, 256),
+            (48, 96, 17),
+            (70, 64, 601),
         ];
         for p in [Packed::Bf16, Packed::Int8] {
             for ((m, n, k), strips) in shapes.into_iter().flat_map(|s| [(s, false), (s, true)]) {
@@ -676,9 +707,13 @@ mod tests {
             gemm_fast(&empty, &[], &cols, Some(&[1.0, 2.0, 3.0]), &mut c, None).unwrap();
             assert_eq!(c, [1.0, 2.0, 3.0, 1.0, 2.0, 3.0], "{}", p.name());
             // A kernel of the other layout is refused.
-            let other = [Kernel::Bf16Avx512, Kernel::Int8Vnni, Kernel::Int8Avx2]
-                .into_iter()
-                .filter(|&x| !kernels_here(p).contains(&x));
+            let all = [
+                Kernel::Bf16Avx512,
+                Kernel::Int8Vnni,
+                Kernel::Int8Amx,
+                Kernel::Int8Avx2,
+            ];
+            let other = all.into_iter().filter(|&x| !kernels_here(p).contains(&x));
             for x in other {
                 let err = gemm_with(x, p, &g, &a, &packed, None, &mut one, None).unwrap_err();
                 assert!(err.to_string().contains(&format!("{x:?}")), "{err}");
