@@ -139,7 +139,6 @@ pub(crate) mod x86 {
         debug_assert!(v.strips && c0.is_multiple_of(STRIP));
         let rows = r1 - r0;
         let kp = v.k.div_ceil(4);
-        let tail = kp % KB;
         let strips = (c1 - c0).div_ceil(STRIP);
         SCRATCH.with_borrow_mut(|(words, scales, tails)| {
             // A tile reads 16 rows: the rows past `rows` in the last pass are read (never
@@ -149,10 +148,8 @@ pub(crate) mod x86 {
                 words.resize(padded, 0);
             }
             scales.resize(rows, 0.0);
-            // B's last word rows of each strip, zero-padded to a whole tile: the words
-            // of A they meet past `kp` then add nothing, whatever they hold.
-            if tail > 0 {
-                tails.clear();
+            // Room for B's last word rows of each strip, padded to a whole tile.
+            if tails.len() < strips * KB * STRIP {
                 tails.resize(strips * KB * STRIP, 0);
             }
             // SAFETY: the scratch is sized as `compute` needs; the rest is the caller's.
@@ -185,72 +182,73 @@ pub(crate) mod x86 {
         let rsa = blocks * KB;
         let tail = kp % KB;
         let strips = (c1 - c0).div_ceil(STRIP);
-        {
-            // SAFETY (whole body): offsets stay inside the checked operands and the
-            // scratch; AMX is available (caller).
-            unsafe {
-                for (i, scale) in scales.iter_mut().enumerate() {
-                    let row = v.a.add((r0 + i) * v.k);
-                    *scale = Vnni::pack_row(row, v.k, words.as_mut_ptr().add(i * rsa));
-                }
-                // Strip `s` of B: `kp` word rows of STRIP words.
-                let strip_at = |s: usize| v.b.add((c0 / STRIP + s) * STRIP * kp);
-                if tail > 0 {
-                    for s in 0..strips {
-                        let from = strip_at(s).add((kp - tail) * STRIP);
-                        let to = tails.as_mut_ptr().add(s * KB * STRIP);
-                        std::ptr::copy_nonoverlapping(from, to, tail * STRIP);
-                    }
-                }
-                let c = v.c.add(r0 * n + c0);
-                let config = Config::full();
-                asm!("ldtilecfg [{0}]", in(reg) config.0.as_ptr(), options(nostack));
-                let mut sums = [0i32; ROWS * STRIP];
-                // Row passes outside, strips inside: a pass's rows of A and of C stay in
-                // cache while all of B (the layers' weights: under 1 MB) streams by.
-                for i0 in (0..rows).step_by(ROWS) {
-                    let h = ROWS.min(rows - i0);
-                    let mut accumulate = v.accumulate;
-                    if let Some(bias) = v.bias {
-                        let at = c.add(i0 * n);
-                        seed_bias(at, n as isize, h, c1 - c0, bias.add(c0), accumulate);
-                        accumulate = true;
-                    }
-                    let a = words.as_ptr().add(i0 * rsa);
-                    for s in 0..strips {
-                        for blk in 0..blocks {
-                            let b = if tail > 0 && blk == blocks - 1 {
-                                tails.as_ptr().add(s * KB * STRIP)
-                            } else {
-                                strip_at(s).add(blk * KB * STRIP)
-                            };
-                            pass(a.add(blk * KB), rsa * 4, b, blk == 0);
-                        }
-                        store(sums.as_mut_ptr());
-                        let j0 = s * STRIP;
-                        let w = STRIP.min(c1 - c0 - j0);
-                        let masks = [lanes(w), lanes(w.saturating_sub(16))];
-                        let cols = v.cols.add(c0 + j0);
-                        for i in 0..h {
-                            let row = sums.as_ptr().add(i * STRIP);
-                            let acc: [[__m512i; 2]; 1] = [[
-                                _mm512_loadu_si512(row.cast()),
-                                _mm512_loadu_si512(row.add(16).cast()),
-                            ]];
-                            let out = Sums {
-                                row_scales: scales.as_ptr().add(i0 + i),
-                                col_scales: cols.cast(),
-                                col_sums: cols.add(n).cast(),
-                                masks,
-                            }
-                            .scaled(acc);
-                            let at = c.add((i0 + i) * n + j0);
-                            store_tile_f32(out, at, n as isize, masks, accumulate);
-                        }
-                    }
-                }
-                asm!("tilerelease", options(nostack));
+        // SAFETY (whole body): offsets stay inside the checked operands and the scratch;
+        // AMX is available (caller).
+        unsafe {
+            for (i, scale) in scales.iter_mut().enumerate() {
+                let row = v.a.add((r0 + i) * v.k);
+                *scale = Vnni::pack_row(row, v.k, words.as_mut_ptr().add(i * rsa));
             }
+            // Strip `s` of B: `kp` word rows of STRIP words.
+            let strip_at = |s: usize| v.b.add((c0 / STRIP + s) * STRIP * kp);
+            // Each strip's last `tail` word rows, then zeros to a whole tile: the words
+            // of A they meet past `kp` then add nothing, whatever they hold.
+            if tail > 0 {
+                for (s, tile) in tails.chunks_exact_mut(KB * STRIP).take(strips).enumerate() {
+                    let from = strip_at(s).add((kp - tail) * STRIP);
+                    let (rows, pad) = tile.split_at_mut(tail * STRIP);
+                    rows.copy_from_slice(std::slice::from_raw_parts(from, tail * STRIP));
+                    pad.fill(0);
+                }
+            }
+            let c = v.c.add(r0 * n + c0);
+            let config = Config::full();
+            asm!("ldtilecfg [{0}]", in(reg) config.0.as_ptr(), options(nostack));
+            let mut sums = [0i32; ROWS * STRIP];
+            // Row passes outside, strips inside: a pass's rows of A and of C stay in
+            // cache while all of B (the layers' weights: under 1 MB) streams by.
+            for i0 in (0..rows).step_by(ROWS) {
+                let h = ROWS.min(rows - i0);
+                let mut accumulate = v.accumulate;
+                if let Some(bias) = v.bias {
+                    let at = c.add(i0 * n);
+                    seed_bias(at, n as isize, h, c1 - c0, bias.add(c0), accumulate);
+                    accumulate = true;
+                }
+                let a = words.as_ptr().add(i0 * rsa);
+                for s in 0..strips {
+                    for blk in 0..blocks {
+                        let b = if tail > 0 && blk == blocks - 1 {
+                            tails.as_ptr().add(s * KB * STRIP)
+                        } else {
+                            strip_at(s).add(blk * KB * STRIP)
+                        };
+                        pass(a.add(blk * KB), rsa * 4, b, blk == 0);
+                    }
+                    store(sums.as_mut_ptr());
+                    let j0 = s * STRIP;
+                    let w = STRIP.min(c1 - c0 - j0);
+                    let masks = [lanes(w), lanes(w.saturating_sub(16))];
+                    let cols = v.cols.add(c0 + j0);
+                    for i in 0..h {
+                        let row = sums.as_ptr().add(i * STRIP);
+                        let acc: [[__m512i; 2]; 1] = [[
+                            _mm512_loadu_si512(row.cast()),
+                            _mm512_loadu_si512(row.add(16).cast()),
+                        ]];
+                        let out = Sums {
+                            row_scales: scales.as_ptr().add(i0 + i),
+                            col_scales: cols.cast(),
+                            col_sums: cols.add(n).cast(),
+                            masks,
+                        }
+                        .scaled(acc);
+                        let at = c.add((i0 + i) * n + j0);
+                        store_tile_f32(out, at, n as isize, masks, accumulate);
+                    }
+                }
+            }
+            asm!("tilerelease", options(nostack));
         }
     }
 
