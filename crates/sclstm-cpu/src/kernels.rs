@@ -200,17 +200,40 @@ macro_rules! on_vector_unit {
     };
 }
 
-/// The CPU's model name (`/proc/cpuinfo`), or `"unknown CPU"`.
+/// The CPU's model name with its family, model and stepping numbers (`/proc/cpuinfo`;
+/// a virtual machine's name may be as bare as "Intel(R) Xeon(R) Processor", the numbers
+/// then tell the microarchitecture), or `"unknown CPU"`.
 pub fn cpu_model() -> String {
     std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split_once(':'))
-                .map(|(_, v)| v.trim().to_string())
-        })
+        .and_then(|s| describe_cpu(&s))
         .unwrap_or_else(|| "unknown CPU".to_string())
+}
+
+/// [`cpu_model`] from the text of `/proc/cpuinfo` (its first processor): `None` without
+/// a model name.
+fn describe_cpu(cpuinfo: &str) -> Option<String> {
+    let first = cpuinfo.split("\n\n").next().unwrap_or_default();
+    let field = |key: &str| {
+        first.lines().find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            (k.trim() == key).then(|| v.trim().to_string())
+        })
+    };
+    let name = field("model name")?;
+    let numbers: Vec<String> = [
+        ("family", "cpu family"),
+        ("model", "model"),
+        ("stepping", "stepping"),
+    ]
+    .into_iter()
+    .filter_map(|(label, key)| field(key).map(|v| format!("{label} {v}")))
+    .collect();
+    Some(if numbers.is_empty() {
+        name
+    } else {
+        format!("{name} ({})", numbers.join(", "))
+    })
 }
 
 /// The CPUs this process may run on and the physical cores they sit on.
@@ -277,6 +300,23 @@ fn parse_cpu_list(list: &str) -> Option<Vec<usize>> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_cpu_is_named_with_its_family_model_and_stepping() {
+        let info = "processor\t: 0\nvendor_id\t: GenuineIntel\ncpu family\t: 6\nmodel\t\t: 143\n\
+                    model name\t: Intel(R) Xeon(R) Processor\nstepping\t: 8\n\n\
+                    processor\t: 1\nmodel name\t: Other\n";
+        assert_eq!(
+            super::describe_cpu(info).as_deref(),
+            Some("Intel(R) Xeon(R) Processor (family 6, model 143, stepping 8)")
+        );
+        // Without the numbers the name alone; without a name nothing.
+        assert_eq!(
+            super::describe_cpu("model name : Some CPU\n").as_deref(),
+            Some("Some CPU")
+        );
+        assert_eq!(super::describe_cpu("cpu family : 6\n"), None);
+    }
+
     use super::*;
 
     #[test]
