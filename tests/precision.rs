@@ -378,10 +378,10 @@ fn packed_products_tag_like_f32_or_are_refused_naming_the_flag() {
             .success()
     );
     let r = run.to_str().unwrap();
-    let eval_with = |kernels: &str, precision: &str, preds: &Path| {
+    let eval_in = |env: &[(&str, &str)], precision: &str, preds: &Path| {
         crate::cli::sclstm_in(
             Path::new(env!("CARGO_MANIFEST_DIR")),
-            &[("SCLSTM_KERNELS", kernels)],
+            env,
             &[
                 "eval",
                 "--run",
@@ -396,6 +396,9 @@ fn packed_products_tag_like_f32_or_are_refused_naming_the_flag() {
                 preds.to_str().unwrap(),
             ],
         )
+    };
+    let eval_with = |kernels: &str, precision: &str, preds: &Path| {
+        eval_in(&[("SCLSTM_KERNELS", kernels)], precision, preds)
     };
     let eval = |precision: &str, preds: &Path| eval_with("auto", precision, preds);
     let f32_preds = run.join("f32.txt");
@@ -433,11 +436,7 @@ fn packed_products_tag_like_f32_or_are_refused_naming_the_flag() {
                 assert_eq!(predicted_tags(&avx2), b, "int8 on AVX2 tags alike");
                 // And without AMX tiles (the CPU may have none: then the same run).
                 let vnni = run.join("int8-no-amx.txt");
-                let mut args = vec!["eval", "--run", r, "--split", "dev", "--threads", "2"];
-                args.extend(["--precision", "int8", "--write-predictions"]);
-                args.push(vnni.to_str().unwrap());
-                let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-                let out = crate::cli::sclstm_in(root, &[("SCLSTM_AMX", "off")], &args);
+                let out = eval_in(&[("SCLSTM_AMX", "off")], precision, &vnni);
                 assert!(
                     out.status.success(),
                     "{}",
@@ -445,7 +444,7 @@ fn packed_products_tag_like_f32_or_are_refused_naming_the_flag() {
                 );
                 assert_eq!(predicted_tags(&vnni), b, "int8 without AMX tags alike");
                 // An unknown setting is refused, naming the variable.
-                let out = crate::cli::sclstm_in(root, &[("SCLSTM_AMX", "yes")], &args);
+                let out = eval_in(&[("SCLSTM_AMX", "yes")], precision, &vnni);
                 assert!(!out.status.success());
                 let err = String::from_utf8_lossy(&out.stderr);
                 assert!(

@@ -59,7 +59,7 @@ pub fn usable() -> bool {
 pub(crate) mod x86 {
     use std::arch::asm;
     use std::arch::x86_64::{__cpuid_count, __m512i, _mm512_loadu_si512};
-    use std::cell::RefCell;
+    use std::cell::Cell;
 
     use sclstm_core::STRIP;
 
@@ -125,8 +125,8 @@ pub(crate) mod x86 {
     thread_local! {
         /// Each thread's `A` rows packed (rows padded to whole tiles along `k`), their
         /// scales, and each strip's last partial word rows padded with zeros to a tile.
-        static SCRATCH: RefCell<(Vec<u32>, Vec<f32>, Vec<u32>)> =
-            const { RefCell::new((Vec::new(), Vec::new(), Vec::new())) };
+        static SCRATCH: Cell<(Vec<u32>, Vec<f32>, Vec<u32>)> =
+            const { Cell::new((Vec::new(), Vec::new(), Vec::new())) };
     }
 
     /// Computes the block `C[r0..r1, c0..c1]` of `v` (an int8 product, `B` in strips) on
@@ -135,53 +135,30 @@ pub(crate) mod x86 {
     /// # Safety
     /// [`super::usable`] is true; `v.strips`; the block lies inside `m × n`, starts on a
     /// strip (`c0` a multiple of `STRIP`), and no other thread touches it.
+    #[target_feature(enable = "avx512f")]
     pub(crate) unsafe fn block(v: &View, r0: usize, r1: usize, c0: usize, c1: usize) {
         debug_assert!(v.strips && c0.is_multiple_of(STRIP));
-        let rows = r1 - r0;
-        let kp = v.k.div_ceil(4);
-        let strips = (c1 - c0).div_ceil(STRIP);
-        SCRATCH.with_borrow_mut(|(words, scales, tails)| {
-            // A tile reads 16 rows: the rows past `rows` in the last pass are read (never
-            // stored), so the buffer covers whole passes; rows span whole tiles along k.
-            let padded = rows.div_ceil(ROWS) * ROWS * kp.div_ceil(KB) * KB;
-            if words.len() < padded {
-                words.resize(padded, 0);
-            }
-            scales.resize(rows, 0.0);
-            // Room for B's last word rows of each strip, padded to a whole tile.
-            if tails.len() < strips * KB * STRIP {
-                tails.resize(strips * KB * STRIP, 0);
-            }
-            // SAFETY: the scratch is sized as `compute` needs; the rest is the caller's.
-            unsafe { compute(v, r0, rows, c0, c1, words, scales, tails) }
-        });
-    }
-
-    /// [`block`]'s work, on the scratch it sized: `words` for the packed rows of `A`,
-    /// `scales` one per row, `tails` each strip's last partial word rows (when `kp` is
-    /// not a multiple of [`KB`]).
-    ///
-    /// # Safety
-    /// As for [`block`]; the scratch sized as [`block`] sizes it.
-    #[allow(clippy::too_many_arguments)]
-    #[target_feature(enable = "avx512f")]
-    unsafe fn compute(
-        v: &View,
-        r0: usize,
-        rows: usize,
-        c0: usize,
-        c1: usize,
-        words: &mut [u32],
-        scales: &mut [f32],
-        tails: &mut [u32],
-    ) {
-        let n = v.n;
+        let (rows, n) = (r1 - r0, v.n);
         let kp = v.k.div_ceil(4);
         let blocks = kp.div_ceil(KB);
         // Row stride of the packed A in words: whole tiles along k.
         let rsa = blocks * KB;
         let tail = kp % KB;
         let strips = (c1 - c0).div_ceil(STRIP);
+        // The thread's scratch, taken for the call (no closure: it would not inherit
+        // this function's target feature) and put back at the end.
+        let (mut words, mut scales, mut tails) = SCRATCH.take();
+        // A tile reads 16 rows: the rows past `rows` in the last pass are read (never
+        // stored), so the buffer covers whole passes.
+        let padded = rows.div_ceil(ROWS) * ROWS * rsa;
+        if words.len() < padded {
+            words.resize(padded, 0);
+        }
+        scales.resize(rows, 0.0);
+        // Room for B's last word rows of each strip, padded to a whole tile.
+        if tails.len() < strips * KB * STRIP {
+            tails.resize(strips * KB * STRIP, 0);
+        }
         // SAFETY (whole body): offsets stay inside the checked operands and the scratch;
         // AMX is available (caller).
         unsafe {
@@ -196,8 +173,8 @@ pub(crate) mod x86 {
             if tail > 0 {
                 for (s, tile) in tails.chunks_exact_mut(KB * STRIP).take(strips).enumerate() {
                     let from = strip_at(s).add((kp - tail) * STRIP);
-                    let (rows, pad) = tile.split_at_mut(tail * STRIP);
-                    rows.copy_from_slice(std::slice::from_raw_parts(from, tail * STRIP));
+                    let (last, pad) = tile.split_at_mut(tail * STRIP);
+                    last.copy_from_slice(std::slice::from_raw_parts(from, tail * STRIP));
                     pad.fill(0);
                 }
             }
@@ -250,6 +227,7 @@ pub(crate) mod x86 {
             }
             asm!("tilerelease", options(nostack));
         }
+        SCRATCH.set((words, scales, tails));
     }
 
     /// One step along `k` of a `32 × 32` pass: loads two `A` tiles (16 rows each, `rsa`

@@ -300,24 +300,24 @@ fn parse_cpu_list(list: &str) -> Option<Vec<usize>> {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
     fn the_cpu_is_named_with_its_family_model_and_stepping() {
         let info = "processor\t: 0\nvendor_id\t: GenuineIntel\ncpu family\t: 6\nmodel\t\t: 143\n\
                     model name\t: Intel(R) Xeon(R) Processor\nstepping\t: 8\n\n\
                     processor\t: 1\nmodel name\t: Other\n";
         assert_eq!(
-            super::describe_cpu(info).as_deref(),
+            describe_cpu(info).as_deref(),
             Some("Intel(R) Xeon(R) Processor (family 6, model 143, stepping 8)")
         );
         // Without the numbers the name alone; without a name nothing.
         assert_eq!(
-            super::describe_cpu("model name : Some CPU\n").as_deref(),
+            describe_cpu("model name : Some CPU\n").as_deref(),
             Some("Some CPU")
         );
-        assert_eq!(super::describe_cpu("cpu family : 6\n"), None);
+        assert_eq!(describe_cpu("cpu family : 6\n"), None);
     }
-
-    use super::*;
 
     #[test]
     fn cpu_lists_parse_and_bad_ones_are_refused() {

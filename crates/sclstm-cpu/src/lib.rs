@@ -107,8 +107,7 @@ impl<R: Real> CpuBackend<R> {
     /// [`amx::AMX_ENV`] holds an unknown setting.
     pub fn new(threads: usize) -> Result<Self, NumError> {
         kernels::Kernels::selected()
-            .map(drop)
-            .and_then(|()| amx::allowed().map(drop))
+            .and_then(|_| amx::allowed())
             .map_err(|message| NumError::Backend {
                 backend: "cpu".into(),
                 kind: sclstm_core::BackendErrorKind::Unavailable,
