@@ -90,6 +90,9 @@ pub struct JoinTotals {
 thread_local! {
     /// Whether this thread is running a side of a join.
     static IN_SIDE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// Whether this thread is inside a timed call (a call made from another call's
+    /// closure, e.g. a weight's two copies written together, counts to the outer one).
+    static IN_CALL: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
 /// What [`TimedBackend::take`] returns: every call by kind, and the joins.
@@ -183,8 +186,12 @@ impl<B: Backend> TimedBackend<B> {
     }
 
     fn timed<T>(&self, kind: CallKind, g: Option<&Gemm>, call: impl FnOnce() -> T) -> T {
+        if IN_CALL.with(|c| c.replace(true)) {
+            return call();
+        }
         let start = Instant::now();
         let out = call();
+        IN_CALL.with(|c| c.set(false));
         let seconds = start.elapsed().as_secs_f64();
         if !IN_SIDE.with(|c| c.get()) {
             self.lock_joins().outside_call_seconds += seconds;
@@ -471,6 +478,23 @@ mod tests {
             assert!(groups.iter().any(|g| g.kind == name), "{name} counted");
         }
         assert!(timed.take(10).calls.is_empty(), "take clears the totals");
+
+        // A call made inside another's closure counts to the outer call only.
+        let (mut outer, mut inner_buf) = (timed.zeros(4)?, timed.zeros(4)?);
+        timed.take(10);
+        let mut inner_written = Ok(());
+        timed.write_with(&mut outer, 4, &mut |dst| {
+            dst.fill(1.0);
+            inner_written = timed.write_with(&mut inner_buf, 4, &mut |d| d.fill(2.0));
+        })?;
+        inner_written?;
+        assert_eq!(timed.download(&inner_buf)?, vec![2.0; 4]);
+        let groups = timed.take(10).calls;
+        let copies = groups
+            .iter()
+            .find(|g| g.kind.starts_with("write_with"))
+            .expect("the weight copies form one group");
+        assert_eq!(copies.totals.calls, 1, "the nested call is not counted");
         Ok(())
     }
 

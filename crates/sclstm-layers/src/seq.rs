@@ -155,20 +155,7 @@ fn transpose_with<R: Real>(set: Kernels, src: &[R], rows: usize, cols: usize, ou
 /// `out`, which must hold exactly `strip_len(k, n)` elements; every one is overwritten
 /// (the padding of the last strip with zeros).
 pub(crate) fn strips_into<R: Real>(m: &Matrix<R>, out: &mut [R]) {
-    let (k, n) = m.dim();
-    assert_eq!(
-        out.len(),
-        strip_len(k, n),
-        "internal: strips_into's output size"
-    );
-    let src = row_major(m);
-    for (s, strip) in out.chunks_exact_mut(STRIP * k).enumerate() {
-        let (j0, w) = (s * STRIP, STRIP.min(n - s * STRIP));
-        for (p, line) in strip.chunks_exact_mut(STRIP).enumerate() {
-            line[..w].copy_from_slice(&src[p * n + j0..p * n + j0 + w]);
-            line[w..].fill(R::zero());
-        }
-    }
+    both_strips_into(m, None, Some(out));
 }
 
 /// Writes `mᵀ` (a `cols × rows` matrix for `m` of `(rows, cols)`) in the strip layout
@@ -176,26 +163,54 @@ pub(crate) fn strips_into<R: Real>(m: &Matrix<R>, out: &mut [R]) {
 /// overwritten. Strip `s` of `mᵀ` is the transpose of rows `STRIP·s ..` of `m`, a
 /// contiguous block, so whole strips go through [`transpose_into`]'s kernels.
 pub(crate) fn transpose_strips_into<R: Real>(m: &Matrix<R>, out: &mut [R]) {
+    both_strips_into(m, Some(out), None);
+}
+
+/// [`transpose_strips_into`] into `t` and [`strips_into`] into `plain`, either or both,
+/// in one pass over `m`: each block of [`STRIP`] rows is read from memory once and
+/// written to both while it sits in the cache (a weight's two copies in training).
+pub(crate) fn both_strips_into<R: Real>(
+    m: &Matrix<R>,
+    mut t: Option<&mut [R]>,
+    mut plain: Option<&mut [R]>,
+) {
     let (rows, cols) = m.dim();
-    assert_eq!(
-        out.len(),
-        strip_len(cols, rows),
-        "internal: transpose_strips_into's output size"
-    );
+    if let Some(t) = &t {
+        let want = strip_len(cols, rows);
+        assert_eq!(t.len(), want, "internal: the transposed strips' size");
+    }
+    if let Some(plain) = &plain {
+        let want = strip_len(rows, cols);
+        assert_eq!(plain.len(), want, "internal: the strips' size");
+    }
     let src = row_major(m);
-    for (s, strip) in out.chunks_exact_mut(STRIP * cols).enumerate() {
-        let (r0, h) = (s * STRIP, STRIP.min(rows - s * STRIP));
+    for r0 in (0..rows).step_by(STRIP) {
+        let h = STRIP.min(rows - r0);
         let block = &src[r0 * cols..(r0 + h) * cols];
-        if h == STRIP {
-            transpose_slice(block, STRIP, cols, strip);
-        } else {
-            for (p, line) in strip.chunks_exact_mut(STRIP).enumerate() {
-                for (j, v) in line.iter_mut().enumerate() {
-                    *v = if j < h {
-                        block[j * cols + p]
-                    } else {
-                        R::zero()
-                    };
+        if let Some(t) = t.as_deref_mut() {
+            let strip = &mut t[r0 * cols..(r0 + STRIP) * cols];
+            if h == STRIP {
+                transpose_slice(block, STRIP, cols, strip);
+            } else {
+                for (p, line) in strip.chunks_exact_mut(STRIP).enumerate() {
+                    for (j, v) in line.iter_mut().enumerate() {
+                        *v = if j < h {
+                            block[j * cols + p]
+                        } else {
+                            R::zero()
+                        };
+                    }
+                }
+            }
+        }
+        if let Some(plain) = plain.as_deref_mut() {
+            // Rows `r0 ..` are lines `r0 ..` of every strip of `m`.
+            for (s, strip) in plain.chunks_exact_mut(STRIP * rows).enumerate() {
+                let (j0, w) = (s * STRIP, STRIP.min(cols - s * STRIP));
+                let lines = &mut strip[r0 * STRIP..(r0 + h) * STRIP];
+                for (line, row) in lines.chunks_exact_mut(STRIP).zip(block.chunks_exact(cols)) {
+                    line[..w].copy_from_slice(&row[j0..j0 + w]);
+                    line[w..].fill(R::zero());
                 }
             }
         }
@@ -489,6 +504,18 @@ mod tests {
                     assert_eq!(t32[at(c, j, i)], m32[(i, j)], "f32 ᵀ ({j}, {i}) of {c}×{r}");
                 }
             }
+            // Both at once: the same elements.
+            let (mut t2, mut plain2) = (vec![f64::NAN; t.len()], vec![f64::NAN; plain.len()]);
+            super::both_strips_into(&m, Some(&mut t2), Some(&mut plain2));
+            assert_eq!((&t2, &plain2), (&t, &plain), "{r}×{c} in one pass");
+            let mut t2_32 = vec![f32::NAN; t32.len()];
+            let mut plain32 = vec![f32::NAN; plain.len()];
+            super::both_strips_into(&m32, Some(&mut t2_32), Some(&mut plain32));
+            assert_eq!(t2_32, t32, "{r}×{c} f32 ᵀ in one pass");
+            assert!(
+                plain32.iter().zip(&plain).all(|(&a, &b)| f64::from(a) == b),
+                "{r}×{c} f32 in one pass"
+            );
             let written = r * c;
             let zeros = |v: &[f64]| v.iter().filter(|&&x| x == 0.0).count();
             // Every other element is padding, and zero (m itself holds one 0, at (0, 0)).

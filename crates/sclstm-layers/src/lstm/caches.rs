@@ -347,7 +347,9 @@ pub(super) struct WeightBufs<B: Backend> {
     /// Every weight gradient of the direction, packed in gradient order
     /// ([`param_sizes`]): `W_ih` (4H, D), `W_hh` (4H, H), `b` (4H), then per task `U_k`
     /// (H, D_k), `W_k` (H, H), `b_k` (H) (backward only). The direction's unit writes it
-    /// (the lock is never contended: one unit per direction) and it is downloaded once.
+    /// (the lock is never contended: one unit per direction) and it is downloaded once;
+    /// a 1-element placeholder on a backend whose buffers are host memory, which writes
+    /// fresh buffers instead ([`GradBufs`]).
     pub(super) d_params: Mutex<B::Buf>,
 }
 
@@ -391,7 +393,12 @@ impl<B: Backend> WeightBufs<B> {
             w_hh_t: z(h, 4 * h)?,
             b: alloc.zeros(4 * h)?,
             tasks,
-            d_params: Mutex::new(zb(param_sizes(geo).iter().sum())?),
+            // A backend whose buffers are host memory writes fresh ones ([`GradBufs`]).
+            d_params: Mutex::new(if be.host_buffers() {
+                alloc.zeros(1)?
+            } else {
+                zb(param_sizes(geo).iter().sum())?
+            }),
         };
         bufs.elems = alloc.elems.get();
         Ok(bufs)
@@ -447,22 +454,29 @@ impl<B: Backend> WeightBufs<B> {
                 be.write(buf, &row_major(m))
             }
         };
-        write_t(&mut self.w_ih_t, dir.cell.w_ih)?;
-        write_t(&mut self.w_hh_t, dir.cell.w_hh)?;
-        for (gb, w) in self.tasks.iter_mut().zip(&dir.tasks) {
-            write_t(&mut gb.u_t, w.u)?;
-            write_t(&mut gb.w_t, w.w)?;
-        }
-        if record {
-            write(&mut self.w_ih, dir.cell.w_ih)?;
-            write(&mut self.w_hh, dir.cell.w_hh)?;
-        }
+        // A weight's forward copy and, when `record`, its backward copy: in one pass over
+        // the weight where both go in strips (training's case).
+        let write_both = |t_buf: &mut B::Buf, buf: &mut B::Buf, m: &Matrix<B::Elem>| {
+            if record && strips {
+                let (rows, cols) = m.dim();
+                let mut plain_written = Ok(());
+                be.write_with(t_buf, strip_len(cols, rows), &mut |t| {
+                    plain_written = be.write_with(buf, strip_len(rows, cols), &mut |plain| {
+                        both_strips_into(m, Some(&mut *t), Some(plain))
+                    });
+                })?;
+                plain_written
+            } else {
+                write_t(t_buf, m)?;
+                if record { write(buf, m) } else { Ok(()) }
+            }
+        };
+        write_both(&mut self.w_ih_t, &mut self.w_ih, dir.cell.w_ih)?;
+        write_both(&mut self.w_hh_t, &mut self.w_hh, dir.cell.w_hh)?;
         be.write(&mut self.b, &row_major(dir.cell.b))?;
         for (gb, w) in self.tasks.iter_mut().zip(&dir.tasks) {
-            if record {
-                write(&mut gb.u, w.u)?;
-                write(&mut gb.w, w.w)?;
-            }
+            write_both(&mut gb.u_t, &mut gb.u, w.u)?;
+            write_both(&mut gb.w_t, &mut gb.w, w.w)?;
             be.write(&mut gb.b, &row_major(w.b))?;
         }
         self.stamp = stamp;
@@ -507,6 +521,60 @@ impl<B: Backend> Pooled for WeightBufs<B> {
     }
     fn elems(&self) -> usize {
         self.elems
+    }
+}
+
+/// Where a direction's backward writes its weight gradients, in gradient order
+/// ([`param_sizes`]): on a backend whose buffers are host memory one fresh buffer per
+/// weight, each handed back without a copy ([`Backend::download_owned`]); elsewhere the
+/// direction's pooled `d_params`, the gradients one after another, downloaded in one
+/// transfer. The products that fill them overwrite every element.
+pub(super) struct GradBufs<'a, B: Backend> {
+    /// One buffer per weight, on a [`Backend::host_buffers`] backend; empty elsewhere.
+    fresh: Vec<B::Buf>,
+    /// The direction's buffer, used where there are no fresh ones.
+    pooled: MutexGuard<'a, B::Buf>,
+    /// Elements of each gradient.
+    sizes: Vec<usize>,
+}
+
+impl<'a, B: Backend> GradBufs<'a, B> {
+    /// The gradient buffers of one direction of `wb`'s layer.
+    pub(super) fn new(be: &B, wb: &'a WeightBufs<B>) -> Result<Self, NumError> {
+        let sizes = param_sizes(&wb.geo);
+        let fresh = if be.host_buffers() {
+            sizes
+                .iter()
+                .map(|&n| be.zeros(n))
+                .collect::<Result<_, _>>()?
+        } else {
+            Vec::new()
+        };
+        Ok(GradBufs {
+            fresh,
+            pooled: lock(&wb.d_params),
+            sizes,
+        })
+    }
+
+    /// The buffer of gradient `i` and the element where it starts there.
+    pub(super) fn at(&mut self, i: usize) -> (&mut B::Buf, usize) {
+        match self.fresh.get_mut(i) {
+            Some(b) => (b, 0),
+            None => (&mut *self.pooled, self.sizes[..i].iter().sum()),
+        }
+    }
+
+    /// The gradients as host vectors, in gradient order.
+    pub(super) fn into_vecs(self, be: &B) -> Result<Vec<Vec<B::Elem>>, NumError> {
+        if self.fresh.is_empty() {
+            return be.download_parts(&self.pooled, &self.sizes);
+        }
+        self.fresh
+            .into_iter()
+            .zip(&self.sizes)
+            .map(|(b, &n)| be.download_owned(b, n))
+            .collect()
     }
 }
 

@@ -118,7 +118,9 @@ use sclstm_core::{
 };
 
 use crate::Recorded;
-use crate::seq::{SeqShape, row_major, strips_into, transpose_into, transpose_strips_into};
+use crate::seq::{
+    SeqShape, both_strips_into, row_major, strips_into, transpose_into, transpose_strips_into,
+};
 
 mod caches;
 mod planner;
@@ -610,8 +612,7 @@ impl<B: Backend> FusedOp<B::Elem> for ScLstmOp<B> {
         be.write(&mut call.out, &row_major(d_out))?;
 
         let call_in = &*call;
-        // Each direction's weight gradients (one unit per direction), in one transfer.
-        let sizes = param_sizes(&self.geo);
+        // Each direction's weight gradients (one unit per direction).
         let run = |i: usize, dc: &mut DirCache<B>| {
             let unit = &self.units[i];
             // Output columns → the state gradient rows after the B initial ones.
@@ -621,11 +622,9 @@ impl<B: Backend> FusedOp<B::Elem> for ScLstmOp<B> {
                 let col = (nd * (1 + j) + unit.dir) * hd;
                 be.gather_rows(&take(col), &unit.ids, &call_in.out, &mut tc.d_q_k)?;
             }
-            let wb = &weights[unit.dir];
-            dir_backward(be, dc, wb, unit)?;
-            be.download_parts(&lock(&wb.d_params), &sizes)
+            dir_backward(be, dc, &weights[unit.dir], unit)
         };
-        // The directions run on the two sides of the join, each copying out its own weight
+        // The directions run on the two sides of the join, each handing back its own weight
         // gradients.
         let results = self.ws.each_unit(caches, run);
         let mut shapes = vec![(4 * hd, d), (4 * hd, hd), (1, 4 * hd)];

@@ -96,14 +96,14 @@ fn weight_gemm<B: Backend>(
 /// Runs one direction's BPTT on the device. The caller has gathered the output
 /// gradients into `d_h` and each task's `d_q_k` (state rows, after the B initial ones)
 /// in this unit's row order. The input gradients `d_x` (and `d_x_k`) stay in the cache
-/// for the caller to collect; the weight gradients overwrite the direction's
-/// `wb.d_params`.
+/// for the caller to collect; the weight gradients come back as host vectors in
+/// gradient order ([`param_sizes`]).
 pub(super) fn dir_backward<B: Backend>(
     be: &B,
     dc: &mut DirCache<B>,
     wb: &WeightBufs<B>,
     unit: &Unit,
-) -> Result<(), NumError> {
+) -> Result<Vec<Vec<B::Elem>>, NumError> {
     let DirGeometry {
         tokens,
         input: d,
@@ -166,42 +166,24 @@ pub(super) fn dir_backward<B: Backend>(
     // Weight gradients: one gemm each over all N token rows, into their places in the
     // direction's buffer. The recurrent ones read the previous states lined up with
     // the steps (gathered into `prev_state`).
-    let mut d_params = lock(&wb.d_params);
-    let d_params = &mut *d_params;
-    let sizes = param_sizes(&dc.geo);
-    let offsets: Vec<usize> = sizes
-        .iter()
-        .scan(0, |at, &n| {
-            *at += n;
-            Some(*at - n)
-        })
-        .collect();
+    let mut grads = GradBufs::new(be, wb)?;
     let states = RowCopy::packed(dc.geo.batch + tokens, hd);
     let d_gates_t = |n: usize, c_off: usize| Gemm {
         trans_a: true,
         c_off,
         ..Gemm::new(4 * hd, n, tokens)
     };
-    be.gemm(
-        &d_gates_t(d, offsets[0]),
-        &dc.d_gates,
-        &dc.x,
-        None,
-        d_params,
-    )?;
+    let (buf, at) = grads.at(0);
+    be.gemm(&d_gates_t(d, at), &dc.d_gates, &dc.x, None, buf)?;
     be.gather_rows(&states, &unit.prev_ids, &dc.h, &mut dc.prev_state)?;
-    be.gemm(
-        &d_gates_t(hd, offsets[1]),
-        &dc.d_gates,
-        &dc.prev_state,
-        None,
-        d_params,
-    )?;
+    let (buf, at) = grads.at(1);
+    be.gemm(&d_gates_t(hd, at), &dc.d_gates, &dc.prev_state, None, buf)?;
+    let (buf, at) = grads.at(2);
     let bias = Gemm {
-        c_off: offsets[2],
+        c_off: at,
         ..Gemm::new(1, 4 * hd, tokens)
     };
-    be.gemm(&bias, &dc.ones, &dc.d_gates, None, d_params)?;
+    be.gemm(&bias, &dc.ones, &dc.d_gates, None, buf)?;
     be.gemm(
         &Gemm {
             b_strips: wb.strips,
@@ -214,21 +196,23 @@ pub(super) fn dir_backward<B: Backend>(
     )?;
     for (j, (tc, gb)) in dc.tasks.iter_mut().zip(&wb.tasks).enumerate() {
         let dk = dc.geo.tasks[j].0;
-        let at = &offsets[3 + 3 * j..6 + 3 * j];
         let d_o_t = |n: usize, c_off: usize| Gemm {
             trans_a: true,
             c_off,
             ..Gemm::new(hd, n, tokens)
         };
         let xk = tc.x_k.as_ref().unwrap_or(&dc.x);
-        be.gemm(&d_o_t(dk, at[0]), &tc.d_o_k, xk, None, d_params)?;
+        let (buf, at) = grads.at(3 + 3 * j);
+        be.gemm(&d_o_t(dk, at), &tc.d_o_k, xk, None, buf)?;
         be.gather_rows(&states, &unit.prev_ids, &tc.q_k, &mut dc.prev_state)?;
-        be.gemm(&d_o_t(hd, at[1]), &tc.d_o_k, &dc.prev_state, None, d_params)?;
+        let (buf, at) = grads.at(4 + 3 * j);
+        be.gemm(&d_o_t(hd, at), &tc.d_o_k, &dc.prev_state, None, buf)?;
+        let (buf, at) = grads.at(5 + 3 * j);
         let bias = Gemm {
-            c_off: at[2],
+            c_off: at,
             ..Gemm::new(1, hd, tokens)
         };
-        be.gemm(&bias, &dc.ones, &tc.d_o_k, None, d_params)?;
+        be.gemm(&bias, &dc.ones, &tc.d_o_k, None, buf)?;
         let back = Gemm {
             b_strips: wb.strips,
             ..Gemm::new(tokens, dk, hd)
@@ -245,5 +229,5 @@ pub(super) fn dir_backward<B: Backend>(
         }
     }
 
-    Ok(())
+    grads.into_vecs(be)
 }
