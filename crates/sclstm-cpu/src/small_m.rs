@@ -592,9 +592,13 @@ pub(crate) mod x86 {
             for t in 2 * wide..x.tiles {
                 tile_f32::<M, 2>(x, (t * 32) as isize, [u16::MAX; 2]);
             }
-            if x.tail > 0 {
-                let j0 = (x.tiles * 32) as isize;
-                tile_f32::<M, 2>(x, j0, [lanes(x.tail), lanes(x.tail.saturating_sub(16))]);
+            // A tail of at most 16 columns in one vector per row: a second, fully masked
+            // vector would still cost its loads and multiply-adds.
+            let j0 = (x.tiles * 32) as isize;
+            match x.tail {
+                0 => {}
+                1..=16 => tile_f32::<M, 1>(x, j0, [lanes(x.tail)]),
+                _ => tile_f32::<M, 2>(x, j0, [lanes(x.tail), lanes(x.tail - 16)]),
             }
         }
     }
