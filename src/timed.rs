@@ -443,6 +443,14 @@ mod tests {
     use super::*;
     use sclstm_cpu::CpuBackend;
 
+    /// The one group whose kind starts with `prefix`.
+    fn group<'a>(groups: &'a [CallGroup], prefix: &str) -> &'a CallGroup {
+        let mut found = groups.iter().filter(|g| g.kind.starts_with(prefix));
+        let g = found.next().unwrap_or_else(|| panic!("no {prefix} group"));
+        assert!(found.next().is_none(), "one {prefix} group");
+        g
+    }
+
     #[test]
     fn forwards_what_the_backend_says_and_counts_each_kind() -> Result<(), NumError> {
         let inner = Arc::new(CpuBackend::<f32>::new(1)?);
@@ -467,10 +475,7 @@ mod tests {
         timed.gemm(&step, &a, &b, None, &mut c)?;
         assert_eq!(timed.download(&c)?, vec![12.0; 8]);
         let groups = timed.take(10).calls;
-        let product = groups
-            .iter()
-            .find(|g| g.kind.starts_with("per-step"))
-            .expect("the per-step products form one group");
+        let product = group(&groups, "per-step");
         assert_eq!(product.totals.calls, 2);
         assert_eq!(product.totals.flops, 2 * step.flops());
         assert_eq!(product.totals.rows, 4);
@@ -490,10 +495,7 @@ mod tests {
         inner_written?;
         assert_eq!(timed.download(&inner_buf)?, vec![2.0; 4]);
         let groups = timed.take(10).calls;
-        let copies = groups
-            .iter()
-            .find(|g| g.kind.starts_with("write_with"))
-            .expect("the weight copies form one group");
+        let copies = group(&groups, "write_with");
         assert_eq!(copies.totals.calls, 1, "the nested call is not counted");
         Ok(())
     }
