@@ -123,6 +123,15 @@ impl Kernel {
             Kernel::Int8Avx2 => "AVX2 register tile (vpmaddwd), B in int8 quads",
         }
     }
+
+    /// The kernel that takes the blocks this one leaves (AMX's too-small blocks go to
+    /// AVX512_VNNI), which a CPU running this one therefore runs too.
+    fn fallback(self) -> Option<Kernel> {
+        match self {
+            Kernel::Int8Amx => Some(Kernel::Int8Vnni),
+            _ => None,
+        }
+    }
 }
 
 /// `p`'s fast kernel with the kernel set `set` on this CPU, if it has one: bf16 needs
@@ -207,16 +216,13 @@ pub fn gemm_fast(
     }
 }
 
-/// Every fast kernel of `p` this CPU runs (one per kernel set that has one, and the
-/// AVX512_VNNI one beside AMX's), best first.
+/// Every fast kernel of `p` this CPU runs (one per kernel set that has one, each
+/// followed by the kernel that takes the blocks it leaves), best first.
 pub fn kernels_here(p: Packed) -> Vec<Kernel> {
     let mut all: Vec<Kernel> = Kernels::available()
         .into_iter()
         .filter_map(|set| kernel_for(p, set))
-        .flat_map(|k| match k {
-            Kernel::Int8Amx => vec![k, Kernel::Int8Vnni],
-            _ => vec![k],
-        })
+        .flat_map(|k| std::iter::once(k).chain(k.fallback()))
         .collect();
     all.dedup();
     all
@@ -225,8 +231,7 @@ pub fn kernels_here(p: Packed) -> Vec<Kernel> {
 /// Whether this CPU runs `kernel` for `p` ([`kernels_here`], without allocating).
 fn runs_here(p: Packed, kernel: Kernel) -> bool {
     [Kernels::Avx512, Kernels::Avx2].into_iter().any(|set| {
-        let best = kernel_for(p, set);
-        best == Some(kernel) || (kernel == Kernel::Int8Vnni && best == Some(Kernel::Int8Amx))
+        kernel_for(p, set).is_some_and(|best| best == kernel || best.fallback() == Some(kernel))
     })
 }
 
