@@ -434,6 +434,18 @@ fn packed_products_tag_like_f32_or_are_refused_naming_the_flag() {
                     String::from_utf8_lossy(&out.stderr)
                 );
                 assert_eq!(predicted_tags(&avx2), b, "int8 on AVX2 tags alike");
+                // The same with AVX-VNNI's kernels, where the CPU has them.
+                #[cfg(target_arch = "x86_64")]
+                if std::is_x86_feature_detected!("avxvnni") {
+                    let vnni256 = run.join("int8-avxvnni.txt");
+                    let out = eval_with("avxvnni", precision, &vnni256);
+                    assert!(
+                        out.status.success(),
+                        "{}",
+                        String::from_utf8_lossy(&out.stderr)
+                    );
+                    assert_eq!(predicted_tags(&vnni256), b, "int8 on AVX-VNNI tags alike");
+                }
                 // And without AMX tiles (the CPU may have none: then the same run).
                 let vnni = run.join("int8-no-amx.txt");
                 let out = eval_in(&[("SCLSTM_AMX", "off")], precision, &vnni);

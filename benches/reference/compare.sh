@@ -19,6 +19,9 @@
 #   --isa avx2      both sides on AVX2 alone, as on a CPU without AVX-512: sclstm's AVX2
 #                   kernels (SCLSTM_KERNELS=avx2) and PyTorch's (ATEN_CPU_CAPABILITY,
 #                   MKL_ENABLE_INSTRUCTIONS, ONEDNN_MAX_CPU_ISA, FBGEMM_ENABLE_INSTRUCTIONS);
+#   --isa avxvnni   the same with AVX-VNNI as well, as on Intel's cores without AVX-512
+#                   (12th generation on): sclstm SCLSTM_KERNELS=avxvnni, oneDNN AVX2_VNNI,
+#                   MKL AVX2_E1 (PyTorch's ATen and FBGEMM have no AVX-VNNI level: AVX2);
 #                   matrixmultiply, which computes sclstm's weight gradients, keeps its own
 #                   choice (it has no run-time switch; benches/README.md measures the
 #                   difference); default: each side picks its best
@@ -86,7 +89,10 @@ case "$ISA" in
   avx2)
     export SCLSTM_KERNELS=avx2 ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2 \
       ONEDNN_MAX_CPU_ISA=AVX2 FBGEMM_ENABLE_INSTRUCTIONS=AVX2 ;;
-  *) echo "compare.sh: --isa takes avx2 (or is left out), not '$ISA'" >&2; exit 2 ;;
+  avxvnni)
+    export SCLSTM_KERNELS=avxvnni ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2_E1 \
+      ONEDNN_MAX_CPU_ISA=AVX2_VNNI FBGEMM_ENABLE_INSTRUCTIONS=AVX2 ;;
+  *) echo "compare.sh: --isa takes avx2 or avxvnni (or is left out), not '$ISA'" >&2; exit 2 ;;
 esac
 
 export PYTHONDONTWRITEBYTECODE=1

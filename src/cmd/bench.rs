@@ -74,7 +74,7 @@ pub struct Args {
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
     /// Precision of the weight products in the inference measurement: `f32`, `bf16`
-    /// (CPU with AVX512_BF16 only) or `int8` (AVX2; twice as fast with AVX512_VNNI);
+    /// (CPU with AVX512_BF16 only) or `int8` (AVX2; faster with AVX-VNNI or AVX512_VNNI);
     /// training is always f32.
     #[arg(long, value_enum, default_value = "f32")]
     pub precision: Precision,

@@ -43,9 +43,9 @@ pub struct Args {
     pub threads: usize,
     /// Precision of the recurrent layers' weight products: `f32`, `bf16` (about twice the
     /// product speed on a CPU with AVX512_BF16) or `int8` (weights and layer inputs
-    /// quantized: on a CPU with AVX512_VNNI about twice bf16's product speed, with AVX2
-    /// about 1.5× f32's, the same results on both); the packed ones are refused on other
-    /// CPUs and on wgpu.
+    /// quantized: on a CPU with AVX512_VNNI about twice bf16's product speed, with
+    /// AVX-VNNI about 2.5× AVX2's, with AVX2 alone about 1.5× f32's, the same results on
+    /// all); the packed ones are refused on other CPUs and on wgpu.
     #[arg(long, value_enum, default_value = "f32")]
     pub precision: Precision,
 }

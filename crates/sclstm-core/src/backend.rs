@@ -43,8 +43,8 @@
 //!   scale `s_j = max_p |M[p, j]| / 127`: `q = round(M[p, j] · (127 / max_p |M[p, j]|))`
 //!   (to nearest, ties to even; 0 for an all-zero column), in `[-127, 127]`. `⌈k/4⌉ × n`
 //!   words; word `(p, j)` holds `q[4p + i, j]` in byte `i` (0 past the last row): the
-//!   operand layout of AVX512_VNNI's `vpdpbusd` (an AVX2 kernel widens the bytes to 16
-//!   bits for `vpmaddwd`). After the words (in strips or not) come the `n` scales `s_j`
+//!   operand layout of `vpdpbusd` (AVX512_VNNI's and AVX-VNNI's; an AVX2 kernel widens
+//!   the bytes to 16 bits for `vpmaddwd`). After the words (in strips or not) come the `n` scales `s_j`
 //!   (f32 bits), then the `n` column sums `Σ_p q[p, j]` (i32 bits). The product
 //!   quantizes each row `r` of `A` the same way on the way in (scale
 //!   `t_r = max |A[r, ·]| / 127`; for `vpdpbusd` stored offset by 128 as unsigned bytes)

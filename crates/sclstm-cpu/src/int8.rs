@@ -1,14 +1,16 @@
 //! int8 products for inference: the quantization and packing of the int8 quad layout
 //! (see `sclstm_core::Backend::write_packed`), the reference product (the spec) and the
-//! fast one's kernels on AVX512_VNNI and on AVX2 (driven by [`crate::packed`]).
+//! fast one's kernels on AVX512_VNNI, on AVX-VNNI and on AVX2 (driven by
+//! [`crate::packed`]).
 //!
 //! Weights are quantized per output column, layer inputs per row as a product starts
-//! (dynamic quantization), both symmetrically to `[-127, 127]`. For AVX512_VNNI the
-//! inputs are stored offset by 128 as unsigned bytes, the operand `vpdpbusd` takes (per
-//! i32 lane: the four products of one quad along `k`, added to the accumulator); for
-//! AVX2 as signed 16-bit values, against `B`'s quads widened to 16 bits. The integer sums
-//! are exact, so both fast kernels give the reference's result bit for bit: the scaling
-//! after the sum is the same few f32 operations in the same order.
+//! (dynamic quantization), both symmetrically to `[-127, 127]`. For AVX512_VNNI and
+//! AVX-VNNI the inputs are stored offset by 128 as unsigned bytes, the operand
+//! `vpdpbusd` takes (per i32 lane: the four products of one quad along `k`, added to the
+//! accumulator); for AVX2 as signed 16-bit values, against `B`'s quads widened to 16
+//! bits. The integer sums are exact, so every fast kernel gives the reference's result
+//! bit for bit: the scaling after the sum is the same few f32 operations in the same
+//! order.
 
 use sclstm_core::{Gemm, NumError, Packed};
 
@@ -153,7 +155,7 @@ pub(crate) fn gemm_int8_naive(g: &Gemm, a: &[f32], b: &[u32], bias: Option<&[f32
     }
 }
 
-/// The kernels: AVX512_VNNI's and AVX2's.
+/// The kernels: AVX512_VNNI's, AVX-VNNI's and AVX2's.
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod x86 {
     use std::arch::x86_64::{
@@ -165,14 +167,16 @@ pub(crate) mod x86 {
     };
 
     use std::arch::x86_64::{
-        _CMP_UNORD_Q as UNORD, _mm_loadu_si128, _mm_maskload_epi32, _mm_packs_epi32,
+        __m128i, __m256, __m256i, _CMP_UNORD_Q as UNORD, _mm_add_epi16, _mm_loadu_si128,
+        _mm_maskload_epi32, _mm_packs_epi32, _mm_packus_epi16, _mm_set1_epi16, _mm_storel_epi64,
         _mm_storeu_si128, _mm256_add_epi32, _mm256_add_ps, _mm256_andnot_ps,
         _mm256_castsi256_si128, _mm256_cmp_ps, _mm256_cvtepi8_epi16, _mm256_cvtepi32_ps,
-        _mm256_cvtps_epi32, _mm256_extracti128_si256, _mm256_hadd_epi32, _mm256_loadu_ps,
-        _mm256_madd_epi16, _mm256_maskload_ps, _mm256_maskstore_ps, _mm256_max_ps,
-        _mm256_movemask_ps, _mm256_mul_ps, _mm256_or_ps, _mm256_permute4x64_epi64,
-        _mm256_set1_epi64x, _mm256_set1_ps, _mm256_setzero_ps, _mm256_setzero_si256,
-        _mm256_storeu_ps,
+        _mm256_cvtps_epi32, _mm256_dpbusd_avx_epi32, _mm256_extracti128_si256, _mm256_hadd_epi32,
+        _mm256_loadu_ps, _mm256_loadu_si256, _mm256_madd_epi16, _mm256_maskload_epi32,
+        _mm256_maskload_ps, _mm256_maskstore_ps, _mm256_max_ps, _mm256_movemask_ps, _mm256_mul_ps,
+        _mm256_or_ps, _mm256_permute4x64_epi64, _mm256_set1_epi32, _mm256_set1_epi64x,
+        _mm256_set1_ps, _mm256_setzero_ps, _mm256_setzero_si256, _mm256_slli_epi32,
+        _mm256_storeu_ps, _mm256_sub_epi32,
     };
 
     use crate::packed::x86::{Panel, Words};
@@ -300,17 +304,13 @@ pub(crate) mod x86 {
     /// integer sums, and so the results, are the reference's.
     pub(crate) struct Avx2;
 
-    /// Most rows one pass over a tile's `B` columns keeps in registers: `2·R`
-    /// accumulators, two widened `B` vectors and the broadcast in 15 of the 16.
-    const AVX2_ROWS: usize = 6;
-
     impl Words for Avx2 {
         const PER_WORD: usize = 4;
         const A_WORDS: usize = 2;
         /// A row of `A` in i16 takes twice the bytes of an int8 one: 6 rows of `k = 600`
         /// (7 KB) and a 32-column tile of `B` (19 KB) stay inside a 32 KB L1, 12 rows do
         /// not (3% faster SC-LSTM inference at one and two threads on Zen 4, AVX2 forced).
-        const CHUNK_ROWS: usize = AVX2_ROWS;
+        const CHUNK_ROWS: usize = ROWS_256;
 
         /// Quantizes `k` contiguous f32 as [`super::quantize_row`] does (`vcvtps2dq`
         /// rounds to nearest even, as [`super::quantize`]), into `⌈k/4⌉` quads of i16,
@@ -320,39 +320,16 @@ pub(crate) mod x86 {
             // SAFETY (whole body): every access is below `k` in `src` and below the
             // quads' `4·⌈k/4⌉` values in `dst`.
             unsafe {
-                let body = k / 8 * 8;
-                let (mut max, mut nan) = (_mm256_setzero_ps(), _mm256_setzero_ps());
-                let sign = _mm256_set1_ps(-0.0);
-                for p in (0..body).step_by(8) {
-                    let x = _mm256_loadu_ps(src.add(p));
-                    nan = _mm256_or_ps(nan, _mm256_cmp_ps::<UNORD>(x, x));
-                    max = _mm256_max_ps(max, _mm256_andnot_ps(sign, x));
-                }
-                let mut lanes = [0.0f32; 8];
-                _mm256_storeu_ps(lanes.as_mut_ptr(), max);
-                let mut largest = if _mm256_movemask_ps(nan) != 0 {
-                    f32::NAN
-                } else {
-                    lanes.into_iter().fold(0.0, f32::max)
-                };
-                for p in body..k {
-                    largest = super::max_abs(largest, *src.add(p));
-                }
-                let (inv, scale) = super::quantization(largest);
+                let (inv, scale) = super::quantization(largest_abs(src, k));
                 let out = dst.cast::<i16>();
                 let quads = k.div_ceil(4) * 4;
                 if scale.is_nan() {
                     std::ptr::write_bytes(out, 0, quads);
                     return scale;
                 }
-                let vinv = _mm256_set1_ps(inv);
+                let body = k / 8 * 8;
                 for p in (0..body).step_by(8) {
-                    let q = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(src.add(p)), vinv));
-                    let q = _mm_packs_epi32(
-                        _mm256_castsi256_si128(q),
-                        _mm256_extracti128_si256::<1>(q),
-                    );
-                    _mm_storeu_si128(out.add(p).cast(), q);
+                    _mm_storeu_si128(out.add(p).cast(), quantize8(src.add(p), inv));
                 }
                 for p in body..k {
                     *out.add(p) = super::quantize(*src.add(p), inv) as i16;
@@ -366,36 +343,164 @@ pub(crate) mod x86 {
 
         #[target_feature(enable = "avx2")]
         unsafe fn tile<const M: usize>(p: &Panel, j0: usize, m0: u16, m1: u16) {
-            // The driver's masks select the tile's first columns (`lanes`).
-            let cols = (u32::from(m0) | u32::from(m1) << 16).count_ones() as usize;
-            // SAFETY: the groups and rows stay inside the tile.
+            // SAFETY: forwarded.
+            unsafe { passes::<Avx2, M>(p, j0, m0, m1) }
+        }
+    }
+
+    /// The int8 quad layout's kernels on AVX-VNNI: AVX512_VNNI's operands (rows of `A`
+    /// offset by 128 as unsigned bytes, one word per quad) and its `vpdpbusd` on 256-bit
+    /// vectors, in passes of up to [`ROWS_256`] rows × 16 columns.
+    pub(crate) struct AvxVnni;
+
+    impl Words for AvxVnni {
+        const PER_WORD: usize = 4;
+
+        /// Quantizes `k` contiguous f32 as [`super::quantize_row`] does, eight values
+        /// per conversion, into `⌈k/4⌉` words of offset bytes (128 past `k` and for a
+        /// row whose scale is NaN).
+        #[target_feature(enable = "avx2")]
+        unsafe fn pack_row(src: *const f32, k: usize, dst: *mut u32) -> f32 {
+            // SAFETY (whole body): every access is below `k` in `src` and below the
+            // `4·⌈k/4⌉` bytes of `dst`.
             unsafe {
-                // Eight columns at a time, in passes of at most AVX2_ROWS rows (as even
-                // as they can be, so that no pass streams B for a row or two).
-                for g in (0..cols).step_by(8) {
-                    let width = (cols - g).min(8);
-                    let mut i0 = 0;
-                    while i0 < M {
-                        let h = (M - i0).div_ceil((M - i0).div_ceil(AVX2_ROWS));
-                        if width == 8 {
-                            pass::<false>(p, j0, g, i0, h, width);
-                        } else {
-                            pass::<true>(p, j0, g, i0, h, width);
-                        }
-                        i0 += h;
+                let (inv, scale) = super::quantization(largest_abs(src, k));
+                let out = dst.cast::<u8>();
+                let bytes = k.div_ceil(4) * 4;
+                if scale.is_nan() {
+                    std::ptr::write_bytes(out, 128, bytes);
+                    return scale;
+                }
+                let body = k / 8 * 8;
+                let offset = _mm_set1_epi16(128);
+                for p in (0..body).step_by(8) {
+                    // Values in [1, 255]: the unsigned pack keeps them.
+                    let q = _mm_add_epi16(quantize8(src.add(p), inv), offset);
+                    _mm_storel_epi64(out.add(p).cast(), _mm_packus_epi16(q, q));
+                }
+                for p in body..k {
+                    *out.add(p) = (super::quantize(*src.add(p), inv) + 128) as u8;
+                }
+                for p in k..bytes {
+                    *out.add(p) = 128;
+                }
+                scale
+            }
+        }
+
+        #[target_feature(enable = "avx2,avxvnni")]
+        unsafe fn tile<const M: usize>(p: &Panel, j0: usize, m0: u16, m1: u16) {
+            // SAFETY: forwarded.
+            unsafe { passes::<AvxVnni, M>(p, j0, m0, m1) }
+        }
+    }
+
+    /// The largest `|v|` of `k` contiguous f32 as [`super::max_abs`] folds them (NaN
+    /// when one is a NaN), eight at a time.
+    ///
+    /// # Safety
+    /// AVX2 available; `src` valid for `k` reads.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    unsafe fn largest_abs(src: *const f32, k: usize) -> f32 {
+        // SAFETY (whole body): every access is below `k`.
+        unsafe {
+            let body = k / 8 * 8;
+            let (mut max, mut nan) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+            let sign = _mm256_set1_ps(-0.0);
+            for p in (0..body).step_by(8) {
+                let x = _mm256_loadu_ps(src.add(p));
+                nan = _mm256_or_ps(nan, _mm256_cmp_ps::<UNORD>(x, x));
+                max = _mm256_max_ps(max, _mm256_andnot_ps(sign, x));
+            }
+            let mut lanes = [0.0f32; 8];
+            _mm256_storeu_ps(lanes.as_mut_ptr(), max);
+            let mut largest = if _mm256_movemask_ps(nan) != 0 {
+                f32::NAN
+            } else {
+                lanes.into_iter().fold(0.0, f32::max)
+            };
+            for p in body..k {
+                largest = super::max_abs(largest, *src.add(p));
+            }
+            largest
+        }
+    }
+
+    /// Eight contiguous f32 quantized with multiplier `inv` (`vcvtps2dq` rounds to
+    /// nearest even, as [`super::quantize`]), as eight i16.
+    ///
+    /// # Safety
+    /// AVX2 available; `src` valid for 8 reads.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    unsafe fn quantize8(src: *const f32, inv: f32) -> __m128i {
+        // SAFETY: the caller's contract.
+        let x = unsafe { _mm256_loadu_ps(src) };
+        let q = _mm256_cvtps_epi32(_mm256_mul_ps(x, _mm256_set1_ps(inv)));
+        _mm_packs_epi32(_mm256_castsi256_si128(q), _mm256_extracti128_si256::<1>(q))
+    }
+
+    /// Most rows one pass of a 256-bit kernel keeps in registers: `2·R` accumulators,
+    /// two `B` vectors and the broadcast in 15 of the 16.
+    const ROWS_256: usize = 6;
+
+    /// A 256-bit kernel's pass over one group of a tile's columns.
+    trait Pass {
+        /// Columns of `B` a pass covers.
+        const GROUP: usize;
+
+        /// Rows `i0 .. i0 + R` of the group at column `g` of the tile at `j0`, its first
+        /// `width` columns real; with `MASKED` only those are loaded and stored.
+        ///
+        /// # Safety
+        /// The kernel's CPU features available; as for [`Words::tile`], the rows and
+        /// unmasked columns inside the panel.
+        unsafe fn rows<const R: usize, const MASKED: bool>(
+            p: &Panel,
+            j0: usize,
+            g: usize,
+            i0: usize,
+            width: usize,
+        );
+    }
+
+    /// An `M`-row tile of a 256-bit kernel: its columns in groups of `K::GROUP`, each
+    /// in passes of at most [`ROWS_256`] rows (as even as they can be, so that no pass
+    /// streams B for a row or two).
+    ///
+    /// # Safety
+    /// As for [`Words::tile`], with `K`'s CPU features available.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    unsafe fn passes<K: Pass, const M: usize>(p: &Panel, j0: usize, m0: u16, m1: u16) {
+        // The driver's masks select the tile's first columns (`lanes`).
+        let cols = (u32::from(m0) | u32::from(m1) << 16).count_ones() as usize;
+        // SAFETY: the groups and rows stay inside the tile.
+        unsafe {
+            for g in (0..cols).step_by(K::GROUP) {
+                let width = (cols - g).min(K::GROUP);
+                let mut i0 = 0;
+                while i0 < M {
+                    let h = (M - i0).div_ceil((M - i0).div_ceil(ROWS_256));
+                    if width == K::GROUP {
+                        pass::<K, false>(p, j0, g, i0, h, width);
+                    } else {
+                        pass::<K, true>(p, j0, g, i0, h, width);
                     }
+                    i0 += h;
                 }
             }
         }
     }
 
-    /// [`rows`] with `R = h`.
+    /// `K::rows` with `R = h`.
     ///
     /// # Safety
-    /// As for [`rows`]; `1 ≤ h ≤ AVX2_ROWS`.
+    /// As for [`Pass::rows`]; `1 ≤ h ≤ ROWS_256`.
     #[inline]
     #[target_feature(enable = "avx2")]
-    unsafe fn pass<const MASKED: bool>(
+    unsafe fn pass<K: Pass, const MASKED: bool>(
         p: &Panel,
         j0: usize,
         g: usize,
@@ -406,86 +511,157 @@ pub(crate) mod x86 {
         // SAFETY: forwarded; `h` selects a pass of exactly that height.
         unsafe {
             match h {
-                1 => rows::<1, MASKED>(p, j0, g, i0, width),
-                2 => rows::<2, MASKED>(p, j0, g, i0, width),
-                3 => rows::<3, MASKED>(p, j0, g, i0, width),
-                4 => rows::<4, MASKED>(p, j0, g, i0, width),
-                5 => rows::<5, MASKED>(p, j0, g, i0, width),
-                6 => rows::<6, MASKED>(p, j0, g, i0, width),
-                _ => unreachable!("internal: passes have 1..=AVX2_ROWS rows"),
+                1 => K::rows::<1, MASKED>(p, j0, g, i0, width),
+                2 => K::rows::<2, MASKED>(p, j0, g, i0, width),
+                3 => K::rows::<3, MASKED>(p, j0, g, i0, width),
+                4 => K::rows::<4, MASKED>(p, j0, g, i0, width),
+                5 => K::rows::<5, MASKED>(p, j0, g, i0, width),
+                6 => K::rows::<6, MASKED>(p, j0, g, i0, width),
+                _ => unreachable!("internal: passes have 1..=ROWS_256 rows"),
             }
         }
     }
 
-    /// Rows `i0 .. i0 + R` of the 8-column group at column `g` of the tile at `j0`,
-    /// its first `width` columns real; with `MASKED` only those are loaded and stored.
-    ///
-    /// # Safety
-    /// AVX2 available; as for [`Words::tile`], the rows and unmasked columns inside the
-    /// panel.
-    #[inline]
-    #[target_feature(enable = "avx2")]
-    unsafe fn rows<const R: usize, const MASKED: bool>(
-        p: &Panel,
-        j0: usize,
-        g: usize,
-        i0: usize,
-        width: usize,
-    ) {
-        // SAFETY (whole body): masked lanes are not accessed; the rest is in bounds.
-        unsafe {
-            let mask = lanes_f32(width);
-            let (mask_lo, mask_hi) = (
-                _mm256_castsi256_si128(mask),
-                _mm256_extracti128_si256::<1>(mask),
-            );
-            let a = p.a.add(i0 * p.rsa);
-            let mut acc = [[_mm256_setzero_si256(); 2]; R];
-            for q in 0..p.kp {
-                // Words of columns g..g+4 and g+4..g+8: four bytes along `k` each.
-                let w = p.b_row(j0, q).add(g);
-                let (lo, hi) = if MASKED {
-                    (
-                        _mm_maskload_epi32(w, mask_lo),
-                        _mm_maskload_epi32(w.add(4), mask_hi),
-                    )
-                } else {
-                    (_mm_loadu_si128(w.cast()), _mm_loadu_si128(w.add(4).cast()))
+    impl Pass for AvxVnni {
+        const GROUP: usize = 16;
+
+        #[inline]
+        #[target_feature(enable = "avx2,avxvnni")]
+        unsafe fn rows<const R: usize, const MASKED: bool>(
+            p: &Panel,
+            j0: usize,
+            g: usize,
+            i0: usize,
+            width: usize,
+        ) {
+            // SAFETY (whole body): masked lanes are not accessed; the rest is in bounds.
+            unsafe {
+                let masks = [lanes_f32(width), lanes_f32(width.saturating_sub(8))];
+                let load_words = |ptr: *const i32, h: usize| {
+                    if MASKED {
+                        _mm256_maskload_epi32(ptr, masks[h])
+                    } else {
+                        _mm256_loadu_si256(ptr.cast())
+                    }
                 };
-                let (lo, hi) = (_mm256_cvtepi8_epi16(lo), _mm256_cvtepi8_epi16(hi));
-                for (i, acc_i) in acc.iter_mut().enumerate() {
-                    let quad = a.add(i * p.rsa + 2 * q).cast::<i64>().read_unaligned();
-                    let av = _mm256_set1_epi64x(quad);
-                    acc_i[0] = _mm256_add_epi32(acc_i[0], _mm256_madd_epi16(lo, av));
-                    acc_i[1] = _mm256_add_epi32(acc_i[1], _mm256_madd_epi16(hi, av));
+                let load = |ptr: *const f32, h: usize| {
+                    if MASKED {
+                        _mm256_maskload_ps(ptr, masks[h])
+                    } else {
+                        _mm256_loadu_ps(ptr)
+                    }
+                };
+                let a = p.a.add(i0 * p.rsa);
+                let mut acc = [[_mm256_setzero_si256(); 2]; R];
+                for q in 0..p.kp {
+                    let w = p.b_row(j0, q).add(g);
+                    let (b0, b1) = (load_words(w, 0), load_words(w.add(8), 1));
+                    for (i, acc_i) in acc.iter_mut().enumerate() {
+                        let av = _mm256_set1_epi32(*a.add(i * p.rsa + q) as i32);
+                        acc_i[0] = _mm256_dpbusd_avx_epi32(acc_i[0], av, b0);
+                        acc_i[1] = _mm256_dpbusd_avx_epi32(acc_i[1], av, b1);
+                    }
+                }
+                // As `Sums::scaled`: `(Σ (a + 128)·q − 128·Σ q) · (row scale · column
+                // scale)`, then added to `C` when accumulating.
+                let at = j0 + g;
+                let cols: [(__m256i, __m256); 2] = std::array::from_fn(|h| {
+                    let sums = load_words(p.col_sums.add(at + 8 * h), h);
+                    let scales = load(p.col_scales.add(at + 8 * h), h);
+                    (_mm256_slli_epi32::<7>(sums), scales)
+                });
+                for (i, acc_i) in acc.iter().enumerate() {
+                    let t = _mm256_set1_ps(*p.row_scales.add(i0 + i));
+                    let row = p.c.offset((i0 + i) as isize * p.rsc).add(at);
+                    for (h, (&sums, &(col_sums, scales))) in acc_i.iter().zip(&cols).enumerate() {
+                        let d = _mm256_cvtepi32_ps(_mm256_sub_epi32(sums, col_sums));
+                        let v = _mm256_mul_ps(d, _mm256_mul_ps(t, scales));
+                        let dst = row.add(8 * h);
+                        let v = if p.accumulate {
+                            _mm256_add_ps(load(dst, h), v)
+                        } else {
+                            v
+                        };
+                        if MASKED {
+                            _mm256_maskstore_ps(dst, masks[h], v);
+                        } else {
+                            _mm256_storeu_ps(dst, v);
+                        }
+                    }
                 }
             }
-            // Lanes hold half quads, column by column ([c0 c0 c1 c1 | c2 c2 c3 c3] and
-            // the same for c4..c7): add the halves, then put the columns in order.
-            let at = j0 + g;
-            let load = |ptr: *const f32| {
-                if MASKED {
-                    _mm256_maskload_ps(ptr, mask)
-                } else {
-                    _mm256_loadu_ps(ptr)
+        }
+    }
+
+    impl Pass for Avx2 {
+        const GROUP: usize = 8;
+
+        /// Each `B` word row's two halves widened to i16 once per pass, then per row
+        /// two `vpmaddwd` against the row's quad broadcast.
+        #[inline]
+        #[target_feature(enable = "avx2")]
+        unsafe fn rows<const R: usize, const MASKED: bool>(
+            p: &Panel,
+            j0: usize,
+            g: usize,
+            i0: usize,
+            width: usize,
+        ) {
+            // SAFETY (whole body): masked lanes are not accessed; the rest is in bounds.
+            unsafe {
+                let mask = lanes_f32(width);
+                let (mask_lo, mask_hi) = (
+                    _mm256_castsi256_si128(mask),
+                    _mm256_extracti128_si256::<1>(mask),
+                );
+                let a = p.a.add(i0 * p.rsa);
+                let mut acc = [[_mm256_setzero_si256(); 2]; R];
+                for q in 0..p.kp {
+                    // Words of columns g..g+4 and g+4..g+8: four bytes along `k` each.
+                    let w = p.b_row(j0, q).add(g);
+                    let (lo, hi) = if MASKED {
+                        (
+                            _mm_maskload_epi32(w, mask_lo),
+                            _mm_maskload_epi32(w.add(4), mask_hi),
+                        )
+                    } else {
+                        (_mm_loadu_si128(w.cast()), _mm_loadu_si128(w.add(4).cast()))
+                    };
+                    let (lo, hi) = (_mm256_cvtepi8_epi16(lo), _mm256_cvtepi8_epi16(hi));
+                    for (i, acc_i) in acc.iter_mut().enumerate() {
+                        let quad = a.add(i * p.rsa + 2 * q).cast::<i64>().read_unaligned();
+                        let av = _mm256_set1_epi64x(quad);
+                        acc_i[0] = _mm256_add_epi32(acc_i[0], _mm256_madd_epi16(lo, av));
+                        acc_i[1] = _mm256_add_epi32(acc_i[1], _mm256_madd_epi16(hi, av));
+                    }
                 }
-            };
-            let scales = load(p.col_scales.add(at));
-            for (i, acc_i) in acc.iter().enumerate() {
-                let sums = _mm256_hadd_epi32(acc_i[0], acc_i[1]);
-                let sums = _mm256_permute4x64_epi64::<0b11_01_10_00>(sums);
-                let t = _mm256_set1_ps(*p.row_scales.add(i0 + i));
-                let v = _mm256_mul_ps(_mm256_cvtepi32_ps(sums), _mm256_mul_ps(t, scales));
-                let dst = p.c.offset((i0 + i) as isize * p.rsc).add(at);
-                let v = if p.accumulate {
-                    _mm256_add_ps(load(dst), v)
-                } else {
-                    v
+                // Lanes hold half quads, column by column ([c0 c0 c1 c1 | c2 c2 c3 c3] and
+                // the same for c4..c7): add the halves, then put the columns in order.
+                let at = j0 + g;
+                let load = |ptr: *const f32| {
+                    if MASKED {
+                        _mm256_maskload_ps(ptr, mask)
+                    } else {
+                        _mm256_loadu_ps(ptr)
+                    }
                 };
-                if MASKED {
-                    _mm256_maskstore_ps(dst, mask, v);
-                } else {
-                    _mm256_storeu_ps(dst, v);
+                let scales = load(p.col_scales.add(at));
+                for (i, acc_i) in acc.iter().enumerate() {
+                    let sums = _mm256_hadd_epi32(acc_i[0], acc_i[1]);
+                    let sums = _mm256_permute4x64_epi64::<0b11_01_10_00>(sums);
+                    let t = _mm256_set1_ps(*p.row_scales.add(i0 + i));
+                    let v = _mm256_mul_ps(_mm256_cvtepi32_ps(sums), _mm256_mul_ps(t, scales));
+                    let dst = p.c.offset((i0 + i) as isize * p.rsc).add(at);
+                    let v = if p.accumulate {
+                        _mm256_add_ps(load(dst), v)
+                    } else {
+                        v
+                    };
+                    if MASKED {
+                        _mm256_maskstore_ps(dst, mask, v);
+                    } else {
+                        _mm256_storeu_ps(dst, v);
+                    }
                 }
             }
         }

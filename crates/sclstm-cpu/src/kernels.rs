@@ -6,8 +6,8 @@
 
 use std::sync::OnceLock;
 
-/// Environment variable forcing the kernel set: `avx512`, `avx2`, `portable`, or `auto`
-/// (the default: the best this CPU runs).
+/// Environment variable forcing the kernel set: `avx512`, `avxvnni`, `avx2`, `portable`,
+/// or `auto` (the default: the best this CPU runs).
 pub const KERNELS_ENV: &str = "SCLSTM_KERNELS";
 
 /// A set of hand-written kernels.
@@ -16,6 +16,10 @@ pub enum Kernels {
     /// AVX-512F: 12-row register tiles for small-`m` and tall products, dot-product
     /// kernels for transposed `B`, 16-lane cell kernels.
     Avx512,
+    /// The AVX2 set with AVX-VNNI (the 256-bit `vpdpbusd` of Intel cores without AVX-512,
+    /// from the 12th generation): the int8 products sum byte quads as AVX512_VNNI does,
+    /// every other kernel is the AVX2 one.
+    AvxVnni,
     /// AVX2 + FMA: 6-row register tiles for small-`m` products and for tall products
     /// with `B` in strips (matrixmultiply for the rest), 8-lane cell kernels.
     Avx2,
@@ -28,17 +32,23 @@ impl Kernels {
     pub fn name(self) -> &'static str {
         match self {
             Kernels::Avx512 => "avx512",
+            Kernels::AvxVnni => "avxvnni",
             Kernels::Avx2 => "avx2",
             Kernels::Portable => "portable",
         }
     }
 
+    /// Every set, best first.
+    pub const ALL: [Kernels; 4] = [
+        Kernels::Avx512,
+        Kernels::AvxVnni,
+        Kernels::Avx2,
+        Kernels::Portable,
+    ];
+
     /// Every set this CPU runs, best first (`Portable` always, last).
     pub fn available() -> Vec<Kernels> {
-        [Kernels::Avx512, Kernels::Avx2, Kernels::Portable]
-            .into_iter()
-            .filter(|k| k.runs_here())
-            .collect()
+        Kernels::ALL.into_iter().filter(|k| k.runs_here()).collect()
     }
 
     /// Whether this CPU has the set's instructions (the detection is cached by `std`:
@@ -47,6 +57,10 @@ impl Kernels {
         match self {
             #[cfg(target_arch = "x86_64")]
             Kernels::Avx512 => std::is_x86_feature_detected!("avx512f"),
+            #[cfg(target_arch = "x86_64")]
+            Kernels::AvxVnni => {
+                Kernels::Avx2.runs_here() && std::is_x86_feature_detected!("avxvnni")
+            }
             #[cfg(target_arch = "x86_64")]
             Kernels::Avx2 => {
                 std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
@@ -80,14 +94,15 @@ impl Kernels {
         let available = Kernels::available();
         let wanted = match value.map(str::trim) {
             None | Some("" | "auto") => return Ok(available[0]),
-            Some("avx512") => Kernels::Avx512,
-            Some("avx2") => Kernels::Avx2,
-            Some("portable") => Kernels::Portable,
-            Some(other) => {
-                return Err(format!(
-                    "{KERNELS_ENV}={other:?} is not a kernel set: use avx512, avx2, portable or auto"
-                ));
-            }
+            Some(name) => match Kernels::ALL.into_iter().find(|k| k.name() == name) {
+                Some(k) => k,
+                None => {
+                    return Err(format!(
+                        "{KERNELS_ENV}={name:?} is not a kernel set: use avx512, avxvnni, \
+                         avx2, portable or auto"
+                    ));
+                }
+            },
         };
         if available.contains(&wanted) {
             Ok(wanted)
@@ -122,7 +137,7 @@ impl Kernels {
                 "AVX-512 register tile over row chunks, B in strips",
                 "matrixmultiply",
             ],
-            Kernels::Avx2 => [
+            Kernels::AvxVnni | Kernels::Avx2 => [
                 "AVX2 register tile (6 rows; 32 columns for 1–2 rows), B in strips",
                 "AVX2 register tile (6 rows; 32 columns for 1–2 rows), B in strips",
                 "AVX2 register tile over row chunks, B in strips",
@@ -191,9 +206,11 @@ macro_rules! on_vector_unit {
                 // SAFETY: this CPU runs the set (asserted above).
                 #[cfg(target_arch = "x86_64")]
                 $crate::kernels::Kernels::Avx512 => unsafe { avx512($($arg),*) },
-                // SAFETY: as above.
+                // SAFETY: as above (the avxvnni set includes AVX2).
                 #[cfg(target_arch = "x86_64")]
-                $crate::kernels::Kernels::Avx2 => unsafe { avx2($($arg),*) },
+                $crate::kernels::Kernels::AvxVnni | $crate::kernels::Kernels::Avx2 => unsafe {
+                    avx2($($arg),*)
+                },
                 _ => body($($arg),*),
             }
         }
@@ -349,7 +366,7 @@ mod tests {
         }
         let err = Kernels::resolve(Some("sse9")).unwrap_err();
         assert!(err.contains(KERNELS_ENV) && err.contains("sse9"), "{err}");
-        for k in [Kernels::Avx512, Kernels::Avx2] {
+        for k in Kernels::ALL {
             if !available.contains(&k) {
                 let err = Kernels::resolve(Some(k.name())).unwrap_err();
                 assert!(err.contains("does not run"), "{err}");

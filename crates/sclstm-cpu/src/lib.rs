@@ -3,7 +3,7 @@
 //! at run time, matrixmultiply's packed microkernels where they do not apply, rayon
 //! across the output, fused AVX-512 / AVX2 cell kernels ([`cell`]) and row gather /
 //! scatter-add ([`rows`]), and packed products for inference ([`packed`]): bf16 on
-//! AVX512_BF16 ([`bf16`]), int8 on AVX512_VNNI or AVX2 ([`int8`]).
+//! AVX512_BF16 ([`bf16`]), int8 on AVX512_VNNI, AVX-VNNI or AVX2 ([`int8`]).
 //!
 //! Buffers are plain `Vec<R>`; `R` is `f32` for training and `f64` for gradient checks.
 //!

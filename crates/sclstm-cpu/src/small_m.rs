@@ -47,16 +47,19 @@ impl Isa {
     /// Every kernel this CPU runs, best first (the tests check each one).
     #[cfg(test)]
     pub(crate) fn available() -> Vec<Isa> {
-        Kernels::available()
+        let mut isas: Vec<Isa> = Kernels::available()
             .into_iter()
             .filter_map(Isa::of)
-            .collect()
+            .collect();
+        // The avxvnni and avx2 sets share the AVX2 tiles.
+        isas.dedup();
+        isas
     }
 
     fn of(k: Kernels) -> Option<Isa> {
         match k {
             Kernels::Avx512 => Some(Isa::Avx512),
-            Kernels::Avx2 => Some(Isa::Avx2),
+            Kernels::AvxVnni | Kernels::Avx2 => Some(Isa::Avx2),
             Kernels::Portable => None,
         }
     }

@@ -142,7 +142,9 @@ fn transpose_with<R: Real>(set: Kernels, src: &[R], rows: usize, cols: usize, ou
             // SAFETY: the set's instructions were detected at run time.
             Kernels::Avx512 => return unsafe { x86::transpose_f32_avx512(src, rows, cols, dst) },
             // SAFETY: as above.
-            Kernels::Avx2 => return unsafe { x86::transpose_f32_avx2(src, rows, cols, dst) },
+            Kernels::AvxVnni | Kernels::Avx2 => {
+                return unsafe { x86::transpose_f32_avx2(src, rows, cols, dst) };
+            }
             Kernels::Portable => {}
         }
     }

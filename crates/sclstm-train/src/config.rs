@@ -52,9 +52,9 @@ pub enum Precision {
     Bf16,
     /// int8 products (weights quantized per output column, layer inputs per row as each
     /// product starts, exact integer sums) on the CPU backend of a CPU with AVX2 (about
-    /// 1.5× f32's product speed) or AVX512_VNNI (about twice bf16's), with AMX tiles for
-    /// the large products where the CPU has AMX-INT8: the same results on all; refused
-    /// elsewhere.
+    /// 1.5× f32's product speed), AVX-VNNI (about 2.5× AVX2's) or AVX512_VNNI (about
+    /// twice bf16's), with AMX tiles for the large products where the CPU has AMX-INT8:
+    /// the same results on all; refused elsewhere.
     Int8,
 }
 
