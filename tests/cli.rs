@@ -127,12 +127,18 @@ fn same_seed_and_threads_give_identical_metrics() {
 #[test]
 fn resumed_run_equals_uninterrupted_run() {
     let (full, cut) = (temp_dir("resume-full"), temp_dir("resume-cut"));
-    assert!(train(&full, &["--epochs", "2"]).status.success());
+    assert!(
+        train(&full, &["--epochs", "2", "--log-grads", "2"])
+            .status
+            .success()
+    );
     // 20 sentences × 3 tasks / 5 per batch = 12 batches per epoch: stop inside epoch 2.
     let out = train(
         &cut,
         &[
             "--epochs",
+            "2",
+            "--log-grads",
             "2",
             "--stop-after-steps",
             "17",
@@ -145,12 +151,23 @@ fn resumed_run_equals_uninterrupted_run() {
         "the interrupted run reports that it stopped"
     );
     assert!(String::from_utf8_lossy(&out.stderr).contains("--resume"));
-    ok(&["train", "--resume", cut.to_str().unwrap(), "--quiet"]);
+    // A run killed after its checkpoint had logged the next steps' gradients too (as
+    // this one would have, steps 18 and 20): the resume logs them once.
+    let grads = |dir: &Path| std::fs::read_to_string(dir.join("grads.jsonl")).unwrap();
+    let mut logged = grads(&cut);
+    let full_grads = grads(&full);
+    let past: Vec<&str> = full_grads.lines().skip(8).take(2).collect();
+    assert!(past[0].starts_with("{\"step\":18,"), "{past:?}");
+    logged.extend(past.iter().flat_map(|l| [*l, "\n"]));
+    std::fs::write(cut.join("grads.jsonl"), logged).unwrap();
+    let cut_dir = cut.to_str().unwrap();
+    ok(&["train", "--resume", cut_dir, "--quiet", "--log-grads", "2"]);
     assert_eq!(scores(&cut), scores(&full));
     assert_eq!(
         std::fs::read(cut.join("best.safetensors")).unwrap(),
         std::fs::read(full.join("best.safetensors")).unwrap()
     );
+    assert_eq!(grads(&cut), grads(&full));
 }
 
 #[test]

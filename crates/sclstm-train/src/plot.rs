@@ -217,7 +217,8 @@ fn load_run(dir: &Path) -> Result<Run, PlotError> {
     let metrics = read_jsonl(&metrics_path)?;
     let grads_path = dir.join(GRADS_FILE);
     let grads = if grads_path.is_file() {
-        Some(read_jsonl(&grads_path)?)
+        let records: Vec<GradsRecord> = read_jsonl(&grads_path)?;
+        Some(rundir::last_per_step(records, |g| g.step))
     } else {
         None
     };

@@ -48,9 +48,11 @@ pub struct Provenance {
     pub resume: Option<String>,
 }
 
-/// The `cosine` field of a `grads.jsonl` line (see [`crate::grads::GradsLine`]).
+/// The `step` and `cosine` fields of a `grads.jsonl` line (see
+/// [`crate::grads::GradsLine`]).
 #[derive(Deserialize)]
 struct CosineRecord {
+    step: u64,
     cosine: BTreeMap<String, Option<f64>>,
 }
 
@@ -166,14 +168,17 @@ pub fn read_run(dir: &Path, row: &str, run: &str, seed: u64) -> anyhow::Result<O
     if grads_path.is_file() {
         let text = std::fs::read_to_string(&grads_path)
             .with_context(|| format!("reading {}", grads_path.display()))?;
-        for (i, l) in text
+        let records = text
             .lines()
             .enumerate()
             .filter(|(_, l)| !l.trim().is_empty())
-        {
-            let g: CosineRecord = serde_json::from_str(l).with_context(|| {
-                format!("{}:{}: not a gradient line", grads_path.display(), i + 1)
-            })?;
+            .map(|(i, l)| {
+                serde_json::from_str::<CosineRecord>(l).with_context(|| {
+                    format!("{}:{}: not a gradient line", grads_path.display(), i + 1)
+                })
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        for g in rundir::last_per_step(records, |g| g.step) {
             for (pair, c) in g.cosine {
                 // A non-finite cosine is logged as null and left out.
                 if let Some(c) = c.filter(|c| c.is_finite()) {

@@ -196,6 +196,55 @@ pub fn truncate_metrics(path: &Path, epoch: usize) -> anyhow::Result<()> {
     write_atomic(path, kept.as_bytes()).with_context(|| format!("writing {}", path.display()))
 }
 
+/// Of records logged for one step more than once, the last; the others in their order.
+/// A run killed past its last checkpoint logged the steps after it, and a resume from
+/// the checkpoint logs them again (the same lines: training resumes bit for bit); runs
+/// resumed before [`truncate_grads`] existed keep both.
+pub fn last_per_step<T>(records: Vec<T>, step: impl Fn(&T) -> u64) -> Vec<T> {
+    let last: std::collections::HashMap<u64, usize> = records
+        .iter()
+        .enumerate()
+        .map(|(i, r)| (step(r), i))
+        .collect();
+    records
+        .into_iter()
+        .enumerate()
+        .filter(|(i, r)| last[&step(r)] == *i)
+        .map(|(_, r)| r)
+        .collect()
+}
+
+/// The step of a `grads.jsonl` line.
+#[derive(Deserialize)]
+struct GradsStep {
+    step: u64,
+}
+
+/// Keeps the `grads.jsonl` lines of steps up to `step`, each step once (used when
+/// resuming from the checkpoint of that step, so that the steps logged after it are not
+/// written twice); a malformed line is an error naming the file and line.
+pub fn truncate_grads(path: &Path, step: u64) -> anyhow::Result<()> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Ok(());
+    };
+    let mut lines = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let g: GradsStep = serde_json::from_str(line)
+            .with_context(|| format!("{}:{}: not a gradient line", path.display(), i + 1))?;
+        if g.step <= step {
+            lines.push((g.step, line));
+        }
+    }
+    let kept: String = last_per_step(lines, |&(s, _)| s)
+        .into_iter()
+        .flat_map(|(_, l)| [l, "\n"])
+        .collect();
+    write_atomic(path, kept.as_bytes()).with_context(|| format!("writing {}", path.display()))
+}
+
 /// Creates the run directory and proves it is writable before any training starts.
 pub fn prepare_dir(dir: &Path) -> anyhow::Result<PathBuf> {
     std::fs::create_dir_all(dir)
@@ -649,6 +698,43 @@ mod tests {
         );
         assert!(err.contains("--resume") && err.contains("--force"), "{err}");
         assert!(check_new_run(&d, true).unwrap());
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn a_resume_keeps_the_gradient_lines_up_to_its_checkpoint_each_step_once() {
+        assert_eq!(
+            last_per_step(
+                vec![(2, 'a'), (4, 'b'), (6, 'c'), (4, 'd'), (6, 'e'), (8, 'f')],
+                |r| r.0
+            ),
+            [(2, 'a'), (4, 'd'), (6, 'e'), (8, 'f')]
+        );
+        let d = temp("grads");
+        std::fs::create_dir_all(&d).unwrap();
+        let path = d.join(GRADS_FILE);
+        let line =
+            |step: u64, x: u32| format!("{{\"step\":{step},\"cosine\":{{\"a/b\":0.{x}}}}}\n");
+        // Steps 2–8, a resume from step 4 that logged 6 again, then a kill after step 10.
+        let logged: String = [(2, 1), (4, 2), (6, 3), (8, 4), (6, 5), (8, 6), (10, 7)]
+            .into_iter()
+            .map(|(s, x)| line(s, x))
+            .collect();
+        std::fs::write(&path, &logged).unwrap();
+        truncate_grads(&path, 8).unwrap();
+        let want: String = [(2, 1), (4, 2), (6, 5), (8, 6)]
+            .into_iter()
+            .map(|(s, x)| line(s, x))
+            .collect();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), want);
+        // No file: nothing to do; a malformed line: an error naming the file and line.
+        truncate_grads(&d.join("absent.jsonl"), 8).unwrap();
+        std::fs::write(&path, format!("{}\nnot json\n", line(2, 1))).unwrap();
+        let err = format!("{:#}", truncate_grads(&path, 8).unwrap_err());
+        assert!(
+            err.contains(&*path.to_string_lossy()) && err.contains(":3:"),
+            "{err}"
+        );
         std::fs::remove_dir_all(&d).unwrap();
     }
 

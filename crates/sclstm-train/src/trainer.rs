@@ -550,6 +550,7 @@ impl<B: Backend + 'static> Trainer<B> {
         let (state, log) = if resume {
             let state = load_last(out, &mut tagger, &mut adam)?;
             RunLog::truncate_steps(out, state.step)?;
+            rundir::truncate_grads(&out.join(rundir::GRADS_FILE), state.step)?;
             let mut log = open_log(out, &early)?;
             say(
                 &mut log,
