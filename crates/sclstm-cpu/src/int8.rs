@@ -312,32 +312,20 @@ pub(crate) mod x86 {
         /// not (3% faster SC-LSTM inference at one and two threads on Zen 4, AVX2 forced).
         const CHUNK_ROWS: usize = ROWS_256;
 
-        /// Quantizes `k` contiguous f32 as [`super::quantize_row`] does (`vcvtps2dq`
-        /// rounds to nearest even, as [`super::quantize`]), into `⌈k/4⌉` quads of i16,
-        /// zeros past `k` and for a row whose scale is NaN.
+        /// Quantizes `k` contiguous f32 as [`super::quantize_row`] does, into `⌈k/4⌉`
+        /// quads of i16, zeros past `k` and for a row whose scale is NaN.
         #[target_feature(enable = "avx2")]
         unsafe fn pack_row(src: *const f32, k: usize, dst: *mut u32) -> f32 {
-            // SAFETY (whole body): every access is below `k` in `src` and below the
-            // quads' `4·⌈k/4⌉` values in `dst`.
+            // SAFETY: `dst` holds the quads' `4·⌈k/4⌉` i16.
             unsafe {
-                let (inv, scale) = super::quantization(largest_abs(src, k));
-                let out = dst.cast::<i16>();
-                let quads = k.div_ceil(4) * 4;
-                if scale.is_nan() {
-                    std::ptr::write_bytes(out, 0, quads);
-                    return scale;
-                }
-                let body = k / 8 * 8;
-                for p in (0..body).step_by(8) {
-                    _mm_storeu_si128(out.add(p).cast(), quantize8(src.add(p), inv));
-                }
-                for p in body..k {
-                    *out.add(p) = super::quantize(*src.add(p), inv) as i16;
-                }
-                for p in k..quads {
-                    *out.add(p) = 0;
-                }
-                scale
+                quantize_into(
+                    src,
+                    k,
+                    dst.cast::<i16>(),
+                    0,
+                    |q| q as i16,
+                    |out, q| _mm_storeu_si128(out.cast(), q),
+                )
             }
         }
 
@@ -356,35 +344,25 @@ pub(crate) mod x86 {
     impl Words for AvxVnni {
         const PER_WORD: usize = 4;
 
-        /// Quantizes `k` contiguous f32 as [`super::quantize_row`] does, eight values
-        /// per conversion, into `⌈k/4⌉` words of offset bytes (128 past `k` and for a
-        /// row whose scale is NaN).
+        /// Quantizes `k` contiguous f32 as [`super::quantize_row`] does, into `⌈k/4⌉`
+        /// words of offset bytes (128 past `k` and for a row whose scale is NaN).
         #[target_feature(enable = "avx2")]
         unsafe fn pack_row(src: *const f32, k: usize, dst: *mut u32) -> f32 {
-            // SAFETY (whole body): every access is below `k` in `src` and below the
-            // `4·⌈k/4⌉` bytes of `dst`.
+            let offset = _mm_set1_epi16(128);
+            // SAFETY: `dst` holds the words' `4·⌈k/4⌉` bytes.
             unsafe {
-                let (inv, scale) = super::quantization(largest_abs(src, k));
-                let out = dst.cast::<u8>();
-                let bytes = k.div_ceil(4) * 4;
-                if scale.is_nan() {
-                    std::ptr::write_bytes(out, 128, bytes);
-                    return scale;
-                }
-                let body = k / 8 * 8;
-                let offset = _mm_set1_epi16(128);
-                for p in (0..body).step_by(8) {
-                    // Values in [1, 255]: the unsigned pack keeps them.
-                    let q = _mm_add_epi16(quantize8(src.add(p), inv), offset);
-                    _mm_storel_epi64(out.add(p).cast(), _mm_packus_epi16(q, q));
-                }
-                for p in body..k {
-                    *out.add(p) = (super::quantize(*src.add(p), inv) + 128) as u8;
-                }
-                for p in k..bytes {
-                    *out.add(p) = 128;
-                }
-                scale
+                quantize_into(
+                    src,
+                    k,
+                    dst.cast::<u8>(),
+                    128,
+                    |q| (q + 128) as u8,
+                    |out, q| {
+                        // Values in [1, 255]: the unsigned pack keeps them.
+                        let q = _mm_add_epi16(q, offset);
+                        _mm_storel_epi64(out.cast(), _mm_packus_epi16(q, q));
+                    },
+                )
             }
         }
 
@@ -392,6 +370,49 @@ pub(crate) mod x86 {
         unsafe fn tile<const M: usize>(p: &Panel, j0: usize, m0: u16, m1: u16) {
             // SAFETY: forwarded.
             unsafe { passes::<AvxVnni, M>(p, j0, m0, m1) }
+        }
+    }
+
+    /// Quantizes `k` contiguous f32 as [`super::quantize_row`] does into the `4·⌈k/4⌉`
+    /// values of `T` at `out`: eight at a time through `store8` (given them as i16;
+    /// `vcvtps2dq` rounds to nearest even, as [`super::quantize`]), the rest through
+    /// `one`, and `pad` past `k` and everywhere for a row whose scale is NaN. Returns the
+    /// row's scale.
+    ///
+    /// # Safety
+    /// AVX2 available; `src` valid for `k` reads, `out` for `4·⌈k/4⌉` writes (and
+    /// `store8` for eight from where it is given).
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    unsafe fn quantize_into<T: Copy>(
+        src: *const f32,
+        k: usize,
+        out: *mut T,
+        pad: T,
+        one: impl Fn(i32) -> T,
+        store8: impl Fn(*mut T, __m128i),
+    ) -> f32 {
+        // SAFETY (whole body): every access is below `k` in `src` and below the
+        // `4·⌈k/4⌉` values of `out`.
+        unsafe {
+            let (inv, scale) = super::quantization(largest_abs(src, k));
+            let len = k.div_ceil(4) * 4;
+            let start = if scale.is_nan() {
+                0
+            } else {
+                let body = k / 8 * 8;
+                for p in (0..body).step_by(8) {
+                    store8(out.add(p), quantize8(src.add(p), inv));
+                }
+                for p in body..k {
+                    *out.add(p) = one(super::quantize(*src.add(p), inv));
+                }
+                k
+            };
+            for p in start..len {
+                *out.add(p) = pad;
+            }
+            scale
         }
     }
 
